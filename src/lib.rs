@@ -1,0 +1,16 @@
+//! stackctl: a git repo of stacks and recipes as the single source of truth for long-running
+//! services on Slurm.
+//!
+//! The core is pure: [`spec`] turns files into desired state, [`live`] turns Slurm's job list
+//! into observed state, [`plan::compute`] diffs them and [`render`] draws the result. The
+//! edges are thin: [`slurm`] is the only code that talks to Slurm, [`git`] the only code that
+//! asks git, [`apply`] executes a plan through a backend, and [`cli`] wires them to commands.
+
+pub mod apply;
+pub mod cli;
+pub mod git;
+pub mod live;
+pub mod plan;
+pub mod render;
+pub mod slurm;
+pub mod spec;

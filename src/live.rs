@@ -1,0 +1,329 @@
+//! Observed state: the owned jobs found in Slurm, with their parsed markers. Pure types and
+//! parsing; the listing itself comes from a `slurm::Backend`.
+//!
+//! Every job stackctl submits is one task of a job array whose task id is the replica index,
+//! and whose comment carries a marker:
+//! `stackctl/v1;owner=<owner>;stack=<stack>;svc=<service>;spec=<hash>;nonce=<nonce>;idx=<indexes>`.
+//! Only jobs whose marker names this owner are ever considered or cancelled.
+
+use crate::spec::{Owner, ReplicaSpec, ServiceAddr, SpecHash};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// The marker's version tag, the first field of every stackctl job comment.
+pub const MARKER_PREFIX: &str = "stackctl/v1";
+
+/// The identity stackctl writes into a job's comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The owner namespace.
+    pub owner: Owner,
+    /// The service the job belongs to.
+    pub service: ServiceAddr,
+    /// Hash of the replica spec the job was submitted with.
+    pub spec: SpecHash,
+    /// Unique per submission, so a submit whose outcome is unknown can be looked up.
+    pub nonce: String,
+    /// The replica indexes of the submission, in Slurm array syntax (`0-2,5`).
+    pub indexes: String,
+}
+
+impl fmt::Display for Marker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{MARKER_PREFIX};owner={};stack={};svc={};spec={};nonce={};idx={}",
+            self.owner,
+            self.service.stack,
+            self.service.service,
+            self.spec,
+            self.nonce,
+            self.indexes
+        )
+    }
+}
+
+impl Marker {
+    /// Parses a job comment; returns `None` for anything that is not a complete stackctl marker.
+    pub fn parse(comment: &str) -> Option<Marker> {
+        let mut fields = comment.split(';');
+        if fields.next()? != MARKER_PREFIX {
+            return None;
+        }
+        let mut map = BTreeMap::new();
+        for field in fields {
+            let (key, value) = field.split_once('=')?;
+            if map.insert(key, value).is_some() {
+                return None;
+            }
+        }
+        let get = |key: &str| map.get(key).copied().filter(|v| !v.is_empty());
+        Some(Marker {
+            owner: Owner::parse(get("owner")?).ok()?,
+            service: ServiceAddr::new(get("stack")?, get("svc")?),
+            spec: SpecHash(get("spec")?.to_owned()),
+            nonce: get("nonce")?.to_owned(),
+            indexes: get("idx")?.to_owned(),
+        })
+    }
+}
+
+/// A job as any Slurm listing returns it, before ownership is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Slurm's job id as printed, e.g. `123_4` for an array task.
+    pub id: String,
+    /// The array's job id (the job's own id when it is not an array task).
+    pub array_job_id: u64,
+    /// The array task id, if the job is an array task.
+    pub array_task_id: Option<u32>,
+    /// Job name.
+    pub name: String,
+    /// Job comment.
+    pub comment: String,
+    /// State as Slurm names it (`PENDING`, `RUNNING`, `COMPLETING`, …).
+    pub state: String,
+    /// Why the job is pending, or `None`.
+    pub reason: String,
+    /// Allocated nodes in Slurm's hostlist notation; empty while pending.
+    pub nodes: String,
+}
+
+/// A replica's lifecycle, mapped from Slurm's job states.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobState {
+    /// Waiting for resources, configuring or requeued: will run.
+    Pending,
+    /// Running.
+    Running,
+    /// Held or suspended: alive but stuck until someone acts.
+    Stuck(String),
+    /// Ending or ended: no longer counts as a replica.
+    Ended(String),
+}
+
+impl JobState {
+    /// Maps a Slurm state name. Unknown names count as alive, so stackctl never submits a
+    /// duplicate next to a job it does not understand.
+    pub fn from_slurm(state: &str) -> JobState {
+        match state {
+            "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_FED" | "RESIZING" => {
+                JobState::Pending
+            }
+            "RUNNING" => JobState::Running,
+            "COMPLETED" | "COMPLETING" | "CANCELLED" | "FAILED" | "TIMEOUT" | "NODE_FAIL"
+            | "PREEMPTED" | "BOOT_FAIL" | "DEADLINE" | "OUT_OF_MEMORY" | "SPECIAL_EXIT"
+            | "REVOKED" | "SIGNALING" | "STAGE_OUT" | "STOPPED" => {
+                JobState::Ended(state.to_owned())
+            }
+            other => JobState::Stuck(other.to_owned()),
+        }
+    }
+
+    /// Returns whether the job counts as a replica (everything but ended jobs).
+    pub fn is_alive(&self) -> bool {
+        !matches!(self, JobState::Ended(_))
+    }
+
+    /// Returns whether the job ended badly (anything but a clean completion or a cancel).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, JobState::Ended(s) if !matches!(s.as_str(), "COMPLETED" | "COMPLETING" | "CANCELLED"))
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobState::Pending => f.write_str("PENDING"),
+            JobState::Running => f.write_str("RUNNING"),
+            JobState::Stuck(s) | JobState::Ended(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One owned job: a replica of a service, alive or recently ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveJob {
+    /// Slurm job id as printed (`123_4`); what scancel takes.
+    pub id: String,
+    /// The replica index (the array task id).
+    pub index: u32,
+    /// The job's marker.
+    pub marker: Marker,
+    /// Its state.
+    pub state: JobState,
+    /// Slurm's reason for the state (e.g. `Resources`), or empty.
+    pub reason: String,
+    /// Allocated nodes, hostlist notation.
+    pub nodes: String,
+}
+
+/// Everything stackctl observed of its own jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Owned jobs, sorted by service, index and job id.
+    pub jobs: Vec<LiveJob>,
+    /// Specs of live jobs whose hash differs from the desired one, read back from their batch
+    /// scripts, so a plan can show what changes. Missing entries render as unknown.
+    pub specs: BTreeMap<SpecHash, ReplicaSpec>,
+}
+
+impl Observed {
+    /// Keeps the records whose marker names `owner`; everything else is invisible to stackctl.
+    pub fn from_records(records: impl IntoIterator<Item = JobRecord>, owner: &Owner) -> Observed {
+        let mut jobs: Vec<LiveJob> = records
+            .into_iter()
+            .filter_map(|record| {
+                let marker = Marker::parse(&record.comment)?;
+                if &marker.owner != owner {
+                    return None;
+                }
+                Some(LiveJob {
+                    id: record.id,
+                    index: record.array_task_id?,
+                    marker,
+                    state: JobState::from_slurm(&record.state),
+                    reason: record.reason,
+                    nodes: record.nodes,
+                })
+            })
+            .collect();
+        jobs.sort_by(|a, b| {
+            (&a.marker.service, a.index, &a.id).cmp(&(&b.marker.service, b.index, &b.id))
+        });
+        Observed {
+            jobs,
+            specs: BTreeMap::new(),
+        }
+    }
+
+    /// Returns the owned jobs that are still alive.
+    pub fn alive(&self) -> impl Iterator<Item = &LiveJob> {
+        self.jobs.iter().filter(|job| job.state.is_alive())
+    }
+}
+
+/// Returns the first host of a Slurm hostlist such as `node[3-5,7],gpu1`.
+pub fn first_host(nodes: &str) -> Option<String> {
+    let nodes = nodes.trim();
+    if nodes.is_empty() || nodes == "(null)" {
+        return None;
+    }
+    let end = nodes.find(',').unwrap_or(nodes.len());
+    let bracket = nodes.find('[');
+    match bracket {
+        Some(open) if open < end => {
+            let close = nodes[open..].find(']')? + open;
+            let first = nodes[open + 1..close].split([',', '-']).next()?;
+            Some(format!("{}{}", &nodes[..open], first))
+        }
+        _ => Some(nodes[..end].to_owned()),
+    }
+}
+
+/// Formats replica indexes in Slurm's array syntax, with runs collapsed: `0-2,5`.
+pub fn index_ranges(indexes: &[u32]) -> String {
+    let mut sorted = indexes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marker() -> Marker {
+        Marker {
+            owner: Owner::parse("org/repo").unwrap(),
+            service: ServiceAddr::new("inference", "llm"),
+            spec: SpecHash("0123456789abcdef".into()),
+            nonce: "n1".into(),
+            indexes: "0-2,5".into(),
+        }
+    }
+
+    #[test]
+    fn marker_round_trips_and_never_contains_separators_squeue_output_needs() {
+        let text = marker().to_string();
+        assert!(!text.contains('|') && !text.contains('\n') && !text.contains(' '));
+        assert_eq!(Marker::parse(&text), Some(marker()));
+    }
+
+    #[test]
+    fn look_alike_and_partial_comments_are_not_markers() {
+        for comment in [
+            "",
+            "stackctl",
+            "stackctl/v2;owner=a;stack=s;svc=v;spec=h;nonce=n;idx=0",
+            "stackctl/v1;owner=a;stack=s;svc=v;spec=h;nonce=n",
+            "stackctl/v1;owner=a;owner=b;stack=s;svc=v;spec=h;nonce=n;idx=0",
+            "stackctl/v1;owner=bad owner;stack=s;svc=v;spec=h;nonce=n;idx=0",
+            "my job stackctl/v1;owner=a;stack=s;svc=v;spec=h;nonce=n;idx=0",
+        ] {
+            assert_eq!(Marker::parse(comment), None, "{comment}");
+        }
+    }
+
+    #[test]
+    fn first_host_handles_hostlist_forms() {
+        assert_eq!(first_host("node1").as_deref(), Some("node1"));
+        assert_eq!(first_host("node[3-5,7]").as_deref(), Some("node3"));
+        assert_eq!(first_host("a1,node[2-3]").as_deref(), Some("a1"));
+        assert_eq!(first_host(""), None);
+    }
+
+    #[test]
+    fn index_ranges_collapse_runs() {
+        assert_eq!(index_ranges(&[5, 0, 1, 2, 7, 8]), "0-2,5,7-8");
+        assert_eq!(index_ranges(&[3]), "3");
+    }
+
+    #[test]
+    fn ending_states_do_not_count_and_unknown_states_do() {
+        assert!(!JobState::from_slurm("COMPLETING").is_alive());
+        assert!(!JobState::from_slurm("NODE_FAIL").is_alive());
+        assert!(JobState::from_slurm("REQUEUE_HOLD").is_alive());
+        assert!(JobState::from_slurm("SOMETHING_NEW").is_alive());
+        assert!(JobState::from_slurm("OUT_OF_MEMORY").is_failure());
+        assert!(!JobState::from_slurm("CANCELLED").is_failure());
+    }
+}
+
+/// Observes the owner's jobs: one listing, then, only for specs that differ from the desired
+/// ones, one batch-script read per distinct spec so a plan can show what changes.
+pub fn observe(
+    backend: &dyn crate::slurm::Backend,
+    owner: &Owner,
+    desired: &crate::spec::Desired,
+) -> Result<Observed, crate::slurm::SlurmError> {
+    let mut observed = Observed::from_records(backend.list_jobs()?, owner);
+    for (hash, job_id) in crate::plan::specs_to_read(desired, &observed) {
+        match backend.batch_script(&job_id) {
+            Ok(text) => match crate::render::script::spec_of_script(&text) {
+                Some(spec) if spec.hash() == hash => {
+                    observed.specs.insert(hash, spec);
+                }
+                _ => tracing::warn!(%job_id, "batch script carries no readable stackctl spec"),
+            },
+            Err(e) => tracing::warn!(%job_id, error = %e, "cannot read batch script"),
+        }
+    }
+    Ok(observed)
+}

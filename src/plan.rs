@@ -1,0 +1,294 @@
+//! The plan: the difference between desired and observed state, as data. Pure: no IO, no
+//! clock, no Slurm. Every renderer (human, JSON) draws the same `Plan`.
+
+use crate::live::{LiveJob, Observed};
+use crate::spec::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What converging the cluster takes, service by service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The owner whose jobs were compared.
+    pub owner: Owner,
+    /// Services with at least one change, in address order.
+    pub services: Vec<ServicePlan>,
+}
+
+/// The changes to one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePlan {
+    /// The service.
+    pub service: ServiceAddr,
+    /// Replicas alive now (distinct indexes).
+    pub replicas_before: u32,
+    /// Replicas wanted (0 when the service is gone from the repo).
+    pub replicas_after: u32,
+    /// Whether the service is still in the repo.
+    pub in_repo: bool,
+    /// The spec of the replicas being replaced, when it could be read back from Slurm.
+    pub spec_before: Option<ReplicaSpec>,
+    /// The desired spec, when the service is in the repo.
+    pub spec_after: Option<ReplicaSpec>,
+    /// The desired spec's hash.
+    pub hash_after: Option<SpecHash>,
+    /// Per-replica changes: replaces and creates by index, then destroys highest index first.
+    pub changes: Vec<Change>,
+}
+
+/// One replica-level change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Replica index.
+    pub index: u32,
+    /// What happens.
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+    /// The job affected (destroy, replace) or the ended job being recreated (create).
+    pub job: Option<JobRef>,
+}
+
+/// A reference to an observed job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRef {
+    /// Slurm job id, e.g. `123_4`.
+    pub job_id: String,
+    /// Slurm state when observed.
+    pub state: String,
+    /// Spec hash from its marker.
+    pub spec_hash: SpecHash,
+}
+
+/// The kinds of replica change, in Terraform's vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// Submit a job.
+    Create,
+    /// Cancel a job.
+    Destroy,
+    /// Cancel a job, then submit its successor.
+    Replace,
+}
+
+/// Why a change is planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No job exists for this index (new service or scale up).
+    Missing,
+    /// The index's last job ended (crashed, cancelled, timed out…).
+    Ended,
+    /// The index is at or above the desired replica count.
+    ScaleDown,
+    /// The service is gone from the repo.
+    ServiceRemoved,
+    /// Another alive job already holds this index (e.g. after concurrent applies).
+    Duplicate,
+    /// The job runs a spec other than the desired one.
+    SpecChanged,
+}
+
+/// Job counts, as Terraform counts them: a replace adds one and destroys one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// Jobs to submit.
+    pub add: usize,
+    /// Jobs to change in place (stackctl changes none in place today).
+    pub change: usize,
+    /// Jobs to cancel.
+    pub destroy: usize,
+}
+
+impl Plan {
+    /// Returns the job counts of the plan.
+    pub fn summary(&self) -> Summary {
+        let mut summary = Summary::default();
+        for change in self.services.iter().flat_map(|s| &s.changes) {
+            match change.action {
+                Action::Create => summary.add += 1,
+                Action::Destroy => summary.destroy += 1,
+                Action::Replace => {
+                    summary.add += 1;
+                    summary.destroy += 1;
+                }
+            }
+        }
+        summary
+    }
+
+    /// Returns whether the plan changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+    }
+}
+
+/// Computes the plan that takes `observed` to `desired`.
+pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
+    let mut jobs: BTreeMap<&ServiceAddr, Vec<&LiveJob>> = BTreeMap::new();
+    for job in &observed.jobs {
+        jobs.entry(&job.marker.service).or_default().push(job);
+    }
+    let addresses: BTreeSet<&ServiceAddr> = desired
+        .services
+        .keys()
+        .chain(jobs.keys().copied())
+        .collect();
+    let services = addresses
+        .into_iter()
+        .filter_map(|addr| {
+            let service_jobs = jobs.get(addr).map(Vec::as_slice).unwrap_or_default();
+            plan_service(addr, desired.services.get(addr), service_jobs, observed)
+        })
+        .collect();
+    Plan {
+        owner: owner.clone(),
+        services,
+    }
+}
+
+fn plan_service(
+    addr: &ServiceAddr,
+    desired: Option<&crate::spec::Service>,
+    jobs: &[&LiveJob],
+    observed: &Observed,
+) -> Option<ServicePlan> {
+    let wanted = desired.map_or(0, |s| s.replicas);
+    let wanted_hash = desired.map(|s| &s.hash);
+    let mut alive: BTreeMap<u32, Vec<&LiveJob>> = BTreeMap::new();
+    let mut ended: BTreeMap<u32, &LiveJob> = BTreeMap::new();
+    for &job in jobs {
+        if job.state.is_alive() {
+            alive.entry(job.index).or_default().push(job);
+        } else {
+            ended.insert(job.index, job);
+        }
+    }
+    let mut changes = Vec::new();
+    let mut destroys = Vec::new();
+    for index in 0..wanted {
+        let Some(candidates) = alive.get(&index) else {
+            let (reason, job) = match ended.get(&index) {
+                Some(job) => (Reason::Ended, Some(job_ref(job))),
+                None => (Reason::Missing, None),
+            };
+            changes.push(Change {
+                index,
+                action: Action::Create,
+                reason,
+                job,
+            });
+            continue;
+        };
+        let keeper = keeper(candidates, wanted_hash);
+        for &job in candidates.iter().filter(|j| j.id != keeper.id) {
+            destroys.push(Change {
+                index,
+                action: Action::Destroy,
+                reason: Reason::Duplicate,
+                job: Some(job_ref(job)),
+            });
+        }
+        if Some(&keeper.marker.spec) != wanted_hash {
+            changes.push(Change {
+                index,
+                action: Action::Replace,
+                reason: Reason::SpecChanged,
+                job: Some(job_ref(keeper)),
+            });
+        }
+    }
+    let extra_reason = if desired.is_some() {
+        Reason::ScaleDown
+    } else {
+        Reason::ServiceRemoved
+    };
+    for (&index, candidates) in alive.range(wanted..) {
+        for &job in candidates {
+            destroys.push(Change {
+                index,
+                action: Action::Destroy,
+                reason: extra_reason,
+                job: Some(job_ref(job)),
+            });
+        }
+    }
+    if changes.is_empty() && destroys.is_empty() {
+        return None;
+    }
+    destroys.sort_by(|a, b| {
+        b.index.cmp(&a.index).then_with(|| {
+            a.job
+                .as_ref()
+                .map(|j| &j.job_id)
+                .cmp(&b.job.as_ref().map(|j| &j.job_id))
+        })
+    });
+    changes.extend(destroys);
+    let spec_before = changes
+        .iter()
+        .filter(|c| c.action == Action::Replace)
+        .find_map(|c| observed.specs.get(&c.job.as_ref()?.spec_hash))
+        .cloned();
+    Some(ServicePlan {
+        service: addr.clone(),
+        replicas_before: alive.len() as u32,
+        replicas_after: wanted,
+        in_repo: desired.is_some(),
+        spec_before,
+        spec_after: desired.map(|s| s.spec.clone()),
+        hash_after: wanted_hash.cloned(),
+        changes,
+    })
+}
+
+/// Picks the job that keeps an index when several are alive: the one with the desired spec,
+/// then a running one, then the first by job id.
+fn keeper<'a>(candidates: &[&'a LiveJob], wanted: Option<&SpecHash>) -> &'a LiveJob {
+    candidates
+        .iter()
+        .copied()
+        .min_by_key(|job| {
+            (
+                Some(&job.marker.spec) != wanted,
+                job.state != crate::live::JobState::Running,
+                job_id_order(&job.id),
+            )
+        })
+        .expect("an index with alive jobs has at least one")
+}
+
+/// Orders Slurm job ids numerically (`9_1` before `10_0`).
+fn job_id_order(id: &str) -> (u64, u64, String) {
+    let (job, task) = id.split_once('_').unwrap_or((id, ""));
+    (
+        job.parse().unwrap_or(u64::MAX),
+        task.parse().unwrap_or(0),
+        id.to_owned(),
+    )
+}
+
+fn job_ref(job: &LiveJob) -> JobRef {
+    JobRef {
+        job_id: job.id.clone(),
+        state: job.state.to_string(),
+        spec_hash: job.marker.spec.clone(),
+    }
+}
+
+/// Returns, for each spec hash that alive jobs run but no longer match their service's desired
+/// spec, one job whose batch script can tell what that spec was.
+pub fn specs_to_read(desired: &Desired, observed: &Observed) -> BTreeMap<SpecHash, String> {
+    let mut wanted = BTreeMap::new();
+    for job in observed.alive() {
+        let Some(service) = desired.services.get(&job.marker.service) else {
+            continue;
+        };
+        if job.marker.spec != service.hash && !observed.specs.contains_key(&job.marker.spec) {
+            wanted
+                .entry(job.marker.spec.clone())
+                .or_insert_with(|| job.id.clone());
+        }
+    }
+    wanted
+}

@@ -1,0 +1,76 @@
+//! The plan for machines: a versioned JSON document.
+//!
+//! Format `1.0` (minor versions only add fields; readers ignore fields they do not know):
+//! ```json
+//! {
+//!   "format_version": "1.0",
+//!   "owner": "team-llm",
+//!   "changes": [{
+//!     "address": "inference.llm[2]", "service": "inference.llm", "index": 2,
+//!     "actions": ["create"],            // or ["delete"], or ["delete", "create"] for a replace
+//!     "reason": "missing",              // missing | ended | scale_down | service_removed
+//!                                       // | duplicate | spec_changed
+//!     "before": {"job_id": "41_2", "state": "FAILED", "spec_hash": "…", "spec": {…} | null} | null,
+//!     "after": {"spec_hash": "…", "spec": {…}} | null
+//!   }],
+//!   "summary": {"add": 1, "change": 0, "destroy": 0}
+//! }
+//! ```
+
+use crate::plan::{Action, Plan};
+use serde_json::{Value, json};
+
+/// The version of the JSON plan format.
+pub const FORMAT_VERSION: &str = "1.0";
+
+/// Renders the plan as pretty-printed JSON.
+pub fn render(plan: &Plan) -> String {
+    let mut changes = Vec::new();
+    for service in &plan.services {
+        for change in &service.changes {
+            let actions: &[&str] = match change.action {
+                Action::Create => &["create"],
+                Action::Destroy => &["delete"],
+                Action::Replace => &["delete", "create"],
+            };
+            let before = match (&change.job, change.action) {
+                (Some(job), _) => {
+                    let spec = if change.action == Action::Replace {
+                        service.spec_before.as_ref().filter(|_| {
+                            service.spec_before.as_ref().map(|s| s.hash())
+                                == Some(job.spec_hash.clone())
+                        })
+                    } else {
+                        None
+                    };
+                    json!({"job_id": job.job_id, "state": job.state, "spec_hash": job.spec_hash, "spec": spec})
+                }
+                (None, _) => Value::Null,
+            };
+            let after = match (change.action, &service.spec_after, &service.hash_after) {
+                (Action::Create | Action::Replace, Some(spec), Some(hash)) => {
+                    json!({"spec_hash": hash, "spec": spec})
+                }
+                _ => Value::Null,
+            };
+            changes.push(json!({
+                "address": format!("{}[{}]", service.service, change.index),
+                "service": service.service.to_string(),
+                "index": change.index,
+                "actions": actions,
+                "reason": change.reason,
+                "before": before,
+                "after": after,
+            }));
+        }
+    }
+    let document = json!({
+        "format_version": FORMAT_VERSION,
+        "owner": plan.owner,
+        "changes": changes,
+        "summary": plan.summary(),
+    });
+    let mut text = serde_json::to_string_pretty(&document).expect("JSON values serialize");
+    text.push('\n');
+    text
+}

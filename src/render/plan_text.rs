@@ -1,0 +1,299 @@
+//! The plan for people, in Terraform's style: a legend of the symbols used, one block per
+//! service with the attributes that change as `old -> new`, and the summary line CI parses.
+
+use super::Style;
+use crate::plan::{Action, Change, Plan, Reason, ServicePlan};
+use crate::spec::ReplicaSpec;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// The line printed for an empty plan.
+pub const NO_CHANGES: &str = "No changes. Your cluster matches the configuration.";
+
+/// How a whole service changes, which picks the symbol of its block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ServiceAction {
+    Create,
+    Destroy,
+    Scale,
+    Replace,
+}
+
+impl ServiceAction {
+    fn of(service: &ServicePlan) -> ServiceAction {
+        if service.changes.iter().any(|c| c.action == Action::Replace) {
+            ServiceAction::Replace
+        } else if service.replicas_before == 0 {
+            ServiceAction::Create
+        } else if !service.in_repo {
+            ServiceAction::Destroy
+        } else {
+            ServiceAction::Scale
+        }
+    }
+
+    fn symbol(self) -> &'static str {
+        match self {
+            ServiceAction::Create => "+",
+            ServiceAction::Destroy => "-",
+            ServiceAction::Scale => "~",
+            ServiceAction::Replace => "-/+",
+        }
+    }
+
+    fn legend(self) -> &'static str {
+        match self {
+            ServiceAction::Create => "  + create",
+            ServiceAction::Destroy => "  - destroy",
+            ServiceAction::Scale => "  ~ scale (replicas added or removed)",
+            ServiceAction::Replace => "-/+ replace (cancel, then submit anew)",
+        }
+    }
+}
+
+/// Renders the plan as text. Ends with the summary line, or the no-changes line.
+pub fn render(plan: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    if plan.is_empty() {
+        out.push_str(NO_CHANGES);
+        out.push('\n');
+        return out;
+    }
+    let mut kinds: Vec<ServiceAction> = plan.services.iter().map(ServiceAction::of).collect();
+    kinds.sort();
+    kinds.dedup();
+    let _ = writeln!(
+        out,
+        "stackctl compared the repo with the live jobs of owner \"{}\".\nActions are indicated with the following symbols:",
+        plan.owner
+    );
+    for kind in kinds {
+        let _ = writeln!(out, "{}", style.paint_symbol(kind.legend(), kind.symbol()));
+    }
+    out.push_str("\nstackctl will perform the following actions:\n");
+    for service in &plan.services {
+        out.push('\n');
+        render_service(&mut out, service, style);
+    }
+    out.push('\n');
+    out.push_str(&summary_line(plan));
+    out.push('\n');
+    out
+}
+
+/// Returns `Plan: X to add, Y to change, Z to destroy.`
+pub fn summary_line(plan: &Plan) -> String {
+    let s = plan.summary();
+    format!(
+        "Plan: {} to add, {} to change, {} to destroy.",
+        s.add, s.change, s.destroy
+    )
+}
+
+fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
+    let kind = ServiceAction::of(service);
+    let (before, after) = (service.replicas_before, service.replicas_after);
+    let replaced = service
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Replace)
+        .count();
+    let recreated = service
+        .changes
+        .iter()
+        .filter(|c| c.reason == Reason::Ended)
+        .count();
+    let header = match kind {
+        ServiceAction::Create => format!("will be created with {after} {}", plural(after)),
+        ServiceAction::Destroy => "will be destroyed (no longer in the repo)".to_owned(),
+        ServiceAction::Replace => {
+            format!("will have {replaced} of {after} {} replaced", plural(after))
+        }
+        ServiceAction::Scale if before != after => {
+            format!("will be scaled from {before} to {after} {}", plural(after))
+        }
+        ServiceAction::Scale if recreated > 0 => format!(
+            "will have {recreated} ended {} recreated",
+            plural(recreated as u32)
+        ),
+        ServiceAction::Scale => "will have duplicate jobs cancelled".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "  {}",
+        style.dim(&format!("# {} {header}", service.service))
+    );
+    let _ = writeln!(
+        out,
+        "{:>3} service \"{}\" {{",
+        style.paint(kind.symbol()),
+        service.service
+    );
+    let pad = "      ";
+    if before != after {
+        let sym = if kind == ServiceAction::Create {
+            "+"
+        } else if kind == ServiceAction::Destroy {
+            "-"
+        } else {
+            "~"
+        };
+        let value = match kind {
+            ServiceAction::Create => after.to_string(),
+            ServiceAction::Destroy => before.to_string(),
+            _ => format!("{before} -> {after}"),
+        };
+        let _ = writeln!(out, "{pad}{} replicas = {value}", style.paint(sym));
+    }
+    match kind {
+        ServiceAction::Create => {
+            if let Some(spec) = &service.spec_after {
+                for (path, value) in attributes(spec) {
+                    write_attribute(out, pad, "+", &path, &value, style);
+                }
+            }
+        }
+        ServiceAction::Replace => match (&service.spec_before, &service.spec_after) {
+            (Some(old), Some(new)) => render_diff(out, pad, old, new, style),
+            _ => {
+                let old = service
+                    .changes
+                    .iter()
+                    .find(|c| c.action == Action::Replace)
+                    .and_then(|c| c.job.as_ref());
+                let old = old.map(|j| j.spec_hash.to_string()).unwrap_or_default();
+                let new = service
+                    .hash_after
+                    .as_ref()
+                    .map(|h| h.to_string())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "{pad}{} spec = \"{old}\" -> \"{new}\" (previous spec could not be read back)",
+                    style.paint("~")
+                );
+            }
+        },
+        _ => {}
+    }
+    for change in &service.changes {
+        render_change(out, change, style);
+    }
+    let _ = writeln!(out, "    }}");
+}
+
+fn render_change(out: &mut String, change: &Change, style: Style) {
+    let symbol = match change.action {
+        Action::Create => "+",
+        Action::Destroy => "-",
+        Action::Replace => "-/+",
+    };
+    let why = match change.reason {
+        Reason::Missing => String::new(),
+        Reason::Ended => " (previous job ended)".to_owned(),
+        Reason::ScaleDown => " (scale down)".to_owned(),
+        Reason::ServiceRemoved => " (service removed)".to_owned(),
+        Reason::Duplicate => " (duplicate of a job holding the same index)".to_owned(),
+        Reason::SpecChanged => String::new(),
+    };
+    let job = change
+        .job
+        .as_ref()
+        .map(|j| format!(" job {} {}", j.job_id, j.state))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "      {:>3} replica[{}]{}{}",
+        style.paint(symbol),
+        change.index,
+        style.dim(&job),
+        why
+    );
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 { "replica" } else { "replicas" }
+}
+
+/// Flattens a spec into `path = value` pairs, values written as they would be in HCL.
+fn attributes(spec: &ReplicaSpec) -> BTreeMap<String, String> {
+    let value = serde_json::to_value(spec).expect("a spec serializes");
+    let mut out = BTreeMap::new();
+    flatten("", &value, &mut out);
+    out
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&path, value, out);
+            }
+        }
+        serde_json::Value::String(text) => {
+            out.insert(prefix.to_owned(), text.clone());
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.to_string());
+        }
+    }
+}
+
+fn render_diff(out: &mut String, pad: &str, old: &ReplicaSpec, new: &ReplicaSpec, style: Style) {
+    let (old, new) = (attributes(old), attributes(new));
+    let paths: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for path in paths {
+        match (old.get(path), new.get(path)) {
+            (Some(a), Some(b)) if a == b => {}
+            (Some(a), Some(b)) if a.contains('\n') || b.contains('\n') => {
+                let _ = writeln!(out, "{pad}{} {path} = <<-EOT", style.paint("~"));
+                let diff = similar::TextDiff::from_lines(a.as_str(), b.as_str());
+                for change in diff.iter_all_changes() {
+                    let sign = match change.tag() {
+                        similar::ChangeTag::Delete => "-",
+                        similar::ChangeTag::Insert => "+",
+                        similar::ChangeTag::Equal => " ",
+                    };
+                    let _ = write!(out, "{pad}    {} {}", style.paint(sign), change.value());
+                    if change.missing_newline() {
+                        out.push('\n');
+                    }
+                }
+                let _ = writeln!(out, "{pad}  EOT");
+            }
+            (Some(a), Some(b)) => {
+                let _ = writeln!(
+                    out,
+                    "{pad}{} {path} = {} -> {}",
+                    style.paint("~"),
+                    show(a),
+                    show(b)
+                );
+            }
+            (None, Some(b)) => write_attribute(out, pad, "+", path, b, style),
+            (Some(a), None) => write_attribute(out, pad, "-", path, a, style),
+            (None, None) => {}
+        }
+    }
+}
+
+fn write_attribute(
+    out: &mut String,
+    pad: &str,
+    symbol: &str,
+    path: &str,
+    value: &str,
+    style: Style,
+) {
+    let _ = writeln!(out, "{pad}{} {path} = {}", style.paint(symbol), show(value));
+}
+
+/// Shows a value quoted, with control characters escaped, on one line.
+fn show(value: &str) -> String {
+    format!("{value:?}")
+}

@@ -1,0 +1,135 @@
+//! The batch script a replica gets. Pure: machine-specific paths come in through
+//! [`ScriptContext`], already expanded, and never enter the spec hash.
+
+use crate::live::Marker;
+use crate::spec::{ReplicaSpec, ServiceAddr};
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// The script line that carries the spec, so a later plan can show what changed.
+pub const SPEC_LINE_PREFIX: &str = "# stackctl-spec: ";
+
+/// Machine-specific settings of the submitting side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptContext {
+    /// Directory for job stdout/stderr (expanded, absolute).
+    pub log_dir: PathBuf,
+    /// Directory that relative image paths are resolved against (expanded).
+    pub image_dir: PathBuf,
+}
+
+/// Renders the batch script for the replicas of `service` listed in `marker.indexes`.
+pub fn render(
+    service: &ServiceAddr,
+    spec: &ReplicaSpec,
+    marker: &Marker,
+    ctx: &ScriptContext,
+) -> String {
+    let mut s = String::from("#!/bin/bash\n");
+    let mut opt = |line: String| {
+        s.push_str("#SBATCH ");
+        s.push_str(&line);
+        s.push('\n');
+    };
+    let res = &spec.resources;
+    opt(format!("--job-name={service}"));
+    opt(format!("--comment={marker}"));
+    opt(format!("--array={}", marker.indexes));
+    opt(format!("--nodes={}", res.nodes));
+    opt("--ntasks-per-node=1".into());
+    opt(format!("--cpus-per-task={}", res.cpu));
+    if let Some(memory) = &res.memory {
+        opt(format!("--mem={memory}"));
+    }
+    if let Some(memory) = &res.memory_per_cpu {
+        opt(format!("--mem-per-cpu={memory}"));
+    }
+    if res.gpu > 0 {
+        match &res.gpu_type {
+            Some(kind) => opt(format!("--gres=gpu:{kind}:{}", res.gpu)),
+            None => opt(format!("--gres=gpu:{}", res.gpu)),
+        }
+    }
+    if let Some(minutes) = res.time_limit {
+        opt(format!("--time={minutes}"));
+    }
+    for (flag, value) in [
+        ("partition", &spec.slurm.partition),
+        ("qos", &spec.slurm.qos),
+        ("account", &spec.slurm.account),
+    ] {
+        if let Some(value) = value {
+            opt(format!("--{flag}={value}"));
+        }
+    }
+    let log = ctx.log_dir.join(format!("{service}-%a-%j"));
+    opt(format!("--output={}.out", log.display()));
+    opt(format!("--error={}.err", log.display()));
+    // The job's environment comes from this script alone, so the same commit gives the same
+    // job whether it was applied from a laptop or a CI runner.
+    opt("--export=NONE".into());
+
+    s.push_str(SPEC_LINE_PREFIX);
+    s.push_str(&spec.to_canonical_json());
+    s.push('\n');
+    s.push_str("export PATH=\"${PATH:-/usr/local/bin:/usr/bin:/bin}\"\n");
+    let _ = writeln!(s, "export STACKCTL_STACK={}", quote(&service.stack));
+    let _ = writeln!(s, "export STACKCTL_SERVICE={}", quote(&service.service));
+    s.push_str("export STACKCTL_REPLICA=\"${SLURM_ARRAY_TASK_ID}\"\n");
+    if let Some(bind) = &res.cpu_bind {
+        let _ = writeln!(s, "export SLURM_CPU_BIND={}", quote(bind));
+    }
+    for (key, value) in &spec.environment {
+        let _ = writeln!(s, "export {key}={}", quote(value));
+    }
+    let nv = if res.gpu > 0 { " --nv" } else { "" };
+    match (&spec.image, &spec.command) {
+        (Some(image), None) => {
+            let _ = writeln!(
+                s,
+                "exec apptainer run{nv} {}",
+                quote(&image_path(image, ctx))
+            );
+        }
+        (Some(image), Some(command)) => {
+            let _ = writeln!(
+                s,
+                "exec apptainer exec{nv} {} /bin/sh -c {}",
+                quote(&image_path(image, ctx)),
+                quote(command)
+            );
+        }
+        (None, Some(command)) => {
+            s.push_str(command.trim_end());
+            s.push('\n');
+        }
+        (None, None) => {
+            s.push_str("echo 'stackctl: recipe has neither image nor command' >&2\nexit 1\n")
+        }
+    }
+    s
+}
+
+/// Returns an image reference as apptainer should see it: URIs and absolute paths as written,
+/// other paths under the image directory.
+fn image_path(image: &str, ctx: &ScriptContext) -> String {
+    if image.contains("://") || image.starts_with('/') {
+        image.to_owned()
+    } else {
+        ctx.image_dir.join(image).display().to_string()
+    }
+}
+
+/// Quotes a value for bash so that it arrives literally: single quotes, with each `'` written
+/// as `'\''`. Newlines, `$(...)`, backticks and double quotes need nothing more.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// Reads the spec back from a script rendered by [`render`].
+pub fn spec_of_script(script: &str) -> Option<ReplicaSpec> {
+    let line = script
+        .lines()
+        .find_map(|l| l.strip_prefix(SPEC_LINE_PREFIX))?;
+    serde_json::from_str(line).ok()
+}
