@@ -216,14 +216,14 @@ fn plural(n: u32) -> &'static str {
 }
 
 /// Flattens a spec into `path = value` pairs, values written as they would be in HCL.
-fn attributes(spec: &ReplicaSpec) -> BTreeMap<String, String> {
+fn attributes(spec: &ReplicaSpec) -> BTreeMap<String, serde_json::Value> {
     let value = serde_json::to_value(spec).expect("a spec serializes");
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);
     out
 }
 
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, value) in map {
@@ -235,11 +235,8 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, S
                 flatten(&path, value, out);
             }
         }
-        serde_json::Value::String(text) => {
-            out.insert(prefix.to_owned(), text.clone());
-        }
         other => {
-            out.insert(prefix.to_owned(), other.to_string());
+            out.insert(prefix.to_owned(), other.clone());
         }
     }
 }
@@ -250,9 +247,13 @@ fn render_diff(out: &mut String, pad: &str, old: &ReplicaSpec, new: &ReplicaSpec
     for path in paths {
         match (old.get(path), new.get(path)) {
             (Some(a), Some(b)) if a == b => {}
-            (Some(a), Some(b)) if a.contains('\n') || b.contains('\n') => {
+            (Some(a), Some(b)) if is_multiline(a) || is_multiline(b) => {
                 let _ = writeln!(out, "{pad}{} {path} = <<-EOT", style.paint("~"));
-                let diff = similar::TextDiff::from_lines(a.as_str(), b.as_str());
+                let (a, b) = (
+                    a.as_str().unwrap_or_default(),
+                    b.as_str().unwrap_or_default(),
+                );
+                let diff = similar::TextDiff::from_lines(a, b);
                 for change in diff.iter_all_changes() {
                     let sign = match change.tag() {
                         similar::ChangeTag::Delete => "-",
@@ -287,13 +288,31 @@ fn write_attribute(
     pad: &str,
     symbol: &str,
     path: &str,
-    value: &str,
+    value: &serde_json::Value,
     style: Style,
 ) {
-    let _ = writeln!(out, "{pad}{} {path} = {}", style.paint(symbol), show(value));
+    match value.as_str() {
+        Some(text) if text.contains('\n') => {
+            let _ = writeln!(out, "{pad}{} {path} = <<-EOT", style.paint(symbol));
+            for line in text.lines() {
+                let _ = writeln!(out, "{pad}      {line}");
+            }
+            let _ = writeln!(out, "{pad}  EOT");
+        }
+        _ => {
+            let _ = writeln!(out, "{pad}{} {path} = {}", style.paint(symbol), show(value));
+        }
+    }
 }
 
-/// Shows a value quoted, with control characters escaped, on one line.
-fn show(value: &str) -> String {
-    format!("{value:?}")
+fn is_multiline(value: &serde_json::Value) -> bool {
+    value.as_str().is_some_and(|text| text.contains('\n'))
+}
+
+/// Shows a value on one line: strings quoted with control characters escaped, others as JSON.
+fn show(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => format!("{text:?}"),
+        other => other.to_string(),
+    }
 }

@@ -157,10 +157,15 @@ impl Backend for CliBackend {
 fn parse_squeue_line(line: &str) -> Option<JobRecord> {
     let mut fields = line.splitn(8, '|');
     let mut next = || fields.next().map(str::trim);
-    let id = next()?.to_owned();
-    let array_job_id = next()?.parse().ok()?;
-    let task = next()?;
-    let array_task_id = task.parse().ok();
+    let job_id = next()?;
+    let array_job_id: u64 = next()?.parse().ok()?;
+    let array_task_id: Option<u32> = next()?.parse().ok();
+    // JobID is the task's own id, and the last task shares the array's id: cancelling that
+    // id would cancel the whole array. An array task is always named `<array>_<task>`.
+    let id = match array_task_id {
+        Some(task) => format!("{array_job_id}_{task}"),
+        None => job_id.to_owned(),
+    };
     let state = next()?.to_owned();
     let reason = next()?.to_owned();
     let nodes = next()?.to_owned();
