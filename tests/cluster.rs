@@ -1,0 +1,690 @@
+//! End-to-end tests against the real Slurm test cluster (`scripts/slurm-dev-cluster up`).
+//!
+//! Every test gets its own owner, so no test can see or cancel another's jobs, and it cleans
+//! up by cancelling its own job ids, never by user or name. Jobs are read back with plain
+//! `squeue`, independently of stackctl's own listing code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The test cluster's config, unless the environment names another.
+const DEFAULT_SLURM_CONF: &str = "/etc/stackctl-dev-slurm/slurm.conf";
+
+fn slurm_conf() -> String {
+    std::env::var("SLURM_CONF").unwrap_or_else(|_| DEFAULT_SLURM_CONF.to_owned())
+}
+
+/// A job as plain squeue shows it.
+#[derive(Debug, Clone)]
+struct Job {
+    /// `<array>_<task>`, or the plain job id.
+    id: String,
+    task: Option<u32>,
+    state: String,
+    gres: String,
+    name: String,
+    comment: String,
+}
+
+impl Job {
+    fn alive(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "PENDING" | "RUNNING" | "CONFIGURING" | "REQUEUED" | "SUSPENDED"
+        )
+    }
+}
+
+/// Lists every job of this user, ended ones included, with plain squeue.
+fn squeue() -> Vec<Job> {
+    let output = Command::new("squeue")
+        .env("SLURM_CONF", slurm_conf())
+        .args(["--me", "-h", "-r", "-t", "all", "-o", "%F|%K|%T|%b|%j|%k"])
+        .output()
+        .expect("squeue runs");
+    assert!(
+        output.status.success(),
+        "squeue failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.splitn(6, '|').collect();
+            let task = f[1].parse().ok();
+            Job {
+                id: task.map_or(f[0].to_owned(), |t: u32| format!("{}_{t}", f[0])),
+                task,
+                state: f[2].to_owned(),
+                gres: f[3].to_owned(),
+                name: f[4].to_owned(),
+                comment: f[5].to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn scancel(ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let _ = Command::new("scancel")
+        .env("SLURM_CONF", slurm_conf())
+        .args(ids)
+        .output();
+}
+
+/// Submits a job outside stackctl (a "foreign" job) and returns its id.
+fn sbatch_foreign(args: &[&str]) -> String {
+    let output = Command::new("sbatch")
+        .env("SLURM_CONF", slurm_conf())
+        .args(["--parsable", "--time=10", "--mem=64M", "--output=/dev/null"])
+        .args(args)
+        .args(["--wrap", "sleep 600"])
+        .output()
+        .expect("sbatch runs");
+    assert!(
+        output.status.success(),
+        "sbatch failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A throwaway repo with its own owner; cancels that owner's jobs (by id) when dropped.
+struct TestRepo {
+    dir: tempfile::TempDir,
+    owner: String,
+    /// Extra job ids (foreign jobs) to cancel on drop.
+    extra: std::cell::RefCell<Vec<String>>,
+}
+
+const RECIPES: &[(&str, &str)] = &[
+    (
+        "test/sleeper",
+        "name: sleeper\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nenvironment: {MODE: a}\nports: [7000]\n",
+    ),
+    (
+        "test/gpu",
+        "name: gpu\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, gpu: 1, gpu_type: a100, time_limit: 15}\n",
+    ),
+    (
+        "test/echo",
+        "name: echo\ncommand: |\n  printf '%s' \"$VALUE\"\n  exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\n",
+    ),
+];
+
+impl TestRepo {
+    fn new(name: &str) -> TestRepo {
+        require_cluster();
+        let dir = tempfile::tempdir().unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let owner = format!("e2e-{name}-{}-{nanos}", std::process::id());
+        std::fs::write(
+            dir.path().join("stackctl.yaml"),
+            format!(
+                "owner: {owner}\nlog_dir: {}\n",
+                dir.path().join("logs").display()
+            ),
+        )
+        .unwrap();
+        for (path, text) in RECIPES {
+            let file = dir.path().join("recipes").join(format!("{path}.yaml"));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("stacks")).unwrap();
+        TestRepo {
+            dir,
+            owner,
+            extra: Default::default(),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_stack(&self, name: &str, yaml: &str) {
+        std::fs::write(
+            self.path().join("stacks").join(format!("{name}.yaml")),
+            yaml,
+        )
+        .unwrap();
+    }
+
+    fn remove_stack(&self, name: &str) {
+        std::fs::remove_file(self.path().join("stacks").join(format!("{name}.yaml"))).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+        cmd.env("SLURM_CONF", slurm_conf())
+            .env("NO_COLOR", "1")
+            .arg("-C")
+            .arg(self.path())
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a command that must exit with `code`; returns its stdout.
+    fn expect(&self, args: &[&str], code: i32) -> String {
+        let output = self.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "stackctl {args:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    fn apply(&self) -> String {
+        self.expect(&["apply", "--auto-approve"], 0)
+    }
+
+    fn assert_converged(&self) {
+        let out = self.expect(&["plan", "--detailed-exitcode"], 0);
+        assert!(
+            out.contains("No changes. Your cluster matches the configuration."),
+            "{out}"
+        );
+    }
+
+    /// This owner's jobs, ended ones included.
+    fn jobs(&self) -> Vec<Job> {
+        let tag = format!(";owner={};", self.owner);
+        squeue()
+            .into_iter()
+            .filter(|j| j.comment.contains(&tag))
+            .collect()
+    }
+
+    /// This owner's alive jobs of one service, sorted by replica index.
+    fn alive(&self, service: &str) -> Vec<Job> {
+        let (stack, svc) = service.split_once('.').unwrap();
+        let tag = format!(";stack={stack};svc={svc};");
+        let mut jobs: Vec<Job> = self
+            .jobs()
+            .into_iter()
+            .filter(|j| j.alive() && j.comment.contains(&tag))
+            .collect();
+        jobs.sort_by_key(|j| j.task);
+        jobs
+    }
+
+    fn indexes(&self, service: &str) -> Vec<u32> {
+        self.alive(service)
+            .iter()
+            .map(|j| j.task.unwrap())
+            .collect()
+    }
+}
+
+impl Drop for TestRepo {
+    fn drop(&mut self) {
+        let mut ids: Vec<String> = self
+            .jobs()
+            .into_iter()
+            .filter(Job::alive)
+            .map(|j| j.id)
+            .collect();
+        ids.extend(self.extra.borrow().iter().cloned());
+        scancel(&ids);
+    }
+}
+
+fn require_cluster() {
+    let ok = Command::new("sinfo")
+        .env("SLURM_CONF", slurm_conf())
+        .arg("-h")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "no Slurm test cluster at SLURM_CONF={}; start it with `scripts/slurm-dev-cluster up`",
+        slurm_conf()
+    );
+}
+
+/// Waits until `check` holds, or panics after `seconds`.
+fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn first_apply_creates_the_jobs_and_a_second_plan_has_no_changes() {
+    let repo = TestRepo::new("first");
+    repo.write_stack(
+        "infer",
+        "name: infer\nservices:\n  llm:\n    recipe: test/gpu\n    replicas: 2\n    resources: {gpu: 1, gpu_type: h100}\n  cache:\n    recipe: test/sleeper\n",
+    );
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("Plan: 3 to add, 0 to change, 0 to destroy."),
+        "{plan}"
+    );
+    let out = repo.apply();
+    assert!(
+        out.contains("Apply complete! Jobs: 3 added, 0 changed, 0 destroyed."),
+        "{out}"
+    );
+    let llm = repo.alive("infer.llm");
+    assert_eq!(
+        llm.iter().map(|j| j.task.unwrap()).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    for job in &llm {
+        assert_eq!(
+            job.gres, "gres:gpu:h100:1",
+            "GPU type and count must reach Slurm: {job:?}"
+        );
+        assert_eq!(job.name, "infer.llm");
+    }
+    assert_eq!(repo.indexes("infer.cache"), vec![0]);
+    repo.assert_converged();
+    // apply on a converged cluster changes nothing
+    let again = repo.apply();
+    assert!(again.contains("No changes."), "{again}");
+    assert_eq!(repo.alive("infer.llm").len(), 2);
+}
+
+#[test]
+fn scaling_up_adds_indexes_and_scaling_down_removes_the_highest() {
+    let repo = TestRepo::new("scale");
+    let stack =
+        |n: u32| format!("services:\n  web:\n    recipe: test/sleeper\n    replicas: {n}\n");
+    repo.write_stack("s", &stack(2));
+    repo.apply();
+    let before = repo.alive("s.web");
+    repo.write_stack("s", &stack(4));
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("~ replicas = 2 -> 4")
+            && plan.contains("Plan: 2 to add, 0 to change, 0 to destroy."),
+        "{plan}"
+    );
+    repo.apply();
+    assert_eq!(repo.indexes("s.web"), vec![0, 1, 2, 3]);
+    // the replicas that were there stay untouched
+    let ids: Vec<String> = repo.alive("s.web").iter().map(|j| j.id.clone()).collect();
+    assert_eq!(
+        &ids[..2],
+        &before.iter().map(|j| j.id.clone()).collect::<Vec<_>>()[..]
+    );
+    repo.write_stack("s", &stack(1));
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("Plan: 0 to add, 0 to change, 3 to destroy."),
+        "{plan}"
+    );
+    repo.apply();
+    assert_eq!(repo.indexes("s.web"), vec![0]);
+    assert_eq!(repo.alive("s.web")[0].id, ids[0]);
+    repo.assert_converged();
+    // zero replicas is allowed and means none running
+    repo.write_stack("s", &stack(0));
+    repo.apply();
+    assert!(repo.alive("s.web").is_empty());
+    repo.assert_converged();
+}
+
+#[test]
+fn an_environment_change_replaces_every_replica_and_shows_the_diff() {
+    let repo = TestRepo::new("replace-env");
+    let stack = |mode: &str| {
+        format!(
+            "services:\n  web:\n    recipe: test/sleeper\n    replicas: 2\n    environment: {{MODE: {mode}}}\n"
+        )
+    };
+    repo.write_stack("s", &stack("blue"));
+    repo.apply();
+    let old: Vec<String> = repo.alive("s.web").iter().map(|j| j.id.clone()).collect();
+    repo.write_stack("s", &stack("green"));
+    let plan = repo.expect(&["plan", "--detailed-exitcode", "--no-color"], 2);
+    assert!(
+        plan.contains(r#"~ environment.MODE = "blue" -> "green""#),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("Plan: 2 to add, 0 to change, 2 to destroy."),
+        "{plan}"
+    );
+    repo.apply();
+    let new = repo.alive("s.web");
+    assert_eq!(
+        new.iter().map(|j| j.task.unwrap()).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
+    assert!(
+        new.iter().all(|j| !old.contains(&j.id)),
+        "old {old:?} new {new:?}"
+    );
+    repo.assert_converged();
+}
+
+#[test]
+fn a_gpu_type_change_replaces_the_replica_with_the_new_gres() {
+    let repo = TestRepo::new("replace-gpu");
+    let stack = |kind: &str| {
+        format!("services:\n  llm:\n    recipe: test/gpu\n    resources: {{gpu_type: {kind}}}\n")
+    };
+    repo.write_stack("s", &stack("a100"));
+    repo.apply();
+    assert_eq!(repo.alive("s.llm")[0].gres, "gres:gpu:a100:1");
+    repo.write_stack("s", &stack("h100"));
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains(r#"~ resources.gpu_type = "a100" -> "h100""#),
+        "{plan}"
+    );
+    repo.apply();
+    let alive = repo.alive("s.llm");
+    assert_eq!(alive.len(), 1, "{alive:?}");
+    assert_eq!(alive[0].gres, "gres:gpu:h100:1");
+    repo.assert_converged();
+}
+
+#[test]
+fn a_service_removed_from_the_repo_is_pruned_and_the_others_stay() {
+    let repo = TestRepo::new("prune");
+    repo.write_stack("a", "services:\n  keep:\n    recipe: test/sleeper\n  drop:\n    recipe: test/sleeper\n    replicas: 2\n");
+    repo.write_stack("b", "services:\n  gone:\n    recipe: test/sleeper\n");
+    repo.apply();
+    let kept = repo.alive("a.keep");
+    repo.write_stack("a", "services:\n  keep:\n    recipe: test/sleeper\n");
+    repo.remove_stack("b");
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("Plan: 0 to add, 0 to change, 3 to destroy."),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("a.drop will be destroyed") && plan.contains("b.gone will be destroyed"),
+        "{plan}"
+    );
+    repo.apply();
+    assert!(repo.alive("a.drop").is_empty() && repo.alive("b.gone").is_empty());
+    assert_eq!(repo.alive("a.keep")[0].id, kept[0].id);
+    repo.assert_converged();
+}
+
+#[test]
+fn a_killed_replica_is_recreated() {
+    let repo = TestRepo::new("heal");
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: 3\n",
+    );
+    repo.apply();
+    let victim = repo.alive("s.web")[1].clone();
+    scancel(std::slice::from_ref(&victim.id));
+    wait_for("the cancelled job to end", 60, || {
+        repo.alive("s.web").len() == 2
+    });
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("+ replica[1]")
+            && plan.contains("Plan: 1 to add, 0 to change, 0 to destroy."),
+        "{plan}"
+    );
+    repo.apply();
+    let alive = repo.alive("s.web");
+    assert_eq!(
+        alive.iter().map(|j| j.task.unwrap()).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_ne!(alive[1].id, victim.id);
+    repo.assert_converged();
+}
+
+#[test]
+fn foreign_and_look_alike_jobs_are_never_touched() {
+    let repo = TestRepo::new("foreign");
+    repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    // Same job name, no marker; another owner's marker for the same service; a comment that
+    // only looks like a marker of this owner; a marker of this owner's name plus a suffix.
+    let other_owner = format!("{}-other", repo.owner);
+    let foreign = vec![
+        sbatch_foreign(&["--job-name=s.web"]),
+        sbatch_foreign(&[
+            "--job-name=s.web",
+            "--array=0",
+            &format!(
+                "--comment=stackctl/v1;owner={other_owner};stack=s;svc=web;spec=0000000000000000;nonce=x;idx=0"
+            ),
+        ]),
+        sbatch_foreign(&[
+            "--job-name=s.web",
+            "--array=0",
+            &format!("--comment=stackctl/v1 owner={} stack=s svc=web", repo.owner),
+        ]),
+    ];
+    repo.extra.borrow_mut().extend(foreign.iter().cloned());
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("Plan: 1 to add, 0 to change, 0 to destroy."),
+        "foreign jobs must not count: {plan}"
+    );
+    repo.apply();
+    // remove every service: prune must still leave the foreign jobs alone
+    repo.remove_stack("s");
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("Plan: 0 to add, 0 to change, 1 to destroy."),
+        "{plan}"
+    );
+    repo.apply();
+    repo.assert_converged();
+    let all = squeue();
+    for id in &foreign {
+        let job = all
+            .iter()
+            .find(|j| j.id == *id || j.id.starts_with(&format!("{id}_")))
+            .expect("foreign job still listed");
+        assert!(job.alive(), "foreign job {id} was touched: {job:?}");
+    }
+}
+
+#[test]
+fn environment_values_reach_the_process_literally() {
+    let repo = TestRepo::new("literal");
+    let value =
+        "it's \"quoted\" $(echo PWNED) `echo PWNED` ${HOME} \\n; rm -rf /nonexistent\nsecond line";
+    let yaml_value = serde_json::to_string(value).unwrap(); // a JSON string is a valid YAML scalar
+    repo.write_stack("s", &format!("services:\n  echo:\n    recipe: test/echo\n    environment:\n      VALUE: {yaml_value}\n"));
+    repo.apply();
+    let job = repo.alive("s.echo")[0].clone();
+    let jobid = squeue_job_id(&job.id);
+    let log = repo
+        .path()
+        .join("logs")
+        .join(format!("s.echo-0-{jobid}.out"));
+    wait_for("the job to print its VALUE", 120, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), value);
+}
+
+/// Returns the Slurm job id (`%j` in output file names) of an array task `A_T`.
+fn squeue_job_id(array_task: &str) -> String {
+    let output = Command::new("squeue")
+        .env("SLURM_CONF", slurm_conf())
+        .args(["-h", "-j", array_task, "-o", "%A"])
+        .output()
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn replicas_that_cannot_start_stay_pending_and_count_as_alive() {
+    let repo = TestRepo::new("pending");
+    // 4 h100 exist in the whole cluster: two replicas wanting 4 each cannot both run.
+    repo.write_stack("s", "services:\n  big:\n    recipe: test/gpu\n    replicas: 2\n    resources: {gpu: 4, gpu_type: h100}\n");
+    repo.apply();
+    let jobs = repo.alive("s.big");
+    assert_eq!(jobs.len(), 2);
+    assert!(jobs.iter().any(|j| j.state == "PENDING"), "{jobs:?}");
+    repo.assert_converged();
+    let status = repo.expect(&["status", "--json"], 0);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let svc = &status["services"][0];
+    assert_eq!(svc["service"], "s.big");
+    assert_eq!(svc["desired"], 2);
+    assert_eq!(
+        svc["running"].as_u64().unwrap() + svc["pending"].as_u64().unwrap(),
+        2,
+        "{svc}"
+    );
+    assert!(svc["pending"].as_u64().unwrap() >= 1, "{svc}");
+}
+
+/// A directory with an `sbatch` wrapper first on PATH.
+fn wrapped_path(dir: &Path, script: &str) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = which("sbatch");
+    let file = bin.join("sbatch");
+    std::fs::write(
+        &file,
+        script.replace("REAL_SBATCH", &real.display().to_string()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}
+
+fn which(program: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+#[test]
+fn apply_killed_midway_then_rerun_converges_without_duplicates() {
+    let repo = TestRepo::new("crash");
+    let tools = tempfile::tempdir().unwrap();
+    // A slow sbatch: each submit takes 2 s, so the kill lands between two submits.
+    let path = wrapped_path(
+        tools.path(),
+        "#!/bin/sh\nsleep 2\nexec REAL_SBATCH \"$@\"\n",
+    );
+    repo.write_stack(
+        "s",
+        "services:\n  a:\n    recipe: test/sleeper\n    replicas: 2\n  b:\n    recipe: test/sleeper\n    replicas: 3\n  c:\n    recipe: test/sleeper\n",
+    );
+    let mut child = repo
+        .command(&["apply", "--auto-approve"])
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(3500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Let an orphaned sbatch finish whatever it was doing, as it would after a real crash.
+    std::thread::sleep(Duration::from_secs(3));
+    let partial = repo.jobs().len();
+    assert!(
+        partial > 0 && partial < 6,
+        "the kill must land mid-apply: {partial} of 6 jobs exist"
+    );
+    repo.apply();
+    assert_eq!(repo.indexes("s.a"), vec![0, 1]);
+    assert_eq!(repo.indexes("s.b"), vec![0, 1, 2]);
+    assert_eq!(repo.indexes("s.c"), vec![0]);
+    repo.assert_converged();
+}
+
+#[test]
+fn a_submit_that_fails_after_creating_the_job_is_found_by_its_nonce_not_repeated() {
+    let repo = TestRepo::new("nonce");
+    let tools = tempfile::tempdir().unwrap();
+    // The job is created, then sbatch reports a timeout, as sbatch does when the reply is lost.
+    let path = wrapped_path(
+        tools.path(),
+        "#!/bin/sh\nREAL_SBATCH \"$@\" >/dev/null || exit 1\necho 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation' >&2\nexit 1\n",
+    );
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: 2\n",
+    );
+    let output = repo
+        .command(&["apply", "--auto-approve"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("Apply complete! Jobs: 2 added"), "{stdout}");
+    assert_eq!(
+        repo.indexes("s.web"),
+        vec![0, 1],
+        "exactly one submission must exist"
+    );
+    repo.assert_converged();
+}
+
+#[test]
+fn apply_refuses_without_a_terminal_unless_auto_approved() {
+    let repo = TestRepo::new("approve");
+    repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    let output = repo
+        .command(&["apply"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--auto-approve"));
+    assert!(
+        repo.jobs().is_empty(),
+        "nothing may be submitted without approval"
+    );
+}
+
+#[test]
+fn plan_json_is_versioned_and_lists_one_entry_per_change() {
+    let repo = TestRepo::new("json");
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: 2\n",
+    );
+    let out = repo.expect(&["plan", "--json"], 0);
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["format_version"], "1.0");
+    assert_eq!(plan["owner"], repo.owner.as_str());
+    let changes = plan["changes"].as_array().unwrap();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0]["address"], "s.web[0]");
+    assert_eq!(changes[0]["actions"], serde_json::json!(["create"]));
+    assert_eq!(
+        plan["summary"],
+        serde_json::json!({"add": 2, "change": 0, "destroy": 0})
+    );
+}
