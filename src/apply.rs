@@ -114,7 +114,7 @@ fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<Str
             Err(e) => e,
         };
         tracing::warn!(attempt, error = %error, "submit failed; looking for the job before retrying");
-        if let Ok(records) = backend.list_jobs() {
+        if let Ok(records) = backend.list_jobs(&marker.owner) {
             let observed = Observed::from_records(records, &marker.owner);
             if let Some(job) = observed
                 .jobs

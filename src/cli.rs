@@ -166,7 +166,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
 
 /// Loads, observes and computes the plan.
 fn make_plan(repo: &Repo, backend: &dyn Backend) -> Result<Plan> {
-    let observed = live::observe(backend, &repo.settings.owner, &repo.desired)
+    let observed = crate::observe::observe(backend, &repo.settings.owner, &repo.desired)
         .context("reading the live jobs from Slurm")?;
     Ok(plan::compute(
         &repo.settings.owner,
@@ -252,7 +252,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     let repo = load(dir)?;
     let backend = backend(&repo);
     let records = backend
-        .list_jobs()
+        .list_jobs(&repo.settings.owner)
         .context("reading the live jobs from Slurm")?;
     let observed = live::Observed::from_records(records, &repo.settings.owner);
     let statuses = status::summarize(&repo.desired, &observed);

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod cli;
 pub mod git;
 pub mod live;
+pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod slurm;

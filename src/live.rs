@@ -44,27 +44,40 @@ impl fmt::Display for Marker {
 }
 
 impl Marker {
-    /// Parses a job comment; returns `None` for anything that is not a complete stackctl marker.
+    /// The field order every marker is written in.
+    const KEYS: [&'static str; 6] = ["owner", "stack", "svc", "spec", "nonce", "idx"];
+
+    /// Parses a job comment; returns `None` for anything that is not a complete stackctl
+    /// marker written in the canonical field order.
     pub fn parse(comment: &str) -> Option<Marker> {
         let mut fields = comment.split(';');
         if fields.next()? != MARKER_PREFIX {
             return None;
         }
-        let mut map = BTreeMap::new();
-        for field in fields {
-            let (key, value) = field.split_once('=')?;
-            if map.insert(key, value).is_some() {
+        let mut values = [""; 6];
+        for (slot, key) in values.iter_mut().zip(Self::KEYS) {
+            let value = fields.next()?.strip_prefix(key)?.strip_prefix('=')?;
+            if value.is_empty() {
                 return None;
             }
+            *slot = value;
         }
-        let get = |key: &str| map.get(key).copied().filter(|v| !v.is_empty());
+        if fields.next().is_some() {
+            return None;
+        }
+        let [owner, stack, service, spec, nonce, indexes] = values;
         Some(Marker {
-            owner: Owner::parse(get("owner")?).ok()?,
-            service: ServiceAddr::new(get("stack")?, get("svc")?),
-            spec: SpecHash(get("spec")?.to_owned()),
-            nonce: get("nonce")?.to_owned(),
-            indexes: get("idx")?.to_owned(),
+            owner: Owner::parse(owner).ok()?,
+            service: ServiceAddr::new(stack, service),
+            spec: SpecHash(spec.to_owned()),
+            nonce: nonce.to_owned(),
+            indexes: indexes.to_owned(),
         })
+    }
+
+    /// Returns the text every marker of `owner` contains, for cheap pre-filtering of listings.
+    pub fn owner_tag(owner: &Owner) -> String {
+        format!("{MARKER_PREFIX};owner={owner};")
     }
 }
 
@@ -306,24 +319,3 @@ mod tests {
     }
 }
 
-/// Observes the owner's jobs: one listing, then, only for specs that differ from the desired
-/// ones, one batch-script read per distinct spec so a plan can show what changes.
-pub fn observe(
-    backend: &dyn crate::slurm::Backend,
-    owner: &Owner,
-    desired: &crate::spec::Desired,
-) -> Result<Observed, crate::slurm::SlurmError> {
-    let mut observed = Observed::from_records(backend.list_jobs()?, owner);
-    for (hash, job_id) in crate::plan::specs_to_read(desired, &observed) {
-        match backend.batch_script(&job_id) {
-            Ok(text) => match crate::render::script::spec_of_script(&text) {
-                Some(spec) if spec.hash() == hash => {
-                    observed.specs.insert(hash, spec);
-                }
-                _ => tracing::warn!(%job_id, "batch script carries no readable stackctl spec"),
-            },
-            Err(e) => tracing::warn!(%job_id, error = %e, "cannot read batch script"),
-        }
-    }
-    Ok(observed)
-}

@@ -2,10 +2,12 @@
 //! environment (`SLURM_CONF`) like any other Slurm client.
 
 use super::{Backend, SlurmError};
-use crate::live::JobRecord;
-use std::io::{Read, Write};
+use crate::live::{JobRecord, Marker};
+use crate::spec::Owner;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use wait_timeout::ChildExt;
 
 /// The squeue output format: one `|`-separated line per job or array task. A field with a
 /// suffix and no width prints in full. The comment goes last, so a stray `|` in a foreign
@@ -29,80 +31,52 @@ impl Default for CliBackend {
 }
 
 impl CliBackend {
+    /// Runs a Slurm command, killing it after the deadline.
+    ///
+    /// Output goes to unnamed temporary files rather than pipes: squeue writes its listing in
+    /// hundreds of small writes, and a pipe turns each into a wake-up of the reader.
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SlurmError> {
-        let command = std::iter::once(program)
-            .chain(args.iter().copied())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let command = std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
         tracing::debug!(%command, "running");
+        let spawn_error = |source| SlurmError::Spawn { program: program.to_owned(), source };
+        let mut stdout = tempfile::tempfile().map_err(spawn_error)?;
+        let mut stderr = tempfile::tempfile().map_err(spawn_error)?;
         let mut child = Command::new(program)
             .args(args)
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(stdout.try_clone().map_err(spawn_error)?)
+            .stderr(stderr.try_clone().map_err(spawn_error)?)
             .spawn()
-            .map_err(|source| SlurmError::Spawn {
-                program: program.to_owned(),
-                source,
-            })?;
+            .map_err(spawn_error)?;
         if let Some(input) = stdin {
             let mut pipe = child.stdin.take().expect("stdin is piped");
             // A write error means the child exited early; its status and stderr say why.
             let _ = pipe.write_all(input.as_bytes());
         }
-        // Read both pipes on threads so a full pipe can never stall the child.
-        let mut stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let out = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            stdout.read_to_end(&mut buf).map(|_| buf)
-        });
-        let err = std::thread::spawn(move || {
-            let mut buf = String::new();
-            let _ = stderr.read_to_string(&mut buf);
-            buf
-        });
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().map_err(|source| SlurmError::Spawn {
-                program: program.to_owned(),
-                source,
-            })? {
-                break status;
-            }
-            if started.elapsed() > self.timeout {
+        let status = match child.wait_timeout(self.timeout).map_err(spawn_error)? {
+            Some(status) => status,
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(SlurmError::Timeout {
-                    command,
-                    seconds: self.timeout.as_secs(),
-                });
+                return Err(SlurmError::Timeout { command, seconds: self.timeout.as_secs() });
             }
-            std::thread::sleep(Duration::from_millis(5));
         };
-        let stdout = out.join().expect("reader thread").unwrap_or_default();
-        let stderr = err.join().expect("reader thread");
+        let read = |file: &mut std::fs::File| -> String {
+            let mut text = String::new();
+            let _ = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut text));
+            text
+        };
+        let (out, err) = (read(&mut stdout), read(&mut stderr));
         if !status.success() {
-            let message = if stderr.trim().is_empty() {
-                status.to_string()
-            } else {
-                stderr.trim().to_owned()
-            };
+            let message = if err.trim().is_empty() { status.to_string() } else { err.trim().to_owned() };
             return Err(SlurmError::Failed { command, message });
         }
-        String::from_utf8(stdout).map_err(|_| SlurmError::Parse {
-            command,
-            message: "output is not UTF-8".into(),
-        })
+        Ok(out)
     }
 }
 
 impl Backend for CliBackend {
-    fn list_jobs(&self) -> Result<Vec<JobRecord>, SlurmError> {
+    fn list_jobs(&self, owner: &Owner) -> Result<Vec<JobRecord>, SlurmError> {
         // `--me`: only this user's jobs are ever ours; `-t all` keeps ended jobs (within
         // MinJobAge); `-r` prints one line per array task, pending ones included.
         let args = [
@@ -114,9 +88,10 @@ impl Backend for CliBackend {
             SQUEUE_FORMAT,
         ];
         let output = self.run("squeue", &args, None)?;
+        let tag = Marker::owner_tag(owner);
         output
             .lines()
-            .filter(|line| !line.trim().is_empty())
+            .filter(|line| line.contains(&tag))
             .map(|line| {
                 parse_squeue_line(line).ok_or_else(|| SlurmError::Parse {
                     command: "squeue".into(),

@@ -6,11 +6,13 @@ mod cli;
 pub use cli::CliBackend;
 
 use crate::live::JobRecord;
+use crate::spec::Owner;
 
 /// A way to reach Slurm.
 pub trait Backend {
-    /// Lists the jobs visible to this user, ended ones included (one listing RPC).
-    fn list_jobs(&self) -> Result<Vec<JobRecord>, SlurmError>;
+    /// Lists this user's jobs whose comment carries `owner`'s marker tag, ended ones included,
+    /// with one listing RPC. The tag is a cheap pre-filter: callers still parse every marker.
+    fn list_jobs(&self, owner: &Owner) -> Result<Vec<JobRecord>, SlurmError>;
     /// Submits a batch script (its `#SBATCH` lines carry every option) and returns the job id.
     fn submit(&self, script: &str) -> Result<String, SlurmError>;
     /// Cancels the given jobs (`123_4` for one array task) with Slurm's normal graceful stop.

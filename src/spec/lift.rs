@@ -672,7 +672,7 @@ fn memory_amount(ctx: &mut Ctx, value: &Spanned<raw::Scalar>, field: &str) -> Op
     let ok = !digits.is_empty()
         && suffix_len <= 1
         && digits.chars().all(|c| c.is_ascii_digit())
-        && digits.trim_start_matches('0') != "";
+        && !digits.trim_start_matches('0').is_empty();
     if ok {
         Some(text)
     } else {

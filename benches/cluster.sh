@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Benchmark stackctl against the real Slurm test cluster (not a test: it prints figures).
+#
+# For 10, 100, 1,000 and 10,000 live owned jobs: plan wall time and peak memory, and the
+# job-listing RPCs slurmctld received per plan (from sdiag), next to a bare `squeue` listing
+# measured in the same run. Then the wall time of an apply that submits 100 replicas against
+# a shell loop of 100 `sbatch` calls.
+#
+# Usage: benches/cluster.sh [RUNS]   (needs `scripts/slurm-dev-cluster up`; RUNS defaults to 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-5}
+export SLURM_CONF=${SLURM_CONF:-/etc/stackctl-dev-slurm/slurm.conf}
+command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
+sinfo -h >/dev/null || { echo "no Slurm cluster at SLURM_CONF=$SLURM_CONF; run scripts/slurm-dev-cluster up" >&2; exit 1; }
+cargo build --release --quiet
+bin=$PWD/target/release/stackctl
+
+work=$(mktemp -d)
+owner="bench-$$-$(date +%s)"
+owned_arrays() { # this run's own array job ids, for cleanup by id (never by user or name)
+  squeue --me -h -r -t all -o '%F|%k' | awk -F'|' -v tag=";owner=$1;" 'index($2, tag) {print $1}' | sort -u
+}
+cleanup() {
+  for o in "$owner" "$owner-apply"; do
+    ids=$(owned_arrays "$o" | tr '\n' ' ')
+    [ -n "$ids" ] && scancel $ids 2>/dev/null || true
+  done
+  [ -n "${loop_ids:-}" ] && scancel $loop_ids 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+make_repo() { # DIR OWNER
+  mkdir -p "$1/recipes/bench" "$1/stacks"
+  printf 'owner: %s\nlog_dir: %s/logs\n' "$2" "$1" > "$1/stackctl.yaml"
+  printf 'name: sleeper\ncommand: exec sleep 3600\nresources: {cpu: 1, memory: 16M, time_limit: 60}\n' \
+    > "$1/recipes/bench/sleeper.yaml"
+}
+set_replicas() { # DIR N
+  printf 'services:\n  svc:\n    recipe: bench/sleeper\n    replicas: %s\n' "$2" > "$1/stacks/bench.yaml"
+}
+
+# Sum of the job-listing RPCs slurmctld has counted so far.
+listing_rpcs() {
+  sdiag | awk '/REQUEST_JOB_INFO |REQUEST_JOB_USER_INFO |REQUEST_JOB_INFO_SINGLE / {
+    for (i = 1; i <= NF; i++) if ($i ~ /^count:/) { sub("count:", "", $i); n += $i } } END { print n + 0 }'
+}
+all_rpcs() {
+  sdiag | awk '/statistics by message type/ {on=1; next} /statistics by user/ {on=0}
+    on { for (i = 1; i <= NF; i++) if ($i ~ /^count:/) { sub("count:", "", $i); n += $i } } END { print n + 0 }'
+}
+
+# Runs a command RUNS times; prints "median_seconds peak_kib listing_rpcs_per_run all_rpcs_per_run".
+measure() {
+  local times=() peak=0 l0 a0 l1 a1 out
+  l0=$(listing_rpcs); a0=$(all_rpcs)
+  for _ in $(seq "$runs"); do
+    /usr/bin/time -o "$work/time" -f '%e %M' "$@" >/dev/null 2>&1
+    out=$(tail -1 "$work/time")
+    times+=("${out% *}"); [ "${out#* }" -gt "$peak" ] && peak=${out#* }
+  done
+  l1=$(listing_rpcs); a1=$(all_rpcs)
+  # sdiag itself sends no listing RPC, but each all_rpcs/listing_rpcs call sends one REQUEST_STATS_INFO
+  local median
+  median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  echo "$median $peak $(( (l1 - l0) / runs )) $(( (a1 - a0 - 2) / runs ))"
+}
+
+repo=$work/repo
+make_repo "$repo" "$owner"
+printf '\nPlan against N live owned jobs (%s runs each, median wall time; peak RSS)\n' "$runs"
+printf '%8s | %9s %9s %8s %8s | %9s %9s %8s %8s | %6s\n' N plan_s plan_MiB list_rpc all_rpc \
+  squeue_s sq_MiB list_rpc all_rpc ratio
+for n in 10 100 1000 10000; do
+  set_replicas "$repo" "$n"
+  "$bin" apply -C "$repo" --auto-approve >/dev/null
+  live=$(squeue --me -h -r -t all -o '%k|%T' | grep -c ";owner=$owner;.*|\(PENDING\|RUNNING\)" || true)
+  [ "$live" -eq "$n" ] || { echo "expected $n live owned jobs, squeue shows $live" >&2; exit 1; }
+  "$bin" plan -C "$repo" --detailed-exitcode >/dev/null || { echo "plan not clean at N=$n" >&2; exit 1; }
+  read -r pt pm pl pa < <(measure "$bin" plan -C "$repo")
+  read -r st sm sl sa < <(measure squeue --me --noheader --array --states=all \
+    --Format 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Name:|,Comment:|')
+  ratio=$(awk -v a="$pt" -v b="$st" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
+  printf '%8s | %9s %9.1f %8s %8s | %9s %9.1f %8s %8s | %6s\n' "$n" "$pt" "$(echo "$pm/1024" | bc -l)" "$pl" "$pa" \
+    "$st" "$(echo "$sm/1024" | bc -l)" "$sl" "$sa" "$ratio"
+done
+ids=$(owned_arrays "$owner" | tr '\n' ' '); [ -n "$ids" ] && scancel $ids
+sleep 2
+
+printf '\nSubmitting 100 replicas\n'
+repo2=$work/apply
+make_repo "$repo2" "$owner-apply"
+set_replicas "$repo2" 100
+l0=$(listing_rpcs)
+start=$(date +%s.%N)
+"$bin" apply -C "$repo2" --auto-approve >/dev/null
+apply_s=$(echo "$(date +%s.%N) - $start" | bc -l)
+l1=$(listing_rpcs)
+ids=$(owned_arrays "$owner-apply" | tr '\n' ' '); [ -n "$ids" ] && scancel $ids
+start=$(date +%s.%N)
+loop_ids=""
+for i in $(seq 100); do
+  loop_ids+="$(sbatch --parsable --job-name=bench.loop --comment="bench-loop-$owner" --cpus-per-task=1 --mem=16M \
+    --time=60 --output=/dev/null --wrap 'exec sleep 3600') "
+done
+loop_s=$(echo "$(date +%s.%N) - $start" | bc -l)
+scancel $loop_ids; loop_ids=""
+printf '  stackctl apply (100 replicas): %.3f s (%s listing RPCs)\n' "$apply_s" "$((l1 - l0 - 2))"
+printf '  shell loop of 100 sbatch:      %.3f s\n' "$loop_s"
+printf '  ratio apply / loop:            %.3f\n' "$(echo "$apply_s / $loop_s" | bc -l)"

@@ -1,0 +1,771 @@
+//! A corpus of broken repos (`tests/fixtures/bad/<case>/`): each has exactly one broken file.
+//! For every case, `validate`, `plan` and `apply --auto-approve` must exit 1 with a message
+//! naming the broken file (and, where the parser knows them, the line and field path), must not
+//! panic, and must never contact Slurm: the commands run with fake `sbatch`, `squeue`,
+//! `scancel` and `scontrol` first in `PATH`, which log every call, and the log must stay empty.
+//!
+//! Fixtures are copied to a temp dir before running, so the tests never depend on whether the
+//! checkout is a git repo. The 10 MB file is generated at test time, not committed.
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// The Slurm commands stackctl may run; each is faked by a script that logs and fails.
+const SLURM_COMMANDS: [&str; 4] = ["sbatch", "squeue", "scancel", "scontrol"];
+
+/// The three commands every broken repo must be refused by.
+const COMMANDS: [&[&str]; 3] = [&["validate"], &["plan"], &["apply", "--auto-approve"]];
+
+/// A copy of one fixture repo, plus a fake Slurm whose every call is logged.
+struct Sandbox {
+    /// Holds the temp dir alive; removed on drop.
+    tmp: TempDir,
+    /// The repo root (`<tmp>/repo`).
+    repo: PathBuf,
+    /// Directory with the fake Slurm commands.
+    bin: PathBuf,
+    /// Where the fake Slurm commands append their name and arguments.
+    log: PathBuf,
+}
+
+impl Sandbox {
+    /// Copies `tests/fixtures/bad/<case>` into a fresh temp dir that is not a git repo.
+    fn new(case: &str) -> Sandbox {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bad")
+            .join(case);
+        assert!(source.is_dir(), "missing fixture {}", source.display());
+        let tmp = tempfile::Builder::new()
+            .prefix("stackctl-bad-input-")
+            .tempdir()
+            .expect("create temp dir");
+        let repo = tmp.path().join("repo");
+        copy_dir(&source, &repo);
+        let bin = tmp.path().join("bin");
+        let log = tmp.path().join("slurm-calls.log");
+        std::fs::create_dir(&bin).expect("create fake bin dir");
+        for name in SLURM_COMMANDS {
+            write_fake_slurm_command(&bin.join(name), name, &log);
+        }
+        Sandbox {
+            tmp,
+            repo,
+            bin,
+            log,
+        }
+    }
+
+    /// Returns `stackctl -C <repo> <args>` with the fake Slurm first in `PATH`, git confined to
+    /// the temp dir (so a parent checkout is never found) and colour off.
+    fn stackctl(&self, args: &[&str]) -> Command {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(
+            std::iter::once(self.bin.clone()).chain(std::env::split_paths(&path)),
+        )
+        .expect("join PATH");
+        let mut cmd = Command::cargo_bin("stackctl").expect("the stackctl binary");
+        cmd.arg("-C")
+            .arg(&self.repo)
+            .args(args)
+            .env("PATH", path)
+            .env("HOME", self.tmp.path())
+            .env("GIT_CEILING_DIRECTORIES", self.tmp.path())
+            .env("NO_COLOR", "1")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("STACKCTL_LOG")
+            .timeout(Duration::from_secs(60));
+        cmd
+    }
+
+    /// Returns every logged call to the fake Slurm commands (empty if none).
+    fn slurm_calls(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Writes a fake Slurm command that logs its name and arguments, then fails.
+fn write_fake_slurm_command(path: &Path, name: &str, log: &Path) {
+    let script = format!(
+        "#!/bin/sh\necho \"{name} $*\" >> '{}'\necho \"fake {name}: refusing\" >&2\nexit 1\n",
+        log.display()
+    );
+    std::fs::write(path, script).expect("write fake slurm command");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .expect("make fake slurm command executable");
+    }
+}
+
+/// Copies a directory tree (regular files and directories only).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read fixture dir") {
+        let entry = entry.expect("fixture dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy fixture file");
+        }
+    }
+}
+
+/// What a rejection message must contain.
+#[derive(Debug, Clone, Copy, Default)]
+struct Expect {
+    /// The broken file, relative to the repo root, e.g. `stacks/web.yaml`.
+    file: &'static str,
+    /// `Some((line, column))` when the parser knows the position.
+    at: Option<(u32, u32)>,
+    /// The dotted field path, when known.
+    field: Option<&'static str>,
+    /// Further text the message must contain.
+    says: &'static [&'static str],
+}
+
+impl Expect {
+    fn file(file: &'static str) -> Self {
+        Expect {
+            file,
+            ..Expect::default()
+        }
+    }
+    fn at(mut self, line: u32, column: u32) -> Self {
+        self.at = Some((line, column));
+        self
+    }
+    fn field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+    fn says(mut self, says: &'static [&'static str]) -> Self {
+        self.says = says;
+        self
+    }
+}
+
+/// Runs validate, plan and apply on the fixture `case` and checks each refuses it as `expect`.
+fn assert_rejected(case: &str, expect: Expect) {
+    assert_rejected_in(&Sandbox::new(case), case, expect);
+}
+
+/// Like [`assert_rejected`], on an already prepared sandbox; returns the slowest run's time.
+fn assert_rejected_in(sandbox: &Sandbox, case: &str, expect: Expect) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for args in COMMANDS {
+        let started = Instant::now();
+        let output = sandbox.stackctl(args).output().expect("run stackctl");
+        slowest = slowest.max(started.elapsed());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let context = format!(
+            "case {case}, `stackctl {}`\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+            args.join(" ")
+        );
+        assert_eq!(output.status.code(), Some(1), "exit code, {context}");
+        assert!(!stderr.contains("panicked"), "panic, {context}");
+        assert!(
+            stderr.starts_with("error: "),
+            "stderr should start with `error: `, {context}"
+        );
+        // The message names the file, followed by its position or the message itself.
+        let named = match expect.at {
+            Some((line, column)) => format!("{}:{line}:{column}: ", expect.file),
+            None => format!("{}: ", expect.file),
+        };
+        assert!(stderr.contains(&named), "expected `{named}`, {context}");
+        if let Some(field) = expect.field {
+            let field = format!("field `{field}`: ");
+            assert!(stderr.contains(&field), "expected {field}, {context}");
+        }
+        for says in expect.says {
+            assert!(stderr.contains(says), "expected {says:?}, {context}");
+        }
+        assert!(
+            stderr.contains("nothing was planned or submitted"),
+            "expected the summary line, {context}"
+        );
+        assert!(
+            stdout.trim().is_empty(),
+            "nothing should be printed to stdout, {context}"
+        );
+        assert_eq!(sandbox.slurm_calls(), "", "Slurm was contacted, {context}");
+    }
+    assert!(
+        !sandbox.log.exists(),
+        "case {case}: the fake Slurm log exists"
+    );
+    slowest
+}
+
+// ---------------------------------------------------------------------------------------------
+// Positive controls: prove the harness can see success, and can see Slurm being called.
+
+#[test]
+fn control_valid_repo_passes_validate() {
+    let sandbox = Sandbox::new("valid_control");
+    let output = sandbox
+        .stackctl(&["validate"])
+        .output()
+        .expect("run stackctl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("Valid: 1 services, 2 replicas, owner \"bad-input-test\""),
+        "{stdout}"
+    );
+    assert_eq!(sandbox.slurm_calls(), "", "validate never contacts Slurm");
+}
+
+#[test]
+fn control_valid_repo_reaches_the_fake_slurm_on_plan() {
+    // A valid repo gets as far as asking Slurm for its jobs, so the log check is not vacuous.
+    let sandbox = Sandbox::new("valid_control");
+    let output = sandbox.stackctl(&["plan"]).output().expect("run stackctl");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("reading the live jobs from Slurm"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let calls = sandbox.slurm_calls();
+    assert!(
+        calls.starts_with("squeue "),
+        "expected a squeue call: {calls:?}"
+    );
+    assert!(!calls.contains("sbatch"), "{calls:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Syntax.
+
+#[test]
+fn syntax_error_unclosed_bracket() {
+    assert_rejected(
+        "syntax_error",
+        Expect::file("stacks/web.yaml")
+            .at(2, 11)
+            .says(&["unclosed bracket"]),
+    );
+}
+
+#[test]
+fn syntax_error_unclosed_flow_mapping() {
+    assert_rejected(
+        "syntax_error_flow_mapping",
+        Expect::file("stacks/web.yaml")
+            .at(6, 5)
+            .says(&["flow mapping"]),
+    );
+}
+
+#[test]
+fn tab_indentation() {
+    assert_rejected(
+        "tab_indent",
+        Expect::file("stacks/web.yaml").at(3, 2).says(&["tabs"]),
+    );
+}
+
+#[test]
+fn stack_file_is_a_list() {
+    assert_rejected("stack_is_a_list", Expect::file("stacks/web.yaml").at(1, 1));
+}
+
+#[test]
+fn multiple_documents_in_one_file() {
+    assert_rejected(
+        "multi_document",
+        Expect::file("stacks/web.yaml").at(4, 1).says(&["multiple"]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unknown keys (every struct denies them) and duplicate keys.
+
+#[test]
+fn unknown_key_in_stack() {
+    // The field path is lost inside `services.<name>` (see the report), so only check the key.
+    assert_rejected(
+        "unknown_key_stack",
+        Expect::file("stacks/web.yaml")
+            .at(5, 5)
+            .says(&["unknown field `replicaz`"]),
+    );
+}
+
+#[test]
+fn unknown_key_in_recipe() {
+    assert_rejected(
+        "unknown_key_recipe",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 3)
+            .field("resources.gpus")
+            .says(&["unknown field `gpus`"]),
+    );
+}
+
+#[test]
+fn unknown_key_in_config() {
+    assert_rejected(
+        "unknown_key_config",
+        Expect::file("stackctl.yaml")
+            .at(5, 3)
+            .field("cluster.partition")
+            .says(&["unknown field `partition`"]),
+    );
+}
+
+#[test]
+fn duplicate_field() {
+    assert_rejected(
+        "duplicate_field",
+        Expect::file("stacks/web.yaml")
+            .at(6, 5)
+            .says(&["duplicate mapping key: replicas"]),
+    );
+}
+
+#[test]
+fn duplicate_service() {
+    assert_rejected(
+        "duplicate_service",
+        Expect::file("stacks/web.yaml")
+            .at(5, 3)
+            .says(&["duplicate mapping key: app"]),
+    );
+}
+
+#[test]
+fn duplicate_environment_key() {
+    assert_rejected(
+        "duplicate_env_key",
+        Expect::file("stacks/web.yaml")
+            .at(7, 7)
+            .says(&["duplicate mapping key: A"]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wrong types and missing fields.
+
+#[test]
+fn replicas_is_a_string() {
+    assert_rejected(
+        "wrong_type_replicas",
+        Expect::file("stacks/web.yaml").at(5, 15),
+    );
+}
+
+#[test]
+fn environment_is_a_list() {
+    assert_rejected(
+        "wrong_type_environment",
+        Expect::file("stacks/web.yaml").at(6, 7),
+    );
+}
+
+#[test]
+fn environment_value_is_a_map() {
+    assert_rejected(
+        "wrong_type_env_value",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 5)
+            .says(&["invalid type: map"]),
+    );
+}
+
+#[test]
+fn environment_value_is_null() {
+    assert_rejected(
+        "null_env_value",
+        Expect::file("stacks/web.yaml")
+            .at(6, 7)
+            .says(&["invalid type: unit value"]),
+    );
+}
+
+#[test]
+fn service_without_recipe() {
+    assert_rejected(
+        "missing_recipe_key",
+        Expect::file("stacks/web.yaml")
+            .at(4, 5)
+            .says(&["missing field `recipe`"]),
+    );
+}
+
+#[test]
+fn recipe_without_command_or_container() {
+    assert_rejected(
+        "recipe_without_command",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(1, 7)
+            .field("command")
+            .says(&["needs a `container`, a `command`, or both"]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values out of range.
+
+#[test]
+fn negative_replicas() {
+    assert_rejected(
+        "negative_replicas",
+        Expect::file("stacks/web.yaml")
+            .at(5, 15)
+            .field("services.app.replicas")
+            .says(&["got -1"]),
+    );
+}
+
+#[test]
+fn too_many_replicas() {
+    assert_rejected(
+        "too_many_replicas",
+        Expect::file("stacks/web.yaml")
+            .at(5, 15)
+            .field("services.app.replicas")
+            .says(&["got 100001"]),
+    );
+}
+
+#[test]
+fn zero_cpu() {
+    assert_rejected(
+        "zero_cpu",
+        Expect::file("stacks/web.yaml")
+            .at(6, 12)
+            .field("services.app.resources.cpu")
+            .says(&["got 0"]),
+    );
+}
+
+#[test]
+fn port_out_of_range() {
+    assert_rejected(
+        "port_out_of_range",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 5)
+            .field("ports[1]")
+            .says(&["got 70000"]),
+    );
+}
+
+#[test]
+fn memory_and_memory_per_cpu_both_set() {
+    assert_rejected(
+        "memory_and_memory_per_cpu",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 19)
+            .field("resources.memory_per_cpu")
+            .says(&["not both"]),
+    );
+}
+
+#[test]
+fn bad_memory_amount() {
+    assert_rejected(
+        "bad_memory",
+        Expect::file("stacks/web.yaml")
+            .at(6, 15)
+            .field("services.app.resources.memory")
+            .says(&["\"32GB\""]),
+    );
+}
+
+#[test]
+fn gpu_type_with_space() {
+    assert_rejected(
+        "gpu_type_with_space",
+        Expect::file("stacks/web.yaml")
+            .at(7, 17)
+            .field("services.app.resources.gpu_type")
+            .says(&["\"a100 80gb\""]),
+    );
+}
+
+#[test]
+fn bad_environment_variable_name() {
+    assert_rejected(
+        "bad_env_name",
+        Expect::file("stacks/web.yaml")
+            .at(6, 7)
+            .field("services.app.environment.BAD-NAME")
+            .says(&["not a valid environment variable name"]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names and references.
+
+#[test]
+fn missing_recipe_suggests_the_nearest() {
+    assert_rejected(
+        "missing_recipe",
+        Expect::file("stacks/web.yaml")
+            .at(4, 13)
+            .field("services.app.recipe")
+            .says(&[
+                "no recipe \"demo/scv\"",
+                "recipes/demo/scv.yaml",
+                "did you mean \"demo/svc\"?",
+            ]),
+    );
+}
+
+#[test]
+fn recipe_path_escaping_with_dotdot() {
+    assert_rejected(
+        "recipe_path_escape_dotdot",
+        Expect::file("stacks/web.yaml")
+            .at(4, 13)
+            .field("services.app.recipe")
+            .says(&["\"../../etc/passwd\"", "must be a path under recipes/"]),
+    );
+}
+
+#[test]
+fn recipe_path_escaping_with_an_absolute_path() {
+    assert_rejected(
+        "recipe_path_escape_absolute",
+        Expect::file("stacks/web.yaml")
+            .at(4, 13)
+            .field("services.app.recipe")
+            .says(&["\"/etc/passwd\"", "must be a path under recipes/"]),
+    );
+}
+
+#[test]
+fn stack_name_not_matching_file_name() {
+    assert_rejected(
+        "stack_name_mismatch",
+        Expect::file("stacks/web.yaml")
+            .at(1, 7)
+            .field("name")
+            .says(&["\"webapp\" must match the file name \"web\""]),
+    );
+}
+
+#[test]
+fn bad_stack_file_name() {
+    assert_rejected(
+        "bad_stack_file_name",
+        Expect::file("stacks/Web App.yaml").says(&["stack file name"]),
+    );
+}
+
+#[test]
+fn bad_service_name() {
+    assert_rejected(
+        "bad_service_name",
+        Expect::file("stacks/web.yaml")
+            .at(3, 3)
+            .field("services.App")
+            .says(&["\"App\""]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// stackctl.yaml and the repo layout.
+
+#[test]
+fn no_owner_and_no_git_remote() {
+    assert_rejected(
+        "no_owner",
+        Expect::file("stackctl.yaml").says(&["no owner"]),
+    );
+}
+
+#[test]
+fn no_config_file_and_no_git_remote() {
+    let sandbox = Sandbox::new("valid_control");
+    std::fs::remove_file(sandbox.repo.join("stackctl.yaml")).expect("remove stackctl.yaml");
+    assert_rejected_in(
+        &sandbox,
+        "no_config_file",
+        Expect::file("stackctl.yaml").says(&["no owner"]),
+    );
+}
+
+#[test]
+fn bad_owner() {
+    assert_rejected(
+        "bad_owner",
+        Expect::file("stackctl.yaml")
+            .at(1, 8)
+            .field("owner")
+            .says(&["\"bad input test\""]),
+    );
+}
+
+#[test]
+fn unknown_backend() {
+    assert_rejected(
+        "unknown_backend",
+        Expect::file("stackctl.yaml")
+            .at(3, 12)
+            .field("cluster.backend")
+            .says(&["\"slurmrestd\""]),
+    );
+}
+
+#[test]
+fn missing_stacks_dir() {
+    assert_rejected(
+        "missing_stacks_dir",
+        Expect::file("stacks").says(&["a missing one is an error"]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile files: encoding, size, alias bombs.
+
+#[test]
+fn non_utf8_recipe() {
+    assert_rejected(
+        "non_utf8",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(3, 17)
+            .says(&["not valid UTF-8"]),
+    );
+}
+
+#[test]
+fn non_utf8_stack() {
+    assert_rejected(
+        "non_utf8_stack",
+        Expect::file("stacks/web.yaml")
+            .at(6, 19)
+            .says(&["not valid UTF-8"]),
+    );
+}
+
+#[test]
+fn ten_megabyte_file() {
+    // Valid YAML padded with comments to 10 MiB: only the size limit can refuse it.
+    let sandbox = Sandbox::new("valid_control");
+    let path = sandbox.repo.join("stacks/web.yaml");
+    let mut text = std::fs::read_to_string(&path).expect("read stack");
+    let pad = format!("# {}\n", "x".repeat(97));
+    while text.len() < 10 * 1024 * 1024 {
+        text.push_str(&pad);
+    }
+    std::fs::write(&path, text).expect("write 10 MB stack");
+    let slowest = assert_rejected_in(
+        &sandbox,
+        "huge_file",
+        Expect::file("stacks/web.yaml").says(&["larger than the 1024 KiB limit"]),
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a 10 MB file took {slowest:?}"
+    );
+}
+
+/// The most an alias bomb may cost one command: a debug build is several times slower.
+fn bomb_time_limit() -> Duration {
+    if cfg!(debug_assertions) {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(2)
+    }
+}
+
+#[test]
+fn alias_bomb_stopped_by_the_parser_budget() {
+    // Every node is schema-valid (environment maps built by merging 10 copies of the previous
+    // one, 9 levels deep), so only the parser's budget can stop the expansion.
+    let sandbox = Sandbox::new("alias_bomb");
+    let slowest = assert_rejected_in(
+        &sandbox,
+        "alias_bomb",
+        Expect::file("stacks/web.yaml")
+            .at(20, 28)
+            .says(&["budget breached"]),
+    );
+    assert!(
+        slowest < bomb_time_limit(),
+        "an alias bomb took {slowest:?}"
+    );
+}
+
+#[test]
+fn alias_bomb_classic_billion_laughs() {
+    // The classic form under `environment`: stopped at the first list where a scalar belongs.
+    let sandbox = Sandbox::new("alias_bomb_classic");
+    let slowest = assert_rejected_in(
+        &sandbox,
+        "alias_bomb_classic",
+        Expect::file("stacks/web.yaml").at(7, 7),
+    );
+    assert!(
+        slowest < bomb_time_limit(),
+        "an alias bomb took {slowest:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holes found while writing this corpus: accepted today, should be refused. Un-ignore when fixed.
+
+#[test]
+#[ignore = "src bug: stacks/web.yaml and stacks/web.yml are both loaded; the last one silently wins"]
+fn same_stack_as_yaml_and_yml() {
+    let sandbox = Sandbox::new("valid_control");
+    std::fs::write(
+        sandbox.repo.join("stacks/web.yml"),
+        "name: web\nservices:\n  app:\n    recipe: demo/svc\n    replicas: 7\n",
+    )
+    .expect("write stacks/web.yml");
+    assert_rejected_in(
+        &sandbox,
+        "stack_yaml_and_yml",
+        Expect::file("stacks/web.yml"),
+    );
+}
+
+#[test]
+#[ignore = "src bug: recipes/demo/svc.yaml and svc.yml are both loaded; the last one silently wins"]
+fn same_recipe_as_yaml_and_yml() {
+    let sandbox = Sandbox::new("valid_control");
+    std::fs::write(
+        sandbox.repo.join("recipes/demo/svc.yml"),
+        "name: svc\ncommand: echo not the recipe you reviewed\n",
+    )
+    .expect("write recipes/demo/svc.yml");
+    assert_rejected_in(
+        &sandbox,
+        "recipe_yaml_and_yml",
+        Expect::file("recipes/demo/svc.yml"),
+    );
+}
+
+#[cfg(unix)]
+#[test]
+#[ignore = "src bug: a recipe that is a symlink to a file outside the repo is followed and used"]
+fn recipe_symlink_escaping_the_repo() {
+    let sandbox = Sandbox::new("valid_control");
+    let outside = sandbox.tmp.path().join("outside.yaml");
+    std::fs::write(&outside, "name: svc\ncommand: echo from outside the repo\n")
+        .expect("write outside recipe");
+    let link = sandbox.repo.join("recipes/demo/svc.yaml");
+    std::fs::remove_file(&link).expect("remove recipe");
+    std::os::unix::fs::symlink(&outside, &link).expect("symlink recipe");
+    assert_rejected_in(
+        &sandbox,
+        "recipe_symlink_escape",
+        Expect::file("recipes/demo/svc.yaml"),
+    );
+}

@@ -1,0 +1,966 @@
+//! Pure tests of plan computation and rendering: no Slurm, no IO. Observed state is built from
+//! `JobRecord`s the way a Slurm listing reports them, then filtered by `Observed::from_records`.
+
+use stackctl::live::{JobRecord, Marker, Observed};
+use stackctl::plan::{self, Action, Plan, Reason, Summary};
+use stackctl::render::script::{self, ScriptContext};
+use stackctl::render::{Style, plan_json, plan_text, status};
+use stackctl::spec::{
+    Desired, Owner, ReplicaSpec, ResourceSpec, Service, ServiceAddr, SlurmSpec, SpecHash,
+};
+use std::collections::BTreeMap;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn owner() -> Owner {
+    Owner::parse("team-llm").unwrap()
+}
+
+fn llm() -> ServiceAddr {
+    ServiceAddr::new("inference", "llm")
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A typical GPU inference replica.
+fn base_spec() -> ReplicaSpec {
+    ReplicaSpec {
+        image: Some("vllm.sif".into()),
+        command: Some("vllm serve meta-llama/Llama-3-8B --port 8000".into()),
+        resources: ResourceSpec {
+            nodes: 1,
+            cpu: 8,
+            memory: Some("64G".into()),
+            memory_per_cpu: None,
+            gpu: 1,
+            gpu_type: Some("a100".into()),
+            time_limit: Some(1440),
+            cpu_bind: None,
+        },
+        environment: env(&[("HF_HOME", "/scratch/hf")]),
+        ports: vec![8000],
+        slurm: SlurmSpec {
+            partition: Some("gpu".into()),
+            qos: None,
+            account: None,
+        },
+    }
+}
+
+fn spec_with_env(pairs: &[(&str, &str)]) -> ReplicaSpec {
+    ReplicaSpec {
+        environment: env(pairs),
+        ..base_spec()
+    }
+}
+
+fn service(replicas: u32, spec: ReplicaSpec) -> Service {
+    Service {
+        recipe: "inference/vllm".into(),
+        replicas,
+        hash: spec.hash(),
+        spec,
+    }
+}
+
+fn desired(services: Vec<(ServiceAddr, Service)>) -> Desired {
+    Desired {
+        services: services.into_iter().collect(),
+    }
+}
+
+fn marker(addr: &ServiceAddr, hash: &SpecHash, indexes: &str) -> String {
+    Marker {
+        owner: owner(),
+        service: addr.clone(),
+        spec: hash.clone(),
+        nonce: "n1".into(),
+        indexes: indexes.into(),
+    }
+    .to_string()
+}
+
+/// A job of array `array`, as squeue would list it.
+fn job_in(array: u64, addr: &ServiceAddr, index: u32, hash: &SpecHash, state: &str) -> JobRecord {
+    let on_node = matches!(state, "RUNNING" | "COMPLETING");
+    JobRecord {
+        id: format!("{array}_{index}"),
+        array_job_id: array,
+        array_task_id: Some(index),
+        name: addr.to_string(),
+        comment: marker(addr, hash, &index.to_string()),
+        state: state.into(),
+        reason: if state == "PENDING" {
+            "Resources".into()
+        } else {
+            "None".into()
+        },
+        nodes: if on_node {
+            format!("node{}", index + 1)
+        } else {
+            String::new()
+        },
+    }
+}
+
+/// A job of array 12.
+fn job(addr: &ServiceAddr, index: u32, hash: &SpecHash, state: &str) -> JobRecord {
+    job_in(12, addr, index, hash, state)
+}
+
+fn observed(records: Vec<JobRecord>) -> Observed {
+    Observed::from_records(records, &owner())
+}
+
+fn compute(desired: &Desired, observed: &Observed) -> Plan {
+    plan::compute(&owner(), desired, observed)
+}
+
+fn text(plan: &Plan) -> String {
+    plan_text::render(plan, Style::PLAIN)
+}
+
+fn summary(add: usize, change: usize, destroy: usize) -> Summary {
+    Summary {
+        add,
+        change,
+        destroy,
+    }
+}
+
+/// `(index, action, reason)` of every change of the plan's only service, in plan order.
+fn changes(plan: &Plan) -> Vec<(u32, Action, Reason)> {
+    assert_eq!(plan.services.len(), 1, "expected exactly one service");
+    plan.services[0]
+        .changes
+        .iter()
+        .map(|c| (c.index, c.action, c.reason))
+        .collect()
+}
+
+fn ctx() -> ScriptContext {
+    ScriptContext {
+        log_dir: "/logs".into(),
+        image_dir: "/images".into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plans
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn empty_repo_and_no_jobs_is_no_changes() {
+    let plan = compute(&Desired::default(), &observed(vec![]));
+    assert!(plan.is_empty());
+    assert_eq!(plan.summary(), summary(0, 0, 0));
+    assert_eq!(
+        text(&plan),
+        "No changes. Your cluster matches the configuration.\n"
+    );
+}
+
+#[test]
+fn new_service_creates_every_replica() {
+    let desired = desired(vec![(llm(), service(3, base_spec()))]);
+    let plan = compute(&desired, &observed(vec![]));
+    assert_eq!(plan.summary(), summary(3, 0, 0));
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (0, Action::Create, Reason::Missing),
+            (1, Action::Create, Reason::Missing),
+            (2, Action::Create, Reason::Missing),
+        ]
+    );
+    insta::assert_snapshot!("new_service_text", text(&plan));
+
+    let json = plan_json::render(&plan);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["format_version"], "1.0");
+    assert_eq!(doc["changes"].as_array().unwrap().len(), 3);
+    assert_eq!(doc["summary"]["add"], 3);
+    insta::assert_snapshot!("new_service_json", json);
+}
+
+#[test]
+fn running_replicas_matching_the_repo_need_no_changes() {
+    let svc = service(3, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed((0..3).map(|i| job(&llm(), i, &hash, "RUNNING")).collect());
+    assert_eq!(observed.jobs.len(), 3);
+    let plan = compute(&desired, &observed);
+    assert!(plan.is_empty());
+    assert_eq!(plan.summary(), summary(0, 0, 0));
+    assert_eq!(text(&plan), format!("{}\n", plan_text::NO_CHANGES));
+    // Nothing to read back when every job runs the desired spec.
+    assert!(plan::specs_to_read(&desired, &observed).is_empty());
+}
+
+#[test]
+fn scale_up_creates_missing_indexes() {
+    let svc = service(4, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed((0..2).map(|i| job(&llm(), i, &hash, "RUNNING")).collect());
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(2, 0, 0));
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (2, Action::Create, Reason::Missing),
+            (3, Action::Create, Reason::Missing),
+        ]
+    );
+    assert_eq!(plan.services[0].replicas_before, 2);
+    assert_eq!(plan.services[0].replicas_after, 4);
+    insta::assert_snapshot!("scale_up_text", text(&plan));
+}
+
+#[test]
+fn scale_down_destroys_highest_index_first() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed((0..4).map(|i| job(&llm(), i, &hash, "RUNNING")).collect());
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(0, 0, 2));
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (3, Action::Destroy, Reason::ScaleDown),
+            (2, Action::Destroy, Reason::ScaleDown),
+        ]
+    );
+    let ids: Vec<&str> = plan.services[0]
+        .changes
+        .iter()
+        .map(|c| c.job.as_ref().unwrap().job_id.as_str())
+        .collect();
+    assert_eq!(ids, ["12_3", "12_2"]);
+    insta::assert_snapshot!("scale_down_text", text(&plan));
+    insta::assert_snapshot!("scale_down_json", plan_json::render(&plan));
+}
+
+#[test]
+fn environment_change_with_known_old_spec_shows_the_attribute_diff() {
+    let old = spec_with_env(&[("MODE", "a"), ("HF_HOME", "/scratch/hf")]);
+    let new = spec_with_env(&[("MODE", "b"), ("HF_HOME", "/scratch/hf")]);
+    let old_hash = old.hash();
+    assert_ne!(old_hash, new.hash());
+    let desired = desired(vec![(llm(), service(2, new))]);
+    let mut observed = observed(
+        (0..2)
+            .map(|i| job(&llm(), i, &old_hash, "RUNNING"))
+            .collect(),
+    );
+    // What `observe` would ask for, and then insert after reading the batch script.
+    let to_read = plan::specs_to_read(&desired, &observed);
+    assert_eq!(
+        to_read.into_iter().collect::<Vec<_>>(),
+        vec![(old_hash.clone(), "12_0".to_owned())]
+    );
+    observed.specs.insert(old_hash.clone(), old.clone());
+
+    let plan = compute(&desired, &observed);
+    // A replace adds one job and destroys one.
+    assert_eq!(plan.summary(), summary(2, 0, 2));
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (0, Action::Replace, Reason::SpecChanged),
+            (1, Action::Replace, Reason::SpecChanged),
+        ]
+    );
+    assert_eq!(plan.services[0].spec_before.as_ref(), Some(&old));
+    let text = text(&plan);
+    assert!(
+        text.contains(r#"~ environment.MODE = "a" -> "b""#),
+        "{text}"
+    );
+    assert!(!text.contains("HF_HOME"), "unchanged attributes are hidden");
+    insta::assert_snapshot!("replace_env_known_text", text);
+
+    let json = plan_json::render(&plan);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        doc["changes"][0]["actions"],
+        serde_json::json!(["delete", "create"])
+    );
+    assert_eq!(
+        doc["changes"][0]["before"]["spec"]["environment"]["MODE"],
+        "a"
+    );
+    assert_eq!(
+        doc["changes"][0]["after"]["spec"]["environment"]["MODE"],
+        "b"
+    );
+    insta::assert_snapshot!("replace_env_known_json", json);
+}
+
+#[test]
+fn environment_change_with_unknown_old_spec_falls_back_to_hashes() {
+    let old = spec_with_env(&[("MODE", "a")]);
+    let new = spec_with_env(&[("MODE", "b")]);
+    let (old_hash, new_hash) = (old.hash(), new.hash());
+    let desired = desired(vec![(llm(), service(2, new))]);
+    let observed = observed(
+        (0..2)
+            .map(|i| job(&llm(), i, &old_hash, "RUNNING"))
+            .collect(),
+    );
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(2, 0, 2));
+    assert_eq!(plan.services[0].spec_before, None);
+    let text = text(&plan);
+    assert!(
+        text.contains(&format!(
+            r#"~ spec = "{old_hash}" -> "{new_hash}" (previous spec could not be read back)"#
+        )),
+        "{text}"
+    );
+    insta::assert_snapshot!("replace_env_unknown_text", text);
+
+    let json = plan_json::render(&plan);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["changes"][0]["before"]["spec"], serde_json::Value::Null);
+    assert_eq!(
+        doc["changes"][0]["before"]["spec_hash"],
+        old_hash.0.as_str()
+    );
+}
+
+#[test]
+fn gpu_type_change_replaces_and_shows_the_resource() {
+    let old = base_spec();
+    let mut new = base_spec();
+    new.resources.gpu_type = Some("h100".into());
+    let old_hash = old.hash();
+    let desired = desired(vec![(llm(), service(1, new))]);
+    let mut observed = observed(vec![job(&llm(), 0, &old_hash, "RUNNING")]);
+    observed.specs.insert(old_hash, old);
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(1, 0, 1));
+    let text = text(&plan);
+    assert!(
+        text.contains(r#"~ resources.gpu_type = "a100" -> "h100""#),
+        "{text}"
+    );
+    insta::assert_snapshot!("replace_gpu_type_text", text);
+}
+
+#[test]
+fn multi_line_command_change_renders_a_line_diff() {
+    let mut old = base_spec();
+    old.command = Some("set -e\nmodel=llama\nvllm serve $model --port 8000\n".into());
+    let mut new = base_spec();
+    new.command = Some("set -e\nmodel=mistral\nvllm serve $model --port 8000\necho done\n".into());
+    let old_hash = old.hash();
+    let desired = desired(vec![(llm(), service(1, new))]);
+    let mut observed = observed(vec![job(&llm(), 0, &old_hash, "PENDING")]);
+    observed.specs.insert(old_hash, old);
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(1, 0, 1));
+    assert_eq!(
+        changes(&plan),
+        vec![(0, Action::Replace, Reason::SpecChanged)]
+    );
+    insta::assert_snapshot!("replace_multiline_command_text", text(&plan));
+}
+
+#[test]
+fn service_removed_from_repo_destroys_all_its_replicas() {
+    let hash = base_spec().hash();
+    let observed = observed((0..3).map(|i| job(&llm(), i, &hash, "RUNNING")).collect());
+    let plan = compute(&Desired::default(), &observed);
+    assert_eq!(plan.summary(), summary(0, 0, 3));
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (2, Action::Destroy, Reason::ServiceRemoved),
+            (1, Action::Destroy, Reason::ServiceRemoved),
+            (0, Action::Destroy, Reason::ServiceRemoved),
+        ]
+    );
+    assert!(!plan.services[0].in_repo);
+    insta::assert_snapshot!("service_removed_text", text(&plan));
+    let json = plan_json::render(&plan);
+    assert!(json.contains(r#""reason": "service_removed""#), "{json}");
+    insta::assert_snapshot!("service_removed_json", json);
+}
+
+#[test]
+fn ended_replica_is_recreated() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        job(&llm(), 1, &hash, "FAILED"),
+    ]);
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(1, 0, 0));
+    assert_eq!(changes(&plan), vec![(1, Action::Create, Reason::Ended)]);
+    let ended = plan.services[0].changes[0].job.as_ref().unwrap();
+    assert_eq!(
+        (ended.job_id.as_str(), ended.state.as_str()),
+        ("12_1", "FAILED")
+    );
+    // The header of this block is wrong today (see `bug_ended_replica_is_not_a_scale`), so
+    // only the replica line is pinned here, not the whole text.
+    assert!(
+        text(&plan).contains("\n        + replica[1] job 12_1 FAILED (previous job ended)\n"),
+        "{}",
+        text(&plan)
+    );
+    insta::assert_snapshot!("ended_failed_json", plan_json::render(&plan));
+}
+
+#[test]
+fn completing_replica_counts_as_ended() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        job(&llm(), 1, &hash, "COMPLETING"),
+    ]);
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(1, 0, 0));
+    assert_eq!(changes(&plan), vec![(1, Action::Create, Reason::Ended)]);
+    assert_eq!(
+        plan.services[0].changes[0].job.as_ref().unwrap().state,
+        "COMPLETING"
+    );
+}
+
+#[test]
+fn duplicate_index_keeps_the_job_with_the_desired_spec() {
+    let old_hash = spec_with_env(&[("MODE", "old")]).hash();
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    // Index 1 is held twice: by an older array running the old spec (lower job id, running),
+    // and by a newer one with the desired spec (still pending). The desired spec wins.
+    let observed = observed(vec![
+        job_in(12, &llm(), 0, &hash, "RUNNING"),
+        job_in(12, &llm(), 1, &old_hash, "RUNNING"),
+        job_in(13, &llm(), 1, &hash, "PENDING"),
+    ]);
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(0, 0, 1));
+    assert_eq!(
+        changes(&plan),
+        vec![(1, Action::Destroy, Reason::Duplicate)]
+    );
+    assert_eq!(
+        plan.services[0].changes[0].job.as_ref().unwrap().job_id,
+        "12_1"
+    );
+    insta::assert_snapshot!("duplicate_text", text(&plan));
+}
+
+#[test]
+fn duplicate_index_with_the_same_spec_keeps_the_running_job() {
+    let svc = service(1, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job_in(12, &llm(), 0, &hash, "PENDING"),
+        job_in(13, &llm(), 0, &hash, "RUNNING"),
+    ]);
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(0, 0, 1));
+    assert_eq!(
+        plan.services[0].changes[0].job.as_ref().unwrap().job_id,
+        "12_0"
+    );
+}
+
+#[test]
+fn foreign_and_look_alike_jobs_are_invisible() {
+    let hash = base_spec().hash();
+    let other_owner = Marker {
+        owner: Owner::parse("team-vision").unwrap(),
+        service: llm(),
+        spec: hash.clone(),
+        nonce: "n1".into(),
+        indexes: "0".into(),
+    }
+    .to_string();
+    let mut foreign = job_in(20, &llm(), 0, &hash, "RUNNING");
+    foreign.comment = other_owner;
+    let mut look_alike = job_in(21, &llm(), 0, &hash, "RUNNING");
+    look_alike.comment = "stackctl/v1 owner=team-llm".into();
+    let mut prefix_owner = job_in(22, &llm(), 0, &hash, "RUNNING");
+    prefix_owner.comment = prefix_owner
+        .comment
+        .replace("owner=team-llm;", "owner=team-llm-old;");
+    let mut not_an_array_task = job_in(23, &llm(), 0, &hash, "RUNNING");
+    not_an_array_task.id = "23".into();
+    not_an_array_task.array_task_id = None;
+    let mut same_name_no_marker = job_in(24, &llm(), 0, &hash, "RUNNING");
+    same_name_no_marker.comment = String::new();
+    let records = vec![
+        foreign,
+        look_alike,
+        prefix_owner,
+        not_an_array_task,
+        same_name_no_marker,
+    ];
+
+    let observed = observed(records);
+    assert_eq!(observed.jobs, vec![]);
+
+    // Nothing to destroy: none of them is ours.
+    let plan = compute(&Desired::default(), &observed);
+    assert!(plan.is_empty());
+    assert_eq!(plan.summary(), summary(0, 0, 0));
+
+    // And they do not count as replicas of our service either: index 0 is simply missing.
+    let desired = desired(vec![(llm(), service(1, base_spec()))]);
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(1, 0, 0));
+    assert_eq!(changes(&plan), vec![(0, Action::Create, Reason::Missing)]);
+    assert_eq!(plan.services[0].changes[0].job, None);
+}
+
+#[test]
+fn zero_replicas_destroys_every_running_job() {
+    let svc = service(0, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed((0..3).map(|i| job(&llm(), i, &hash, "RUNNING")).collect());
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(0, 0, 3));
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (2, Action::Destroy, Reason::ScaleDown),
+            (1, Action::Destroy, Reason::ScaleDown),
+            (0, Action::Destroy, Reason::ScaleDown),
+        ]
+    );
+    assert!(plan.services[0].in_repo);
+    insta::assert_snapshot!("zero_replicas_text", text(&plan));
+}
+
+#[test]
+fn several_services_render_in_address_order_with_a_combined_legend() {
+    let web = ServiceAddr::new("apps", "web");
+    let old_db = ServiceAddr::new("data", "db");
+    let web_spec = ReplicaSpec {
+        image: None,
+        command: Some("python -m http.server 8080".into()),
+        resources: ResourceSpec {
+            nodes: 1,
+            cpu: 1,
+            memory: None,
+            memory_per_cpu: Some("1G".into()),
+            gpu: 0,
+            gpu_type: None,
+            time_limit: None,
+            cpu_bind: None,
+        },
+        environment: BTreeMap::new(),
+        ports: vec![8080],
+        slurm: SlurmSpec::default(),
+    };
+    let llm_svc = service(3, base_spec());
+    let llm_hash = llm_svc.hash.clone();
+    let desired = desired(vec![(llm(), llm_svc), (web.clone(), service(1, web_spec))]);
+    let observed = observed(vec![
+        job(&llm(), 0, &llm_hash, "RUNNING"),
+        job_in(
+            30,
+            &old_db,
+            0,
+            &SpecHash("00000000deadbeef".into()),
+            "RUNNING",
+        ),
+    ]);
+    let plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(3, 0, 1));
+    let order: Vec<String> = plan
+        .services
+        .iter()
+        .map(|s| s.service.to_string())
+        .collect();
+    assert_eq!(order, ["apps.web", "data.db", "inference.llm"]);
+    insta::assert_snapshot!("several_services_text", text(&plan));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch scripts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn quote_survives_single_quotes() {
+    assert_eq!(script::quote("it's"), r"'it'\''s'");
+    assert_eq!(script::quote(""), "''");
+    assert_eq!(script::quote("$(id)"), "'$(id)'");
+}
+
+#[test]
+fn script_with_container_gpu_and_hostile_environment() {
+    let spec = ReplicaSpec {
+        image: Some("llm/vllm-0.6.sif".into()),
+        command: Some("vllm serve \"$MODEL\" --port 8000".into()),
+        resources: ResourceSpec {
+            nodes: 2,
+            cpu: 16,
+            memory: None,
+            memory_per_cpu: Some("4G".into()),
+            gpu: 4,
+            gpu_type: Some("h100".into()),
+            time_limit: Some(720),
+            cpu_bind: Some("cores".into()),
+        },
+        environment: env(&[
+            ("QUOTE", "it's"),
+            ("DQUOTE", r#"say "hi""#),
+            ("SUBST", "$(id)"),
+            ("BACKTICK", "`whoami`"),
+            ("MULTI", "line1\nline2"),
+        ]),
+        ports: vec![8000, 8001],
+        slurm: SlurmSpec {
+            partition: Some("gpu".into()),
+            qos: Some("high".into()),
+            account: Some("proj42".into()),
+        },
+    };
+    let marker = Marker {
+        owner: owner(),
+        service: llm(),
+        spec: spec.hash(),
+        nonce: "n1".into(),
+        indexes: "0-2,5".into(),
+    };
+    let text = script::render(&llm(), &spec, &marker, &ctx());
+    assert_eq!(script::spec_of_script(&text), Some(spec.clone()));
+    assert_eq!(script::spec_of_script(&text).unwrap().hash(), spec.hash());
+    assert!(text.contains("export QUOTE='it'\\''s'\n"), "{text}");
+    assert!(text.contains("export MULTI='line1\nline2'\n"), "{text}");
+    assert!(text.contains("#SBATCH --gres=gpu:h100:4\n"), "{text}");
+    assert!(
+        text.contains("exec apptainer exec --nv '/images/llm/vllm-0.6.sif' /bin/sh -c "),
+        "{text}"
+    );
+    insta::assert_snapshot!("script_container_gpu", text);
+}
+
+#[test]
+fn script_without_container_runs_the_command_directly() {
+    let spec = ReplicaSpec {
+        image: None,
+        command: Some("python -m http.server 8080\n".into()),
+        resources: ResourceSpec {
+            nodes: 1,
+            cpu: 1,
+            memory: Some("2G".into()),
+            memory_per_cpu: None,
+            gpu: 0,
+            gpu_type: None,
+            time_limit: None,
+            cpu_bind: None,
+        },
+        environment: BTreeMap::new(),
+        ports: vec![8080],
+        slurm: SlurmSpec::default(),
+    };
+    let addr = ServiceAddr::new("apps", "web");
+    let marker = Marker {
+        owner: owner(),
+        service: addr.clone(),
+        spec: spec.hash(),
+        nonce: "n1".into(),
+        indexes: "0".into(),
+    };
+    let text = script::render(&addr, &spec, &marker, &ctx());
+    assert_eq!(script::spec_of_script(&text), Some(spec));
+    assert!(!text.contains("apptainer"), "{text}");
+    assert!(!text.contains("--gres"), "{text}");
+    assert!(text.ends_with("\npython -m http.server 8080\n"), "{text}");
+    insta::assert_snapshot!("script_bare_command", text);
+}
+
+#[test]
+fn script_with_image_and_no_command_uses_apptainer_run() {
+    let spec = ReplicaSpec {
+        image: Some("docker://ghcr.io/org/server:1.2".into()),
+        command: None,
+        resources: ResourceSpec {
+            nodes: 1,
+            cpu: 2,
+            memory: Some("8G".into()),
+            memory_per_cpu: None,
+            gpu: 1,
+            gpu_type: None,
+            time_limit: Some(60),
+            cpu_bind: None,
+        },
+        environment: env(&[("PORT", "9000")]),
+        ports: vec![9000],
+        slurm: SlurmSpec::default(),
+    };
+    let addr = ServiceAddr::new("apps", "server");
+    let marker = Marker {
+        owner: owner(),
+        service: addr.clone(),
+        spec: spec.hash(),
+        nonce: "n1".into(),
+        indexes: "0-1".into(),
+    };
+    let text = script::render(&addr, &spec, &marker, &ctx());
+    assert_eq!(script::spec_of_script(&text), Some(spec));
+    assert!(
+        text.ends_with("exec apptainer run --nv 'docker://ghcr.io/org/server:1.2'\n"),
+        "{text}"
+    );
+    assert!(text.contains("#SBATCH --gres=gpu:1\n"), "{text}");
+    insta::assert_snapshot!("script_image_run", text);
+}
+
+#[test]
+fn spec_of_script_rejects_scripts_without_a_spec_line() {
+    assert_eq!(script::spec_of_script("#!/bin/bash\necho hi\n"), None);
+    assert_eq!(
+        script::spec_of_script("#!/bin/bash\n# stackctl-spec: {not json\n"),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn status_counts_states_and_lists_endpoints_of_running_replicas() {
+    let mut llm_spec = base_spec();
+    llm_spec.ports = vec![8000, 8001];
+    let llm_svc = service(4, llm_spec);
+    let hash = llm_svc.hash.clone();
+    let idle = ServiceAddr::new("apps", "idle");
+    let gone = ServiceAddr::new("old", "gone");
+    let desired = desired(vec![(llm(), llm_svc), (idle, service(1, base_spec()))]);
+    let observed = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        job(&llm(), 1, &hash, "RUNNING"),
+        job(&llm(), 2, &hash, "PENDING"),
+        job(&llm(), 3, &hash, "FAILED"),
+        // A cancel is not a failure.
+        job_in(14, &llm(), 3, &hash, "CANCELLED"),
+        // No longer in the repo: counted, but no endpoints (its ports are unknown).
+        job_in(40, &gone, 0, &hash, "RUNNING"),
+    ]);
+    let statuses = status::summarize(&desired, &observed);
+    let rows: Vec<(&str, u32, u32, u32, u32)> = statuses
+        .iter()
+        .map(|s| {
+            (
+                s.service.as_str(),
+                s.desired,
+                s.running,
+                s.pending,
+                s.failed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("apps.idle", 1, 0, 0, 0),
+            ("inference.llm", 4, 2, 1, 1),
+            ("old.gone", 0, 1, 0, 0),
+        ]
+    );
+    assert_eq!(
+        statuses[1].endpoints,
+        ["node1:8000", "node1:8001", "node2:8000", "node2:8001"]
+    );
+    assert!(statuses[2].endpoints.is_empty());
+    insta::assert_snapshot!("status_text", status::render_text(&statuses));
+    let json = status::render_json(&statuses);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["format_version"], "1.0");
+    insta::assert_snapshot!("status_json", json);
+}
+
+#[test]
+fn status_of_nothing() {
+    let statuses = status::summarize(&Desired::default(), &observed(vec![]));
+    assert!(statuses.is_empty());
+    assert_eq!(
+        status::render_text(&statuses),
+        "No services: the repo declares none and no owned jobs are live.\n"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Colour
+// ---------------------------------------------------------------------------------------------
+
+fn mixed_plan() -> Plan {
+    let web = ServiceAddr::new("apps", "web");
+    let svc = service(1, base_spec());
+    let old = spec_with_env(&[("MODE", "a")]);
+    let old_hash = old.hash();
+    let desired = desired(vec![(llm(), svc), (web, service(2, base_spec()))]);
+    let mut observed = observed(vec![
+        job(&llm(), 0, &old_hash, "RUNNING"),
+        job(&llm(), 1, &old_hash, "RUNNING"),
+        job_in(
+            50,
+            &ServiceAddr::new("old", "gone"),
+            0,
+            &old_hash,
+            "RUNNING",
+        ),
+    ]);
+    observed.specs.insert(old_hash, old);
+    compute(&desired, &observed)
+}
+
+#[test]
+fn colour_only_when_asked() {
+    let plan = mixed_plan();
+    assert_eq!(plan.summary(), summary(3, 0, 3));
+    let coloured = plan_text::render(&plan, Style { color: true });
+    let plain = plan_text::render(&plan, Style::PLAIN);
+    assert!(coloured.contains("\x1b[32m"), "{coloured}");
+    assert!(coloured.contains("\x1b[31m"), "{coloured}");
+    assert!(coloured.contains("\x1b[33m"), "{coloured}");
+    assert!(coloured.contains("\x1b[0m"), "{coloured}");
+    assert!(!plain.contains('\x1b'), "{plain}");
+    // Same words either way.
+    assert_eq!(
+        strip_ansi(&coloured).split_whitespace().collect::<Vec<_>>(),
+        plain.split_whitespace().collect::<Vec<_>>()
+    );
+}
+
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spec hash
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn spec_hash_is_stable_and_sensitive() {
+    let a = base_spec();
+    let b = base_spec();
+    assert_eq!(a.hash(), b.hash());
+    let h = a.hash();
+    assert_eq!(h.0.len(), 16);
+    assert!(
+        h.0.chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)),
+        "{h}"
+    );
+    let changed = spec_with_env(&[("HF_HOME", "/scratch/hf2")]);
+    assert_ne!(changed.hash(), h);
+    // Map insertion order does not matter.
+    let mut env_rev = BTreeMap::new();
+    env_rev.insert("B".to_owned(), "2".to_owned());
+    env_rev.insert("A".to_owned(), "1".to_owned());
+    assert_eq!(
+        ReplicaSpec {
+            environment: env_rev,
+            ..base_spec()
+        }
+        .hash(),
+        spec_with_env(&[("A", "1"), ("B", "2")]).hash()
+    );
+}
+
+/// Pins the hash format. If this fails, every deployed job will look changed to the next plan:
+/// change the hash only on purpose, with a marker version bump.
+#[test]
+fn spec_hash_is_pinned() {
+    let spec = base_spec();
+    assert_eq!(
+        spec.to_canonical_json(),
+        r#"{"image":"vllm.sif","command":"vllm serve meta-llama/Llama-3-8B --port 8000","resources":{"nodes":1,"cpu":8,"memory":"64G","gpu":1,"gpu_type":"a100","time_limit":1440},"environment":{"HF_HOME":"/scratch/hf"},"ports":[8000],"slurm":{"partition":"gpu"}}"#
+    );
+    assert_eq!(spec.hash(), SpecHash("caacd9e6056eb119".into()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Known bugs: ignored so the suite stays green; `cargo test -- --ignored` shows them.
+// ---------------------------------------------------------------------------------------------
+
+/// `plan_text::render_service` compares `replicas_before` (alive replicas only) with the desired
+/// count, so recreating an ended replica reads as a scale the user never asked for, and its
+/// "will have N ended replicas recreated" header is unreachable.
+#[test]
+#[ignore = "bug: an ended replica renders as `scaled from 1 to 2 replicas`"]
+fn bug_ended_replica_is_not_a_scale() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        job(&llm(), 1, &hash, "FAILED"),
+    ]);
+    let text = text(&compute(&desired, &observed));
+    assert!(
+        text.contains("# inference.llm will have 1 ended replica recreated"),
+        "{text}"
+    );
+    assert!(!text.contains("replicas = 1 -> 2"), "{text}");
+}
+
+/// `{:>3}` pads the symbol after ANSI codes were added, so coloured blocks lose their indent.
+#[test]
+#[ignore = "bug: colour output is indented differently from plain output"]
+fn bug_colour_keeps_the_plain_layout() {
+    let plan = mixed_plan();
+    let coloured = plan_text::render(&plan, Style { color: true });
+    assert_eq!(
+        strip_ansi(&coloured),
+        plan_text::render(&plan, Style::PLAIN)
+    );
+}
+
+/// Job ids sort as strings, so of two ended jobs at one index the plan cites the older one.
+#[test]
+#[ignore = "bug: `9_0` is cited as the previous job instead of the newer `10_0`"]
+fn bug_ended_reference_is_the_newest_job() {
+    let svc = service(1, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job_in(9, &llm(), 0, &hash, "FAILED"),
+        job_in(10, &llm(), 0, &hash, "CANCELLED"),
+    ]);
+    let plan = compute(&desired, &observed);
+    assert_eq!(changes(&plan), vec![(0, Action::Create, Reason::Ended)]);
+    assert_eq!(
+        plan.services[0].changes[0].job.as_ref().unwrap().job_id,
+        "10_0"
+    );
+}
