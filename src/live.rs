@@ -202,7 +202,11 @@ impl Observed {
             })
             .collect();
         jobs.sort_by(|a, b| {
-            (&a.marker.service, a.index, &a.id).cmp(&(&b.marker.service, b.index, &b.id))
+            (&a.marker.service, a.index, job_id_order(&a.id)).cmp(&(
+                &b.marker.service,
+                b.index,
+                job_id_order(&b.id),
+            ))
         });
         Observed {
             jobs,
@@ -214,6 +218,17 @@ impl Observed {
     pub fn alive(&self) -> impl Iterator<Item = &LiveJob> {
         self.jobs.iter().filter(|job| job.state.is_alive())
     }
+}
+
+/// Returns a key that orders Slurm job ids numerically (`9_1` before `10_0`), so "older" and
+/// "newer" mean what they should.
+pub fn job_id_order(id: &str) -> (u64, u64, &str) {
+    let (job, task) = id.split_once('_').unwrap_or((id, ""));
+    (
+        job.parse().unwrap_or(u64::MAX),
+        task.parse().unwrap_or(0),
+        id,
+    )
 }
 
 /// Returns the first host of a Slurm hostlist such as `node[3-5,7],gpu1`.
@@ -318,4 +333,3 @@ mod tests {
         assert!(!JobState::from_slurm("CANCELLED").is_failure());
     }
 }
-

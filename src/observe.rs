@@ -9,7 +9,11 @@ use crate::spec::{Desired, Owner};
 
 /// Observes the owner's jobs: one listing, then, only for specs that differ from the desired
 /// ones, one batch-script read per distinct spec so a plan can show what changes.
-pub fn observe(backend: &dyn Backend, owner: &Owner, desired: &Desired) -> Result<Observed, SlurmError> {
+pub fn observe(
+    backend: &dyn Backend,
+    owner: &Owner,
+    desired: &Desired,
+) -> Result<Observed, SlurmError> {
     let mut observed = Observed::from_records(backend.list_jobs(owner)?, owner);
     for (hash, job_id) in specs_to_read(desired, &observed) {
         match backend.batch_script(&job_id) {

@@ -217,12 +217,12 @@ fn plan_service(
         return None;
     }
     destroys.sort_by(|a, b| {
-        b.index.cmp(&a.index).then_with(|| {
-            a.job
+        let id = |c: &Change| {
+            c.job
                 .as_ref()
-                .map(|j| &j.job_id)
-                .cmp(&b.job.as_ref().map(|j| &j.job_id))
-        })
+                .map(|j| crate::live::job_id_order(&j.job_id).0)
+        };
+        b.index.cmp(&a.index).then_with(|| id(a).cmp(&id(b)))
     });
     changes.extend(destroys);
     let spec_before = changes
@@ -252,20 +252,10 @@ fn keeper<'a>(candidates: &[&'a LiveJob], wanted: Option<&SpecHash>) -> &'a Live
             (
                 Some(&job.marker.spec) != wanted,
                 job.state != crate::live::JobState::Running,
-                job_id_order(&job.id),
+                crate::live::job_id_order(&job.id),
             )
         })
         .expect("an index with alive jobs has at least one")
-}
-
-/// Orders Slurm job ids numerically (`9_1` before `10_0`).
-fn job_id_order(id: &str) -> (u64, u64, String) {
-    let (job, task) = id.split_once('_').unwrap_or((id, ""));
-    (
-        job.parse().unwrap_or(u64::MAX),
-        task.parse().unwrap_or(0),
-        id.to_owned(),
-    )
 }
 
 fn job_ref(job: &LiveJob) -> JobRef {

@@ -910,14 +910,13 @@ fn spec_hash_is_pinned() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known bugs: ignored so the suite stays green; `cargo test -- --ignored` shows them.
+// Regression tests for bugs found while writing this suite.
 // ---------------------------------------------------------------------------------------------
 
 /// `plan_text::render_service` compares `replicas_before` (alive replicas only) with the desired
 /// count, so recreating an ended replica reads as a scale the user never asked for, and its
 /// "will have N ended replicas recreated" header is unreachable.
 #[test]
-#[ignore = "bug: an ended replica renders as `scaled from 1 to 2 replicas`"]
 fn bug_ended_replica_is_not_a_scale() {
     let svc = service(2, base_spec());
     let hash = svc.hash.clone();
@@ -928,7 +927,7 @@ fn bug_ended_replica_is_not_a_scale() {
     ]);
     let text = text(&compute(&desired, &observed));
     assert!(
-        text.contains("# inference.llm will have 1 ended replica recreated"),
+        text.contains("# inference.llm will be updated: 1 ended replica recreated"),
         "{text}"
     );
     assert!(!text.contains("replicas = 1 -> 2"), "{text}");
@@ -936,7 +935,6 @@ fn bug_ended_replica_is_not_a_scale() {
 
 /// `{:>3}` pads the symbol after ANSI codes were added, so coloured blocks lose their indent.
 #[test]
-#[ignore = "bug: colour output is indented differently from plain output"]
 fn bug_colour_keeps_the_plain_layout() {
     let plan = mixed_plan();
     let coloured = plan_text::render(&plan, Style { color: true });
@@ -948,7 +946,6 @@ fn bug_colour_keeps_the_plain_layout() {
 
 /// Job ids sort as strings, so of two ended jobs at one index the plan cites the older one.
 #[test]
-#[ignore = "bug: `9_0` is cited as the previous job instead of the newer `10_0`"]
 fn bug_ended_reference_is_the_newest_job() {
     let svc = service(1, base_spec());
     let hash = svc.hash.clone();

@@ -23,10 +23,12 @@ impl ServiceAction {
     fn of(service: &ServicePlan) -> ServiceAction {
         if service.changes.iter().any(|c| c.action == Action::Replace) {
             ServiceAction::Replace
-        } else if service.replicas_before == 0 {
-            ServiceAction::Create
         } else if !service.in_repo {
             ServiceAction::Destroy
+        } else if service.changes.iter().all(|c| c.reason == Reason::Missing)
+            && service.replicas_before == 0
+        {
+            ServiceAction::Create
         } else {
             ServiceAction::Scale
         }
@@ -92,31 +94,38 @@ pub fn summary_line(plan: &Plan) -> String {
 
 fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
     let kind = ServiceAction::of(service);
-    let (before, after) = (service.replicas_before, service.replicas_after);
-    let replaced = service
-        .changes
-        .iter()
-        .filter(|c| c.action == Action::Replace)
-        .count();
-    let recreated = service
-        .changes
-        .iter()
-        .filter(|c| c.reason == Reason::Ended)
-        .count();
+    let after = service.replicas_after;
+    let count =
+        |wanted: fn(&Change) -> bool| service.changes.iter().filter(|c| wanted(c)).count() as u32;
+    let missing = count(|c| c.reason == Reason::Missing);
+    let scaled_down = count(|c| matches!(c.reason, Reason::ScaleDown | Reason::ServiceRemoved));
+    let replaced = count(|c| c.action == Action::Replace);
+    let recreated = count(|c| c.reason == Reason::Ended);
+    let duplicates = count(|c| c.reason == Reason::Duplicate);
+    // The count a person thinks in: ended replicas still count, duplicates do not.
+    let before = after + scaled_down - missing;
     let header = match kind {
         ServiceAction::Create => format!("will be created with {after} {}", plural(after)),
         ServiceAction::Destroy => "will be destroyed (no longer in the repo)".to_owned(),
-        ServiceAction::Replace => {
-            format!("will have {replaced} of {after} {} replaced", plural(after))
+        ServiceAction::Replace | ServiceAction::Scale => {
+            let mut parts = Vec::new();
+            if before != after {
+                parts.push(format!("scaled from {before} to {after} {}", plural(after)));
+            }
+            if replaced > 0 {
+                parts.push(format!("{replaced} of {after} {} replaced", plural(after)));
+            }
+            if recreated > 0 {
+                parts.push(format!("{recreated} ended {} recreated", plural(recreated)));
+            }
+            if duplicates > 0 {
+                parts.push(format!(
+                    "{duplicates} duplicate {} cancelled",
+                    if duplicates == 1 { "job" } else { "jobs" }
+                ));
+            }
+            format!("will be updated: {}", parts.join(", "))
         }
-        ServiceAction::Scale if before != after => {
-            format!("will be scaled from {before} to {after} {}", plural(after))
-        }
-        ServiceAction::Scale if recreated > 0 => format!(
-            "will have {recreated} ended {} recreated",
-            plural(recreated as u32)
-        ),
-        ServiceAction::Scale => "will have duplicate jobs cancelled".to_owned(),
     };
     let _ = writeln!(
         out,
@@ -125,8 +134,8 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
     );
     let _ = writeln!(
         out,
-        "{:>3} service \"{}\" {{",
-        style.paint(kind.symbol()),
+        "{} service \"{}\" {{",
+        style.paint_symbol(&format!("{:>3}", kind.symbol()), kind.symbol()),
         service.service
     );
     let pad = "      ";
@@ -204,7 +213,7 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
     let _ = writeln!(
         out,
         "      {:>3} replica[{}]{}{}",
-        style.paint(symbol),
+        style.paint_symbol(&format!("{symbol:>3}"), symbol),
         change.index,
         style.dim(&job),
         why

@@ -36,14 +36,24 @@ impl CliBackend {
     /// Output goes to unnamed temporary files rather than pipes: squeue writes its listing in
     /// hundreds of small writes, and a pipe turns each into a wake-up of the reader.
     fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SlurmError> {
-        let command = std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
+        let command = std::iter::once(program)
+            .chain(args.iter().copied())
+            .collect::<Vec<_>>()
+            .join(" ");
         tracing::debug!(%command, "running");
-        let spawn_error = |source| SlurmError::Spawn { program: program.to_owned(), source };
+        let spawn_error = |source| SlurmError::Spawn {
+            program: program.to_owned(),
+            source,
+        };
         let mut stdout = tempfile::tempfile().map_err(spawn_error)?;
         let mut stderr = tempfile::tempfile().map_err(spawn_error)?;
         let mut child = Command::new(program)
             .args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(stdout.try_clone().map_err(spawn_error)?)
             .stderr(stderr.try_clone().map_err(spawn_error)?)
             .spawn()
@@ -58,17 +68,26 @@ impl CliBackend {
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(SlurmError::Timeout { command, seconds: self.timeout.as_secs() });
+                return Err(SlurmError::Timeout {
+                    command,
+                    seconds: self.timeout.as_secs(),
+                });
             }
         };
         let read = |file: &mut std::fs::File| -> String {
             let mut text = String::new();
-            let _ = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut text));
+            let _ = file
+                .seek(SeekFrom::Start(0))
+                .and_then(|_| file.read_to_string(&mut text));
             text
         };
         let (out, err) = (read(&mut stdout), read(&mut stderr));
         if !status.success() {
-            let message = if err.trim().is_empty() { status.to_string() } else { err.trim().to_owned() };
+            let message = if err.trim().is_empty() {
+                status.to_string()
+            } else {
+                err.trim().to_owned()
+            };
             return Err(SlurmError::Failed { command, message });
         }
         Ok(out)

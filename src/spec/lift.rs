@@ -3,7 +3,7 @@
 
 use super::error::{SpecError, SpecErrors};
 use super::layout::{CONFIG_FILE, RECIPES_DIR, STACKS_DIR};
-use super::raw::{self, Key};
+use super::raw;
 use super::yaml;
 use super::{
     BackendKind, Desired, Owner, ReplicaSpec, Repo, ResourceSpec, Service, ServiceAddr, Settings,
@@ -150,13 +150,15 @@ struct Recipe {
 fn load_recipes(root: &Path, errors: &mut Vec<SpecError>) -> RecipeTable {
     let mut table = RecipeTable::new();
     let dir = root.join(RECIPES_DIR);
-    let mut files = Vec::new();
-    if let Err(e) = yaml_files(&dir, true, &mut files) {
-        if dir.exists() {
-            errors.push(SpecError::file(RECIPES_DIR, format!("cannot list: {e}")));
+    let files = match yaml_files(root, &dir, true, errors) {
+        Ok(files) => files,
+        Err(e) => {
+            if dir.exists() {
+                errors.push(SpecError::file(RECIPES_DIR, format!("cannot list: {e}")));
+            }
+            return table;
         }
-        return table;
-    }
+    };
     for file in files {
         let relative = file
             .strip_prefix(&dir)
@@ -241,36 +243,69 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe) -> Option<Recipe> {
     })
 }
 
-/// Lists `*.yaml` files under `dir` in sorted order, descending into subdirectories if asked.
-fn yaml_files(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        let kind = entry.file_type()?;
-        if kind.is_dir() && recursive {
-            yaml_files(&path, true, out)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            out.push(path);
+/// Lists the `*.yaml` files under `dir` in sorted order, descending into subdirectories if
+/// asked. A `.yml` file, or one whose symlink leads outside `dir`, is reported, not skipped or
+/// followed: either would make the desired state differ from what the reviewer read.
+fn yaml_files(
+    root: &Path,
+    dir: &Path,
+    recursive: bool,
+    errors: &mut Vec<SpecError>,
+) -> std::io::Result<Vec<PathBuf>> {
+    let base = dir.canonicalize()?;
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&current)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries.iter().rev() {
+            let path = entry.path();
+            let shown = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+            if !path
+                .canonicalize()
+                .is_ok_and(|real| real.starts_with(&base))
+            {
+                errors.push(SpecError::file(
+                    shown,
+                    format!(
+                        "is a link that leads outside {}/",
+                        dir.strip_prefix(root).unwrap_or(dir).display()
+                    ),
+                ));
+            } else if path.is_dir() {
+                if recursive {
+                    pending.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "yml") {
+                errors.push(SpecError::file(
+                    shown,
+                    "stackctl reads only `.yaml` files; rename it to end in `.yaml`",
+                ));
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
         }
     }
-    Ok(())
+    files.sort();
+    Ok(files)
 }
 
 fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) -> Desired {
     let mut desired = Desired::default();
     let dir = root.join(STACKS_DIR);
-    let mut files = Vec::new();
-    if let Err(e) = yaml_files(&dir, false, &mut files) {
-        errors.push(SpecError::file(
-            STACKS_DIR,
-            format!(
-                "cannot list the stacks directory ({e}); an empty stacks/ directory means \
-                 \"run nothing\", a missing one is an error"
-            ),
-        ));
-        return desired;
-    }
+    let files = match yaml_files(root, &dir, false, errors) {
+        Ok(files) => files,
+        Err(e) => {
+            errors.push(SpecError::file(
+                STACKS_DIR,
+                format!(
+                    "cannot list the stacks directory ({e}); an empty stacks/ directory means \
+                     \"run nothing\", a missing one is an error"
+                ),
+            ));
+            return desired;
+        }
+    };
     for file in files {
         let file_name = file.file_name().expect("a listed file").to_owned();
         let shown = Path::new(STACKS_DIR).join(&file_name);
@@ -303,12 +338,13 @@ fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) 
                 ),
             ));
         }
-        for (Key(service_name), service) in stack.services {
-            let field = format!("services.{}", service_name.value);
-            if let Err(message) = check_name(&service_name.value) {
+        for (service_name, service) in stack.services {
+            let field = format!("services.{service_name}");
+            if let Err(message) = check_name(&service_name) {
+                // Map keys carry no position; the service's `recipe:` line is right below.
                 errors.push(SpecError::at(
                     &shown,
-                    service_name.referenced,
+                    service.recipe.referenced,
                     &field,
                     message,
                 ));
@@ -321,7 +357,7 @@ fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) 
             if let Some(service) = lift_service(&mut ctx, &field, service, recipes) {
                 desired
                     .services
-                    .insert(ServiceAddr::new(stem.as_ref(), service_name.value), service);
+                    .insert(ServiceAddr::new(stem.as_ref(), service_name), service);
             }
         }
     }
@@ -516,7 +552,7 @@ fn lift_layer(
     prefix: &str,
     resources: &raw::Resources,
     slurm: &raw::Slurm,
-    environment: &BTreeMap<Key, raw::EnvValue>,
+    environment: &BTreeMap<String, raw::EnvValue>,
 ) -> Layer {
     let res = |name: &str| format!("{prefix}resources.{name}");
     let int = |ctx: &mut Ctx, name: &str, v: &Option<Spanned<i64>>, min: i64, max: i64| {
@@ -583,22 +619,18 @@ fn lift_layer(
     );
 
     let mut env = BTreeMap::new();
-    for (Key(key), value) in environment {
-        let field = format!("{prefix}environment.{}", key.value);
+    for (key, value) in environment {
+        let field = format!("{prefix}environment.{key}");
         let key_ok = key
-            .value
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key
-                .value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !key_ok {
             ctx.error(
-                key.referenced,
+                value.referenced,
                 &field,
-                format!("{:?} is not a valid environment variable name", key.value),
+                format!("{:?} is not a valid environment variable name", key),
             );
         } else if value.value.0.contains('\0') {
             ctx.error(
@@ -607,7 +639,7 @@ fn lift_layer(
                 "environment values cannot contain NUL bytes",
             );
         } else {
-            env.insert(key.value.clone(), value.value.0.clone());
+            env.insert(key.clone(), value.value.0.clone());
         }
     }
     Layer {

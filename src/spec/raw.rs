@@ -47,7 +47,7 @@ pub struct Recipe {
     pub resources: Resources,
     /// Environment defaults.
     #[serde(default)]
-    pub environment: BTreeMap<Key, EnvValue>,
+    pub environment: BTreeMap<String, EnvValue>,
     /// TCP ports the service listens on.
     #[serde(default)]
     pub ports: Vec<Spanned<i64>>,
@@ -106,9 +106,9 @@ pub struct Slurm {
 pub struct Stack {
     /// Stack name; must equal the file name without `.yaml` when given.
     pub name: Option<Spanned<String>>,
-    /// Services by name.
-    #[serde(default)]
-    pub services: BTreeMap<Key, Service>,
+    /// Services by name. Required, so an empty or truncated file is an error rather than a
+    /// request to destroy the stack; `services: {}` says that explicitly.
+    pub services: BTreeMap<String, Service>,
 }
 
 /// One service of a stack.
@@ -124,7 +124,7 @@ pub struct Service {
     pub resources: Resources,
     /// Environment merged over the recipe's.
     #[serde(default)]
-    pub environment: BTreeMap<Key, EnvValue>,
+    pub environment: BTreeMap<String, EnvValue>,
     /// Slurm overrides.
     #[serde(default)]
     pub slurm: Slurm,
@@ -162,27 +162,5 @@ impl<'de> Deserialize<'de> for Scalar {
             }
         }
         d.deserialize_any(Visitor)
-    }
-}
-
-/// A map key that remembers where it was written; ordered by its text.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Key(pub Spanned<String>);
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.value == other.0.value
-    }
-}
-impl Eq for Key {}
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Key {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.value.cmp(&other.0.value)
     }
 }

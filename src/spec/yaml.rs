@@ -9,6 +9,9 @@ use std::path::Path;
 /// The largest YAML file stackctl reads; desired state is small, and a huge file is a mistake.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
+/// The most YAML nodes (scalars, maps, lists) one file may expand to, aliases included.
+pub const MAX_NODES: usize = 20_000;
+
 /// Reads and parses one YAML file. `shown` is the path printed in errors (relative to the repo).
 pub fn read_file<T: DeserializeOwned>(path: &Path, shown: &Path) -> Result<T, SpecError> {
     let text = read_text(path, shown)?;
@@ -51,6 +54,11 @@ pub fn parse<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, SpecErr
     let mut field = String::new();
     let mut options = serde_saphyr::options::Options::default();
     options.with_snippet = false;
+    // Desired-state files are small: a tight node budget stops alias bombs in milliseconds.
+    let mut budget = options.budget.take().unwrap_or_default();
+    budget.max_nodes = MAX_NODES;
+    budget.max_aliases = MAX_NODES / 10;
+    options.budget = Some(budget);
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
             field = e.path().to_string();
@@ -58,11 +66,9 @@ pub fn parse<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, SpecErr
         })
     });
     result.map_err(|e| {
-        let mut message = e.without_snippet().to_string();
-        // saphyr appends " at line L, column C"; the position is shown in front instead.
-        if let Some(cut) = message.rfind(" at line ") {
-            message.truncate(cut);
-        }
+        let message = humanize(&e.without_snippet().to_string());
+        // A `Spanned` value adds a `.value` step that is no part of the file's structure.
+        let field = field.strip_suffix(".value").unwrap_or(&field).to_owned();
         let field = (!field.is_empty() && field != "." && !field.contains('?')).then_some(field);
         SpecError {
             file: shown.into(),
@@ -71,4 +77,85 @@ pub fn parse<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, SpecErr
             message,
         }
     })
+}
+
+/// Rewrites parser messages for people writing desired state: drops the trailing position
+/// (shown in front instead) and library advice, and names the expected type plainly.
+fn humanize(message: &str) -> String {
+    let mut message = message.to_owned();
+    // saphyr appends " at line L, column C"; only that exact tail is cut.
+    if let Some(cut) = message.rfind(" at line ") {
+        let tail = &message[cut + " at line ".len()..];
+        let is_position = tail.split_once(", column ").is_some_and(|(l, c)| {
+            l.chars().all(|ch| ch.is_ascii_digit()) && c.chars().all(|ch| ch.is_ascii_digit())
+        });
+        if is_position {
+            message.truncate(cut);
+        }
+    }
+    for advice in [
+        ", set DuplicateKeyPolicy",
+        "; set DuplicateKeyPolicy",
+        " (use from_str_multiple",
+        "; use from_str_multiple",
+        ", use from_str_multiple",
+    ] {
+        if let Some(cut) = message.find(advice) {
+            message.truncate(cut);
+        }
+    }
+    let plain = [
+        ("invalid i64", "expected an integer"),
+        ("invalid u32", "expected a non-negative integer"),
+        (
+            "expected mapping start",
+            "expected a mapping of `key: value` lines",
+        ),
+        ("expected sequence start", "expected a list"),
+    ];
+    for (raw, better) in plain {
+        if message == raw {
+            return better.to_owned();
+        }
+    }
+    if let Some(rest) = message.strip_prefix("invalid type: unit value, ") {
+        return format!("no value given, {rest}");
+    }
+    if message.starts_with("budget breached") {
+        return format!(
+            "the file expands to more than {MAX_NODES} YAML nodes (an alias bomb?); desired-state files are far smaller"
+        );
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn messages_keep_their_text_and_lose_only_the_position_tail() {
+        assert_eq!(
+            humanize("invalid i64 at line 3, column 5"),
+            "expected an integer"
+        );
+        assert_eq!(
+            humanize("unknown anchor (defined at line 1, column 2) (used at line 3, column 4)"),
+            "unknown anchor (defined at line 1, column 2) (used at line 3, column 4)"
+        );
+    }
+
+    #[test]
+    fn alias_bombs_stop_at_the_node_budget() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..8 {
+            let p = i - 1;
+            text.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let error = parse::<serde::de::IgnoredAny>(&text, Path::new("bomb.yaml")).unwrap_err();
+        assert!(error.message.contains("alias bomb"), "{error}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
 }
