@@ -53,17 +53,19 @@ all_rpcs() {
 
 # Runs a command RUNS times; prints "median_seconds peak_kib listing_rpcs_per_run all_rpcs_per_run".
 measure() {
-  local times=() peak=0 l0 a0 l1 a1 out
+  local times=() peak=0 l0 a0 l1 a1 out t0 t1
   l0=$(listing_rpcs); a0=$(all_rpcs)
   for _ in $(seq "$runs"); do
-    /usr/bin/time -o "$work/time" -f '%e %M' "$@" >/dev/null 2>&1
+    t0=$(date +%s%N)
+    /usr/bin/time -o "$work/time" -f '%M' "$@" >/dev/null 2>&1
+    t1=$(date +%s%N)
     out=$(tail -1 "$work/time")
-    times+=("${out% *}"); [ "${out#* }" -gt "$peak" ] && peak=${out#* }
+    times+=("$(echo "($t1 - $t0) / 1000000000" | bc -l)"); [ "$out" -gt "$peak" ] && peak=$out
   done
   l1=$(listing_rpcs); a1=$(all_rpcs)
   # sdiag itself sends no listing RPC, but each all_rpcs/listing_rpcs call sends one REQUEST_STATS_INFO
   local median
-  median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.4f", a[int((NR+1)/2)]}')
   echo "$median $peak $(( (l1 - l0) / runs )) $(( (a1 - a0 - 2) / runs ))"
 }
 
@@ -80,7 +82,7 @@ for n in 10 100 1000 10000; do
   "$bin" plan -C "$repo" --detailed-exitcode >/dev/null || { echo "plan not clean at N=$n" >&2; exit 1; }
   read -r pt pm pl pa < <(measure "$bin" plan -C "$repo")
   read -r st sm sl sa < <(measure squeue --me --noheader --array --states=all \
-    --Format 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Name:|,Comment:|')
+    --Format 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|')
   ratio=$(awk -v a="$pt" -v b="$st" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
   printf '%8s | %9s %9.1f %8s %8s | %9s %9.1f %8s %8s | %6s\n' "$n" "$pt" "$(echo "$pm/1024" | bc -l)" "$pl" "$pa" \
     "$st" "$(echo "$sm/1024" | bc -l)" "$sl" "$sa" "$ratio"
@@ -106,6 +108,6 @@ for i in $(seq 100); do
 done
 loop_s=$(echo "$(date +%s.%N) - $start" | bc -l)
 scancel $loop_ids; loop_ids=""
-printf '  stackctl apply (100 replicas): %.3f s (%s listing RPCs)\n' "$apply_s" "$((l1 - l0 - 2))"
+printf '  stackctl apply (100 replicas): %.3f s (%s listing RPCs)\n' "$apply_s" "$((l1 - l0))"
 printf '  shell loop of 100 sbatch:      %.3f s\n' "$loop_s"
 printf '  ratio apply / loop:            %.3f\n' "$(echo "$apply_s / $loop_s" | bc -l)"

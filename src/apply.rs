@@ -105,30 +105,31 @@ pub fn apply(
 
 /// Submits a script at most once in effect. sbatch is not idempotent: a submit that timed out
 /// or lost its connection may still have created the job, so before each retry the job is
-/// looked for by the nonce in its marker.
+/// looked for by the nonce in its marker. A definite rejection is never retried or looked up:
+/// Slurm records even a rejected submit (state FAILED), and that record is no replica.
 fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<String, SlurmError> {
     let mut attempt = 1;
     loop {
         let error = match backend.submit(text) {
             Ok(job_id) => return Ok(job_id),
+            Err(e) if e.is_definite_rejection() => return Err(e),
             Err(e) => e,
         };
-        tracing::warn!(attempt, error = %error, "submit failed; looking for the job before retrying");
-        if let Ok(records) = backend.list_jobs(&marker.owner) {
-            let observed = Observed::from_records(records, &marker.owner);
-            if let Some(job) = observed
-                .jobs
-                .iter()
-                .find(|j| j.marker.nonce == marker.nonce)
-            {
-                let array_id = job.id.split('_').next().unwrap_or(&job.id).to_owned();
-                return Ok(array_id);
-            }
-        } else if !error.is_definite_rejection() {
-            // Neither submitted for sure nor findable: retrying could duplicate the job.
+        tracing::warn!(attempt, error = %error, "submit outcome unknown; looking for the job before retrying");
+        // If the listing fails too, the job may or may not exist: retrying could duplicate it.
+        let Ok(records) = backend.list_jobs(&marker.owner) else {
             return Err(error);
+        };
+        let observed = Observed::from_records(records, &marker.owner);
+        if let Some(job) = observed
+            .jobs
+            .iter()
+            .find(|j| j.marker.nonce == marker.nonce)
+        {
+            let array_id = job.id.split('_').next().unwrap_or(&job.id).to_owned();
+            return Ok(array_id);
         }
-        if error.is_definite_rejection() || attempt >= SUBMIT_ATTEMPTS {
+        if attempt >= SUBMIT_ATTEMPTS {
             return Err(error);
         }
         std::thread::sleep(Duration::from_secs(u64::from(attempt)));

@@ -269,7 +269,8 @@ struct Printer;
 
 impl Progress for Printer {
     fn cancelled(&mut self, job_ids: &[String]) {
-        println!("Cancelled {} jobs: {}", job_ids.len(), job_ids.join(" "));
+        let ids = live::compact_job_ids(job_ids).join(" ");
+        println!("Cancelled {} jobs: {ids}", job_ids.len());
     }
     fn submitted(&mut self, service: &ServiceAddr, indexes: &str, job_id: &str) {
         println!("{service}[{indexes}]: submitted job array {job_id}");

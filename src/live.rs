@@ -7,8 +7,9 @@
 //! Only jobs whose marker names this owner are ever considered or cancelled.
 
 use crate::spec::{Owner, ReplicaSpec, ServiceAddr, SpecHash};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 /// The marker's version tag, the first field of every stackctl job comment.
 pub const MARKER_PREFIX: &str = "stackctl/v1";
@@ -90,8 +91,6 @@ pub struct JobRecord {
     pub array_job_id: u64,
     /// The array task id, if the job is an array task.
     pub array_task_id: Option<u32>,
-    /// Job name.
-    pub name: String,
     /// Job comment.
     pub comment: String,
     /// State as Slurm names it (`PENDING`, `RUNNING`, `COMPLETING`, …).
@@ -161,8 +160,8 @@ pub struct LiveJob {
     pub id: String,
     /// The replica index (the array task id).
     pub index: u32,
-    /// The job's marker.
-    pub marker: Marker,
+    /// The job's marker, shared by every task of one submission.
+    pub marker: Arc<Marker>,
     /// Its state.
     pub state: JobState,
     /// Slurm's reason for the state (e.g. `Resources`), or empty.
@@ -184,13 +183,21 @@ pub struct Observed {
 impl Observed {
     /// Keeps the records whose marker names `owner`; everything else is invisible to stackctl.
     pub fn from_records(records: impl IntoIterator<Item = JobRecord>, owner: &Owner) -> Observed {
-        let mut jobs: Vec<LiveJob> = records
+        // The tasks of one array share a comment: parse each distinct comment once.
+        let mut markers: HashMap<String, Option<Arc<Marker>>> = HashMap::new();
+        let jobs: Vec<LiveJob> = records
             .into_iter()
             .filter_map(|record| {
-                let marker = Marker::parse(&record.comment)?;
-                if &marker.owner != owner {
-                    return None;
-                }
+                let marker = match markers.get(&record.comment) {
+                    Some(marker) => marker.clone(),
+                    None => {
+                        let marker = Marker::parse(&record.comment)
+                            .filter(|m| &m.owner == owner)
+                            .map(Arc::new);
+                        markers.insert(record.comment, marker.clone());
+                        marker
+                    }
+                }?;
                 Some(LiveJob {
                     id: record.id,
                     index: record.array_task_id?,
@@ -201,13 +208,27 @@ impl Observed {
                 })
             })
             .collect();
-        jobs.sort_by(|a, b| {
-            (&a.marker.service, a.index, job_id_order(&a.id)).cmp(&(
-                &b.marker.service,
-                b.index,
-                job_id_order(&b.id),
-            ))
-        });
+        // Sort on numbers only: each service's rank, then index, then job id.
+        let services: BTreeSet<&ServiceAddr> = jobs.iter().map(|j| &j.marker.service).collect();
+        let rank: HashMap<&ServiceAddr, usize> = services
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i))
+            .collect();
+        let mut keyed: Vec<_> = jobs
+            .iter()
+            .map(|j| {
+                let (job, task, _) = job_id_order(&j.id);
+                (rank[&j.marker.service], j.index, job, task)
+            })
+            .zip(0..)
+            .collect();
+        keyed.sort_unstable();
+        let mut slots: Vec<Option<LiveJob>> = jobs.into_iter().map(Some).collect();
+        let jobs = keyed
+            .into_iter()
+            .filter_map(|(_, i)| slots[i].take())
+            .collect();
         Observed {
             jobs,
             specs: BTreeMap::new(),
@@ -247,6 +268,28 @@ pub fn first_host(nodes: &str) -> Option<String> {
         }
         _ => Some(nodes[..end].to_owned()),
     }
+}
+
+/// Groups array task ids by array in Slurm's syntax: `["7_0", "7_1", "7_3", "9"]` becomes
+/// `["7_[0-1,3]", "9"]`. scancel and people both read the short form.
+pub fn compact_job_ids(job_ids: &[String]) -> Vec<String> {
+    let mut by_array: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    let mut plain = Vec::new();
+    for id in job_ids {
+        match id
+            .split_once('_')
+            .map(|(array, task)| (array, task.parse::<u32>()))
+        {
+            Some((array, Ok(task))) => by_array.entry(array).or_default().push(task),
+            _ => plain.push(id.clone()),
+        }
+    }
+    let mut out: Vec<String> = by_array
+        .into_iter()
+        .map(|(array, tasks)| format!("{array}_[{}]", index_ranges(&tasks)))
+        .collect();
+    out.extend(plain);
+    out
 }
 
 /// Formats replica indexes in Slurm's array syntax, with runs collapsed: `0-2,5`.
@@ -315,6 +358,12 @@ mod tests {
         assert_eq!(first_host("node[3-5,7]").as_deref(), Some("node3"));
         assert_eq!(first_host("a1,node[2-3]").as_deref(), Some("a1"));
         assert_eq!(first_host(""), None);
+    }
+
+    #[test]
+    fn job_ids_compact_per_array() {
+        let ids: Vec<String> = ["7_0", "7_1", "7_3", "9"].map(String::from).into();
+        assert_eq!(compact_job_ids(&ids), ["7_[0-1,3]", "9"]);
     }
 
     #[test]

@@ -688,3 +688,30 @@ fn plan_json_is_versioned_and_lists_one_entry_per_change() {
         serde_json::json!({"add": 2, "change": 0, "destroy": 0})
     );
 }
+
+#[test]
+fn a_rejected_submit_fails_the_apply_and_a_fixed_repo_then_converges() {
+    let repo = TestRepo::new("rejected");
+    // No node has 5 GPUs: sbatch rejects the job (Slurm still records it as FAILED).
+    repo.write_stack("s", "services:\n  big:\n    recipe: test/gpu\n    resources: {gpu: 5}\n  ok:\n    recipe: test/sleeper\n");
+    let output = repo.run(&["apply", "--auto-approve"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("submitting s.big [0]"), "{stderr}");
+    assert!(
+        stdout.contains("Apply incomplete: 1 added"),
+        "the other service still goes in: {stdout}"
+    );
+    assert!(
+        repo.alive("s.big").is_empty(),
+        "a rejected job must not count: {:?}",
+        repo.jobs()
+    );
+    assert_eq!(repo.indexes("s.ok"), vec![0]);
+    repo.write_stack("s", "services:\n  big:\n    recipe: test/gpu\n    resources: {gpu: 1}\n  ok:\n    recipe: test/sleeper\n");
+    repo.apply();
+    assert_eq!(repo.indexes("s.big"), vec![0]);
+    assert_eq!(repo.indexes("s.ok"), vec![0]);
+    repo.assert_converged();
+}

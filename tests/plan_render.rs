@@ -94,7 +94,6 @@ fn job_in(array: u64, addr: &ServiceAddr, index: u32, hash: &SpecHash, state: &s
         id: format!("{array}_{index}"),
         array_job_id: array,
         array_task_id: Some(index),
-        name: addr.to_string(),
         comment: marker(addr, hash, &index.to_string()),
         state: state.into(),
         reason: if state == "PENDING" {

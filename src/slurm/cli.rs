@@ -2,8 +2,9 @@
 //! environment (`SLURM_CONF`) like any other Slurm client.
 
 use super::{Backend, SlurmError};
-use crate::live::{JobRecord, Marker};
+use crate::live::{JobRecord, Marker, compact_job_ids};
 use crate::spec::Owner;
+use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use wait_timeout::ChildExt;
 /// suffix and no width prints in full. The comment goes last, so a stray `|` in a foreign
 /// job's comment cannot shift the other fields.
 const SQUEUE_FORMAT: &str =
-    "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Name:|,Comment:|";
+    "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|";
 
 /// Slurm reached through its command-line clients.
 #[derive(Debug, Clone)]
@@ -134,10 +135,11 @@ impl Backend for CliBackend {
     }
 
     fn cancel(&self, job_ids: &[String]) -> Result<(), SlurmError> {
-        // Bounded batches keep the command line short; each call names jobs by id only.
-        for chunk in job_ids.chunks(500) {
-            let args: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            self.run("scancel", &args, None)?;
+        // Tasks of one array go as one `A_[ranges]` argument: one request, not one per task.
+        let args = compact_job_ids(job_ids);
+        for chunk in args.chunks(200) {
+            let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            self.run("scancel", &chunk, None)?;
         }
         Ok(())
     }
@@ -149,28 +151,30 @@ impl Backend for CliBackend {
 
 /// Parses one line of [`SQUEUE_FORMAT`] output.
 fn parse_squeue_line(line: &str) -> Option<JobRecord> {
-    let mut fields = line.splitn(8, '|');
+    let mut fields = line.splitn(7, '|');
     let mut next = || fields.next().map(str::trim);
     let job_id = next()?;
     let array_job_id: u64 = next()?.parse().ok()?;
     let array_task_id: Option<u32> = next()?.parse().ok();
     // JobID is the task's own id, and the last task shares the array's id: cancelling that
     // id would cancel the whole array. An array task is always named `<array>_<task>`.
-    let id = match array_task_id {
-        Some(task) => format!("{array_job_id}_{task}"),
-        None => job_id.to_owned(),
+    let id = match (array_task_id, job_id.split_once('_')) {
+        (Some(task), _) => {
+            let mut id = String::with_capacity(24);
+            let _ = write!(id, "{array_job_id}_{task}");
+            id
+        }
+        (None, _) => job_id.to_owned(),
     };
     let state = next()?.to_owned();
     let reason = next()?.to_owned();
     let nodes = next()?.to_owned();
-    let name = next()?.to_owned();
     let comment = next()?;
     let comment = comment.strip_suffix('|').unwrap_or(comment).to_owned();
     Some(JobRecord {
         id,
         array_job_id,
         array_task_id,
-        name,
         comment,
         state,
         reason,
@@ -184,14 +188,13 @@ mod tests {
 
     #[test]
     fn parses_array_tasks_and_plain_jobs() {
-        let task =
-            parse_squeue_line("12_3|12|3|RUNNING|None|node1|s.v|stackctl/v1;owner=a|").unwrap();
+        let task = parse_squeue_line("12_3|12|3|RUNNING|None|node1|stackctl/v1;owner=a|").unwrap();
         assert_eq!(
             (task.id.as_str(), task.array_job_id, task.array_task_id),
             ("12_3", 12, Some(3))
         );
         assert_eq!(task.comment, "stackctl/v1;owner=a");
-        let plain = parse_squeue_line("40|40|N/A|PENDING|Resources||x|a|b|c|").unwrap();
+        let plain = parse_squeue_line("40|40|N/A|PENDING|Resources||a|b|c|").unwrap();
         assert_eq!(plain.array_task_id, None);
         assert_eq!(plain.comment, "a|b|c");
     }
