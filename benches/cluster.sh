@@ -51,27 +51,34 @@ all_rpcs() {
     on { for (i = 1; i <= NF; i++) if ($i ~ /^count:/) { sub("count:", "", $i); n += $i } } END { print n + 0 }'
 }
 
-# Runs a command RUNS times; prints "median_seconds peak_kib listing_rpcs_per_run all_rpcs_per_run".
-measure() {
-  local times=() peak=0 l0 a0 l1 a1 out t0 t1
+# Times one run of a command; appends "seconds peak_kib" to the file named by $1.
+time_once() {
+  local into=$1 t0 t1
+  shift
+  t0=$(date +%s%N)
+  /usr/bin/time -o "$work/time" -f '%M' "$@" >/dev/null 2>&1
+  t1=$(date +%s%N)
+  echo "$(echo "($t1 - $t0) / 1000000000" | bc -l) $(tail -1 "$work/time")" >> "$into"
+}
+
+# Prints "median_seconds peak_mib" of the runs recorded in a file.
+summarize() {
+  sort -g "$1" | awk '{t[NR] = $1; if ($2 > m) m = $2} END {printf "%.4f %.1f\n", t[int((NR + 1) / 2)], m / 1024}'
+}
+
+# Listing RPCs one run of a command costs, measured around a single run.
+rpcs_of() {
+  local l0 a0 l1 a1
   l0=$(listing_rpcs); a0=$(all_rpcs)
-  for _ in $(seq "$runs"); do
-    t0=$(date +%s%N)
-    /usr/bin/time -o "$work/time" -f '%M' "$@" >/dev/null 2>&1
-    t1=$(date +%s%N)
-    out=$(tail -1 "$work/time")
-    times+=("$(echo "($t1 - $t0) / 1000000000" | bc -l)"); [ "$out" -gt "$peak" ] && peak=$out
-  done
+  "$@" >/dev/null 2>&1
   l1=$(listing_rpcs); a1=$(all_rpcs)
-  # sdiag itself sends no listing RPC, but each all_rpcs/listing_rpcs call sends one REQUEST_STATS_INFO
-  local median
-  median=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {printf "%.4f", a[int((NR+1)/2)]}')
-  echo "$median $peak $(( (l1 - l0) / runs )) $(( (a1 - a0 - 2) / runs ))"
+  # the two sdiag calls between the readings are REQUEST_STATS_INFO, not job listings
+  echo "$((l1 - l0)) $((a1 - a0 - 2))"
 }
 
 repo=$work/repo
 make_repo "$repo" "$owner"
-printf '\nPlan against N live owned jobs (%s runs each, median wall time; peak RSS)\n' "$runs"
+printf '\nPlan against N live owned jobs (%s interleaved runs each: median wall time, peak RSS; RPCs per run)\n' "$runs"
 printf '%8s | %9s %9s %8s %8s | %9s %9s %8s %8s | %6s\n' N plan_s plan_MiB list_rpc all_rpc \
   squeue_s sq_MiB list_rpc all_rpc ratio
 for n in 10 100 1000 10000; do
@@ -80,12 +87,20 @@ for n in 10 100 1000 10000; do
   live=$(squeue --me -h -r -t all -o '%k|%T' | grep -c ";owner=$owner;.*|\(PENDING\|RUNNING\)" || true)
   [ "$live" -eq "$n" ] || { echo "expected $n live owned jobs, squeue shows $live" >&2; exit 1; }
   "$bin" plan -C "$repo" --detailed-exitcode >/dev/null || { echo "plan not clean at N=$n" >&2; exit 1; }
-  read -r pt pm pl pa < <(measure "$bin" plan -C "$repo")
-  read -r st sm sl sa < <(measure squeue --me --noheader --array --states=all \
+  listing=(squeue --me --noheader --array --states=all
     --Format 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|')
+  : > "$work/plan.times"; : > "$work/squeue.times"
+  for _ in $(seq "$runs"); do # interleaved, so both see the same cluster load
+    time_once "$work/plan.times" "$bin" plan -C "$repo"
+    time_once "$work/squeue.times" "${listing[@]}"
+  done
+  read -r pt pm < <(summarize "$work/plan.times")
+  read -r st sm < <(summarize "$work/squeue.times")
+  read -r pl pa < <(rpcs_of "$bin" plan -C "$repo")
+  read -r sl sa < <(rpcs_of "${listing[@]}")
   ratio=$(awk -v a="$pt" -v b="$st" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }')
-  printf '%8s | %9s %9.1f %8s %8s | %9s %9.1f %8s %8s | %6s\n' "$n" "$pt" "$(echo "$pm/1024" | bc -l)" "$pl" "$pa" \
-    "$st" "$(echo "$sm/1024" | bc -l)" "$sl" "$sa" "$ratio"
+  printf '%8s | %9s %9s %8s %8s | %9s %9s %8s %8s | %6s\n' "$n" "$pt" "$pm" "$pl" "$pa" \
+    "$st" "$sm" "$sl" "$sa" "$ratio"
 done
 ids=$(owned_arrays "$owner" | tr '\n' ' '); [ -n "$ids" ] && scancel $ids
 sleep 2

@@ -183,21 +183,25 @@ pub struct Observed {
 impl Observed {
     /// Keeps the records whose marker names `owner`; everything else is invisible to stackctl.
     pub fn from_records(records: impl IntoIterator<Item = JobRecord>, owner: &Owner) -> Observed {
-        // The tasks of one array share a comment: parse each distinct comment once.
+        // The tasks of one array share a comment, and squeue lists them one after another:
+        // parse each distinct comment once, and compare with the previous line's first.
         let mut markers: HashMap<String, Option<Arc<Marker>>> = HashMap::new();
+        let mut last: (String, Option<Arc<Marker>>) = (String::new(), None);
         let jobs: Vec<LiveJob> = records
             .into_iter()
             .filter_map(|record| {
-                let marker = match markers.get(&record.comment) {
-                    Some(marker) => marker.clone(),
-                    None => {
-                        let marker = Marker::parse(&record.comment)
-                            .filter(|m| &m.owner == owner)
-                            .map(Arc::new);
-                        markers.insert(record.comment, marker.clone());
-                        marker
-                    }
-                }?;
+                if record.comment != last.0 || last.0.is_empty() {
+                    let marker = markers
+                        .entry(record.comment.clone())
+                        .or_insert_with(|| {
+                            Marker::parse(&record.comment)
+                                .filter(|m| &m.owner == owner)
+                                .map(Arc::new)
+                        })
+                        .clone();
+                    last = (record.comment, marker);
+                }
+                let marker = last.1.clone()?;
                 Some(LiveJob {
                     id: record.id,
                     index: record.array_task_id?,
