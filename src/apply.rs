@@ -19,8 +19,6 @@ pub struct ApplyReport {
     pub added: usize,
     /// Jobs cancelled.
     pub destroyed: usize,
-    /// Job ids of the submissions, by service.
-    pub submitted: Vec<(ServiceAddr, String)>,
     /// Everything that failed; the rest of the plan was still carried out where safe.
     pub errors: Vec<String>,
 }
@@ -90,9 +88,6 @@ pub fn apply(
             Ok(job_id) => {
                 report.added += indexes.len();
                 progress.submitted(&service_plan.service, &marker.indexes, &job_id);
-                report
-                    .submitted
-                    .push((service_plan.service.clone(), job_id));
             }
             Err(e) => report.errors.push(format!(
                 "submitting {} [{}]: {e}",

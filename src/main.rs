@@ -4,7 +4,15 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = stackctl::cli::Cli::parse();
+    // Usage errors exit 1, never clap's default 2, which `plan --detailed-exitcode` reserves
+    // for "changes planned".
+    let cli = match stackctl::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { 1 } else { 0 });
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STACKCTL_LOG")

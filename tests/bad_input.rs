@@ -768,3 +768,16 @@ fn recipe_symlink_escaping_the_repo() {
         Expect::file("recipes/demo/svc.yaml"),
     );
 }
+
+/// clap exits 2 on usage errors by default, which `plan --detailed-exitcode` reserves for
+/// "changes planned": a CI job with a typo in its flags must fail, not report changes.
+#[test]
+fn usage_errors_exit_1_not_2() {
+    let output = assert_cmd::Command::cargo_bin("stackctl")
+        .unwrap()
+        .args(["plan", "--detailed-exitcod"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--detailed-exitcode"));
+}
