@@ -88,7 +88,7 @@ for n in 10 100 1000 10000; do
   [ "$live" -eq "$n" ] || { echo "expected $n live owned jobs, squeue shows $live" >&2; exit 1; }
   "$bin" plan -C "$repo" --detailed-exitcode >/dev/null || { echo "plan not clean at N=$n" >&2; exit 1; }
   listing=(squeue --me --noheader --array --states=all
-    --Format 'JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|')
+    --Format 'ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|')
   : > "$work/plan.times"; : > "$work/squeue.times"
   for _ in $(seq "$runs"); do # interleaved, so both see the same cluster load
     time_once "$work/plan.times" "$bin" plan -C "$repo"

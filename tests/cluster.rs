@@ -555,6 +555,15 @@ fn replicas_that_cannot_start_stay_pending_and_count_as_alive() {
         "{svc}"
     );
     assert!(svc["pending"].as_u64().unwrap() >= 1, "{svc}");
+    // Slurm says why once its scheduler has looked at the job ("None" until then).
+    wait_for("a pending reason in status", 90, || {
+        let status: serde_json::Value =
+            serde_json::from_str(&repo.expect(&["status", "--json"], 0)).unwrap();
+        !status["services"][0]["pending_reasons"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
 }
 
 /// A directory with an `sbatch` wrapper first on PATH.

@@ -17,6 +17,8 @@ pub struct ServiceStatus {
     pub running: u32,
     /// Replicas waiting to start (pending, configuring, requeued).
     pub pending: u32,
+    /// Why replicas are pending, as Slurm says (`Resources`, `Priority`, `Dependency`, …).
+    pub pending_reasons: Vec<String>,
     /// Replicas held or suspended.
     pub stuck: u32,
     /// Jobs that ended in failure and are still visible in Slurm (within MinJobAge).
@@ -61,7 +63,16 @@ pub fn summarize(desired: &Desired, observed: &Observed) -> Vec<ServiceStatus> {
                     }
                 }
             }
-            JobState::Pending => status.pending += 1,
+            JobState::Pending => {
+                status.pending += 1;
+                let reason = job.reason.trim();
+                if !reason.is_empty()
+                    && reason != "None"
+                    && !status.pending_reasons.iter().any(|r| r == reason)
+                {
+                    status.pending_reasons.push(reason.to_owned());
+                }
+            }
             JobState::Stuck(_) => status.stuck += 1,
             state if state.is_failure() => status.failed += 1,
             JobState::Ended(_) => {}
@@ -82,7 +93,11 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
                 s.service.clone(),
                 s.desired.to_string(),
                 s.running.to_string(),
-                s.pending.to_string(),
+                if s.pending_reasons.is_empty() {
+                    s.pending.to_string()
+                } else {
+                    format!("{} ({})", s.pending, s.pending_reasons.join(","))
+                },
                 s.stuck.to_string(),
                 s.failed.to_string(),
                 if s.nodes.is_empty() {

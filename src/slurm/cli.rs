@@ -4,7 +4,6 @@
 use super::{Backend, SlurmError};
 use crate::live::{JobRecord, Marker, compact_job_ids};
 use crate::spec::Owner;
-use std::fmt::Write as _;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,8 +12,7 @@ use wait_timeout::ChildExt;
 /// The squeue output format: one `|`-separated line per job or array task. A field with a
 /// suffix and no width prints in full. The comment goes last, so a stray `|` in a foreign
 /// job's comment cannot shift the other fields.
-const SQUEUE_FORMAT: &str =
-    "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|";
+const SQUEUE_FORMAT: &str = "ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|";
 
 /// Slurm reached through its command-line clients.
 #[derive(Debug, Clone)]
@@ -151,20 +149,16 @@ impl Backend for CliBackend {
 
 /// Parses one line of [`SQUEUE_FORMAT`] output.
 fn parse_squeue_line(line: &str) -> Option<JobRecord> {
-    let mut fields = line.splitn(7, '|');
+    let mut fields = line.splitn(6, '|');
     let mut next = || fields.next().map(str::trim);
-    let job_id = next()?;
+    // ArrayJobID is the job's own id when it is no array task. JobID is not listed: for an
+    // array task it is the task's own id, and the last task shares the array's id, so
+    // cancelling it would cancel the whole array. An array task is always `<array>_<task>`.
     let array_job_id: u64 = next()?.parse().ok()?;
     let array_task_id: Option<u32> = next()?.parse().ok();
-    // JobID is the task's own id, and the last task shares the array's id: cancelling that
-    // id would cancel the whole array. An array task is always named `<array>_<task>`.
-    let id = match (array_task_id, job_id.split_once('_')) {
-        (Some(task), _) => {
-            let mut id = String::with_capacity(24);
-            let _ = write!(id, "{array_job_id}_{task}");
-            id
-        }
-        (None, _) => job_id.to_owned(),
+    let id = match array_task_id {
+        Some(task) => format!("{array_job_id}_{task}"),
+        None => array_job_id.to_string(),
     };
     let state = next()?.to_owned();
     let reason = next()?.to_owned();
@@ -188,13 +182,13 @@ mod tests {
 
     #[test]
     fn parses_array_tasks_and_plain_jobs() {
-        let task = parse_squeue_line("12_3|12|3|RUNNING|None|node1|stackctl/v1;owner=a|").unwrap();
+        let task = parse_squeue_line("12|3|RUNNING|None|node1|stackctl/v1;owner=a|").unwrap();
         assert_eq!(
             (task.id.as_str(), task.array_job_id, task.array_task_id),
             ("12_3", 12, Some(3))
         );
         assert_eq!(task.comment, "stackctl/v1;owner=a");
-        let plain = parse_squeue_line("40|40|N/A|PENDING|Resources||a|b|c|").unwrap();
+        let plain = parse_squeue_line("40|N/A|PENDING|Resources||a|b|c|").unwrap();
         assert_eq!(plain.array_task_id, None);
         assert_eq!(plain.comment, "a|b|c");
     }
