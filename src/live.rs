@@ -91,8 +91,8 @@ pub struct JobRecord {
     pub array_job_id: u64,
     /// The array task id, if the job is an array task.
     pub array_task_id: Option<u32>,
-    /// Job comment.
-    pub comment: String,
+    /// Job comment; the tasks of one array may share one allocation.
+    pub comment: Arc<str>,
     /// State as Slurm names it (`PENDING`, `RUNNING`, `COMPLETING`, …).
     pub state: String,
     /// Why the job is pending, or `None`.
@@ -183,14 +183,14 @@ pub struct Observed {
 impl Observed {
     /// Keeps the records whose marker names `owner`; everything else is invisible to stackctl.
     pub fn from_records(records: impl IntoIterator<Item = JobRecord>, owner: &Owner) -> Observed {
-        // The tasks of one array share a comment, and squeue lists them one after another:
-        // parse each distinct comment once, and compare with the previous line's first.
-        let mut markers: HashMap<String, Option<Arc<Marker>>> = HashMap::new();
-        let mut last: (String, Option<Arc<Marker>>) = (String::new(), None);
+        // The tasks of one array share a comment: parse each distinct comment once, and
+        // compare with the previous record's first (the same allocation, when listed together).
+        let mut markers: HashMap<Arc<str>, Option<Arc<Marker>>> = HashMap::new();
+        let mut last: (Arc<str>, Option<Arc<Marker>>) = (Arc::from(""), None);
         let jobs: Vec<LiveJob> = records
             .into_iter()
             .filter_map(|record| {
-                if record.comment != last.0 || last.0.is_empty() {
+                if !Arc::ptr_eq(&record.comment, &last.0) {
                     let marker = markers
                         .entry(record.comment.clone())
                         .or_insert_with(|| {

@@ -94,7 +94,7 @@ fn job_in(array: u64, addr: &ServiceAddr, index: u32, hash: &SpecHash, state: &s
         id: format!("{array}_{index}"),
         array_job_id: array,
         array_task_id: Some(index),
-        comment: marker(addr, hash, &index.to_string()),
+        comment: marker(addr, hash, &index.to_string()).into(),
         state: state.into(),
         reason: if state == "PENDING" {
             "Resources".into()
@@ -496,18 +496,19 @@ fn foreign_and_look_alike_jobs_are_invisible() {
     }
     .to_string();
     let mut foreign = job_in(20, &llm(), 0, &hash, "RUNNING");
-    foreign.comment = other_owner;
+    foreign.comment = other_owner.into();
     let mut look_alike = job_in(21, &llm(), 0, &hash, "RUNNING");
     look_alike.comment = "stackctl/v1 owner=team-llm".into();
     let mut prefix_owner = job_in(22, &llm(), 0, &hash, "RUNNING");
     prefix_owner.comment = prefix_owner
         .comment
-        .replace("owner=team-llm;", "owner=team-llm-old;");
+        .replace("owner=team-llm;", "owner=team-llm-old;")
+        .into();
     let mut not_an_array_task = job_in(23, &llm(), 0, &hash, "RUNNING");
     not_an_array_task.id = "23".into();
     not_an_array_task.array_task_id = None;
     let mut same_name_no_marker = job_in(24, &llm(), 0, &hash, "RUNNING");
-    same_name_no_marker.comment = String::new();
+    same_name_no_marker.comment = "".into();
     let records = vec![
         foreign,
         look_alike,

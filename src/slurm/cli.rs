@@ -6,6 +6,7 @@ use crate::live::{JobRecord, Marker, compact_job_ids};
 use crate::spec::Owner;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 use wait_timeout::ChildExt;
 
@@ -74,7 +75,8 @@ impl CliBackend {
             }
         };
         let read = |file: &mut std::fs::File| -> String {
-            let mut text = String::new();
+            let size = file.metadata().map_or(0, |m| m.len() as usize);
+            let mut text = String::with_capacity(size);
             let _ = file
                 .seek(SeekFrom::Start(0))
                 .and_then(|_| file.read_to_string(&mut text));
@@ -107,11 +109,13 @@ impl Backend for CliBackend {
         ];
         let output = self.run("squeue", &args, None)?;
         let tag = Marker::owner_tag(owner);
+        // The tasks of an array share one comment: keep one copy of it.
+        let mut last_comment: Arc<str> = Arc::from("");
         output
             .lines()
             .filter(|line| line.contains(&tag))
             .map(|line| {
-                parse_squeue_line(line).ok_or_else(|| SlurmError::Parse {
+                parse_squeue_line(line, &mut last_comment).ok_or_else(|| SlurmError::Parse {
                     command: "squeue".into(),
                     message: format!("cannot parse line {line:?}"),
                 })
@@ -148,7 +152,7 @@ impl Backend for CliBackend {
 }
 
 /// Parses one line of [`SQUEUE_FORMAT`] output.
-fn parse_squeue_line(line: &str) -> Option<JobRecord> {
+fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecord> {
     let mut fields = line.splitn(6, '|');
     let mut next = || fields.next().map(str::trim);
     // ArrayJobID is the job's own id when it is no array task. JobID is not listed: for an
@@ -164,7 +168,11 @@ fn parse_squeue_line(line: &str) -> Option<JobRecord> {
     let reason = next()?.to_owned();
     let nodes = next()?.to_owned();
     let comment = next()?;
-    let comment = comment.strip_suffix('|').unwrap_or(comment).to_owned();
+    let comment = comment.strip_suffix('|').unwrap_or(comment);
+    if **last_comment != *comment {
+        *last_comment = Arc::from(comment);
+    }
+    let comment = last_comment.clone();
     Some(JobRecord {
         id,
         array_job_id,
@@ -182,14 +190,19 @@ mod tests {
 
     #[test]
     fn parses_array_tasks_and_plain_jobs() {
-        let task = parse_squeue_line("12|3|RUNNING|None|node1|stackctl/v1;owner=a|").unwrap();
+        let task = parse_squeue_line(
+            "12|3|RUNNING|None|node1|stackctl/v1;owner=a|",
+            &mut Arc::from(""),
+        )
+        .unwrap();
         assert_eq!(
             (task.id.as_str(), task.array_job_id, task.array_task_id),
             ("12_3", 12, Some(3))
         );
-        assert_eq!(task.comment, "stackctl/v1;owner=a");
-        let plain = parse_squeue_line("40|N/A|PENDING|Resources||a|b|c|").unwrap();
+        assert_eq!(&*task.comment, "stackctl/v1;owner=a");
+        let plain =
+            parse_squeue_line("40|N/A|PENDING|Resources||a|b|c|", &mut Arc::from("")).unwrap();
         assert_eq!(plain.array_task_id, None);
-        assert_eq!(plain.comment, "a|b|c");
+        assert_eq!(&*plain.comment, "a|b|c");
     }
 }
