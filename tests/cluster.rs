@@ -724,3 +724,33 @@ fn a_rejected_submit_fails_the_apply_and_a_fixed_repo_then_converges() {
     assert_eq!(repo.indexes("s.ok"), vec![0]);
     repo.assert_converged();
 }
+
+#[test]
+fn a_requeued_job_keeps_its_id_and_stays_the_same_replica() {
+    let repo = TestRepo::new("requeue");
+    repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    repo.apply();
+    let job = repo.alive("s.web")[0].clone();
+    wait_for("the job to start", 60, || {
+        repo.alive("s.web")[0].state == "RUNNING"
+    });
+    // What Slurm does after a node failure with requeue enabled: same job id, back to PENDING.
+    let output = Command::new("scontrol")
+        .env("SLURM_CONF", slurm_conf())
+        .args(["requeue", &job.id])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    wait_for("the requeued job to be pending again", 60, || {
+        repo.jobs()
+            .iter()
+            .any(|j| j.id == job.id && j.state == "PENDING")
+    });
+    repo.assert_converged();
+    assert_eq!(repo.alive("s.web").len(), 1);
+    assert_eq!(repo.alive("s.web")[0].id, job.id);
+}
