@@ -87,6 +87,7 @@ for n in 10 100 1000 10000; do
   live=$(squeue --me -h -r -t all -o '%k|%T' | grep -c ";owner=$owner;.*|\(PENDING\|RUNNING\)" || true)
   [ "$live" -eq "$n" ] || { echo "expected $n live owned jobs, squeue shows $live" >&2; exit 1; }
   "$bin" plan -C "$repo" --detailed-exitcode >/dev/null || { echo "plan not clean at N=$n" >&2; exit 1; }
+  sleep 5 # let slurmctld finish starting the new jobs, so both sides see an idle controller
   listing=(squeue --me --noheader --array --states=all
     --Format 'ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|')
   : > "$work/plan.times"; : > "$work/squeue.times"
