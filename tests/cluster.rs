@@ -300,6 +300,25 @@ fn first_apply_creates_the_jobs_and_a_second_plan_has_no_changes() {
     }
     assert_eq!(repo.indexes("infer.cache"), vec![0]);
     repo.assert_converged();
+    // status: the running cache replica's endpoint is its node and the recipe's port
+    wait_for("the cache replica to run", 60, || {
+        repo.alive("infer.cache")[0].state == "RUNNING"
+    });
+    let status: serde_json::Value =
+        serde_json::from_str(&repo.expect(&["status", "--json"], 0)).unwrap();
+    let cache = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "infer.cache")
+        .unwrap()
+        .clone();
+    assert_eq!(cache["running"], 1, "{cache}");
+    let endpoint = cache["endpoints"][0].as_str().unwrap();
+    assert!(
+        endpoint.starts_with("node") && endpoint.ends_with(":7000"),
+        "{cache}"
+    );
     // apply on a converged cluster changes nothing
     let again = repo.apply();
     assert!(again.contains("No changes."), "{again}");
