@@ -108,12 +108,28 @@ fn backend(repo: &Repo) -> Box<dyn Backend> {
     }
 }
 
-fn script_context(repo: &Repo) -> script::ScriptContext {
-    let home = std::env::var("HOME").ok();
-    script::ScriptContext {
-        log_dir: spec::expand_home(&repo.settings.log_dir, home.as_deref()),
-        image_dir: spec::expand_home(&repo.settings.image_dir, home.as_deref()),
+/// Returns the submitting side's paths with `~` expanded. Slurm and apptainer need them
+/// absolute; `image_dir` matters only when some image is a relative path.
+fn script_context(repo: &Repo) -> Result<script::ScriptContext> {
+    let home = std::env::var("HOME").ok().filter(|h| !h.is_empty());
+    let expand = |value: &str| spec::expand_home(value, home.as_deref());
+    let unexpanded = |name: &str, value: &str| {
+        anyhow::anyhow!("cannot expand {name} {value:?} from stackctl.yaml: HOME is not set")
+    };
+    let log_dir = expand(&repo.settings.log_dir);
+    if !log_dir.is_absolute() {
+        return Err(unexpanded("log_dir", &repo.settings.log_dir));
     }
+    let image_dir = expand(&repo.settings.image_dir);
+    let needs_image_dir = repo
+        .desired
+        .services
+        .values()
+        .any(|s| s.spec.image.as_deref().is_some_and(script::is_in_image_dir));
+    if needs_image_dir && !image_dir.is_absolute() {
+        return Err(unexpanded("image_dir", &repo.settings.image_dir));
+    }
+    Ok(script::ScriptContext { log_dir, image_dir })
 }
 
 fn validate(dir: &Path) -> Result<ExitCode> {
@@ -159,7 +175,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
     };
     print!(
         "{}",
-        script::render(&addr, &found.spec, &marker, &script_context(&repo))
+        script::render(&addr, &found.spec, &marker, &script_context(&repo)?)
     );
     Ok(0)
 }
@@ -215,7 +231,7 @@ fn apply(dir: &Path, style: Style, auto_approve: bool) -> Result<ExitCode> {
             return Ok(1);
         }
     }
-    let ctx = script_context(&repo);
+    let ctx = script_context(&repo)?;
     std::fs::create_dir_all(&ctx.log_dir)
         .with_context(|| format!("creating the log directory {}", ctx.log_dir.display()))?;
     let mut progress = Printer;

@@ -317,6 +317,18 @@ fn unknown_key_in_recipe() {
     );
 }
 
+/// A relative log directory would land wherever the submitting shell happened to be.
+#[test]
+fn relative_log_dir() {
+    assert_rejected(
+        "relative_log_dir",
+        Expect::file("stackctl.yaml")
+            .at(2, 10)
+            .field("log_dir")
+            .says(&["must be an absolute path"]),
+    );
+}
+
 #[test]
 fn unknown_key_in_config() {
     assert_rejected(

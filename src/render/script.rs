@@ -113,11 +113,16 @@ pub fn render(
 /// Returns an image reference as apptainer should see it: URIs and absolute paths as written,
 /// other paths under the image directory.
 fn image_path(image: &str, ctx: &ScriptContext) -> String {
-    if image.contains("://") || image.starts_with('/') {
-        image.to_owned()
-    } else {
+    if is_in_image_dir(image) {
         ctx.image_dir.join(image).display().to_string()
+    } else {
+        image.to_owned()
     }
+}
+
+/// Returns whether an image is looked up in the image directory (neither a URI nor absolute).
+pub fn is_in_image_dir(image: &str) -> bool {
+    !(image.contains("://") || image.starts_with('/'))
 }
 
 /// Quotes a value for bash so that it arrives literally: single quotes, with each `'` written

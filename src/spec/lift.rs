@@ -107,12 +107,19 @@ fn dir_setting(
     let Some(value) = value else {
         return Ok(default.to_owned());
     };
-    if value.value.is_empty() || value.value.chars().any(|c| c.is_whitespace() || c == '"') {
+    let rooted =
+        value.value.starts_with('/') || value.value == "~" || value.value.starts_with("~/");
+    if !rooted
+        || value
+            .value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '%')
+    {
         return Err(SpecError::at(
             shown,
             value.referenced,
             field,
-            "must be a non-empty path without whitespace or quotes",
+            "must be an absolute path or start with `~/`, without whitespace, quotes or `%`",
         ));
     }
     Ok(value.value)
