@@ -2,7 +2,7 @@
 //! submits each service's new replicas as one job array. Nothing is rolled back on failure;
 //! the report says what happened, and the next apply starts from what Slurm then shows.
 
-use crate::live::{Marker, Observed, index_ranges};
+use crate::live::{JobId, Marker, Observed, index_ranges};
 use crate::plan::{Action, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, SlurmError};
@@ -26,9 +26,9 @@ pub struct ApplyReport {
 /// Progress events, for the command layer to print.
 pub trait Progress {
     /// Called after jobs were cancelled.
-    fn cancelled(&mut self, job_ids: &[String]);
+    fn cancelled(&mut self, job_ids: &[JobId]);
     /// Called after a service's replicas were submitted.
-    fn submitted(&mut self, service: &ServiceAddr, indexes: &str, job_id: &str);
+    fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64);
 }
 
 /// Executes `plan`. `new_nonce` returns a fresh unique nonce per submission.
@@ -41,12 +41,12 @@ pub fn apply(
     progress: &mut dyn Progress,
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
-    let cancels: Vec<String> = plan
+    let cancels: Vec<JobId> = plan
         .services
         .iter()
         .flat_map(|s| &s.changes)
         .filter(|c| matches!(c.action, Action::Destroy | Action::Replace))
-        .filter_map(|c| c.job.as_ref().map(|j| j.job_id.clone()))
+        .filter_map(|c| c.job.as_ref().map(|j| j.job_id))
         .collect();
     let cancelled = cancels.is_empty()
         || match backend.cancel(&cancels) {
@@ -87,7 +87,7 @@ pub fn apply(
         match submit_once(backend, &text, &marker) {
             Ok(job_id) => {
                 report.added += indexes.len();
-                progress.submitted(&service_plan.service, &marker.indexes, &job_id);
+                progress.submitted(&service_plan.service, &marker.indexes, job_id);
             }
             Err(e) => report.errors.push(format!(
                 "submitting {} [{}]: {e}",
@@ -102,7 +102,7 @@ pub fn apply(
 /// or lost its connection may still have created the job, so before each retry the job is
 /// looked for by the nonce in its marker. A definite rejection is never retried or looked up:
 /// Slurm records even a rejected submit (state FAILED), and that record is no replica.
-fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<String, SlurmError> {
+fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<u64, SlurmError> {
     let mut attempt = 1;
     loop {
         let error = match backend.submit(text) {
@@ -121,8 +121,7 @@ fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<Str
             .iter()
             .find(|j| j.marker.nonce == marker.nonce)
         {
-            let array_id = job.id.split('_').next().unwrap_or(&job.id).to_owned();
-            return Ok(array_id);
+            return Ok(job.id.array);
         }
         if attempt >= SUBMIT_ATTEMPTS {
             return Err(error);

@@ -284,12 +284,12 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
 struct Printer;
 
 impl Progress for Printer {
-    fn cancelled(&mut self, job_ids: &[String]) {
+    fn cancelled(&mut self, job_ids: &[live::JobId]) {
         let ids = live::compact_job_ids(job_ids).join(" ");
         println!("Cancelled {} jobs: {ids}", job_ids.len());
     }
-    fn submitted(&mut self, service: &ServiceAddr, indexes: &str, job_id: &str) {
-        println!("{service}[{indexes}]: submitted job array {job_id}");
+    fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64) {
+        println!("{service}[{indexes}]: submitted job array {array_id}");
     }
 }
 

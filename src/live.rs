@@ -82,15 +82,37 @@ impl Marker {
     }
 }
 
+/// A Slurm job id: an array task `<array>_<task>`, or a plain job `<array>`. Ordered
+/// numerically, so "older" and "newer" mean what they should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId {
+    /// The array's job id (the job's own id when it is no array task).
+    pub array: u64,
+    /// The array task id, if the job is an array task.
+    pub task: Option<u32>,
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.task {
+            Some(task) => write!(f, "{}_{task}", self.array),
+            None => write!(f, "{}", self.array),
+        }
+    }
+}
+
+impl serde::Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// A job as any Slurm listing returns it, before ownership is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
-    /// Slurm's job id as printed, e.g. `123_4` for an array task.
-    pub id: String,
-    /// The array's job id (the job's own id when it is not an array task).
-    pub array_job_id: u64,
-    /// The array task id, if the job is an array task.
-    pub array_task_id: Option<u32>,
+    /// Slurm's job id. Never the task's own numeric id: the last task of an array shares the
+    /// array's id, so cancelling that would cancel the whole array.
+    pub id: JobId,
     /// Job comment; the tasks of one array may share one allocation.
     pub comment: Arc<str>,
     /// State as Slurm names it (`PENDING`, `RUNNING`, `COMPLETING`, …).
@@ -156,8 +178,8 @@ impl fmt::Display for JobState {
 /// One owned job: a replica of a service, alive or recently ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveJob {
-    /// Slurm job id as printed (`123_4`); what scancel takes.
-    pub id: String,
+    /// Slurm job id (`123_4`); what scancel takes.
+    pub id: JobId,
     /// The replica index (the array task id).
     pub index: u32,
     /// The job's marker, shared by every task of one submission.
@@ -204,7 +226,7 @@ impl Observed {
                 let marker = last.1.clone()?;
                 Some(LiveJob {
                     id: record.id,
-                    index: record.array_task_id?,
+                    index: record.id.task?,
                     marker,
                     state: JobState::from_slurm(&record.state),
                     reason: record.reason,
@@ -221,10 +243,7 @@ impl Observed {
             .collect();
         let mut keyed: Vec<_> = jobs
             .iter()
-            .map(|j| {
-                let (job, task, _) = job_id_order(&j.id);
-                (rank[&j.marker.service], j.index, job, task)
-            })
+            .map(|j| (rank[&j.marker.service], j.index, j.id))
             .zip(0..)
             .collect();
         keyed.sort_unstable();
@@ -245,17 +264,6 @@ impl Observed {
     }
 }
 
-/// Returns a key that orders Slurm job ids numerically (`9_1` before `10_0`), so "older" and
-/// "newer" mean what they should.
-pub fn job_id_order(id: &str) -> (u64, u64, &str) {
-    let (job, task) = id.split_once('_').unwrap_or((id, ""));
-    (
-        job.parse().unwrap_or(u64::MAX),
-        task.parse().unwrap_or(0),
-        id,
-    )
-}
-
 /// Returns the first host of a Slurm hostlist such as `node[3-5,7],gpu1`.
 pub fn first_host(nodes: &str) -> Option<String> {
     let nodes = nodes.trim();
@@ -274,18 +282,15 @@ pub fn first_host(nodes: &str) -> Option<String> {
     }
 }
 
-/// Groups array task ids by array in Slurm's syntax: `["7_0", "7_1", "7_3", "9"]` becomes
+/// Groups array task ids by array in Slurm's syntax: `7_0 7_1 7_3 9` becomes
 /// `["7_[0-1,3]", "9"]`. scancel and people both read the short form.
-pub fn compact_job_ids(job_ids: &[String]) -> Vec<String> {
-    let mut by_array: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+pub fn compact_job_ids(job_ids: &[JobId]) -> Vec<String> {
+    let mut by_array: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
     let mut plain = Vec::new();
     for id in job_ids {
-        match id
-            .split_once('_')
-            .map(|(array, task)| (array, task.parse::<u32>()))
-        {
-            Some((array, Ok(task))) => by_array.entry(array).or_default().push(task),
-            _ => plain.push(id.clone()),
+        match id.task {
+            Some(task) => by_array.entry(id.array).or_default().push(task),
+            None => plain.push(id.to_string()),
         }
     }
     let mut out: Vec<String> = by_array
@@ -366,8 +371,21 @@ mod tests {
 
     #[test]
     fn job_ids_compact_per_array() {
-        let ids: Vec<String> = ["7_0", "7_1", "7_3", "9"].map(String::from).into();
+        let task = |array, task| JobId {
+            array,
+            task: Some(task),
+        };
+        let ids = [
+            task(7, 0),
+            task(7, 1),
+            task(7, 3),
+            JobId {
+                array: 9,
+                task: None,
+            },
+        ];
         assert_eq!(compact_job_ids(&ids), ["7_[0-1,3]", "9"]);
+        assert!(task(9, 1) < task(10, 0), "ids order numerically");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The plan: the difference between desired and observed state, as data. Pure: no IO, no
 //! clock, no Slurm. Every renderer (human, JSON) draws the same `Plan`.
 
-use crate::live::{LiveJob, Observed};
+use crate::live::{JobId, LiveJob, Observed};
 use crate::spec::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,7 +53,7 @@ pub struct Change {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobRef {
     /// Slurm job id, e.g. `123_4`.
-    pub job_id: String,
+    pub job_id: JobId,
     /// Slurm state when observed.
     pub state: String,
     /// Spec hash from its marker.
@@ -216,14 +216,7 @@ fn plan_service(
     if changes.is_empty() && destroys.is_empty() {
         return None;
     }
-    destroys.sort_by(|a, b| {
-        let id = |c: &Change| {
-            c.job
-                .as_ref()
-                .map(|j| crate::live::job_id_order(&j.job_id).0)
-        };
-        b.index.cmp(&a.index).then_with(|| id(a).cmp(&id(b)))
-    });
+    destroys.sort_by_key(|c| (std::cmp::Reverse(c.index), c.job.as_ref().map(|j| j.job_id)));
     changes.extend(destroys);
     let spec_before = changes
         .iter()
@@ -252,7 +245,7 @@ fn keeper<'a>(candidates: &[&'a LiveJob], wanted: Option<&SpecHash>) -> &'a Live
             (
                 Some(&job.marker.spec) != wanted,
                 job.state != crate::live::JobState::Running,
-                crate::live::job_id_order(&job.id),
+                job.id,
             )
         })
         .expect("an index with alive jobs has at least one")
@@ -260,7 +253,7 @@ fn keeper<'a>(candidates: &[&'a LiveJob], wanted: Option<&SpecHash>) -> &'a Live
 
 fn job_ref(job: &LiveJob) -> JobRef {
     JobRef {
-        job_id: job.id.clone(),
+        job_id: job.id,
         state: job.state.to_string(),
         spec_hash: job.marker.spec.clone(),
     }
@@ -268,16 +261,14 @@ fn job_ref(job: &LiveJob) -> JobRef {
 
 /// Returns, for each spec hash that alive jobs run but no longer match their service's desired
 /// spec, one job whose batch script can tell what that spec was.
-pub fn specs_to_read(desired: &Desired, observed: &Observed) -> BTreeMap<SpecHash, String> {
+pub fn specs_to_read(desired: &Desired, observed: &Observed) -> BTreeMap<SpecHash, JobId> {
     let mut wanted = BTreeMap::new();
     for job in observed.alive() {
         let Some(service) = desired.services.get(&job.marker.service) else {
             continue;
         };
         if job.marker.spec != service.hash && !observed.specs.contains_key(&job.marker.spec) {
-            wanted
-                .entry(job.marker.spec.clone())
-                .or_insert_with(|| job.id.clone());
+            wanted.entry(job.marker.spec.clone()).or_insert(job.id);
         }
     }
     wanted

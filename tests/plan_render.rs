@@ -1,7 +1,7 @@
 //! Pure tests of plan computation and rendering: no Slurm, no IO. Observed state is built from
 //! `JobRecord`s the way a Slurm listing reports them, then filtered by `Observed::from_records`.
 
-use stackctl::live::{JobRecord, Marker, Observed};
+use stackctl::live::{JobId, JobRecord, Marker, Observed};
 use stackctl::plan::{self, Action, Plan, Reason, Summary};
 use stackctl::render::script::{self, ScriptContext};
 use stackctl::render::{Style, plan_json, plan_text, status};
@@ -91,9 +91,10 @@ fn marker(addr: &ServiceAddr, hash: &SpecHash, indexes: &str) -> String {
 fn job_in(array: u64, addr: &ServiceAddr, index: u32, hash: &SpecHash, state: &str) -> JobRecord {
     let on_node = matches!(state, "RUNNING" | "COMPLETING");
     JobRecord {
-        id: format!("{array}_{index}"),
-        array_job_id: array,
-        array_task_id: Some(index),
+        id: JobId {
+            array,
+            task: Some(index),
+        },
         comment: marker(addr, hash, &index.to_string()).into(),
         state: state.into(),
         reason: if state == "PENDING" {
@@ -239,10 +240,10 @@ fn scale_down_destroys_highest_index_first() {
             (2, Action::Destroy, Reason::ScaleDown),
         ]
     );
-    let ids: Vec<&str> = plan.services[0]
+    let ids: Vec<String> = plan.services[0]
         .changes
         .iter()
-        .map(|c| c.job.as_ref().unwrap().job_id.as_str())
+        .map(|c| c.job.as_ref().unwrap().job_id.to_string())
         .collect();
     assert_eq!(ids, ["12_3", "12_2"]);
     insta::assert_snapshot!("scale_down_text", text(&plan));
@@ -265,7 +266,13 @@ fn environment_change_with_known_old_spec_shows_the_attribute_diff() {
     let to_read = plan::specs_to_read(&desired, &observed);
     assert_eq!(
         to_read.into_iter().collect::<Vec<_>>(),
-        vec![(old_hash.clone(), "12_0".to_owned())]
+        vec![(
+            old_hash.clone(),
+            JobId {
+                array: 12,
+                task: Some(0)
+            }
+        )]
     );
     observed.specs.insert(old_hash.clone(), old.clone());
 
@@ -410,7 +417,7 @@ fn ended_replica_is_recreated() {
     assert_eq!(changes(&plan), vec![(1, Action::Create, Reason::Ended)]);
     let ended = plan.services[0].changes[0].job.as_ref().unwrap();
     assert_eq!(
-        (ended.job_id.as_str(), ended.state.as_str()),
+        (ended.job_id.to_string().as_str(), ended.state.as_str()),
         ("12_1", "FAILED")
     );
     // The header of this block is wrong today (see `bug_ended_replica_is_not_a_scale`), so
@@ -461,7 +468,12 @@ fn duplicate_index_keeps_the_job_with_the_desired_spec() {
         vec![(1, Action::Destroy, Reason::Duplicate)]
     );
     assert_eq!(
-        plan.services[0].changes[0].job.as_ref().unwrap().job_id,
+        plan.services[0].changes[0]
+            .job
+            .as_ref()
+            .unwrap()
+            .job_id
+            .to_string(),
         "12_1"
     );
     insta::assert_snapshot!("duplicate_text", text(&plan));
@@ -479,7 +491,12 @@ fn duplicate_index_with_the_same_spec_keeps_the_running_job() {
     let plan = compute(&desired, &observed);
     assert_eq!(plan.summary(), summary(0, 0, 1));
     assert_eq!(
-        plan.services[0].changes[0].job.as_ref().unwrap().job_id,
+        plan.services[0].changes[0]
+            .job
+            .as_ref()
+            .unwrap()
+            .job_id
+            .to_string(),
         "12_0"
     );
 }
@@ -505,8 +522,10 @@ fn foreign_and_look_alike_jobs_are_invisible() {
         .replace("owner=team-llm;", "owner=team-llm-old;")
         .into();
     let mut not_an_array_task = job_in(23, &llm(), 0, &hash, "RUNNING");
-    not_an_array_task.id = "23".into();
-    not_an_array_task.array_task_id = None;
+    not_an_array_task.id = JobId {
+        array: 23,
+        task: None,
+    };
     let mut same_name_no_marker = job_in(24, &llm(), 0, &hash, "RUNNING");
     same_name_no_marker.comment = "".into();
     let records = vec![
@@ -957,7 +976,12 @@ fn bug_ended_reference_is_the_newest_job() {
     let plan = compute(&desired, &observed);
     assert_eq!(changes(&plan), vec![(0, Action::Create, Reason::Ended)]);
     assert_eq!(
-        plan.services[0].changes[0].job.as_ref().unwrap().job_id,
+        plan.services[0].changes[0]
+            .job
+            .as_ref()
+            .unwrap()
+            .job_id
+            .to_string(),
         "10_0"
     );
 }

@@ -2,7 +2,7 @@
 //! environment (`SLURM_CONF`) like any other Slurm client.
 
 use super::{Backend, SlurmError};
-use crate::live::{JobRecord, Marker, compact_job_ids};
+use crate::live::{JobId, JobRecord, Marker, compact_job_ids};
 use crate::spec::Owner;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
@@ -123,20 +123,17 @@ impl Backend for CliBackend {
             .collect()
     }
 
-    fn submit(&self, script: &str) -> Result<String, SlurmError> {
+    fn submit(&self, script: &str) -> Result<u64, SlurmError> {
         let output = self.run("sbatch", &["--parsable"], Some(script))?;
         // `--parsable` prints `jobid[;cluster]`.
         let id = output.trim().split(';').next().unwrap_or_default();
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit()) {
-            return Err(SlurmError::Parse {
-                command: "sbatch --parsable".into(),
-                message: format!("no job id in {output:?}"),
-            });
-        }
-        Ok(id.to_owned())
+        id.parse().map_err(|_| SlurmError::Parse {
+            command: "sbatch --parsable".into(),
+            message: format!("no job id in {output:?}"),
+        })
     }
 
-    fn cancel(&self, job_ids: &[String]) -> Result<(), SlurmError> {
+    fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError> {
         // Tasks of one array go as one `A_[ranges]` argument: one request, not one per task.
         let args = compact_job_ids(job_ids);
         for chunk in args.chunks(200) {
@@ -146,8 +143,12 @@ impl Backend for CliBackend {
         Ok(())
     }
 
-    fn batch_script(&self, job_id: &str) -> Result<String, SlurmError> {
-        self.run("scontrol", &["write", "batch_script", job_id, "-"], None)
+    fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError> {
+        self.run(
+            "scontrol",
+            &["write", "batch_script", &job_id.to_string(), "-"],
+            None,
+        )
     }
 }
 
@@ -158,11 +159,9 @@ fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecor
     // ArrayJobID is the job's own id when it is no array task. JobID is not listed: for an
     // array task it is the task's own id, and the last task shares the array's id, so
     // cancelling it would cancel the whole array. An array task is always `<array>_<task>`.
-    let array_job_id: u64 = next()?.parse().ok()?;
-    let array_task_id: Option<u32> = next()?.parse().ok();
-    let id = match array_task_id {
-        Some(task) => format!("{array_job_id}_{task}"),
-        None => array_job_id.to_string(),
+    let id = JobId {
+        array: next()?.parse().ok()?,
+        task: next()?.parse().ok(),
     };
     let state = next()?.to_owned();
     let reason = next()?.to_owned();
@@ -175,8 +174,6 @@ fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecor
     let comment = last_comment.clone();
     Some(JobRecord {
         id,
-        array_job_id,
-        array_task_id,
         comment,
         state,
         reason,
@@ -195,14 +192,17 @@ mod tests {
             &mut Arc::from(""),
         )
         .unwrap();
-        assert_eq!(
-            (task.id.as_str(), task.array_job_id, task.array_task_id),
-            ("12_3", 12, Some(3))
-        );
+        assert_eq!(task.id.to_string(), "12_3");
         assert_eq!(&*task.comment, "stackctl/v1;owner=a");
         let plain =
             parse_squeue_line("40|N/A|PENDING|Resources||a|b|c|", &mut Arc::from("")).unwrap();
-        assert_eq!(plain.array_task_id, None);
+        assert_eq!(
+            plain.id,
+            JobId {
+                array: 40,
+                task: None
+            }
+        );
         assert_eq!(&*plain.comment, "a|b|c");
     }
 }

@@ -5,7 +5,7 @@ mod cli;
 
 pub use cli::CliBackend;
 
-use crate::live::JobRecord;
+use crate::live::{JobId, JobRecord};
 use crate::spec::Owner;
 
 /// A way to reach Slurm.
@@ -14,11 +14,11 @@ pub trait Backend {
     /// with one listing RPC. The tag is a cheap pre-filter: callers still parse every marker.
     fn list_jobs(&self, owner: &Owner) -> Result<Vec<JobRecord>, SlurmError>;
     /// Submits a batch script (its `#SBATCH` lines carry every option) and returns the job id.
-    fn submit(&self, script: &str) -> Result<String, SlurmError>;
+    fn submit(&self, script: &str) -> Result<u64, SlurmError>;
     /// Cancels the given jobs (`123_4` for one array task) with Slurm's normal graceful stop.
-    fn cancel(&self, job_ids: &[String]) -> Result<(), SlurmError>;
+    fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError>;
     /// Returns the batch script of a job.
-    fn batch_script(&self, job_id: &str) -> Result<String, SlurmError>;
+    fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError>;
 }
 
 /// A failed Slurm operation.
