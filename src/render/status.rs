@@ -6,6 +6,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// The version of the JSON status format; minor versions only add fields.
+pub const FORMAT_VERSION: &str = "1.0";
+
 /// The status of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ServiceStatus {
@@ -143,7 +146,7 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
 
 /// Renders the status as JSON: `{"format_version": "1.0", "services": [...]}`.
 pub fn render_json(statuses: &[ServiceStatus]) -> String {
-    let doc = serde_json::json!({"format_version": "1.0", "services": statuses});
+    let doc = serde_json::json!({"format_version": FORMAT_VERSION, "services": statuses});
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
     text.push('\n');
     text
