@@ -112,7 +112,7 @@ fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<u64
         };
         tracing::warn!(attempt, error = %error, "submit outcome unknown; looking for the job before retrying");
         // If the listing fails too, the job may or may not exist: retrying could duplicate it.
-        let Ok(records) = backend.list_jobs(&marker.owner) else {
+        let Ok(records) = backend.list_jobs() else {
             return Err(error);
         };
         let observed = Observed::from_records(records, &marker.owner);

@@ -268,7 +268,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     let repo = load(dir)?;
     let backend = backend(&repo);
     let records = backend
-        .list_jobs(&repo.settings.owner)
+        .list_jobs()
         .context("reading the live jobs from Slurm")?;
     let observed = live::Observed::from_records(records, &repo.settings.owner);
     let statuses = status::summarize(&repo.desired, &observed);

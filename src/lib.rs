@@ -8,7 +8,9 @@
 
 pub mod apply;
 pub mod cli;
+pub mod cluster;
 pub mod git;
+pub mod hostlist;
 pub mod live;
 pub mod observe;
 pub mod plan;

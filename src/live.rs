@@ -14,6 +14,9 @@ use std::sync::Arc;
 /// The marker's version tag, the first field of every stackctl job comment.
 pub const MARKER_PREFIX: &str = "stackctl/v1";
 
+/// Text every stackctl comment (job marker or lock) contains; listings pre-filter on it.
+pub const COMMENT_TAG: &str = "stackctl";
+
 /// The identity stackctl writes into a job's comment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {

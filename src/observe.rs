@@ -14,7 +14,7 @@ pub fn observe(
     owner: &Owner,
     desired: &Desired,
 ) -> Result<Observed, SlurmError> {
-    let mut observed = Observed::from_records(backend.list_jobs(owner)?, owner);
+    let mut observed = Observed::from_records(backend.list_jobs()?, owner);
     for (hash, job_id) in specs_to_read(desired, &observed) {
         match backend.batch_script(&job_id) {
             Ok(text) => match spec_of_script(&text) {

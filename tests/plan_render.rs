@@ -67,6 +67,15 @@ fn service(replicas: u32, spec: ReplicaSpec) -> Service {
         replicas,
         hash: spec.hash(),
         spec,
+        origins: [(
+            "recipe".to_owned(),
+            stackctl::spec::Origin {
+                file: "stacks/s.yaml".into(),
+                position: Some((3, 13)),
+                field: "services.svc.recipe".into(),
+            },
+        )]
+        .into(),
     }
 }
 

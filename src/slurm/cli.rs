@@ -2,8 +2,8 @@
 //! environment (`SLURM_CONF`) like any other Slurm client.
 
 use super::{Backend, SlurmError};
-use crate::live::{JobId, JobRecord, Marker, compact_job_ids};
-use crate::spec::Owner;
+use crate::cluster::ClusterFacts;
+use crate::live::{JobId, JobRecord, compact_job_ids};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -96,7 +96,7 @@ impl CliBackend {
 }
 
 impl Backend for CliBackend {
-    fn list_jobs(&self, owner: &Owner) -> Result<Vec<JobRecord>, SlurmError> {
+    fn list_jobs(&self) -> Result<Vec<JobRecord>, SlurmError> {
         // `--me`: only this user's jobs are ever ours; `-t all` keeps ended jobs (within
         // MinJobAge); `-r` prints one line per array task, pending ones included.
         let args = [
@@ -108,12 +108,11 @@ impl Backend for CliBackend {
             SQUEUE_FORMAT,
         ];
         let output = self.run("squeue", &args, None)?;
-        let tag = Marker::owner_tag(owner);
         // The tasks of an array share one comment: keep one copy of it.
         let mut last_comment: Arc<str> = Arc::from("");
         output
             .lines()
-            .filter(|line| line.contains(&tag))
+            .filter(|line| line.contains(crate::live::COMMENT_TAG))
             .map(|line| {
                 parse_squeue_line(line, &mut last_comment).ok_or_else(|| SlurmError::Parse {
                     command: "squeue".into(),
@@ -141,6 +140,26 @@ impl Backend for CliBackend {
             self.run("scancel", &chunk, None)?;
         }
         Ok(())
+    }
+
+    fn test_submit(&self, script: &str) -> Result<(), SlurmError> {
+        // `--test-only` prints its verdict on stderr and submits nothing.
+        self.run("sbatch", &["--test-only"], Some(script))
+            .map(|_| ())
+    }
+
+    fn update_comment(&self, job_id: &JobId, comment: &str) -> Result<(), SlurmError> {
+        let id = format!("JobId={job_id}");
+        let comment = format!("Comment={comment}");
+        self.run("scontrol", &["update", &id, &comment], None)
+            .map(|_| ())
+    }
+
+    fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError> {
+        Err(SlurmError::Failed {
+            command: "scontrol show partition".into(),
+            message: "reading cluster facts is not implemented yet".into(),
+        })
     }
 
     fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError> {

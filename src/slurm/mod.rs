@@ -1,24 +1,34 @@
 //! The only code that talks to Slurm. [`Backend`] is what the rest of stackctl sees; the
-//! adapters behind it (the local CLI today) decide how Slurm is reached.
+//! adapters behind it (the local CLI today, an in-memory fake for tests) decide how Slurm is
+//! reached.
 
 mod cli;
+pub mod fake;
 
 pub use cli::CliBackend;
 
+use crate::cluster::ClusterFacts;
 use crate::live::{JobId, JobRecord};
-use crate::spec::Owner;
 
 /// A way to reach Slurm.
-pub trait Backend {
-    /// Lists this user's jobs whose comment carries `owner`'s marker tag, ended ones included,
-    /// with one listing RPC. The tag is a cheap pre-filter: callers still parse every marker.
-    fn list_jobs(&self, owner: &Owner) -> Result<Vec<JobRecord>, SlurmError>;
+pub trait Backend: Send + Sync {
+    /// Lists this user's jobs whose comment carries a stackctl marker or lock (any owner),
+    /// ended ones included, with one listing RPC. Callers parse every marker themselves.
+    fn list_jobs(&self) -> Result<Vec<JobRecord>, SlurmError>;
     /// Submits a batch script (its `#SBATCH` lines carry every option) and returns the job id.
     fn submit(&self, script: &str) -> Result<u64, SlurmError>;
+    /// Asks Slurm whether it would accept a batch script, without submitting anything
+    /// (`sbatch --test-only`). `Ok` means accepted; a definite rejection carries Slurm's message.
+    fn test_submit(&self, script: &str) -> Result<(), SlurmError>;
     /// Cancels the given jobs (`123_4` for one array task) with Slurm's normal graceful stop.
+    /// On error some of them may have been cancelled: callers list again to know which.
     fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError>;
+    /// Replaces the comment of one job (one array task when `job_id` names a task).
+    fn update_comment(&self, job_id: &JobId, comment: &str) -> Result<(), SlurmError>;
     /// Returns the batch script of a job.
     fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError>;
+    /// Reads the cluster's partitions, nodes and limits (a few cheap reads).
+    fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError>;
 }
 
 /// A failed Slurm operation.
@@ -48,7 +58,7 @@ pub enum SlurmError {
         /// What it printed on stderr.
         message: String,
     },
-    /// The output could not be understood.
+    /// The output could not be understood; the command's effect is unknown.
     #[error("unexpected output from `{command}`: {message}")]
     Parse {
         /// The command line.
@@ -60,21 +70,38 @@ pub enum SlurmError {
 
 impl SlurmError {
     /// Returns whether Slurm definitely rejected the request, so retrying cannot help and the
-    /// request certainly had no effect. Timeouts and lost connections are not definite.
+    /// request certainly had no effect. Timeouts, lost connections and output that cannot be
+    /// understood (the command may have succeeded) are not definite.
     pub fn is_definite_rejection(&self) -> bool {
         match self {
-            SlurmError::Failed { message, .. } => {
-                let transient = [
-                    "timed out",
-                    "Unable to contact",
-                    "Socket",
-                    "Connection",
-                    "Zero Bytes",
-                ];
-                !transient.iter().any(|t| message.contains(t))
-            }
-            SlurmError::Spawn { .. } | SlurmError::Parse { .. } => true,
-            SlurmError::Timeout { .. } => false,
+            SlurmError::Failed { message, .. } => !is_transient_message(message),
+            SlurmError::Spawn { .. } => true,
+            SlurmError::Timeout { .. } | SlurmError::Parse { .. } => false,
         }
     }
+
+    /// Returns whether the failure is likely to pass by itself (Slurm unreachable, busy or
+    /// slow), so a later retry may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SlurmError::Failed { message, .. } => is_transient_message(message),
+            SlurmError::Timeout { .. } => true,
+            SlurmError::Spawn { .. } | SlurmError::Parse { .. } => false,
+        }
+    }
+}
+
+/// Returns whether a Slurm error message says the controller could not be reached or answered
+/// too late, rather than that it refused the request.
+fn is_transient_message(message: &str) -> bool {
+    [
+        "timed out",
+        "Unable to contact",
+        "Socket",
+        "Connection",
+        "Zero Bytes",
+        "temporarily unavailable",
+    ]
+    .iter()
+    .any(|t| message.contains(t))
 }

@@ -514,11 +514,21 @@ fn lift_service(
         return None;
     }
     let spec = recipe.with_overrides(overrides);
+    let mut origins = BTreeMap::new();
+    origins.insert(
+        "recipe".to_owned(),
+        super::Origin {
+            file: ctx.file.to_path_buf(),
+            position: super::error::position_of(reference.referenced),
+            field: recipe_field,
+        },
+    );
     Some(Service {
         recipe: reference.value.clone(),
         replicas: replicas?,
         hash: spec.hash(),
         spec,
+        origins,
     })
 }
 

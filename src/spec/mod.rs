@@ -123,6 +123,82 @@ pub struct Service {
     pub spec: ReplicaSpec,
     /// Hash of `spec`, written into each job's marker.
     pub hash: SpecHash,
+    /// Where each effective setting was written, by setting path (`replicas`,
+    /// `resources.gpu`, `slurm.partition`, …); `recipe` (the service's `recipe:` line) is
+    /// always present.
+    pub origins: BTreeMap<String, Origin>,
+}
+
+impl Service {
+    /// Returns where `setting` was written, or the service's `recipe:` line when the setting
+    /// was not written anywhere (a default).
+    pub fn origin(&self, setting: &str) -> &Origin {
+        self.origins
+            .get(setting)
+            .or_else(|| self.origins.get("recipe"))
+            .expect("every service records the origin of its recipe line")
+    }
+}
+
+/// Where a setting was written, so that problems found after loading (against the cluster's
+/// limits, say) still name the file, line and field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The file, relative to the repo root.
+    pub file: PathBuf,
+    /// 1-based line and column.
+    pub position: Option<(u64, u64)>,
+    /// Dotted field path within the file, e.g. `services.llm.resources.gpu`.
+    pub field: String,
+}
+
+impl Origin {
+    /// Returns an error about this setting.
+    pub fn error(&self, message: impl Into<String>) -> SpecError {
+        SpecError {
+            file: self.file.clone(),
+            position: self.position,
+            field: Some(self.field.clone()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a duration such as `90s`, `2m`, `1h30m` or `0s` (a bare number means seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let bad = || format!("{text:?} is not a duration such as 30s, 2m or 1h");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        number.clear();
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
 }
 
 /// Everything that defines one replica, after merging stack overrides over the recipe.
