@@ -129,30 +129,39 @@ pub struct JobRecord {
 /// A replica's lifecycle, mapped from Slurm's job states.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
-    /// Waiting for resources, configuring or requeued: will run.
+    /// Waiting for resources, configuring or requeued: will run by itself.
     Pending,
     /// Running.
     Running,
-    /// Held or suspended: alive but stuck until someone acts.
+    /// Alive but not running and not going to by itself: held, requeued-held, stopped,
+    /// suspended, being signalled, or a state stackctl does not know. Holds the state and,
+    /// for held jobs, Slurm's reason.
     Stuck(String),
     /// Ending or ended: no longer counts as a replica.
     Ended(String),
 }
 
+/// Slurm's reasons for a PENDING job that will never start by itself.
+const HELD_REASONS: [&str; 3] = ["JobHeldUser", "JobHeldAdmin", "job requeued in held state"];
+
 impl JobState {
-    /// Maps a Slurm state name. Unknown names count as alive, so stackctl never submits a
-    /// duplicate next to a job it does not understand.
-    pub fn from_slurm(state: &str) -> JobState {
+    /// Maps a Slurm state name and reason. Unknown names count as alive (stuck), so stackctl
+    /// never submits a duplicate next to a job it does not understand. A PENDING job that is
+    /// held (`scontrol hold`, `requeuehold`) is stuck: it will not start by itself.
+    pub fn from_slurm(state: &str, reason: &str) -> JobState {
         match state {
+            "PENDING" if HELD_REASONS.contains(&reason.trim()) => {
+                JobState::Stuck(format!("PENDING ({})", reason.trim()))
+            }
             "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_FED" | "RESIZING" => {
                 JobState::Pending
             }
             "RUNNING" => JobState::Running,
             "COMPLETED" | "COMPLETING" | "CANCELLED" | "FAILED" | "TIMEOUT" | "NODE_FAIL"
             | "PREEMPTED" | "BOOT_FAIL" | "DEADLINE" | "OUT_OF_MEMORY" | "SPECIAL_EXIT"
-            | "REVOKED" | "SIGNALING" | "STAGE_OUT" | "STOPPED" => {
-                JobState::Ended(state.to_owned())
-            }
+            | "REVOKED" | "STAGE_OUT" => JobState::Ended(state.to_owned()),
+            // STOPPED and SIGNALING keep their allocation; SUSPENDED, REQUEUE_HOLD and
+            // anything new are alive too.
             other => JobState::Stuck(other.to_owned()),
         }
     }
@@ -231,7 +240,7 @@ impl Observed {
                     id: record.id,
                     index: record.id.task?,
                     marker,
-                    state: JobState::from_slurm(&record.state),
+                    state: JobState::from_slurm(&record.state, &record.reason),
                     reason: record.reason,
                     nodes: record.nodes,
                 })
@@ -398,12 +407,18 @@ mod tests {
     }
 
     #[test]
-    fn ending_states_do_not_count_and_unknown_states_do() {
-        assert!(!JobState::from_slurm("COMPLETING").is_alive());
-        assert!(!JobState::from_slurm("NODE_FAIL").is_alive());
-        assert!(JobState::from_slurm("REQUEUE_HOLD").is_alive());
-        assert!(JobState::from_slurm("SOMETHING_NEW").is_alive());
-        assert!(JobState::from_slurm("OUT_OF_MEMORY").is_failure());
-        assert!(!JobState::from_slurm("CANCELLED").is_failure());
+    fn ending_states_do_not_count_and_stopped_held_and_unknown_states_do() {
+        assert!(!JobState::from_slurm("COMPLETING", "None").is_alive());
+        assert!(!JobState::from_slurm("NODE_FAIL", "None").is_alive());
+        for state in ["REQUEUE_HOLD", "STOPPED", "SIGNALING", "SUSPENDED", "SOMETHING_NEW"] {
+            let parsed = JobState::from_slurm(state, "None");
+            assert_eq!(parsed, JobState::Stuck(state.into()), "{state}");
+        }
+        for reason in ["JobHeldUser", "JobHeldAdmin", "job requeued in held state"] {
+            assert!(matches!(JobState::from_slurm("PENDING", reason), JobState::Stuck(_)));
+        }
+        assert_eq!(JobState::from_slurm("PENDING", "Resources"), JobState::Pending);
+        assert!(JobState::from_slurm("OUT_OF_MEMORY", "None").is_failure());
+        assert!(!JobState::from_slurm("CANCELLED", "None").is_failure());
     }
 }
