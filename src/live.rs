@@ -410,14 +410,26 @@ mod tests {
     fn ending_states_do_not_count_and_stopped_held_and_unknown_states_do() {
         assert!(!JobState::from_slurm("COMPLETING", "None").is_alive());
         assert!(!JobState::from_slurm("NODE_FAIL", "None").is_alive());
-        for state in ["REQUEUE_HOLD", "STOPPED", "SIGNALING", "SUSPENDED", "SOMETHING_NEW"] {
+        for state in [
+            "REQUEUE_HOLD",
+            "STOPPED",
+            "SIGNALING",
+            "SUSPENDED",
+            "SOMETHING_NEW",
+        ] {
             let parsed = JobState::from_slurm(state, "None");
             assert_eq!(parsed, JobState::Stuck(state.into()), "{state}");
         }
         for reason in ["JobHeldUser", "JobHeldAdmin", "job requeued in held state"] {
-            assert!(matches!(JobState::from_slurm("PENDING", reason), JobState::Stuck(_)));
+            assert!(matches!(
+                JobState::from_slurm("PENDING", reason),
+                JobState::Stuck(_)
+            ));
         }
-        assert_eq!(JobState::from_slurm("PENDING", "Resources"), JobState::Pending);
+        assert_eq!(
+            JobState::from_slurm("PENDING", "Resources"),
+            JobState::Pending
+        );
         assert!(JobState::from_slurm("OUT_OF_MEMORY", "None").is_failure());
         assert!(!JobState::from_slurm("CANCELLED", "None").is_failure());
     }

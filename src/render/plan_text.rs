@@ -2,9 +2,8 @@
 //! service with the attributes that change as `old -> new`, and the summary line CI parses.
 
 use super::Style;
+use crate::plan::diff::AttributeChange;
 use crate::plan::{Action, Change, Plan, Reason, ServicePlan};
-use crate::spec::ReplicaSpec;
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The line printed for an empty plan.
@@ -155,16 +154,9 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
         let _ = writeln!(out, "{pad}{} replicas = {value}", style.paint(sym));
     }
     match kind {
-        ServiceAction::Create => {
-            if let Some(spec) = &service.spec_after {
-                for (path, value) in attributes(spec) {
-                    write_attribute(out, pad, "+", &path, &value, style);
-                }
-            }
-        }
-        ServiceAction::Replace => match (&service.spec_before, &service.spec_after) {
-            (Some(old), Some(new)) => render_diff(out, pad, old, new, style),
-            _ => {
+        ServiceAction::Create | ServiceAction::Replace => match &service.diff {
+            Some(diff) => render_diff(out, pad, diff, style),
+            None => {
                 let old = service
                     .changes
                     .iter()
@@ -224,38 +216,10 @@ fn plural(n: u32) -> &'static str {
     if n == 1 { "replica" } else { "replicas" }
 }
 
-/// Flattens a spec into `path = value` pairs, values written as they would be in HCL.
-fn attributes(spec: &ReplicaSpec) -> BTreeMap<String, serde_json::Value> {
-    let value = serde_json::to_value(spec).expect("a spec serializes");
-    let mut out = BTreeMap::new();
-    flatten("", &value, &mut out);
-    out
-}
-
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, value) in map {
-                let path = if prefix.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                flatten(&path, value, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_owned(), other.clone());
-        }
-    }
-}
-
-fn render_diff(out: &mut String, pad: &str, old: &ReplicaSpec, new: &ReplicaSpec, style: Style) {
-    let (old, new) = (attributes(old), attributes(new));
-    let paths: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    for path in paths {
-        match (old.get(path), new.get(path)) {
-            (Some(a), Some(b)) if a == b => {}
+fn render_diff(out: &mut String, pad: &str, diff: &[AttributeChange], style: Style) {
+    for change in diff {
+        let path = &change.path;
+        match (&change.before, &change.after) {
             (Some(a), Some(b)) if is_multiline(a) || is_multiline(b) => {
                 let _ = writeln!(out, "{pad}{} {path} = <<-EOT", style.paint("~"));
                 let (a, b) = (

@@ -1,5 +1,8 @@
 //! The plan: the difference between desired and observed state, as data. Pure: no IO, no
-//! clock, no Slurm. Every renderer (human, JSON) draws the same `Plan`.
+//! clock, no Slurm. Every renderer (human, JSON) draws the same `Plan`, attribute diffs
+//! included ([`diff`]).
+
+pub mod diff;
 
 use crate::live::{JobId, LiveJob, Observed};
 use crate::spec::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
@@ -32,6 +35,9 @@ pub struct ServicePlan {
     pub spec_after: Option<ReplicaSpec>,
     /// The desired spec's hash.
     pub hash_after: Option<SpecHash>,
+    /// The attributes that change: every attribute of a new service, the differences of a
+    /// replaced one; `None` when a replace's previous spec could not be read back.
+    pub diff: Option<Vec<diff::AttributeChange>>,
     /// Per-replica changes: replaces and creates by index, then destroys highest index first.
     pub changes: Vec<Change>,
 }
@@ -223,7 +229,15 @@ fn plan_service(
         .filter(|c| c.action == Action::Replace)
         .find_map(|c| observed.specs.get(&c.job.as_ref()?.spec_hash))
         .cloned();
+    let diff = match (desired, changes.iter().any(|c| c.action == Action::Replace)) {
+        (Some(service), true) => spec_before
+            .as_ref()
+            .map(|old| diff::compute(Some(old), &service.spec)),
+        (Some(service), false) if alive.is_empty() => Some(diff::compute(None, &service.spec)),
+        _ => Some(Vec::new()),
+    };
     Some(ServicePlan {
+        diff,
         service: addr.clone(),
         replicas_before: alive.len() as u32,
         replicas_after: wanted,
