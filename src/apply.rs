@@ -1,26 +1,67 @@
-//! Executes a plan through a backend: cancels first (freeing resources for what follows), then
-//! submits each service's new replicas as one job array. Nothing is rolled back on failure;
-//! the report says what happened, and the next apply starts from what Slurm then shows.
+//! Executes a plan through a backend, in an order that never leaves a service worse off than
+//! the plan found it:
+//!
+//! 1. Every new batch script is checked with the backend's `test_submit` (`sbatch
+//!    --test-only`). A service whose script Slurm rejects is left exactly as it is: none of its
+//!    replicas is cancelled and nothing is submitted for it.
+//! 2. One cancel for every destroy and for the predecessors of the accepted replacements. When
+//!    the cancel fails, the jobs are listed again to learn exactly which ones ended.
+//! 3. One submission per service and index group (an array each), new indexes and the
+//!    replacements whose predecessor is known to be gone; a replacement whose predecessor may
+//!    still run is not submitted, so an index never runs twice.
+//!
+//! Nothing is rolled back: the report says what was done, what failed and what was not
+//! attempted, and the next apply starts from what Slurm then shows.
 
-use crate::live::{JobId, Marker, Observed, index_ranges};
+use crate::live::{JobId, JobState, Marker, Observed, index_groups, index_ranges};
 use crate::plan::{Action, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, SlurmError};
 use crate::spec::{Desired, ServiceAddr};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// How many times a submit is tried before giving up.
 pub const SUBMIT_ATTEMPTS: u32 = 3;
 
-/// What an apply did.
+/// What an apply did, in jobs.
 #[derive(Debug, Default)]
 pub struct ApplyReport {
     /// Jobs submitted.
     pub added: usize,
     /// Jobs cancelled.
     pub destroyed: usize,
-    /// Everything that failed; the rest of the plan was still carried out where safe.
-    pub errors: Vec<String>,
+    /// Jobs the plan meant to submit or cancel that failed or were not attempted.
+    pub failed: usize,
+    /// Everything that went wrong, one entry per failed step.
+    pub errors: Vec<ApplyError>,
+}
+
+/// One failed step of an apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyError {
+    /// What failed, with Slurm's message.
+    pub message: String,
+    /// Whether running apply again may succeed without changing the repo (Slurm was
+    /// unreachable or slow) rather than needing a fix (Slurm rejected the request).
+    pub retryable: bool,
+}
+
+impl ApplyReport {
+    /// Returns whether every planned step succeeded.
+    pub fn is_complete(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// Returns whether running apply again may help: some failure was transient.
+    pub fn retry_may_help(&self) -> bool {
+        self.errors.iter().any(|e| e.retryable)
+    }
+
+    fn fail(&mut self, jobs: usize, message: String, retryable: bool) {
+        self.failed += jobs;
+        self.errors.push(ApplyError { message, retryable });
+    }
 }
 
 /// Progress events, for the command layer to print.
@@ -29,6 +70,22 @@ pub trait Progress {
     fn cancelled(&mut self, job_ids: &[JobId]);
     /// Called after a service's replicas were submitted.
     fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64);
+}
+
+/// Progress that goes nowhere.
+pub struct Silent;
+
+impl Progress for Silent {
+    fn cancelled(&mut self, _: &[JobId]) {}
+    fn submitted(&mut self, _: &ServiceAddr, _: &str, _: u64) {}
+}
+
+/// One submission: the indexes of one array, its marker and its script.
+struct Submission {
+    service: ServiceAddr,
+    indexes: Vec<u32>,
+    marker: Marker,
+    script: String,
 }
 
 /// Executes `plan`. `new_nonce` returns a fresh unique nonce per submission.
@@ -41,27 +98,10 @@ pub fn apply(
     progress: &mut dyn Progress,
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
-    let cancels: Vec<JobId> = plan
-        .services
-        .iter()
-        .flat_map(|s| &s.changes)
-        .filter(|c| matches!(c.action, Action::Destroy | Action::Replace))
-        .filter_map(|c| c.job.as_ref().map(|j| j.job_id))
-        .collect();
-    let cancelled = cancels.is_empty()
-        || match backend.cancel(&cancels) {
-            Ok(()) => {
-                report.destroyed = cancels.len();
-                progress.cancelled(&cancels);
-                true
-            }
-            Err(e) => {
-                report
-                    .errors
-                    .push(format!("cancelling {} jobs: {e}", cancels.len()));
-                false
-            }
-        };
+
+    // 1. Render and pre-check every submission; a rejected service is left alone.
+    let mut submissions: Vec<Submission> = Vec::new();
+    let mut blocked: BTreeSet<&ServiceAddr> = BTreeSet::new();
     for service_plan in &plan.services {
         let Some(service) = desired.services.get(&service_plan.service) else {
             continue;
@@ -69,39 +109,172 @@ pub fn apply(
         let indexes: Vec<u32> = service_plan
             .changes
             .iter()
-            // A replacement waits for its predecessor's cancel, or the index would run twice.
-            .filter(|c| c.action == Action::Create || (c.action == Action::Replace && cancelled))
+            .filter(|c| matches!(c.action, Action::Create | Action::Replace))
             .map(|c| c.index)
             .collect();
-        if indexes.is_empty() {
-            continue;
-        }
-        let marker = Marker {
-            owner: plan.owner.clone(),
-            service: service_plan.service.clone(),
-            spec: service.hash.clone(),
-            nonce: new_nonce(),
-            indexes: index_ranges(&indexes),
-        };
-        let text = script::render(&service_plan.service, &service.spec, &marker, ctx);
-        match submit_once(backend, &text, &marker) {
-            Ok(job_id) => {
-                report.added += indexes.len();
-                progress.submitted(&service_plan.service, &marker.indexes, job_id);
+        for group in index_groups(&indexes) {
+            let marker = Marker {
+                owner: plan.owner.clone(),
+                service: service_plan.service.clone(),
+                spec: service.hash.clone(),
+                nonce: new_nonce(),
+                indexes: index_ranges(&group),
+            };
+            let script = script::render(&service_plan.service, &service.spec, &marker, ctx);
+            if let Err(e) = backend.test_submit(&script) {
+                let retryable = !e.is_definite_rejection();
+                let jobs = service_plan
+                    .changes
+                    .iter()
+                    .map(|c| if c.action == Action::Replace { 2 } else { 1 })
+                    .sum();
+                report.fail(
+                    jobs,
+                    format!(
+                        "{}: Slurm would not accept the new job, so its replicas were left as they are: {e}",
+                        service_plan.service
+                    ),
+                    retryable,
+                );
+                blocked.insert(&service_plan.service);
+                break;
             }
-            Err(e) => report.errors.push(format!(
-                "submitting {} [{}]: {e}",
-                service_plan.service, marker.indexes
-            )),
+            submissions.push(Submission {
+                service: service_plan.service.clone(),
+                indexes: group,
+                marker,
+                script,
+            });
+        }
+    }
+    submissions.retain(|s| !blocked.contains(&s.service));
+
+    // 2. Cancel destroys and the predecessors of accepted replacements, in one call.
+    let mut predecessor: BTreeMap<(&ServiceAddr, u32), JobId> = BTreeMap::new();
+    let mut cancels: Vec<JobId> = Vec::new();
+    for service_plan in plan
+        .services
+        .iter()
+        .filter(|s| !blocked.contains(&s.service))
+    {
+        for change in &service_plan.changes {
+            let Some(job) = &change.job else { continue };
+            match change.action {
+                Action::Destroy => cancels.push(job.job_id),
+                Action::Replace => {
+                    cancels.push(job.job_id);
+                    predecessor.insert((&service_plan.service, change.index), job.job_id);
+                }
+                Action::Create => {}
+            }
+        }
+    }
+    let still_alive = cancel(backend, &cancels, &mut report, progress);
+
+    // 3. Submit, except replacements whose predecessor may still run.
+    for mut submission in submissions {
+        let (ready, waiting): (Vec<u32>, Vec<u32>) =
+            submission.indexes.iter().partition(|&&index| {
+                predecessor
+                    .get(&(&submission.service, index))
+                    .is_none_or(|job| !still_alive.contains(job))
+            });
+        if !waiting.is_empty() {
+            report.fail(
+                waiting.len(),
+                format!(
+                    "{}[{}]: not submitted, because the job it replaces could not be cancelled",
+                    submission.service,
+                    index_ranges(&waiting)
+                ),
+                true,
+            );
+            if ready.is_empty() {
+                continue;
+            }
+            submission.marker.indexes = index_ranges(&ready);
+            let spec = &desired.services[&submission.service].spec;
+            submission.script = script::render(&submission.service, spec, &submission.marker, ctx);
+            submission.indexes = ready;
+        }
+        match submit_once(backend, &submission.script, &submission.marker) {
+            Ok(job_id) => {
+                report.added += submission.indexes.len();
+                progress.submitted(&submission.service, &submission.marker.indexes, job_id);
+            }
+            Err(e) => report.fail(
+                submission.indexes.len(),
+                format!(
+                    "submitting {}[{}]: {e}",
+                    submission.service, submission.marker.indexes
+                ),
+                !e.is_definite_rejection(),
+            ),
         }
     }
     report
 }
 
-/// Submits a script at most once in effect. sbatch is not idempotent: a submit that timed out
-/// or lost its connection may still have created the job, so before each retry the job is
-/// looked for by the nonce in its marker. A definite rejection is never retried or looked up:
-/// Slurm records even a rejected submit (state FAILED), and that record is no replica.
+/// Cancels `job_ids` and returns the ones that may still be alive afterwards (none when the
+/// cancel succeeded). A failed cancel is followed by a listing, so the report says exactly
+/// which jobs were cancelled.
+fn cancel(
+    backend: &dyn Backend,
+    job_ids: &[JobId],
+    report: &mut ApplyReport,
+    progress: &mut dyn Progress,
+) -> BTreeSet<JobId> {
+    if job_ids.is_empty() {
+        return BTreeSet::new();
+    }
+    let error = match backend.cancel(job_ids) {
+        Ok(()) => {
+            report.destroyed += job_ids.len();
+            progress.cancelled(job_ids);
+            return BTreeSet::new();
+        }
+        Err(e) => e,
+    };
+    let retryable = !error.is_definite_rejection();
+    let Ok(records) = backend.list_jobs() else {
+        report.fail(
+            job_ids.len(),
+            format!(
+                "cancelling {} jobs: {error}; which of them ended could not be listed",
+                job_ids.len()
+            ),
+            true,
+        );
+        return job_ids.iter().copied().collect();
+    };
+    let alive: BTreeSet<JobId> = records
+        .iter()
+        .filter(|r| JobState::from_slurm(&r.state, &r.reason).is_alive())
+        .map(|r| r.id)
+        .collect();
+    let (left, gone): (Vec<JobId>, Vec<JobId>) = job_ids.iter().partition(|id| alive.contains(id));
+    if !gone.is_empty() {
+        report.destroyed += gone.len();
+        progress.cancelled(&gone);
+    }
+    report.fail(
+        left.len(),
+        format!(
+            "cancelling {} of {} jobs failed ({}): {error}",
+            left.len(),
+            job_ids.len(),
+            crate::live::compact_job_ids(&left).join(" ")
+        ),
+        retryable,
+    );
+    left.into_iter().collect()
+}
+
+/// Submits a script at most once in effect. sbatch is not idempotent: a submit that timed out,
+/// lost its connection or printed nothing readable may still have created the job, so before
+/// each retry the job is looked for by the nonce in its marker. A definite rejection is never
+/// retried or looked up: Slurm records even a rejected submit (state FAILED), and that record
+/// is no replica.
 fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<u64, SlurmError> {
     let mut attempt = 1;
     loop {
@@ -128,5 +301,222 @@ fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<u64
         }
         std::thread::sleep(Duration::from_secs(u64::from(attempt)));
         attempt += 1;
+    }
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan;
+    use crate::slurm::fake::{FakeBackend, Fault, Op};
+    use crate::spec::{
+        Desired, Origin, Owner, ReplicaSpec, ResourceSpec, Service, ServiceAddr, SlurmSpec,
+    };
+
+    fn owner() -> Owner {
+        Owner::parse("test/apply").unwrap()
+    }
+
+    fn service(replicas: u32, partition: &str) -> Service {
+        let spec = ReplicaSpec {
+            image: None,
+            command: Some("exec sleep 600".into()),
+            resources: ResourceSpec {
+                nodes: 1,
+                cpu: 1,
+                memory: None,
+                memory_per_cpu: None,
+                gpu: 0,
+                gpu_type: None,
+                time_limit: None,
+                cpu_bind: None,
+            },
+            environment: Default::default(),
+            ports: vec![],
+            slurm: SlurmSpec {
+                partition: Some(partition.into()),
+                ..Default::default()
+            },
+        };
+        Service {
+            recipe: "test/sleeper".into(),
+            replicas,
+            hash: spec.hash(),
+            spec,
+            origins: [(
+                "recipe".to_owned(),
+                Origin {
+                    file: "stacks/s.yaml".into(),
+                    position: Some((3, 13)),
+                    field: "services.web.recipe".into(),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    fn desired(services: &[(&str, Service)]) -> Desired {
+        Desired {
+            services: services
+                .iter()
+                .map(|(name, s)| (ServiceAddr::new("s", *name), s.clone()))
+                .collect(),
+        }
+    }
+
+    fn ctx() -> ScriptContext {
+        ScriptContext {
+            log_dir: "/tmp/logs".into(),
+            image_dir: "/tmp/images".into(),
+        }
+    }
+
+    /// Plans against the fake's jobs and applies; returns the report.
+    fn converge(backend: &FakeBackend, desired: &Desired) -> ApplyReport {
+        let observed = Observed::from_records(backend.list_jobs().unwrap(), &owner());
+        let plan = plan::compute(&owner(), desired, &observed);
+        let mut n = 0;
+        let mut nonce = || {
+            n += 1;
+            format!("nonce{n}")
+        };
+        apply(&plan, desired, backend, &ctx(), &mut nonce, &mut Silent)
+    }
+
+    fn alive_indexes(backend: &FakeBackend, partition: &str) -> Vec<u32> {
+        let mut indexes: Vec<u32> = backend
+            .alive()
+            .iter()
+            .filter(|j| j.script.contains(&format!("--partition={partition}")))
+            .filter_map(|j| j.id.task)
+            .collect();
+        indexes.sort_unstable();
+        indexes
+    }
+
+    #[test]
+    fn a_replacement_slurm_rejects_leaves_the_old_replicas_running() {
+        let backend = FakeBackend::new();
+        assert!(converge(&backend, &desired(&[("web", service(2, "good"))])).is_complete());
+        backend.state().reject_scripts_containing = Some("--partition=nosuch".into());
+        let report = converge(&backend, &desired(&[("web", service(2, "nosuch"))]));
+        assert!(!report.is_complete() && !report.retry_may_help());
+        assert_eq!((report.added, report.destroyed, report.failed), (0, 0, 4));
+        assert!(
+            report.errors[0].message.contains("rejected"),
+            "{:?}",
+            report.errors
+        );
+        assert_eq!(
+            alive_indexes(&backend, "good"),
+            [0, 1],
+            "old replicas keep running"
+        );
+        assert_eq!(backend.count(Op::Cancel), 0, "nothing may be cancelled");
+    }
+
+    #[test]
+    fn a_partial_cancel_reports_exactly_what_was_cancelled_and_keeps_the_rest_single() {
+        let backend = FakeBackend::new();
+        converge(&backend, &desired(&[("web", service(3, "old"))]));
+        backend.fail_next(Op::Cancel, Fault::PartialCancel(1));
+        let report = converge(&backend, &desired(&[("web", service(3, "new"))]));
+        assert_eq!(report.destroyed, 1, "{report:?}");
+        assert_eq!(report.added, 1, "only the index whose predecessor is gone");
+        assert_eq!(
+            report.failed,
+            2 + 2,
+            "two cancels failed, two submits withheld"
+        );
+        let old = alive_indexes(&backend, "old");
+        let new = alive_indexes(&backend, "new");
+        assert_eq!(
+            old.len() + new.len(),
+            3,
+            "one job per index: {old:?} {new:?}"
+        );
+        assert!(old.iter().all(|i| !new.contains(i)), "{old:?} {new:?}");
+        // A re-run converges.
+        assert!(converge(&backend, &desired(&[("web", service(3, "new"))])).is_complete());
+        assert_eq!(alive_indexes(&backend, "new"), [0, 1, 2]);
+        assert!(alive_indexes(&backend, "old").is_empty());
+    }
+
+    #[test]
+    fn an_unknown_submit_outcome_is_looked_up_by_nonce_not_repeated() {
+        for fault in [Fault::SubmittedThenTimeout, Fault::SubmittedUnparseable] {
+            let backend = FakeBackend::new();
+            backend.fail_next(Op::Submit, fault.clone());
+            let report = converge(&backend, &desired(&[("web", service(2, "p"))]));
+            assert!(report.is_complete(), "{fault:?}: {report:?}");
+            assert_eq!(report.added, 2);
+            assert_eq!(alive_indexes(&backend, "p"), [0, 1], "{fault:?}");
+            assert_eq!(backend.count(Op::Submit), 1, "{fault:?}: no second submit");
+        }
+    }
+
+    #[test]
+    fn a_timeout_with_no_job_created_is_retried_once_the_listing_shows_none() {
+        let backend = FakeBackend::new();
+        backend.fail_next(Op::Submit, Fault::Timeout);
+        let report = converge(&backend, &desired(&[("web", service(1, "p"))]));
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(backend.count(Op::Submit), 2);
+        assert_eq!(alive_indexes(&backend, "p"), [0]);
+    }
+
+    #[test]
+    fn a_definite_rejection_is_not_retried_and_says_a_rerun_will_not_help() {
+        let backend = FakeBackend::new();
+        backend.fail_next(
+            Op::Submit,
+            Fault::Reject("Invalid qos specification".into()),
+        );
+        let report = converge(&backend, &desired(&[("web", service(1, "p"))]));
+        assert_eq!(backend.count(Op::Submit), 1);
+        assert_eq!(report.failed, 1);
+        assert!(!report.retry_may_help());
+    }
+
+    #[test]
+    fn stuck_jobs_hold_their_index() {
+        let backend = FakeBackend::new();
+        converge(&backend, &desired(&[("web", service(2, "p"))]));
+        let ids: Vec<JobId> = backend.alive().iter().map(|j| j.id).collect();
+        backend.set_state(ids[0], "STOPPED", "None");
+        backend.set_state(ids[1], "PENDING", "job requeued in held state");
+        let report = converge(&backend, &desired(&[("web", service(2, "p"))]));
+        assert_eq!((report.added, report.destroyed), (0, 0));
+        assert_eq!(backend.count(Op::Submit), 1);
+    }
+
+    #[test]
+    fn a_fragmented_index_set_is_split_into_submissions_that_fit_the_comment_limit() {
+        let backend = FakeBackend::new();
+        converge(&backend, &desired(&[("web", service(3000, "p"))]));
+        // Cancel every other replica, so the missing indexes have no ranges to collapse into.
+        let odd: Vec<JobId> = backend
+            .alive()
+            .iter()
+            .filter(|j| j.id.task.is_some_and(|t| t % 2 == 1))
+            .map(|j| j.id)
+            .collect();
+        backend.cancel(&odd).unwrap();
+        let report = converge(&backend, &desired(&[("web", service(3000, "p"))]));
+        assert_eq!(report.added, 1500, "{report:?}");
+        assert!(
+            backend.count(Op::Submit) > 2,
+            "the resubmission must be split"
+        );
+        for job in backend.alive() {
+            assert!(job.comment.len() <= crate::live::MAX_COMMENT_LEN);
+        }
+        assert_eq!(alive_indexes(&backend, "p").len(), 3000);
     }
 }

@@ -1,16 +1,18 @@
-//! Command definitions and one thin function per subcommand: load, observe, plan, render,
-//! apply. Data (plans, scripts, JSON) goes to stdout; logs and prompts to stderr.
+//! Command definitions and one thin function per subcommand: parse, call the reconcile pass,
+//! prompt, print. Data (plans, scripts, JSON) goes to stdout; logs, notes and prompts to
+//! stderr.
 
-use crate::apply::{self, Progress};
+use crate::apply::Progress;
 use crate::live::{self, Marker, index_ranges};
-use crate::plan::{self, Plan};
+use crate::reconcile::{self, ApplyOptions, Outcome, Planned};
 use crate::render::{Style, plan_json, plan_text, script, status};
 use crate::slurm::{Backend, CliBackend};
-use crate::spec::{self, BackendKind, Repo, ServiceAddr};
+use crate::spec::{BackendKind, Repo, ServiceAddr};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// GitOps for Slurm: plan and apply stacks of long-running services from a git repo.
 #[derive(Debug, Parser)]
@@ -40,7 +42,7 @@ pub enum Commands {
     Validate,
     /// Print the batch script a service's replicas would get
     Render {
-        /// The service, as STACK/SERVICE
+        /// The service, as STACK/SERVICE or STACK.SERVICE
         service: String,
     },
     /// Show what apply would change
@@ -48,7 +50,7 @@ pub enum Commands {
         /// Exit 0 when there are no changes, 1 on error, 2 when there are changes
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Print the plan as JSON (format_version 1.0)
+        /// Print the plan as JSON (format_version 1.1)
         #[arg(long)]
         json: bool,
     },
@@ -57,6 +59,9 @@ pub enum Commands {
         /// Skip the confirmation prompt
         #[arg(long)]
         auto_approve: bool,
+        /// How long to wait for another apply's lock (e.g. 60s, 5m); 0s fails at once
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+        lock_timeout: Duration,
     },
     /// Show desired and live replicas per service
     Status {
@@ -64,6 +69,15 @@ pub enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a lock left by an apply that can no longer release it
+    ForceUnlock {
+        /// The lock id that a refused apply or a plan names
+        lock_id: String,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::spec::parse_duration(text)
 }
 
 /// What a command asks the process to exit with.
@@ -83,23 +97,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             detailed_exitcode,
             json,
         } => plan(dir, style, detailed_exitcode, json),
-        Commands::Apply { auto_approve } => apply(dir, style, auto_approve),
+        Commands::Apply {
+            auto_approve,
+            lock_timeout,
+        } => apply(dir, style, auto_approve, lock_timeout),
         Commands::Status { json } => status(dir, json),
+        Commands::ForceUnlock { lock_id } => force_unlock(dir, &lock_id),
     }
-}
-
-/// Loads the repo, or fails listing every problem found.
-fn load(dir: &Path) -> Result<Repo> {
-    if !dir.is_dir() {
-        bail!("{} is not a directory", dir.display());
-    }
-    spec::load(dir, || crate::git::remote_url(dir)).map_err(|errors| {
-        let count = errors.0.len();
-        anyhow::anyhow!(
-            "{errors}\n{count} problem{} found; nothing was planned or submitted",
-            if count == 1 { "" } else { "s" }
-        )
-    })
 }
 
 fn backend(repo: &Repo) -> Box<dyn Backend> {
@@ -108,53 +112,35 @@ fn backend(repo: &Repo) -> Box<dyn Backend> {
     }
 }
 
-/// Returns the submitting side's paths with `~` expanded. Slurm and apptainer need them
-/// absolute; `image_dir` matters only when some image is a relative path.
-fn script_context(repo: &Repo) -> Result<script::ScriptContext> {
-    let home = std::env::var("HOME").ok().filter(|h| !h.is_empty());
-    let expand = |value: &str| spec::expand_home(value, home.as_deref());
-    let unexpanded = |name: &str, value: &str| {
-        anyhow::anyhow!("cannot expand {name} {value:?} from stackctl.yaml: HOME is not set")
-    };
-    let log_dir = expand(&repo.settings.log_dir);
-    if !log_dir.is_absolute() {
-        return Err(unexpanded("log_dir", &repo.settings.log_dir));
-    }
-    let image_dir = expand(&repo.settings.image_dir);
-    let needs_image_dir = repo
-        .desired
-        .services
-        .values()
-        .any(|s| s.spec.image.as_deref().is_some_and(script::is_in_image_dir));
-    if needs_image_dir && !image_dir.is_absolute() {
-        return Err(unexpanded("image_dir", &repo.settings.image_dir));
-    }
-    Ok(script::ScriptContext { log_dir, image_dir })
-}
-
 fn validate(dir: &Path) -> Result<ExitCode> {
-    let repo = load(dir)?;
+    let repo = reconcile::load(dir)?;
     let replicas: u32 = repo.desired.services.values().map(|s| s.replicas).sum();
-    println!(
-        "Valid: {} services, {replicas} replicas, owner \"{}\".",
+    print_stdout(&format!(
+        "Valid: {} services, {replicas} replicas, owner \"{}\".\n",
         repo.desired.services.len(),
         repo.settings.owner
-    );
+    ))?;
     Ok(0)
 }
 
-fn render(dir: &Path, address: &str) -> Result<ExitCode> {
-    let repo = load(dir)?;
+/// Parses `stack/service` or `stack.service` (the form plan and status print).
+fn parse_address(address: &str) -> Option<ServiceAddr> {
     let (stack, service) = address
         .split_once('/')
-        .context("expected STACK/SERVICE, e.g. inference/llm")?;
-    let addr = ServiceAddr::new(stack, service);
+        .or_else(|| address.split_once('.'))?;
+    Some(ServiceAddr::new(stack, service))
+}
+
+fn render(dir: &Path, address: &str) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
+    let addr = parse_address(address)
+        .context("expected STACK/SERVICE or STACK.SERVICE, e.g. inference/llm")?;
     let Some(found) = repo.desired.services.get(&addr) else {
         let known: Vec<String> = repo
             .desired
             .services
             .keys()
-            .map(|a| format!("{}/{}", a.stack, a.service))
+            .map(|a| a.to_string())
             .collect();
         bail!(
             "no service {address}; the repo has: {}",
@@ -170,107 +156,119 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         owner: repo.settings.owner.clone(),
         service: addr.clone(),
         spec: found.hash.clone(),
-        nonce: new_nonce(),
+        nonce: reconcile::new_nonce(),
         indexes: index_ranges(&indexes),
     };
-    print!(
-        "{}",
-        script::render(&addr, &found.spec, &marker, &script_context(&repo)?)
-    );
+    let ctx = reconcile::script_context(&repo)?;
+    print_stdout(&script::render(&addr, &found.spec, &marker, &ctx))?;
     Ok(0)
 }
 
-/// Loads, observes and computes the plan.
-fn make_plan(repo: &Repo, backend: &dyn Backend) -> Result<Plan> {
-    let observed = crate::observe::observe(backend, &repo.settings.owner, &repo.desired)
-        .context("reading the live jobs from Slurm")?;
-    Ok(plan::compute(
-        &repo.settings.owner,
-        &repo.desired,
-        &observed,
-    ))
+/// Notes on stderr what a plan's reader should know besides the plan: a held lock.
+fn note_locks(planned: &Planned) {
+    for lock in &planned.locks {
+        eprintln!("note: {lock}; an apply now would wait for it or fail");
+    }
 }
 
 fn plan(dir: &Path, style: Style, detailed_exitcode: bool, json: bool) -> Result<ExitCode> {
-    let repo = load(dir)?;
-    let plan = make_plan(&repo, backend(&repo).as_ref())?;
+    let repo = reconcile::load(dir)?;
+    let planned = reconcile::plan(dir, &repo, backend(&repo).as_ref())?;
+    note_locks(&planned);
     let text = if json {
-        plan_json::render(&plan)
+        plan_json::render(&planned.plan)
     } else {
-        plan_text::render(&plan, style)
+        plan_text::render(&planned.plan, style)
     };
     print_stdout(&text)?;
-    Ok(if detailed_exitcode && !plan.is_empty() {
+    Ok(if detailed_exitcode && !planned.plan.is_empty() {
         2
     } else {
         0
     })
 }
 
-fn apply(dir: &Path, style: Style, auto_approve: bool) -> Result<ExitCode> {
-    let repo = load(dir)?;
+fn apply(dir: &Path, style: Style, auto_approve: bool, lock_wait: Duration) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
     let backend = backend(&repo);
-    let plan = make_plan(&repo, backend.as_ref())?;
-    print_stdout(&plan_text::render(&plan, style))?;
-    if plan.is_empty() {
-        return Ok(0);
-    }
-    if !auto_approve {
-        if !std::io::stdin().is_terminal() {
-            bail!(
-                "refusing to apply: stdin is not a terminal, so nobody can confirm; pass --auto-approve to apply without asking"
-            );
-        }
-        eprint!(
-            "\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    if !auto_approve && !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to apply: stdin is not a terminal, so nobody can confirm; pass --auto-approve to apply without asking"
         );
-        let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer)?;
-        if answer.trim() != "yes" {
-            eprintln!("\nApply cancelled.");
-            return Ok(1);
-        }
     }
-    let ctx = script_context(&repo)?;
-    std::fs::create_dir_all(&ctx.log_dir)
-        .with_context(|| format!("creating the log directory {}", ctx.log_dir.display()))?;
-    let mut progress = Printer;
-    let report = apply::apply(
-        &plan,
-        &repo.desired,
+    let mut printed = Ok(());
+    let mut approve = |planned: &Planned| {
+        printed = print_stdout(&plan_text::render(&planned.plan, style));
+        printed.is_ok() && (auto_approve || confirm())
+    };
+    let outcome = reconcile::apply(
+        dir,
+        &repo,
         backend.as_ref(),
-        &ctx,
-        &mut new_nonce,
-        &mut progress,
-    );
-    println!();
-    if report.errors.is_empty() {
-        println!(
-            "Apply complete! Jobs: {} added, 0 changed, {} destroyed.",
-            report.added, report.destroyed
-        );
-        Ok(0)
-    } else {
-        for error in &report.errors {
-            eprintln!("error: {error}");
+        &ApplyOptions { lock_wait },
+        &mut approve,
+        &mut Printer,
+    )?;
+    printed?;
+    match outcome {
+        Outcome::NoChanges(planned) => {
+            print_stdout(&plan_text::render(&planned.plan, style))?;
+            Ok(0)
         }
-        println!(
-            "Apply incomplete: {} added, 0 changed, {} destroyed, {} failed. Run apply again to converge.",
-            report.added,
-            report.destroyed,
-            report.errors.len()
-        );
-        Ok(1)
+        Outcome::Declined(_) => {
+            eprintln!("\nApply cancelled; nothing was changed.");
+            Ok(0)
+        }
+        Outcome::Applied(_, report) => {
+            let mut out = String::from("\n");
+            if report.is_complete() {
+                out.push_str(&format!(
+                    "Apply complete! Jobs: {} added, 0 changed, {} destroyed.\n",
+                    report.added, report.destroyed
+                ));
+            } else {
+                for error in &report.errors {
+                    eprintln!("error: {error}");
+                }
+                out.push_str(&format!(
+                    "Apply incomplete! Jobs: {} added, 0 changed, {} destroyed, {} failed.{}\n",
+                    report.added,
+                    report.destroyed,
+                    report.failed,
+                    if report.retry_may_help() {
+                        " Run apply again to converge once Slurm is reachable."
+                    } else {
+                        " Fix the errors above, then apply again."
+                    }
+                ));
+            }
+            print_stdout(&out)?;
+            Ok(if report.is_complete() { 0 } else { 1 })
+        }
     }
 }
 
+/// Asks on the terminal; only `yes` approves.
+fn confirm() -> bool {
+    eprint!(
+        "\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
+    );
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+}
+
 fn status(dir: &Path, json: bool) -> Result<ExitCode> {
-    let repo = load(dir)?;
+    let repo = reconcile::load(dir)?;
     let backend = backend(&repo);
     let records = backend
         .list_jobs()
         .context("reading the live jobs from Slurm")?;
-    let observed = live::Observed::from_records(records, &repo.settings.owner);
+    let observed = crate::observe::observe(
+        backend.as_ref(),
+        records,
+        &repo.settings.owner,
+        &repo.desired,
+    );
     let statuses = status::summarize(&repo.desired, &observed);
     print_stdout(&if json {
         status::render_json(&statuses)
@@ -280,16 +278,26 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     Ok(0)
 }
 
+fn force_unlock(dir: &Path, lock_id: &str) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
+    let backend = backend(&repo);
+    let lock = crate::lock::force_unlock(backend.as_ref(), &repo.settings.owner, lock_id)?;
+    print_stdout(&format!("Removed {lock}.\n"))?;
+    Ok(0)
+}
+
 /// Prints apply progress to stdout.
 struct Printer;
 
 impl Progress for Printer {
     fn cancelled(&mut self, job_ids: &[live::JobId]) {
         let ids = live::compact_job_ids(job_ids).join(" ");
-        println!("Cancelled {} jobs: {ids}", job_ids.len());
+        let _ = print_stdout(&format!("Cancelled {} jobs: {ids}\n", job_ids.len()));
     }
     fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64) {
-        println!("{service}[{indexes}]: submitted job array {array_id}");
+        let _ = print_stdout(&format!(
+            "{service}[{indexes}]: submitted job array {array_id}\n"
+        ));
     }
 }
 
@@ -300,25 +308,4 @@ fn print_stdout(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
-}
-
-/// Returns a fresh nonce: 12 hex digits of SHA-256 over the time, process id and a counter.
-fn new_nonce() -> String {
-    use sha2::{Digest, Sha256};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seed = format!(
-        "{}:{}:{}",
-        now.as_nanos(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    Sha256::digest(seed.as_bytes())
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

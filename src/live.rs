@@ -47,42 +47,80 @@ impl fmt::Display for Marker {
     }
 }
 
-impl Marker {
-    /// The field order every marker is written in.
-    const KEYS: [&'static str; 6] = ["owner", "stack", "svc", "spec", "nonce", "idx"];
+/// The longest job comment Slurm accepts (22.05: 1024 characters; longer is rejected at
+/// submit and at update).
+pub const MAX_COMMENT_LEN: usize = 1024;
 
-    /// Parses a job comment; returns `None` for anything that is not a complete stackctl
-    /// marker written in the canonical field order.
+/// The longest `idx` value a marker carries; a submission whose index set would need more is
+/// split into several arrays, so a marker never nears [`MAX_COMMENT_LEN`] whatever the
+/// indexes (owner ≤ 128, stack and service ≤ 63 each, the rest fixed: under 800 in all).
+pub const MAX_INDEXES_LEN: usize = 400;
+
+impl Marker {
+    /// Parses a job comment; returns `None` for anything that is not a stackctl marker.
+    ///
+    /// Fields are read by name and unknown ones are ignored, so a newer stackctl can add
+    /// fields without an older one losing sight of its jobs. `owner`, `stack`, `svc` and
+    /// `spec` are required; a field given twice makes the comment no marker (it is ambiguous).
     pub fn parse(comment: &str) -> Option<Marker> {
         let mut fields = comment.split(';');
         if fields.next()? != MARKER_PREFIX {
             return None;
         }
-        let mut values = [""; 6];
-        for (slot, key) in values.iter_mut().zip(Self::KEYS) {
-            let value = fields.next()?.strip_prefix(key)?.strip_prefix('=')?;
-            if value.is_empty() {
+        let mut values: [Option<&str>; 6] = [None; 6];
+        for field in fields {
+            let Some((key, value)) = field.split_once('=') else {
+                continue;
+            };
+            let Some(slot) = Self::KEYS.iter().position(|k| *k == key) else {
+                continue;
+            };
+            if values[slot].replace(value).is_some() {
                 return None;
             }
-            *slot = value;
-        }
-        if fields.next().is_some() {
-            return None;
         }
         let [owner, stack, service, spec, nonce, indexes] = values;
+        fn required(v: Option<&str>) -> Option<&str> {
+            v.filter(|v| !v.is_empty())
+        }
         Some(Marker {
-            owner: Owner::parse(owner).ok()?,
-            service: ServiceAddr::new(stack, service),
-            spec: SpecHash(spec.to_owned()),
-            nonce: nonce.to_owned(),
-            indexes: indexes.to_owned(),
+            owner: Owner::parse(required(owner)?).ok()?,
+            service: ServiceAddr::new(required(stack)?, required(service)?),
+            spec: SpecHash(required(spec)?.to_owned()),
+            nonce: nonce.unwrap_or_default().to_owned(),
+            indexes: indexes.unwrap_or_default().to_owned(),
         })
     }
+
+    /// The names of the fields, in the order every marker is written.
+    const KEYS: [&'static str; 6] = ["owner", "stack", "svc", "spec", "nonce", "idx"];
 
     /// Returns the text every marker of `owner` contains, for cheap pre-filtering of listings.
     pub fn owner_tag(owner: &Owner) -> String {
         format!("{MARKER_PREFIX};owner={owner};")
     }
+}
+
+/// Splits replica indexes into groups whose Slurm array syntax fits a marker's `idx` field
+/// ([`MAX_INDEXES_LEN`]); each group becomes one submission.
+pub fn index_groups(indexes: &[u32]) -> Vec<Vec<u32>> {
+    let mut sorted = indexes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut groups: Vec<Vec<u32>> = Vec::new();
+    let mut current: Vec<u32> = Vec::new();
+    for index in sorted {
+        current.push(index);
+        if index_ranges(&current).len() > MAX_INDEXES_LEN {
+            current.pop();
+            groups.push(std::mem::take(&mut current));
+            current.push(index);
+        }
+    }
+    if !current.is_empty() {
+        groups.push(current);
+    }
+    groups
 }
 
 /// A Slurm job id: an array task `<array>_<task>`, or a plain job `<array>`. Ordered
@@ -359,12 +397,44 @@ mod tests {
     }
 
     #[test]
+    fn markers_are_read_by_field_name_and_unknown_fields_are_ignored() {
+        let text = "stackctl/v1;ready=1;idx=0-2,5;nonce=n1;spec=0123456789abcdef;svc=llm;stack=inference;owner=org/repo;port=8000";
+        assert_eq!(Marker::parse(text), Some(marker()));
+        let minimal = Marker::parse("stackctl/v1;owner=a;stack=s;svc=v;spec=h").unwrap();
+        assert_eq!((minimal.nonce.as_str(), minimal.indexes.as_str()), ("", ""));
+    }
+
+    #[test]
+    fn index_groups_keep_every_marker_within_the_comment_limit() {
+        // Every other index: the worst case for range syntax.
+        let sparse: Vec<u32> = (0..100_000).step_by(2).collect();
+        let groups = index_groups(&sparse);
+        assert!(groups.len() > 1, "a fragmented set must be split");
+        assert_eq!(groups.concat(), sparse, "no index lost or repeated");
+        let longest = Marker {
+            owner: Owner::parse(&"o".repeat(128)).unwrap(),
+            service: ServiceAddr::new("s".repeat(63), "v".repeat(63)),
+            ..marker()
+        };
+        for group in &groups {
+            let text = Marker {
+                indexes: index_ranges(group),
+                ..longest.clone()
+            }
+            .to_string();
+            assert!(text.len() <= MAX_COMMENT_LEN, "{} chars", text.len());
+        }
+        assert_eq!(index_groups(&[0, 1, 2, 3]), vec![vec![0, 1, 2, 3]]);
+    }
+
+    #[test]
     fn look_alike_and_partial_comments_are_not_markers() {
         for comment in [
             "",
             "stackctl",
             "stackctl/v2;owner=a;stack=s;svc=v;spec=h;nonce=n;idx=0",
-            "stackctl/v1;owner=a;stack=s;svc=v;spec=h;nonce=n",
+            "stackctl/v1;owner=a;stack=s;svc=v;nonce=n;idx=0",
+            "stackctl/v1;owner=a;stack=;svc=v;spec=h",
             "stackctl/v1;owner=a;owner=b;stack=s;svc=v;spec=h;nonce=n;idx=0",
             "stackctl/v1;owner=bad owner;stack=s;svc=v;spec=h;nonce=n;idx=0",
             "my job stackctl/v1;owner=a;stack=s;svc=v;spec=h;nonce=n;idx=0",

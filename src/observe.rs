@@ -1,20 +1,22 @@
 //! Observing the cluster through a backend: the one place that combines a Slurm listing with
 //! the reads a plan needs to explain itself.
 
-use crate::live::Observed;
+use crate::live::{JobRecord, Observed};
 use crate::plan::specs_to_read;
 use crate::render::script::spec_of_script;
-use crate::slurm::{Backend, SlurmError};
+use crate::slurm::Backend;
 use crate::spec::{Desired, Owner};
 
-/// Observes the owner's jobs: one listing, then, only for specs that differ from the desired
-/// ones, one batch-script read per distinct spec so a plan can show what changes.
+/// Observes the owner's jobs from a listing, then, only for specs that differ from the desired
+/// ones, reads one batch script per distinct spec so a plan can show what changes. A script
+/// that cannot be read only makes the plan show hashes instead of attributes.
 pub fn observe(
     backend: &dyn Backend,
+    records: Vec<JobRecord>,
     owner: &Owner,
     desired: &Desired,
-) -> Result<Observed, SlurmError> {
-    let mut observed = Observed::from_records(backend.list_jobs()?, owner);
+) -> Observed {
+    let mut observed = Observed::from_records(records, owner);
     for (hash, job_id) in specs_to_read(desired, &observed) {
         match backend.batch_script(&job_id) {
             Ok(text) => match spec_of_script(&text) {
@@ -26,5 +28,5 @@ pub fn observe(
             Err(e) => tracing::warn!(%job_id, error = %e, "cannot read batch script"),
         }
     }
-    Ok(observed)
+    observed
 }

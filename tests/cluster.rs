@@ -28,10 +28,20 @@ struct Job {
 }
 
 impl Job {
+    /// Whether the job still holds or waits for resources (STOPPED and held jobs included).
     fn alive(&self) -> bool {
-        matches!(
+        !matches!(
             self.state.as_str(),
-            "PENDING" | "RUNNING" | "CONFIGURING" | "REQUEUED" | "SUSPENDED"
+            "COMPLETED"
+                | "COMPLETING"
+                | "CANCELLED"
+                | "FAILED"
+                | "TIMEOUT"
+                | "NODE_FAIL"
+                | "PREEMPTED"
+                | "BOOT_FAIL"
+                | "DEADLINE"
+                | "OUT_OF_MEMORY"
         )
     }
 }
@@ -705,7 +715,7 @@ fn plan_json_is_versioned_and_lists_one_entry_per_change() {
     );
     let out = repo.expect(&["plan", "--json"], 0);
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(plan["format_version"], "1.0");
+    assert_eq!(plan["format_version"], "1.1");
     assert_eq!(plan["owner"], repo.owner.as_str());
     let changes = plan["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 2);
@@ -772,4 +782,474 @@ fn a_requeued_job_keeps_its_id_and_stays_the_same_replica() {
     repo.assert_converged();
     assert_eq!(repo.alive("s.web").len(), 1);
     assert_eq!(repo.alive("s.web")[0].id, job.id);
+}
+
+/// Runs `scontrol` with `args`, asserting it succeeds.
+fn scontrol(args: &[&str]) {
+    let output = Command::new("scontrol")
+        .env("SLURM_CONF", slurm_conf())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "scontrol {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_change_no_node_can_satisfy_fails_the_plan_at_its_line_and_the_replica_keeps_running() {
+    let repo = TestRepo::new("impossible");
+    repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    repo.apply();
+    let before = repo.alive("s.web");
+    // Each override sits on line 5 of the stack file; the field names what is wrong.
+    for (override_yaml, field) in [
+        ("slurm: {partition: nosuch}", "slurm.partition"),
+        ("resources: {gpu: 1, gpu_type: v100}", "resources.gpu_type"),
+        ("resources: {gpu: 5, gpu_type: a100}", "resources.gpu"),
+        ("resources: {cpu: 64}", "resources.cpu"),
+        ("resources: {nodes: 4}", "resources.nodes"),
+        ("resources: {memory: 64G}", "resources.memory"),
+        (
+            "resources: {time_limit: 120}\n    slurm: {partition: short}",
+            "resources.time_limit",
+        ),
+    ] {
+        repo.write_stack(
+            "s",
+            &format!(
+                "services:\n  web:\n    recipe: test/sleeper\n    # changed\n    {override_yaml}\n"
+            ),
+        );
+        for command in [&["plan"][..], &["apply", "--auto-approve"]] {
+            let output = repo.run(command);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(1), "{override_yaml}: {stderr}");
+            assert!(
+                stderr.contains("stacks/s.yaml:5:")
+                    && stderr.contains(&format!("field `services.web.{field}`")),
+                "{override_yaml}: the error must name file, line and field: {stderr}"
+            );
+        }
+        let now = repo.alive("s.web");
+        assert_eq!(now.len(), 1, "{override_yaml}: {now:?}");
+        assert_eq!(
+            now[0].id, before[0].id,
+            "{override_yaml}: the replica must keep running"
+        );
+    }
+}
+
+#[test]
+fn a_change_only_slurm_can_reject_leaves_the_old_replica_running_and_exits_1() {
+    let repo = TestRepo::new("testonly");
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: 2\n",
+    );
+    repo.apply();
+    let before: Vec<String> = repo.alive("s.web").into_iter().map(|j| j.id).collect();
+    // Partition `closed` exists and fits, but is drained: only Slurm itself can say no.
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: 2\n    slurm: {partition: closed}\n",
+    );
+    let output = repo.run(&["apply", "--auto-approve"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("Required partition not available"),
+        "Slurm's own message: {stderr}"
+    );
+    assert!(
+        stdout.contains("0 added, 0 changed, 0 destroyed, 4 failed")
+            && !stdout.contains("Run apply again"),
+        "{stdout}"
+    );
+    let after: Vec<String> = repo.alive("s.web").into_iter().map(|j| j.id).collect();
+    assert_eq!(after, before, "the old replicas keep running");
+}
+
+#[test]
+fn stopped_held_and_requeue_held_replicas_keep_their_index_and_show_as_stuck() {
+    let repo = TestRepo::new("stuck");
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: 3\n",
+    );
+    repo.apply();
+    wait_for("all replicas to run", 60, || {
+        let jobs = repo.alive("s.web");
+        jobs.len() == 3 && jobs.iter().all(|j| j.state == "RUNNING")
+    });
+    let ids: Vec<String> = repo.alive("s.web").into_iter().map(|j| j.id).collect();
+    let output = Command::new("scancel")
+        .env("SLURM_CONF", slurm_conf())
+        .args(["--signal=STOP", &ids[0]])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    scontrol(&["requeuehold", &ids[1]]);
+    scontrol(&["requeue", &ids[2]]);
+    wait_for("the requeued job to pend", 60, || {
+        repo.jobs()
+            .iter()
+            .any(|j| j.id == ids[2] && j.state == "PENDING")
+    });
+    scontrol(&["hold", &ids[2]]);
+    wait_for("STOPPED and held states", 60, || {
+        let jobs = repo.alive("s.web");
+        jobs.iter().any(|j| j.state == "STOPPED")
+            && jobs.iter().filter(|j| j.state == "PENDING").count() == 2
+    });
+    repo.assert_converged();
+    repo.apply();
+    assert_eq!(
+        repo.indexes("s.web"),
+        [0, 1, 2],
+        "no second job on any index"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&repo.expect(&["status", "--json"], 0)).unwrap();
+    assert_eq!(status["services"][0]["stuck"], 3, "{status}");
+    assert_eq!(status["services"][0]["running"], 0, "{status}");
+}
+
+#[test]
+fn a_stack_file_moved_into_a_subdirectory_is_an_error_not_a_destroy() {
+    let repo = TestRepo::new("subdir");
+    repo.write_stack("web", "services:\n  app:\n    recipe: test/sleeper\n");
+    repo.apply();
+    std::fs::create_dir(repo.path().join("stacks/team")).unwrap();
+    std::fs::rename(
+        repo.path().join("stacks/web.yaml"),
+        repo.path().join("stacks/team/web.yaml"),
+    )
+    .unwrap();
+    for command in [&["validate"][..], &["plan"], &["apply", "--auto-approve"]] {
+        let output = repo.run(command);
+        assert_eq!(output.status.code(), Some(1), "{command:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("stacks/team"), "{command:?}: {stderr}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).is_empty(),
+            "{command:?}: nothing may be planned"
+        );
+    }
+    assert_eq!(repo.indexes("web.app"), [0]);
+}
+
+#[test]
+fn environment_values_that_yaml_would_retype_reach_the_job_as_written() {
+    let repo = TestRepo::new("yamltypes");
+    let values = [
+        "8.0",
+        "12.10",
+        "0022",
+        "yes",
+        "NO",
+        "0x1F",
+        "1_000",
+        "off",
+        "123456789012345678901234567890",
+    ];
+    let mut yaml = String::from("services:\n");
+    for (i, value) in values.iter().enumerate() {
+        yaml.push_str(&format!(
+            "  v{i}:\n    recipe: test/echo\n    environment:\n      VALUE: {value}\n"
+        ));
+    }
+    repo.write_stack("s", &yaml);
+    let output = repo.run(&["apply", "--auto-approve"]);
+    if output.status.code() == Some(1) {
+        // Refusing is allowed only with a clear message naming each value to quote.
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("quote"), "{stderr}");
+        assert!(repo.jobs().is_empty());
+        return;
+    }
+    assert_eq!(output.status.code(), Some(0));
+    for (i, value) in values.iter().enumerate() {
+        let job = repo.alive(&format!("s.v{i}"))[0].clone();
+        let log = repo
+            .path()
+            .join("logs")
+            .join(format!("s.v{i}-{}.out", job.id));
+        wait_for("the job to print its VALUE", 120, || {
+            std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), *value);
+    }
+}
+
+#[test]
+fn repos_whose_remotes_differ_only_by_host_never_see_each_others_jobs() {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!("infra-{}-{nanos}", std::process::id());
+    let a = TestRepo::new("hosta");
+    let b = TestRepo::new("hostb");
+    for (repo, url) in [
+        (&a, format!("git@gitlab.a.example:team/{name}.git")),
+        (&b, format!("https://github.com/team/{name}")),
+    ] {
+        // No `owner:`: it is derived from the remote.
+        std::fs::write(
+            repo.path().join("stackctl.yaml"),
+            format!("log_dir: {}\n", repo.path().join("logs").display()),
+        )
+        .unwrap();
+        let git = |args: &[&str]| {
+            let ok = Command::new("git")
+                .arg("-C")
+                .arg(repo.path())
+                .args(args)
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "git {args:?}");
+        };
+        git(&["init", "-q"]);
+        git(&["remote", "add", "origin", &url]);
+        repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    }
+    let owner_a = a.expect(&["validate"], 0);
+    let owner_b = b.expect(&["validate"], 0);
+    assert!(
+        owner_a.contains(&format!("gitlab.a.example/team/{name}")),
+        "{owner_a}"
+    );
+    assert!(
+        owner_b.contains(&format!("github.com/team/{name}")),
+        "{owner_b}"
+    );
+    a.apply();
+    b.apply();
+    a.assert_converged();
+    b.assert_converged();
+    let count = |host: &str| {
+        squeue()
+            .into_iter()
+            .filter(|j| j.alive() && j.comment.contains(&format!(";owner={host}/team/{name};")))
+            .count()
+    };
+    assert_eq!((count("gitlab.a.example"), count("github.com")), (1, 1));
+    // Clean up by job id under each derived owner.
+    let ids: Vec<String> = squeue()
+        .into_iter()
+        .filter(|j| j.alive() && j.comment.contains(&format!("/team/{name};")))
+        .map(|j| j.id)
+        .collect();
+    scancel(&ids);
+}
+
+/// This owner's live lock placeholders, as plain squeue shows them.
+fn lock_jobs(repo: &TestRepo) -> Vec<Job> {
+    let tag = format!("stackctl-lock/v1;owner={};", repo.owner);
+    squeue()
+        .into_iter()
+        .filter(|j| j.alive() && j.comment.starts_with(&tag))
+        .collect()
+}
+
+#[test]
+fn concurrent_applies_take_turns_and_never_duplicate_a_replica() {
+    let repo = TestRepo::new("concurrent");
+    let mut yaml = String::from("services:\n");
+    for i in 0..10 {
+        yaml.push_str(&format!(
+            "  svc{i}:\n    recipe: test/sleeper\n    replicas: 4\n    resources: {{memory: 16M}}\n"
+        ));
+    }
+    repo.write_stack("s", &yaml);
+    for round in 0..20 {
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                repo.command(&["apply", "--auto-approve", "--lock-timeout", "60s"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let output = child.wait_with_output().unwrap();
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "round {round}: {}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let alive: Vec<Job> = repo
+            .jobs()
+            .into_iter()
+            .filter(|j| j.alive() && j.comment.starts_with("stackctl/v1;"))
+            .collect();
+        assert_eq!(alive.len(), 40, "round {round}: {alive:?}");
+        for i in 0..10 {
+            assert_eq!(
+                repo.indexes(&format!("s.svc{i}")),
+                [0, 1, 2, 3],
+                "round {round}"
+            );
+        }
+        assert!(
+            lock_jobs(&repo).is_empty(),
+            "round {round}: a lock was left behind"
+        );
+        // Back to an empty cluster, by job id.
+        scancel(&alive.into_iter().map(|j| j.id).collect::<Vec<_>>());
+        wait_for("the round's jobs to end", 60, || {
+            repo.jobs().iter().all(|j| !j.alive())
+        });
+    }
+}
+
+#[test]
+fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
+    use stackctl::lock::{self, Identity, LockRequest};
+    use stackctl::slurm::CliBackend;
+    let repo = TestRepo::new("held");
+    repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    require_slurm_conf_in_env();
+    let backend = CliBackend::default();
+    let holder = Identity {
+        host: "ci-runner-elsewhere".into(),
+        ..Identity::current()
+    };
+    let guard = lock::acquire(
+        &backend,
+        &LockRequest {
+            owner: stackctl::spec::Owner::parse(&repo.owner).unwrap(),
+            expiry: Duration::from_secs(600),
+            wait: Duration::ZERO,
+            partition: None,
+            identity: holder,
+        },
+    )
+    .unwrap();
+    let lock_id = guard.id().to_string();
+    let output = repo.run(&["apply", "--auto-approve"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&lock_id) && stderr.contains("ci-runner-elsewhere"),
+        "the refusal names the lock and its holder: {stderr}"
+    );
+    assert!(repo.alive("s.web").is_empty(), "the loser submits nothing");
+    let plan = repo.run(&["plan"]);
+    assert!(
+        String::from_utf8_lossy(&plan.stderr).contains(&lock_id),
+        "plan says a lock is held"
+    );
+    repo.expect(&["force-unlock", &lock_id], 0);
+    assert!(guard.is_lost() || lock_jobs(&repo).is_empty());
+    repo.apply();
+    assert_eq!(repo.indexes("s.web"), [0]);
+    drop(guard);
+    assert!(lock_jobs(&repo).is_empty());
+}
+
+/// Checks that the library, which reads `SLURM_CONF` from this process's environment as the
+/// binary does, reaches the test cluster.
+fn require_slurm_conf_in_env() {
+    assert_eq!(
+        std::env::var("SLURM_CONF")
+            .ok()
+            .as_deref()
+            .unwrap_or(DEFAULT_SLURM_CONF),
+        slurm_conf(),
+        "run the suite with SLURM_CONF set (scripts/test does)"
+    );
+}
+
+#[test]
+fn a_lock_from_another_host_is_broken_only_after_its_expiry() {
+    use stackctl::lock::{self, Identity, LockRequest};
+    use stackctl::slurm::CliBackend;
+    let repo = TestRepo::new("expiry");
+    require_slurm_conf_in_env();
+    repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    let backend = CliBackend::default();
+    let guard = lock::acquire(
+        &backend,
+        &LockRequest {
+            owner: stackctl::spec::Owner::parse(&repo.owner).unwrap(),
+            expiry: Duration::from_secs(10),
+            wait: Duration::ZERO,
+            partition: None,
+            identity: Identity {
+                host: "gone-for-good".into(),
+                ..Identity::current()
+            },
+        },
+    )
+    .unwrap();
+    // The holder dies without releasing: its placeholder stays, nobody renews it.
+    std::mem::forget(guard);
+    let started = Instant::now();
+    let output = repo.run(&["apply", "--auto-approve", "--lock-timeout", "60s"]);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5),
+        "a live-looking lock from another host must be respected until it expires ({waited:?})"
+    );
+    assert_eq!(repo.indexes("s.web"), [0]);
+    assert!(lock_jobs(&repo).is_empty());
+}
+
+#[test]
+fn a_holder_killed_with_sigkill_does_not_block_the_next_apply_on_its_host() {
+    let repo = TestRepo::new("sigkill");
+    let tools = tempfile::tempdir().unwrap();
+    // Real submissions hang for 30 s; the lock's placeholder and `--test-only` go through.
+    let path = wrapped_path(
+        tools.path(),
+        "#!/bin/sh\nscript=$(mktemp)\ncat >\"$script\"\ncase \"$*\" in *--test-only*) ;; *) grep -q stackctl-lock \"$script\" || sleep 30 ;; esac\nexec REAL_SBATCH \"$@\" <\"$script\"\n",
+    );
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: 2\n",
+    );
+    let mut child = repo
+        .command(&["apply", "--auto-approve"])
+        .env("PATH", &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the apply to hold its lock", 60, || {
+        !lock_jobs(&repo).is_empty()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let started = Instant::now();
+    repo.apply();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the dead holder's lock must be broken at once, not after its expiry"
+    );
+    assert_eq!(repo.indexes("s.web"), [0, 1]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        repo.indexes("s.web"),
+        [0, 1],
+        "the killed apply's sbatch must not submit"
+    );
+    assert!(lock_jobs(&repo).is_empty());
 }

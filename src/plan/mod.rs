@@ -16,6 +16,17 @@ pub struct Plan {
     pub owner: Owner,
     /// Services with at least one change, in address order.
     pub services: Vec<ServicePlan>,
+    /// The commit the desired state was read from, when it is a git checkout.
+    pub source: Option<Source>,
+}
+
+/// The commit a plan's desired state comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Source {
+    /// Abbreviated commit id.
+    pub commit: String,
+    /// Whether the working tree had uncommitted changes (untracked files included).
+    pub dirty: bool,
 }
 
 /// The changes to one service.
@@ -123,6 +134,24 @@ impl Plan {
         summary
     }
 
+    /// Returns the services the plan destroys because they are gone from the repo.
+    pub fn removed_services(&self) -> Vec<&ServiceAddr> {
+        self.services
+            .iter()
+            .filter(|s| !s.in_repo)
+            .map(|s| &s.service)
+            .collect()
+    }
+
+    /// Returns the services the plan submits jobs for.
+    pub fn submitting_services(&self) -> Vec<&ServiceAddr> {
+        self.services
+            .iter()
+            .filter(|s| s.changes.iter().any(|c| c.action != Action::Destroy))
+            .map(|s| &s.service)
+            .collect()
+    }
+
     /// Returns whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
@@ -150,6 +179,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
     Plan {
         owner: owner.clone(),
         services,
+        source: None,
     }
 }
 

@@ -1,10 +1,13 @@
 //! The plan for machines: a versioned JSON document.
 //!
-//! Format `1.0` (minor versions only add fields; readers ignore fields they do not know):
+//! Format `1.1` (minor versions only add fields; readers ignore fields they do not know;
+//! 1.1 added `source` and `removed_services`):
 //! ```json
 //! {
-//!   "format_version": "1.0",
+//!   "format_version": "1.1",
 //!   "owner": "team-llm",
+//!   "source": {"commit": "0123abcd4567", "dirty": false} | null,
+//!   "removed_services": ["old.web"],    // destroyed because the repo no longer declares them
 //!   "changes": [{
 //!     "address": "inference.llm[2]", "service": "inference.llm", "index": 2,
 //!     "actions": ["create"],            // or ["delete"], or ["delete", "create"] for a replace
@@ -21,7 +24,7 @@ use crate::plan::{Action, Plan};
 use serde_json::{Value, json};
 
 /// The version of the JSON plan format.
-pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION: &str = "1.1";
 
 /// Renders the plan as pretty-printed JSON.
 pub fn render(plan: &Plan) -> String {
@@ -67,6 +70,8 @@ pub fn render(plan: &Plan) -> String {
     let document = json!({
         "format_version": FORMAT_VERSION,
         "owner": plan.owner,
+        "source": plan.source,
+        "removed_services": plan.removed_services().iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         "changes": changes,
         "summary": plan.summary(),
     });

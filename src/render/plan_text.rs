@@ -60,12 +60,35 @@ pub fn render(plan: &Plan, style: Style) -> String {
         out.push('\n');
         return out;
     }
+    let removed = plan.removed_services();
+    if !removed.is_empty() {
+        let names: Vec<String> = removed.iter().map(|s| s.to_string()).collect();
+        let _ = writeln!(
+            out,
+            "{} this plan destroys {} {} that the repo does not declare: {}.\n         If they were moved or renamed by mistake, do not apply.\n",
+            style.paint_symbol("Warning:", "-"),
+            names.len(),
+            if names.len() == 1 {
+                "service"
+            } else {
+                "services"
+            },
+            names.join(", ")
+        );
+    }
     let mut kinds: Vec<ServiceAction> = plan.services.iter().map(ServiceAction::of).collect();
     kinds.sort();
     kinds.dedup();
+    let source = match &plan.source {
+        Some(source) if source.dirty => {
+            format!(" at commit {} plus uncommitted changes", source.commit)
+        }
+        Some(source) => format!(" at commit {}", source.commit),
+        None => String::new(),
+    };
     let _ = writeln!(
         out,
-        "stackctl compared the repo with the live jobs of owner \"{}\".\nActions are indicated with the following symbols:",
+        "stackctl compared the repo{source} with the live jobs of owner \"{}\".\nActions are indicated with the following symbols:",
         plan.owner
     );
     for kind in kinds {
