@@ -775,7 +775,7 @@ fn spec_of_script_rejects_scripts_without_a_spec_line() {
 fn status_counts_states_and_lists_endpoints_of_running_replicas() {
     let mut llm_spec = base_spec();
     llm_spec.ports = vec![8000, 8001];
-    let llm_svc = service(4, llm_spec);
+    let llm_svc = service(5, llm_spec);
     let hash = llm_svc.hash.clone();
     let idle = ServiceAddr::new("apps", "idle");
     let gone = ServiceAddr::new("old", "gone");
@@ -786,11 +786,11 @@ fn status_counts_states_and_lists_endpoints_of_running_replicas() {
         job(&llm(), 2, &hash, "PENDING"),
         job(&llm(), 3, &hash, "FAILED"),
         // A cancel is not a failure.
-        job_in(14, &llm(), 3, &hash, "CANCELLED"),
-        // No longer in the repo: counted, but no endpoints (its ports are unknown).
+        job_in(14, &llm(), 4, &hash, "CANCELLED"),
+        // No longer in the repo: counted, but no endpoints (its spec is unknown).
         job_in(40, &gone, 0, &hash, "RUNNING"),
     ]);
-    let statuses = status::summarize(&desired, &observed);
+    let statuses = status::summarize(&desired, &observed, &ctx());
     let rows: Vec<(&str, u32, u32, u32, u32)> = statuses
         .iter()
         .map(|s| {
@@ -807,7 +807,7 @@ fn status_counts_states_and_lists_endpoints_of_running_replicas() {
         rows,
         [
             ("apps.idle", 1, 0, 0, 0),
-            ("inference.llm", 4, 2, 1, 1),
+            ("inference.llm", 5, 2, 1, 1),
             ("old.gone", 0, 1, 0, 0),
         ]
     );
@@ -819,18 +819,257 @@ fn status_counts_states_and_lists_endpoints_of_running_replicas() {
     insta::assert_snapshot!("status_text", status::render_text(&statuses));
     let json = status::render_json(&statuses);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], "1.0");
+    assert_eq!(doc["format_version"], status::FORMAT_VERSION);
+    assert_eq!(status::FORMAT_VERSION, "1.1");
     insta::assert_snapshot!("status_json", json);
 }
 
 #[test]
 fn status_of_nothing() {
-    let statuses = status::summarize(&Desired::default(), &observed(vec![]));
+    let statuses = status::summarize(&Desired::default(), &observed(vec![]), &ctx());
     assert!(statuses.is_empty());
     assert_eq!(
         status::render_text(&statuses),
         "No services: the repo declares none and no owned jobs are live.\n"
     );
+}
+
+/// A record as squeue lists it, with its reason and nodes set.
+fn listed(mut record: JobRecord, reason: &str, nodes: &str) -> JobRecord {
+    record.reason = reason.into();
+    record.nodes = nodes.into();
+    record
+}
+
+/// The only service's status.
+fn only(statuses: &[status::ServiceStatus]) -> &status::ServiceStatus {
+    assert_eq!(statuses.len(), 1, "expected exactly one service");
+    &statuses[0]
+}
+
+#[test]
+fn status_counts_stopped_held_and_suspended_replicas_as_stuck_and_says_why() {
+    let svc = service(5, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        // STOPPED keeps its allocation but serves nothing.
+        listed(job(&llm(), 1, &hash, "STOPPED"), "None", "node2"),
+        listed(job(&llm(), 2, &hash, "PENDING"), "JobHeldUser", ""),
+        listed(job(&llm(), 3, &hash, "SUSPENDED"), "None", "node4"),
+        listed(job(&llm(), 4, &hash, "STOPPED"), "None", "node5"),
+    ]);
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    let s = only(&statuses);
+    assert_eq!((s.running, s.pending, s.stuck, s.failed), (1, 0, 4, 0));
+    assert_eq!(s.stuck_reasons, ["STOPPED", "JobHeldUser", "SUSPENDED"]);
+    assert!(s.pending_reasons.is_empty(), "{:?}", s.pending_reasons);
+    // Only running replicas have endpoints.
+    assert_eq!(s.nodes, ["node1"]);
+    assert_eq!(s.endpoints, ["node1:8000"]);
+    let text = status::render_text(&statuses);
+    assert!(
+        text.contains("  4 (STOPPED,JobHeldUser,SUSPENDED)  "),
+        "{text}"
+    );
+    insta::assert_snapshot!("status_stuck_text", text);
+    let doc: serde_json::Value = serde_json::from_str(&status::render_json(&statuses)).unwrap();
+    assert_eq!(doc["services"][0]["stuck"], 4);
+    assert_eq!(
+        doc["services"][0]["stuck_reasons"],
+        serde_json::json!(["STOPPED", "JobHeldUser", "SUSPENDED"])
+    );
+}
+
+#[test]
+fn status_does_not_count_an_index_that_failed_and_was_recreated() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        // Index 0 crashed twice; apply recreated it and it runs again.
+        job_in(30, &llm(), 0, &hash, "FAILED"),
+        job_in(31, &llm(), 0, &hash, "FAILED"),
+        job_in(32, &llm(), 0, &hash, "RUNNING"),
+        // Index 1 crashed; the new job waits for resources.
+        job_in(30, &llm(), 1, &hash, "NODE_FAIL"),
+        job_in(33, &llm(), 1, &hash, "PENDING"),
+    ]);
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    let s = only(&statuses);
+    assert_eq!((s.running, s.pending, s.failed), (1, 1, 0));
+    assert!(s.failures.is_empty(), "{:?}", s.failures);
+    let text = status::render_text(&statuses);
+    assert_eq!(text.lines().count(), 2, "no failure lines: {text}");
+}
+
+#[test]
+fn status_counts_a_failed_index_once_and_shows_its_latest_job_and_logs() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job_in(40, &llm(), 0, &hash, "RUNNING"),
+        // Index 1 crashed twice and nothing replaced it: one failed replica, the newest job.
+        job_in(9, &llm(), 1, &hash, "FAILED"),
+        job_in(41, &llm(), 1, &hash, "OUT_OF_MEMORY"),
+    ]);
+    let ctx = ScriptContext {
+        log_dir: "/home/u/.stackctl/logs".into(),
+        image_dir: "/images".into(),
+    };
+    let statuses = status::summarize(&desired, &observed, &ctx);
+    let s = only(&statuses);
+    assert_eq!((s.running, s.failed), (1, 1));
+    assert_eq!(
+        s.failures,
+        [status::Failure {
+            job_id: JobId {
+                array: 41,
+                task: Some(1)
+            },
+            index: 1,
+            state: "OUT_OF_MEMORY".into(),
+            stdout: "/home/u/.stackctl/logs/inference.llm-41_1.out".into(),
+            stderr: "/home/u/.stackctl/logs/inference.llm-41_1.err".into(),
+        }]
+    );
+    let text = status::render_text(&statuses);
+    assert!(
+        text.ends_with(
+            "\ninference.llm[1] job 41_1 OUT_OF_MEMORY: \
+             logs /home/u/.stackctl/logs/inference.llm-41_1.out, .err\n"
+        ),
+        "{text}"
+    );
+    insta::assert_snapshot!("status_failed_text", text);
+    let json = status::render_json(&statuses);
+    insta::assert_snapshot!("status_failed_json", json);
+}
+
+/// The log file status names is the one Slurm writes: the script's `%A_%a` pattern with the
+/// job's array id and index.
+#[test]
+fn status_log_paths_are_the_files_the_script_names() {
+    let spec = base_spec();
+    let marker = Marker {
+        owner: owner(),
+        service: llm(),
+        spec: spec.hash(),
+        nonce: "n1".into(),
+        indexes: "0-3".into(),
+    };
+    let text = script::render(&llm(), &spec, &marker, &ctx());
+    let slurm_expands = |flag: &str| {
+        let pattern = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("#SBATCH --{flag}=")))
+            .unwrap_or_else(|| panic!("no --{flag} in {text}"));
+        pattern.replace("%A", "41").replace("%a", "3")
+    };
+    let id = JobId {
+        array: 41,
+        task: Some(3),
+    };
+    let (stdout, stderr) = script::log_paths(&ctx(), &llm(), &id);
+    assert_eq!(stdout.to_str(), Some("/logs/inference.llm-41_3.out"));
+    assert_eq!(stdout.to_str(), Some(slurm_expands("output").as_str()));
+    assert_eq!(stderr.to_str(), Some(slurm_expands("error").as_str()));
+}
+
+/// A `%` in the log directory reaches Slurm as `%%`, so the file is where status says.
+#[test]
+fn script_escapes_percent_in_the_log_dir() {
+    let spec = base_spec();
+    let marker = Marker {
+        owner: owner(),
+        service: llm(),
+        spec: spec.hash(),
+        nonce: "n1".into(),
+        indexes: "0".into(),
+    };
+    let ctx = ScriptContext {
+        log_dir: "/logs/100%".into(),
+        image_dir: "/images".into(),
+    };
+    let text = script::render(&llm(), &spec, &marker, &ctx);
+    assert!(
+        text.contains("#SBATCH --output=/logs/100%%/inference.llm-%A_%a.out\n"),
+        "{text}"
+    );
+    let id = JobId {
+        array: 5,
+        task: Some(0),
+    };
+    assert_eq!(
+        script::log_paths(&ctx, &llm(), &id).0.to_str(),
+        Some("/logs/100%/inference.llm-5_0.out")
+    );
+}
+
+#[test]
+fn status_lists_every_node_of_a_multi_node_replica() {
+    let mut spec = base_spec();
+    spec.resources.nodes = 2;
+    let svc = service(2, spec);
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        listed(job(&llm(), 0, &hash, "RUNNING"), "None", "node[1-2]"),
+        listed(job(&llm(), 1, &hash, "RUNNING"), "None", "gpu07,node4"),
+    ]);
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    let s = only(&statuses);
+    assert_eq!(s.nodes, ["node1", "node2", "gpu07", "node4"]);
+    assert_eq!(
+        s.endpoints,
+        ["node1:8000", "node2:8000", "gpu07:8000", "node4:8000"]
+    );
+    insta::assert_snapshot!("status_multi_node_text", status::render_text(&statuses));
+}
+
+#[test]
+fn status_endpoints_use_the_spec_each_replica_runs() {
+    let svc = service(3, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let mut old = base_spec();
+    old.ports = vec![9000, 9001];
+    let old_hash = old.hash();
+    let unknown_hash = SpecHash("00000000deadbeef".into());
+    let mut observed = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        // Not replaced yet: still serves on the old spec's ports.
+        job(&llm(), 1, &old_hash, "RUNNING"),
+        // Its batch script could not be read: no endpoints rather than a guess.
+        job(&llm(), 2, &unknown_hash, "RUNNING"),
+    ]);
+    observed.specs.insert(old_hash, old);
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    let s = only(&statuses);
+    assert_eq!(s.running, 3);
+    assert_eq!(s.nodes, ["node1", "node2", "node3"]);
+    assert_eq!(s.endpoints, ["node1:8000", "node2:9000", "node2:9001"]);
+    insta::assert_snapshot!("status_old_spec_text", status::render_text(&statuses));
+}
+
+#[test]
+fn status_endpoints_are_deduplicated() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        // Two replicas on one node, and a duplicate of index 0 from two concurrent applies.
+        listed(job_in(12, &llm(), 0, &hash, "RUNNING"), "None", "node1"),
+        listed(job_in(13, &llm(), 0, &hash, "RUNNING"), "None", "node1"),
+        listed(job_in(12, &llm(), 1, &hash, "RUNNING"), "None", "node1"),
+    ]);
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    let s = only(&statuses);
+    assert_eq!(s.running, 3);
+    assert_eq!(s.nodes, ["node1"]);
+    assert_eq!(s.endpoints, ["node1:8000"]);
 }
 
 // ---------------------------------------------------------------------------------------------

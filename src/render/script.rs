@@ -1,7 +1,7 @@
 //! The batch script a replica gets. Pure: machine-specific paths come in through
 //! [`ScriptContext`], already expanded, and never enter the spec hash.
 
-use crate::live::Marker;
+use crate::live::{JobId, Marker};
 use crate::spec::{ReplicaSpec, ServiceAddr};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -62,9 +62,12 @@ pub fn render(
             opt(format!("--{flag}={value}"));
         }
     }
-    let log = ctx.log_dir.join(format!("{service}-%a-%j"));
-    opt(format!("--output={}.out", log.display()));
-    opt(format!("--error={}.err", log.display()));
+    // `%A_%a` is `<array>_<index>`, the job id plan and status print: see [`log_paths`].
+    // A `%` of the log directory itself is written `%%`, so Slurm keeps it literally.
+    let log_dir = PathBuf::from(ctx.log_dir.display().to_string().replace('%', "%%"));
+    let (stdout, stderr) = log_paths_named(&log_dir, service, "%A_%a");
+    opt(format!("--output={}", stdout.display()));
+    opt(format!("--error={}", stderr.display()));
     // The job's environment comes from this script alone, so the same commit gives the same
     // job whether it was applied from a laptop or a CI runner.
     opt("--export=NONE".into());
@@ -108,6 +111,26 @@ pub fn render(
         }
     }
     s
+}
+
+/// Returns the stdout and stderr log files of the job `job_id` of `service`:
+/// `<log_dir>/<stack>.<service>-<array>_<index>.out` and `.err`, named by the same id plan and
+/// status print. [`render`] writes the same rule as Slurm's `%A_%a` pattern.
+pub fn log_paths(ctx: &ScriptContext, service: &ServiceAddr, job_id: &JobId) -> (PathBuf, PathBuf) {
+    log_paths_named(&ctx.log_dir, service, &job_id.to_string())
+}
+
+/// The one naming rule behind [`log_paths`] and the `--output`/`--error` lines of [`render`].
+fn log_paths_named(
+    log_dir: &std::path::Path,
+    service: &ServiceAddr,
+    id: &str,
+) -> (PathBuf, PathBuf) {
+    let stem = format!("{service}-{id}");
+    (
+        log_dir.join(format!("{stem}.out")),
+        log_dir.join(format!("{stem}.err")),
+    )
 }
 
 /// Returns an image reference as apptainer should see it: URIs and absolute paths as written,

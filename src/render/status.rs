@@ -1,13 +1,21 @@
-//! Per-service status: desired and observed replica counts, nodes and endpoints.
+//! Per-service status: desired and observed replica counts, why replicas wait or are stuck,
+//! failed replicas with their log files, nodes and endpoints.
+//!
+//! `status --json` prints `{"format_version": "1.1", "services": [...]}` with one object per
+//! service, the fields of [`ServiceStatus`]. Minor versions only add fields: 1.1 added
+//! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
+//! of a multi-node replica in `nodes` and `endpoints`.
 
-use crate::live::{JobState, Observed, first_host};
+use crate::hostlist;
+use crate::live::{JobId, JobState, LiveJob, Observed};
+use crate::render::script::{self, ScriptContext};
 use crate::spec::{Desired, ServiceAddr};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The version of the JSON status format; minor versions only add fields.
-pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION: &str = "1.1";
 
 /// The status of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -22,18 +30,46 @@ pub struct ServiceStatus {
     pub pending: u32,
     /// Why replicas are pending, as Slurm says (`Resources`, `Priority`, `Dependency`, …).
     pub pending_reasons: Vec<String>,
-    /// Replicas held or suspended.
+    /// Replicas alive but not running and not going to by themselves: stopped, being
+    /// signalled, held, requeued-held, suspended, or in a state stackctl does not know.
     pub stuck: u32,
-    /// Jobs that ended in failure and are still visible in Slurm (within MinJobAge).
+    /// Why replicas are stuck: the Slurm state (`STOPPED`, `SUSPENDED`, …), or for a held
+    /// pending job Slurm's reason (`JobHeldUser`, `JobHeldAdmin`, …). Added in 1.1.
+    pub stuck_reasons: Vec<String>,
+    /// Replica indexes whose latest job failed and that have no live job: crashed and not
+    /// recreated yet. Slurm lists ended jobs only for a while (MinJobAge).
     pub failed: u32,
-    /// Nodes the running replicas are on.
+    /// The latest failed job of each failed index, with its log files. Added in 1.1.
+    pub failures: Vec<Failure>,
+    /// Nodes the running replicas are on, every node of a multi-node replica.
     pub nodes: Vec<String>,
-    /// `host:port` of each running replica's first node and each of the recipe's ports.
+    /// `host:port` of every node of each running replica and each port of the spec that
+    /// replica runs, without duplicates. Empty for a replica whose spec is unknown.
     pub endpoints: Vec<String>,
 }
 
-/// Summarizes every service that is desired or has owned jobs.
-pub fn summarize(desired: &Desired, observed: &Observed) -> Vec<ServiceStatus> {
+/// A failed replica: the latest job of its index ended in failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The job, `<array>_<index>`.
+    pub job_id: JobId,
+    /// The replica index.
+    pub index: u32,
+    /// How it ended, as Slurm says (`FAILED`, `OUT_OF_MEMORY`, `TIMEOUT`, …).
+    pub state: String,
+    /// The job's stdout log file.
+    pub stdout: String,
+    /// The job's stderr log file.
+    pub stderr: String,
+}
+
+/// Summarizes every service that is desired or has owned jobs. Log paths of failed jobs
+/// follow [`script::log_paths`] under `ctx`.
+pub fn summarize(
+    desired: &Desired,
+    observed: &Observed,
+    ctx: &ScriptContext,
+) -> Vec<ServiceStatus> {
     let mut table: BTreeMap<&ServiceAddr, ServiceStatus> = BTreeMap::new();
     for (addr, service) in &desired.services {
         table.insert(
@@ -45,8 +81,10 @@ pub fn summarize(desired: &Desired, observed: &Observed) -> Vec<ServiceStatus> {
             },
         );
     }
+    let mut by_index: BTreeMap<(&ServiceAddr, u32), Vec<&LiveJob>> = BTreeMap::new();
     for job in &observed.jobs {
         let addr = &job.marker.service;
+        by_index.entry((addr, job.index)).or_default().push(job);
         let status = table.entry(addr).or_insert_with(|| ServiceStatus {
             service: addr.to_string(),
             ..Default::default()
@@ -54,37 +92,92 @@ pub fn summarize(desired: &Desired, observed: &Observed) -> Vec<ServiceStatus> {
         match &job.state {
             JobState::Running => {
                 status.running += 1;
-                let host = first_host(&job.nodes);
-                if let Some(host) = host {
-                    if !status.nodes.contains(&host) {
-                        status.nodes.push(host.clone());
+                let ports = ports_of(job, desired, observed);
+                for host in hostlist::expand(&job.nodes) {
+                    for port in ports {
+                        push_unique(&mut status.endpoints, format!("{host}:{port}"));
                     }
-                    if let Some(service) = desired.services.get(addr) {
-                        for port in &service.spec.ports {
-                            status.endpoints.push(format!("{host}:{port}"));
-                        }
-                    }
+                    push_unique(&mut status.nodes, host);
                 }
             }
             JobState::Pending => {
                 status.pending += 1;
                 let reason = job.reason.trim();
-                if !reason.is_empty()
-                    && reason != "None"
-                    && !status.pending_reasons.iter().any(|r| r == reason)
-                {
-                    status.pending_reasons.push(reason.to_owned());
+                if !reason.is_empty() && reason != "None" {
+                    push_unique(&mut status.pending_reasons, reason.to_owned());
                 }
             }
-            JobState::Stuck(_) => status.stuck += 1,
-            state if state.is_failure() => status.failed += 1,
+            JobState::Stuck(state) => {
+                status.stuck += 1;
+                push_unique(&mut status.stuck_reasons, stuck_reason(state, &job.reason));
+            }
             JobState::Ended(_) => {}
+        }
+    }
+    for ((addr, index), jobs) in by_index {
+        if jobs.iter().any(|job| job.state.is_alive()) {
+            continue;
+        }
+        let Some(latest) = jobs.iter().max_by_key(|job| job.id) else {
+            continue;
+        };
+        if !latest.state.is_failure() {
+            continue;
+        }
+        let (stdout, stderr) = script::log_paths(ctx, addr, &latest.id);
+        if let Some(status) = table.get_mut(addr) {
+            status.failed += 1;
+            status.failures.push(Failure {
+                job_id: latest.id,
+                index,
+                state: latest.state.to_string(),
+                stdout: stdout.display().to_string(),
+                stderr: stderr.display().to_string(),
+            });
         }
     }
     table.into_values().collect()
 }
 
-/// Renders the status as an aligned table.
+/// Returns the ports of the spec `job` runs: the desired spec's when the job's spec hash is
+/// the desired one, else the spec read back from its batch script; none when unknown, rather
+/// than a guess.
+fn ports_of<'a>(job: &LiveJob, desired: &'a Desired, observed: &'a Observed) -> &'a [u16] {
+    let spec = match desired.services.get(&job.marker.service) {
+        Some(service) if service.hash == job.marker.spec => Some(&service.spec),
+        _ => observed.specs.get(&job.marker.spec),
+    };
+    spec.map_or(&[], |spec| spec.ports.as_slice())
+}
+
+/// Why a job is stuck: Slurm's reason for a held pending job, else its state.
+fn stuck_reason(state: &str, reason: &str) -> String {
+    let reason = reason.trim();
+    if state.starts_with("PENDING") && !reason.is_empty() && reason != "None" {
+        reason.to_owned()
+    } else {
+        state.to_owned()
+    }
+}
+
+/// Appends `item` unless the list already has it, keeping first-seen order.
+fn push_unique(list: &mut Vec<String>, item: String) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+/// Formats a count with its reasons: `1 (STOPPED,JobHeldUser)`, or just `0`.
+fn count_with_reasons(count: u32, reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        count.to_string()
+    } else {
+        format!("{count} ({})", reasons.join(","))
+    }
+}
+
+/// Renders the status as an aligned table, followed by one line per failed replica with
+/// its job id and log files.
 pub fn render_text(statuses: &[ServiceStatus]) -> String {
     if statuses.is_empty() {
         return "No services: the repo declares none and no owned jobs are live.\n".to_owned();
@@ -96,12 +189,8 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
                 s.service.clone(),
                 s.desired.to_string(),
                 s.running.to_string(),
-                if s.pending_reasons.is_empty() {
-                    s.pending.to_string()
-                } else {
-                    format!("{} ({})", s.pending, s.pending_reasons.join(","))
-                },
-                s.stuck.to_string(),
+                count_with_reasons(s.pending, &s.pending_reasons),
+                count_with_reasons(s.stuck, &s.stuck_reasons),
                 s.failed.to_string(),
                 if s.nodes.is_empty() {
                     "-".into()
@@ -141,10 +230,28 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
+    let mut failures = statuses
+        .iter()
+        .flat_map(|s| s.failures.iter().map(move |f| (s, f)))
+        .peekable();
+    if failures.peek().is_some() {
+        out.push('\n');
+    }
+    for (s, f) in failures {
+        let stderr = match f.stdout.strip_suffix(".out") {
+            Some(stem) if f.stderr.strip_suffix(".err") == Some(stem) => ".err",
+            _ => f.stderr.as_str(),
+        };
+        let _ = writeln!(
+            out,
+            "{}[{}] job {} {}: logs {}, {stderr}",
+            s.service, f.index, f.job_id, f.state, f.stdout
+        );
+    }
     out
 }
 
-/// Renders the status as JSON: `{"format_version": "1.0", "services": [...]}`.
+/// Renders the status as JSON: `{"format_version": "1.1", "services": [...]}`.
 pub fn render_json(statuses: &[ServiceStatus]) -> String {
     let doc = serde_json::json!({"format_version": FORMAT_VERSION, "services": statuses});
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
