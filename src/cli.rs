@@ -269,7 +269,8 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
         &repo.settings.owner,
         &repo.desired,
     );
-    let statuses = status::summarize(&repo.desired, &observed);
+    let ctx = reconcile::script_context(&repo)?;
+    let statuses = status::summarize(&repo.desired, &observed, &ctx);
     print_stdout(&if json {
         status::render_json(&statuses)
     } else {

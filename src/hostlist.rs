@@ -14,15 +14,6 @@ pub fn expand(list: &str) -> Vec<String> {
     hosts
 }
 
-/// Returns the first host of a hostlist, without expanding the rest.
-pub fn first(list: &str) -> Option<String> {
-    let list = list.trim();
-    let item = split_top_level(list).into_iter().next()?;
-    let mut hosts = Vec::new();
-    expand_item(item, &mut hosts);
-    hosts.into_iter().next()
-}
-
 /// Splits on commas that are outside brackets.
 fn split_top_level(list: &str) -> Vec<&str> {
     let mut items = Vec::new();
@@ -77,12 +68,5 @@ mod tests {
         assert_eq!(expand("a1,gpu[08-10]"), ["a1", "gpu08", "gpu09", "gpu10"]);
         assert_eq!(expand("solo"), ["solo"]);
         assert!(expand("").is_empty() && expand("(null)").is_empty());
-    }
-
-    #[test]
-    fn first_host_of_each_form() {
-        assert_eq!(first("node[3-5,7]").as_deref(), Some("node3"));
-        assert_eq!(first("a1,node[2-3]").as_deref(), Some("a1"));
-        assert_eq!(first(""), None);
     }
 }

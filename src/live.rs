@@ -314,24 +314,6 @@ impl Observed {
     }
 }
 
-/// Returns the first host of a Slurm hostlist such as `node[3-5,7],gpu1`.
-pub fn first_host(nodes: &str) -> Option<String> {
-    let nodes = nodes.trim();
-    if nodes.is_empty() || nodes == "(null)" {
-        return None;
-    }
-    let end = nodes.find(',').unwrap_or(nodes.len());
-    let bracket = nodes.find('[');
-    match bracket {
-        Some(open) if open < end => {
-            let close = nodes[open..].find(']')? + open;
-            let first = nodes[open + 1..close].split([',', '-']).next()?;
-            Some(format!("{}{}", &nodes[..open], first))
-        }
-        _ => Some(nodes[..end].to_owned()),
-    }
-}
-
 /// Groups array task ids by array in Slurm's syntax: `7_0 7_1 7_3 9` becomes
 /// `["7_[0-1,3]", "9"]`. scancel and people both read the short form.
 pub fn compact_job_ids(job_ids: &[JobId]) -> Vec<String> {
@@ -441,14 +423,6 @@ mod tests {
         ] {
             assert_eq!(Marker::parse(comment), None, "{comment}");
         }
-    }
-
-    #[test]
-    fn first_host_handles_hostlist_forms() {
-        assert_eq!(first_host("node1").as_deref(), Some("node1"));
-        assert_eq!(first_host("node[3-5,7]").as_deref(), Some("node3"));
-        assert_eq!(first_host("a1,node[2-3]").as_deref(), Some("a1"));
-        assert_eq!(first_host(""), None);
     }
 
     #[test]
