@@ -131,19 +131,22 @@ pub fn plan(dir: &Path, repo: &Repo, backend: &dyn Backend) -> Result<Planned, E
         source,
     })?;
     if let Some(legacy) = &repo.settings.legacy_owner {
-        let legacy_jobs = records
+        let legacy_jobs: Vec<crate::live::JobId> = records
             .iter()
             .filter(|r| JobState::from_slurm(&r.state, &r.reason).is_alive())
             .filter(|r| Marker::parse(&r.comment).is_some_and(|m| &m.owner == legacy))
-            .count();
-        if legacy_jobs > 0 {
+            .map(|r| r.id)
+            .collect();
+        if !legacy_jobs.is_empty() {
             return Err(Error::Config {
                 message: format!(
-                    "{legacy_jobs} live jobs carry the owner \"{legacy}\", which older stackctl \
-                     derived from this repo's remote without its host; this stackctl derives \
-                     \"{owner}\". To keep managing those jobs, set `owner: {legacy}` in \
-                     stackctl.yaml; to start afresh, cancel them (`stackctl destroy` under the \
-                     old owner, or scancel their ids). Nothing was planned or submitted."
+                    "{} live jobs carry the owner \"{legacy}\", which stackctl before 0.2 \
+                     derived from this repo's remote without its host; it now derives \
+                     \"{owner}\", and would submit every service a second time. To keep \
+                     managing those jobs, set `owner: {legacy}` in stackctl.yaml; to start \
+                     afresh, cancel them first (scancel {}). Nothing was planned or submitted.",
+                    legacy_jobs.len(),
+                    crate::live::compact_job_ids(&legacy_jobs).join(" ")
                 ),
             });
         }
