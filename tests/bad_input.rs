@@ -395,7 +395,8 @@ fn environment_value_is_a_map() {
         "wrong_type_env_value",
         Expect::file("recipes/demo/svc.yaml")
             .at(5, 5)
-            .says(&["invalid type: map"]),
+            .field("environment.MODEL")
+            .says(&["not a list or mapping"]),
     );
 }
 
@@ -404,7 +405,7 @@ fn environment_value_is_null() {
     assert_rejected(
         "null_env_value",
         Expect::file("stacks/web.yaml")
-            .at(6, 7)
+            .at(6, 10)
             .field("services.app.environment.A")
             .says(&["no value given"]),
     );
@@ -723,7 +724,7 @@ fn alias_bomb_classic_billion_laughs() {
     let slowest = assert_rejected_in(
         &sandbox,
         "alias_bomb_classic",
-        Expect::file("stacks/web.yaml").at(7, 7),
+        Expect::file("stacks/web.yaml").at(7, 15),
     );
     assert!(
         slowest < bomb_time_limit(),
@@ -778,6 +779,483 @@ fn recipe_symlink_escaping_the_repo() {
         &sandbox,
         "recipe_symlink_escape",
         Expect::file("recipes/demo/svc.yaml"),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// No silent input: the stacks/ listing.
+
+/// A stack moved into a subdirectory would no longer be read, and its services destroyed.
+#[test]
+fn stack_in_a_subdirectory() {
+    assert_rejected(
+        "stack_in_subdirectory",
+        Expect::file("stacks/team").says(&["is a directory", "does not read subdirectories"]),
+    );
+}
+
+#[test]
+fn stack_with_another_extension() {
+    assert_rejected(
+        "stack_other_extension",
+        Expect::file("stacks/web.yaml.bak").says(&["is not a stack file"]),
+    );
+}
+
+/// Runs `validate` on a sandbox that must pass, returning its stdout.
+fn assert_valid(sandbox: &Sandbox) -> String {
+    let output = sandbox
+        .stackctl(&["validate"])
+        .output()
+        .expect("run stackctl");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    stdout
+}
+
+#[test]
+fn hidden_files_are_ignored_in_stacks_and_recipes() {
+    let sandbox = Sandbox::new("valid_control");
+    // Each would be an error if it were read.
+    for (path, text) in [
+        ("stacks/.gitkeep", ""),
+        ("stacks/.web.yaml.swp", "\0\u{1}binary swap file"),
+        ("stacks/.hidden.yaml", "services: [not, a, stack]\n"),
+        ("recipes/.broken.yaml", "name: [\n"),
+        ("recipes/demo/.svc.yaml.swp", "\0\u{1}"),
+        ("recipes/.cache/x.yaml", "not: a recipe\n"),
+    ] {
+        let path = sandbox.repo.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).expect("create dir");
+        std::fs::write(path, text).expect("write hidden file");
+    }
+    let stdout = assert_valid(&sandbox);
+    assert!(stdout.contains("1 services, 2 replicas"), "{stdout}");
+    // The same swap file without its leading dot is refused, so the above is no accident.
+    std::fs::write(sandbox.repo.join("stacks/web.yaml.swp"), "x").expect("write");
+    assert_rejected_in(
+        &sandbox,
+        "unhidden_swap_file",
+        Expect::file("stacks/web.yaml.swp").says(&["is not a stack file"]),
+    );
+}
+
+/// Asserts `validate` refuses the sandbox, names each of `links` as a symlink loop exactly
+/// once, and says "symlink loop" nowhere else.
+#[cfg(unix)]
+fn assert_loops_reported_once(sandbox: &Sandbox, case: &str, links: &[&'static str]) {
+    let started = Instant::now();
+    let output = sandbox
+        .stackctl(&["validate"])
+        .output()
+        .expect("run stackctl");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{case}: {stderr}");
+    for link in links {
+        let named = format!("{link}: is a symlink loop");
+        assert_eq!(
+            stderr.matches(&named).count(),
+            1,
+            "{case}: {named:?} in {stderr}"
+        );
+    }
+    assert_eq!(
+        stderr.matches("symlink loop").count(),
+        links.len(),
+        "{case}: {stderr}"
+    );
+    for link in links {
+        assert_rejected_in(
+            sandbox,
+            case,
+            Expect::file(link).says(&["is a symlink loop"]),
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_loop_in_stacks() {
+    let sandbox = Sandbox::new("valid_control");
+    std::os::unix::fs::symlink(".", sandbox.repo.join("stacks/loop")).expect("symlink");
+    assert_loops_reported_once(&sandbox, "stacks_loop", &["stacks/loop"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_loop_in_recipes() {
+    let sandbox = Sandbox::new("valid_control");
+    std::os::unix::fs::symlink("..", sandbox.repo.join("recipes/demo/loop")).expect("symlink");
+    assert_loops_reported_once(&sandbox, "recipes_loop", &["recipes/demo/loop"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_loop_through_two_directories() {
+    // a/to_c -> c and c/to_a -> a: neither alone leads to its own parent.
+    let sandbox = Sandbox::new("valid_control");
+    let recipes = sandbox.repo.join("recipes");
+    std::fs::create_dir_all(recipes.join("a")).expect("mkdir");
+    std::fs::create_dir_all(recipes.join("c")).expect("mkdir");
+    std::os::unix::fs::symlink("../c", recipes.join("a/to_c")).expect("symlink");
+    std::os::unix::fs::symlink("../a", recipes.join("c/to_a")).expect("symlink");
+    assert_loops_reported_once(
+        &sandbox,
+        "two_dir_loop",
+        &["recipes/a/to_c", "recipes/c/to_a"],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlinks_pointing_at_each_other() {
+    let sandbox = Sandbox::new("valid_control");
+    std::os::unix::fs::symlink("b.yaml", sandbox.repo.join("stacks/a.yaml")).expect("symlink");
+    std::os::unix::fs::symlink("a.yaml", sandbox.repo.join("stacks/b.yaml")).expect("symlink");
+    assert_loops_reported_once(&sandbox, "link_pair", &["stacks/a.yaml", "stacks/b.yaml"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn stack_symlink_escaping_the_repo_still_leads_outside() {
+    let sandbox = Sandbox::new("valid_control");
+    let outside = sandbox.tmp.path().join("elsewhere");
+    std::fs::create_dir(&outside).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, sandbox.repo.join("stacks/team")).expect("symlink");
+    assert_rejected_in(
+        &sandbox,
+        "stack_dir_link_outside",
+        Expect::file("stacks/team").says(&["is a link that leads outside stacks/"]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// No silent input: values.
+
+#[test]
+fn gpu_type_without_gpu_in_a_recipe() {
+    assert_rejected(
+        "gpu_type_without_gpu_recipe",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 13)
+            .field("resources.gpu_type")
+            .says(&["a GPU type needs GPUs"]),
+    );
+}
+
+#[test]
+fn gpu_type_without_gpu_in_a_stack() {
+    assert_rejected(
+        "gpu_type_without_gpu_stack",
+        Expect::file("stacks/web.yaml")
+            .at(5, 35)
+            .field("services.app.resources.gpu_type")
+            .says(&["a GPU type needs GPUs"]),
+    );
+}
+
+#[test]
+fn gpu_zero_on_a_gpu_recipe_drops_its_type() {
+    let sandbox = Sandbox::new("gpu_type_without_gpu_stack");
+    let stack = sandbox.repo.join("stacks/web.yaml");
+    let render = |stack_resources: &str| {
+        let text = format!(
+            "name: web\nservices:\n  app:\n    recipe: demo/svc\n    resources: {stack_resources}\n"
+        );
+        std::fs::write(&stack, text).expect("write");
+        assert_valid(&sandbox);
+        let output = sandbox
+            .stackctl(&["render", "web/app"])
+            .output()
+            .expect("run stackctl");
+        assert_eq!(output.status.code(), Some(0));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let with_gpu = render("{}");
+    assert!(with_gpu.contains("--gres=gpu:a100:1"), "{with_gpu}");
+    let without = render("{gpu: 0}");
+    assert!(
+        !without.contains("--gres") && !without.contains("a100"),
+        "{without}"
+    );
+}
+
+#[test]
+fn duplicate_port_in_a_recipe() {
+    assert_rejected(
+        "duplicate_port",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(6, 5)
+            .field("ports[2]")
+            .says(&["port 8080 is already listed"]),
+    );
+}
+
+#[test]
+fn duplicate_port_in_a_stack_override() {
+    assert_rejected(
+        "duplicate_port_stack",
+        Expect::file("stacks/web.yaml")
+            .at(5, 25)
+            .field("services.app.ports[2]")
+            .says(&["port 8000 is already listed"]),
+    );
+}
+
+#[test]
+fn port_out_of_range_in_a_stack_override() {
+    assert_rejected(
+        "port_out_of_range_stack",
+        Expect::file("stacks/web.yaml")
+            .at(6, 9)
+            .field("services.app.ports[0]")
+            .says(&["got 0"]),
+    );
+}
+
+#[test]
+fn stack_ports_replace_the_recipes() {
+    let sandbox = Sandbox::new("duplicate_port_stack");
+    let stack = sandbox.repo.join("stacks/web.yaml");
+    std::fs::write(
+        &stack,
+        "name: web\nservices:\n  app:\n    recipe: demo/svc\n    ports: [9000, 9001]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        sandbox.repo.join("recipes/demo/svc.yaml"),
+        "name: svc\ncommand: sleep infinity\nports: [8080]\n",
+    )
+    .expect("write");
+    assert_valid(&sandbox);
+    let output = sandbox
+        .stackctl(&["render", "web/app"])
+        .output()
+        .expect("run stackctl");
+    let script = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{script}");
+    assert!(
+        script.contains("9000") && script.contains("9001"),
+        "{script}"
+    );
+    assert!(!script.contains("8080"), "{script}");
+}
+
+#[test]
+fn recipe_name_not_matching_file_name() {
+    assert_rejected(
+        "recipe_name_mismatch",
+        Expect::file("recipes/storage/redis.yaml")
+            .at(1, 7)
+            .field("name")
+            .says(&["\"redis-cache\" must match the file name \"redis\""]),
+    );
+}
+
+#[test]
+fn environment_key_set_by_stackctl() {
+    assert_rejected(
+        "reserved_env_stackctl",
+        Expect::file("stacks/web.yaml")
+            .at(6, 25)
+            .field("services.app.environment.STACKCTL_REPLICA")
+            .says(&["stackctl sets the `STACKCTL_*` variables"]),
+    );
+}
+
+#[test]
+fn environment_key_set_by_slurm() {
+    assert_rejected(
+        "reserved_env_slurm",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 19)
+            .field("environment.SLURM_CPU_BIND")
+            .says(&["Slurm sets the `SLURM_*` variables"]),
+    );
+}
+
+#[test]
+fn environment_value_with_a_type_tag() {
+    assert_rejected(
+        "tagged_env_value",
+        Expect::file("stacks/web.yaml")
+            .at(6, 20)
+            .field("services.app.environment.UMASK")
+            .says(&["tagged value"]),
+    );
+}
+
+#[test]
+fn replicas_quoted() {
+    assert_rejected(
+        "replicas_quoted",
+        Expect::file("stacks/web.yaml")
+            .at(5, 15)
+            .field("services.app.replicas")
+            .says(&["must be an integer", "the string \"3\""]),
+    );
+}
+
+#[test]
+fn replicas_with_a_decimal_point() {
+    assert_rejected(
+        "replicas_float",
+        Expect::file("stacks/web.yaml")
+            .at(5, 15)
+            .field("services.app.replicas")
+            .says(&["must be an integer", "decimal number"]),
+    );
+}
+
+#[test]
+fn replicas_yes() {
+    assert_rejected(
+        "replicas_bool",
+        Expect::file("stacks/web.yaml")
+            .at(5, 15)
+            .field("services.app.replicas")
+            .says(&["must be an integer", "boolean"]),
+    );
+}
+
+#[test]
+fn gpu_count_quoted() {
+    assert_rejected(
+        "gpu_quoted",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(3, 18)
+            .field("resources.gpu")
+            .says(&["must be an integer", "the string \"2\""]),
+    );
+}
+
+#[test]
+fn empty_stack_file() {
+    assert_rejected(
+        "empty_stack",
+        Expect::file("stacks/web.yaml").says(&["the file is empty", "`services: {}`"]),
+    );
+}
+
+#[test]
+fn zero_byte_stack_file() {
+    let sandbox = Sandbox::new("valid_control");
+    std::fs::write(sandbox.repo.join("stacks/web.yaml"), "").expect("truncate");
+    assert_rejected_in(
+        &sandbox,
+        "zero_byte_stack",
+        Expect::file("stacks/web.yaml").says(&["the file is empty", "`services: {}`"]),
+    );
+}
+
+#[test]
+fn stack_without_services() {
+    assert_rejected(
+        "stack_without_services",
+        Expect::file("stacks/web.yaml")
+            .at(1, 1)
+            .says(&["missing field `services`", "`services: {}`"]),
+    );
+}
+
+#[test]
+fn bad_partition_list() {
+    assert_rejected(
+        "bad_partition_list",
+        Expect::file("stacks/web.yaml")
+            .at(5, 24)
+            .field("services.app.slurm.partition")
+            .says(&["\"gpu,,debug\""]),
+    );
+}
+
+#[test]
+fn partition_lists_are_valid() {
+    let sandbox = Sandbox::new("bad_partition_list");
+    let stack = sandbox.repo.join("stacks/web.yaml");
+    let text = std::fs::read_to_string(&stack).expect("read");
+    std::fs::write(&stack, text.replace("gpu,,debug", "gpu,debug")).expect("write");
+    assert_valid(&sandbox);
+    let output = sandbox
+        .stackctl(&["render", "web/app"])
+        .output()
+        .expect("run stackctl");
+    let script = String::from_utf8_lossy(&output.stdout);
+    assert!(script.contains("#SBATCH --partition=gpu,debug"), "{script}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// stackctl.yaml: lock settings and owners derived from the remote.
+
+#[test]
+fn lock_expiry_too_short() {
+    assert_rejected(
+        "lock_expiry_too_short",
+        Expect::file("stackctl.yaml")
+            .at(4, 11)
+            .field("lock.expiry")
+            .says(&["at least 10s"]),
+    );
+}
+
+#[test]
+fn unknown_key_in_lock() {
+    assert_rejected(
+        "lock_unknown_key",
+        Expect::file("stackctl.yaml")
+            .at(5, 3)
+            .field("lock.timeout")
+            .says(&["unknown field `timeout`"]),
+    );
+}
+
+#[test]
+fn bad_lock_partition() {
+    assert_rejected(
+        "bad_lock_partition",
+        Expect::file("stackctl.yaml")
+            .at(3, 19)
+            .field("lock.partition")
+            .says(&["\"gpu debug\""]),
+    );
+}
+
+/// Makes the sandbox's repo a git checkout with `url` as its `origin` remote.
+fn add_git_remote(sandbox: &Sandbox, url: &str) {
+    for args in [&["init", "-q"][..], &["remote", "add", "origin", url][..]] {
+        let status = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&sandbox.repo)
+            .args(args)
+            .env("GIT_CEILING_DIRECTORIES", sandbox.tmp.path())
+            .status()
+            .expect("run git");
+        assert!(status.success(), "git {args:?}");
+    }
+}
+
+#[test]
+fn owner_from_a_remote_with_a_space_in_its_path() {
+    let sandbox = Sandbox::new("no_owner");
+    add_git_remote(&sandbox, "/srv/git/my repo.git");
+    assert_rejected_in(
+        &sandbox,
+        "owner_remote_with_space",
+        Expect::file("stackctl.yaml")
+            .says(&["\"srv/git/my repo\"", "set `owner:` in stackctl.yaml"]),
+    );
+}
+
+#[test]
+fn owner_from_a_remote_includes_its_host() {
+    let sandbox = Sandbox::new("no_owner");
+    add_git_remote(&sandbox, "git@gitlab.a.example:team/infra.git");
+    let stdout = assert_valid(&sandbox);
+    assert!(
+        stdout.contains("owner \"gitlab.a.example/team/infra\""),
+        "{stdout}"
     );
 }
 

@@ -89,3 +89,61 @@ fn the_quickstart_example_runs_without_apptainer() {
         assert!(!script.contains("apptainer"), "{script}");
     }
 }
+
+/// The README promises environment values reach the job exactly as written, even where YAML
+/// would read them as numbers or booleans (`8.0` → 8, `yes` → true, `0x1F` → 31).
+#[test]
+fn environment_values_render_exactly_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = tempfile::tempdir().unwrap();
+    copy_dir(&root.join("recipes"), &repo.path().join("recipes"));
+    std::fs::write(repo.path().join("stackctl.yaml"), "owner: shipped-test\n").unwrap();
+    let values = [
+        ("A", "8.0"),
+        ("B", "12.10"),
+        ("C", "0022"),
+        ("D", "yes"),
+        ("E", "NO"),
+        ("F", "0x1F"),
+        ("G", "1_000"),
+        ("H", "off"),
+        ("I", "123456789012345678901234567890"),
+    ];
+    let block: String = values
+        .iter()
+        .map(|(k, v)| format!("      {k}: {v}  # was typed by YAML\n"))
+        .collect();
+    let flow: Vec<String> = values.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let stack = format!(
+        "services:\n  block:\n    recipe: storage/redis\n    environment:\n{block}  \
+         flow:\n    recipe: storage/redis\n    environment: {{{}}}  # flow\n  \
+         llm:\n    recipe: inference/vllm\n",
+        flow.join(", ")
+    );
+    std::fs::create_dir_all(repo.path().join("stacks")).unwrap();
+    std::fs::write(repo.path().join("stacks/env.yaml"), stack).unwrap();
+    let dir = repo.path().to_str().unwrap();
+    for service in ["env/block", "env/flow"] {
+        let (code, script, stderr) = stackctl(&["render", "-C", dir, service]);
+        assert_eq!(code, 0, "{stderr}");
+        for (key, value) in values {
+            let line = format!("export {key}='{value}'\n");
+            assert!(
+                script.contains(&line),
+                "{service}: expected {line:?} in\n{script}"
+            );
+        }
+        // The recipe's own values too: a quoted "yes" and a plain number.
+        assert!(
+            script.contains("export REDIS_APPENDONLY='yes'\n"),
+            "{script}"
+        );
+        assert!(script.contains("export REDIS_PORT='6379'\n"), "{script}");
+    }
+    let (code, vllm, stderr) = stackctl(&["render", "-C", dir, "env/llm"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        vllm.contains("export VLLM_GPU_MEMORY_UTILIZATION='0.9'\n"),
+        "{vllm}"
+    );
+}

@@ -1,20 +1,27 @@
 //! Parse, then lift: reads every file of a repo into raw shapes, validates them and builds the
 //! model. All problems are collected, so one run reports every broken file.
 
-use super::error::{SpecError, SpecErrors};
+use super::error::{SpecError, SpecErrors, position_of};
 use super::layout::{CONFIG_FILE, RECIPES_DIR, STACKS_DIR};
 use super::raw;
 use super::yaml;
 use super::{
-    BackendKind, Desired, Owner, ReplicaSpec, Repo, ResourceSpec, Service, ServiceAddr, Settings,
-    SlurmSpec,
+    BackendKind, Desired, Origin, Owner, ReplicaSpec, Repo, ResourceSpec, Service, ServiceAddr,
+    Settings, SlurmSpec,
 };
 use serde_saphyr::Spanned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Most replicas one service may ask for (Slurm's array indexes must stay below MaxArraySize).
 pub const MAX_REPLICAS: i64 = 100_000;
+
+/// The lock expiry when `stackctl.yaml` sets none.
+pub const DEFAULT_LOCK_EXPIRY: Duration = Duration::from_secs(120);
+
+/// The shortest lock expiry `stackctl.yaml` may set: a lock must outlive a slow `squeue`.
+pub const MIN_LOCK_EXPIRY: Duration = Duration::from_secs(10);
 
 /// Loads and validates the repo at `root`.
 ///
@@ -28,6 +35,11 @@ pub fn load(root: &Path, remote_url: impl FnOnce() -> Option<String>) -> Result<
         Some(settings) if errors.is_empty() => Ok(Repo { settings, desired }),
         _ => Err(SpecErrors(errors)),
     }
+}
+
+/// Returns the value, or records the error and returns `None`.
+fn take<T>(result: Result<T, SpecError>, errors: &mut Vec<SpecError>) -> Option<T> {
+    result.map_err(|e| errors.push(e)).ok()
 }
 
 fn load_settings(
@@ -48,21 +60,30 @@ fn load_settings(
     } else {
         raw::Config::default()
     };
-    let owner = match &config.owner {
-        Some(owner) => Owner::parse(&owner.value)
-            .map_err(|message| SpecError::at(shown, owner.referenced, "owner", message)),
-        None => match remote_url().as_deref().and_then(owner_from_remote_url) {
-            Some(derived) => Owner::parse(&derived).map_err(|message| {
-                SpecError::file(
+    let (owner, legacy_owner) = match &config.owner {
+        Some(owner) => (
+            Owner::parse(&owner.value)
+                .map_err(|message| SpecError::at(shown, owner.referenced, "owner", message)),
+            None,
+        ),
+        None => match remote_url() {
+            Some(url) => {
+                let owner =
+                    owner_from_remote_url(&url).map_err(|message| SpecError::file(shown, message));
+                let legacy = legacy_owner_from_remote_url(&url)
+                    .and_then(|legacy| Owner::parse(&legacy).ok())
+                    .filter(|legacy| owner.as_ref().is_ok_and(|owner| owner != legacy));
+                (owner, legacy)
+            }
+            None => (
+                Err(SpecError::file(
                     shown,
-                    format!("owner derived from the git remote: {message}"),
-                )
-            }),
-            None => Err(SpecError::file(
-                shown,
-                "no owner: set `owner:` in stackctl.yaml or add a git remote (the owner must be \
-                 the same on every checkout, so it is never guessed from the directory name)",
-            )),
+                    "no owner: set `owner:` in stackctl.yaml or add a git remote (the owner must \
+                     be the same on every checkout, so it is never guessed from the directory \
+                     name)",
+                )),
+                None,
+            ),
         },
     };
     let backend = match config
@@ -81,21 +102,43 @@ fn load_settings(
     };
     let log_dir = dir_setting(shown, "log_dir", config.log_dir, "~/.stackctl/logs");
     let image_dir = dir_setting(shown, "image_dir", config.image_dir, "~/.stackctl/images");
-    match (owner, backend, log_dir, image_dir) {
-        (Ok(owner), Ok(backend), Ok(log_dir), Ok(image_dir)) => Some(Settings {
-            owner,
-            log_dir,
-            image_dir,
-            backend,
-        }),
-        (owner, backend, log_dir, image_dir) => {
-            errors.extend(owner.err());
-            errors.extend(backend.err());
-            errors.extend(log_dir.err());
-            errors.extend(image_dir.err());
-            None
+    let lock_expiry = match &config.lock.expiry {
+        None => Ok(DEFAULT_LOCK_EXPIRY),
+        Some(v) => match super::parse_duration(&v.value) {
+            Ok(expiry) if expiry >= MIN_LOCK_EXPIRY => Ok(expiry),
+            Ok(_) => Err(format!(
+                "must be at least {}s, got {:?}",
+                MIN_LOCK_EXPIRY.as_secs(),
+                v.value
+            )),
+            Err(message) => Err(message),
         }
-    }
+        .map_err(|message| SpecError::at(shown, v.referenced, "lock.expiry", message)),
+    };
+    let lock_partition = config
+        .lock
+        .partition
+        .map(|v| {
+            check_partition(&v.value)
+                .map(|()| v.value.clone())
+                .map_err(|message| SpecError::at(shown, v.referenced, "lock.partition", message))
+        })
+        .transpose();
+    let owner = take(owner, errors);
+    let backend = take(backend, errors);
+    let log_dir = take(log_dir, errors);
+    let image_dir = take(image_dir, errors);
+    let lock_expiry = take(lock_expiry, errors);
+    let lock_partition = take(lock_partition, errors);
+    Some(Settings {
+        owner: owner?,
+        legacy_owner,
+        log_dir: log_dir?,
+        image_dir: image_dir?,
+        backend: backend?,
+        lock_expiry: lock_expiry?,
+        lock_partition: lock_partition?,
+    })
 }
 
 fn dir_setting(
@@ -125,9 +168,78 @@ fn dir_setting(
     Ok(value.value)
 }
 
-/// Returns `org/repo` for a git remote URL (`https://host/org/repo.git`, `git@host:org/repo`,
-/// `/srv/git/org/repo.git`), or `None` if it has fewer than two path segments.
-pub fn owner_from_remote_url(url: &str) -> Option<String> {
+/// Returns the owner a git remote URL gives: the host and path, without scheme, user, port,
+/// `.git` or trailing `/` (`git@gitlab.a.example:team/infra` gives `gitlab.a.example/team/infra`,
+/// `https://github.com/team/infra.git` gives `github.com/team/infra`). A local path or
+/// `file://` remote has no host and gives its path without the leading `/`
+/// (`/srv/git/org/repo.git` gives `srv/git/org/repo`).
+///
+/// The error, for a URL that gives no usable owner, asks for `owner:` in `stackctl.yaml`.
+pub fn owner_from_remote_url(url: &str) -> Result<Owner, String> {
+    let ask = "set `owner:` in stackctl.yaml (any name that is the same on every checkout)";
+    let (host, path) = split_remote_url(url);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if segments.is_empty() {
+        return Err(format!(
+            "cannot derive an owner from the git remote: its URL names no repository path; {ask}"
+        ));
+    }
+    let url = url.trim();
+    let absolute = url.starts_with('/')
+        || url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("file://"));
+    if (host.is_empty() && !absolute) || segments.iter().any(|s| *s == "." || *s == "..") {
+        return Err(format!(
+            "cannot derive an owner from the git remote: it is a relative path, which differs \
+             between checkouts; {ask}"
+        ));
+    }
+    let path = segments.join("/");
+    let text = if host.is_empty() {
+        path
+    } else {
+        format!("{}/{path}", host.to_ascii_lowercase())
+    };
+    Owner::parse(&text)
+        .map_err(|message| format!("cannot use the git remote as the owner: {message}; {ask}"))
+}
+
+/// Splits a git remote URL into its host (empty for a local path) and its path, without user,
+/// port, `.git` or trailing `/`.
+fn split_remote_url(url: &str) -> (&str, &str) {
+    let url = url.trim().trim_end_matches('/');
+    let url = url
+        .strip_suffix(".git")
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if scheme.eq_ignore_ascii_case("file") {
+            return ("", path);
+        }
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, host)| host);
+        // `host:port`, or `[v6]:port`; an IPv6 host keeps its brackets (and is refused).
+        let host = match host.strip_prefix('[') {
+            Some(_) => host.split_inclusive(']').next().unwrap_or(host),
+            None => host.split_once(':').map_or(host, |(host, _)| host),
+        };
+        return (host, path);
+    }
+    // git's scp-like form, `[user@]host:path`: a colon before any slash.
+    match url.split_once(':') {
+        Some((host, path)) if !host.contains('/') => {
+            (host.rsplit_once('@').map_or(host, |(_, host)| host), path)
+        }
+        _ => ("", url),
+    }
+}
+
+/// Returns the owner that earlier versions of stackctl derived from a remote URL: its last two path
+/// segments, `org/repo`, without the host. Jobs submitted under it need migrating.
+pub fn legacy_owner_from_remote_url(url: &str) -> Option<String> {
     let url = url.trim().trim_end_matches('/');
     let url = url.strip_suffix(".git").unwrap_or(url);
     let path = match url.split_once("://") {
@@ -150,7 +262,6 @@ type RecipeTable = BTreeMap<String, Option<Recipe>>;
 struct Recipe {
     image: Option<String>,
     command: Option<String>,
-    ports: Vec<u16>,
     defaults: Layer,
 }
 
@@ -174,6 +285,11 @@ fn load_recipes(root: &Path, errors: &mut Vec<SpecError>) -> RecipeTable {
             .with_extension("")
             .to_string_lossy()
             .replace('\\', "/");
+        let stem = relative
+            .file_stem()
+            .expect("a listed file has a name")
+            .to_string_lossy()
+            .into_owned();
         let shown = Path::new(RECIPES_DIR).join(relative);
         let recipe = match yaml::read_file::<raw::Recipe>(&file, &shown) {
             Ok(recipe) => {
@@ -182,7 +298,7 @@ fn load_recipes(root: &Path, errors: &mut Vec<SpecError>) -> RecipeTable {
                     file: &shown,
                     errors,
                 };
-                let lifted = lift_recipe(&mut ctx, recipe);
+                let lifted = lift_recipe(&mut ctx, recipe, &stem);
                 lifted.filter(|_| errors.len() == before)
             }
             Err(e) => {
@@ -195,7 +311,17 @@ fn load_recipes(root: &Path, errors: &mut Vec<SpecError>) -> RecipeTable {
     table
 }
 
-fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe) -> Option<Recipe> {
+fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe> {
+    if recipe.name.value != stem {
+        ctx.error(
+            recipe.name.referenced,
+            "name",
+            format!(
+                "recipe name {:?} must match the file name {stem:?}",
+                recipe.name.value
+            ),
+        );
+    }
     if recipe.container.is_none() && recipe.command.is_none() {
         ctx.error(
             recipe.name.referenced,
@@ -229,30 +355,37 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe) -> Option<Recipe> {
             Some(v.value.clone())
         }
     });
-    let mut ports = Vec::new();
-    for (i, port) in recipe.ports.iter().enumerate() {
-        if let Some(port) = ctx.int_in(port, &format!("ports[{i}]"), 1, 65535) {
-            ports.push(port as u16);
-        }
-    }
     let defaults = lift_layer(
         ctx,
         "",
         &recipe.resources,
         &recipe.slurm,
         &recipe.environment,
+        recipe.ports.as_ref(),
     );
+    // An invalid `gpu` is reported already; only a valid count of 0 (or none) is checked.
+    if let Some(gpu_type) = &defaults.gpu_type
+        && (recipe.resources.gpu.is_none() || defaults.gpu.is_some())
+        && defaults.gpu.as_ref().is_none_or(|gpu| gpu.value == 0)
+    {
+        ctx.errors.push(
+            gpu_type.origin.error(
+                "a GPU type needs GPUs: set `resources.gpu` to 1 or more, or drop `gpu_type`",
+            ),
+        );
+    }
     Some(Recipe {
         image,
         command,
-        ports,
         defaults,
     })
 }
 
 /// Lists the `*.yaml` files under `dir` in sorted order, descending into subdirectories if
-/// asked. A `.yml` file, or one whose symlink leads outside `dir`, is reported, not skipped or
-/// followed: either would make the desired state differ from what the reviewer read.
+/// `recursive` (the recipes dir); otherwise (the stacks dir) anything but a `<name>.yaml` file
+/// is reported. Names starting with `.` (`.gitkeep`, editor swap files) are ignored. A `.yml`
+/// file, a link that leads outside `dir`, a broken link and a symlink loop are reported, not
+/// skipped or followed: each would make the desired state differ from what the reviewer read.
 fn yaml_files(
     root: &Path,
     dir: &Path,
@@ -260,41 +393,146 @@ fn yaml_files(
     errors: &mut Vec<SpecError>,
 ) -> std::io::Result<Vec<PathBuf>> {
     let base = dir.canonicalize()?;
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let mut entries: Vec<_> = std::fs::read_dir(&current)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.file_name());
-        for entry in entries.iter().rev() {
-            let path = entry.path();
-            let shown = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
-            if !path
-                .canonicalize()
-                .is_ok_and(|real| real.starts_with(&base))
-            {
-                errors.push(SpecError::file(
-                    shown,
-                    format!(
-                        "is a link that leads outside {}/",
-                        dir.strip_prefix(root).unwrap_or(dir).display()
-                    ),
-                ));
-            } else if path.is_dir() {
-                if recursive {
-                    pending.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "yml") {
-                errors.push(SpecError::file(
-                    shown,
-                    "stackctl reads only `.yaml` files; rename it to end in `.yaml`",
-                ));
-            } else if path.extension().is_some_and(|e| e == "yaml") {
-                files.push(path);
-            }
-        }
-    }
+    let mut walk = Walk {
+        root,
+        shown_dir: dir.strip_prefix(root).unwrap_or(dir).to_path_buf(),
+        recursive,
+        errors,
+        files: Vec::new(),
+        loops: BTreeSet::new(),
+    };
+    walk.dir(dir, &mut vec![base])?;
+    let mut files = walk.files;
     files.sort();
     Ok(files)
+}
+
+/// One listing of `recipes/` or `stacks/`.
+struct Walk<'a> {
+    root: &'a Path,
+    /// The listed directory as shown in errors, e.g. `stacks`.
+    shown_dir: PathBuf,
+    recursive: bool,
+    errors: &'a mut Vec<SpecError>,
+    files: Vec<PathBuf>,
+    /// Symlink loops already reported, by the link's real location.
+    loops: BTreeSet<PathBuf>,
+}
+
+impl Walk<'_> {
+    /// Lists `current`; `chain` holds the real paths of the directories walked through to reach
+    /// it, the listed directory first and `current` last.
+    fn dir(&mut self, current: &Path, chain: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(current)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            let shown = path.strip_prefix(self.root).unwrap_or(&path).to_path_buf();
+            let is_link = entry.file_type()?.is_symlink();
+            let real = match path.canonicalize() {
+                Ok(real) => real,
+                Err(_) if is_link && symlink_chain_loops(&path) => {
+                    self.report_loop(&path, shown, "following it leads back to itself");
+                    continue;
+                }
+                Err(e) if is_link && e.kind() == std::io::ErrorKind::NotFound => {
+                    self.error(shown, "is a broken link: what it points to does not exist");
+                    continue;
+                }
+                Err(e) => {
+                    self.error(shown, format!("cannot be read: {e}"));
+                    continue;
+                }
+            };
+            if !real.starts_with(&chain[0]) {
+                let message = format!("is a link that leads outside {}/", self.shown_dir.display());
+                self.error(shown, message);
+            } else if real.is_dir() {
+                let physical_parent = path.parent().and_then(|p| p.canonicalize().ok());
+                let loops = chain.contains(&real)
+                    || physical_parent.is_some_and(|parent| parent.starts_with(&real));
+                if is_link && loops {
+                    self.report_loop(&path, shown, "it leads back to a directory that holds it");
+                } else if self.recursive {
+                    chain.push(real);
+                    self.dir(&path, chain)?;
+                    chain.pop();
+                } else {
+                    let message = format!(
+                        "is a directory; {}/ holds only `<name>.yaml` files and stackctl does not \
+                         read subdirectories, so move its stacks up into {}/",
+                        self.shown_dir.display(),
+                        self.shown_dir.display()
+                    );
+                    self.error(shown, message);
+                }
+            } else if path.extension().is_some_and(|e| e == "yml") {
+                self.error(
+                    shown,
+                    "stackctl reads only `.yaml` files; rename it to end in `.yaml`",
+                );
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                self.files.push(path);
+            } else if !self.recursive {
+                let message = format!(
+                    "is not a stack file; {}/ holds only `<name>.yaml` files (names starting \
+                     with `.` are ignored)",
+                    self.shown_dir.display()
+                );
+                self.error(shown, message);
+            }
+        }
+        Ok(())
+    }
+
+    fn error(&mut self, shown: PathBuf, message: impl Into<String>) {
+        self.errors.push(SpecError::file(shown, message));
+    }
+
+    /// Reports a symlink loop once, however many paths lead to the link.
+    fn report_loop(&mut self, link: &Path, shown: PathBuf, why: &str) {
+        let real = match (
+            link.parent().and_then(|p| p.canonicalize().ok()),
+            link.file_name(),
+        ) {
+            (Some(parent), Some(name)) => parent.join(name),
+            _ => link.to_path_buf(),
+        };
+        // Named where the link really is, not by the path of links that led to it.
+        let shown = match self.root.canonicalize() {
+            Ok(root) => real.strip_prefix(root).map_or(shown, Path::to_path_buf),
+            Err(_) => shown,
+        };
+        if self.loops.insert(real) {
+            self.error(shown, format!("is a symlink loop ({why}); remove it"));
+        }
+    }
+}
+
+/// Returns whether following the link at `path`, link after link, comes back to a link
+/// already followed (`a -> b`, `b -> a`).
+fn symlink_chain_loops(path: &Path) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut current = path.to_path_buf();
+    for _ in 0..64 {
+        let Ok(target) = std::fs::read_link(&current) else {
+            return false;
+        };
+        let (Some(parent), Some(name)) = (
+            current.parent().and_then(|p| p.canonicalize().ok()),
+            current.file_name(),
+        ) else {
+            return false;
+        };
+        if !seen.insert(parent.join(name)) {
+            return true;
+        }
+        current = parent.join(target);
+    }
+    true
 }
 
 fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) -> Desired {
@@ -318,7 +556,7 @@ fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) 
         let shown = Path::new(STACKS_DIR).join(&file_name);
         let stem = Path::new(&file_name).with_extension("");
         let stem = stem.to_string_lossy();
-        let stack = match yaml::read_file::<raw::Stack>(&file, &shown) {
+        let stack = match read_stack(&file, &shown) {
             Ok(stack) => stack,
             Err(e) => {
                 errors.push(e);
@@ -371,6 +609,25 @@ fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) 
     desired
 }
 
+/// Reads one stack file. An empty one is an error, never "run nothing": a file truncated by a
+/// bad merge must not destroy the stack's services.
+fn read_stack(path: &Path, shown: &Path) -> Result<raw::Stack, SpecError> {
+    const NOTHING: &str = "a stack that should run nothing says so with `services: {}`";
+    let text = yaml::read_text(path, shown)?;
+    if yaml::is_empty_document(&text) {
+        return Err(SpecError::file(
+            shown,
+            format!("the file is empty (or holds only comments); {NOTHING}"),
+        ));
+    }
+    yaml::parse(&text, shown).map_err(|mut e| {
+        if e.message == "missing field `services`" {
+            e.message = format!("{}; {NOTHING}", e.message);
+        }
+        e
+    })
+}
+
 /// Where errors go while lifting one file.
 struct Ctx<'a> {
     file: &'a Path,
@@ -383,29 +640,49 @@ impl Ctx<'_> {
             .push(SpecError::at(self.file, at, field, message));
     }
 
-    /// Returns the value if it lies in `min..=max`, otherwise records an error.
-    fn int_in(&mut self, v: &Spanned<i64>, field: &str, min: i64, max: i64) -> Option<u32> {
-        if (min..=max).contains(&v.value) {
-            Some(v.value as u32)
-        } else {
-            self.error(
-                v.referenced,
-                field,
-                format!("must be between {min} and {max}, got {}", v.value),
-            );
-            None
+    /// Returns where a setting at `at` was written.
+    fn origin(&self, at: serde_saphyr::Location, field: &str) -> Origin {
+        Origin {
+            file: self.file.to_path_buf(),
+            position: position_of(at),
+            field: field.to_owned(),
         }
     }
 
-    /// Returns the text if every character passes `ok`, otherwise records an error.
+    /// Returns the value if it is an integer in `min..=max`, otherwise records an error.
+    fn int_in(&mut self, v: &Spanned<raw::Int>, field: &str, min: i64, max: i64) -> Option<u32> {
+        match &v.value {
+            raw::Int::Value(n) if (min..=max).contains(n) => {
+                Some(u32::try_from(*n).expect("limits fit in u32"))
+            }
+            raw::Int::Value(n) => {
+                self.error(
+                    v.referenced,
+                    field,
+                    format!("must be between {min} and {max}, got {n}"),
+                );
+                None
+            }
+            raw::Int::Not(what) => {
+                self.error(
+                    v.referenced,
+                    field,
+                    format!("must be an integer, got {what}"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Returns the text if `ok` accepts it, otherwise records an error.
     fn word(
         &mut self,
         v: &Spanned<String>,
         field: &str,
         what: &str,
-        ok: fn(char) -> bool,
+        ok: fn(&str) -> bool,
     ) -> Option<String> {
-        if !v.value.is_empty() && v.value.len() <= 256 && v.value.chars().all(ok) {
+        if !v.value.is_empty() && v.value.len() <= 256 && ok(&v.value) {
             Some(v.value.clone())
         } else {
             self.error(v.referenced, field, format!("{:?} is not {what}", v.value));
@@ -416,6 +693,24 @@ impl Ctx<'_> {
 
 fn slurm_word(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// Returns whether `text` is a Slurm partition, or a comma-separated list of them (`gpu,debug`:
+/// Slurm starts the job in whichever can run it first).
+fn is_partition_list(text: &str) -> bool {
+    text.split(',')
+        .all(|part| !part.is_empty() && part.chars().all(slurm_word))
+}
+
+/// Checks a partition setting: a partition name, or a comma-separated list of them.
+fn check_partition(text: &str) -> Result<(), String> {
+    if !text.is_empty() && text.len() <= 256 && is_partition_list(text) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{text:?} is not a Slurm partition name (or a comma-separated list of them)"
+        ))
+    }
 }
 
 /// Checks a stack or service name: it becomes part of job names and markers.
@@ -499,9 +794,15 @@ fn lift_service(
         }
     };
     let before = ctx.errors.len();
+    let replicas_field = format!("{field}.replicas");
     let replicas = match &service.replicas {
-        Some(r) => ctx.int_in(r, &format!("{field}.replicas"), 0, MAX_REPLICAS),
-        None => Some(1),
+        Some(r) => ctx
+            .int_in(r, &replicas_field, 0, MAX_REPLICAS)
+            .map(|n| Set {
+                value: n,
+                origin: ctx.origin(r.referenced, &replicas_field),
+            }),
+        None => None,
     };
     let overrides = lift_layer(
         ctx,
@@ -509,23 +810,39 @@ fn lift_service(
         &service.resources,
         &service.slurm,
         &service.environment,
+        service.ports.as_ref(),
     );
+    if let Some(gpu_type) = &overrides.gpu_type
+        && (service.resources.gpu.is_none() || overrides.gpu.is_some())
+    {
+        let gpu = overrides.gpu.as_ref().or(recipe.defaults.gpu.as_ref());
+        if gpu.is_none_or(|gpu| gpu.value == 0) {
+            ctx.errors.push(gpu_type.origin.error(format!(
+                "a GPU type needs GPUs, and this service asks for none (recipe {:?}): set \
+                 `resources.gpu` to 1 or more, or drop `gpu_type`",
+                reference.value
+            )));
+        }
+    }
     if ctx.errors.len() > before {
         return None;
     }
-    let spec = recipe.with_overrides(overrides);
-    let mut origins = BTreeMap::new();
+    let (spec, mut origins) = recipe.with_overrides(overrides);
     origins.insert(
         "recipe".to_owned(),
-        super::Origin {
-            file: ctx.file.to_path_buf(),
-            position: super::error::position_of(reference.referenced),
-            field: recipe_field,
-        },
+        ctx.origin(reference.referenced, &recipe_field),
     );
+    // An invalid count was reported above, so `None` here means none was written.
+    let replicas = match replicas {
+        Some(set) => {
+            origins.insert("replicas".to_owned(), set.origin);
+            set.value
+        }
+        None => 1,
+    };
     Some(Service {
         recipe: reference.value.clone(),
-        replicas: replicas?,
+        replicas,
         hash: spec.hash(),
         spec,
         origins,
@@ -541,23 +858,32 @@ fn nearest<'a>(wanted: &str, known: impl Iterator<Item = &'a String>) -> Option<
         .map(|(_, name)| name)
 }
 
+/// A validated setting and where it was written.
+#[derive(Clone)]
+struct Set<T> {
+    value: T,
+    origin: Origin,
+}
+
 /// Settings that a recipe gives and a stack service may override, validated, all optional.
 #[derive(Default)]
 struct Layer {
-    nodes: Option<u32>,
-    cpu: Option<u32>,
+    nodes: Option<Set<u32>>,
+    cpu: Option<Set<u32>>,
     /// `memory` or `memory_per_cpu`; they exclude each other, so an override replaces both.
-    memory: Option<Memory>,
-    gpu: Option<u32>,
-    gpu_type: Option<String>,
-    time_limit: Option<u32>,
-    cpu_bind: Option<String>,
-    partition: Option<String>,
-    qos: Option<String>,
-    account: Option<String>,
+    memory: Option<Set<Memory>>,
+    gpu: Option<Set<u32>>,
+    gpu_type: Option<Set<String>>,
+    time_limit: Option<Set<u32>>,
+    cpu_bind: Option<Set<String>>,
+    partition: Option<Set<String>>,
+    qos: Option<Set<String>>,
+    account: Option<Set<String>>,
+    ports: Option<Set<Vec<u16>>>,
     environment: BTreeMap<String, String>,
 }
 
+#[derive(Clone)]
 enum Memory {
     PerNode(String),
     PerCpu(String),
@@ -570,10 +896,17 @@ fn lift_layer(
     resources: &raw::Resources,
     slurm: &raw::Slurm,
     environment: &BTreeMap<String, raw::EnvValue>,
+    ports: Option<&raw::Ports>,
 ) -> Layer {
     let res = |name: &str| format!("{prefix}resources.{name}");
-    let int = |ctx: &mut Ctx, name: &str, v: &Option<Spanned<i64>>, min: i64, max: i64| {
-        v.as_ref().and_then(|v| ctx.int_in(v, &res(name), min, max))
+    let int = |ctx: &mut Ctx, name: &str, v: &Option<Spanned<raw::Int>>, min: i64, max: i64| {
+        let v = v.as_ref()?;
+        let field = res(name);
+        let value = ctx.int_in(v, &field, min, max)?;
+        Some(Set {
+            value,
+            origin: ctx.origin(v.referenced, &field),
+        })
     };
     let nodes = int(ctx, "nodes", &resources.nodes, 1, 100_000);
     let cpu = int(ctx, "cpu", &resources.cpu, 1, 100_000);
@@ -588,52 +921,68 @@ fn lift_layer(
             );
             None
         }
-        (Some(m), None) => memory_amount(ctx, m, &res("memory")).map(Memory::PerNode),
-        (None, Some(m)) => memory_amount(ctx, m, &res("memory_per_cpu")).map(Memory::PerCpu),
+        (Some(m), None) => memory_amount(ctx, m, &res("memory")).map(|set| Set {
+            value: Memory::PerNode(set.value),
+            origin: set.origin,
+        }),
+        (None, Some(m)) => memory_amount(ctx, m, &res("memory_per_cpu")).map(|set| Set {
+            value: Memory::PerCpu(set.value),
+            origin: set.origin,
+        }),
         (None, None) => None,
     };
-    let word =
-        |ctx: &mut Ctx,
-         v: &Option<Spanned<String>>,
-         field: String,
-         what: &str,
-         ok: fn(char) -> bool| { v.as_ref().and_then(|v| ctx.word(v, &field, what, ok)) };
+    let word = |ctx: &mut Ctx,
+                v: &Option<Spanned<String>>,
+                field: String,
+                what: &str,
+                ok: fn(&str) -> bool| {
+        let v = v.as_ref()?;
+        let value = ctx.word(v, &field, what, ok)?;
+        Some(Set {
+            value,
+            origin: ctx.origin(v.referenced, &field),
+        })
+    };
     let gpu_type = word(
         ctx,
         &resources.gpu_type,
         res("gpu_type"),
         "a GPU type",
-        slurm_word,
+        |text| text.chars().all(slurm_word),
     );
     let cpu_bind = word(
         ctx,
         &resources.cpu_bind,
         res("cpu_bind"),
         "a CPU binding",
-        |c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'),
+        |text| {
+            text.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'))
+        },
     );
     let slurm_field = |name: &str| format!("{prefix}slurm.{name}");
     let partition = word(
         ctx,
         &slurm.partition,
         slurm_field("partition"),
-        "a Slurm partition name",
-        slurm_word,
+        "a Slurm partition name (or a comma-separated list of them)",
+        is_partition_list,
     );
     let qos = word(
         ctx,
         &slurm.qos,
         slurm_field("qos"),
         "a Slurm QOS name",
-        slurm_word,
+        |text| text.chars().all(slurm_word),
     );
     let account = word(
         ctx,
         &slurm.account,
         slurm_field("account"),
         "a Slurm account name",
-        slurm_word,
+        |text| text.chars().all(slurm_word),
     );
+    let ports = ports.and_then(|ports| lift_ports(ctx, &format!("{prefix}ports"), ports));
 
     let mut env = BTreeMap::new();
     for (key, value) in environment {
@@ -643,20 +992,32 @@ fn lift_layer(
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let reserved = [("STACKCTL_", "stackctl"), ("SLURM_", "Slurm")]
+            .into_iter()
+            .find(|(prefix, _)| key.starts_with(prefix));
         if !key_ok {
             ctx.error(
                 value.referenced,
                 &field,
-                format!("{:?} is not a valid environment variable name", key),
+                format!("{key:?} is not a valid environment variable name"),
             );
-        } else if value.value.0.contains('\0') {
+        } else if let Some((prefix, who)) = reserved {
+            ctx.error(
+                value.referenced,
+                &field,
+                format!(
+                    "{key} cannot be set here: {who} sets the `{prefix}*` variables of the job \
+                     itself; use another name"
+                ),
+            );
+        } else if value.value.contains('\0') {
             ctx.error(
                 value.referenced,
                 &field,
                 "environment values cannot contain NUL bytes",
             );
         } else {
-            env.insert(key.clone(), value.value.0.clone());
+            env.insert(key.clone(), value.value.clone());
         }
     }
     Layer {
@@ -670,52 +1031,111 @@ fn lift_layer(
         partition,
         qos,
         account,
+        ports,
         environment: env,
     }
 }
 
+/// Validates a list of ports: each in 1..=65535, none twice.
+fn lift_ports(ctx: &mut Ctx, field: &str, ports: &raw::Ports) -> Option<Set<Vec<u16>>> {
+    let before = ctx.errors.len();
+    let mut list: Vec<u16> = Vec::new();
+    for (i, port) in ports.value.iter().enumerate() {
+        let item = format!("{field}[{i}]");
+        let Some(number) = ctx.int_in(port, &item, 1, 65535) else {
+            continue;
+        };
+        let number = u16::try_from(number).expect("at most 65535");
+        if let Some(first) = list.iter().position(|&p| p == number) {
+            ctx.error(
+                port.referenced,
+                &item,
+                format!("port {number} is already listed (as {field}[{first}])"),
+            );
+        }
+        list.push(number);
+    }
+    (ctx.errors.len() == before).then(|| Set {
+        value: list,
+        origin: ctx.origin(ports.referenced, field),
+    })
+}
+
+/// Returns the override if there is one, else the recipe's value; records where it came from.
+fn pick<T: Clone>(
+    over: Option<Set<T>>,
+    base: &Option<Set<T>>,
+    key: &str,
+    origins: &mut BTreeMap<String, Origin>,
+) -> Option<T> {
+    let set = over.or_else(|| base.clone())?;
+    origins.insert(key.to_owned(), set.origin);
+    Some(set.value)
+}
+
 impl Recipe {
-    /// Returns the replica spec with a service's overrides laid over this recipe's defaults.
-    fn with_overrides(&self, over: Layer) -> ReplicaSpec {
+    /// Returns the replica spec with a service's overrides laid over this recipe's defaults,
+    /// and where each setting it holds was written (keyed as in [`Service::origins`]).
+    fn with_overrides(&self, over: Layer) -> (ReplicaSpec, BTreeMap<String, Origin>) {
         let base = &self.defaults;
-        let memory = over.memory.as_ref().or(base.memory.as_ref());
-        let gpu = over.gpu.or(base.gpu).unwrap_or(0);
+        let mut origins = BTreeMap::new();
+        let o = &mut origins;
+        let memory = match over.memory.or_else(|| base.memory.clone()) {
+            Some(set) => {
+                let key = match set.value {
+                    Memory::PerNode(_) => "resources.memory",
+                    Memory::PerCpu(_) => "resources.memory_per_cpu",
+                };
+                o.insert(key.to_owned(), set.origin);
+                Some(set.value)
+            }
+            None => None,
+        };
+        let gpu = pick(over.gpu, &base.gpu, "resources.gpu", o).unwrap_or(0);
+        // A GPU type means nothing without GPUs (a stack may set `gpu: 0` on a GPU recipe).
+        let gpu_type = pick(over.gpu_type, &base.gpu_type, "resources.gpu_type", o);
+        let gpu_type = if gpu > 0 {
+            gpu_type
+        } else {
+            o.remove("resources.gpu_type");
+            None
+        };
         let mut environment = base.environment.clone();
         environment.extend(over.environment);
-        ReplicaSpec {
+        let spec = ReplicaSpec {
             image: self.image.clone(),
             command: self.command.clone(),
             resources: ResourceSpec {
-                nodes: over.nodes.or(base.nodes).unwrap_or(1),
-                cpu: over.cpu.or(base.cpu).unwrap_or(1),
-                memory: match memory {
+                nodes: pick(over.nodes, &base.nodes, "resources.nodes", o).unwrap_or(1),
+                cpu: pick(over.cpu, &base.cpu, "resources.cpu", o).unwrap_or(1),
+                memory: match &memory {
                     Some(Memory::PerNode(m)) => Some(m.clone()),
                     _ => None,
                 },
-                memory_per_cpu: match memory {
+                memory_per_cpu: match &memory {
                     Some(Memory::PerCpu(m)) => Some(m.clone()),
                     _ => None,
                 },
                 gpu,
-                // A GPU type means nothing without GPUs (a stack may set `gpu: 0` on a GPU recipe).
-                gpu_type: over.gpu_type.or(base.gpu_type.clone()).filter(|_| gpu > 0),
-                time_limit: over.time_limit.or(base.time_limit),
-                cpu_bind: over.cpu_bind.or(base.cpu_bind.clone()),
+                gpu_type,
+                time_limit: pick(over.time_limit, &base.time_limit, "resources.time_limit", o),
+                cpu_bind: pick(over.cpu_bind, &base.cpu_bind, "resources.cpu_bind", o),
             },
             environment,
-            ports: self.ports.clone(),
+            ports: pick(over.ports, &base.ports, "ports", o).unwrap_or_default(),
             slurm: SlurmSpec {
-                partition: over.partition.or(base.partition.clone()),
-                qos: over.qos.or(base.qos.clone()),
-                account: over.account.or(base.account.clone()),
+                partition: pick(over.partition, &base.partition, "slurm.partition", o),
+                qos: pick(over.qos, &base.qos, "slurm.qos", o),
+                account: pick(over.account, &base.account, "slurm.account", o),
             },
-        }
+        };
+        (spec, origins)
     }
 }
 
 /// Validates a memory amount in Slurm's notation: digits with an optional K, M, G or T suffix.
-fn memory_amount(ctx: &mut Ctx, value: &Spanned<raw::Scalar>, field: &str) -> Option<String> {
-    let text = value.value.0.trim().to_ascii_uppercase();
+fn memory_amount(ctx: &mut Ctx, value: &Spanned<String>, field: &str) -> Option<Set<String>> {
+    let text = value.value.trim().to_ascii_uppercase();
     let digits = text.trim_end_matches(['K', 'M', 'G', 'T']);
     let suffix_len = text.len() - digits.len();
     let ok = !digits.is_empty()
@@ -723,14 +1143,17 @@ fn memory_amount(ctx: &mut Ctx, value: &Spanned<raw::Scalar>, field: &str) -> Op
         && digits.chars().all(|c| c.is_ascii_digit())
         && !digits.trim_start_matches('0').is_empty();
     if ok {
-        Some(text)
+        Some(Set {
+            value: text,
+            origin: ctx.origin(value.referenced, field),
+        })
     } else {
         ctx.error(
             value.referenced,
             field,
             format!(
                 "{:?} is not a memory amount such as 512M or 32G",
-                value.value.0
+                value.value
             ),
         );
         None
@@ -742,22 +1165,408 @@ mod tests {
     use super::*;
 
     #[test]
-    fn owner_comes_from_the_last_two_segments_of_any_remote_url_form() {
+    fn owner_is_the_host_and_path_of_any_remote_url_form() {
+        for (url, owner) in [
+            ("https://github.com/team/infra.git", "github.com/team/infra"),
+            ("https://github.com/team/infra", "github.com/team/infra"),
+            ("https://github.com/team/infra/", "github.com/team/infra"),
+            (
+                "https://github.com/team/infra.git/",
+                "github.com/team/infra",
+            ),
+            (
+                "http://user:secret@git.example:8443/team/infra.git",
+                "git.example/team/infra",
+            ),
+            ("https://GitHub.com/Team/infra", "github.com/Team/infra"),
+            (
+                "git@gitlab.a.example:team/infra",
+                "gitlab.a.example/team/infra",
+            ),
+            (
+                "git@gitlab.a.example:team/infra.git",
+                "gitlab.a.example/team/infra",
+            ),
+            (
+                "gitlab.a.example:/team/infra",
+                "gitlab.a.example/team/infra",
+            ),
+            ("ssh://git@host:22/org/repo.git", "host/org/repo"),
+            ("ssh://host/group/sub/repo", "host/group/sub/repo"),
+            ("/srv/git/org/repo.git", "srv/git/org/repo"),
+            ("file:///srv/git/org/repo/", "srv/git/org/repo"),
+            ("  https://github.com/team/infra\n", "github.com/team/infra"),
+        ] {
+            assert_eq!(
+                owner_from_remote_url(url).map(|o| o.to_string()),
+                Ok(owner.to_owned()),
+                "{url}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_repo_on_two_hosts_gets_two_owners() {
+        let a = owner_from_remote_url("git@gitlab.a.example:team/infra").unwrap();
+        let b = owner_from_remote_url("https://github.com/team/infra").unwrap();
+        assert_ne!(a, b);
+        // Both collided under the old rule.
+        assert_eq!(
+            legacy_owner_from_remote_url("git@gitlab.a.example:team/infra"),
+            legacy_owner_from_remote_url("https://github.com/team/infra"),
+        );
+    }
+
+    #[test]
+    fn unusable_remotes_ask_for_an_owner_in_stackctl_yaml() {
+        let long = format!("/srv/{}/repo.git", "x".repeat(130));
+        for url in [
+            "https://github.com",
+            "https://github.com/",
+            "/",
+            "repo",
+            "../repos/infra.git",
+            "/srv/git/my repo.git",
+            "/srv/git/~me/repo",
+            "git@[::1]:team/infra",
+            long.as_str(),
+        ] {
+            let error = owner_from_remote_url(url).expect_err(url);
+            assert!(
+                error.contains("set `owner:` in stackctl.yaml"),
+                "{url}: {error}"
+            );
+            assert!(!error.contains("secret"), "{error}");
+        }
+        let error = owner_from_remote_url("https://me:secret@github.com").unwrap_err();
+        assert!(
+            !error.contains("secret"),
+            "a URL's password must not be printed: {error}"
+        );
+    }
+
+    #[test]
+    fn the_legacy_owner_is_the_old_org_repo_rule() {
         for url in [
             "https://github.com/org/repo.git",
-            "https://github.com/org/repo",
             "git@github.com:org/repo.git",
             "ssh://git@host:22/org/repo.git",
             "/srv/git/org/repo.git",
             "file:///srv/git/org/repo/",
         ] {
             assert_eq!(
-                owner_from_remote_url(url).as_deref(),
+                legacy_owner_from_remote_url(url).as_deref(),
                 Some("org/repo"),
                 "{url}"
             );
         }
-        assert_eq!(owner_from_remote_url("repo"), None);
+        assert_eq!(legacy_owner_from_remote_url("repo"), None);
+    }
+
+    /// Writes `files` (path, text) into a fresh repo and loads it.
+    fn load_files(files: &[(&str, &str)], remote: Option<&str>) -> Result<Repo, SpecErrors> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("stacks")).unwrap();
+        for (path, text) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        load(dir.path(), || remote.map(str::to_owned))
+    }
+
+    #[test]
+    fn settings_derive_the_owner_and_the_legacy_owner_from_the_remote() {
+        let repo = load_files(&[], Some("git@gitlab.a.example:team/infra.git")).unwrap();
+        assert_eq!(repo.settings.owner.as_str(), "gitlab.a.example/team/infra");
+        assert_eq!(
+            repo.settings.legacy_owner.as_ref().map(Owner::as_str),
+            Some("team/infra")
+        );
+        assert_eq!(repo.settings.lock_expiry, Duration::from_secs(120));
+        assert_eq!(repo.settings.lock_partition, None);
+        // An explicit owner has no legacy owner, even with a remote.
+        let repo = load_files(
+            &[("stackctl.yaml", "owner: team/infra\n")],
+            Some("git@gitlab.a.example:team/infra.git"),
+        )
+        .unwrap();
+        assert_eq!(repo.settings.owner.as_str(), "team/infra");
+        assert_eq!(repo.settings.legacy_owner, None);
+        // A local remote `/org/repo` gives the old owner itself: nothing to migrate.
+        let repo = load_files(&[], Some("/org/repo.git")).unwrap();
+        assert_eq!(repo.settings.owner.as_str(), "org/repo");
+        assert_eq!(repo.settings.legacy_owner, None);
+    }
+
+    #[test]
+    fn lock_settings_are_read_and_checked() {
+        let repo = load_files(
+            &[(
+                "stackctl.yaml",
+                "owner: t\nlock: {expiry: 1m30s, partition: debug}\n",
+            )],
+            None,
+        )
+        .unwrap();
+        assert_eq!(repo.settings.lock_expiry, Duration::from_secs(90));
+        assert_eq!(repo.settings.lock_partition.as_deref(), Some("debug"));
+        let repo = load_files(
+            &[("stackctl.yaml", "owner: t\nlock:\n  expiry: 10\n")],
+            None,
+        );
+        assert_eq!(repo.unwrap().settings.lock_expiry, Duration::from_secs(10));
+        for (lock, field, says) in [
+            ("{expiry: 9s}", "lock.expiry", "at least 10s"),
+            ("{expiry: soon}", "lock.expiry", "not a duration"),
+            ("{partition: 'gpu debug'}", "lock.partition", "partition"),
+        ] {
+            let errors = load_files(
+                &[("stackctl.yaml", &format!("owner: t\nlock: {lock}\n"))],
+                None,
+            )
+            .unwrap_err();
+            let error = &errors.0[0];
+            assert_eq!(error.field.as_deref(), Some(field), "{error}");
+            assert_eq!(error.position.map(|(line, _)| line), Some(2), "{error}");
+            assert!(error.message.contains(says), "{error}");
+        }
+    }
+
+    const VALUES: [(&str, &str); 9] = [
+        ("A", "8.0"),
+        ("B", "12.10"),
+        ("C", "0022"),
+        ("D", "yes"),
+        ("E", "NO"),
+        ("F", "0x1F"),
+        ("G", "1_000"),
+        ("H", "off"),
+        ("I", "123456789012345678901234567890"),
+    ];
+
+    /// Loads one service whose recipe and stack environments are given as YAML.
+    fn environment(recipe_env: &str, stack_env: &str) -> BTreeMap<String, String> {
+        let recipe = format!("name: svc\ncommand: run\nenvironment:{recipe_env}");
+        let stack = format!("services:\n  app:\n    recipe: demo/svc\n    environment:{stack_env}");
+        let repo = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/demo/svc.yaml", &recipe),
+                ("stacks/web.yaml", &stack),
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{recipe}\n{stack}"));
+        repo.desired.services[&ServiceAddr::new("web", "app")]
+            .spec
+            .environment
+            .clone()
+    }
+
+    #[test]
+    fn environment_values_reach_the_job_exactly_as_written_in_block_style() {
+        let mut block = String::from("\n");
+        for (key, value) in VALUES {
+            block.push_str(&format!("  {key}: {value}   # a comment: {key}: 1\n"));
+        }
+        let expected: BTreeMap<String, String> = VALUES
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(environment(&block, " {}\n"), expected, "in a recipe");
+        let stack_block = block.replace("\n  ", "\n      ");
+        assert_eq!(environment(" {}\n", &stack_block), expected, "in a stack");
+    }
+
+    #[test]
+    fn environment_values_reach_the_job_exactly_as_written_in_flow_style() {
+        let entries: Vec<String> = VALUES.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let expected: BTreeMap<String, String> = VALUES
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for flow in [
+            format!(" {{{}}}  # trailing comment\n", entries.join(", ")),
+            format!(" {{{}}}\n", entries.join(",")),
+            format!(
+                " {{\n  {}\n}}   # comment\n",
+                entries.join(" ,  # comment\n  ")
+            ),
+        ] {
+            assert_eq!(environment(&flow, " {}\n"), expected, "recipe: {flow}");
+            assert_eq!(environment(" {}\n", &flow), expected, "stack: {flow}");
+        }
+    }
+
+    #[test]
+    fn environment_values_keep_quoting_aliases_and_multibyte_neighbours() {
+        let env = environment(
+            "\n  Q: \"8.0\"   # quoted\n  S: 'yes'\n  U: \"naïve → 0.50\"\n",
+            "\n      W: &w 1.50\n      W2: *w\n      X: ~user\n      Y: 0.9\n      Z: -0.0\n      N: .inf\n",
+        );
+        let expected = [
+            ("N", ".inf"),
+            ("Q", "8.0"),
+            ("S", "yes"),
+            ("U", "naïve → 0.50"),
+            ("W", "1.50"),
+            ("W2", "1.50"),
+            ("X", "~user"),
+            ("Y", "0.9"),
+            ("Z", "-0.0"),
+        ];
+        let expected: BTreeMap<String, String> = expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn memory_is_read_as_written() {
+        let load_memory = |memory: &str| {
+            load_files(
+                &[
+                    ("stackctl.yaml", "owner: t\n"),
+                    (
+                        "recipes/demo/svc.yaml",
+                        &format!("name: svc\ncommand: run\nresources: {{memory: {memory}}}\n"),
+                    ),
+                    ("stacks/web.yaml", "services: {app: {recipe: demo/svc}}\n"),
+                ],
+                None,
+            )
+            .map(|repo| {
+                repo.desired.services[&ServiceAddr::new("web", "app")]
+                    .spec
+                    .resources
+                    .memory
+                    .clone()
+            })
+        };
+        assert_eq!(load_memory("1024").unwrap().as_deref(), Some("1024"));
+        // YAML would read these as 1024: as written they are no memory amounts.
+        for odd in ["0x400", "1_024", "1024.0"] {
+            let errors = load_memory(odd).unwrap_err();
+            assert!(
+                errors.0[0].message.contains(&format!("{odd:?}")),
+                "{errors}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins_point_at_the_stack_override_or_the_recipe_default() {
+        let recipe = "name: vllm\ncommand: serve\nresources:\n  cpu: 8\n  memory: 32G\n  gpu: 1\n  gpu_type: a100\nports: [8000]\nslurm: {partition: gpu, qos: normal}\n";
+        let stack = "services:\n  llm:\n    recipe: inference/vllm\n    replicas: 3\n    resources:\n      gpu: 2\n      memory_per_cpu: 4G\n    slurm: {qos: high}\n    ports:\n      - 9000\n";
+        let repo = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/inference/vllm.yaml", recipe),
+                ("stacks/web.yaml", stack),
+            ],
+            None,
+        )
+        .unwrap();
+        let service = &repo.desired.services[&ServiceAddr::new("web", "llm")];
+        let at = |key: &str| {
+            let o = &service.origins[key];
+            (
+                o.file.to_str().unwrap().to_owned(),
+                o.position,
+                o.field.clone(),
+            )
+        };
+        let stack_at = |line, column, field: &str| {
+            (
+                "stacks/web.yaml".to_owned(),
+                Some((line, column)),
+                field.to_owned(),
+            )
+        };
+        let recipe_at = |line, column, field: &str| {
+            (
+                "recipes/inference/vllm.yaml".to_owned(),
+                Some((line, column)),
+                field.to_owned(),
+            )
+        };
+        assert_eq!(at("recipe"), stack_at(3, 13, "services.llm.recipe"));
+        assert_eq!(at("replicas"), stack_at(4, 15, "services.llm.replicas"));
+        assert_eq!(
+            at("resources.gpu"),
+            stack_at(6, 12, "services.llm.resources.gpu")
+        );
+        assert_eq!(
+            at("resources.memory_per_cpu"),
+            stack_at(7, 23, "services.llm.resources.memory_per_cpu")
+        );
+        assert_eq!(at("slurm.qos"), stack_at(8, 18, "services.llm.slurm.qos"));
+        assert_eq!(at("ports"), stack_at(10, 7, "services.llm.ports"));
+        assert_eq!(at("resources.cpu"), recipe_at(4, 8, "resources.cpu"));
+        assert_eq!(
+            at("resources.gpu_type"),
+            recipe_at(7, 13, "resources.gpu_type")
+        );
+        assert_eq!(at("slurm.partition"), recipe_at(9, 20, "slurm.partition"));
+        // The stack's memory_per_cpu replaced the recipe's memory; nothing else was written.
+        for absent in [
+            "resources.memory",
+            "resources.nodes",
+            "resources.time_limit",
+            "resources.cpu_bind",
+            "slurm.account",
+        ] {
+            assert!(!service.origins.contains_key(absent), "{absent}");
+        }
+        assert_eq!(
+            service.origin("resources.nodes").field,
+            "services.llm.recipe"
+        );
+        assert_eq!(service.spec.ports, vec![9000]);
+        assert_eq!(service.spec.resources.gpu, 2);
+        assert_eq!(service.spec.resources.memory, None);
+        assert_eq!(service.spec.resources.memory_per_cpu.as_deref(), Some("4G"));
+
+        // Without overrides, every setting points into the recipe; `gpu: 0` drops the type.
+        let stack = "services:\n  llm:\n    recipe: inference/vllm\n    resources: {gpu: 0}\n";
+        let repo = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/inference/vllm.yaml", recipe),
+                ("stacks/web.yaml", stack),
+            ],
+            None,
+        )
+        .unwrap();
+        let service = &repo.desired.services[&ServiceAddr::new("web", "llm")];
+        let at = |key: &str| {
+            let o = &service.origins[key];
+            (
+                o.file.to_str().unwrap().to_owned(),
+                o.position,
+                o.field.clone(),
+            )
+        };
+        assert_eq!(at("resources.memory"), recipe_at(5, 11, "resources.memory"));
+        assert_eq!(at("ports"), recipe_at(8, 8, "ports"));
+        assert_eq!(
+            at("resources.gpu"),
+            stack_at(4, 22, "services.llm.resources.gpu")
+        );
+        assert!(!service.origins.contains_key("resources.gpu_type"));
+        assert!(!service.origins.contains_key("replicas"));
+        assert_eq!(service.spec.resources.gpu_type, None);
+    }
+
+    #[test]
+    fn partition_lists_are_valid() {
+        assert!(check_partition("gpu,debug").is_ok());
+        assert!(check_partition("gpu").is_ok());
+        for bad in ["", "gpu,", ",gpu", "gpu,,debug", "gpu debug", "gpu;debug"] {
+            assert!(check_partition(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

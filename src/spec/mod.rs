@@ -8,7 +8,7 @@ pub mod raw;
 mod yaml;
 
 pub use error::{SpecError, SpecErrors};
-pub use lift::load;
+pub use lift::{DEFAULT_LOCK_EXPIRY, MIN_LOCK_EXPIRY, load};
 pub use yaml::MAX_FILE_BYTES;
 
 use serde::{Deserialize, Serialize};
@@ -31,12 +31,22 @@ pub struct Repo {
 pub struct Settings {
     /// Ownership namespace: only jobs whose marker names this owner are ever touched.
     pub owner: Owner,
+    /// The host-less `org/repo` owner that earlier versions of stackctl derived from the same
+    /// git remote; set only when `owner` was derived from the remote (never when `owner:` is
+    /// written in `stackctl.yaml`) and differs from it. Live jobs under it were submitted for
+    /// this repo by an older stackctl and need migrating.
+    pub legacy_owner: Option<Owner>,
     /// Directory for job output, as written (may start with `~`).
     pub log_dir: String,
     /// Directory that relative image paths are resolved against, as written.
     pub image_dir: String,
     /// How Slurm is reached.
     pub backend: BackendKind,
+    /// How long an apply lock lives without being renewed (`lock.expiry`, default 2 minutes,
+    /// at least 10 seconds).
+    pub lock_expiry: std::time::Duration,
+    /// Partition the lock is taken in (`lock.partition`); none means the cluster default.
+    pub lock_partition: Option<String>,
 }
 
 /// The ways stackctl can reach Slurm.
@@ -46,7 +56,7 @@ pub enum BackendKind {
     Cli,
 }
 
-/// An ownership namespace such as `team-llm` or `org/repo`.
+/// An ownership namespace such as `team-llm` or `github.com/org/repo`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]
 pub struct Owner(String);

@@ -19,6 +19,19 @@ pub struct Config {
     /// How Slurm is reached.
     #[serde(default)]
     pub cluster: ClusterConfig,
+    /// How the apply lock behaves.
+    #[serde(default)]
+    pub lock: LockConfig,
+}
+
+/// The `lock:` block of `stackctl.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockConfig {
+    /// How long a lock lives without being renewed, e.g. `2m`.
+    pub expiry: Option<Spanned<String>>,
+    /// Partition the lock is taken in.
+    pub partition: Option<Spanned<String>>,
 }
 
 /// The `cluster:` block of `stackctl.yaml`.
@@ -49,8 +62,7 @@ pub struct Recipe {
     #[serde(default)]
     pub environment: BTreeMap<String, EnvValue>,
     /// TCP ports the service listens on.
-    #[serde(default)]
-    pub ports: Vec<Spanned<i64>>,
+    pub ports: Option<Ports>,
     /// Slurm placement defaults.
     #[serde(default)]
     pub slurm: Slurm,
@@ -71,19 +83,19 @@ pub struct Container {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Number of nodes.
-    pub nodes: Option<Spanned<i64>>,
+    pub nodes: Option<Spanned<Int>>,
     /// CPUs per task.
-    pub cpu: Option<Spanned<i64>>,
+    pub cpu: Option<Spanned<Int>>,
     /// Memory per node, e.g. `32G`.
-    pub memory: Option<Spanned<Scalar>>,
+    pub memory: Option<Spanned<String>>,
     /// Memory per CPU, e.g. `4G`.
-    pub memory_per_cpu: Option<Spanned<Scalar>>,
+    pub memory_per_cpu: Option<Spanned<String>>,
     /// GPUs per node.
-    pub gpu: Option<Spanned<i64>>,
+    pub gpu: Option<Spanned<Int>>,
     /// GPU type, e.g. `a100`.
     pub gpu_type: Option<Spanned<String>>,
     /// Time limit in minutes.
-    pub time_limit: Option<Spanned<i64>>,
+    pub time_limit: Option<Spanned<Int>>,
     /// CPU binding, e.g. `cores`.
     pub cpu_bind: Option<Spanned<String>>,
 }
@@ -118,47 +130,95 @@ pub struct Service {
     /// Recipe path under `recipes/`, without `.yaml`.
     pub recipe: Spanned<String>,
     /// Desired replica count (default 1).
-    pub replicas: Option<Spanned<i64>>,
+    pub replicas: Option<Spanned<Int>>,
     /// Resource overrides.
     #[serde(default)]
     pub resources: Resources,
     /// Environment merged over the recipe's.
     #[serde(default)]
     pub environment: BTreeMap<String, EnvValue>,
+    /// Ports replacing the recipe's list.
+    pub ports: Option<Ports>,
     /// Slurm overrides.
     #[serde(default)]
     pub slurm: Slurm,
 }
 
-/// A scalar that YAML may have typed as a number or boolean; kept as the text it means.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Scalar(pub String);
+/// A list of TCP ports; the list's own position is where it was written.
+pub type Ports = Spanned<Vec<Spanned<Int>>>;
 
-/// An environment value: any scalar, as text. Maps, lists and nulls are rejected.
-pub type EnvValue = Spanned<Scalar>;
+/// An environment value, exactly as written in the file.
+///
+/// It is read as a string even when YAML would type it as a number or boolean, and the parser
+/// then hands over the scalar's own text: `8.0`, `0022`, `yes` and `0x1F` stay exactly that.
+/// Maps, lists, nulls and `!!int`-style tags are rejected.
+pub type EnvValue = Spanned<String>;
 
-impl<'de> Deserialize<'de> for Scalar {
+/// A YAML integer, such as `3`, `-1` or `0x10`. Anything else (a quoted `"3"`, `3.0`, `yes`, a
+/// list) is kept as a description of what was written, so that the error can point at the
+/// value: an error raised while deserializing would lose its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Int {
+    /// An integer that fits in an `i64`.
+    Value(i64),
+    /// Not an integer; says what was written instead, e.g. `the string "3"`.
+    Not(String),
+}
+
+impl<'de> Deserialize<'de> for Int {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Scalar;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Int;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string, number or boolean")
+                f.write_str("an integer")
             }
-            fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_owned()))
+            fn visit_i64<E>(self, v: i64) -> Result<Int, E> {
+                Ok(Int::Value(v))
             }
-            fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_u64<E>(self, v: u64) -> Result<Int, E> {
+                Ok(i64::try_from(v)
+                    .map(Int::Value)
+                    .unwrap_or_else(|_| Int::Not(format!("the integer {v}, which is too large"))))
             }
-            fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_i128<E>(self, v: i128) -> Result<Int, E> {
+                Ok(i64::try_from(v)
+                    .map(Int::Value)
+                    .unwrap_or_else(|_| Int::Not(format!("the integer {v}, which is too large"))))
             }
-            fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_u128<E>(self, v: u128) -> Result<Int, E> {
+                Ok(i64::try_from(v)
+                    .map(Int::Value)
+                    .unwrap_or_else(|_| Int::Not(format!("the integer {v}, which is too large"))))
             }
-            fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_f64<E>(self, _: f64) -> Result<Int, E> {
+                Ok(Int::Not(
+                    "a decimal number (or an integer too large to be exact)".into(),
+                ))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Int, E> {
+                Ok(Int::Not(format!(
+                    "the boolean {v} (YAML reads yes/no/on/off as booleans)"
+                )))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Int, E> {
+                Ok(Int::Not(format!(
+                    "the string {v:?}; write integers without quotes"
+                )))
+            }
+            fn visit_unit<E>(self) -> Result<Int, E> {
+                Ok(Int::Not("no value".into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Int, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Int::Not("a list".into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Int, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Int::Not("a mapping".into()))
             }
         }
         d.deserialize_any(Visitor)

@@ -18,8 +18,16 @@ pub fn read_file<T: DeserializeOwned>(path: &Path, shown: &Path) -> Result<T, Sp
     parse(&text, shown)
 }
 
+/// Returns whether `text` holds no YAML value at all: nothing, only comments, or a bare `---`.
+pub fn is_empty_document(text: &str) -> bool {
+    matches!(
+        parse::<Option<serde::de::IgnoredAny>>(text, Path::new("")),
+        Ok(None)
+    )
+}
+
 /// Reads a file as UTF-8 text, refusing files over [`MAX_FILE_BYTES`].
-fn read_text(path: &Path, shown: &Path) -> Result<String, SpecError> {
+pub fn read_text(path: &Path, shown: &Path) -> Result<String, SpecError> {
     use std::io::Read;
     let file = std::fs::File::open(path)
         .map_err(|e| SpecError::file(shown, format!("cannot read: {e}")))?;
@@ -120,6 +128,19 @@ fn humanize(message: &str) -> String {
     }
     if let Some(rest) = message.strip_prefix("invalid type: unit value, ") {
         return format!("no value given, {rest}");
+    }
+    // Text settings are read as strings, so that `8.0` or `yes` stays as written.
+    if message.starts_with("cannot deserialize null into string") {
+        return "no value given; write one, or \"\" for an empty text".into();
+    }
+    if message == "expected string scalar" {
+        return "expected a single value (text, a number or true/false), not a list or mapping"
+            .into();
+    }
+    if message == "cannot deserialize tagged scalar into string" {
+        return "a tagged value (`!!int`, `!!float`, `!!bool`) cannot be used here; write the \
+                value as text"
+            .into();
     }
     if message.starts_with("budget breached") {
         return format!(
