@@ -1,10 +1,15 @@
 //! The CLI adapter: `squeue`, `sbatch`, `scancel` and `scontrol` from `PATH`, configured by the
 //! environment (`SLURM_CONF`) like any other Slurm client.
+//!
+//! Commands that change Slurm (`sbatch`, `scancel`, `scontrol update`) run under a parent-death
+//! signal, so none of them can outlive a killed stackctl (see [`Effect::Mutating`]).
 
 use super::{Backend, SlurmError};
-use crate::cluster::ClusterFacts;
+use crate::cluster::{ClusterFacts, GpuFacts, NodeFacts, PartitionFacts};
 use crate::live::{JobId, JobRecord, compact_job_ids};
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +19,47 @@ use wait_timeout::ChildExt;
 /// suffix and no width prints in full. The comment goes last, so a stray `|` in a foreign
 /// job's comment cannot shift the other fields.
 const SQUEUE_FORMAT: &str = "ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|";
+
+/// util-linux's `setpriv`, which sets a parent-death signal and then runs a program.
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// The shell that runs the guard between `setpriv` and the Slurm command.
+const SH: &str = "/bin/sh";
+
+/// Run by `/bin/sh -c` between `setpriv` and the Slurm command, with stackctl's pid as `$0`:
+/// runs the command only if stackctl is still its parent. It closes the window between the
+/// fork and `setpriv`'s `prctl`: a parent that dies in that window sends no signal, but the
+/// child is then already reparented, so `$PPID` (read after the `prctl`) no longer matches.
+const PARENT_GUARD: &str = r#"[ "$PPID" = "$0" ] && exec "$@"; echo "stackctl (pid $0) is gone; not running $1" >&2; exit 125"#;
+
+/// Whether a command changes Slurm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    /// A read: if stackctl dies, letting it finish is harmless.
+    ReadOnly,
+    /// A write (`sbatch`, `scancel`, `scontrol update`): it runs as
+    /// `setpriv --pdeathsig KILL -- /bin/sh -c GUARD <stackctl pid> <program> <args>…`, so the
+    /// kernel kills it when stackctl dies, and it never starts if stackctl died while it was
+    /// being spawned (the crate forbids `unsafe`, so no `pre_exec` with `prctl`).
+    ///
+    /// Why this makes the order of two applies safe: an apply lists the jobs only after it
+    /// holds the lock, and a contender breaks a dead holder's lock only once the holder's pid
+    /// is gone. The kernel sends the parent-death signal inside the dying parent's exit, before
+    /// its pid can disappear, and a process with SIGKILL pending never runs user code again;
+    /// so by the time anyone sees the pid gone, no Slurm command it was running can send a new
+    /// request, and none can submit after the next apply's listing.
+    ///
+    /// The residual window: a submit RPC the child had already sent (or was sending) when it
+    /// was killed is still processed by slurmctld. In practice that happens long before a
+    /// contender notices the dead pid, breaks the lock and sends its own listing RPC, but
+    /// nothing orders the two inside slurmctld; a listing that raced it would miss that one
+    /// job, the contender would submit the same replica again, and the next plan would see the
+    /// two (both carry markers) and destroy the duplicate. The signal goes when the *thread*
+    /// that spawned the child exits; `run` blocks that thread until the child ends, so this is
+    /// the same as the process. Without `/usr/bin/setpriv` (a system without util-linux)
+    /// commands run without the signal.
+    Mutating,
+}
 
 /// Slurm reached through its command-line clients.
 #[derive(Debug, Clone)]
@@ -31,11 +77,18 @@ impl Default for CliBackend {
 }
 
 impl CliBackend {
-    /// Runs a Slurm command, killing it after the deadline.
+    /// Runs a Slurm command, killing it after the deadline. Errors name `program` and `args`,
+    /// never the `setpriv` wrapper of a [`Effect::Mutating`] command.
     ///
     /// Output goes to unnamed temporary files rather than pipes: squeue writes its listing in
     /// hundreds of small writes, and a pipe turns each into a wake-up of the reader.
-    fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, SlurmError> {
+    fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        effect: Effect,
+    ) -> Result<String, SlurmError> {
         let command = std::iter::once(program)
             .chain(args.iter().copied())
             .collect::<Vec<_>>()
@@ -47,8 +100,8 @@ impl CliBackend {
         };
         let mut stdout = tempfile::tempfile().map_err(spawn_error)?;
         let mut stderr = tempfile::tempfile().map_err(spawn_error)?;
-        let mut child = Command::new(program)
-            .args(args)
+        let mut child = command_for(program, args, effect)
+            .map_err(spawn_error)?
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -84,15 +137,86 @@ impl CliBackend {
         };
         let (out, err) = (read(&mut stdout), read(&mut stderr));
         if !status.success() {
-            let message = if err.trim().is_empty() {
+            let message = clean_message(program, &err);
+            let message = if message.is_empty() {
                 status.to_string()
             } else {
-                err.trim().to_owned()
+                message
             };
             return Err(SlurmError::Failed { command, message });
         }
         Ok(out)
     }
+}
+
+/// Builds the process for one Slurm command: the program itself, or for a mutating command the
+/// parent-death wrapper around it (see [`Effect::Mutating`]). A program missing from `PATH` is
+/// a spawn error naming it, wrapped or not. The wrapper's shell finds the program on `PATH`
+/// itself, so the program sees its plain name as `argv[0]` and its messages keep their
+/// `sbatch: error: ` tag.
+fn command_for(program: &str, args: &[&str], effect: Effect) -> std::io::Result<Command> {
+    if effect == Effect::ReadOnly || !pdeathsig_available() {
+        let mut command = Command::new(program);
+        command.args(args);
+        return Ok(command);
+    }
+    if find_on_path(program, std::env::var_os("PATH").as_deref()).is_none() {
+        return Err(std::io::Error::from_raw_os_error(2 /* ENOENT */));
+    }
+    let mut command = Command::new(SETPRIV);
+    command
+        .args(["--pdeathsig", "KILL", "--", SH, "-c", PARENT_GUARD])
+        .arg(std::process::id().to_string())
+        .arg(program)
+        .args(args);
+    Ok(command)
+}
+
+/// Returns whether mutating commands can run under a parent-death signal on this machine.
+fn pdeathsig_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let available = Path::new(SETPRIV).is_file() && Path::new(SH).is_file();
+        if !available {
+            tracing::debug!("no {SETPRIV}: Slurm commands run without a parent-death signal");
+        }
+        available
+    })
+}
+
+/// Finds `program` as the shell would: a name with a `/` as is, otherwise the first executable
+/// file of that name in `path`'s directories.
+fn find_on_path(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    std::env::split_paths(path?)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}
+
+/// Returns what a failed Slurm command printed on stderr, without the noise around the
+/// reason: the `sbatch: error: ` tag and `--test-only`'s `allocation failure: ` are dropped,
+/// blank and repeated lines are skipped, and the remaining lines are joined with `; `.
+fn clean_message(program: &str, stderr: &str) -> String {
+    let tag = format!("{program}: error: ");
+    let mut lines: Vec<&str> = Vec::new();
+    for line in stderr.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix(tag.as_str()).unwrap_or(line);
+        let line = line.strip_prefix("allocation failure: ").unwrap_or(line);
+        let line = line.trim();
+        if !line.is_empty() && !lines.contains(&line) {
+            lines.push(line);
+        }
+    }
+    lines.join("; ")
 }
 
 impl Backend for CliBackend {
@@ -107,7 +231,7 @@ impl Backend for CliBackend {
             "--Format",
             SQUEUE_FORMAT,
         ];
-        let output = self.run("squeue", &args, None)?;
+        let output = self.run("squeue", &args, None, Effect::ReadOnly)?;
         // The tasks of an array share one comment: keep one copy of it.
         let mut last_comment: Arc<str> = Arc::from("");
         output
@@ -123,13 +247,8 @@ impl Backend for CliBackend {
     }
 
     fn submit(&self, script: &str) -> Result<u64, SlurmError> {
-        let output = self.run("sbatch", &["--parsable"], Some(script))?;
-        // `--parsable` prints `jobid[;cluster]`.
-        let id = output.trim().split(';').next().unwrap_or_default();
-        id.parse().map_err(|_| SlurmError::Parse {
-            command: "sbatch --parsable".into(),
-            message: format!("no job id in {output:?}"),
-        })
+        let output = self.run("sbatch", &["--parsable"], Some(script), Effect::Mutating)?;
+        parse_submit_output(&output)
     }
 
     fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError> {
@@ -137,28 +256,53 @@ impl Backend for CliBackend {
         let args = compact_job_ids(job_ids);
         for chunk in args.chunks(200) {
             let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            self.run("scancel", &chunk, None)?;
+            self.run("scancel", &chunk, None, Effect::Mutating)?;
         }
         Ok(())
     }
 
     fn test_submit(&self, script: &str) -> Result<(), SlurmError> {
-        // `--test-only` prints its verdict on stderr and submits nothing.
-        self.run("sbatch", &["--test-only"], Some(script))
+        // `--test-only` asks slurmctld whether and when the job would start (one will-run RPC)
+        // and submits nothing. Accepted: exit 0 and `sbatch: Job N to start at …` on stderr.
+        // Rejected: exit 1 and the reason on stderr, e.g. `allocation failure: Requested node
+        // configuration is not available`, which `run` cleans to the reason alone.
+        self.run("sbatch", &["--test-only"], Some(script), Effect::ReadOnly)
             .map(|_| ())
     }
 
     fn update_comment(&self, job_id: &JobId, comment: &str) -> Result<(), SlurmError> {
         let id = format!("JobId={job_id}");
         let comment = format!("Comment={comment}");
-        self.run("scontrol", &["update", &id, &comment], None)
-            .map(|_| ())
+        self.run(
+            "scontrol",
+            &["update", &id, &comment],
+            None,
+            Effect::Mutating,
+        )
+        .map(|_| ())
     }
 
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError> {
-        Err(SlurmError::Failed {
-            command: "scontrol show partition".into(),
-            message: "reading cluster facts is not implemented yet".into(),
+        // Three reads, five slurmctld RPCs: partition info; node info (scontrol fetches the
+        // partitions too); build info (the config) plus a ping that `show config` always sends.
+        // `--all` includes hidden partitions and their nodes, which a job may still name.
+        const PARTITIONS: [&str; 4] = ["--all", "--oneliner", "show", "partition"];
+        const NODES: [&str; 4] = ["--all", "--oneliner", "show", "node"];
+        const CONFIG: [&str; 3] = ["--all", "show", "config"];
+        let parse_error = |args: &[&str], message: String| SlurmError::Parse {
+            command: format!("scontrol {}", args.join(" ")),
+            message,
+        };
+        let partitions = self.run("scontrol", &PARTITIONS, None, Effect::ReadOnly)?;
+        let partitions = parse_partitions(&partitions).map_err(|m| parse_error(&PARTITIONS, m))?;
+        let nodes = self.run("scontrol", &NODES, None, Effect::ReadOnly)?;
+        let nodes = parse_nodes(&nodes).map_err(|m| parse_error(&NODES, m))?;
+        let config = self.run("scontrol", &CONFIG, None, Effect::ReadOnly)?;
+        let max_array_size = parse_max_array_size(&config).map_err(|m| parse_error(&CONFIG, m))?;
+        Ok(ClusterFacts {
+            partitions,
+            nodes,
+            max_array_size,
         })
     }
 
@@ -167,7 +311,22 @@ impl Backend for CliBackend {
             "scontrol",
             &["write", "batch_script", &job_id.to_string(), "-"],
             None,
+            Effect::ReadOnly,
         )
+    }
+}
+
+/// Parses what `sbatch --parsable` printed: `jobid` or `jobid;cluster`. Anything else is a
+/// [`SlurmError::Parse`]: sbatch exited 0, so the job may well exist, and the caller must treat
+/// the outcome as unknown rather than as a rejection.
+fn parse_submit_output(output: &str) -> Result<u64, SlurmError> {
+    let id = output.trim().split(';').next().unwrap_or_default();
+    match id.parse::<u64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(SlurmError::Parse {
+            command: "sbatch --parsable".into(),
+            message: format!("no job id in {output:?}"),
+        }),
     }
 }
 
@@ -200,9 +359,229 @@ fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecor
     })
 }
 
+/// Splits one `scontrol --oneliner` record into its `Key=Value` fields. A word without `=`
+/// continues the previous value (`OS=Linux 6.1.0 #1 SMP`). The first occurrence of a key wins,
+/// so free text late in the record (a node's `Reason=`) cannot shadow a real field.
+fn record_fields(line: &str) -> HashMap<&str, String> {
+    let mut fields: Vec<(&str, String)> = Vec::new();
+    for word in line.split_whitespace() {
+        match word.split_once('=') {
+            Some((key, value))
+                if !key.is_empty()
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                fields.push((key, value.to_owned()));
+            }
+            _ => {
+                if let Some((_, value)) = fields.last_mut() {
+                    value.push(' ');
+                    value.push_str(word);
+                }
+            }
+        }
+    }
+    let mut map = HashMap::new();
+    for (key, value) in fields {
+        map.entry(key).or_insert(value);
+    }
+    map
+}
+
+/// Parses a numeric limit where `UNLIMITED`, `INFINITE`, `NONE` and `N/A` mean "no limit".
+fn parse_limit<T: std::str::FromStr>(key: &str, value: &str) -> Result<Option<T>, String> {
+    match value {
+        "UNLIMITED" | "INFINITE" | "NONE" | "N/A" => Ok(None),
+        _ => value
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{key}={value} is not a number or UNLIMITED")),
+    }
+}
+
+/// Parses a Slurm time limit into minutes, as Slurm reads one: `UNLIMITED`/`INFINITE` (no
+/// limit), `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M` or `D-H:M:S`; seconds round up to a minute.
+fn parse_time_limit(value: &str) -> Result<Option<u32>, String> {
+    if matches!(value, "UNLIMITED" | "INFINITE" | "NONE" | "N/A") {
+        return Ok(None);
+    }
+    let bad = || format!("{value:?} is not a Slurm time limit");
+    let number = |s: &str| -> Result<u64, String> {
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        s.parse().map_err(|_| bad())
+    };
+    let (days, rest) = match value.split_once('-') {
+        Some((days, rest)) => (Some(number(days)?), rest),
+        None => (None, value),
+    };
+    let parts = rest
+        .split(':')
+        .map(number)
+        .collect::<Result<Vec<u64>, String>>()?;
+    let (hours, minutes, seconds) = match (days.is_some(), parts.as_slice()) {
+        (false, [m]) => (0, *m, 0),
+        (false, [m, s]) => (0, *m, *s),
+        (_, [h, m, s]) => (*h, *m, *s),
+        (true, [h]) => (*h, 0, 0),
+        (true, [h, m]) => (*h, *m, 0),
+        _ => return Err(bad()),
+    };
+    let minutes = (days.unwrap_or(0) * 24 + hours) * 60 + minutes + seconds.div_ceil(60);
+    u32::try_from(minutes).map(Some).map_err(|_| bad())
+}
+
+/// Parses `scontrol --oneliner show partition`: one `PartitionName=…` record per line.
+fn parse_partitions(text: &str) -> Result<Vec<PartitionFacts>, String> {
+    let mut partitions = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("PartitionName=")) {
+        let fields = record_fields(line);
+        let get = |key: &str| fields.get(key).map(String::as_str);
+        let name = get("PartitionName").unwrap_or_default().to_owned();
+        let in_partition = |m: String| format!("partition {name:?}: {m}");
+        let limit = |key: &str| get(key).map_or(Ok(None), |v| parse_limit::<u32>(key, v));
+        partitions.push(PartitionFacts {
+            is_default: get("Default") == Some("YES"),
+            max_time_minutes: get("MaxTime")
+                .map_or(Ok(None), parse_time_limit)
+                .map_err(in_partition)?,
+            max_nodes: limit("MaxNodes").map_err(in_partition)?,
+            max_cpus_per_node: limit("MaxCPUsPerNode").map_err(in_partition)?,
+            max_mem_per_node_mb: get("MaxMemPerNode")
+                .map_or(Ok(None), |v| parse_limit::<u64>("MaxMemPerNode", v))
+                .map_err(in_partition)?,
+            nodes: crate::hostlist::expand(get("Nodes").unwrap_or_default()),
+            name,
+        });
+    }
+    Ok(partitions)
+}
+
+/// Parses `scontrol --oneliner show node`: one `NodeName=…` record per line.
+///
+/// CPUs are `CPUEfctv` where Slurm prints it (22.05 and later: `CPUTot` less specialized
+/// cores, the most a job can get), else `CPUTot`; memory is `RealMemory` less `MemSpecLimit`.
+fn parse_nodes(text: &str) -> Result<Vec<NodeFacts>, String> {
+    let mut nodes = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("NodeName=")) {
+        let fields = record_fields(line);
+        let get = |key: &str| fields.get(key).map(String::as_str);
+        let name = get("NodeName").unwrap_or_default().to_owned();
+        let number = |key: &str| -> Result<u64, String> {
+            let value = get(key).ok_or_else(|| format!("node {name:?} has no {key}"))?;
+            value
+                .parse()
+                .map_err(|_| format!("node {name:?}: {key}={value} is not a number"))
+        };
+        let cpus = match get("CPUEfctv") {
+            Some(_) => number("CPUEfctv")?,
+            None => number("CPUTot")?,
+        };
+        let spec_memory = match get("MemSpecLimit") {
+            Some(_) => number("MemSpecLimit")?,
+            None => 0,
+        };
+        let gpus = parse_gres(get("Gres").unwrap_or_default())
+            .map_err(|m| format!("node {name:?}: {m}"))?;
+        nodes.push(NodeFacts {
+            cpus: u32::try_from(cpus).map_err(|_| format!("node {name:?}: {cpus} CPUs"))?,
+            memory_mb: number("RealMemory")?.saturating_sub(spec_memory),
+            gpus,
+            name,
+        });
+    }
+    Ok(nodes)
+}
+
+/// Parses a node's `Gres=` into its GPUs: `gpu:a100:4(S:0-1),gpu:h100:2(S:1)`, untyped `gpu:4`,
+/// `gpu` (one), `(null)`. Other resources (`shard:8`, `mps:100`) are skipped, socket bindings
+/// `(S:…)` and the `no_consume` flag ignored, and groups of one type added up.
+fn parse_gres(text: &str) -> Result<Vec<GpuFacts>, String> {
+    let mut gpus: Vec<GpuFacts> = Vec::new();
+    let text = text.trim();
+    if text.is_empty() || text == "(null)" {
+        return Ok(gpus);
+    }
+    // Split on commas outside parentheses: a socket list may be `(S:0,2)`.
+    let (mut depth, mut start, mut items) = (0usize, 0usize, Vec::new());
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                items.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&text[start..]);
+    for item in items {
+        let item = item.split('(').next().unwrap_or_default().trim();
+        let mut parts: Vec<&str> = item.split(':').filter(|p| *p != "no_consume").collect();
+        if parts.first() != Some(&"gpu") {
+            continue;
+        }
+        parts.remove(0);
+        let count = match parts.last() {
+            Some(last) if last.chars().all(|c| c.is_ascii_digit()) => {
+                let count = last
+                    .parse::<u32>()
+                    .map_err(|_| format!("GPU count in {item:?} is out of range"))?;
+                parts.pop();
+                count
+            }
+            _ => 1,
+        };
+        let kind = match parts.as_slice() {
+            [] => None,
+            [kind] => Some((*kind).to_owned()),
+            _ => return Err(format!("cannot read GPUs from {item:?}")),
+        };
+        match gpus.iter_mut().find(|g| g.kind == kind) {
+            Some(group) => group.count += count,
+            None => gpus.push(GpuFacts { kind, count }),
+        }
+    }
+    Ok(gpus)
+}
+
+/// Reads `MaxArraySize` from `scontrol show config` (`MaxArraySize = 1001`); `None` if absent.
+fn parse_max_array_size(text: &str) -> Result<Option<u32>, String> {
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once('=')
+            && key.trim() == "MaxArraySize"
+        {
+            let value = value.trim();
+            return value
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("MaxArraySize = {value} is not a number"));
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Real output of the test cluster (Slurm 22.05), captured with the commands
+    /// `cluster_facts` runs.
+    const PARTITIONS: &str = include_str!("../../tests/fixtures/scontrol/partition_22.05.txt");
+    const NODES: &str = include_str!("../../tests/fixtures/scontrol/node_22.05.txt");
+    const CONFIG: &str = include_str!("../../tests/fixtures/scontrol/config_22.05.txt");
+    /// Hand-made records in the same format: limits, hostlists and GRES the test cluster lacks.
+    const PARTITION_VARIANTS: &str =
+        include_str!("../../tests/fixtures/scontrol/partition_variants.txt");
+    const NODE_VARIANTS: &str = include_str!("../../tests/fixtures/scontrol/node_variants.txt");
+
+    fn gpu(kind: Option<&str>, count: u32) -> GpuFacts {
+        GpuFacts {
+            kind: kind.map(str::to_owned),
+            count,
+        }
+    }
 
     #[test]
     fn parses_array_tasks_and_plain_jobs() {
@@ -223,5 +602,283 @@ mod tests {
             }
         );
         assert_eq!(&*plain.comment, "a|b|c");
+    }
+
+    #[test]
+    fn submit_output_is_a_job_id_or_an_unknown_outcome() {
+        assert_eq!(parse_submit_output("42\n").unwrap(), 42);
+        assert_eq!(parse_submit_output("42;cluster-a\n").unwrap(), 42);
+        for output in ["", "\n", "Submitted batch job 42\n", "x42", "0", "42 43"] {
+            let error = parse_submit_output(output).unwrap_err();
+            assert!(
+                matches!(error, SlurmError::Parse { .. }),
+                "{output:?}: {error:?}"
+            );
+            // sbatch exited 0: the job may exist, so this is neither a rejection nor retryable.
+            assert!(!error.is_definite_rejection(), "{output:?}");
+            assert!(!error.is_transient(), "{output:?}");
+        }
+    }
+
+    #[test]
+    fn real_partition_output_of_the_test_cluster() {
+        assert_eq!(
+            parse_partitions(PARTITIONS).unwrap(),
+            [PartitionFacts {
+                name: "debug".into(),
+                is_default: true,
+                max_time_minutes: None,
+                max_nodes: None,
+                max_cpus_per_node: None,
+                max_mem_per_node_mb: None,
+                nodes: vec!["node1".into(), "node2".into(), "node3".into()],
+            }]
+        );
+    }
+
+    #[test]
+    fn real_node_output_of_the_test_cluster() {
+        let nodes = parse_nodes(NODES).unwrap();
+        let expected: Vec<NodeFacts> = [("node1", "a100"), ("node2", "a100"), ("node3", "h100")]
+            .into_iter()
+            .map(|(name, kind)| NodeFacts {
+                name: name.into(),
+                cpus: 16,
+                memory_mb: 16000,
+                gpus: vec![gpu(Some(kind), 4)],
+            })
+            .collect();
+        assert_eq!(nodes, expected);
+    }
+
+    #[test]
+    fn real_config_output_gives_max_array_size() {
+        assert_eq!(parse_max_array_size(CONFIG).unwrap(), Some(100_001));
+        assert_eq!(parse_max_array_size("MaxJobCount = 5\n").unwrap(), None);
+        assert!(parse_max_array_size("MaxArraySize            = lots\n").is_err());
+    }
+
+    #[test]
+    fn partition_limits_hostlists_and_default() {
+        let parts = parse_partitions(PARTITION_VARIANTS).unwrap();
+        let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["gpu", "short", "tiny"]);
+        let (gpu, short, tiny) = (&parts[0], &parts[1], &parts[2]);
+        assert!(!gpu.is_default && short.is_default && !tiny.is_default);
+        assert_eq!(gpu.max_time_minutes, Some(24 * 60));
+        assert_eq!(short.max_time_minutes, Some(120));
+        assert_eq!(tiny.max_time_minutes, Some(30));
+        assert_eq!(
+            (gpu.max_nodes, short.max_nodes, tiny.max_nodes),
+            (Some(2), None, Some(1))
+        );
+        assert_eq!(
+            (gpu.max_cpus_per_node, short.max_cpus_per_node),
+            (Some(32), None)
+        );
+        assert_eq!(
+            (gpu.max_mem_per_node_mb, short.max_mem_per_node_mb),
+            (Some(64_000), None)
+        );
+        assert_eq!(gpu.nodes, ["gpu01", "gpu02", "big1"]);
+        assert_eq!(short.nodes, ["cpu001", "cpu002", "cpu003"]);
+        assert!(tiny.nodes.is_empty());
+    }
+
+    #[test]
+    fn node_gres_variants_cpus_and_memory() {
+        let nodes = parse_nodes(NODE_VARIANTS).unwrap();
+        let by_name = |name: &str| nodes.iter().find(|n| n.name == name).unwrap();
+        assert_eq!(nodes.len(), 4);
+        let gpu01 = by_name("gpu01");
+        assert_eq!((gpu01.cpus, gpu01.memory_mb), (64, 512_000));
+        assert_eq!(gpu01.gpus, [gpu(Some("h100"), 4)]);
+        // Specialized cores and memory are not for jobs; shards are not GPUs.
+        let gpu02 = by_name("gpu02");
+        assert_eq!((gpu02.cpus, gpu02.memory_mb), (60, 510_000));
+        assert_eq!(gpu02.gpus, [gpu(Some("a100"), 2), gpu(Some("h100"), 2)]);
+        // No CPUEfctv (Slurm 21.08): CPUTot. The Reason's look-alike fields change nothing.
+        let big1 = by_name("big1");
+        assert_eq!((big1.cpus, big1.memory_mb), (64, 256_000));
+        assert_eq!(big1.gpus, [gpu(None, 2)]);
+        assert!(by_name("cpu001").gpus.is_empty());
+    }
+
+    #[test]
+    fn gres_forms() {
+        assert_eq!(parse_gres("(null)").unwrap(), []);
+        assert_eq!(parse_gres("").unwrap(), []);
+        assert_eq!(parse_gres("gpu:4").unwrap(), [gpu(None, 4)]);
+        assert_eq!(parse_gres("gpu").unwrap(), [gpu(None, 1)]);
+        assert_eq!(
+            parse_gres("gpu:h100:4(S:0)").unwrap(),
+            [gpu(Some("h100"), 4)]
+        );
+        assert_eq!(
+            parse_gres("gpu:a100:2(S:0,2),mps:200,gpu:a100:no_consume:2,gpu:v100:1").unwrap(),
+            [gpu(Some("a100"), 4), gpu(Some("v100"), 1)]
+        );
+        assert!(parse_gres("gpu:a:b:4").is_err());
+        assert!(parse_gres("gpu:a100:99999999999").is_err());
+    }
+
+    #[test]
+    fn time_limits_as_slurm_writes_them() {
+        for (text, minutes) in [
+            ("UNLIMITED", None),
+            ("INFINITE", None),
+            ("1-00:00:00", Some(1440)),
+            ("2-12:30:00", Some(2 * 1440 + 12 * 60 + 30)),
+            ("2:00:00", Some(120)),
+            ("30:00", Some(30)),
+            ("30:01", Some(31)),
+            ("45", Some(45)),
+            ("1-02", Some(1440 + 120)),
+            ("1-02:03", Some(1440 + 123)),
+        ] {
+            assert_eq!(parse_time_limit(text), Ok(minutes), "{text}");
+        }
+        for bad in ["", "1:2:3:4", "a", "-1:00", "1-", "1-2:3:4:5"] {
+            assert!(parse_time_limit(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bad_numbers_are_parse_errors_not_missing_limits() {
+        assert!(parse_partitions("PartitionName=p MaxNodes=many Nodes=a\n").is_err());
+        assert!(parse_partitions("PartitionName=p MaxTime=soon Nodes=a\n").is_err());
+        assert!(parse_nodes("NodeName=n CPUTot=16 Gres=(null)\n").is_err());
+        assert!(parse_nodes("NodeName=n CPUTot=x RealMemory=1 Gres=(null)\n").is_err());
+        // Absent limits are no limits; other lines (`No nodes in the system`) are ignored.
+        let minimal = parse_partitions("PartitionName=p Nodes=a\nnoise\n").unwrap();
+        assert_eq!(minimal[0].max_time_minutes, None);
+        assert_eq!(minimal[0].nodes, ["a"]);
+    }
+
+    #[test]
+    fn failure_messages_keep_the_reason_without_the_noise() {
+        assert_eq!(
+            clean_message(
+                "sbatch",
+                "sbatch: error: invalid partition specified: nosuch\n\
+                 allocation failure: Invalid partition name specified\n"
+            ),
+            "invalid partition specified: nosuch; Invalid partition name specified"
+        );
+        assert_eq!(
+            clean_message(
+                "sbatch",
+                "allocation failure: Requested node configuration is not available\n"
+            ),
+            "Requested node configuration is not available"
+        );
+        assert_eq!(
+            clean_message(
+                "sbatch",
+                "sbatch: error: Batch job submission failed: Invalid job array specification\n"
+            ),
+            "Batch job submission failed: Invalid job array specification"
+        );
+        assert_eq!(
+            clean_message("scancel", "scancel: error: x\n\nscancel: error: x\n"),
+            "x"
+        );
+        assert_eq!(clean_message("sbatch", " \n"), "");
+    }
+
+    #[test]
+    fn programs_are_found_on_path_like_the_shell_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("fake-slurm-tool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        let not_exe = dir.path().join("not-executable");
+        std::fs::write(&not_exe, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path =
+            std::env::join_paths(["/nonexistent-dir", dir.path().to_str().unwrap()]).unwrap();
+        assert_eq!(find_on_path("fake-slurm-tool", Some(&path)), Some(exe));
+        assert_eq!(find_on_path("not-executable", Some(&path)), None);
+        assert_eq!(find_on_path("missing", Some(&path)), None);
+        assert_eq!(find_on_path("missing", None), None);
+        assert_eq!(
+            find_on_path("/bin/sh", None).as_deref(),
+            Some(Path::new("/bin/sh"))
+        );
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error_naming_it_even_when_wrapped() {
+        for effect in [Effect::ReadOnly, Effect::Mutating] {
+            let error = CliBackend::default()
+                .run("stackctl-no-such-program", &["x"], None, effect)
+                .unwrap_err();
+            match error {
+                SlurmError::Spawn { program, source } => {
+                    assert_eq!(program, "stackctl-no-such-program");
+                    assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{effect:?}");
+                }
+                other => panic!("{effect:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn mutating_commands_run_with_their_args_stdin_and_errors_named_after_the_program() {
+        if !pdeathsig_available() {
+            return;
+        }
+        let backend = CliBackend::default();
+        let out = backend
+            .run("cat", &["-"], Some("script\n"), Effect::Mutating)
+            .unwrap();
+        assert_eq!(out, "script\n");
+        let out = backend
+            .run("echo", &["a b", "$c"], None, Effect::Mutating)
+            .unwrap();
+        assert_eq!(out, "a b $c\n");
+        match backend.run("ls", &["/nonexistent-stackctl"], None, Effect::Mutating) {
+            Err(SlurmError::Failed { command, message }) => {
+                assert_eq!(command, "ls /nonexistent-stackctl");
+                // The program's own name, as it would print without the wrapper.
+                assert!(message.starts_with("ls: cannot access"), "{message}");
+                assert!(!message.contains("setpriv"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The signal is really set (setpriv -d, run as the wrapped program, reads it back).
+        let dump = backend
+            .run("setpriv", &["-d"], None, Effect::Mutating)
+            .unwrap();
+        assert!(dump.contains("Parent death signal: KILL"), "{dump}");
+        let dump = backend
+            .run("setpriv", &["-d"], None, Effect::ReadOnly)
+            .unwrap();
+        assert!(dump.contains("Parent death signal: [none]"), "{dump}");
+    }
+
+    #[test]
+    fn the_guard_runs_nothing_once_stackctl_is_no_longer_the_parent() {
+        if !pdeathsig_available() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        // Our own pid as `$0` (the parent really is us): the command runs.
+        let run = |pid: &str| {
+            Command::new(SH)
+                .args(["-c", PARENT_GUARD, pid, "touch"])
+                .arg(&marker)
+                .output()
+                .unwrap()
+        };
+        assert!(run(&std::process::id().to_string()).status.success());
+        assert!(marker.exists());
+        std::fs::remove_file(&marker).unwrap();
+        // Any other pid (a parent that died and left the child to a reaper): it does not.
+        let refused = run("1");
+        assert_eq!(refused.status.code(), Some(125));
+        assert!(!marker.exists());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("not running touch"));
     }
 }
