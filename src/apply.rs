@@ -13,16 +13,12 @@
 //! Nothing is rolled back: the report says what was done, what failed and what was not
 //! attempted, and the next apply starts from what Slurm then shows.
 
-use crate::live::{JobId, JobState, Marker, Observed, index_groups, index_ranges};
+use crate::live::{JobId, JobState, Marker, index_groups, index_ranges};
 use crate::plan::{Action, Plan};
 use crate::render::script::{self, ScriptContext};
-use crate::slurm::{Backend, SlurmError};
+use crate::slurm::{Backend, submit_once};
 use crate::spec::{Desired, ServiceAddr};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
-
-/// How many times a submit is tried before giving up.
-pub const SUBMIT_ATTEMPTS: u32 = 3;
 
 /// What an apply did, in jobs.
 #[derive(Debug, Default)]
@@ -197,7 +193,7 @@ pub fn apply(
             submission.script = script::render(&submission.service, spec, &submission.marker, ctx);
             submission.indexes = ready;
         }
-        match submit_once(backend, &submission.script, &submission.marker) {
+        match submit_once(backend, &submission.script, &submission.marker.nonce) {
             Ok(job_id) => {
                 report.added += submission.indexes.len();
                 progress.submitted(&submission.service, &submission.marker.indexes, job_id);
@@ -270,40 +266,6 @@ fn cancel(
     left.into_iter().collect()
 }
 
-/// Submits a script at most once in effect. sbatch is not idempotent: a submit that timed out,
-/// lost its connection or printed nothing readable may still have created the job, so before
-/// each retry the job is looked for by the nonce in its marker. A definite rejection is never
-/// retried or looked up: Slurm records even a rejected submit (state FAILED), and that record
-/// is no replica.
-fn submit_once(backend: &dyn Backend, text: &str, marker: &Marker) -> Result<u64, SlurmError> {
-    let mut attempt = 1;
-    loop {
-        let error = match backend.submit(text) {
-            Ok(job_id) => return Ok(job_id),
-            Err(e) if e.is_definite_rejection() => return Err(e),
-            Err(e) => e,
-        };
-        tracing::warn!(attempt, error = %error, "submit outcome unknown; looking for the job before retrying");
-        // If the listing fails too, the job may or may not exist: retrying could duplicate it.
-        let Ok(records) = backend.list_jobs() else {
-            return Err(error);
-        };
-        let observed = Observed::from_records(records, &marker.owner);
-        if let Some(job) = observed
-            .jobs
-            .iter()
-            .find(|j| j.marker.nonce == marker.nonce)
-        {
-            return Ok(job.id.array);
-        }
-        if attempt >= SUBMIT_ATTEMPTS {
-            return Err(error);
-        }
-        std::thread::sleep(Duration::from_secs(u64::from(attempt)));
-        attempt += 1;
-    }
-}
-
 impl std::fmt::Display for ApplyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
@@ -313,6 +275,7 @@ impl std::fmt::Display for ApplyError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::live::Observed;
     use crate::plan;
     use crate::slurm::fake::{FakeBackend, Fault, Op};
     use crate::spec::{

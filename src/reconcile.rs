@@ -216,12 +216,9 @@ pub fn apply(
         partition: repo.settings.lock_partition.clone(),
         identity: lock::Identity::current(),
     };
-    let guard = lock::acquire(backend, &request)?;
-    let result = apply_locked(dir, repo, backend, &ctx, approve, progress);
-    if let Err(e) = guard.release() {
-        tracing::warn!(error = %e, "releasing the lock failed; it expires by itself");
-    }
-    result
+    lock::with_lock(backend, &request, || {
+        apply_locked(dir, repo, backend, &ctx, approve, progress)
+    })?
 }
 
 fn apply_locked(

@@ -541,7 +541,10 @@ fn environment_values_reach_the_process_literally() {
     repo.write_stack("s", &format!("services:\n  echo:\n    recipe: test/echo\n    environment:\n      VALUE: {yaml_value}\n"));
     repo.apply();
     let job = repo.alive("s.echo")[0].clone();
-    let log = repo.path().join("logs").join(format!("s.echo-{}.out", job.id));
+    let log = repo
+        .path()
+        .join("logs")
+        .join(format!("s.echo-{}.out", job.id));
     wait_for("the job to print its VALUE", 120, || {
         std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
     });
@@ -1112,7 +1115,7 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
         host: "ci-runner-elsewhere".into(),
         ..Identity::current()
     };
-    let guard = lock::acquire(
+    let mut held = lock::acquire(
         &backend,
         &LockRequest {
             owner: stackctl::spec::Owner::parse(&repo.owner).unwrap(),
@@ -1123,7 +1126,7 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
         },
     )
     .unwrap();
-    let lock_id = guard.id().to_string();
+    let lock_id = held.id().to_string();
     let output = repo.run(&["apply", "--auto-approve"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
@@ -1138,11 +1141,17 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
         "plan says a lock is held"
     );
     repo.expect(&["force-unlock", &lock_id], 0);
-    assert!(guard.is_lost() || lock_jobs(&repo).is_empty());
+    assert!(
+        lock_jobs(&repo).is_empty(),
+        "force-unlock cancels the placeholder"
+    );
+    assert!(
+        held.renew(&backend).is_err(),
+        "the old holder learns it lost the lock"
+    );
     repo.apply();
     assert_eq!(repo.indexes("s.web"), [0]);
-    drop(guard);
-    assert!(lock_jobs(&repo).is_empty());
+    assert!(lock_jobs(&repo).is_empty(), "apply releases its own lock");
 }
 
 /// Checks that the library, which reads `SLURM_CONF` from this process's environment as the
@@ -1166,7 +1175,7 @@ fn a_lock_from_another_host_is_broken_only_after_its_expiry() {
     require_slurm_conf_in_env();
     repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
     let backend = CliBackend::default();
-    let guard = lock::acquire(
+    let held = lock::acquire(
         &backend,
         &LockRequest {
             owner: stackctl::spec::Owner::parse(&repo.owner).unwrap(),
@@ -1181,7 +1190,7 @@ fn a_lock_from_another_host_is_broken_only_after_its_expiry() {
     )
     .unwrap();
     // The holder dies without releasing: its placeholder stays, nobody renews it.
-    std::mem::forget(guard);
+    drop(held);
     let started = Instant::now();
     let output = repo.run(&["apply", "--auto-approve", "--lock-timeout", "60s"]);
     assert_eq!(

@@ -293,18 +293,22 @@ impl Backend for FakeBackend {
             Some(_) => return Err(timeout("scontrol update")),
         }
         let mut s = self.state();
-        let mut found = false;
-        for job in s.jobs.iter_mut().filter(|j| j.id == *job_id) {
-            job.comment = comment.to_owned();
-            found = true;
-        }
-        if found {
-            Ok(())
-        } else {
-            Err(failed(
+        match s.jobs.iter_mut().find(|j| j.id == *job_id) {
+            // As Slurm: an ended job's comment can no longer be changed.
+            Some(job) if matches!(job.state.as_str(), "CANCELLED" | "COMPLETED" | "FAILED") => {
+                Err(failed(
+                    "scontrol update",
+                    format!("Job has already finished for job {job_id}"),
+                ))
+            }
+            Some(job) => {
+                job.comment = comment.to_owned();
+                Ok(())
+            }
+            None => Err(failed(
                 "scontrol update",
                 format!("Invalid job id specified: {job_id}"),
-            ))
+            )),
         }
     }
 

@@ -31,6 +31,42 @@ pub trait Backend: Send + Sync {
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError>;
 }
 
+/// How many times a submit is tried before giving up.
+pub const SUBMIT_ATTEMPTS: u32 = 3;
+
+/// Submits a script at most once in effect and returns its job id. sbatch is not idempotent:
+/// a submit that timed out, lost its connection or printed nothing readable may still have
+/// created the job, so before each retry the job is looked for by the `nonce=` field of its
+/// comment. A definite rejection is never retried or looked up: Slurm records even a rejected
+/// submit (state FAILED), and that record is no job of ours.
+pub fn submit_once(backend: &dyn Backend, script: &str, nonce: &str) -> Result<u64, SlurmError> {
+    let field = format!("nonce={nonce}");
+    let mut attempt = 1;
+    loop {
+        let error = match backend.submit(script) {
+            Ok(job_id) => return Ok(job_id),
+            Err(e) if e.is_definite_rejection() => return Err(e),
+            Err(e) => e,
+        };
+        tracing::warn!(attempt, error = %error, "submit outcome unknown; looking for the job before retrying");
+        // If the listing fails too, the job may or may not exist: retrying could duplicate it.
+        let Ok(records) = backend.list_jobs() else {
+            return Err(error);
+        };
+        if let Some(found) = records
+            .iter()
+            .find(|r| r.comment.split(';').any(|f| f == field))
+        {
+            return Ok(found.id.array);
+        }
+        if attempt >= SUBMIT_ATTEMPTS {
+            return Err(error);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(u64::from(attempt)));
+        attempt += 1;
+    }
+}
+
 /// A failed Slurm operation.
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {
