@@ -6,6 +6,7 @@
 //! prints.
 
 use crate::apply::{self, ApplyReport, Progress};
+use crate::cluster::ClusterFacts;
 use crate::live::{JobState, Marker, Observed};
 use crate::lock::{self, LockInfo, LockRequest};
 use crate::plan::{self, Plan};
@@ -125,6 +126,17 @@ pub struct Planned {
 ///
 /// One job listing; the cluster's facts are read only when the plan submits something.
 pub fn plan(dir: &Path, repo: &Repo, backend: &dyn Backend) -> Result<Planned, Error> {
+    plan_with(dir, repo, backend, &mut None)
+}
+
+/// [`plan`], reading the cluster's facts only if `facts` holds none yet (an apply plans twice,
+/// before and under the lock, and reads them once).
+fn plan_with(
+    dir: &Path,
+    repo: &Repo,
+    backend: &dyn Backend,
+    facts: &mut Option<ClusterFacts>,
+) -> Result<Planned, Error> {
     let owner = &repo.settings.owner;
     let records = backend.list_jobs().map_err(|source| Error::Slurm {
         context: "reading the live jobs from Slurm",
@@ -157,11 +169,14 @@ pub fn plan(dir: &Path, repo: &Repo, backend: &dyn Backend) -> Result<Planned, E
     plan.source = crate::git::head(dir);
     let submitting = plan.submitting_services();
     if !submitting.is_empty() {
-        let facts = backend.cluster_facts().map_err(|source| Error::Slurm {
-            context: "reading the cluster's partitions and nodes",
-            source,
-        })?;
-        let problems = crate::cluster::check(&repo.desired, &submitting, &facts);
+        if facts.is_none() {
+            *facts = Some(backend.cluster_facts().map_err(|source| Error::Slurm {
+                context: "reading the cluster's partitions and nodes",
+                source,
+            })?);
+        }
+        let facts = facts.as_ref().expect("read above");
+        let problems = crate::cluster::check(&repo.desired, &submitting, facts);
         if !problems.is_empty() {
             return Err(Error::config(
                 &SpecErrors(problems),
@@ -205,7 +220,8 @@ pub fn apply(
     progress: &mut dyn Progress,
 ) -> Result<Outcome, Error> {
     let ctx = script_context(repo)?;
-    let first = plan(dir, repo, backend)?;
+    let mut facts = None;
+    let first = plan_with(dir, repo, backend, &mut facts)?;
     if first.plan.is_empty() {
         return Ok(Outcome::NoChanges(first));
     }
@@ -217,7 +233,7 @@ pub fn apply(
         identity: lock::Identity::current(),
     };
     lock::with_lock(backend, &request, || {
-        apply_locked(dir, repo, backend, &ctx, approve, progress)
+        apply_locked(dir, repo, backend, &ctx, &mut facts, approve, progress)
     })?
 }
 
@@ -226,10 +242,11 @@ fn apply_locked(
     repo: &Repo,
     backend: &dyn Backend,
     ctx: &ScriptContext,
+    facts: &mut Option<ClusterFacts>,
     approve: &mut dyn FnMut(&Planned) -> bool,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, Error> {
-    let planned = plan(dir, repo, backend)?;
+    let planned = plan_with(dir, repo, backend, facts)?;
     if planned.plan.is_empty() {
         return Ok(Outcome::NoChanges(planned));
     }
@@ -272,4 +289,189 @@ pub fn new_nonce() -> String {
         .take(6)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::Silent;
+    use crate::cluster::{NodeFacts, PartitionFacts};
+    use crate::slurm::fake::{FakeBackend, Op};
+
+    /// A repo on disk with one service of `replicas` sleepers asking for `cpu` CPUs.
+    fn repo(replicas: u32, cpu: u32) -> (tempfile::TempDir, Repo) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("recipes/test")).unwrap();
+        std::fs::create_dir_all(root.join("stacks")).unwrap();
+        std::fs::write(
+            root.join("stackctl.yaml"),
+            format!(
+                "owner: test/reconcile\nlog_dir: {}\n",
+                root.join("logs").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("recipes/test/sleeper.yaml"),
+            "name: sleeper\ncommand: exec sleep 600\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("stacks/s.yaml"),
+            format!(
+                "services:\n  web:\n    recipe: test/sleeper\n    replicas: {replicas}\n    resources: {{cpu: {cpu}}}\n"
+            ),
+        )
+        .unwrap();
+        let repo = load(root).unwrap();
+        (dir, repo)
+    }
+
+    fn backend() -> FakeBackend {
+        let backend = FakeBackend::new();
+        backend.state().facts = ClusterFacts {
+            partitions: vec![PartitionFacts {
+                name: "debug".into(),
+                is_default: true,
+                nodes: vec!["node1".into()],
+                ..Default::default()
+            }],
+            nodes: vec![NodeFacts {
+                name: "node1".into(),
+                cpus: 16,
+                memory_mb: 16_000,
+                gpus: vec![],
+            }],
+            max_array_size: Some(1001),
+        };
+        backend
+    }
+
+    fn run(dir: &Path, repo: &Repo, backend: &FakeBackend) -> Result<Outcome, Error> {
+        apply(
+            dir,
+            repo,
+            backend,
+            &ApplyOptions {
+                lock_wait: Duration::ZERO,
+            },
+            &mut |_| true,
+            &mut Silent,
+        )
+    }
+
+    #[test]
+    fn a_converged_cluster_costs_one_listing_and_no_lock() {
+        let (dir, repo) = repo(2, 1);
+        let backend = backend();
+        assert!(matches!(
+            run(dir.path(), &repo, &backend),
+            Ok(Outcome::Applied(..))
+        ));
+        let submits = backend.count(Op::Submit);
+        let lists = backend.count(Op::List);
+        assert!(matches!(
+            run(dir.path(), &repo, &backend),
+            Ok(Outcome::NoChanges(_))
+        ));
+        assert_eq!(backend.count(Op::List), lists + 1, "one listing");
+        assert_eq!(backend.count(Op::Submit), submits, "no placeholder, no job");
+        assert_eq!(backend.count(Op::Facts), 1, "facts only when submitting");
+    }
+
+    #[test]
+    fn a_held_lock_refuses_the_apply_before_anything_is_submitted() {
+        let (dir, repo) = repo(2, 1);
+        let backend = backend();
+        let holder = lock::acquire(
+            &backend,
+            &LockRequest {
+                owner: repo.settings.owner.clone(),
+                expiry: Duration::from_secs(120),
+                wait: Duration::ZERO,
+                partition: None,
+                identity: lock::Identity {
+                    host: "elsewhere".into(),
+                    boot_id: "b".into(),
+                    pid_ns: "p".into(),
+                    pid: 1,
+                    start_ticks: 1,
+                },
+            },
+        )
+        .unwrap();
+        let error = run(dir.path(), &repo, &backend).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::LockHeld, "{error}");
+        assert!(error.to_string().contains("elsewhere"), "{error}");
+        let jobs: Vec<_> = backend.alive().into_iter().map(|j| j.id).collect();
+        assert_eq!(
+            jobs,
+            [holder.id()],
+            "only the holder's placeholder is alive"
+        );
+        assert_eq!(backend.count(Op::TestSubmit), 0);
+    }
+
+    #[test]
+    fn a_request_no_node_can_satisfy_is_a_configuration_error_naming_the_line() {
+        let (dir, repo) = repo(1, 64);
+        let backend = backend();
+        let error = run(dir.path(), &repo, &backend).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Configuration);
+        let text = error.to_string();
+        assert!(
+            text.contains("stacks/s.yaml:5:") && text.contains("resources.cpu"),
+            "{text}"
+        );
+        assert_eq!(backend.count(Op::Submit), 0, "no lock, no job");
+    }
+
+    #[test]
+    fn a_failed_listing_is_an_error_never_an_empty_cluster() {
+        let (dir, repo) = repo(1, 1);
+        let backend = backend();
+        backend.fail_next(Op::List, crate::slurm::fake::Fault::Timeout);
+        let error = run(dir.path(), &repo, &backend).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient);
+        assert_eq!(backend.count(Op::Submit), 0);
+    }
+
+    #[test]
+    fn a_declined_plan_changes_nothing_and_releases_the_lock() {
+        let (dir, repo) = repo(1, 1);
+        let backend = backend();
+        let outcome = apply(
+            dir.path(),
+            &repo,
+            &backend,
+            &ApplyOptions {
+                lock_wait: Duration::ZERO,
+            },
+            &mut |planned| {
+                assert_eq!(planned.plan.summary().add, 1);
+                false
+            },
+            &mut Silent,
+        );
+        assert!(matches!(outcome, Ok(Outcome::Declined(_))));
+        assert!(backend.alive().is_empty(), "no job and no lock left");
+    }
+
+    #[test]
+    fn an_unreadable_old_spec_still_plans_the_replacement() {
+        let (dir, repo) = repo(1, 1);
+        let backend = backend();
+        run(dir.path(), &repo, &backend).unwrap();
+        let (_, changed) = self::repo(1, 2);
+        backend.fail_next(Op::BatchScript, crate::slurm::fake::Fault::Timeout);
+        let planned = plan(dir.path(), &changed, &backend).unwrap();
+        let service = &planned.plan.services[0];
+        assert_eq!(
+            service.diff, None,
+            "the previous spec is unknown, not guessed"
+        );
+        assert_eq!(planned.plan.summary().add, 1);
+        assert_eq!(planned.plan.summary().destroy, 1);
+    }
 }
