@@ -880,8 +880,23 @@ fn stopped_held_and_requeue_held_replicas_keep_their_index_and_show_as_stuck() {
             .any(|j| j.id == ids[2] && j.state == "PENDING")
     });
     scontrol(&["hold", &ids[2]]);
-    wait_for("STOPPED and held states", 60, || {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
         let jobs = repo.alive("s.web");
+        let states: Vec<(String, String)> = jobs
+            .iter()
+            .map(|j| (j.id.clone(), j.state.clone()))
+            .collect();
+        if jobs.len() == 3
+            && jobs.iter().any(|j| j.state == "STOPPED")
+            && jobs.iter().all(|j| j.state != "RUNNING")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "STOPPED and held states not reached: {states:?}"
+        );
         // A signal sent while the batch step is still launching is lost: send it until seen.
         if jobs.iter().any(|j| j.id == ids[0] && j.state == "RUNNING") {
             let _ = Command::new("scancel")
@@ -889,10 +904,8 @@ fn stopped_held_and_requeue_held_replicas_keep_their_index_and_show_as_stuck() {
                 .args(["--signal=STOP", &ids[0]])
                 .output();
         }
-        jobs.len() == 3
-            && jobs.iter().any(|j| j.state == "STOPPED")
-            && jobs.iter().all(|j| j.state != "RUNNING")
-    });
+        std::thread::sleep(Duration::from_millis(500));
+    }
     repo.assert_converged();
     repo.apply();
     assert_eq!(
