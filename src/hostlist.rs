@@ -8,20 +8,21 @@ pub fn expand(list: &str) -> Vec<String> {
         return Vec::new();
     }
     let mut hosts = Vec::new();
-    for item in split_top_level(list) {
+    for item in split_outside(list, '[', ']') {
         expand_item(item, &mut hosts);
     }
     hosts
 }
 
-/// Splits on commas that are outside brackets.
-fn split_top_level(list: &str) -> Vec<&str> {
+/// Splits Slurm's comma-separated lists on the commas outside `open`…`close` groups
+/// (`node[1,3],gpu1`; `gpu:a100:4(S:0,1),gpu:h100:1`), dropping empty items.
+pub fn split_outside(list: &str, open: char, close: char) -> Vec<&str> {
     let mut items = Vec::new();
     let (mut depth, mut start) = (0usize, 0usize);
     for (i, c) in list.char_indices() {
         match c {
-            '[' => depth += 1,
-            ']' => depth = depth.saturating_sub(1),
+            c if c == open => depth += 1,
+            c if c == close => depth = depth.saturating_sub(1),
             ',' if depth == 0 => {
                 items.push(&list[start..i]);
                 start = i + 1;

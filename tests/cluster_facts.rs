@@ -93,7 +93,13 @@ fn script(comment: &str, options: &[&str]) -> String {
 fn facts_match_the_test_cluster() {
     on_cluster("facts_match_the_test_cluster", || {
         let facts = CliBackend::default().cluster_facts().unwrap();
-        assert_eq!(facts.partitions.len(), 1, "{facts:#?}");
+        let names: Vec<&str> = facts.partitions.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["debug", "short", "closed"], "{facts:#?}");
+        let short = &facts.partitions[1];
+        assert_eq!(
+            (short.max_time_minutes, short.is_default, short.nodes.len()),
+            (Some(60), false, 2)
+        );
         let debug = &facts.partitions[0];
         assert_eq!(debug.name, "debug");
         assert!(debug.is_default);

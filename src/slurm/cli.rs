@@ -503,20 +503,7 @@ fn parse_gres(text: &str) -> Result<Vec<GpuFacts>, String> {
         return Ok(gpus);
     }
     // Split on commas outside parentheses: a socket list may be `(S:0,2)`.
-    let (mut depth, mut start, mut items) = (0usize, 0usize, Vec::new());
-    for (i, c) in text.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => {
-                items.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    items.push(&text[start..]);
-    for item in items {
+    for item in crate::hostlist::split_outside(text, '(', ')') {
         let item = item.split('(').next().unwrap_or_default().trim();
         let mut parts: Vec<&str> = item.split(':').filter(|p| *p != "no_consume").collect();
         if parts.first() != Some(&"gpu") {
