@@ -76,6 +76,7 @@ median() {
   for col in 1 2 3; do
     cut -d' ' -f"$col" "$1" | sort -n | awk '{v[NR] = $1} END {printf "%s ", v[int((NR + 1) / 2)]}'
   done
+  echo
 }
 
 report() { # CASE
