@@ -459,6 +459,24 @@ mod tests {
     }
 
     #[test]
+    fn jobs_under_the_old_host_less_owner_stop_the_plan_with_a_migration_message() {
+        let (dir, mut repo) = repo(1, 1);
+        let backend = backend();
+        run(dir.path(), &repo, &backend).unwrap();
+        // The same jobs, seen by an upgraded stackctl whose derived owner now has a host.
+        let legacy = repo.settings.owner.clone();
+        repo.settings.owner = crate::spec::Owner::parse("git.example/test/reconcile").unwrap();
+        repo.settings.legacy_owner = Some(legacy);
+        let error = plan(dir.path(), &repo, &backend).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Configuration);
+        let text = error.to_string();
+        assert!(
+            text.contains("owner: test/reconcile") && text.contains("scancel"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn an_unreadable_old_spec_still_plans_the_replacement() {
         let (dir, repo) = repo(1, 1);
         let backend = backend();
