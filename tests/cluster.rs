@@ -545,7 +545,7 @@ fn environment_values_reach_the_process_literally() {
         .path()
         .join("logs")
         .join(format!("s.echo-{}.out", job.id));
-    wait_for("the job to print its VALUE", 120, || {
+    wait_for("the job to print its VALUE", 300, || {
         std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -979,7 +979,7 @@ fn environment_values_that_yaml_would_retype_reach_the_job_as_written() {
             .path()
             .join("logs")
             .join(format!("s.v{i}-{}.out", job.id));
-        wait_for("the job to print its VALUE", 120, || {
+        wait_for("the job to print its VALUE", 300, || {
             std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty())
         });
         std::thread::sleep(Duration::from_millis(200));

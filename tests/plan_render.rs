@@ -413,6 +413,34 @@ fn service_removed_from_repo_destroys_all_its_replicas() {
 }
 
 #[test]
+fn the_plan_header_names_the_commit_and_uncommitted_changes() {
+    let hash = base_spec().hash();
+    let observed = observed(vec![job(&llm(), 0, &hash, "RUNNING")]);
+    let mut plan = compute(&Desired::default(), &observed);
+    plan.source = Some(stackctl::plan::Source {
+        commit: "0123abcd4567".into(),
+        dirty: true,
+    });
+    let shown = text(&plan);
+    assert!(
+        shown.contains("the repo at commit 0123abcd4567 plus uncommitted changes with"),
+        "{shown}"
+    );
+    plan.source.as_mut().unwrap().dirty = false;
+    let shown = text(&plan);
+    assert!(
+        shown.contains("the repo at commit 0123abcd4567 with"),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    assert_eq!(json["source"]["commit"], "0123abcd4567");
+    assert_eq!(
+        json["removed_services"],
+        serde_json::json!(["inference.llm"])
+    );
+}
+
+#[test]
 fn ended_replica_is_recreated() {
     let svc = service(2, base_spec());
     let hash = svc.hash.clone();

@@ -65,7 +65,7 @@ pub fn render(plan: &Plan, style: Style) -> String {
         let names: Vec<String> = removed.iter().map(|s| s.to_string()).collect();
         let _ = writeln!(
             out,
-            "{} this plan destroys {} {} that the repo does not declare: {}.\n         If they were moved or renamed by mistake, do not apply.\n",
+            "{} this plan destroys {} {} that the repo does not declare: {}.\n         If a stack file was moved or renamed by mistake, do not apply.\n",
             style.paint_symbol("Warning:", "-"),
             names.len(),
             if names.len() == 1 {
