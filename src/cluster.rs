@@ -3,7 +3,7 @@
 //! node of its partition can ever satisfy is a plan error naming the file, line and field,
 //! never a job that pends forever.
 
-use crate::spec::{Desired, Service, ServiceAddr, SpecError};
+use crate::spec::{Desired, Service, ServiceAddr, SpecError, memory_mib};
 use std::collections::BTreeSet;
 
 /// What the cluster offers, as read from Slurm.
@@ -85,28 +85,6 @@ pub fn check(desired: &Desired, services: &[&ServiceAddr], facts: &ClusterFacts)
         }
     }
     errors
-}
-
-/// Parses a memory amount in Slurm's notation into MiB: digits with an optional `K`, `M`, `G`
-/// or `T` suffix (either case); no suffix means MiB, and `K` rounds up to whole MiB. Returns
-/// `None` for anything else or on overflow.
-pub fn memory_mib(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (digits, unit) = match text.char_indices().last()? {
-        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
-        _ => (text, 'M'),
-    };
-    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    match unit {
-        'K' => Some(n.div_ceil(1024)),
-        'M' => Some(n),
-        'G' => n.checked_mul(1024),
-        'T' => n.checked_mul(1024 * 1024),
-        _ => None,
-    }
 }
 
 /// One thing a partition cannot give a service, and the setting that asks for it.
@@ -889,27 +867,5 @@ mod tests {
         assert!(check(&desired, &[], &facts()).is_empty());
         assert!(check(&desired, &[&other], &facts()).is_empty());
         assert_eq!(check(&desired, &[&svc, &svc], &facts()).len(), 1);
-    }
-
-    #[test]
-    fn memory_amounts_in_slurm_notation() {
-        for (text, mib) in [
-            ("100", Some(100)),
-            ("512M", Some(512)),
-            ("512m", Some(512)),
-            ("32G", Some(32 * 1024)),
-            ("1T", Some(1024 * 1024)),
-            ("1024K", Some(1)),
-            ("1025K", Some(2)),
-            ("", None),
-            ("G", None),
-            ("1.5G", None),
-            ("12X", None),
-            ("-1", None),
-            ("99999999999999999999T", None),
-            ("18446744073709551615T", None),
-        ] {
-            assert_eq!(memory_mib(text), mib, "{text:?}");
-        }
     }
 }

@@ -143,8 +143,10 @@ fn plan_with(
         source,
     })?;
     if let Some(legacy) = &repo.settings.legacy_owner {
+        let tag = Marker::owner_tag(legacy);
         let legacy_jobs: Vec<crate::live::JobId> = records
             .iter()
+            .filter(|r| r.comment.starts_with(&tag))
             .filter(|r| JobState::from_slurm(&r.state, &r.reason).is_alive())
             .filter(|r| Marker::parse(&r.comment).is_some_and(|m| &m.owner == legacy))
             .map(|r| r.id)

@@ -1136,13 +1136,7 @@ impl Recipe {
 /// Validates a memory amount in Slurm's notation: digits with an optional K, M, G or T suffix.
 fn memory_amount(ctx: &mut Ctx, value: &Spanned<String>, field: &str) -> Option<Set<String>> {
     let text = value.value.trim().to_ascii_uppercase();
-    let digits = text.trim_end_matches(['K', 'M', 'G', 'T']);
-    let suffix_len = text.len() - digits.len();
-    let ok = !digits.is_empty()
-        && suffix_len <= 1
-        && digits.chars().all(|c| c.is_ascii_digit())
-        && !digits.trim_start_matches('0').is_empty();
-    if ok {
+    if super::memory_mib(&text).is_some_and(|mib| mib > 0) {
         Some(Set {
             value: text,
             origin: ctx.origin(value.referenced, field),

@@ -174,6 +174,28 @@ impl Origin {
     }
 }
 
+/// Parses a memory amount in Slurm's notation into MiB: digits with an optional `K`, `M`, `G`
+/// or `T` suffix (either case); no suffix means MiB, and `K` rounds up to whole MiB. Returns
+/// `None` for anything else or on overflow.
+pub fn memory_mib(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+        _ => (text, 'M'),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    match unit {
+        'K' => Some(n.div_ceil(1024)),
+        'M' => Some(n),
+        'G' => n.checked_mul(1024),
+        'T' => n.checked_mul(1024 * 1024),
+        _ => None,
+    }
+}
+
 /// Parses a duration such as `90s`, `2m`, `1h30m` or `0s` (a bare number means seconds).
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
@@ -315,5 +337,32 @@ pub fn expand_home(path: &str, home: Option<&str>) -> PathBuf {
             PathBuf::from(format!("{home}{rest}"))
         }
         _ => PathBuf::from(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_amounts_in_slurm_notation() {
+        for (text, mib) in [
+            ("100", Some(100)),
+            ("512M", Some(512)),
+            ("512m", Some(512)),
+            ("32G", Some(32 * 1024)),
+            ("1T", Some(1024 * 1024)),
+            ("1024K", Some(1)),
+            ("1025K", Some(2)),
+            ("", None),
+            ("G", None),
+            ("1.5G", None),
+            ("12X", None),
+            ("-1", None),
+            ("99999999999999999999T", None),
+            ("18446744073709551615T", None),
+        ] {
+            assert_eq!(memory_mib(text), mib, "{text:?}");
+        }
     }
 }
