@@ -268,6 +268,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
         records,
         &repo.settings.owner,
         &repo.desired,
+        Default::default(),
     );
     let ctx = reconcile::script_context(&repo)?;
     let statuses = status::summarize(&repo.desired, &observed, &ctx);

@@ -5,18 +5,22 @@ use crate::live::{JobRecord, Observed};
 use crate::plan::specs_to_read;
 use crate::render::script::spec_of_script;
 use crate::slurm::Backend;
-use crate::spec::{Desired, Owner};
+use crate::spec::{Desired, Owner, ReplicaSpec, SpecHash};
+use std::collections::BTreeMap;
 
 /// Observes the owner's jobs from a listing, then, only for specs that differ from the desired
-/// ones, reads one batch script per distinct spec so a plan can show what changes. A script
-/// that cannot be read only makes the plan show hashes instead of attributes.
+/// ones and are not in `known`, reads one batch script per distinct spec so a plan can show
+/// what changes. A script that cannot be read only makes the plan show hashes instead of
+/// attributes.
 pub fn observe(
     backend: &dyn Backend,
     records: Vec<JobRecord>,
     owner: &Owner,
     desired: &Desired,
+    known: BTreeMap<SpecHash, ReplicaSpec>,
 ) -> Observed {
     let mut observed = Observed::from_records(records, owner);
+    observed.specs = known;
     for (hash, job_id) in specs_to_read(desired, &observed) {
         match backend.batch_script(&job_id) {
             Ok(text) => match spec_of_script(&text) {

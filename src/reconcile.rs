@@ -12,7 +12,8 @@ use crate::lock::{self, LockInfo, LockRequest};
 use crate::plan::{self, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, SlurmError};
-use crate::spec::{self, Repo, SpecErrors};
+use crate::spec::{self, ReplicaSpec, Repo, SpecErrors, SpecHash};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -126,16 +127,24 @@ pub struct Planned {
 ///
 /// One job listing; the cluster's facts are read only when the plan submits something.
 pub fn plan(dir: &Path, repo: &Repo, backend: &dyn Backend) -> Result<Planned, Error> {
-    plan_with(dir, repo, backend, &mut None)
+    plan_with(dir, repo, backend, &mut Reads::default())
 }
 
-/// [`plan`], reading the cluster's facts only if `facts` holds none yet (an apply plans twice,
-/// before and under the lock, and reads them once).
+/// What one pass has read besides the listing, for a second plan in the same pass (an apply
+/// plans before and under the lock) to reuse: the cluster's facts, and the specs read back
+/// from batch scripts (a spec hash always names the same spec).
+#[derive(Default)]
+struct Reads {
+    facts: Option<ClusterFacts>,
+    specs: BTreeMap<SpecHash, ReplicaSpec>,
+}
+
+/// [`plan`], reading the cluster's facts and old specs only where `reads` lacks them.
 fn plan_with(
     dir: &Path,
     repo: &Repo,
     backend: &dyn Backend,
-    facts: &mut Option<ClusterFacts>,
+    reads: &mut Reads,
 ) -> Result<Planned, Error> {
     let owner = &repo.settings.owner;
     let records = backend.list_jobs().map_err(|source| Error::Slurm {
@@ -166,18 +175,20 @@ fn plan_with(
         }
     }
     let locks = lock::held(&records, owner);
-    let observed = crate::observe::observe(backend, records, owner, &repo.desired);
+    let known = std::mem::take(&mut reads.specs);
+    let observed = crate::observe::observe(backend, records, owner, &repo.desired, known);
+    reads.specs = observed.specs.clone();
     let mut plan = plan::compute(owner, &repo.desired, &observed);
     plan.source = crate::git::head(dir);
     let submitting = plan.submitting_services();
     if !submitting.is_empty() {
-        if facts.is_none() {
-            *facts = Some(backend.cluster_facts().map_err(|source| Error::Slurm {
+        if reads.facts.is_none() {
+            reads.facts = Some(backend.cluster_facts().map_err(|source| Error::Slurm {
                 context: "reading the cluster's partitions and nodes",
                 source,
             })?);
         }
-        let facts = facts.as_ref().expect("read above");
+        let facts = reads.facts.as_ref().expect("read above");
         let problems = crate::cluster::check(&repo.desired, &submitting, facts);
         if !problems.is_empty() {
             return Err(Error::config(
@@ -222,8 +233,8 @@ pub fn apply(
     progress: &mut dyn Progress,
 ) -> Result<Outcome, Error> {
     let ctx = script_context(repo)?;
-    let mut facts = None;
-    let first = plan_with(dir, repo, backend, &mut facts)?;
+    let mut reads = Reads::default();
+    let first = plan_with(dir, repo, backend, &mut reads)?;
     if first.plan.is_empty() {
         return Ok(Outcome::NoChanges(first));
     }
@@ -235,7 +246,7 @@ pub fn apply(
         identity: lock::Identity::current(),
     };
     lock::with_lock(backend, &request, || {
-        apply_locked(dir, repo, backend, &ctx, &mut facts, approve, progress)
+        apply_locked(dir, repo, backend, &ctx, &mut reads, approve, progress)
     })?
 }
 
@@ -244,11 +255,11 @@ fn apply_locked(
     repo: &Repo,
     backend: &dyn Backend,
     ctx: &ScriptContext,
-    facts: &mut Option<ClusterFacts>,
+    reads: &mut Reads,
     approve: &mut dyn FnMut(&Planned) -> bool,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, Error> {
-    let planned = plan_with(dir, repo, backend, facts)?;
+    let planned = plan_with(dir, repo, backend, reads)?;
     if planned.plan.is_empty() {
         return Ok(Outcome::NoChanges(planned));
     }
