@@ -4,7 +4,7 @@
 
 use super::{Backend, SlurmError};
 use crate::cluster::ClusterFacts;
-use crate::live::{JobId, JobRecord};
+use crate::live::{JobId, JobRecord, JobState};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -57,6 +57,13 @@ pub struct FakeJob {
     pub nodes: String,
     /// The script it was submitted with.
     pub script: String,
+}
+
+impl FakeJob {
+    /// Returns whether the job still counts, by the same rule stackctl applies to Slurm's.
+    pub fn is_alive(&self) -> bool {
+        JobState::from_slurm(&self.state, &self.reason).is_alive()
+    }
 }
 
 /// Everything the fake knows; tests may read and change it through [`FakeBackend::state`].
@@ -120,7 +127,7 @@ impl FakeBackend {
         self.state()
             .jobs
             .iter()
-            .filter(|j| !matches!(j.state.as_str(), "CANCELLED" | "COMPLETED" | "FAILED"))
+            .filter(|j| j.is_alive())
             .cloned()
             .collect()
     }
@@ -295,12 +302,10 @@ impl Backend for FakeBackend {
         let mut s = self.state();
         match s.jobs.iter_mut().find(|j| j.id == *job_id) {
             // As Slurm: an ended job's comment can no longer be changed.
-            Some(job) if matches!(job.state.as_str(), "CANCELLED" | "COMPLETED" | "FAILED") => {
-                Err(failed(
-                    "scontrol update",
-                    format!("Job has already finished for job {job_id}"),
-                ))
-            }
+            Some(job) if !job.is_alive() => Err(failed(
+                "scontrol update",
+                format!("Job has already finished for job {job_id}"),
+            )),
             Some(job) => {
                 job.comment = comment.to_owned();
                 Ok(())
