@@ -80,14 +80,26 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::spec::parse_duration(text)
 }
 
+/// Returns whether output to a stream is coloured: only on a terminal, and never with
+/// `--no-color` or a non-empty `NO_COLOR`. Used for stdout (plans) and stderr (log lines).
+pub fn colour_wanted(
+    no_color_flag: bool,
+    no_color_env: Option<&std::ffi::OsStr>,
+    is_terminal: bool,
+) -> bool {
+    !no_color_flag && no_color_env.is_none_or(std::ffi::OsStr::is_empty) && is_terminal
+}
+
 /// What a command asks the process to exit with.
 pub type ExitCode = u8;
 
 /// Runs a parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    let color = !cli.no_color
-        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        && std::io::stdout().is_terminal();
+    let color = colour_wanted(
+        cli.no_color,
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stdout().is_terminal(),
+    );
     let style = Style { color };
     let dir = cli.dir.as_path();
     match cli.command {
@@ -309,5 +321,26 @@ fn print_stdout(text: &str) -> Result<()> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour_wanted;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_an_opt_out() {
+        assert!(colour_wanted(false, None, true));
+        assert!(
+            colour_wanted(false, Some(OsStr::new("")), true),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!colour_wanted(false, None, false), "not a terminal");
+        assert!(!colour_wanted(true, None, true), "--no-color");
+        assert!(
+            !colour_wanted(false, Some(OsStr::new("1")), true),
+            "NO_COLOR=1"
+        );
     }
 }
