@@ -13,11 +13,11 @@
 //! Nothing is rolled back: the report says what was done, what failed and what was not
 //! attempted, and the next apply starts from what Slurm then shows.
 
-use crate::live::{JobId, JobState, Marker, index_groups, index_ranges};
+use crate::desired::{Desired, ServiceAddr};
+use crate::observed::{JobId, JobState, Marker, index_groups, index_ranges};
 use crate::plan::{Action, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, submit_once};
-use crate::spec::{Desired, ServiceAddr};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What an apply did, in jobs.
@@ -259,7 +259,7 @@ fn cancel(
             "cancelling {} of {} jobs failed ({}): {error}",
             left.len(),
             job_ids.len(),
-            crate::live::compact_job_ids(&left).join(" ")
+            crate::observed::compact_job_ids(&left).join(" ")
         ),
         retryable,
     );
@@ -275,12 +275,12 @@ impl std::fmt::Display for ApplyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::Observed;
-    use crate::plan;
-    use crate::slurm::fake::{FakeBackend, Fault, Op};
-    use crate::spec::{
+    use crate::desired::{
         Desired, Origin, Owner, ReplicaSpec, ResourceSpec, Service, ServiceAddr, SlurmSpec,
     };
+    use crate::observed::Observed;
+    use crate::plan;
+    use crate::slurm::fake::{FakeBackend, Fault, Op};
 
     fn owner() -> Owner {
         Owner::parse("test/apply").unwrap()
@@ -478,7 +478,7 @@ mod tests {
             "the resubmission must be split"
         );
         for job in backend.alive() {
-            assert!(job.comment.len() <= crate::live::MAX_COMMENT_LEN);
+            assert!(job.comment.len() <= crate::observed::MAX_COMMENT_LEN);
         }
         assert_eq!(alive_indexes(&backend, "p").len(), 3000);
     }

@@ -3,11 +3,11 @@
 //! stderr.
 
 use crate::apply::Progress;
-use crate::live::{self, Marker, index_ranges};
+use crate::desired::{BackendKind, Repo, ServiceAddr};
+use crate::observed::{self, Marker, index_ranges};
 use crate::reconcile::{self, ApplyOptions, Outcome, Planned};
 use crate::render::{Style, plan_json, plan_text, script, status};
 use crate::slurm::{Backend, CliBackend};
-use crate::spec::{BackendKind, Repo, ServiceAddr};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
@@ -77,7 +77,7 @@ pub enum Commands {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    crate::spec::parse_duration(text)
+    crate::desired::parse_duration(text)
 }
 
 /// Returns whether output to a stream is coloured: only on a terminal, and never with
@@ -275,7 +275,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     let records = backend
         .list_jobs()
         .context("reading the live jobs from Slurm")?;
-    let observed = crate::observe::observe(
+    let observed = crate::observed::observe(
         backend.as_ref(),
         records,
         &repo.settings.owner,
@@ -304,8 +304,8 @@ fn force_unlock(dir: &Path, lock_id: &str) -> Result<ExitCode> {
 struct Printer;
 
 impl Progress for Printer {
-    fn cancelled(&mut self, job_ids: &[live::JobId]) {
-        let ids = live::compact_job_ids(job_ids).join(" ");
+    fn cancelled(&mut self, job_ids: &[observed::JobId]) {
+        let ids = observed::compact_job_ids(job_ids).join(" ");
         let _ = print_stdout(&format!("Cancelled {} jobs: {ids}\n", job_ids.len()));
     }
     fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64) {

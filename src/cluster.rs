@@ -3,7 +3,7 @@
 //! node of its partition can ever satisfy is a plan error naming the file, line and field,
 //! never a job that pends forever.
 
-use crate::spec::{Desired, Service, ServiceAddr, SpecError, memory_mib};
+use crate::desired::{Desired, Service, ServiceAddr, SpecError, memory_mib};
 use std::collections::BTreeSet;
 
 /// What the cluster offers, as read from Slurm.
@@ -415,7 +415,7 @@ fn partition_names(facts: &ClusterFacts) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{Origin, ReplicaSpec, ResourceSpec, SlurmSpec};
+    use crate::desired::{Origin, ReplicaSpec, ResourceSpec, SlurmSpec};
     use std::collections::BTreeMap;
 
     /// Settings whose origins the test services record, each on its own line, so a test can

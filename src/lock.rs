@@ -27,9 +27,9 @@
 //! - Its `sbatch` children die with it (see the CLI adapter's parent-death signal), so nothing
 //!   it started can submit after a new holder has listed the jobs.
 
-use crate::live::{JobId, JobRecord, JobState};
+use crate::desired::Owner;
+use crate::observed::{JobId, JobRecord, JobState};
 use crate::slurm::{Backend, SlurmError};
-use crate::spec::Owner;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -725,7 +725,7 @@ mod tests {
         let text = "stackctl-lock/v1;future=1;exp=20;since=10;pid=7;host=h;owner=test/lock";
         let marker = LockMarker::parse(text).unwrap();
         assert_eq!((marker.pid, marker.since, marker.expires), (7, 10, 20));
-        assert!(crate::live::Marker::parse(text).is_none());
+        assert!(crate::observed::Marker::parse(text).is_none());
         assert!(LockMarker::parse("stackctl/v1;owner=test/lock").is_none());
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_795_651_200), "2026-11-26T00:00:00Z");

@@ -7,12 +7,12 @@
 
 use crate::apply::{self, ApplyReport, Progress};
 use crate::cluster::ClusterFacts;
-use crate::live::{JobState, Marker, Observed};
+use crate::desired::{self, ReplicaSpec, Repo, SpecErrors, SpecHash};
 use crate::lock::{self, LockInfo, LockRequest};
+use crate::observed::{JobState, Marker, Observed};
 use crate::plan::{self, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, SlurmError};
-use crate::spec::{self, ReplicaSpec, Repo, SpecErrors, SpecHash};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -83,7 +83,7 @@ pub fn load(dir: &Path) -> Result<Repo, Error> {
             message: format!("{} is not a directory", dir.display()),
         });
     }
-    spec::load(dir, || crate::git::remote_url(dir))
+    desired::load(dir, || crate::git::remote_url(dir))
         .map_err(|errors| Error::config(&errors, "nothing was planned or submitted"))
 }
 
@@ -91,7 +91,7 @@ pub fn load(dir: &Path) -> Result<Repo, Error> {
 /// absolute; `image_dir` matters only when some image is a relative path.
 pub fn script_context(repo: &Repo) -> Result<ScriptContext, Error> {
     let home = std::env::var("HOME").ok().filter(|h| !h.is_empty());
-    let expand = |value: &str| spec::expand_home(value, home.as_deref());
+    let expand = |value: &str| desired::expand_home(value, home.as_deref());
     let unexpanded = |name: &str, value: &str| Error::Config {
         message: format!("cannot expand {name} {value:?} from stackctl.yaml: HOME is not set"),
     };
@@ -153,7 +153,7 @@ fn plan_with(
     })?;
     if let Some(legacy) = &repo.settings.legacy_owner {
         let tag = Marker::owner_tag(legacy);
-        let legacy_jobs: Vec<crate::live::JobId> = records
+        let legacy_jobs: Vec<crate::observed::JobId> = records
             .iter()
             .filter(|r| r.comment.starts_with(&tag))
             .filter(|r| JobState::from_slurm(&r.state, &r.reason).is_alive())
@@ -169,14 +169,14 @@ fn plan_with(
                      managing those jobs, set `owner: {legacy}` in stackctl.yaml; to start \
                      afresh, cancel them first (scancel {}). Nothing was planned or submitted.",
                     legacy_jobs.len(),
-                    crate::live::compact_job_ids(&legacy_jobs).join(" ")
+                    crate::observed::compact_job_ids(&legacy_jobs).join(" ")
                 ),
             });
         }
     }
     let locks = lock::held(&records, owner);
     let known = std::mem::take(&mut reads.specs);
-    let observed = crate::observe::observe(backend, records, owner, &repo.desired, known);
+    let observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
     reads.specs = observed.specs.clone();
     let mut plan = plan::compute(owner, &repo.desired, &observed);
     plan.source = crate::git::head(dir);
@@ -478,7 +478,7 @@ mod tests {
         run(dir.path(), &repo, &backend).unwrap();
         // The same jobs, seen by an upgraded stackctl whose derived owner now has a host.
         let legacy = repo.settings.owner.clone();
-        repo.settings.owner = crate::spec::Owner::parse("git.example/test/reconcile").unwrap();
+        repo.settings.owner = crate::desired::Owner::parse("git.example/test/reconcile").unwrap();
         repo.settings.legacy_owner = Some(legacy);
         let error = plan(dir.path(), &repo, &backend).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Configuration);

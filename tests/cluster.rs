@@ -1130,7 +1130,7 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
     let mut held = lock::acquire(
         &backend,
         &LockRequest {
-            owner: stackctl::spec::Owner::parse(&repo.owner).unwrap(),
+            owner: stackctl::desired::Owner::parse(&repo.owner).unwrap(),
             expiry: Duration::from_secs(600),
             wait: Duration::ZERO,
             partition: None,
@@ -1190,7 +1190,7 @@ fn a_lock_from_another_host_is_broken_only_after_its_expiry() {
     let held = lock::acquire(
         &backend,
         &LockRequest {
-            owner: stackctl::spec::Owner::parse(&repo.owner).unwrap(),
+            owner: stackctl::desired::Owner::parse(&repo.owner).unwrap(),
             expiry: Duration::from_secs(10),
             wait: Duration::ZERO,
             partition: None,

@@ -1,13 +1,13 @@
 //! Pure tests of plan computation and rendering: no Slurm, no IO. Observed state is built from
 //! `JobRecord`s the way a Slurm listing reports them, then filtered by `Observed::from_records`.
 
-use stackctl::live::{JobId, JobRecord, Marker, Observed};
+use stackctl::desired::{
+    Desired, Owner, ReplicaSpec, ResourceSpec, Service, ServiceAddr, SlurmSpec, SpecHash,
+};
+use stackctl::observed::{JobId, JobRecord, Marker, Observed};
 use stackctl::plan::{self, Action, Plan, Reason, Summary};
 use stackctl::render::script::{self, ScriptContext};
 use stackctl::render::{Style, plan_json, plan_text, status};
-use stackctl::spec::{
-    Desired, Owner, ReplicaSpec, ResourceSpec, Service, ServiceAddr, SlurmSpec, SpecHash,
-};
 use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------------------------------------
@@ -69,7 +69,7 @@ fn service(replicas: u32, spec: ReplicaSpec) -> Service {
         spec,
         origins: [(
             "recipe".to_owned(),
-            stackctl::spec::Origin {
+            stackctl::desired::Origin {
                 file: "stacks/s.yaml".into(),
                 position: Some((3, 13)),
                 field: "services.svc.recipe".into(),

@@ -1,7 +1,7 @@
 //! Attribute-level differences between two replica specs, as data: every renderer (text,
 //! JSON, markdown) draws the same list.
 
-use crate::spec::ReplicaSpec;
+use crate::desired::ReplicaSpec;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,7 +65,7 @@ pub fn compute(old: Option<&ReplicaSpec>, new: &ReplicaSpec) -> Vec<AttributeCha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::{ResourceSpec, SlurmSpec};
+    use crate::desired::{ResourceSpec, SlurmSpec};
 
     fn spec(env: &[(&str, &str)], gpu: u32) -> ReplicaSpec {
         ReplicaSpec {

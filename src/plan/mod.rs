@@ -4,8 +4,8 @@
 
 pub mod diff;
 
-use crate::live::{JobId, LiveJob, Observed};
-use crate::spec::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
+use crate::desired::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
+use crate::observed::{JobId, LiveJob, Observed};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -185,7 +185,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
 
 fn plan_service(
     addr: &ServiceAddr,
-    desired: Option<&crate::spec::Service>,
+    desired: Option<&crate::desired::Service>,
     jobs: &[&LiveJob],
     observed: &Observed,
 ) -> Option<ServicePlan> {
@@ -288,7 +288,7 @@ fn keeper<'a>(candidates: &[&'a LiveJob], wanted: Option<&SpecHash>) -> &'a Live
         .min_by_key(|job| {
             (
                 Some(&job.marker.spec) != wanted,
-                job.state != crate::live::JobState::Running,
+                job.state != crate::observed::JobState::Running,
                 job.id,
             )
         })

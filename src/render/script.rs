@@ -1,8 +1,8 @@
 //! The batch script a replica gets. Pure: machine-specific paths come in through
 //! [`ScriptContext`], already expanded, and never enter the spec hash.
 
-use crate::live::{JobId, Marker};
-use crate::spec::{ReplicaSpec, ServiceAddr};
+use crate::desired::{ReplicaSpec, ServiceAddr};
+use crate::observed::{JobId, Marker};
 use std::fmt::Write;
 use std::path::PathBuf;
 

@@ -6,10 +6,10 @@
 //! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
 //! of a multi-node replica in `nodes` and `endpoints`.
 
+use crate::desired::{Desired, ServiceAddr};
 use crate::hostlist;
-use crate::live::{JobId, JobState, LiveJob, Observed};
+use crate::observed::{JobId, JobState, LiveJob, Observed};
 use crate::render::script::{self, ScriptContext};
-use crate::spec::{Desired, ServiceAddr};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;

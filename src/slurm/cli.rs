@@ -6,7 +6,7 @@
 
 use super::{Backend, SlurmError};
 use crate::cluster::{ClusterFacts, GpuFacts, NodeFacts, PartitionFacts};
-use crate::live::{JobId, JobRecord, compact_job_ids};
+use crate::observed::{JobId, JobRecord, compact_job_ids};
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -236,7 +236,7 @@ impl Backend for CliBackend {
         let mut last_comment: Arc<str> = Arc::from("");
         output
             .lines()
-            .filter(|line| line.contains(crate::live::COMMENT_TAG))
+            .filter(|line| line.contains(crate::observed::COMMENT_TAG))
             .map(|line| {
                 parse_squeue_line(line, &mut last_comment).ok_or_else(|| SlurmError::Parse {
                     command: "squeue".into(),

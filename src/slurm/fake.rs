@@ -4,7 +4,7 @@
 
 use super::{Backend, SlurmError};
 use crate::cluster::ClusterFacts;
-use crate::live::{JobId, JobRecord, JobState};
+use crate::observed::{JobId, JobRecord, JobState};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 

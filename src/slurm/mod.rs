@@ -8,7 +8,7 @@ pub mod fake;
 pub use cli::CliBackend;
 
 use crate::cluster::ClusterFacts;
-use crate::live::{JobId, JobRecord};
+use crate::observed::{JobId, JobRecord};
 
 /// A way to reach Slurm.
 pub trait Backend: Send + Sync {

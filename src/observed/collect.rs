@@ -1,11 +1,11 @@
 //! Observing the cluster through a backend: the one place that combines a Slurm listing with
 //! the reads a plan needs to explain itself.
 
-use crate::live::{JobRecord, Observed};
+use crate::desired::{Desired, Owner, ReplicaSpec, SpecHash};
+use crate::observed::{JobRecord, Observed};
 use crate::plan::specs_to_read;
 use crate::render::script::spec_of_script;
 use crate::slurm::Backend;
-use crate::spec::{Desired, Owner, ReplicaSpec, SpecHash};
 use std::collections::BTreeMap;
 
 /// Observes the owner's jobs from a listing, then, only for specs that differ from the desired

@@ -1,12 +1,16 @@
 //! Observed state: the owned jobs found in Slurm, with their parsed markers. Pure types and
-//! parsing; the listing itself comes from a `slurm::Backend`.
+//! parsing; the listing itself comes from a `slurm::Backend`, and [`observe`] (in `collect.rs`)
+//! is the one function here that reads through one.
 //!
 //! Every job stackctl submits is one task of a job array whose task id is the replica index,
 //! and whose comment carries a marker:
 //! `stackctl/v1;owner=<owner>;stack=<stack>;svc=<service>;spec=<hash>;nonce=<nonce>;idx=<indexes>`.
 //! Only jobs whose marker names this owner are ever considered or cancelled.
 
-use crate::spec::{Owner, ReplicaSpec, ServiceAddr, SpecHash};
+mod collect;
+pub use collect::observe;
+
+use crate::desired::{Owner, ReplicaSpec, ServiceAddr, SpecHash};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Raw file shapes, exactly as written in YAML. Nothing here is trusted: `spec::load` lifts these
+//! Raw file shapes, exactly as written in YAML. Nothing here is trusted: `desired::load` lifts these
 //! into the validated model. Every struct denies unknown keys, so a typo is an error, never a
 //! silently ignored setting.
 
