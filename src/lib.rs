@@ -18,3 +18,4 @@ pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod slurm;
+pub mod watch;
