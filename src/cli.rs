@@ -3,11 +3,11 @@
 //! stderr.
 
 use crate::apply::Progress;
-use crate::desired::{BackendKind, Repo, ServiceAddr};
+use crate::desired::{Repo, ServiceAddr};
 use crate::observed::{self, Marker, index_ranges};
-use crate::reconcile::{self, ApplyOptions, Outcome, Planned};
+use crate::reconcile::{self, ApplyOptions, Outcome, PlanOptions, Planned};
 use crate::render::{Style, plan_json, plan_text, script, status};
-use crate::slurm::{Backend, CliBackend};
+use crate::slurm::Backend;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
@@ -30,9 +30,21 @@ pub struct Cli {
     /// Never colour the output (NO_COLOR does the same)
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// How log lines on stderr look: `human`, or `json` (one object per line) for collectors
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
     /// What to do
     #[command(subcommand)]
     pub command: Commands,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event.
+    Json,
 }
 
 /// The subcommands.
@@ -50,7 +62,7 @@ pub enum Commands {
         /// Exit 0 when there are no changes, 1 on error, 2 when there are changes
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Print the plan as JSON (format_version 1.1)
+        /// Print the plan as JSON (format_version 1.2)
         #[arg(long)]
         json: bool,
     },
@@ -69,6 +81,8 @@ pub enum Commands {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the cluster converged to a git branch (or local files), healing drift
+    Watch(WatchArgs),
     /// Remove a lock left by an apply that can no longer release it
     ForceUnlock {
         /// The lock id that a refused apply or a plan names
@@ -76,8 +90,43 @@ pub enum Commands {
     },
 }
 
+/// `stackctl watch`'s options.
+#[derive(Debug, clap::Args)]
+pub struct WatchArgs {
+    /// How often to fetch and reconcile (plus up to 10% jitter)
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_interval)]
+    interval: Duration,
+    /// The git remote to follow
+    #[arg(long, default_value = "origin")]
+    remote: String,
+    /// The branch to follow
+    #[arg(long, default_value = "main")]
+    branch: String,
+    /// Follow the files in the directory instead of git; a change to stacks/, recipes/ or
+    /// stackctl.yaml triggers a reconcile within 2 seconds
+    #[arg(long, conflicts_with_all = ["remote", "branch"])]
+    local: bool,
+    /// Serve /healthz, /status and /metrics on ADDR (e.g. 127.0.0.1:9464)
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Reconcile once and exit: 0 when converged, 1 otherwise (for cron or scrontab)
+    #[arg(long, conflicts_with = "listen")]
+    once: bool,
+    /// Leave services gone from the repo running; the log says what would be pruned
+    #[arg(long)]
+    no_prune: bool,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::desired::parse_duration(text)
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = parse_duration(text)?;
+    if interval < Duration::from_secs(1) {
+        return Err("the interval must be at least 1s".into());
+    }
+    Ok(interval)
 }
 
 /// Returns whether output to a stream is coloured: only on a terminal, and never with
@@ -114,14 +163,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             lock_timeout,
         } => apply(dir, style, auto_approve, lock_timeout),
         Commands::Status { json } => status(dir, json),
+        Commands::Watch(args) => crate::watch::run(&crate::watch::Options {
+            dir: dir.to_owned(),
+            interval: args.interval,
+            remote: args.remote,
+            branch: args.branch,
+            local: args.local,
+            listen: args.listen,
+            once: args.once,
+            prune: !args.no_prune,
+        }),
         Commands::ForceUnlock { lock_id } => force_unlock(dir, &lock_id),
     }
 }
 
 fn backend(repo: &Repo) -> Box<dyn Backend> {
-    match repo.settings.backend {
-        BackendKind::Cli => Box::new(CliBackend::default()),
-    }
+    crate::slurm::for_kind(repo.settings.backend)
 }
 
 fn validate(dir: &Path) -> Result<ExitCode> {
@@ -185,7 +242,11 @@ fn note_locks(planned: &Planned) {
 
 fn plan(dir: &Path, style: Style, detailed_exitcode: bool, json: bool) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let planned = reconcile::plan(dir, &repo, backend(&repo).as_ref())?;
+    let planned = reconcile::plan(
+        &repo,
+        &PlanOptions::for_checkout(dir),
+        backend(&repo).as_ref(),
+    )?;
     note_locks(&planned);
     let text = if json {
         plan_json::render(&planned.plan)
@@ -214,10 +275,12 @@ fn apply(dir: &Path, style: Style, auto_approve: bool, lock_wait: Duration) -> R
         printed.is_ok() && (auto_approve || confirm())
     };
     let outcome = reconcile::apply(
-        dir,
         &repo,
         backend.as_ref(),
-        &ApplyOptions { lock_wait },
+        &ApplyOptions {
+            plan: PlanOptions::for_checkout(dir),
+            lock_wait,
+        },
         &mut approve,
         &mut Printer,
     )?;

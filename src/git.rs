@@ -1,42 +1,125 @@
-//! The only code that asks git anything.
+//! What stackctl reads from the checkout it runs in, through git2: the commit (for the plan's
+//! header) and the remote URL (for the owner). Fetching and fast-forwarding, which only
+//! `watch` does, are in `watch::git_sync`.
 
 use std::path::Path;
-use std::process::Command;
 
-/// Runs git in `dir`; returns its trimmed stdout when it succeeds.
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-/// Returns the checkout's commit and whether it has uncommitted changes; `None` outside a git
-/// repo or before the first commit.
+/// Returns the checkout's commit and whether it has uncommitted changes under `dir`
+/// (untracked files included); `None` outside a git repo or before the first commit.
 pub fn head(dir: &Path) -> Option<crate::plan::Source> {
-    let commit = git(dir, &["rev-parse", "--short=12", "HEAD"])?;
-    let dirty = git(dir, &["status", "--porcelain", "--", "."]).is_none_or(|s| !s.is_empty());
-    Some(crate::plan::Source { commit, dirty })
+    let repo = git2::Repository::discover(dir).ok()?;
+    let commit = repo.head().ok()?.peel_to_commit().ok()?;
+    let id = commit.id().to_string();
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    // Only changes under `dir` count, as `git status -- .` run there would show.
+    let prefix = repo.workdir().and_then(|root| {
+        let dir = dir.canonicalize().ok()?;
+        let root = root.canonicalize().ok()?;
+        dir.strip_prefix(&root).ok().map(Path::to_owned)
+    });
+    if let Some(prefix) = prefix.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+        options.pathspec(prefix);
+    }
+    let dirty = repo
+        .statuses(Some(&mut options))
+        .is_ok_and(|s| !s.is_empty());
+    Some(crate::plan::Source {
+        commit: id[..12].to_owned(),
+        dirty,
+    })
 }
 
 /// Returns the URL of the repo's `origin` remote, or of its only remote; `None` when there is
 /// no git repo, no remote, or several remotes and none is `origin`.
 pub fn remote_url(dir: &Path) -> Option<String> {
-    let git = |args: &[&str]| git(dir, args);
-    let remotes = git(&["remote"])?;
-    let remotes: Vec<&str> = remotes.lines().collect();
-    let name = if remotes.contains(&"origin") {
+    let repo = git2::Repository::discover(dir).ok()?;
+    let remotes = repo.remotes().ok()?;
+    let names: Vec<&str> = remotes.iter().flatten().collect();
+    let name = if names.contains(&"origin") {
         "origin"
-    } else if let [only] = remotes.as_slice() {
+    } else if let [only] = names.as_slice() {
         only
     } else {
         return None;
     };
-    git(&["remote", "get-url", name]).filter(|url| !url.is_empty())
+    let remote = repo.find_remote(name).ok()?;
+    remote
+        .url()
+        .filter(|url| !url.is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commit_all(repo: &git2::Repository, message: &str) {
+        let mut index = repo.index().unwrap();
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let me = git2::Signature::now("test", "test@example.org").unwrap();
+        let parents: Vec<git2::Commit> = repo
+            .head()
+            .ok()
+            .and_then(|h| h.peel_to_commit().ok())
+            .into_iter()
+            .collect();
+        let parents: Vec<&git2::Commit> = parents.iter().collect();
+        repo.commit(Some("HEAD"), &me, &me, message, &tree, &parents)
+            .unwrap();
+    }
+
+    #[test]
+    fn head_names_the_commit_and_sees_changes_only_under_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        assert_eq!(head(dir.path()), None, "no commit yet");
+        std::fs::create_dir_all(dir.path().join("infra/stacks")).unwrap();
+        std::fs::write(dir.path().join("infra/stacks/a.yaml"), "services: {}\n").unwrap();
+        std::fs::write(dir.path().join("README"), "x\n").unwrap();
+        commit_all(&repo, "first");
+        let id = repo.head().unwrap().target().unwrap().to_string();
+        let clean = head(&dir.path().join("infra")).unwrap();
+        assert_eq!(clean.commit, id[..12]);
+        assert!(!clean.dirty);
+        std::fs::write(dir.path().join("README"), "changed\n").unwrap();
+        assert!(
+            !head(&dir.path().join("infra")).unwrap().dirty,
+            "a change outside the directory"
+        );
+        assert!(head(dir.path()).unwrap().dirty, "seen from the root");
+        std::fs::write(dir.path().join("infra/stacks/b.yaml"), "services: {}\n").unwrap();
+        assert!(
+            head(&dir.path().join("infra")).unwrap().dirty,
+            "an untracked file under the directory"
+        );
+    }
+
+    #[test]
+    fn remote_url_prefers_origin_then_the_only_remote() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        assert_eq!(remote_url(dir.path()), None, "no remote");
+        repo.remote("upstream", "https://example.org/a/b.git")
+            .unwrap();
+        assert_eq!(
+            remote_url(dir.path()).as_deref(),
+            Some("https://example.org/a/b.git"),
+            "the only remote"
+        );
+        repo.remote("fork", "https://example.org/c/d.git").unwrap();
+        assert_eq!(remote_url(dir.path()), None, "two remotes, no origin");
+        repo.remote("origin", "git@example.org:e/f").unwrap();
+        assert_eq!(
+            remote_url(dir.path()).as_deref(),
+            Some("git@example.org:e/f")
+        );
+    }
 }

@@ -1,10 +1,11 @@
 //! stackctl: a git repo of stacks and recipes as the single source of truth for long-running
 //! services on Slurm.
 //!
-//! The core is pure: [`desired`] turns files into desired state, [`observed`] turns Slurm's job list
-//! into observed state, [`plan::compute`] diffs them and [`render`] draws the result. The
-//! edges are thin: [`slurm`] is the only code that talks to Slurm, [`git`] the only code that
-//! asks git, [`apply`] executes a plan through a backend, and [`cli`] wires them to commands.
+//! The core is pure: [`desired`] turns files into desired state, [`observed`] turns Slurm's
+//! job list into observed state, [`plan::compute`] diffs them and [`render`] draws the result.
+//! The edges are thin: [`slurm`] is the only code that talks to Slurm, [`git`] reads the
+//! checkout, [`apply`] executes a plan through a backend, [`reconcile`] is the one pass that
+//! plan, apply and [`watch`] share, and [`cli`] wires them to commands.
 
 pub mod apply;
 pub mod cli;

@@ -19,15 +19,22 @@ fn main() -> ExitCode {
         std::env::var_os("NO_COLOR").as_deref(),
         std::io::stderr().is_terminal(),
     );
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STACKCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .without_time()
-        .init();
+    // watch reports each reconcile at info; the other commands only warn.
+    let default_level = match cli.command {
+        stackctl::cli::Commands::Watch(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STACKCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        stackctl::cli::LogFormat::Json => logs.json().with_current_span(false).init(),
+        // Watch runs for days: its lines carry the time. One-shot commands stay terse.
+        stackctl::cli::LogFormat::Human if default_level == "info" => logs.with_ansi(ansi).init(),
+        stackctl::cli::LogFormat::Human => logs.with_ansi(ansi).without_time().init(),
+    }
     match stackctl::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {

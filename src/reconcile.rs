@@ -78,12 +78,18 @@ impl Error {
 
 /// Loads and validates the repo at `dir`.
 pub fn load(dir: &Path) -> Result<Repo, Error> {
-    if !dir.is_dir() {
+    load_files(dir, dir)
+}
+
+/// Loads and validates the files under `files` (e.g. a commit exported by `watch`) as the
+/// repo checked out at `checkout`, whose git remote names the owner.
+pub fn load_files(files: &Path, checkout: &Path) -> Result<Repo, Error> {
+    if !files.is_dir() {
         return Err(Error::Config {
-            message: format!("{} is not a directory", dir.display()),
+            message: format!("{} is not a directory", files.display()),
         });
     }
-    desired::load(dir, || crate::git::remote_url(dir))
+    desired::load(files, || crate::git::remote_url(checkout))
         .map_err(|errors| Error::config(&errors, "nothing was planned or submitted"))
 }
 
@@ -122,12 +128,32 @@ pub struct Planned {
     pub locks: Vec<LockInfo>,
 }
 
+/// What a plan is asked for besides the repo.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// The commit the repo was read from, named in the plan.
+    pub source: Option<plan::Source>,
+    /// Whether services gone from the repo are cancelled; without pruning the plan lists them
+    /// as [`Plan::not_pruned`] and leaves them running.
+    pub prune: bool,
+}
+
+impl PlanOptions {
+    /// Options for the repo checked out at `dir`: its commit, pruning on.
+    pub fn for_checkout(dir: &Path) -> PlanOptions {
+        PlanOptions {
+            source: crate::git::head(dir),
+            prune: true,
+        }
+    }
+}
+
 /// Observes the cluster and computes the plan for `repo`, checking every service it submits
-/// against the cluster's partitions and nodes. `dir` is the checkout, named in the plan.
+/// against the cluster's partitions and nodes.
 ///
 /// One job listing; the cluster's facts are read only when the plan submits something.
-pub fn plan(dir: &Path, repo: &Repo, backend: &dyn Backend) -> Result<Planned, Error> {
-    plan_with(dir, repo, backend, &mut Reads::default())
+pub fn plan(repo: &Repo, options: &PlanOptions, backend: &dyn Backend) -> Result<Planned, Error> {
+    plan_with(repo, options, backend, &mut Reads::default())
 }
 
 /// What one pass has read besides the listing, for a second plan in the same pass (an apply
@@ -141,8 +167,8 @@ struct Reads {
 
 /// [`plan`], reading the cluster's facts and old specs only where `reads` lacks them.
 fn plan_with(
-    dir: &Path,
     repo: &Repo,
+    options: &PlanOptions,
     backend: &dyn Backend,
     reads: &mut Reads,
 ) -> Result<Planned, Error> {
@@ -179,7 +205,10 @@ fn plan_with(
     let observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
     reads.specs = observed.specs.clone();
     let mut plan = plan::compute(owner, &repo.desired, &observed);
-    plan.source = crate::git::head(dir);
+    plan.source = options.source.clone();
+    if !options.prune {
+        plan.keep_removed_services();
+    }
     let submitting = plan.submitting_services();
     if !submitting.is_empty() {
         if reads.facts.is_none() {
@@ -204,9 +233,11 @@ fn plan_with(
     })
 }
 
-/// How an apply pass takes the lock.
+/// How an apply pass plans and takes the lock.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
+    /// What to plan.
+    pub plan: PlanOptions,
     /// How long to wait for another apply's lock; zero fails at once.
     pub lock_wait: Duration,
 }
@@ -225,7 +256,6 @@ pub enum Outcome {
 /// Plans and, when there are changes, takes the lock, plans again under it, asks `approve`
 /// and executes the approved plan. The lock is released on every path.
 pub fn apply(
-    dir: &Path,
     repo: &Repo,
     backend: &dyn Backend,
     options: &ApplyOptions,
@@ -234,7 +264,7 @@ pub fn apply(
 ) -> Result<Outcome, Error> {
     let ctx = script_context(repo)?;
     let mut reads = Reads::default();
-    let first = plan_with(dir, repo, backend, &mut reads)?;
+    let first = plan_with(repo, &options.plan, backend, &mut reads)?;
     if first.plan.is_empty() {
         return Ok(Outcome::NoChanges(first));
     }
@@ -246,20 +276,28 @@ pub fn apply(
         identity: lock::Identity::current(),
     };
     lock::with_lock(backend, &request, || {
-        apply_locked(dir, repo, backend, &ctx, &mut reads, approve, progress)
+        apply_locked(
+            repo,
+            &options.plan,
+            backend,
+            &ctx,
+            &mut reads,
+            approve,
+            progress,
+        )
     })?
 }
 
 fn apply_locked(
-    dir: &Path,
     repo: &Repo,
+    options: &PlanOptions,
     backend: &dyn Backend,
     ctx: &ScriptContext,
     reads: &mut Reads,
     approve: &mut dyn FnMut(&Planned) -> bool,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, Error> {
-    let planned = plan_with(dir, repo, backend, reads)?;
+    let planned = plan_with(repo, options, backend, reads)?;
     if planned.plan.is_empty() {
         return Ok(Outcome::NoChanges(planned));
     }
@@ -363,10 +401,10 @@ mod tests {
 
     fn run(dir: &Path, repo: &Repo, backend: &FakeBackend) -> Result<Outcome, Error> {
         apply(
-            dir,
             repo,
             backend,
             &ApplyOptions {
+                plan: PlanOptions::for_checkout(dir),
                 lock_wait: Duration::ZERO,
             },
             &mut |_| true,
@@ -455,10 +493,10 @@ mod tests {
         let (dir, repo) = repo(1, 1);
         let backend = backend();
         let outcome = apply(
-            dir.path(),
             &repo,
             &backend,
             &ApplyOptions {
+                plan: PlanOptions::for_checkout(dir.path()),
                 lock_wait: Duration::ZERO,
             },
             &mut |planned| {
@@ -480,7 +518,7 @@ mod tests {
         let legacy = repo.settings.owner.clone();
         repo.settings.owner = crate::desired::Owner::parse("git.example/test/reconcile").unwrap();
         repo.settings.legacy_owner = Some(legacy);
-        let error = plan(dir.path(), &repo, &backend).unwrap_err();
+        let error = plan(&repo, &PlanOptions::for_checkout(dir.path()), &backend).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Configuration);
         let text = error.to_string();
         assert!(
@@ -496,7 +534,7 @@ mod tests {
         run(dir.path(), &repo, &backend).unwrap();
         let (_, changed) = self::repo(1, 2);
         backend.fail_next(Op::BatchScript, crate::slurm::fake::Fault::Timeout);
-        let planned = plan(dir.path(), &changed, &backend).unwrap();
+        let planned = plan(&changed, &PlanOptions::for_checkout(dir.path()), &backend).unwrap();
         let service = &planned.plan.services[0];
         assert_eq!(
             service.diff, None,

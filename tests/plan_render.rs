@@ -193,7 +193,7 @@ fn new_service_creates_every_replica() {
 
     let json = plan_json::render(&plan);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], "1.1");
+    assert_eq!(doc["format_version"], "1.2");
     assert_eq!(doc["changes"].as_array().unwrap().len(), 3);
     assert_eq!(doc["summary"]["add"], 3);
     insta::assert_snapshot!("new_service_json", json);

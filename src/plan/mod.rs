@@ -18,6 +18,9 @@ pub struct Plan {
     pub services: Vec<ServicePlan>,
     /// The commit the desired state was read from, when it is a git checkout.
     pub source: Option<Source>,
+    /// Services gone from the repo that keep running because pruning is off, with the
+    /// replicas they have; a pruning plan would destroy them.
+    pub not_pruned: Vec<(ServiceAddr, u32)>,
 }
 
 /// The commit a plan's desired state comes from.
@@ -152,6 +155,19 @@ impl Plan {
             .collect()
     }
 
+    /// Leaves the services gone from the repo running: their destroys move out of the plan
+    /// into [`Plan::not_pruned`].
+    pub fn keep_removed_services(&mut self) {
+        let (removed, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.services)
+            .into_iter()
+            .partition(|s| !s.in_repo);
+        self.services = kept;
+        self.not_pruned = removed
+            .into_iter()
+            .map(|s| (s.service, s.replicas_before))
+            .collect();
+    }
+
     /// Returns whether the plan changes nothing.
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
@@ -180,6 +196,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         owner: owner.clone(),
         services,
         source: None,
+        not_pruned: Vec::new(),
     }
 }
 

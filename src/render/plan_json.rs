@@ -1,13 +1,15 @@
 //! The plan for machines: a versioned JSON document.
 //!
-//! Format `1.1` (minor versions only add fields; readers ignore fields they do not know;
-//! 1.1 added `source` and `removed_services`):
+//! Format `1.2` (minor versions only add fields; readers ignore fields they do not know;
+//! 1.1 added `source` and `removed_services`, 1.2 `not_pruned`):
 //! ```json
 //! {
-//!   "format_version": "1.1",
+//!   "format_version": "1.2",
 //!   "owner": "team-llm",
 //!   "source": {"commit": "0123abcd4567", "dirty": false} | null,
 //!   "removed_services": ["old.web"],    // destroyed because the repo no longer declares them
+//!   "not_pruned": [{"service": "old.db", "replicas": 1}],  // gone from the repo, kept running
+//!                                       // because pruning is off (`watch --no-prune`)
 //!   "changes": [{
 //!     "address": "inference.llm[2]", "service": "inference.llm", "index": 2,
 //!     "actions": ["create"],            // or ["delete"], or ["delete", "create"] for a replace
@@ -24,7 +26,7 @@ use crate::plan::{Action, Plan};
 use serde_json::{Value, json};
 
 /// The version of the JSON plan format.
-pub const FORMAT_VERSION: &str = "1.1";
+pub const FORMAT_VERSION: &str = "1.2";
 
 /// Renders the plan as pretty-printed JSON.
 pub fn render(plan: &Plan) -> String {
@@ -72,6 +74,9 @@ pub fn render(plan: &Plan) -> String {
         "owner": plan.owner,
         "source": plan.source,
         "removed_services": plan.removed_services().iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        "not_pruned": plan.not_pruned.iter()
+            .map(|(service, replicas)| json!({"service": service.to_string(), "replicas": replicas}))
+            .collect::<Vec<_>>(),
         "changes": changes,
         "summary": plan.summary(),
     });

@@ -55,6 +55,21 @@ impl ServiceAction {
 /// Renders the plan as text. Ends with the summary line, or the no-changes line.
 pub fn render(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
+    for (service, replicas) in &plan.not_pruned {
+        let _ = writeln!(
+            out,
+            "Not pruned: {service} is gone from the repo and keeps its {replicas} running {}; \
+             pruning is off.",
+            if *replicas == 1 {
+                "replica"
+            } else {
+                "replicas"
+            }
+        );
+    }
+    if !plan.not_pruned.is_empty() {
+        out.push('\n');
+    }
     if plan.is_empty() {
         out.push_str(NO_CHANGES);
         out.push('\n');

@@ -154,10 +154,15 @@ impl CliBackend {
 /// a spawn error naming it, wrapped or not. The wrapper's shell finds the program on `PATH`
 /// itself, so the program sees its plain name as `argv[0]` and its messages keep their
 /// `sbatch: error: ` tag.
+///
+/// Every command runs in a process group of its own, so a Ctrl-C at the terminal (which
+/// signals the whole foreground group) reaches stackctl, which decides, and never cuts a
+/// Slurm call short by itself.
 fn command_for(program: &str, args: &[&str], effect: Effect) -> std::io::Result<Command> {
+    use std::os::unix::process::CommandExt;
     if effect == Effect::ReadOnly || !pdeathsig_available() {
         let mut command = Command::new(program);
-        command.args(args);
+        command.args(args).process_group(0);
         return Ok(command);
     }
     if find_on_path(program, std::env::var_os("PATH").as_deref()).is_none() {
@@ -168,7 +173,8 @@ fn command_for(program: &str, args: &[&str], effect: Effect) -> std::io::Result<
         .args(["--pdeathsig", "KILL", "--", SH, "-c", PARENT_GUARD])
         .arg(std::process::id().to_string())
         .arg(program)
-        .args(args);
+        .args(args)
+        .process_group(0);
     Ok(command)
 }
 

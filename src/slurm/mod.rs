@@ -31,6 +31,13 @@ pub trait Backend: Send + Sync {
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError>;
 }
 
+/// Returns the adapter `stackctl.yaml` asks for.
+pub fn for_kind(kind: crate::desired::BackendKind) -> Box<dyn Backend> {
+    match kind {
+        crate::desired::BackendKind::Cli => Box::new(CliBackend::default()),
+    }
+}
+
 /// How many times a submit is tried before giving up.
 pub const SUBMIT_ATTEMPTS: u32 = 3;
 

@@ -28,6 +28,11 @@ pub struct WatchState {
     pub last: Option<ReconcileRecord>,
     /// The last error, kept until a reconcile succeeds.
     pub last_error: Option<ErrorRecord>,
+    /// The newest commit that failed validation and was not applied; cleared when a newer
+    /// commit is valid.
+    pub rejected_commit: Option<ErrorRecord>,
+    /// Why the checkout was left alone (local changes, diverged), when it was.
+    pub checkout_held: Option<String>,
     /// Desired and running replicas per service, from the last listing.
     pub services: Vec<ServiceReplicas>,
     /// The apply lock as the last reconcile saw it.

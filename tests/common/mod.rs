@@ -1,0 +1,410 @@
+//! Helpers shared by the end-to-end suites against the real Slurm test cluster: plain
+//! `squeue`/`scancel` (independent of stackctl's own listing code), throwaway repos with an
+//! owner of their own, and waiting.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The test cluster's config, unless the environment names another.
+pub const DEFAULT_SLURM_CONF: &str = "/etc/stackctl-dev-slurm/slurm.conf";
+
+pub fn slurm_conf() -> String {
+    std::env::var("SLURM_CONF").unwrap_or_else(|_| DEFAULT_SLURM_CONF.to_owned())
+}
+
+/// A job as plain squeue shows it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// `<array>_<task>`, or the plain job id.
+    pub id: String,
+    pub task: Option<u32>,
+    pub state: String,
+    pub gres: String,
+    pub name: String,
+    pub comment: String,
+}
+
+impl Job {
+    /// Whether the job still holds or waits for resources (STOPPED and held jobs included).
+    pub fn alive(&self) -> bool {
+        !matches!(
+            self.state.as_str(),
+            "COMPLETED"
+                | "COMPLETING"
+                | "CANCELLED"
+                | "FAILED"
+                | "TIMEOUT"
+                | "NODE_FAIL"
+                | "PREEMPTED"
+                | "BOOT_FAIL"
+                | "DEADLINE"
+                | "OUT_OF_MEMORY"
+        )
+    }
+}
+
+/// Lists every job of this user, ended ones included, with plain squeue.
+pub fn squeue() -> Vec<Job> {
+    let output = Command::new("squeue")
+        .env("SLURM_CONF", slurm_conf())
+        .args(["--me", "-h", "-r", "-t", "all", "-o", "%F|%K|%T|%b|%j|%k"])
+        .output()
+        .expect("squeue runs");
+    assert!(
+        output.status.success(),
+        "squeue failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.splitn(6, '|').collect();
+            let task = f[1].parse().ok();
+            Job {
+                id: task.map_or(f[0].to_owned(), |t: u32| format!("{}_{t}", f[0])),
+                task,
+                state: f[2].to_owned(),
+                gres: f[3].to_owned(),
+                name: f[4].to_owned(),
+                comment: f[5].to_owned(),
+            }
+        })
+        .collect()
+}
+
+pub fn scancel(ids: &[String]) {
+    if ids.is_empty() {
+        return;
+    }
+    let _ = Command::new("scancel")
+        .env("SLURM_CONF", slurm_conf())
+        .args(ids)
+        .output();
+}
+
+/// Submits a job outside stackctl (a "foreign" job) and returns its id.
+pub fn sbatch_foreign(args: &[&str]) -> String {
+    let output = Command::new("sbatch")
+        .env("SLURM_CONF", slurm_conf())
+        .args(["--parsable", "--time=10", "--mem=64M", "--output=/dev/null"])
+        .args(args)
+        .args(["--wrap", "sleep 600"])
+        .output()
+        .expect("sbatch runs");
+    assert!(
+        output.status.success(),
+        "sbatch failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A throwaway repo with its own owner; cancels that owner's jobs (by id) when dropped.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub owner: String,
+    /// Extra job ids (foreign jobs) to cancel on drop.
+    pub extra: std::cell::RefCell<Vec<String>>,
+}
+
+pub const RECIPES: &[(&str, &str)] = &[
+    (
+        "test/sleeper",
+        "name: sleeper\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nenvironment: {MODE: a}\nports: [7000]\n",
+    ),
+    (
+        "test/gpu",
+        "name: gpu\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, gpu: 1, gpu_type: a100, time_limit: 15}\n",
+    ),
+    (
+        "test/echo",
+        "name: echo\ncommand: |\n  printf '%s' \"$VALUE\"\n  exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\n",
+    ),
+];
+
+impl TestRepo {
+    pub fn new(name: &str) -> TestRepo {
+        require_cluster();
+        let dir = tempfile::tempdir().unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let owner = format!("e2e-{name}-{}-{nanos}", std::process::id());
+        std::fs::write(
+            dir.path().join("stackctl.yaml"),
+            format!(
+                "owner: {owner}\nlog_dir: {}\n",
+                dir.path().join("logs").display()
+            ),
+        )
+        .unwrap();
+        for (path, text) in RECIPES {
+            let file = dir.path().join("recipes").join(format!("{path}.yaml"));
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, text).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("stacks")).unwrap();
+        TestRepo {
+            dir,
+            owner,
+            extra: Default::default(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write_stack(&self, name: &str, yaml: &str) {
+        std::fs::write(
+            self.path().join("stacks").join(format!("{name}.yaml")),
+            yaml,
+        )
+        .unwrap();
+    }
+
+    pub fn remove_stack(&self, name: &str) {
+        std::fs::remove_file(self.path().join("stacks").join(format!("{name}.yaml"))).unwrap();
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+        cmd.env("SLURM_CONF", slurm_conf())
+            .env("NO_COLOR", "1")
+            .arg("-C")
+            .arg(self.path())
+            .args(args);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Runs a command that must exit with `code`; returns its stdout.
+    pub fn expect(&self, args: &[&str], code: i32) -> String {
+        let output = self.run(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "stackctl {args:?}\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    pub fn apply(&self) -> String {
+        self.expect(&["apply", "--auto-approve"], 0)
+    }
+
+    pub fn assert_converged(&self) {
+        let out = self.expect(&["plan", "--detailed-exitcode"], 0);
+        assert!(
+            out.contains("No changes. Your cluster matches the configuration."),
+            "{out}"
+        );
+    }
+
+    /// This owner's jobs, ended ones included.
+    pub fn jobs(&self) -> Vec<Job> {
+        let tag = format!(";owner={};", self.owner);
+        squeue()
+            .into_iter()
+            .filter(|j| j.comment.contains(&tag))
+            .collect()
+    }
+
+    /// This owner's alive jobs of one service, sorted by replica index.
+    pub fn alive(&self, service: &str) -> Vec<Job> {
+        let (stack, svc) = service.split_once('.').unwrap();
+        let tag = format!(";stack={stack};svc={svc};");
+        let mut jobs: Vec<Job> = self
+            .jobs()
+            .into_iter()
+            .filter(|j| j.alive() && j.comment.contains(&tag))
+            .collect();
+        jobs.sort_by_key(|j| j.task);
+        jobs
+    }
+
+    pub fn indexes(&self, service: &str) -> Vec<u32> {
+        self.alive(service)
+            .iter()
+            .map(|j| j.task.unwrap())
+            .collect()
+    }
+}
+
+impl Drop for TestRepo {
+    fn drop(&mut self) {
+        let mut ids: Vec<String> = self
+            .jobs()
+            .into_iter()
+            .filter(Job::alive)
+            .map(|j| j.id)
+            .collect();
+        ids.extend(self.extra.borrow().iter().cloned());
+        scancel(&ids);
+    }
+}
+
+pub fn require_cluster() {
+    let ok = Command::new("sinfo")
+        .env("SLURM_CONF", slurm_conf())
+        .arg("-h")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "no Slurm test cluster at SLURM_CONF={}; start it with `scripts/slurm-dev-cluster up`",
+        slurm_conf()
+    );
+}
+
+/// Waits until `check` holds, or panics after `seconds`.
+pub fn wait_for(what: &str, seconds: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A directory with an `sbatch` wrapper first on PATH.
+pub fn wrapped_path(dir: &Path, script: &str) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = which("sbatch");
+    let file = bin.join("sbatch");
+    std::fs::write(
+        &file,
+        script.replace("REAL_SBATCH", &real.display().to_string()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}
+
+pub fn which(program: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// A running `stackctl watch`; killed (SIGKILL) if a test fails before stopping it.
+pub struct Watch {
+    child: Option<Child>,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+impl Watch {
+    pub fn start(dir: &Path, args: &[&str]) -> Watch {
+        Watch::start_with_path(dir, args, &std::env::var("PATH").unwrap())
+    }
+
+    /// Starts watch with its own `PATH` (to put a wrapped sbatch first).
+    pub fn start_with_path(dir: &Path, args: &[&str], path: &str) -> Watch {
+        let log_dir = tempfile::tempdir().unwrap();
+        let log = log_dir.path().join("watch.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_stackctl"))
+            .env("SLURM_CONF", slurm_conf())
+            .env("PATH", path)
+            .env("NO_COLOR", "1")
+            .arg("-C")
+            .arg(dir)
+            .arg("watch")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("stackctl watch starts");
+        Watch {
+            child: Some(child),
+            log,
+            _log_dir: log_dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        std::fs::File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    pub fn wait_log(&self, what: &str, seconds: u64, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {seconds} s waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "watch did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("watch log:\n{}", self.log());
+        }
+    }
+}
+
+pub fn stack(replicas: u32) -> String {
+    format!("services:\n  app:\n    recipe: test/sleeper\n    replicas: {replicas}\n")
+}
+
+/// The alive lock placeholders of the repo's owner.
+pub fn locks(repo: &TestRepo) -> usize {
+    let tag = format!("stackctl-lock/v1;owner={};", repo.owner);
+    squeue()
+        .into_iter()
+        .filter(|j| j.alive() && j.comment.starts_with(&tag))
+        .count()
+}
