@@ -12,6 +12,7 @@
 # Usage: benches/unattended.sh [RUNS]   (needs `scripts/slurm-dev-cluster up`; RUNS default 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/lib.sh
 runs=${1:-5}
 base_ref=${BASE_REF:-5e6c87f}
 export SLURM_CONF=${SLURM_CONF:-/etc/stackctl-dev-slurm/slurm.conf}
@@ -19,14 +20,6 @@ sinfo -h >/dev/null || { echo "no Slurm cluster at SLURM_CONF=$SLURM_CONF; run s
 
 work=$(mktemp -d)
 owners=()
-owned_arrays() { # array ids of one owner's jobs and locks, for cleanup by id (never by user or name)
-  squeue --me -h -r -t all -o '%F|%k' | awk -F'|' -v tag=";owner=$1;" 'index($2, tag) {print $1}' | sort -u
-}
-cancel_owner() {
-  local ids
-  ids=$(owned_arrays "$1" | tr '\n' ' ')
-  if [ -n "$ids" ]; then scancel $ids 2>/dev/null || true; fi
-}
 cleanup() {
   for o in "${owners[@]}"; do cancel_owner "$o"; done
   rm -rf "$work"
@@ -51,12 +44,6 @@ make_repo() { # DIR OWNER SERVICES REPLICAS
   owners+=("$2")
 }
 
-# Sums the `count:` fields of sdiag's per-message-type section, for lines matching $1.
-rpcs() {
-  sdiag | awk -v pat="$1" '/statistics by message type/ {on=1; next} /statistics by user/ {on=0}
-    on && $0 ~ pat { for (i = 1; i <= NF; i++) if ($i ~ /^count:/) { sub("count:", "", $i); n += $i } }
-    END { print n + 0 }'
-}
 
 # Runs a command once; appends "seconds all_rpcs listing_rpcs" to the file named by $1.
 measure() {

@@ -413,6 +413,37 @@ fn service_removed_from_repo_destroys_all_its_replicas() {
 }
 
 #[test]
+fn without_pruning_a_removed_service_is_listed_and_not_destroyed() {
+    let hash = base_spec().hash();
+    let kept = ServiceAddr::new("web", "api");
+    let observed = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        job(&llm(), 1, &hash, "RUNNING"),
+        job_in(77, &kept, 0, &hash, "PENDING"),
+    ]);
+    let desired = desired(vec![(kept.clone(), service(2, base_spec()))]);
+    let mut plan = compute(&desired, &observed);
+    assert_eq!(plan.summary(), summary(1, 0, 2), "pruning: llm destroyed");
+    plan.keep_removed_services();
+    assert_eq!(plan.summary(), summary(1, 0, 0), "only the scale-up is left");
+    assert_eq!(plan.not_pruned, vec![(llm(), 2)]);
+    assert!(plan.removed_services().is_empty(), "no destroy warning");
+    let shown = text(&plan);
+    assert!(
+        shown.starts_with(
+            "Not pruned: inference.llm is gone from the repo and keeps its 2 running replicas; \
+             pruning is off.\n\n"
+        ),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    assert_eq!(
+        json["not_pruned"],
+        serde_json::json!([{"service": "inference.llm", "replicas": 2}])
+    );
+}
+
+#[test]
 fn the_plan_header_names_the_commit_and_uncommitted_changes() {
     let hash = base_spec().hash();
     let observed = observed(vec![job(&llm(), 0, &hash, "RUNNING")]);

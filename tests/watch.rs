@@ -305,12 +305,41 @@ fn a_watch_loop_and_four_applies_never_leave_two_jobs_on_one_index() {
 fn once_exits_like_apply() {
     let repo = TestRepo::new("watch-once");
     repo.write_stack("web", &stack(1));
-    let output = repo.run(&["watch", "--local", "--once"]);
+    let output = repo.run(&["--log-format", "json", "watch", "--local", "--once"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per log line"))
+        .collect();
+    let reconciled = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "reconciled: applied")
+        .expect("the reconcile line");
+    assert_eq!(reconciled["fields"]["added"], 1, "{reconciled}");
+    assert!(reconciled["fields"]["duration_ms"].is_u64(), "{reconciled}");
     assert_eq!(repo.indexes("web.app"), [0]);
     repo.write_stack("web", "services:\n  app:\n    recipe: test/nope\n");
     let output = repo.run(&["watch", "--local", "--once"]);
     assert_eq!(output.status.code(), Some(1), "an invalid repo exits 1");
     assert!(String::from_utf8_lossy(&output.stderr).contains("test/nope"));
     assert_eq!(repo.indexes("web.app"), [0], "nothing was touched");
+}
+
+#[test]
+fn started_on_an_invalid_commit_watch_converges_to_the_newest_valid_one_before_it() {
+    let setup = GitSetup::new("watch-walk-back", &stack(2));
+    let good = git(setup.repo.path(), &["rev-parse", "--short=12", "HEAD"]);
+    setup.push("services:\n  app:\n    recipe: test/nope\n", "broken");
+    git(setup.checkout.path(), &["pull", "-q", "--ff-only"]);
+    let mut watch = Watch::start(setup.checkout.path(), &["--interval", INTERVAL]);
+    wait_for("the valid commit's two replicas", CONVERGE, || {
+        setup.repo.indexes("web.app") == [0, 1]
+    });
+    watch.wait_log(
+        "the walk back",
+        CONVERGE,
+        "converging to the newest valid commit",
+    );
+    watch.wait_log("the valid commit applied", CONVERGE, &good);
+    assert_eq!(watch.terminate(), Some(0));
 }
