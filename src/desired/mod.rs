@@ -249,10 +249,180 @@ pub struct ReplicaSpec {
     pub resources: ResourceSpec,
     /// Environment variables.
     pub environment: BTreeMap<String, String>,
-    /// Ports the service listens on.
-    pub ports: Vec<u16>,
+    /// Ports the service listens on, in declared order (`PORT_0`, `PORT_1`, … in the job).
+    pub ports: Vec<PortSpec>,
     /// Slurm placement.
     pub slurm: SlurmSpec,
+    /// How the job checks that the service is ready; none means ready when running. Left out
+    /// of the canonical JSON when absent, so specs without it keep their hash.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub health: Option<HealthSpec>,
+}
+
+/// One declared port: a fixed number or `auto` (picked free on the node when the job starts),
+/// optionally named.
+///
+/// Serialized as written before names existed: an unnamed fixed port is a plain number, an
+/// unnamed `auto` port the string `"auto"`, a named one `{"name": .., "port": ..}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    /// The name (`[a-z][a-z0-9_]*`), exported as `PORT_<NAME>` in the job.
+    pub name: Option<String>,
+    /// The port number, or `auto`.
+    pub port: PortValue,
+}
+
+impl PortSpec {
+    /// Returns an unnamed fixed port.
+    pub fn fixed(port: u16) -> PortSpec {
+        PortSpec {
+            name: None,
+            port: PortValue::Fixed(port),
+        }
+    }
+
+    /// Returns the fixed port number, or `None` for an `auto` port.
+    pub fn number(&self) -> Option<u16> {
+        match self.port {
+            PortValue::Fixed(port) => Some(port),
+            PortValue::Auto => None,
+        }
+    }
+}
+
+/// A port number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortValue {
+    /// This port, always.
+    Fixed(u16),
+    /// A free port picked on the node when the job starts.
+    Auto,
+}
+
+impl Serialize for PortValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PortValue::Fixed(port) => s.serialize_u16(*port),
+            PortValue::Auto => s.serialize_str("auto"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u16),
+            Word(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(port) => Ok(PortValue::Fixed(port)),
+            Raw::Word(word) if word == "auto" => Ok(PortValue::Auto),
+            Raw::Word(word) => Err(serde::de::Error::custom(format!(
+                "port {word:?} is neither a number nor \"auto\""
+            ))),
+        }
+    }
+}
+
+impl Serialize for PortSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        match &self.name {
+            None => self.port.serialize(s),
+            Some(name) => {
+                let mut map = s.serialize_struct("PortSpec", 2)?;
+                map.serialize_field("name", name)?;
+                map.serialize_field("port", &self.port)?;
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Named {
+            name: String,
+            port: PortValue,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Named(Named),
+            Plain(PortValue),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::Named(named) => PortSpec {
+                name: Some(named.name),
+                port: named.port,
+            },
+            Raw::Plain(port) => PortSpec { name: None, port },
+        })
+    }
+}
+
+/// A health check: what the job probes, how often, and what it does when the service stays
+/// unhealthy. Durations are whole seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    /// What is probed.
+    pub probe: Probe,
+    /// Seconds between probes (at least 1).
+    pub interval: u64,
+    /// Seconds one probe may take (at least 1).
+    pub timeout: u64,
+    /// Seconds after start during which failures do not count.
+    pub start_period: u64,
+    /// Consecutive counted failures that make the service unhealthy (at least 1).
+    pub failure_threshold: u32,
+    /// What the job does once unhealthy.
+    pub on_failure: OnFailure,
+}
+
+/// What a health check probes. Ports are positions in [`ReplicaSpec::ports`], resolved from
+/// the name, position or default written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// An HTTP GET of `http://127.0.0.1:<port><path>` must answer 2xx or 3xx.
+    Http {
+        /// Position of the port in the spec's ports.
+        port: usize,
+        /// The path, starting with `/`.
+        path: String,
+    },
+    /// A TCP connection to `127.0.0.1:<port>` must succeed.
+    Tcp {
+        /// Position of the port in the spec's ports.
+        port: usize,
+    },
+    /// A command (run with `bash -c` on the node) must exit 0.
+    Command(String),
+}
+
+/// What a job does once its service is unhealthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Stop the service and end the job with [`UNHEALTHY_EXIT_CODE`]; the next apply (or
+    /// watch) submits a new replica.
+    Restart,
+    /// Keep the service running and reporting `unhealthy`.
+    Ignore,
+}
+
+/// The exit code of a job that ended itself because its service was unhealthy.
+pub const UNHEALTHY_EXIT_CODE: i32 = 97;
+
+impl ReplicaSpec {
+    /// Returns whether any port is picked when the job starts.
+    pub fn has_auto_ports(&self) -> bool {
+        self.ports.iter().any(|p| p.port == PortValue::Auto)
+    }
 }
 
 /// Resources of one replica.
@@ -364,5 +534,71 @@ mod tests {
         ] {
             assert_eq!(memory_mib(text), mib, "{text:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod hash_pins {
+    use super::*;
+
+    /// A spec written before health checks and named or `auto` ports existed: its canonical
+    /// JSON and hash must never change, or every running replica would be replaced.
+    #[test]
+    fn the_hash_of_a_spec_without_health_or_port_names_is_pinned() {
+        let spec = ReplicaSpec {
+            image: Some("vllm.sif".into()),
+            command: Some("vllm serve --port 8000".into()),
+            resources: ResourceSpec {
+                nodes: 1,
+                cpu: 8,
+                memory: Some("64G".into()),
+                memory_per_cpu: None,
+                gpu: 1,
+                gpu_type: Some("a100".into()),
+                time_limit: Some(1440),
+                cpu_bind: None,
+            },
+            environment: [("HF_HOME".to_owned(), "/scratch/hf".to_owned())].into(),
+            ports: vec![PortSpec::fixed(8000), PortSpec::fixed(8001)],
+            slurm: SlurmSpec {
+                partition: Some("gpu".into()),
+                qos: None,
+                account: None,
+            },
+            health: None,
+        };
+        assert_eq!(
+            spec.to_canonical_json(),
+            r#"{"image":"vllm.sif","command":"vllm serve --port 8000","resources":{"nodes":1,"cpu":8,"memory":"64G","gpu":1,"gpu_type":"a100","time_limit":1440},"environment":{"HF_HOME":"/scratch/hf"},"ports":[8000,8001],"slurm":{"partition":"gpu"}}"#
+        );
+        // The value before named and `auto` ports and health checks were added.
+        assert_eq!(spec.hash().0, "f0e32cb257e0e67c");
+    }
+
+    #[test]
+    fn ports_serialize_as_numbers_auto_or_name_and_port_and_read_back() {
+        let ports = vec![
+            PortSpec::fixed(8000),
+            PortSpec {
+                name: None,
+                port: PortValue::Auto,
+            },
+            PortSpec {
+                name: Some("http".into()),
+                port: PortValue::Auto,
+            },
+            PortSpec {
+                name: Some("metrics".into()),
+                port: PortValue::Fixed(9100),
+            },
+        ];
+        let json = serde_json::to_string(&ports).unwrap();
+        assert_eq!(
+            json,
+            r#"[8000,"auto",{"name":"http","port":"auto"},{"name":"metrics","port":9100}]"#
+        );
+        let back: Vec<PortSpec> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ports);
+        assert!(serde_json::from_str::<Vec<PortSpec>>(r#"["sometimes"]"#).is_err());
     }
 }
