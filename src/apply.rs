@@ -115,6 +115,7 @@ pub fn apply(
                 spec: service.hash.clone(),
                 nonce: new_nonce(),
                 indexes: index_ranges(&group),
+                report: Default::default(),
             };
             let script = script::render(&service_plan.service, &service.spec, &marker, ctx);
             if let Err(e) = backend.test_submit(&script) {
@@ -306,6 +307,7 @@ mod tests {
                 partition: Some(partition.into()),
                 ..Default::default()
             },
+            health: None,
         };
         Service {
             recipe: "test/sleeper".into(),

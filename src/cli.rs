@@ -227,6 +227,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         spec: found.hash.clone(),
         nonce: reconcile::new_nonce(),
         indexes: index_ranges(&indexes),
+        report: Default::default(),
     };
     let ctx = reconcile::script_context(&repo)?;
     print_stdout(&script::render(&addr, &found.spec, &marker, &ctx))?;

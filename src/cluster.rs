@@ -506,6 +506,7 @@ mod tests {
             environment: BTreeMap::new(),
             ports: vec![],
             slurm: SlurmSpec::default(),
+            health: None,
         };
         let mut service = Service {
             recipe: "demo/svc".into(),

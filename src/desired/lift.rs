@@ -6,8 +6,8 @@ use super::layout::{CONFIG_FILE, RECIPES_DIR, STACKS_DIR};
 use super::raw;
 use super::yaml;
 use super::{
-    BackendKind, Desired, Origin, Owner, ReplicaSpec, Repo, ResourceSpec, Service, ServiceAddr,
-    Settings, SlurmSpec,
+    BackendKind, Desired, HealthSpec, OnFailure, Origin, Owner, PortSpec, PortValue, Probe,
+    ReplicaSpec, Repo, ResourceSpec, Service, ServiceAddr, Settings, SlurmSpec,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -362,6 +362,7 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
         &recipe.slurm,
         &recipe.environment,
         recipe.ports.as_ref(),
+        recipe.health.as_ref(),
     );
     // An invalid `gpu` is reported already; only a valid count of 0 (or none) is checked.
     if let Some(gpu_type) = &defaults.gpu_type
@@ -811,6 +812,7 @@ fn lift_service(
         &service.slurm,
         &service.environment,
         service.ports.as_ref(),
+        service.health.as_ref(),
     );
     if let Some(gpu_type) = &overrides.gpu_type
         && (service.resources.gpu.is_none() || overrides.gpu.is_some())
@@ -827,7 +829,17 @@ fn lift_service(
     if ctx.errors.len() > before {
         return None;
     }
-    let (spec, mut origins) = recipe.with_overrides(overrides);
+    let (mut spec, mut origins, health) = recipe.with_overrides(overrides);
+    if let Some(health) = health {
+        let ports_origin = origins.get("ports");
+        match health.resolve(&spec.ports, ports_origin) {
+            Ok(health) => spec.health = Some(health),
+            Err(error) => {
+                ctx.errors.push(error);
+                return None;
+            }
+        }
+    }
     origins.insert(
         "recipe".to_owned(),
         ctx.origin(reference.referenced, &recipe_field),
@@ -879,8 +891,106 @@ struct Layer {
     partition: Option<Set<String>>,
     qos: Option<Set<String>>,
     account: Option<Set<String>>,
-    ports: Option<Set<Vec<u16>>>,
+    ports: Option<Set<Vec<PortSpec>>>,
+    health: Option<Set<HealthDraft>>,
     environment: BTreeMap<String, String>,
+}
+
+/// A health check as validated before the ports it probes are known (a stack may replace the
+/// recipe's ports, or its health check, or both).
+#[derive(Clone)]
+struct HealthDraft {
+    probe: ProbeDraft,
+    interval: u64,
+    timeout: u64,
+    start_period: u64,
+    failure_threshold: u32,
+    on_failure: OnFailure,
+}
+
+#[derive(Clone)]
+enum ProbeDraft {
+    Http { port: PortRef, path: String },
+    Tcp { port: PortRef },
+    Command(String),
+}
+
+/// A probe's `port:` as written (a name, a position, or nothing: the first port), and where.
+#[derive(Clone)]
+struct PortRef {
+    which: Option<PortWhich>,
+    origin: Origin,
+}
+
+#[derive(Clone)]
+enum PortWhich {
+    Name(String),
+    Position(usize),
+}
+
+impl HealthDraft {
+    /// Resolves the probe's port against the service's merged ports; `ports_origin` is where
+    /// those were written, for the message.
+    fn resolve(
+        self,
+        ports: &[PortSpec],
+        ports_origin: Option<&Origin>,
+    ) -> Result<HealthSpec, SpecError> {
+        let resolve = |port: &PortRef| -> Result<usize, SpecError> {
+            let declared = match ports_origin {
+                Some(o) => format!(
+                    " (the ports are declared at {}{})",
+                    o.file.display(),
+                    o.position.map_or(String::new(), |(l, c)| format!(":{l}:{c}"))
+                ),
+                None => String::new(),
+            };
+            match &port.which {
+                None if ports.is_empty() => Err(port.origin.error(format!(
+                    "the probe needs a port, and the service declares none{declared}: add                      `ports:` (e.g. `ports: [auto]`)"
+                ))),
+                None => Ok(0),
+                Some(PortWhich::Position(i)) if *i < ports.len() => Ok(*i),
+                Some(PortWhich::Position(i)) => Err(port.origin.error(format!(
+                    "port position {i} is out of range: the service declares {} port(s),                      counted from 0{declared}",
+                    ports.len()
+                ))),
+                Some(PortWhich::Name(name)) => ports
+                    .iter()
+                    .position(|p| p.name.as_deref() == Some(name))
+                    .ok_or_else(|| {
+                        let names: Vec<&str> =
+                            ports.iter().filter_map(|p| p.name.as_deref()).collect();
+                        port.origin.error(format!(
+                            "no port named {name:?}; named ports: {}{declared}",
+                            if names.is_empty() {
+                                "none".to_owned()
+                            } else {
+                                names.join(", ")
+                            }
+                        ))
+                    }),
+            }
+        };
+        let probe = match &self.probe {
+            ProbeDraft::Http { port, path } => Probe::Http {
+                port: resolve(port)?,
+                path: path.clone(),
+            },
+            ProbeDraft::Tcp { port } => Probe::Tcp {
+                port: resolve(port)?,
+            },
+            ProbeDraft::Command(command) => Probe::Command(command.clone()),
+        };
+        Ok(HealthSpec {
+            probe,
+            interval: self.interval,
+            timeout: self.timeout,
+            start_period: self.start_period,
+            failure_threshold: self.failure_threshold,
+            on_failure: self.on_failure,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -897,6 +1007,7 @@ fn lift_layer(
     slurm: &raw::Slurm,
     environment: &BTreeMap<String, raw::EnvValue>,
     ports: Option<&raw::Ports>,
+    health: Option<&Spanned<raw::Health>>,
 ) -> Layer {
     let res = |name: &str| format!("{prefix}resources.{name}");
     let int = |ctx: &mut Ctx, name: &str, v: &Option<Spanned<raw::Int>>, min: i64, max: i64| {
@@ -983,6 +1094,7 @@ fn lift_layer(
         |text| text.chars().all(slurm_word),
     );
     let ports = ports.and_then(|ports| lift_ports(ctx, &format!("{prefix}ports"), ports));
+    let health = health.and_then(|health| lift_health(ctx, &format!("{prefix}health"), health));
 
     let mut env = BTreeMap::new();
     for (key, value) in environment {
@@ -1032,32 +1144,250 @@ fn lift_layer(
         qos,
         account,
         ports,
+        health,
         environment: env,
     }
 }
 
-/// Validates a list of ports: each in 1..=65535, none twice.
-fn lift_ports(ctx: &mut Ctx, field: &str, ports: &raw::Ports) -> Option<Set<Vec<u16>>> {
+/// Validates a list of ports: each a number in 1..=65535 or `auto`, optionally named
+/// (`[a-z][a-z0-9_]*`); no number and no name twice.
+fn lift_ports(ctx: &mut Ctx, field: &str, ports: &raw::Ports) -> Option<Set<Vec<PortSpec>>> {
     let before = ctx.errors.len();
-    let mut list: Vec<u16> = Vec::new();
-    for (i, port) in ports.value.iter().enumerate() {
-        let item = format!("{field}[{i}]");
-        let Some(number) = ctx.int_in(port, &item, 1, 65535) else {
-            continue;
+    let mut list: Vec<PortSpec> = Vec::new();
+    for (i, item) in ports.value.iter().enumerate() {
+        let item_field = format!("{field}[{i}]");
+        let at = item.referenced;
+        let (name, value, value_field) = match &item.value {
+            raw::PortItem::Named { name, port } => {
+                (Some(name), &**port, format!("{item_field}.port"))
+            }
+            other => (None, other, item_field.clone()),
         };
-        let number = u16::try_from(number).expect("at most 65535");
-        if let Some(first) = list.iter().position(|&p| p == number) {
-            ctx.error(
-                port.referenced,
-                &item,
-                format!("port {number} is already listed (as {field}[{first}])"),
-            );
+        if let Some(name) = name {
+            if !is_port_name(name) {
+                ctx.error(
+                    at,
+                    &format!("{item_field}.name"),
+                    format!(
+                        "port name {name:?} must be 1 to 32 characters: a lowercase letter,                          then lowercase letters, digits or '_'"
+                    ),
+                );
+            } else if let Some(first) = list
+                .iter()
+                .position(|p| p.name.as_deref() == Some(name.as_str()))
+            {
+                ctx.error(
+                    at,
+                    &format!("{item_field}.name"),
+                    format!("port name {name:?} is already used (by {field}[{first}])"),
+                );
+            }
         }
-        list.push(number);
+        let port = match value {
+            raw::PortItem::Auto => PortValue::Auto,
+            raw::PortItem::Number(raw::Int::Value(n)) if (1..=65535).contains(n) => {
+                let number = u16::try_from(*n).expect("at most 65535");
+                if let Some(first) = list.iter().position(|p| p.number() == Some(number)) {
+                    ctx.error(
+                        at,
+                        &value_field,
+                        format!("port {number} is already listed (as {field}[{first}])"),
+                    );
+                }
+                PortValue::Fixed(number)
+            }
+            raw::PortItem::Number(raw::Int::Value(n)) => {
+                let hint = if *n == 0 {
+                    "; write `auto` for a free port picked when the job starts"
+                } else {
+                    ""
+                };
+                ctx.error(
+                    at,
+                    &value_field,
+                    format!("must be between 1 and 65535, got {n}{hint}"),
+                );
+                continue;
+            }
+            raw::PortItem::Number(raw::Int::Not(what)) | raw::PortItem::Not(what) => {
+                ctx.error(
+                    at,
+                    &value_field,
+                    format!(
+                        "must be a port number, `auto` or `{{name: .., port: ..}}`, got {what}"
+                    ),
+                );
+                continue;
+            }
+            raw::PortItem::Named { .. } => {
+                ctx.error(at, &value_field, "must be a port number or `auto`");
+                continue;
+            }
+        };
+        list.push(PortSpec {
+            name: name.cloned(),
+            port,
+        });
     }
     (ctx.errors.len() == before).then(|| Set {
         value: list,
         origin: ctx.origin(ports.referenced, field),
+    })
+}
+
+/// Returns whether `name` is a port name: `[a-z][a-z0-9_]*`, at most 32 characters (it
+/// becomes `PORT_<NAME>` in the job).
+fn is_port_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 32
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Validates a `health:` block: exactly one probe, durations, threshold and policy. The
+/// probe's port is resolved once the service's ports are known ([`HealthDraft::resolve`]).
+fn lift_health(
+    ctx: &mut Ctx,
+    field: &str,
+    health: &Spanned<raw::Health>,
+) -> Option<Set<HealthDraft>> {
+    let before = ctx.errors.len();
+    let h = &health.value;
+    let kinds = [
+        h.http.as_ref().map(|v| v.referenced),
+        h.tcp.as_ref().map(|v| v.referenced),
+        h.command.as_ref().map(|v| v.referenced),
+    ];
+    let given = kinds.iter().flatten().count();
+    if given != 1 {
+        let at = match given {
+            0 => health.referenced,
+            _ => kinds.iter().flatten().nth(1).copied().unwrap_or(health.referenced),
+        };
+        ctx.error(
+            at,
+            field,
+            format!(
+                "a health check has exactly one of `http`, `tcp` or `command`, got {}",
+                if given == 0 { "none".to_owned() } else { given.to_string() }
+            ),
+        );
+    }
+    let port_ref = |ctx: &mut Ctx, port: &Option<Spanned<String>>, at, probe_field: &str| {
+        let port_field = format!("{probe_field}.port");
+        match port {
+            None => PortRef {
+                which: None,
+                origin: ctx.origin(at, probe_field),
+            },
+            Some(v) => {
+                let text = v.value.trim();
+                let which = if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+                    PortWhich::Position(text.parse().unwrap_or(usize::MAX))
+                } else {
+                    PortWhich::Name(text.to_owned())
+                };
+                PortRef {
+                    which: Some(which),
+                    origin: ctx.origin(v.referenced, &port_field),
+                }
+            }
+        }
+    };
+    let probe = if let Some(http) = &h.http {
+        let probe_field = format!("{field}.http");
+        let port = port_ref(ctx, &http.value.port, http.referenced, &probe_field);
+        let path = match &http.value.path {
+            None => "/".to_owned(),
+            Some(p)
+                if p.value.starts_with('/')
+                    && p.value.len() <= 1024
+                    && p.value.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                p.value.clone()
+            }
+            Some(p) => {
+                ctx.error(
+                    p.referenced,
+                    &format!("{probe_field}.path"),
+                    format!(
+                        "{:?} is not a URL path: it starts with `/` and has no spaces or                          control characters",
+                        p.value
+                    ),
+                );
+                String::new()
+            }
+        };
+        Some(ProbeDraft::Http { port, path })
+    } else if let Some(tcp) = &h.tcp {
+        let probe_field = format!("{field}.tcp");
+        let port = port_ref(ctx, &tcp.value.port, tcp.referenced, &probe_field);
+        Some(ProbeDraft::Tcp { port })
+    } else if let Some(command) = &h.command {
+        if command.value.trim().is_empty() || command.value.contains('\0') {
+            ctx.error(
+                command.referenced,
+                &format!("{field}.command"),
+                "must be a non-empty command without NUL bytes",
+            );
+        }
+        Some(ProbeDraft::Command(command.value.clone()))
+    } else {
+        None
+    };
+    let seconds = |ctx: &mut Ctx, v: &Option<Spanned<String>>, name: &str, default: u64, min: u64| {
+        let Some(v) = v else {
+            return default;
+        };
+        let field = format!("{field}.{name}");
+        match super::parse_duration(&v.value) {
+            Ok(d) if d.as_secs() >= min && d.as_secs() <= 86_400 => d.as_secs(),
+            Ok(d) => {
+                ctx.error(
+                    v.referenced,
+                    &field,
+                    format!("must be between {min}s and 1d, got {}s", d.as_secs()),
+                );
+                default
+            }
+            Err(message) => {
+                ctx.error(v.referenced, &field, message);
+                default
+            }
+        }
+    };
+    let interval = seconds(ctx, &h.interval, "interval", 5, 1);
+    let timeout = seconds(ctx, &h.timeout, "timeout", 2, 1);
+    let start_period = seconds(ctx, &h.start_period, "start_period", 0, 0);
+    let failure_threshold = match &h.failure_threshold {
+        None => 3,
+        Some(v) => ctx
+            .int_in(v, &format!("{field}.failure_threshold"), 1, 1000)
+            .unwrap_or(3),
+    };
+    let on_failure = match h.on_failure.as_ref().map(|v| (v.value.as_str(), v)) {
+        None | Some(("restart", _)) => OnFailure::Restart,
+        Some(("ignore", _)) => OnFailure::Ignore,
+        Some((other, v)) => {
+            ctx.error(
+                v.referenced,
+                &format!("{field}.on_failure"),
+                format!("{other:?} is neither `restart` nor `ignore`"),
+            );
+            OnFailure::Restart
+        }
+    };
+    let probe = probe?;
+    (ctx.errors.len() == before).then(|| Set {
+        value: HealthDraft {
+            probe,
+            interval,
+            timeout,
+            start_period,
+            failure_threshold,
+            on_failure,
+        },
+        origin: ctx.origin(health.referenced, field),
     })
 }
 
@@ -1075,8 +1405,12 @@ fn pick<T: Clone>(
 
 impl Recipe {
     /// Returns the replica spec with a service's overrides laid over this recipe's defaults,
-    /// and where each setting it holds was written (keyed as in [`Service::origins`]).
-    fn with_overrides(&self, over: Layer) -> (ReplicaSpec, BTreeMap<String, Origin>) {
+    /// where each setting it holds was written (keyed as in [`Service::origins`]), and the
+    /// health check still to be resolved against the merged ports (the spec has none yet).
+    fn with_overrides(
+        &self,
+        over: Layer,
+    ) -> (ReplicaSpec, BTreeMap<String, Origin>, Option<HealthDraft>) {
         let base = &self.defaults;
         let mut origins = BTreeMap::new();
         let o = &mut origins;
@@ -1128,8 +1462,10 @@ impl Recipe {
                 qos: pick(over.qos, &base.qos, "slurm.qos", o),
                 account: pick(over.account, &base.account, "slurm.account", o),
             },
+            health: None,
         };
-        (spec, origins)
+        let health = pick(over.health, &base.health, "health", o);
+        (spec, origins, health)
     }
 }
 
@@ -1518,7 +1854,7 @@ mod tests {
             service.origin("resources.nodes").field,
             "services.llm.recipe"
         );
-        assert_eq!(service.spec.ports, vec![9000]);
+        assert_eq!(service.spec.ports, vec![PortSpec::fixed(9000)]);
         assert_eq!(service.spec.resources.gpu, 2);
         assert_eq!(service.spec.resources.memory, None);
         assert_eq!(service.spec.resources.memory_per_cpu.as_deref(), Some("4G"));

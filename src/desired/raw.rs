@@ -66,6 +66,48 @@ pub struct Recipe {
     /// Slurm placement defaults.
     #[serde(default)]
     pub slurm: Slurm,
+    /// Health check.
+    pub health: Option<Spanned<Health>>,
+}
+
+/// A `health:` block, in a recipe or replacing the recipe's in a stack.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// An HTTP probe.
+    pub http: Option<Spanned<HttpProbe>>,
+    /// A TCP probe.
+    pub tcp: Option<Spanned<TcpProbe>>,
+    /// A command probe.
+    pub command: Option<Spanned<String>>,
+    /// Time between probes, e.g. `5s`.
+    pub interval: Option<Spanned<String>>,
+    /// Time one probe may take.
+    pub timeout: Option<Spanned<String>>,
+    /// Time after start during which failures do not count.
+    pub start_period: Option<Spanned<String>>,
+    /// Consecutive failures that make the service unhealthy.
+    pub failure_threshold: Option<Spanned<Int>>,
+    /// `restart` or `ignore`.
+    pub on_failure: Option<Spanned<String>>,
+}
+
+/// `health.http`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    /// A port name or position in `ports`; none means the first port.
+    pub port: Option<Spanned<String>>,
+    /// The path to GET, default `/`.
+    pub path: Option<Spanned<String>>,
+}
+
+/// `health.tcp`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbe {
+    /// A port name or position in `ports`; none means the first port.
+    pub port: Option<Spanned<String>>,
 }
 
 /// The `container:` block of a recipe.
@@ -142,10 +184,89 @@ pub struct Service {
     /// Slurm overrides.
     #[serde(default)]
     pub slurm: Slurm,
+    /// Health check replacing the recipe's.
+    pub health: Option<Spanned<Health>>,
 }
 
 /// A list of TCP ports; the list's own position is where it was written.
-pub type Ports = Spanned<Vec<Spanned<Int>>>;
+pub type Ports = Spanned<Vec<Spanned<PortItem>>>;
+
+/// One entry of `ports:`: a number, `auto`, or `{name: .., port: ..}`. Anything else is kept
+/// as a description of what was written, so the error can point at the entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortItem {
+    /// A YAML integer (or what was written instead of one).
+    Number(Int),
+    /// `auto`.
+    Auto,
+    /// `{name: .., port: ..}`.
+    Named {
+        /// The name as written.
+        name: String,
+        /// The port: a number or `auto` (a nested mapping is kept and reported).
+        port: Box<PortItem>,
+    },
+    /// Neither; says what was written instead.
+    Not(String),
+}
+
+impl<'de> Deserialize<'de> for PortItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = PortItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a port number, `auto` or {name: .., port: ..}")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<PortItem, E> {
+                Ok(PortItem::Number(Int::Value(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<PortItem, E> {
+                Ok(PortItem::Number(i64::try_from(v).map_or_else(
+                    |_| Int::Not(format!("the integer {v}, which is too large")),
+                    Int::Value,
+                )))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<PortItem, E> {
+                Ok(PortItem::Number(Int::Not("a decimal number".into())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<PortItem, E> {
+                Ok(PortItem::Not(format!("the boolean {v}")))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<PortItem, E> {
+                Ok(if v == "auto" {
+                    PortItem::Auto
+                } else {
+                    PortItem::Not(format!("the string {v:?}"))
+                })
+            }
+            fn visit_unit<E>(self) -> Result<PortItem, E> {
+                Ok(PortItem::Not("no value".into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<PortItem, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(PortItem::Not("a list".into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<PortItem, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Named {
+                    name: String,
+                    port: PortItem,
+                }
+                let named = Named::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(PortItem::Named {
+                    name: named.name,
+                    port: Box::new(named.port),
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
 
 /// An environment value, exactly as written in the file.
 ///

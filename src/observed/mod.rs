@@ -34,6 +34,81 @@ pub struct Marker {
     pub nonce: String,
     /// The replica indexes of the submission, in Slurm array syntax (`0-2,5`).
     pub indexes: String,
+    /// What the job wrote about itself once running (health, address, ports); empty in the
+    /// marker stackctl submits. Never part of the spec hash.
+    pub report: SelfReport,
+}
+
+/// What a running job records about itself in its own comment: `health=`, `addr=` and
+/// `ports=` (written by the batch script, see `render::script`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelfReport {
+    /// The health check's verdict; none when the job has no health check (or wrote nothing
+    /// readable).
+    pub health: Option<Health>,
+    /// The node's address as the node resolves its own name.
+    pub addr: Option<String>,
+    /// The actual ports, in declared order; empty when not reported.
+    pub ports: Vec<u16>,
+}
+
+/// A job's own health verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not ready yet: no probe has succeeded.
+    Starting,
+    /// The last probe succeeded (or fewer failures than the threshold followed one that did).
+    Ready,
+    /// As many failures in a row as the threshold, after the start period.
+    Unhealthy,
+}
+
+impl Health {
+    /// Returns the word the job writes: `starting`, `ready` or `unhealthy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Ready => "ready",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// Parses the word the job writes; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Health> {
+        match text {
+            "starting" => Some(Health::Starting),
+            "ready" => Some(Health::Ready),
+            "unhealthy" => Some(Health::Unhealthy),
+            _ => None,
+        }
+    }
+}
+
+impl SelfReport {
+    /// Returns whether the job reported nothing.
+    pub fn is_empty(&self) -> bool {
+        self.health.is_none() && self.addr.is_none() && self.ports.is_empty()
+    }
+}
+
+/// Returns whether `text` can be an address in a marker: a host name or an IPv4 or IPv6
+/// address (letters, digits, `.`, `-`, `:`), at most 253 characters.
+fn is_addr(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 253
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+}
+
+/// Parses `8000,20001`; `None` for anything else (an empty list included).
+fn parse_ports(text: &str) -> Option<Vec<u16>> {
+    let ports: Vec<u16> = text
+        .split(',')
+        .map(|p| p.parse().ok().filter(|&p| p > 0))
+        .collect::<Option<_>>()?;
+    (!ports.is_empty()).then_some(ports)
 }
 
 impl fmt::Display for Marker {
@@ -47,7 +122,19 @@ impl fmt::Display for Marker {
             self.spec,
             self.nonce,
             self.indexes
-        )
+        )?;
+        let report = &self.report;
+        if let Some(health) = report.health {
+            write!(f, ";health={}", health.as_str())?;
+        }
+        if let Some(addr) = &report.addr {
+            write!(f, ";addr={addr}")?;
+        }
+        if !report.ports.is_empty() {
+            let ports: Vec<String> = report.ports.iter().map(u16::to_string).collect();
+            write!(f, ";ports={}", ports.join(","))?;
+        }
+        Ok(())
     }
 }
 
@@ -72,10 +159,17 @@ impl Marker {
             return None;
         }
         let mut values: [Option<&str>; 6] = [None; 6];
+        // The job's own report: a value given twice, or unreadable, counts as absent.
+        let mut reported: [(Option<&str>, bool); 3] = [(None, false); 3];
         for field in fields {
             let Some((key, value)) = field.split_once('=') else {
                 continue;
             };
+            if let Some(slot) = Self::REPORT_KEYS.iter().position(|k| *k == key) {
+                let (seen, twice) = &mut reported[slot];
+                *twice |= seen.replace(value).is_some();
+                continue;
+            }
             let Some(slot) = Self::KEYS.iter().position(|k| *k == key) else {
                 continue;
             };
@@ -83,6 +177,12 @@ impl Marker {
                 return None;
             }
         }
+        let [health, addr, ports] = reported.map(|(value, twice)| value.filter(|_| !twice));
+        let report = SelfReport {
+            health: health.and_then(Health::parse),
+            addr: addr.filter(|a| is_addr(a)).map(str::to_owned),
+            ports: ports.and_then(parse_ports).unwrap_or_default(),
+        };
         let [owner, stack, service, spec, nonce, indexes] = values;
         fn required(v: Option<&str>) -> Option<&str> {
             v.filter(|v| !v.is_empty())
@@ -93,11 +193,15 @@ impl Marker {
             spec: SpecHash(required(spec)?.to_owned()),
             nonce: nonce.unwrap_or_default().to_owned(),
             indexes: indexes.unwrap_or_default().to_owned(),
+            report,
         })
     }
 
     /// The names of the fields, in the order every marker is written.
     const KEYS: [&'static str; 6] = ["owner", "stack", "svc", "spec", "nonce", "idx"];
+
+    /// The names of the fields a job writes about itself, after [`Marker::KEYS`].
+    pub const REPORT_KEYS: [&'static str; 3] = ["health", "addr", "ports"];
 
     /// Returns the text every marker of `owner` contains, for cheap pre-filtering of listings.
     pub fn owner_tag(owner: &Owner) -> String {
@@ -246,6 +350,22 @@ pub struct LiveJob {
     pub nodes: String,
 }
 
+impl LiveJob {
+    /// Returns whether the replica is ready: RUNNING, and when its spec has a health check,
+    /// reporting `health=ready`.
+    pub fn is_ready(&self, has_health_check: bool) -> bool {
+        self.state == JobState::Running
+            && (!has_health_check || self.marker.report.health == Some(Health::Ready))
+    }
+
+    /// Returns the address and actual ports the job reported about itself, if it reported an
+    /// address.
+    pub fn endpoint(&self) -> Option<(String, Vec<u16>)> {
+        let report = &self.marker.report;
+        Some((report.addr.clone()?, report.ports.clone()))
+    }
+}
+
 /// Everything stackctl observed of its own jobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
@@ -372,6 +492,7 @@ mod tests {
             spec: SpecHash("0123456789abcdef".into()),
             nonce: "n1".into(),
             indexes: "0-2,5".into(),
+            report: SelfReport::default(),
         }
     }
 

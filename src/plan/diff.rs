@@ -87,6 +87,7 @@ mod tests {
                 .collect(),
             ports: vec![],
             slurm: SlurmSpec::default(),
+            health: None,
         }
     }
 

@@ -1,7 +1,17 @@
 //! The batch script a replica gets. Pure: machine-specific paths come in through
 //! [`ScriptContext`], already expanded, and never enter the spec hash.
+//!
+//! A spec with neither a health check nor an `auto` port gets a plain script that `exec`s the
+//! service. Otherwise the script is a small bash supervisor ([`SUPERVISOR`]): it finds the
+//! node's address, picks the `auto` ports, exports `PORT`, `PORT_<i>` and `PORT_<NAME>`, starts
+//! the service in the background, forwards SIGTERM and SIGCONT to it, probes it, records
+//! `health=`, `addr=` and `ports=` in this task's own comment when they change, and exits with
+//! the service's exit code, or [`UNHEALTHY_EXIT_CODE`] after stopping a service that stayed
+//! unhealthy with `on_failure: restart`.
 
-use crate::desired::{ReplicaSpec, ServiceAddr};
+use crate::desired::{
+    HealthSpec, OnFailure, PortValue, Probe, ReplicaSpec, ServiceAddr, UNHEALTHY_EXIT_CODE,
+};
 use crate::observed::{JobId, Marker};
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -85,7 +95,24 @@ pub fn render(
     for (key, value) in &spec.environment {
         let _ = writeln!(s, "export {key}={}", quote(value));
     }
-    let nv = if res.gpu > 0 { " --nv" } else { "" };
+    let supervised = spec.health.is_some() || spec.has_auto_ports();
+    // A plain script stays exactly as it was before supervisors existed (no `PORT`
+    // variables either, which a recipe's own environment may set).
+    if supervised {
+        supervisor_prelude(&mut s, spec);
+        s.push_str("stackctl_service() {\n");
+    }
+    service_lines(&mut s, spec, ctx);
+    if supervised {
+        s.push_str("}\n");
+        supervisor_main(&mut s, spec);
+    }
+    s
+}
+
+/// Writes the lines that run the service itself.
+fn service_lines(s: &mut String, spec: &ReplicaSpec, ctx: &ScriptContext) {
+    let nv = if spec.resources.gpu > 0 { " --nv" } else { "" };
     match (&spec.image, &spec.command) {
         (Some(image), None) => {
             let _ = writeln!(
@@ -110,7 +137,240 @@ pub fn render(
             s.push_str("echo 'stackctl: recipe has neither image nor command' >&2\nexit 1\n")
         }
     }
-    s
+}
+
+/// Writes `export PORT_<i>=<value>` (and `PORT_<NAME>`, and `PORT` for the first port).
+fn port_exports(s: &mut String, i: usize, name: Option<&str>, value: &str) {
+    let _ = writeln!(s, "export PORT_{i}={value}");
+    if let Some(name) = name {
+        let _ = writeln!(s, "export PORT_{}=\"$PORT_{i}\"", name.to_ascii_uppercase());
+    }
+    if i == 0 {
+        s.push_str("export PORT=\"$PORT_0\"\n");
+    }
+}
+
+/// The supervisor's functions, the same in every supervised script. `STACKCTL_*` variables
+/// set before it: `STACKCTL_PORT_DIR` (reservations), `STACKCTL_PORT_MIN`/`_MAX`.
+///
+/// Port picking: under `flock` on `$STACKCTL_PORT_DIR.lock` (node-local), a port of the range
+/// is taken when no socket of the node uses it (any state, from `/proc/net/tcp` and `tcp6`)
+/// and no live job holds a reservation for it. A reservation is the file
+/// `$STACKCTL_PORT_DIR/<port>` holding `<job id> <supervisor pid> <its start time>`; it is
+/// stale once no process with that pid and start time (field 22 of `/proc/<pid>/stat`) exists.
+/// This needs no call to slurmctld and survives pid reuse; the supervisor lives exactly as long
+/// as the job's service (Slurm kills the whole job at its end), and removes its reservations
+/// when it exits.
+pub const SUPERVISOR: &str = r#"stackctl_log() { echo "stackctl: $*" >&2; }
+stackctl_start_time() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  set -- $stat
+  echo "${20}"
+}
+stackctl_reserved() {
+  local id pid start
+  read -r id pid start < "$STACKCTL_PORT_DIR/$1" 2>/dev/null || return 1
+  [ -n "$pid" ] && [ "$(stackctl_start_time "$pid")" = "$start" ]
+}
+stackctl_ports_begin() {
+  mkdir -p -m 1777 "$STACKCTL_PORT_DIR" 2>/dev/null
+  exec 9>>"$STACKCTL_PORT_DIR.lock"
+  chmod 666 "$STACKCTL_PORT_DIR.lock" 2>/dev/null
+  if command -v flock >/dev/null 2>&1; then
+    flock -w 120 9 || stackctl_log "no port lock after 120 s; picking without it"
+  else
+    stackctl_log "flock not found; picking ports without the node lock"
+  fi
+  STACKCTL_USED=" "
+  local f line local_addr p
+  for f in /proc/net/tcp /proc/net/tcp6; do
+    [ -r "$f" ] || continue
+    while read -r _ local_addr _; do
+      p=${local_addr##*:}
+      [[ $p =~ ^[0-9A-Fa-f]{4}$ ]] && STACKCTL_USED+="$((16#$p)) "
+    done < "$f"
+  done
+  STACKCTL_SELF_START=$(stackctl_start_time $$)
+}
+stackctl_pick_port() {
+  local span=$((STACKCTL_PORT_MAX - STACKCTL_PORT_MIN + 1)) first=$((RANDOM % (STACKCTL_PORT_MAX - STACKCTL_PORT_MIN + 1))) i p
+  for ((i = 0; i < span; i++)); do
+    p=$((STACKCTL_PORT_MIN + (first + i) % span))
+    case "$STACKCTL_USED" in *" $p "*) continue ;; esac
+    stackctl_reserved "$p" && continue
+    echo "$STACKCTL_TASK $$ $STACKCTL_SELF_START" > "$STACKCTL_PORT_DIR/$p" || continue
+    STACKCTL_USED+="$p "
+    STACKCTL_RESERVED+=" $p"
+    STACKCTL_PICKED=$p
+    return 0
+  done
+  stackctl_log "no free port in $STACKCTL_PORT_MIN-$STACKCTL_PORT_MAX"
+  return 1
+}
+stackctl_ports_end() { exec 9>&-; }
+stackctl_cleanup() {
+  local p id pid start
+  for p in $STACKCTL_RESERVED; do
+    read -r id pid start < "$STACKCTL_PORT_DIR/$p" 2>/dev/null
+    [ "$pid" = "$$" ] && rm -f "$STACKCTL_PORT_DIR/$p"
+  done
+}
+stackctl_addr() {
+  local addr
+  addr=$(getent ahostsv4 "$(hostname)" 2>/dev/null | awk 'NR == 1 { print $1 }')
+  [ -n "$addr" ] || addr=$(hostname -I 2>/dev/null | awk '{ print $1 }')
+  [ -n "$addr" ] || addr=$(hostname)
+  echo "$addr"
+}
+stackctl_report() {
+  local current new field fields
+  current=$(squeue -h -j "$STACKCTL_TASK" -o %k 2>/dev/null) || return 1
+  case "$current" in stackctl/v1\;*) ;; *) stackctl_log "no marker in this job's comment; not recording"; return 1 ;; esac
+  IFS=';' read -ra fields <<< "$current"
+  new=""
+  for field in "${fields[@]}"; do
+    case "$field" in health=* | addr=* | ports=*) ;; *) new+="${new:+;}$field" ;; esac
+  done
+  [ -n "$1" ] && new+=";health=$1"
+  new+=";addr=$STACKCTL_ADDR"
+  [ -n "$STACKCTL_PORTS" ] && new+=";ports=$STACKCTL_PORTS"
+  if [ "${#new}" -gt 1024 ]; then
+    stackctl_log "the comment would exceed 1024 characters; not recording"
+    return 0
+  fi
+  [ "$new" = "$current" ] && return 0
+  scontrol update "JobId=$STACKCTL_TASK" "Comment=$new"
+}
+stackctl_http_probe() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsS -o /dev/null --max-time "$STACKCTL_TIMEOUT" "http://127.0.0.1:$1$2" 2>/dev/null
+  else
+    timeout "$STACKCTL_TIMEOUT" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1
+      printf "GET %s HTTP/1.0
+Host: 127.0.0.1
+
+" "$1" >&3
+      read -r _ status _ <&3
+      [[ $status == [23][0-9][0-9] ]]' "$1" "$2" 2>/dev/null
+  fi
+}
+stackctl_tcp_probe() {
+  timeout "$STACKCTL_TIMEOUT" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "$1" 2>/dev/null
+}
+stackctl_probe_loop() {
+  local started=$SECONDS failures=0 state=starting recorded=starting
+  while :; do
+    sleep "$STACKCTL_INTERVAL"
+    if stackctl_probe; then
+      failures=0
+      state=ready
+    elif ((SECONDS - started >= STACKCTL_START_PERIOD)); then
+      failures=$((failures + 1))
+      ((failures >= STACKCTL_THRESHOLD)) && state=unhealthy
+    fi
+    if [ "$state" != "$recorded" ]; then
+      stackctl_log "health: $state"
+      stackctl_report "$state" && recorded=$state
+    fi
+    if [ "$state" = unhealthy ] && [ "$STACKCTL_ON_FAILURE" = restart ]; then
+      stackctl_log "unhealthy after $failures failed probes; stopping the service (exit $STACKCTL_UNHEALTHY_EXIT)"
+      kill -USR1 $$
+      sleep 0.2
+      kill -TERM "$STACKCTL_SERVICE_PID" 2>/dev/null
+      for _ in 1 2 3 4 5 6 7 8 9 10; do
+        kill -0 "$STACKCTL_SERVICE_PID" 2>/dev/null || exit 0
+        sleep 1
+      done
+      kill -KILL "$STACKCTL_SERVICE_PID" 2>/dev/null
+      exit 0
+    fi
+  done
+}
+stackctl_forward() { [ -n "$STACKCTL_SERVICE_PID" ] && kill "-$1" "$STACKCTL_SERVICE_PID" 2>/dev/null; }
+"#;
+
+/// Writes the supervisor's settings and functions, picks the ports and exports them.
+fn supervisor_prelude(s: &mut String, spec: &ReplicaSpec) {
+    s.push_str("# stackctl supervisor: see `render::script` and README \"Readiness and ports\".\n");
+    s.push_str("STACKCTL_TASK=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n");
+    s.push_str("STACKCTL_PORT_DIR=/tmp/stackctl-ports\nSTACKCTL_PORT_MIN=20000\nSTACKCTL_PORT_MAX=29999\n");
+    let _ = writeln!(s, "STACKCTL_UNHEALTHY_EXIT={UNHEALTHY_EXIT_CODE}");
+    if let Some(health) = &spec.health {
+        health_settings(s, health);
+    }
+    s.push_str(SUPERVISOR);
+    s.push_str("STACKCTL_RESERVED=\"\"\nSTACKCTL_SERVICE_PID=\"\"\nSTACKCTL_UNHEALTHY=\"\"\n");
+    s.push_str("trap stackctl_cleanup EXIT\n");
+    s.push_str("trap 'stackctl_forward TERM' TERM\ntrap 'stackctl_forward CONT' CONT\n");
+    s.push_str("trap 'STACKCTL_UNHEALTHY=1' USR1\n");
+    s.push_str("STACKCTL_ADDR=$(stackctl_addr)\n");
+    if spec.has_auto_ports() {
+        s.push_str("stackctl_ports_begin\n");
+    }
+    let mut actual = Vec::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        match port.port {
+            PortValue::Fixed(number) => {
+                port_exports(s, i, port.name.as_deref(), &number.to_string())
+            }
+            PortValue::Auto => {
+                s.push_str("stackctl_pick_port || exit 1\n");
+                port_exports(s, i, port.name.as_deref(), "$STACKCTL_PICKED");
+            }
+        }
+        actual.push(format!("$PORT_{i}"));
+    }
+    if spec.has_auto_ports() {
+        s.push_str("stackctl_ports_end\n");
+    }
+    let _ = writeln!(s, "STACKCTL_PORTS=\"{}\"", actual.join(","));
+}
+
+/// Writes the health check's settings and its `stackctl_probe` function.
+fn health_settings(s: &mut String, health: &HealthSpec) {
+    let on_failure = match health.on_failure {
+        OnFailure::Restart => "restart",
+        OnFailure::Ignore => "ignore",
+    };
+    let _ = writeln!(
+        s,
+        "STACKCTL_INTERVAL={}\nSTACKCTL_TIMEOUT={}\nSTACKCTL_START_PERIOD={}\nSTACKCTL_THRESHOLD={}\nSTACKCTL_ON_FAILURE={on_failure}",
+        health.interval, health.timeout, health.start_period, health.failure_threshold
+    );
+    let probe = match &health.probe {
+        Probe::Http { port, path } => {
+            format!("stackctl_http_probe \"$PORT_{port}\" {}", quote(path))
+        }
+        Probe::Tcp { port } => format!("stackctl_tcp_probe \"$PORT_{port}\""),
+        Probe::Command(command) => format!(
+            "timeout \"$STACKCTL_TIMEOUT\" bash -c {} >/dev/null 2>&1",
+            quote(command)
+        ),
+    };
+    let _ = writeln!(s, "stackctl_probe() {{ {probe}; }}");
+}
+
+/// Starts the service, the probe loop (or the one-time record) and waits.
+fn supervisor_main(s: &mut String, spec: &ReplicaSpec) {
+    if spec.health.is_some() {
+        s.push_str("stackctl_report starting || stackctl_log \"could not record health=starting\"\n");
+    } else {
+        // No health check: ready when running; only the address and ports to record.
+        s.push_str("stackctl_report \"\" || stackctl_log \"could not record the address and ports\"\n");
+    }
+    s.push_str("stackctl_service &\nSTACKCTL_SERVICE_PID=$!\n");
+    if spec.health.is_some() {
+        s.push_str("stackctl_probe_loop &\nSTACKCTL_PROBE_PID=$!\n");
+    }
+    s.push_str(
+        "while :; do\n  wait \"$STACKCTL_SERVICE_PID\"\n  STACKCTL_RC=$?\n  kill -0 \"$STACKCTL_SERVICE_PID\" 2>/dev/null || break\ndone\n",
+    );
+    if spec.health.is_some() {
+        s.push_str("kill \"$STACKCTL_PROBE_PID\" 2>/dev/null\n");
+    }
+    s.push_str("[ -n \"$STACKCTL_UNHEALTHY\" ] && exit \"$STACKCTL_UNHEALTHY_EXIT\"\nexit \"$STACKCTL_RC\"\n");
 }
 
 /// Returns the stdout and stderr log files of the job `job_id` of `service`:

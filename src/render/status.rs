@@ -1,21 +1,23 @@
 //! Per-service status: desired and observed replica counts, why replicas wait or are stuck,
 //! failed replicas with their log files, nodes and endpoints.
 //!
-//! `status --json` prints `{"format_version": "1.1", "services": [...]}` with one object per
+//! `status --json` prints `{"format_version": "1.2", "services": [...]}` with one object per
 //! service, the fields of [`ServiceStatus`]. Minor versions only add fields: 1.1 added
 //! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
-//! of a multi-node replica in `nodes` and `endpoints`.
+//! of a multi-node replica in `nodes` and `endpoints`; 1.2 added `ready`, `not_ready` and
+//! `failures[].unhealthy`, and `endpoints` lists ready replicas only, at the address and
+//! ports each job reported about itself.
 
-use crate::desired::{Desired, ServiceAddr};
+use crate::desired::{Desired, ReplicaSpec, ServiceAddr};
 use crate::hostlist;
-use crate::observed::{JobId, JobState, LiveJob, Observed};
+use crate::observed::{Health, JobId, JobState, LiveJob, Observed};
 use crate::render::script::{self, ScriptContext};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The version of the JSON status format; minor versions only add fields.
-pub const FORMAT_VERSION: &str = "1.1";
+pub const FORMAT_VERSION: &str = "1.2";
 
 /// The status of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -26,6 +28,11 @@ pub struct ServiceStatus {
     pub desired: u32,
     /// Replicas running.
     pub running: u32,
+    /// Running replicas that are ready: their health check passes, or they have none.
+    /// Added in 1.2.
+    pub ready: u32,
+    /// Running replicas whose health check does not pass (yet). Added in 1.2.
+    pub not_ready: u32,
     /// Replicas waiting to start (pending, configuring, requeued).
     pub pending: u32,
     /// Why replicas are pending, as Slurm says (`Resources`, `Priority`, `Dependency`, …).
@@ -43,8 +50,10 @@ pub struct ServiceStatus {
     pub failures: Vec<Failure>,
     /// Nodes the running replicas are on, every node of a multi-node replica.
     pub nodes: Vec<String>,
-    /// `host:port` of every node of each running replica and each port of the spec that
-    /// replica runs, without duplicates. Empty for a replica whose spec is unknown.
+    /// `host:port` of each ready replica, without duplicates: the address and actual ports
+    /// the job reported about itself; for a job that reported no ports, every node of the
+    /// replica with each fixed port of its spec (none when the spec is unknown). Ready
+    /// replicas only since 1.2.
     pub endpoints: Vec<String>,
 }
 
@@ -57,6 +66,9 @@ pub struct Failure {
     pub index: u32,
     /// How it ended, as Slurm says (`FAILED`, `OUT_OF_MEMORY`, `TIMEOUT`, …).
     pub state: String,
+    /// Whether the job last reported itself unhealthy (with `on_failure: restart` it then
+    /// ended itself with exit code 97). Added in 1.2.
+    pub unhealthy: bool,
     /// The job's stdout log file.
     pub stdout: String,
     /// The job's stderr log file.
@@ -92,11 +104,34 @@ pub fn summarize(
         match &job.state {
             JobState::Running => {
                 status.running += 1;
-                let ports = ports_of(job, desired, observed);
-                for host in hostlist::expand(&job.nodes) {
-                    for port in ports {
-                        push_unique(&mut status.endpoints, format!("{host}:{port}"));
+                let spec = spec_of(job, desired, observed);
+                let has_health_check = match spec {
+                    Some(spec) => spec.health.is_some(),
+                    None => job.marker.report.health.is_some(),
+                };
+                let hosts = hostlist::expand(&job.nodes);
+                if job.is_ready(has_health_check) {
+                    status.ready += 1;
+                    match job.endpoint() {
+                        Some((addr, ports)) if !ports.is_empty() => {
+                            for port in ports {
+                                push_unique(&mut status.endpoints, format!("{addr}:{port}"));
+                            }
+                        }
+                        _ => {
+                            let fixed = spec.into_iter().flat_map(|s| &s.ports);
+                            let fixed: Vec<u16> = fixed.filter_map(|p| p.number()).collect();
+                            for host in &hosts {
+                                for port in &fixed {
+                                    push_unique(&mut status.endpoints, format!("{host}:{port}"));
+                                }
+                            }
+                        }
                     }
+                } else {
+                    status.not_ready += 1;
+                }
+                for host in hosts {
                     push_unique(&mut status.nodes, host);
                 }
             }
@@ -131,6 +166,7 @@ pub fn summarize(
                 job_id: latest.id,
                 index,
                 state: latest.state.to_string(),
+                unhealthy: latest.marker.report.health == Some(Health::Unhealthy),
                 stdout: stdout.display().to_string(),
                 stderr: stderr.display().to_string(),
             });
@@ -139,15 +175,17 @@ pub fn summarize(
     table.into_values().collect()
 }
 
-/// Returns the ports of the spec `job` runs: the desired spec's when the job's spec hash is
-/// the desired one, else the spec read back from its batch script; none when unknown, rather
-/// than a guess.
-fn ports_of<'a>(job: &LiveJob, desired: &'a Desired, observed: &'a Observed) -> &'a [u16] {
-    let spec = match desired.services.get(&job.marker.service) {
+/// Returns the spec `job` runs: the desired spec when the job's spec hash is the desired
+/// one, else the spec read back from its batch script; none when unknown, rather than a guess.
+fn spec_of<'a>(
+    job: &LiveJob,
+    desired: &'a Desired,
+    observed: &'a Observed,
+) -> Option<&'a ReplicaSpec> {
+    match desired.services.get(&job.marker.service) {
         Some(service) if service.hash == job.marker.spec => Some(&service.spec),
         _ => observed.specs.get(&job.marker.spec),
-    };
-    spec.map_or(&[], |spec| spec.ports.as_slice())
+    }
 }
 
 /// Why a job is stuck: Slurm's reason for a held pending job, else its state.
@@ -182,13 +220,14 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
     if statuses.is_empty() {
         return "No services: the repo declares none and no owned jobs are live.\n".to_owned();
     }
-    let rows: Vec<[String; 8]> = statuses
+    let rows: Vec<[String; 9]> = statuses
         .iter()
         .map(|s| {
             [
                 s.service.clone(),
                 s.desired.to_string(),
                 s.running.to_string(),
+                s.ready.to_string(),
                 count_with_reasons(s.pending, &s.pending_reasons),
                 count_with_reasons(s.stuck, &s.stuck_reasons),
                 s.failed.to_string(),
@@ -209,6 +248,7 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
         "SERVICE",
         "DESIRED",
         "RUNNING",
+        "READY",
         "PENDING",
         "STUCK",
         "FAILED",
@@ -242,16 +282,17 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
             Some(stem) if f.stderr.strip_suffix(".err") == Some(stem) => ".err",
             _ => f.stderr.as_str(),
         };
+        let unhealthy = if f.unhealthy { " (unhealthy)" } else { "" };
         let _ = writeln!(
             out,
-            "{}[{}] job {} {}: logs {}, {stderr}",
+            "{}[{}] job {} {}{unhealthy}: logs {}, {stderr}",
             s.service, f.index, f.job_id, f.state, f.stdout
         );
     }
     out
 }
 
-/// Renders the status as JSON: `{"format_version": "1.1", "services": [...]}`.
+/// Renders the status as JSON: `{"format_version": "1.2", "services": [...]}`.
 pub fn render_json(statuses: &[ServiceStatus]) -> String {
     let doc = serde_json::json!({"format_version": FORMAT_VERSION, "services": statuses});
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
