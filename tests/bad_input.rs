@@ -1271,3 +1271,132 @@ fn usage_errors_exit_1_not_2() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--detailed-exitcode"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Health checks and named / `auto` ports
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn health_unknown_key() {
+    assert_rejected(
+        "health_unknown_key",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(6, 3)
+            .field("health.intervall")
+            .says(&["unknown field `intervall`"]),
+    );
+}
+
+#[test]
+fn health_with_two_probe_kinds() {
+    assert_rejected(
+        "health_two_probes",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(6, 8)
+            .field("health")
+            .says(&["exactly one of `http`, `tcp` or `command`, got 2"]),
+    );
+}
+
+#[test]
+fn health_zero_interval() {
+    assert_rejected(
+        "health_zero_interval",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(6, 13)
+            .field("health.interval")
+            .says(&["must be between 1s and 1d, got 0s"]),
+    );
+}
+
+#[test]
+fn health_bad_duration() {
+    assert_rejected(
+        "health_bad_duration",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(6, 12)
+            .field("health.timeout")
+            .says(&["\"2 seconds\" is not a duration"]),
+    );
+}
+
+#[test]
+fn health_zero_failure_threshold_in_a_stack() {
+    assert_rejected(
+        "health_zero_threshold_stack",
+        Expect::file("stacks/web.yaml")
+            .at(7, 26)
+            .field("services.app.health.failure_threshold")
+            .says(&["must be between 1 and 1000, got 0"]),
+    );
+}
+
+#[test]
+fn health_unknown_port_name() {
+    assert_rejected(
+        "health_unknown_port_name",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 16)
+            .field("health.http.port")
+            .says(&["no port named \"htp\"; named ports: http"]),
+    );
+}
+
+#[test]
+fn health_port_position_out_of_range() {
+    assert_rejected(
+        "health_port_out_of_range",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 15)
+            .field("health.tcp.port")
+            .says(&["port position 2 is out of range", "declares 2 port(s)"]),
+    );
+}
+
+/// The recipe's health check names a port that the stack's own `ports:` no longer has.
+#[test]
+fn health_port_gone_after_a_stack_override() {
+    assert_rejected(
+        "health_port_gone_in_stack",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 16)
+            .field("health.http.port")
+            .says(&[
+                "no port named \"http\"",
+                "the ports are declared at stacks/web.yaml:5:12",
+            ]),
+    );
+}
+
+#[test]
+fn duplicate_port_names() {
+    assert_rejected(
+        "port_name_duplicate",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 5)
+            .field("ports[1].name")
+            .says(&["port name \"http\" is already used (by ports[0])"]),
+    );
+}
+
+#[test]
+fn invalid_port_name() {
+    assert_rejected(
+        "port_name_invalid",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(4, 5)
+            .field("ports[0].name")
+            .says(&["port name \"Http\" must be"]),
+    );
+}
+
+#[test]
+fn named_port_zero() {
+    assert_rejected(
+        "port_zero",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(4, 5)
+            .field("ports[0].port")
+            .says(&["must be between 1 and 65535, got 0", "write `auto`"]),
+    );
+}

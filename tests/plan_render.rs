@@ -2,7 +2,8 @@
 //! `JobRecord`s the way a Slurm listing reports them, then filtered by `Observed::from_records`.
 
 use stackctl::desired::{
-    Desired, Owner, ReplicaSpec, ResourceSpec, Service, ServiceAddr, SlurmSpec, SpecHash,
+    Desired, HealthSpec, OnFailure, Owner, PortSpec, PortValue, Probe, ReplicaSpec, ResourceSpec,
+    Service, ServiceAddr, SlurmSpec, SpecHash,
 };
 use stackctl::observed::{JobId, JobRecord, Marker, Observed};
 use stackctl::plan::{self, Action, Plan, Reason, Summary};
@@ -45,12 +46,13 @@ fn base_spec() -> ReplicaSpec {
             cpu_bind: None,
         },
         environment: env(&[("HF_HOME", "/scratch/hf")]),
-        ports: vec![8000],
+        ports: vec![PortSpec::fixed(8000)],
         slurm: SlurmSpec {
             partition: Some("gpu".into()),
             qos: None,
             account: None,
         },
+        health: None,
     }
 }
 
@@ -92,6 +94,7 @@ fn marker(addr: &ServiceAddr, hash: &SpecHash, indexes: &str) -> String {
         spec: hash.clone(),
         nonce: "n1".into(),
         indexes: indexes.into(),
+        report: Default::default(),
     }
     .to_string()
 }
@@ -578,6 +581,7 @@ fn foreign_and_look_alike_jobs_are_invisible() {
         spec: hash.clone(),
         nonce: "n1".into(),
         indexes: "0".into(),
+        report: Default::default(),
     }
     .to_string();
     let mut foreign = job_in(20, &llm(), 0, &hash, "RUNNING");
@@ -658,8 +662,9 @@ fn several_services_render_in_address_order_with_a_combined_legend() {
             cpu_bind: None,
         },
         environment: BTreeMap::new(),
-        ports: vec![8080],
+        ports: vec![PortSpec::fixed(8080)],
         slurm: SlurmSpec::default(),
+        health: None,
     };
     let llm_svc = service(3, base_spec());
     let llm_hash = llm_svc.hash.clone();
@@ -718,12 +723,13 @@ fn script_with_container_gpu_and_hostile_environment() {
             ("BACKTICK", "`whoami`"),
             ("MULTI", "line1\nline2"),
         ]),
-        ports: vec![8000, 8001],
+        ports: vec![PortSpec::fixed(8000), PortSpec::fixed(8001)],
         slurm: SlurmSpec {
             partition: Some("gpu".into()),
             qos: Some("high".into()),
             account: Some("proj42".into()),
         },
+        health: None,
     };
     let marker = Marker {
         owner: owner(),
@@ -731,6 +737,7 @@ fn script_with_container_gpu_and_hostile_environment() {
         spec: spec.hash(),
         nonce: "n1".into(),
         indexes: "0-2,5".into(),
+        report: Default::default(),
     };
     let text = script::render(&llm(), &spec, &marker, &ctx());
     assert_eq!(script::spec_of_script(&text), Some(spec.clone()));
@@ -761,8 +768,9 @@ fn script_without_container_runs_the_command_directly() {
             cpu_bind: None,
         },
         environment: BTreeMap::new(),
-        ports: vec![8080],
+        ports: vec![PortSpec::fixed(8080)],
         slurm: SlurmSpec::default(),
+        health: None,
     };
     let addr = ServiceAddr::new("apps", "web");
     let marker = Marker {
@@ -771,6 +779,7 @@ fn script_without_container_runs_the_command_directly() {
         spec: spec.hash(),
         nonce: "n1".into(),
         indexes: "0".into(),
+        report: Default::default(),
     };
     let text = script::render(&addr, &spec, &marker, &ctx());
     assert_eq!(script::spec_of_script(&text), Some(spec));
@@ -796,8 +805,9 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
             cpu_bind: None,
         },
         environment: env(&[("PORT", "9000")]),
-        ports: vec![9000],
+        ports: vec![PortSpec::fixed(9000)],
         slurm: SlurmSpec::default(),
+        health: None,
     };
     let addr = ServiceAddr::new("apps", "server");
     let marker = Marker {
@@ -806,6 +816,7 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
         spec: spec.hash(),
         nonce: "n1".into(),
         indexes: "0-1".into(),
+        report: Default::default(),
     };
     let text = script::render(&addr, &spec, &marker, &ctx());
     assert_eq!(script::spec_of_script(&text), Some(spec));
@@ -833,7 +844,7 @@ fn spec_of_script_rejects_scripts_without_a_spec_line() {
 #[test]
 fn status_counts_states_and_lists_endpoints_of_running_replicas() {
     let mut llm_spec = base_spec();
-    llm_spec.ports = vec![8000, 8001];
+    llm_spec.ports = vec![PortSpec::fixed(8000), PortSpec::fixed(8001)];
     let llm_svc = service(5, llm_spec);
     let hash = llm_svc.hash.clone();
     let idle = ServiceAddr::new("apps", "idle");
@@ -879,7 +890,7 @@ fn status_counts_states_and_lists_endpoints_of_running_replicas() {
     let json = status::render_json(&statuses);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["format_version"], status::FORMAT_VERSION);
-    assert_eq!(status::FORMAT_VERSION, "1.1");
+    assert_eq!(status::FORMAT_VERSION, "1.2");
     insta::assert_snapshot!("status_json", json);
 }
 
@@ -990,6 +1001,7 @@ fn status_counts_a_failed_index_once_and_shows_its_latest_job_and_logs() {
             },
             index: 1,
             state: "OUT_OF_MEMORY".into(),
+            unhealthy: false,
             stdout: "/home/u/.stackctl/logs/inference.llm-41_1.out".into(),
             stderr: "/home/u/.stackctl/logs/inference.llm-41_1.err".into(),
         }]
@@ -1018,6 +1030,7 @@ fn status_log_paths_are_the_files_the_script_names() {
         spec: spec.hash(),
         nonce: "n1".into(),
         indexes: "0-3".into(),
+        report: Default::default(),
     };
     let text = script::render(&llm(), &spec, &marker, &ctx());
     let slurm_expands = |flag: &str| {
@@ -1047,6 +1060,7 @@ fn script_escapes_percent_in_the_log_dir() {
         spec: spec.hash(),
         nonce: "n1".into(),
         indexes: "0".into(),
+        report: Default::default(),
     };
     let ctx = ScriptContext {
         log_dir: "/logs/100%".into(),
@@ -1094,7 +1108,7 @@ fn status_endpoints_use_the_spec_each_replica_runs() {
     let hash = svc.hash.clone();
     let desired = desired(vec![(llm(), svc)]);
     let mut old = base_spec();
-    old.ports = vec![9000, 9001];
+    old.ports = vec![PortSpec::fixed(9000), PortSpec::fixed(9001)];
     let old_hash = old.hash();
     let unknown_hash = SpecHash("00000000deadbeef".into());
     let mut observed = observed(vec![
@@ -1291,4 +1305,219 @@ fn bug_ended_reference_is_the_newest_job() {
             .to_string(),
         "10_0"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Readiness and ports
+// ---------------------------------------------------------------------------------------------
+
+/// A web service with an `auto` port, a named `auto` port, a fixed named port and an HTTP
+/// health check on the named one.
+fn web_spec() -> ReplicaSpec {
+    ReplicaSpec {
+        image: None,
+        command: Some("exec serve --port \"$PORT_HTTP\"".into()),
+        ports: vec![
+            PortSpec::fixed(8000),
+            PortSpec {
+                name: None,
+                port: PortValue::Auto,
+            },
+            PortSpec {
+                name: Some("http".into()),
+                port: PortValue::Auto,
+            },
+            PortSpec {
+                name: Some("metrics".into()),
+                port: PortValue::Fixed(9100),
+            },
+        ],
+        health: Some(HealthSpec {
+            probe: Probe::Http {
+                port: 2,
+                path: "/health".into(),
+            },
+            interval: 5,
+            timeout: 2,
+            start_period: 60,
+            failure_threshold: 3,
+            on_failure: OnFailure::Restart,
+        }),
+        environment: BTreeMap::new(),
+        ..base_spec()
+    }
+}
+
+fn web() -> ServiceAddr {
+    ServiceAddr::new("apps", "web")
+}
+
+fn render_for(spec: &ReplicaSpec) -> String {
+    let marker = Marker {
+        owner: owner(),
+        service: web(),
+        spec: spec.hash(),
+        nonce: "n1".into(),
+        indexes: "0-1".into(),
+        report: Default::default(),
+    };
+    script::render(&web(), spec, &marker, &ctx())
+}
+
+#[test]
+fn a_script_with_health_and_auto_ports_is_a_supervisor() {
+    let script = render_for(&web_spec());
+    insta::assert_snapshot!("script_supervisor_http", script);
+    // The spec reads back exactly, health and port names included.
+    assert_eq!(script::spec_of_script(&script), Some(web_spec()));
+    for line in [
+        "export PORT_0=8000\nexport PORT=\"$PORT_0\"\n",
+        "stackctl_pick_port || exit 1\nexport PORT_1=$STACKCTL_PICKED\n",
+        "export PORT_2=$STACKCTL_PICKED\nexport PORT_HTTP=\"$PORT_2\"\n",
+        "export PORT_3=9100\nexport PORT_METRICS=\"$PORT_3\"\n",
+        "STACKCTL_PORTS=\"$PORT_0,$PORT_1,$PORT_2,$PORT_3\"\n",
+        "stackctl_probe() { stackctl_http_probe \"$PORT_2\" '/health'; }\n",
+        "STACKCTL_START_PERIOD=60\n",
+        "STACKCTL_UNHEALTHY_EXIT=97\n",
+        "stackctl_service &\n",
+        "stackctl_probe_loop &\n",
+    ] {
+        assert!(script.contains(line), "missing {line:?}");
+    }
+    // The task's own comment is updated by its array task id, never `$SLURM_JOB_ID`.
+    assert!(script.contains("STACKCTL_TASK=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\""));
+    assert!(script.contains("scontrol update \"JobId=$STACKCTL_TASK\""));
+    assert!(!script.contains("SLURM_JOB_ID"));
+    // Ports are picked before the service starts, and the lock is released before it.
+    let picked = script.find("stackctl_ports_end\n").unwrap();
+    assert!(picked < script.find("stackctl_service &\n").unwrap());
+}
+
+#[test]
+fn tcp_command_and_auto_port_only_scripts() {
+    let mut tcp = web_spec();
+    tcp.health = Some(HealthSpec {
+        probe: Probe::Tcp { port: 3 },
+        on_failure: OnFailure::Ignore,
+        ..tcp.health.unwrap()
+    });
+    let script = render_for(&tcp);
+    assert!(script.contains("stackctl_probe() { stackctl_tcp_probe \"$PORT_3\"; }\n"));
+    assert!(script.contains("STACKCTL_ON_FAILURE=ignore\n"));
+
+    let mut command = web_spec();
+    command.ports = vec![PortSpec::fixed(5432)];
+    command.health = Some(HealthSpec {
+        probe: Probe::Command("pg_isready -h 127.0.0.1".into()),
+        ..web_spec().health.unwrap()
+    });
+    let script = render_for(&command);
+    assert!(script.contains(
+        "stackctl_probe() { timeout \"$STACKCTL_TIMEOUT\" bash -c 'pg_isready -h 127.0.0.1' >/dev/null 2>&1; }\n"
+    ));
+    // Fixed ports only: nothing to pick, no lock taken.
+    assert!(!script.contains("stackctl_ports_begin\n"));
+
+    // `auto` ports without a health check: address and ports recorded once, no probe loop.
+    let mut auto = web_spec();
+    auto.health = None;
+    let script = render_for(&auto);
+    insta::assert_snapshot!("script_supervisor_auto_ports_only", script);
+    assert!(script.contains("stackctl_report \"\" ||"));
+    assert!(!script.contains("stackctl_probe_loop &"));
+}
+
+#[test]
+fn a_script_without_health_or_auto_ports_is_unchanged() {
+    let script = render_for(&base_spec());
+    assert!(!script.contains("stackctl_"), "{script}");
+    assert!(script.contains("\nvllm serve") || script.contains("exec apptainer exec"));
+}
+
+/// A job record whose comment carries the job's own report.
+fn reported(index: u32, hash: &SpecHash, state: &str, report: &str) -> JobRecord {
+    let mut record = job_in(30, &web(), index, hash, state);
+    record.comment = format!("{}{report}", record.comment).into();
+    record
+}
+
+#[test]
+fn status_counts_ready_and_not_ready_replicas_and_lists_reported_endpoints() {
+    let svc = service(4, web_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(web(), svc)]);
+    let observed = observed(vec![
+        reported(
+            0,
+            &hash,
+            "RUNNING",
+            ";health=ready;addr=10.0.0.1;ports=8000,20001,20002,9100",
+        ),
+        reported(
+            1,
+            &hash,
+            "RUNNING",
+            ";health=starting;addr=10.0.0.2;ports=8000,20003,20004,9100",
+        ),
+        // Running, and its script has not reported yet.
+        reported(2, &hash, "RUNNING", ""),
+        reported(3, &hash, "FAILED", ";health=unhealthy;addr=10.0.0.4;ports=8000,20005,20006,9100"),
+    ]);
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    let s = only(&statuses);
+    assert_eq!((s.running, s.ready, s.not_ready, s.failed), (3, 1, 2, 1));
+    assert_eq!(
+        s.endpoints,
+        [
+            "10.0.0.1:8000",
+            "10.0.0.1:20001",
+            "10.0.0.1:20002",
+            "10.0.0.1:9100"
+        ]
+    );
+    assert!(s.failures[0].unhealthy);
+    insta::assert_snapshot!("status_ready_text", status::render_text(&statuses));
+    insta::assert_snapshot!("status_ready_json", status::render_json(&statuses));
+}
+
+#[test]
+fn status_falls_back_to_node_names_for_fixed_ports_without_a_report() {
+    // No health check, fixed ports, a plain script: ready when running, at node:port.
+    let svc = service(1, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let statuses = status::summarize(&desired, &observed(vec![job(&llm(), 0, &hash, "RUNNING")]), &ctx());
+    let s = only(&statuses);
+    assert_eq!((s.ready, s.not_ready), (1, 0));
+    assert_eq!(s.endpoints, ["node1:8000"]);
+    // `auto` ports without a report: ready (no health check), but no port is known.
+    let mut auto = web_spec();
+    auto.health = None;
+    auto.ports = vec![PortSpec {
+        name: None,
+        port: PortValue::Auto,
+    }];
+    let svc = service(1, auto);
+    let hash = svc.hash.clone();
+    let desired = desired_of(vec![(web(), svc)]);
+    let statuses = status::summarize(&desired, &observed(vec![reported(0, &hash, "RUNNING", "")]), &ctx());
+    assert_eq!(only(&statuses).ready, 1);
+    assert!(only(&statuses).endpoints.is_empty());
+}
+
+fn desired_of(services: Vec<(ServiceAddr, Service)>) -> Desired {
+    desired(services)
+}
+
+#[test]
+fn a_ready_replica_whose_comment_its_probe_rewrote_plans_no_change() {
+    let svc = service(2, web_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(web(), svc)]);
+    let observed = observed(vec![
+        reported(0, &hash, "RUNNING", ";health=ready;addr=10.0.0.1;ports=8000,20001,20002,9100"),
+        reported(1, &hash, "RUNNING", ";health=unhealthy;addr=10.0.0.2;ports=8000,20003,20004,9100"),
+    ]);
+    let plan = compute(&desired, &observed);
+    assert!(plan.is_empty(), "{}", text(&plan));
 }

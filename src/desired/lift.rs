@@ -947,12 +947,14 @@ impl HealthDraft {
             };
             match &port.which {
                 None if ports.is_empty() => Err(port.origin.error(format!(
-                    "the probe needs a port, and the service declares none{declared}: add                      `ports:` (e.g. `ports: [auto]`)"
+                    "the probe needs a port, and the service declares none{declared}: add \
+                     `ports:` (e.g. `ports: [auto]`)"
                 ))),
                 None => Ok(0),
                 Some(PortWhich::Position(i)) if *i < ports.len() => Ok(*i),
                 Some(PortWhich::Position(i)) => Err(port.origin.error(format!(
-                    "port position {i} is out of range: the service declares {} port(s),                      counted from 0{declared}",
+                    "port position {i} is out of range: the service declares {} port(s), \
+                     counted from 0{declared}",
                     ports.len()
                 ))),
                 Some(PortWhich::Name(name)) => ports
@@ -1169,7 +1171,8 @@ fn lift_ports(ctx: &mut Ctx, field: &str, ports: &raw::Ports) -> Option<Set<Vec<
                     at,
                     &format!("{item_field}.name"),
                     format!(
-                        "port name {name:?} must be 1 to 32 characters: a lowercase letter,                          then lowercase letters, digits or '_'"
+                        "port name {name:?} must be 1 to 32 characters: a lowercase letter, \
+                     then lowercase letters, digits or '_'"
                     ),
                 );
             } else if let Some(first) = list
@@ -1311,7 +1314,8 @@ fn lift_health(
                     p.referenced,
                     &format!("{probe_field}.path"),
                     format!(
-                        "{:?} is not a URL path: it starts with `/` and has no spaces or                          control characters",
+                        "{:?} is not a URL path: it starts with `/` and has no spaces or \
+                     control characters",
                         p.value
                     ),
                 );

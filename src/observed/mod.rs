@@ -512,6 +512,107 @@ mod tests {
     }
 
     #[test]
+    fn a_jobs_self_report_round_trips_and_is_written_after_the_base_fields() {
+        let reported = Marker {
+            report: SelfReport {
+                health: Some(Health::Ready),
+                addr: Some("10.1.2.3".into()),
+                ports: vec![20001, 9100],
+            },
+            ..marker()
+        };
+        let text = reported.to_string();
+        assert_eq!(
+            text,
+            format!("{};health=ready;addr=10.1.2.3;ports=20001,9100", marker())
+        );
+        assert_eq!(Marker::parse(&text), Some(reported));
+        // Only what was reported is written.
+        let addr_only = Marker {
+            report: SelfReport {
+                addr: Some("node1".into()),
+                ..Default::default()
+            },
+            ..marker()
+        };
+        assert_eq!(addr_only.to_string(), format!("{};addr=node1", marker()));
+        assert_eq!(Marker::parse(&addr_only.to_string()), Some(addr_only));
+    }
+
+    #[test]
+    fn unreadable_or_repeated_report_fields_count_as_absent_and_keep_the_marker() {
+        let base = marker().to_string();
+        for tail in [
+            ";health=great;addr=a b;ports=80,x",
+            ";health=ready;health=ready",
+            ";ports=;addr=",
+            ";ports=0",
+            ";ports=70000",
+            ";addr=10.0.0.1;addr=10.0.0.2",
+            ";addr=x|y",
+        ] {
+            let parsed = Marker::parse(&format!("{base}{tail}"))
+                .unwrap_or_else(|| panic!("{tail} made the comment no marker"));
+            assert_eq!(parsed.report, SelfReport::default(), "{tail}");
+            assert_eq!(parsed.spec, marker().spec, "{tail}");
+        }
+        // A bad field does not hide a good one.
+        let parsed = Marker::parse(&format!("{base};health=unhealthy;ports=1,x")).unwrap();
+        assert_eq!(parsed.report.health, Some(Health::Unhealthy));
+        assert!(parsed.report.ports.is_empty());
+    }
+
+    fn live(state: &str, report: SelfReport) -> LiveJob {
+        LiveJob {
+            id: JobId {
+                array: 5,
+                task: Some(0),
+            },
+            index: 0,
+            marker: Arc::new(Marker {
+                report,
+                ..marker()
+            }),
+            state: JobState::from_slurm(state, "None"),
+            reason: String::new(),
+            nodes: "node1".into(),
+        }
+    }
+
+    #[test]
+    fn a_replica_is_ready_when_running_and_its_health_check_if_any_says_ready() {
+        let ready = SelfReport {
+            health: Some(Health::Ready),
+            ..Default::default()
+        };
+        let starting = SelfReport {
+            health: Some(Health::Starting),
+            ..Default::default()
+        };
+        assert!(live("RUNNING", ready.clone()).is_ready(true));
+        assert!(!live("PENDING", ready.clone()).is_ready(true));
+        assert!(!live("COMPLETING", ready).is_ready(false));
+        assert!(!live("RUNNING", starting.clone()).is_ready(true));
+        assert!(!live("RUNNING", SelfReport::default()).is_ready(true));
+        assert!(live("RUNNING", SelfReport::default()).is_ready(false));
+        assert!(live("RUNNING", starting).is_ready(false));
+    }
+
+    #[test]
+    fn the_endpoint_is_the_reported_address_and_ports() {
+        assert_eq!(live("RUNNING", SelfReport::default()).endpoint(), None);
+        let report = SelfReport {
+            health: None,
+            addr: Some("10.0.0.7".into()),
+            ports: vec![20000, 20001],
+        };
+        assert_eq!(
+            live("RUNNING", report).endpoint(),
+            Some(("10.0.0.7".to_owned(), vec![20000, 20001]))
+        );
+    }
+
+    #[test]
     fn index_groups_keep_every_marker_within_the_comment_limit() {
         // Every other index: the worst case for range syntax.
         let sparse: Vec<u32> = (0..100_000).step_by(2).collect();

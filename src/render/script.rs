@@ -171,7 +171,7 @@ stackctl_start_time() {
 }
 stackctl_reserved() {
   local id pid start
-  read -r id pid start < "$STACKCTL_PORT_DIR/$1" 2>/dev/null || return 1
+  read -r id pid start 2>/dev/null < "$STACKCTL_PORT_DIR/$1" || return 1
   [ -n "$pid" ] && [ "$(stackctl_start_time "$pid")" = "$start" ]
 }
 stackctl_ports_begin() {
@@ -213,7 +213,7 @@ stackctl_ports_end() { exec 9>&-; }
 stackctl_cleanup() {
   local p id pid start
   for p in $STACKCTL_RESERVED; do
-    read -r id pid start < "$STACKCTL_PORT_DIR/$p" 2>/dev/null
+    read -r id pid start 2>/dev/null < "$STACKCTL_PORT_DIR/$p"
     [ "$pid" = "$$" ] && rm -f "$STACKCTL_PORT_DIR/$p"
   done
 }
@@ -248,10 +248,7 @@ stackctl_http_probe() {
     curl -fsS -o /dev/null --max-time "$STACKCTL_TIMEOUT" "http://127.0.0.1:$1$2" 2>/dev/null
   else
     timeout "$STACKCTL_TIMEOUT" bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1
-      printf "GET %s HTTP/1.0
-Host: 127.0.0.1
-
-" "$1" >&3
+      printf "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" "$1" >&3
       read -r _ status _ <&3
       [[ $status == [23][0-9][0-9] ]]' "$1" "$2" 2>/dev/null
   fi
