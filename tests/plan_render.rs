@@ -1461,7 +1461,12 @@ fn status_counts_ready_and_not_ready_replicas_and_lists_reported_endpoints() {
         ),
         // Running, and its script has not reported yet.
         reported(2, &hash, "RUNNING", ""),
-        reported(3, &hash, "FAILED", ";health=unhealthy;addr=10.0.0.4;ports=8000,20005,20006,9100"),
+        reported(
+            3,
+            &hash,
+            "FAILED",
+            ";health=unhealthy;addr=10.0.0.4;ports=8000,20005,20006,9100",
+        ),
     ]);
     let statuses = status::summarize(&desired, &observed, &ctx());
     let s = only(&statuses);
@@ -1486,7 +1491,11 @@ fn status_falls_back_to_node_names_for_fixed_ports_without_a_report() {
     let svc = service(1, base_spec());
     let hash = svc.hash.clone();
     let desired = desired(vec![(llm(), svc)]);
-    let statuses = status::summarize(&desired, &observed(vec![job(&llm(), 0, &hash, "RUNNING")]), &ctx());
+    let statuses = status::summarize(
+        &desired,
+        &observed(vec![job(&llm(), 0, &hash, "RUNNING")]),
+        &ctx(),
+    );
     let s = only(&statuses);
     assert_eq!((s.ready, s.not_ready), (1, 0));
     assert_eq!(s.endpoints, ["node1:8000"]);
@@ -1500,7 +1509,11 @@ fn status_falls_back_to_node_names_for_fixed_ports_without_a_report() {
     let svc = service(1, auto);
     let hash = svc.hash.clone();
     let desired = desired_of(vec![(web(), svc)]);
-    let statuses = status::summarize(&desired, &observed(vec![reported(0, &hash, "RUNNING", "")]), &ctx());
+    let statuses = status::summarize(
+        &desired,
+        &observed(vec![reported(0, &hash, "RUNNING", "")]),
+        &ctx(),
+    );
     assert_eq!(only(&statuses).ready, 1);
     assert!(only(&statuses).endpoints.is_empty());
 }
@@ -1515,8 +1528,18 @@ fn a_ready_replica_whose_comment_its_probe_rewrote_plans_no_change() {
     let hash = svc.hash.clone();
     let desired = desired(vec![(web(), svc)]);
     let observed = observed(vec![
-        reported(0, &hash, "RUNNING", ";health=ready;addr=10.0.0.1;ports=8000,20001,20002,9100"),
-        reported(1, &hash, "RUNNING", ";health=unhealthy;addr=10.0.0.2;ports=8000,20003,20004,9100"),
+        reported(
+            0,
+            &hash,
+            "RUNNING",
+            ";health=ready;addr=10.0.0.1;ports=8000,20001,20002,9100",
+        ),
+        reported(
+            1,
+            &hash,
+            "RUNNING",
+            ";health=unhealthy;addr=10.0.0.2;ports=8000,20003,20004,9100",
+        ),
     ]);
     let plan = compute(&desired, &observed);
     assert!(plan.is_empty(), "{}", text(&plan));

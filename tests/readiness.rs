@@ -130,8 +130,7 @@ fn an_http_service_is_running_not_ready_then_ready_at_its_actual_port_and_plans_
     let job = &repo.alive("s.web")[0];
     let port = endpoints[0].rsplit_once(':').unwrap().1;
     assert!(
-        job.comment.contains(";health=ready;")
-            && job.comment.ends_with(&format!(";ports={port}")),
+        job.comment.contains(";health=ready;") && job.comment.ends_with(&format!(";ports={port}")),
         "{job:?}"
     );
     // (d) A replica whose comment its probe rewrote is still the same replica.
@@ -142,7 +141,10 @@ fn an_http_service_is_running_not_ready_then_ready_at_its_actual_port_and_plans_
 fn four_replicas_with_auto_ports_become_ready_on_four_distinct_ports() {
     let repo = TestRepo::new("ready-four");
     write_recipe(&repo, "test/web", WEB);
-    repo.write_stack("s", "services:\n  web:\n    recipe: test/web\n    replicas: 4\n");
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/web\n    replicas: 4\n",
+    );
     let started = Instant::now();
     repo.apply();
     let ready = wait_status(&repo, "s.web", "four ready replicas", 400, |s| {

@@ -941,7 +941,8 @@ impl HealthDraft {
                 Some(o) => format!(
                     " (the ports are declared at {}{})",
                     o.file.display(),
-                    o.position.map_or(String::new(), |(l, c)| format!(":{l}:{c}"))
+                    o.position
+                        .map_or(String::new(), |(l, c)| format!(":{l}:{c}"))
                 ),
                 None => String::new(),
             };
@@ -1265,14 +1266,23 @@ fn lift_health(
     if given != 1 {
         let at = match given {
             0 => health.referenced,
-            _ => kinds.iter().flatten().nth(1).copied().unwrap_or(health.referenced),
+            _ => kinds
+                .iter()
+                .flatten()
+                .nth(1)
+                .copied()
+                .unwrap_or(health.referenced),
         };
         ctx.error(
             at,
             field,
             format!(
                 "a health check has exactly one of `http`, `tcp` or `command`, got {}",
-                if given == 0 { "none".to_owned() } else { given.to_string() }
+                if given == 0 {
+                    "none".to_owned()
+                } else {
+                    given.to_string()
+                }
             ),
         );
     }
@@ -1339,27 +1349,28 @@ fn lift_health(
     } else {
         None
     };
-    let seconds = |ctx: &mut Ctx, v: &Option<Spanned<String>>, name: &str, default: u64, min: u64| {
-        let Some(v) = v else {
-            return default;
+    let seconds =
+        |ctx: &mut Ctx, v: &Option<Spanned<String>>, name: &str, default: u64, min: u64| {
+            let Some(v) = v else {
+                return default;
+            };
+            let field = format!("{field}.{name}");
+            match super::parse_duration(&v.value) {
+                Ok(d) if d.as_secs() >= min && d.as_secs() <= 86_400 => d.as_secs(),
+                Ok(d) => {
+                    ctx.error(
+                        v.referenced,
+                        &field,
+                        format!("must be between {min}s and 1d, got {}s", d.as_secs()),
+                    );
+                    default
+                }
+                Err(message) => {
+                    ctx.error(v.referenced, &field, message);
+                    default
+                }
+            }
         };
-        let field = format!("{field}.{name}");
-        match super::parse_duration(&v.value) {
-            Ok(d) if d.as_secs() >= min && d.as_secs() <= 86_400 => d.as_secs(),
-            Ok(d) => {
-                ctx.error(
-                    v.referenced,
-                    &field,
-                    format!("must be between {min}s and 1d, got {}s", d.as_secs()),
-                );
-                default
-            }
-            Err(message) => {
-                ctx.error(v.referenced, &field, message);
-                default
-            }
-        }
-    };
     let interval = seconds(ctx, &h.interval, "interval", 5, 1);
     let timeout = seconds(ctx, &h.timeout, "timeout", 2, 1);
     let start_period = seconds(ctx, &h.start_period, "start_period", 0, 0);
@@ -1892,6 +1903,87 @@ mod tests {
         assert!(!service.origins.contains_key("resources.gpu_type"));
         assert!(!service.origins.contains_key("replicas"));
         assert_eq!(service.spec.resources.gpu_type, None);
+    }
+
+    #[test]
+    fn health_and_ports_are_read_with_defaults_and_resolved_after_stack_overrides() {
+        let recipe = "name: web\ncommand: serve\nports: [8000, auto, {name: http, port: auto}, {name: metrics, port: 9100}]\nhealth:\n  http: {port: http, path: /health}\n  start_period: 1m\n";
+        let load_with = |stack: &str| {
+            load_files(
+                &[
+                    ("stackctl.yaml", "owner: t\n"),
+                    ("recipes/demo/web.yaml", recipe),
+                    ("stacks/s.yaml", stack),
+                ],
+                None,
+            )
+            .map(|repo| repo.desired.services[&ServiceAddr::new("s", "app")].clone())
+        };
+        let service = load_with("services: {app: {recipe: demo/web}}\n").unwrap();
+        assert_eq!(
+            service.spec.ports,
+            vec![
+                PortSpec::fixed(8000),
+                PortSpec {
+                    name: None,
+                    port: PortValue::Auto
+                },
+                PortSpec {
+                    name: Some("http".into()),
+                    port: PortValue::Auto
+                },
+                PortSpec {
+                    name: Some("metrics".into()),
+                    port: PortValue::Fixed(9100)
+                },
+            ]
+        );
+        assert_eq!(
+            service.spec.health,
+            Some(HealthSpec {
+                probe: Probe::Http {
+                    port: 2,
+                    path: "/health".into()
+                },
+                interval: 5,
+                timeout: 2,
+                start_period: 60,
+                failure_threshold: 3,
+                on_failure: OnFailure::Restart,
+            })
+        );
+        // The recipe's check by name follows the stack's own ports.
+        let service =
+            load_with("services: {app: {recipe: demo/web, ports: [{name: http, port: 81}]}}\n")
+                .unwrap();
+        assert!(matches!(
+            service.spec.health.unwrap().probe,
+            Probe::Http { port: 0, .. }
+        ));
+        // A stack replaces the whole check; a position and the default (first port) resolve.
+        let service = load_with(
+            "services: {app: {recipe: demo/web, health: {tcp: {port: 3}, on_failure: ignore}}}\n",
+        )
+        .unwrap();
+        let health = service.spec.health.unwrap();
+        assert_eq!(health.probe, Probe::Tcp { port: 3 });
+        assert_eq!(
+            (health.start_period, health.on_failure),
+            (0, OnFailure::Ignore)
+        );
+        let service =
+            load_with("services: {app: {recipe: demo/web, health: {tcp: {}}}}\n").unwrap();
+        assert_eq!(service.spec.health.unwrap().probe, Probe::Tcp { port: 0 });
+        // A check that needs a port, on a service without any.
+        let errors =
+            load_with("services: {app: {recipe: demo/web, ports: [], health: {tcp: {}}}}\n")
+                .unwrap_err();
+        assert_eq!(
+            errors.0[0].field.as_deref(),
+            Some("services.app.health.tcp"),
+            "{errors}"
+        );
+        assert!(errors.0[0].message.contains("declares none"), "{errors}");
     }
 
     #[test]

@@ -79,7 +79,9 @@ pub fn parse<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, SpecErr
         // Spanned blocks (`health`, its `http` and `tcp`) add one inside the path, too.
         let field = ["health", "http", "tcp"]
             .iter()
-            .fold(field.clone(), |f, key| f.replace(&format!("{key}.value."), &format!("{key}.")));
+            .fold(field.clone(), |f, key| {
+                f.replace(&format!("{key}.value."), &format!("{key}."))
+            });
         let field = field.strip_suffix(".value").unwrap_or(&field).to_owned();
         let field = (!field.is_empty() && field != "." && !field.contains('?')).then_some(field);
         SpecError {

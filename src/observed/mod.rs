@@ -569,10 +569,7 @@ mod tests {
                 task: Some(0),
             },
             index: 0,
-            marker: Arc::new(Marker {
-                report,
-                ..marker()
-            }),
+            marker: Arc::new(Marker { report, ..marker() }),
             state: JobState::from_slurm(state, "None"),
             reason: String::new(),
             nodes: "node1".into(),

@@ -292,7 +292,9 @@ stackctl_forward() { [ -n "$STACKCTL_SERVICE_PID" ] && kill "-$1" "$STACKCTL_SER
 fn supervisor_prelude(s: &mut String, spec: &ReplicaSpec) {
     s.push_str("# stackctl supervisor: see `render::script` and README \"Readiness and ports\".\n");
     s.push_str("STACKCTL_TASK=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n");
-    s.push_str("STACKCTL_PORT_DIR=/tmp/stackctl-ports\nSTACKCTL_PORT_MIN=20000\nSTACKCTL_PORT_MAX=29999\n");
+    s.push_str(
+        "STACKCTL_PORT_DIR=/tmp/stackctl-ports\nSTACKCTL_PORT_MIN=20000\nSTACKCTL_PORT_MAX=29999\n",
+    );
     let _ = writeln!(s, "STACKCTL_UNHEALTHY_EXIT={UNHEALTHY_EXIT_CODE}");
     if let Some(health) = &spec.health {
         health_settings(s, health);
@@ -352,10 +354,14 @@ fn health_settings(s: &mut String, health: &HealthSpec) {
 /// Starts the service, the probe loop (or the one-time record) and waits.
 fn supervisor_main(s: &mut String, spec: &ReplicaSpec) {
     if spec.health.is_some() {
-        s.push_str("stackctl_report starting || stackctl_log \"could not record health=starting\"\n");
+        s.push_str(
+            "stackctl_report starting || stackctl_log \"could not record health=starting\"\n",
+        );
     } else {
         // No health check: ready when running; only the address and ports to record.
-        s.push_str("stackctl_report \"\" || stackctl_log \"could not record the address and ports\"\n");
+        s.push_str(
+            "stackctl_report \"\" || stackctl_log \"could not record the address and ports\"\n",
+        );
     }
     s.push_str("stackctl_service &\nSTACKCTL_SERVICE_PID=$!\n");
     if spec.health.is_some() {
