@@ -428,7 +428,11 @@ fn without_pruning_a_removed_service_is_listed_and_not_destroyed() {
     let mut plan = compute(&desired, &observed);
     assert_eq!(plan.summary(), summary(1, 0, 2), "pruning: llm destroyed");
     plan.keep_removed_services();
-    assert_eq!(plan.summary(), summary(1, 0, 0), "only the scale-up is left");
+    assert_eq!(
+        plan.summary(),
+        summary(1, 0, 0),
+        "only the scale-up is left"
+    );
     assert_eq!(plan.not_pruned, vec![(llm(), 2)]);
     assert!(plan.removed_services().is_empty(), "no destroy warning");
     let shown = text(&plan);
