@@ -212,7 +212,15 @@ fn running_replicas_matching_the_repo_need_no_changes() {
     let plan = compute(&desired, &observed);
     assert!(plan.is_empty());
     assert_eq!(plan.summary(), summary(0, 0, 0));
-    assert_eq!(text(&plan), format!("{}\n", plan_text::NO_CHANGES));
+    assert_eq!(
+        text(&plan),
+        format!(
+            "Warning: inference.llm runs 3 replicas on fixed port 8000: two replicas placed on \
+             one node would both bind it and one would fail; use `port: auto`\n\n{}\n",
+            plan_text::NO_CHANGES
+        ),
+        "a warning shows even when nothing changes"
+    );
     // Nothing to read back when every job runs the desired spec.
     assert!(plan::specs_to_read(&desired, &observed).is_empty());
 }
@@ -416,17 +424,69 @@ fn service_removed_from_repo_destroys_all_its_replicas() {
 }
 
 #[test]
+fn fixed_ports_two_replicas_or_services_could_share_are_warned_about() {
+    let single = service(1, base_spec());
+    let other = ServiceAddr::new("web", "api");
+    let mut auto = base_spec();
+    auto.ports = vec![stackctl::desired::PortSpec {
+        name: None,
+        port: stackctl::desired::PortValue::Auto,
+    }];
+    let alone = desired(vec![(llm(), single.clone())]);
+    assert!(
+        compute(&alone, &observed(vec![])).warnings.is_empty(),
+        "one replica, one service"
+    );
+    let with_auto = desired(vec![
+        (llm(), single.clone()),
+        (other.clone(), service(3, auto)),
+    ]);
+    assert!(
+        compute(&with_auto, &observed(vec![])).warnings.is_empty(),
+        "auto ports never collide"
+    );
+    let both = desired(vec![(llm(), single.clone()), (other, single)]);
+    let plan = compute(&both, &observed(vec![]));
+    assert_eq!(
+        plan.warnings,
+        vec![
+            "inference.llm, web.api all use fixed port 8000: placed on one node, only the first \
+             to bind it runs; use `port: auto` or different ports"
+                .to_owned()
+        ]
+    );
+}
+
+#[test]
 fn without_pruning_a_removed_service_is_listed_and_not_destroyed() {
     let hash = base_spec().hash();
     let kept = ServiceAddr::new("web", "api");
     let observed = observed(vec![
         job(&llm(), 0, &hash, "RUNNING"),
         job(&llm(), 1, &hash, "RUNNING"),
-        job_in(77, &kept, 0, &hash, "PENDING"),
+        job_in(
+            77,
+            &kept,
+            0,
+            &service(2, {
+                let mut s = base_spec();
+                s.ports.clear();
+                s
+            })
+            .hash,
+            "PENDING",
+        ),
     ]);
-    let desired = desired(vec![(kept.clone(), service(2, base_spec()))]);
+    let mut spec = base_spec();
+    spec.ports.clear();
+    let desired = desired(vec![(kept.clone(), service(2, spec))]);
     let mut plan = compute(&desired, &observed);
     assert_eq!(plan.summary(), summary(1, 0, 2), "pruning: llm destroyed");
+    assert!(
+        plan.warnings.is_empty(),
+        "no fixed ports: {:?}",
+        plan.warnings
+    );
     plan.keep_removed_services();
     assert_eq!(
         plan.summary(),

@@ -21,6 +21,9 @@ pub struct Plan {
     /// Services gone from the repo that keep running because pruning is off, with the
     /// replicas they have; a pruning plan would destroy them.
     pub not_pruned: Vec<(ServiceAddr, u32)>,
+    /// What the reader should know that is no change: fixed ports that replicas placed on
+    /// one node would both bind ([`port_conflicts`]).
+    pub warnings: Vec<String>,
 }
 
 /// The commit a plan's desired state comes from.
@@ -174,6 +177,47 @@ impl Plan {
     }
 }
 
+/// Returns a warning for every fixed port two replicas could both bind on one node: a service
+/// with several replicas on a fixed port, and a fixed port two services declare. Slurm may
+/// place any two jobs on one node, and then the second to bind fails. stackctl warns rather
+/// than constraining placement (`--exclude` of the nodes siblings hold cannot cover replicas
+/// submitted together); `port: auto` avoids the collision.
+pub fn port_conflicts(desired: &Desired) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut users: BTreeMap<u16, Vec<&ServiceAddr>> = BTreeMap::new();
+    for (addr, service) in &desired.services {
+        let fixed: Vec<u16> = service
+            .spec
+            .ports
+            .iter()
+            .filter_map(|p| p.number())
+            .collect();
+        if service.replicas > 1 && !fixed.is_empty() {
+            let list: Vec<String> = fixed.iter().map(u16::to_string).collect();
+            warnings.push(format!(
+                "{addr} runs {} replicas on fixed port {}: two replicas placed on one node \
+                 would both bind it and one would fail; use `port: auto`",
+                service.replicas,
+                list.join(", ")
+            ));
+        }
+        for port in fixed {
+            users.entry(port).or_default().push(addr);
+        }
+    }
+    for (port, services) in users {
+        if services.len() > 1 {
+            let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
+            warnings.push(format!(
+                "{} all use fixed port {port}: placed on one node, only the first to bind it \
+                 runs; use `port: auto` or different ports",
+                names.join(", ")
+            ));
+        }
+    }
+    warnings
+}
+
 /// Computes the plan that takes `observed` to `desired`.
 pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
     let mut jobs: BTreeMap<&ServiceAddr, Vec<&LiveJob>> = BTreeMap::new();
@@ -197,6 +241,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         services,
         source: None,
         not_pruned: Vec::new(),
+        warnings: port_conflicts(desired),
     }
 }
 

@@ -1,13 +1,14 @@
 //! The plan for machines: a versioned JSON document.
 //!
 //! Format `1.2` (minor versions only add fields; readers ignore fields they do not know;
-//! 1.1 added `source` and `removed_services`, 1.2 `not_pruned`):
+//! 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`):
 //! ```json
 //! {
 //!   "format_version": "1.2",
 //!   "owner": "team-llm",
 //!   "source": {"commit": "0123abcd4567", "dirty": false} | null,
 //!   "removed_services": ["old.web"],    // destroyed because the repo no longer declares them
+//!   "warnings": ["demo.web runs 2 replicas on fixed port 8000: …"],  // no change, but read them
 //!   "not_pruned": [{"service": "old.db", "replicas": 1}],  // gone from the repo, kept running
 //!                                       // because pruning is off (`watch --no-prune`)
 //!   "changes": [{
@@ -74,6 +75,7 @@ pub fn render(plan: &Plan) -> String {
         "owner": plan.owner,
         "source": plan.source,
         "removed_services": plan.removed_services().iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        "warnings": plan.warnings,
         "not_pruned": plan.not_pruned.iter()
             .map(|(service, replicas)| json!({"service": service.to_string(), "replicas": replicas}))
             .collect::<Vec<_>>(),

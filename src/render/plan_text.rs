@@ -67,7 +67,10 @@ pub fn render(plan: &Plan, style: Style) -> String {
             }
         );
     }
-    if !plan.not_pruned.is_empty() {
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "{} {warning}", style.paint_symbol("Warning:", "~"));
+    }
+    if !plan.not_pruned.is_empty() || !plan.warnings.is_empty() {
         out.push('\n');
     }
     if plan.is_empty() {
