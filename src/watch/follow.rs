@@ -62,7 +62,12 @@ pub enum Follow {
 impl Follow {
     /// Follows `remote`/`branch` in the checkout at `dir`.
     pub fn git(dir: &Path, remote: &str, branch: &str) -> Result<Follow> {
-        let sync = GitSync::open(dir, remote, branch)?;
+        let sync = GitSync::open(dir, remote, branch).map_err(|e| match e {
+            git_sync::SyncError::Open { .. } => anyhow::anyhow!(
+                "{e} (watch follows a git checkout; --local follows the files of a directory)"
+            ),
+            e => e.into(),
+        })?;
         Ok(Follow::Git(GitFollow {
             sync,
             dir: dir.to_owned(),

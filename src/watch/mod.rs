@@ -87,7 +87,6 @@ pub fn run(options: &Options) -> Result<u8> {
         Some(addr) => {
             let server = http::Server::start(addr, state.clone())
                 .with_context(|| format!("cannot serve on {addr}"))?;
-            tracing::info!(address = %server.local_addr(), "serving /healthz, /status and /metrics");
             Some(server)
         }
         None => None,
