@@ -6,6 +6,7 @@ use crate::apply::Progress;
 use crate::desired::{Repo, ServiceAddr};
 use crate::observed::{self, Marker, index_ranges};
 use crate::reconcile::{self, ApplyOptions, Outcome, PlanOptions, Planned};
+use crate::render::endpoints::{self, Format};
 use crate::render::{Style, plan_json, plan_text, script, status};
 use crate::slurm::Backend;
 use anyhow::{Context, Result, bail};
@@ -80,6 +81,41 @@ pub enum Commands {
         /// Print the status as JSON
         #[arg(long)]
         json: bool,
+        /// Redraw the status every interval until Ctrl-C
+        #[arg(long)]
+        watch: bool,
+        /// How often `--watch` redraws
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval, requires = "watch")]
+        interval: Duration,
+    },
+    /// List where the ready replicas of each service serve
+    Endpoints {
+        /// Only this stack, or one service: STACK, STACK/SERVICE or STACK.SERVICE
+        target: Option<String>,
+        /// Print JSON (the same as --format json)
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+        /// Print in FORMAT: json, env, prometheus-sd, traefik or nginx
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<Format>,
+    },
+    /// Print a replica's log file
+    Logs {
+        /// The service, as STACK/SERVICE or STACK.SERVICE
+        service: String,
+        /// The replica index
+        #[arg(long, default_value_t = 0)]
+        replica: u32,
+        /// How many of the last lines to print
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        tail: usize,
+        /// Keep printing appended lines until Ctrl-C, or until the job ended and the file
+        /// stopped growing
+        #[arg(short, long)]
+        follow: bool,
+        /// The job's stderr instead of its stdout
+        #[arg(long)]
+        stderr: bool,
     },
     /// Keep the cluster converged to a git branch (or local files), healing drift
     Watch(WatchArgs),
@@ -115,6 +151,10 @@ pub struct WatchArgs {
     /// Leave services gone from the repo running; the log says what would be pruned
     #[arg(long)]
     no_prune: bool,
+    /// After every reconcile, write the ready replicas' endpoints to FILE in FORMAT (json,
+    /// env, prometheus-sd, traefik, nginx), atomically and only when they changed; repeatable
+    #[arg(long, value_name = "FILE:FORMAT")]
+    write_endpoints: Vec<crate::watch::publish::EndpointsFile>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -162,7 +202,34 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             auto_approve,
             lock_timeout,
         } => apply(dir, style, auto_approve, lock_timeout),
-        Commands::Status { json } => status(dir, json),
+        Commands::Status {
+            json,
+            watch,
+            interval,
+        } => {
+            if watch {
+                status_watch(dir, json, interval)
+            } else {
+                print_stdout(&status_text(dir, json)?)?;
+                Ok(0)
+            }
+        }
+        Commands::Endpoints {
+            target,
+            json,
+            format,
+        } => endpoints(
+            dir,
+            target.as_deref(),
+            format.or(json.then_some(Format::Json)),
+        ),
+        Commands::Logs {
+            service,
+            replica,
+            tail,
+            follow,
+            stderr,
+        } => logs(dir, &service, replica, tail, follow, stderr),
         Commands::Watch(args) => crate::watch::run(&crate::watch::Options {
             dir: dir.to_owned(),
             interval: args.interval,
@@ -172,6 +239,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             listen: args.listen,
             once: args.once,
             prune: !args.no_prune,
+            write_endpoints: args.write_endpoints,
         }),
         Commands::ForceUnlock { lock_id } => force_unlock(dir, &lock_id),
     }
@@ -333,27 +401,205 @@ fn confirm() -> bool {
     std::io::stdin().lock().read_line(&mut answer).is_ok() && answer.trim() == "yes"
 }
 
-fn status(dir: &Path, json: bool) -> Result<ExitCode> {
-    let repo = reconcile::load(dir)?;
-    let backend = backend(&repo);
+/// Lists the live jobs and keeps the repo owner's (one listing; specs of old jobs read back).
+fn observe_live(repo: &Repo, backend: &dyn Backend) -> Result<observed::Observed> {
     let records = backend
         .list_jobs()
         .context("reading the live jobs from Slurm")?;
-    let observed = crate::observed::observe(
-        backend.as_ref(),
+    Ok(observed::observe(
+        backend,
         records,
         &repo.settings.owner,
         &repo.desired,
         Default::default(),
-    );
+    ))
+}
+
+/// The status, as text or JSON.
+fn status_text(dir: &Path, json: bool) -> Result<String> {
+    let repo = reconcile::load(dir)?;
+    let backend = backend(&repo);
+    let observed = observe_live(&repo, backend.as_ref())?;
     let ctx = reconcile::script_context(&repo)?;
     let statuses = status::summarize(&repo.desired, &observed, &ctx);
-    print_stdout(&if json {
+    Ok(if json {
         status::render_json(&statuses)
     } else {
         status::render_text(&statuses)
+    })
+}
+
+/// Redraws the status every `interval` until Ctrl-C: on a terminal over a cleared screen,
+/// otherwise one snapshot after another, separated by a blank line. An error (Slurm
+/// unreachable, a file being edited) is shown in place of a snapshot and does not end it.
+fn status_watch(dir: &Path, json: bool, interval: Duration) -> Result<ExitCode> {
+    let terminal = std::io::stdout().is_terminal();
+    let mut first = true;
+    loop {
+        let snapshot = status_text(dir, json).unwrap_or_else(|e| format!("error: {e:#}\n"));
+        let text = if terminal {
+            format!(
+                "\x1b[H\x1b[2JEvery {:?}: stackctl status\n\n{snapshot}",
+                interval
+            )
+        } else if first {
+            snapshot
+        } else {
+            format!("\n{snapshot}")
+        };
+        if !write_stdout_bytes(text.as_bytes())? {
+            return Ok(0);
+        }
+        first = false;
+        std::thread::sleep(interval);
+    }
+}
+
+/// Finds the service named `address` among `known`, or says which ones there are.
+fn known_service(address: &str, known: &[ServiceAddr]) -> Result<ServiceAddr> {
+    let addr = parse_address(address)
+        .context("expected STACK/SERVICE or STACK.SERVICE, e.g. inference/llm")?;
+    if known.contains(&addr) {
+        return Ok(addr);
+    }
+    bail!(
+        "no service {address}; known: {}",
+        list_or_none(known.iter())
+    )
+}
+
+/// `a, b, c`, or `none`.
+fn list_or_none<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let items: Vec<String> = items.map(|i| i.to_string()).collect();
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn endpoints(dir: &Path, target: Option<&str>, format: Option<Format>) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
+    let backend = backend(&repo);
+    let observed = observe_live(&repo, backend.as_ref())?;
+    let mut services = endpoints::collect(&repo.desired, &observed);
+    match target {
+        None => {}
+        Some(target) if target.contains(['/', '.']) => {
+            let known: Vec<ServiceAddr> = services.iter().map(|s| s.service.clone()).collect();
+            let addr = known_service(target, &known)?;
+            services.retain(|s| s.service == addr);
+        }
+        Some(stack) => {
+            let mut stacks: Vec<&str> = services.iter().map(|s| s.service.stack.as_str()).collect();
+            stacks.dedup();
+            if !stacks.contains(&stack) {
+                bail!("no stack {stack}; known: {}", list_or_none(stacks.iter()));
+            }
+            services.retain(|s| s.service.stack == stack);
+        }
+    }
+    print_stdout(&match format {
+        Some(format) => endpoints::render(&services, format),
+        None => endpoints::render_text(&services),
     })?;
     Ok(0)
+}
+
+/// How often `logs --follow` looks for appended lines, and how many looks between listings of
+/// the job's state.
+const FOLLOW_POLL: Duration = Duration::from_millis(500);
+const FOLLOW_LISTING_EVERY: u32 = 10;
+
+fn logs(
+    dir: &Path,
+    address: &str,
+    replica: u32,
+    tail: usize,
+    follow: bool,
+    stderr: bool,
+) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
+    let backend = backend(&repo);
+    let observed = observe_live(&repo, backend.as_ref())?;
+    let mut known: Vec<ServiceAddr> = repo.desired.services.keys().cloned().collect();
+    known.extend(observed.jobs.iter().map(|j| j.marker.service.clone()));
+    known.sort();
+    known.dedup();
+    let addr = known_service(address, &known)?;
+    let of_replica = |observed: &observed::Observed| {
+        let jobs: Vec<observed::LiveJob> = observed
+            .jobs
+            .iter()
+            .filter(|j| j.marker.service == addr && j.index == replica)
+            .cloned()
+            .collect();
+        let alive = jobs
+            .iter()
+            .filter(|j| j.state.is_alive())
+            .max_by_key(|j| j.id);
+        alive.or_else(|| jobs.iter().max_by_key(|j| j.id)).cloned()
+    };
+    let Some(job) = of_replica(&observed) else {
+        bail!(
+            "{addr} has no job for replica {replica} in Slurm's listing (ended jobs are listed only for a while)"
+        );
+    };
+    if job.state == observed::JobState::Pending {
+        bail!(
+            "job {} of {addr}[{replica}] is pending ({}); it has no log yet",
+            job.id,
+            job.reason
+        );
+    }
+    let ctx = reconcile::script_context(&repo)?;
+    let (out, err) = script::log_paths(&ctx, &addr, &job.id);
+    let path = if stderr { err } else { out };
+    let unreadable = |e: std::io::Error| {
+        let nodes = crate::hostlist::expand(&job.nodes);
+        let node = nodes.first().map_or("(unknown)", String::as_str);
+        anyhow::anyhow!(
+            "cannot read {} here: {e}. Job {} ({}) ran on {node}; if log_dir is on a filesystem \
+             this machine does not see, read it there, e.g. `ssh {node} tail -n {tail} {}`",
+            path.display(),
+            job.id,
+            job.state,
+            path.display()
+        )
+    };
+    let (lines, mut offset) = crate::logs::tail(&path, tail).map_err(unreadable)?;
+    if !write_stdout_bytes(&lines)? || !follow {
+        return Ok(0);
+    }
+    let mut ended = !job.state.is_alive();
+    let mut polls = 0;
+    loop {
+        std::thread::sleep(FOLLOW_POLL);
+        let (new, next) = crate::logs::read_from(&path, offset).map_err(unreadable)?;
+        offset = next;
+        if !write_stdout_bytes(&new)? || (new.is_empty() && ended) {
+            return Ok(0);
+        }
+        polls += 1;
+        if !ended && polls % FOLLOW_LISTING_EVERY == 0 {
+            match observe_live(&repo, backend.as_ref()) {
+                Ok(now) => {
+                    ended = of_replica(&now).is_none_or(|j| j.id != job.id || !j.state.is_alive())
+                }
+                Err(e) => tracing::warn!("{e:#}; still following"),
+            }
+        }
+    }
+}
+
+/// Writes bytes to stdout as they are (a log need not be UTF-8); returns whether stdout is
+/// still open: a closed pipe (`stackctl logs -f | head`) is no error, but ends a loop.
+fn write_stdout_bytes(bytes: &[u8]) -> Result<bool> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        other => other.map(|()| true).map_err(Into::into),
+    }
 }
 
 fn force_unlock(dir: &Path, lock_id: &str) -> Result<ExitCode> {
@@ -381,11 +627,7 @@ impl Progress for Printer {
 
 /// Writes to stdout; a closed pipe (`stackctl plan | head`) is not an error.
 fn print_stdout(text: &str) -> Result<()> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
-    }
+    write_stdout_bytes(text.as_bytes()).map(drop)
 }
 
 #[cfg(test)]

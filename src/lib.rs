@@ -5,7 +5,8 @@
 //! job list into observed state, [`plan::compute`] diffs them and [`render`] draws the result.
 //! The edges are thin: [`slurm`] is the only code that talks to Slurm, [`git`] reads the
 //! checkout, [`apply`] executes a plan through a backend, [`reconcile`] is the one pass that
-//! plan, apply and [`watch`] share, and [`cli`] wires them to commands.
+//! plan, apply and [`watch`] share, [`logs`] reads a replica's log file, and [`cli`] wires
+//! them to commands.
 
 pub mod apply;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod desired;
 pub mod git;
 pub mod hostlist;
 pub mod lock;
+pub mod logs;
 pub mod observed;
 pub mod plan;
 pub mod reconcile;

@@ -10,7 +10,7 @@
 mod collect;
 pub use collect::observe;
 
-use crate::desired::{Owner, ReplicaSpec, ServiceAddr, SpecHash};
+use crate::desired::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -364,6 +364,83 @@ impl LiveJob {
         let report = &self.marker.report;
         Some((report.addr.clone()?, report.ports.clone()))
     }
+
+    /// Returns whether the replica is ready, given the spec it runs (`None` when unknown):
+    /// a known spec says whether there is a health check; for an unknown one, a job that
+    /// reports a health verdict has one.
+    pub fn is_ready_running(&self, spec: Option<&ReplicaSpec>) -> bool {
+        let has_health_check = match spec {
+            Some(spec) => spec.health.is_some(),
+            None => self.marker.report.health.is_some(),
+        };
+        self.is_ready(has_health_check)
+    }
+
+    /// Returns where the replica serves, the one rule status and endpoints share: the address
+    /// and actual ports the job reported about itself (named after `spec`'s ports when their
+    /// counts match); for a job that reported no ports, every node of the replica with each
+    /// fixed port of `spec` (nothing when the spec is unknown or has no fixed port). Says
+    /// nothing about readiness.
+    pub fn serving_at(&self, spec: Option<&ReplicaSpec>) -> Vec<ServingAt> {
+        let declared = spec.map_or(&[][..], |s| s.ports.as_slice());
+        match self.endpoint() {
+            Some((host, ports)) if !ports.is_empty() => {
+                let named = ports.len() == declared.len();
+                let ports = ports
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &port)| NamedPort {
+                        name: declared
+                            .get(i)
+                            .filter(|_| named)
+                            .and_then(|p| p.name.clone()),
+                        port,
+                    })
+                    .collect();
+                vec![ServingAt { host, ports }]
+            }
+            _ => {
+                let fixed: Vec<NamedPort> = declared
+                    .iter()
+                    .filter_map(|p| {
+                        Some(NamedPort {
+                            name: p.name.clone(),
+                            port: p.number()?,
+                        })
+                    })
+                    .collect();
+                if fixed.is_empty() {
+                    return Vec::new();
+                }
+                crate::hostlist::expand(&self.nodes)
+                    .into_iter()
+                    .map(|host| ServingAt {
+                        host,
+                        ports: fixed.clone(),
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// One host a replica serves on, with its ports in declared order.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServingAt {
+    /// The address the job reported, or a node name.
+    pub host: String,
+    /// The ports, in declared order.
+    pub ports: Vec<NamedPort>,
+}
+
+/// A port a replica serves on, with its name when the spec gives one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NamedPort {
+    /// The port's name in the spec (`http`, `metrics`), if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The port number.
+    pub port: u16,
 }
 
 /// Everything stackctl observed of its own jobs.
@@ -435,6 +512,16 @@ impl Observed {
     /// Returns the owned jobs that are still alive.
     pub fn alive(&self) -> impl Iterator<Item = &LiveJob> {
         self.jobs.iter().filter(|job| job.state.is_alive())
+    }
+
+    /// Returns the spec `job` runs: the desired spec when the job's spec hash is the desired
+    /// one, else the spec read back from its batch script; none when unknown, rather than a
+    /// guess.
+    pub fn spec_of<'a>(&'a self, job: &LiveJob, desired: &'a Desired) -> Option<&'a ReplicaSpec> {
+        match desired.services.get(&job.marker.service) {
+            Some(service) if service.hash == job.marker.spec => Some(&service.spec),
+            _ => self.specs.get(&job.marker.spec),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
-//! Pure renderers: plans for people and machines, status tables, and batch scripts. Each
-//! returns text; printing is the command layer's job.
+//! Pure renderers: plans for people and machines, status tables, endpoint files and batch
+//! scripts. Each returns text; printing is the command layer's job.
 
+pub mod endpoints;
 pub mod plan_json;
 pub mod plan_text;
 pub mod script;

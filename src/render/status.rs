@@ -8,7 +8,7 @@
 //! `failures[].unhealthy`, and `endpoints` lists ready replicas only, at the address and
 //! ports each job reported about itself.
 
-use crate::desired::{Desired, ReplicaSpec, ServiceAddr};
+use crate::desired::{Desired, ServiceAddr};
 use crate::hostlist;
 use crate::observed::{Health, JobId, JobState, LiveJob, Observed};
 use crate::render::script::{self, ScriptContext};
@@ -104,34 +104,21 @@ pub fn summarize(
         match &job.state {
             JobState::Running => {
                 status.running += 1;
-                let spec = spec_of(job, desired, observed);
-                let has_health_check = match spec {
-                    Some(spec) => spec.health.is_some(),
-                    None => job.marker.report.health.is_some(),
-                };
-                let hosts = hostlist::expand(&job.nodes);
-                if job.is_ready(has_health_check) {
+                let spec = observed.spec_of(job, desired);
+                if job.is_ready_running(spec) {
                     status.ready += 1;
-                    match job.endpoint() {
-                        Some((addr, ports)) if !ports.is_empty() => {
-                            for port in ports {
-                                push_unique(&mut status.endpoints, format!("{addr}:{port}"));
-                            }
-                        }
-                        _ => {
-                            let fixed = spec.into_iter().flat_map(|s| &s.ports);
-                            let fixed: Vec<u16> = fixed.filter_map(|p| p.number()).collect();
-                            for host in &hosts {
-                                for port in &fixed {
-                                    push_unique(&mut status.endpoints, format!("{host}:{port}"));
-                                }
-                            }
+                    for at in job.serving_at(spec) {
+                        for port in at.ports {
+                            push_unique(
+                                &mut status.endpoints,
+                                format!("{}:{}", at.host, port.port),
+                            );
                         }
                     }
                 } else {
                     status.not_ready += 1;
                 }
-                for host in hosts {
+                for host in hostlist::expand(&job.nodes) {
                     push_unique(&mut status.nodes, host);
                 }
             }
@@ -173,19 +160,6 @@ pub fn summarize(
         }
     }
     table.into_values().collect()
-}
-
-/// Returns the spec `job` runs: the desired spec when the job's spec hash is the desired
-/// one, else the spec read back from its batch script; none when unknown, rather than a guess.
-fn spec_of<'a>(
-    job: &LiveJob,
-    desired: &'a Desired,
-    observed: &'a Observed,
-) -> Option<&'a ReplicaSpec> {
-    match desired.services.get(&job.marker.service) {
-        Some(service) if service.hash == job.marker.spec => Some(&service.spec),
-        _ => observed.specs.get(&job.marker.spec),
-    }
 }
 
 /// Why a job is stuck: Slurm's reason for a held pending job, else its state.

@@ -15,6 +15,7 @@ mod follow;
 pub mod git_sync;
 pub mod http;
 pub mod metrics;
+pub mod publish;
 pub mod state;
 mod timed;
 
@@ -51,6 +52,9 @@ pub struct Options {
     pub once: bool,
     /// Cancel services gone from the repo (off with `--no-prune`).
     pub prune: bool,
+    /// Files the ready replicas' endpoints are written to after every reconcile that listed
+    /// the cluster (`--write-endpoints FILE:FORMAT`).
+    pub write_endpoints: Vec<publish::EndpointsFile>,
 }
 
 /// What wakes the loop besides its timer.
@@ -110,7 +114,7 @@ pub fn run(options: &Options) -> Result<u8> {
         let mut result = PassResult::Error;
         match follow.target() {
             Some(target) if due => {
-                result = reconcile_once(target, options.prune, &state, &mut applied);
+                result = reconcile_once(target, options, &state, &mut applied);
                 match result {
                     PassResult::Ok => backoff.reset(),
                     PassResult::Error => {
@@ -205,7 +209,7 @@ enum PassResult {
 /// One reconcile of `target`: the full pass, no prompt, no waiting for the lock.
 fn reconcile_once(
     target: &Target,
-    prune: bool,
+    options: &Options,
     state: &Arc<Mutex<WatchState>>,
     applied: &mut Option<String>,
 ) -> PassResult {
@@ -214,17 +218,17 @@ fn reconcile_once(
         crate::slurm::for_kind(target.repo.settings.backend),
         state.clone(),
     );
-    let options = ApplyOptions {
+    let apply_options = ApplyOptions {
         plan: PlanOptions {
             source: target.source.clone(),
-            prune,
+            prune: options.prune,
         },
         lock_wait: Duration::ZERO,
     };
     let outcome = reconcile::apply(
         &target.repo,
         &backend,
-        &options,
+        &apply_options,
         &mut |_| true,
         &mut LogProgress,
     );
@@ -241,6 +245,11 @@ fn reconcile_once(
                 None => LockState::Free,
             };
             record_services(&mut st, &target.repo.desired, &planned.observed);
+            publish::write_all(
+                &options.write_endpoints,
+                &target.repo.desired,
+                &planned.observed,
+            );
             note_not_pruned(&planned);
             tracing::info!(
                 commit = shown,
@@ -252,6 +261,13 @@ fn reconcile_once(
         Ok(Outcome::Applied(planned, report)) => {
             st.lock = LockState::ReleasedByUs;
             record_services(&mut st, &target.repo.desired, &planned.observed);
+            if !options.write_endpoints.is_empty() {
+                publish::write_all(
+                    &options.write_endpoints,
+                    &target.repo.desired,
+                    &without_cancelled(&planned),
+                );
+            }
             note_not_pruned(&planned);
             let summary = summary(&planned);
             let drift = applied.as_deref() == Some(target.fingerprint.as_str());
@@ -360,6 +376,22 @@ fn note_not_pruned(planned: &Planned) {
     for (service, replicas) in &planned.plan.not_pruned {
         tracing::info!(%service, replicas, "not pruned: gone from the repo, left running (--no-prune)");
     }
+}
+
+/// The jobs `planned` observed, less those its plan cancels (destroys and replaces), which
+/// must not be published as endpoints until the next listing.
+fn without_cancelled(planned: &Planned) -> Observed {
+    let cancelled: BTreeSet<JobId> = planned
+        .plan
+        .services
+        .iter()
+        .flat_map(|s| &s.changes)
+        .filter(|c| c.action != crate::plan::Action::Create)
+        .filter_map(|c| c.job.as_ref().map(|j| j.job_id))
+        .collect();
+    let mut observed = planned.observed.clone();
+    observed.jobs.retain(|job| !cancelled.contains(&job.id));
+    observed
 }
 
 /// Records desired and running replicas per service, for `/metrics`.
