@@ -8,7 +8,7 @@ use stackctl::desired::{
 use stackctl::observed::{JobId, JobRecord, Marker, Observed};
 use stackctl::plan::{self, Action, Plan, Reason, Summary};
 use stackctl::render::script::{self, ScriptContext};
-use stackctl::render::{Style, plan_json, plan_text, status};
+use stackctl::render::{Style, endpoints, plan_json, plan_text, status};
 use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------------------------------------
@@ -1607,4 +1607,126 @@ fn a_ready_replica_whose_comment_its_probe_rewrote_plans_no_change() {
     ]);
     let plan = compute(&desired, &observed);
     assert!(plan.is_empty(), "{}", text(&plan));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------------------------
+
+/// `apps.web`: two ready replicas (reported addresses; the `http` port is the third), one
+/// starting, one failed. `inference.llm`: fixed port 8000, no report: node names. `my-stack.idle`:
+/// nothing ready.
+fn endpoints_fixture() -> Vec<endpoints::ServiceEndpoints> {
+    let web_svc = service(4, web_spec());
+    let web_hash = web_svc.hash.clone();
+    let llm_svc = service(2, base_spec());
+    let llm_hash = llm_svc.hash.clone();
+    let idle = ServiceAddr::new("my-stack", "idle-svc");
+    let idle_svc = service(1, base_spec());
+    let idle_hash = idle_svc.hash.clone();
+    let desired = desired(vec![
+        (web(), web_svc),
+        (llm(), llm_svc),
+        (idle.clone(), idle_svc),
+    ]);
+    let observed = observed(vec![
+        reported(
+            0,
+            &web_hash,
+            "RUNNING",
+            ";health=ready;addr=10.0.0.1;ports=8000,20001,20002,9100",
+        ),
+        reported(
+            1,
+            &web_hash,
+            "RUNNING",
+            ";health=starting;addr=10.0.0.2;ports=8000,20003,20004,9100",
+        ),
+        reported(
+            2,
+            &web_hash,
+            "RUNNING",
+            ";health=ready;addr=10.0.0.3;ports=8000,20005,20006,9100",
+        ),
+        reported(
+            3,
+            &web_hash,
+            "FAILED",
+            ";health=unhealthy;addr=10.0.0.4;ports=8000,20007,20008,9100",
+        ),
+        job(&llm(), 0, &llm_hash, "RUNNING"),
+        job(&llm(), 1, &llm_hash, "RUNNING"),
+        job_in(50, &idle, 0, &idle_hash, "PENDING"),
+    ]);
+    endpoints::collect(&desired, &observed)
+}
+
+#[test]
+fn endpoints_list_ready_replicas_with_named_ports_and_the_status_rule() {
+    let services = endpoints_fixture();
+    let names: Vec<String> = services.iter().map(|s| s.service.to_string()).collect();
+    assert_eq!(names, ["apps.web", "inference.llm", "my-stack.idle-svc"]);
+    let web = &services[0].endpoints;
+    assert_eq!(
+        web.iter()
+            .map(|e| (e.index, e.host.as_str()))
+            .collect::<Vec<_>>(),
+        [(0, "10.0.0.1"), (2, "10.0.0.3")],
+        "ready replicas only"
+    );
+    assert_eq!(web[0].ports[2].name.as_deref(), Some("http"));
+    assert_eq!(web[0].ports[2].port, 20002);
+    let llm = &services[1].endpoints;
+    assert_eq!(
+        llm.iter().map(|e| e.host.as_str()).collect::<Vec<_>>(),
+        ["node1", "node2"]
+    );
+    assert!(services[2].endpoints.is_empty());
+    let json = endpoints::render_json(&services);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["format_version"], endpoints::FORMAT_VERSION);
+    assert_eq!(doc["endpoints"][0]["job_id"], "30_0");
+    insta::assert_snapshot!("endpoints_json", json);
+    insta::assert_snapshot!("endpoints_text", endpoints::render_text(&services));
+}
+
+#[test]
+fn endpoints_publish_the_http_port_in_every_format() {
+    let services = endpoints_fixture();
+    let env = endpoints::render(&services, endpoints::Format::Env);
+    assert!(
+        env.contains("APPS_WEB_ENDPOINTS=10.0.0.1:20002,10.0.0.3:20006\n")
+            && env.contains("APPS_WEB_2=10.0.0.3:20006\n")
+            && env.contains("MY_STACK_IDLE_SVC_ENDPOINTS=\n"),
+        "{env}"
+    );
+    insta::assert_snapshot!("endpoints_env", env);
+    let sd = endpoints::render(&services, endpoints::Format::PrometheusSd);
+    let groups: serde_json::Value = serde_json::from_str(&sd).unwrap();
+    assert_eq!(groups.as_array().unwrap().len(), 4, "{sd}");
+    assert_eq!(groups[1]["targets"], serde_json::json!(["10.0.0.3:20006"]));
+    assert_eq!(groups[1]["labels"]["stackctl_replica"], "2");
+    insta::assert_snapshot!("endpoints_prometheus_sd", sd);
+    let traefik = endpoints::render(&services, endpoints::Format::Traefik);
+    assert!(
+        traefik.contains("rule: \"PathPrefix(`/apps/web`)\""),
+        "{traefik}"
+    );
+    assert!(
+        traefik.contains("- url: \"http://10.0.0.3:20006\""),
+        "{traefik}"
+    );
+    insta::assert_snapshot!("endpoints_traefik", traefik);
+    let nginx = endpoints::render(&services, endpoints::Format::Nginx);
+    assert!(
+        nginx.contains("upstream my-stack_idle-svc {\n    server 127.0.0.1:1 down;"),
+        "{nginx}"
+    );
+    insta::assert_snapshot!("endpoints_nginx", nginx);
+    // Nothing at all still renders files the tools load.
+    assert_eq!(
+        endpoints::render(&[], endpoints::Format::PrometheusSd),
+        "[]\n"
+    );
+    assert!(endpoints::render(&[], endpoints::Format::Traefik).ends_with("http: {}\n"));
 }
