@@ -1,0 +1,161 @@
+//! End-to-end tests of the reading side of services against the real Slurm test cluster:
+//! `stackctl endpoints`, `watch --write-endpoints` and `stackctl logs`.
+//!
+//! Every test has its own owner and cancels only its own job ids (see `common::TestRepo`).
+//! Waits are generous: the cluster is shared and readiness can take a minute.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// A web server on an `auto` port that prints a line before it starts.
+const WEB: &str = "name: web\ncommand: |\n  echo \"web replica $STACKCTL_REPLICA starting on $PORT\"\n  exec python3 -m http.server \"$PORT\"\nresources: {cpu: 1, memory: 256M, time_limit: 15}\nports: [auto]\nhealth:\n  http: {path: /}\n  interval: 1s\n  timeout: 5s\n  start_period: 240s\n";
+
+fn write_recipe(repo: &TestRepo, path: &str, text: &str) {
+    let file = repo.path().join("recipes").join(format!("{path}.yaml"));
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(file, text).unwrap();
+}
+
+/// `host:port` of every endpoint `stackctl endpoints --json` lists.
+fn listed(repo: &TestRepo) -> Vec<String> {
+    let out = repo.expect(&["endpoints", "s/web", "--json"], 0);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["format_version"], "1.0", "{out}");
+    doc["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}:{}", e["host"].as_str().unwrap(), e["ports"][0]["port"]))
+        .collect()
+}
+
+fn http_get(endpoint: &str) -> String {
+    let mut stream = TcpStream::connect(endpoint).unwrap_or_else(|e| panic!("{endpoint}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+/// The targets of a Prometheus file_sd file, sorted; none while it does not exist.
+fn sd_targets(path: &std::path::Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let groups: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let mut targets: Vec<String> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["targets"].as_array().unwrap().clone())
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    targets.sort();
+    targets
+}
+
+#[test]
+fn two_ready_replicas_are_listed_published_by_watch_and_their_logs_read() {
+    let repo = TestRepo::new("endpoints");
+    write_recipe(&repo, "test/web", WEB);
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/web\n    replicas: 2\n",
+    );
+    // Errors name what is known.
+    let out = repo.run(&["endpoints", "s/nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no service s/nope; known: s.web"),
+        "{stderr}"
+    );
+    let out = repo.run(&["endpoints", "--format", "yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown endpoints format \"yaml\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let sd = repo.path().join("out").join("targets.json");
+    std::fs::create_dir_all(sd.parent().unwrap()).unwrap();
+    let started = Instant::now();
+    let mut watch = Watch::start(
+        repo.path(),
+        &[
+            "--local",
+            "--interval",
+            "2s",
+            "--write-endpoints",
+            &format!("{}:prometheus-sd", sd.display()),
+        ],
+    );
+    let mut endpoints = Vec::new();
+    wait_for("two ready replicas", 400, || {
+        endpoints = listed(&repo);
+        endpoints.len() == 2
+    });
+    eprintln!(
+        "2 replicas ready after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut distinct = endpoints.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "{endpoints:?}");
+    for endpoint in &endpoints {
+        let line = http_get(endpoint);
+        assert!(line.contains(" 200 "), "GET {endpoint}: {line:?}");
+    }
+    wait_for("the file_sd file to list both", 60, || {
+        sd_targets(&sd) == distinct
+    });
+    let env = repo.expect(&["endpoints", "s", "--format", "env"], 0);
+    assert!(
+        env.starts_with("S_WEB_ENDPOINTS=") && env.contains("\nS_WEB_1="),
+        "{env}"
+    );
+
+    // The service's own output, by replica.
+    wait_for("replica 1's log line", 60, || {
+        repo.expect(&["logs", "s/web", "--replica", "1"], 0)
+            .contains("web replica 1 starting on ")
+    });
+    let log = repo.expect(&["logs", "s.web", "--tail", "1", "--stderr"], 0);
+    assert_eq!(log.lines().count(), 1, "{log}");
+
+    // Scaling down: the cancelled replica leaves the file.
+    let kept = sd_targets(&sd);
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/web\n    replicas: 1\n",
+    );
+    let scaled = Instant::now();
+    wait_for("the file_sd file to list one target", 120, || {
+        sd_targets(&sd).len() == 1
+    });
+    eprintln!(
+        "file_sd showed 1 target {:.1} s after the stack file changed",
+        scaled.elapsed().as_secs_f64()
+    );
+    assert!(kept.contains(&sd_targets(&sd)[0]), "{kept:?}");
+    assert!(watch.log().contains("endpoints written"));
+    assert_eq!(watch.terminate(), Some(0));
+    // No temporary files left next to it.
+    let names: Vec<_> = std::fs::read_dir(sd.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["targets.json"]);
+}
