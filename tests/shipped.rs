@@ -44,6 +44,7 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
         "vector-db/chroma",
         "monitoring/prometheus",
         "monitoring/grafana",
+        "gateway/traefik",
     ];
     let mut stack = String::from("services:\n");
     for recipe in recipes {
@@ -55,7 +56,7 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
     let dir = repo.path().to_str().unwrap();
     let (code, stdout, stderr) = stackctl(&["validate", "-C", dir]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("9 services"), "{stdout}");
+    assert!(stdout.contains("10 services"), "{stdout}");
     for recipe in recipes {
         let name = recipe.rsplit('/').next().unwrap();
         let (code, script, stderr) = stackctl(&["render", "-C", dir, &format!("all/{name}")]);
@@ -68,6 +69,17 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
             root.join("recipes").join(format!("{recipe}.def")).exists(),
             "{recipe} needs its .def"
         );
+    }
+    // The gateway serves on its `http` port, from the file watch writes, with a health check.
+    let (_, gateway, _) = stackctl(&["render", "-C", dir, "all/traefik"]);
+    for needle in [
+        "--entryPoints.web.address=\":$PORT_HTTP\"",
+        "--providers.file.directory=",
+        "${ENDPOINTS_FILE:?",
+        "export PORT_HTTP=\"$PORT_0\"",
+        "stackctl_http_probe \"$PORT_0\" '/ping'",
+    ] {
+        assert!(gateway.contains(needle), "missing {needle:?} in\n{gateway}");
     }
     let (_, vllm, _) = stackctl(&["render", "-C", dir, "all/vllm"]);
     assert!(
