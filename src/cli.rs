@@ -559,11 +559,12 @@ fn logs(
         let nodes = crate::hostlist::expand(&job.nodes);
         let node = nodes.first().map_or("(unknown)", String::as_str);
         anyhow::anyhow!(
-            "cannot read {} here: {e}. Job {} ({}) ran on {node}; if log_dir is on a filesystem \
+            "cannot read {} here: {e}. Job {} ({}) {} on {node}; if log_dir is on a filesystem \
              this machine does not see, read it there, e.g. `ssh {node} tail -n {tail} {}`",
             path.display(),
             job.id,
             job.state,
+            if job.state.is_alive() { "runs" } else { "ran" },
             path.display()
         )
     };

@@ -159,3 +159,30 @@ fn two_ready_replicas_are_listed_published_by_watch_and_their_logs_read() {
         .collect();
     assert_eq!(names, ["targets.json"]);
 }
+
+/// A bad `--write-endpoints` stops watch before it reads anything, naming the known formats.
+#[test]
+fn watch_refuses_a_bad_write_endpoints_target_at_start() {
+    for (target, expected) in [
+        (
+            "/tmp/endpoints.yaml:yaml",
+            "unknown endpoints format \"yaml\"; expected one of json, env, prometheus-sd, traefik, nginx",
+        ),
+        ("endpoints.json", "expected FILE:FORMAT"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_stackctl"))
+            .args([
+                "-C",
+                "/nonexistent",
+                "watch",
+                "--local",
+                "--write-endpoints",
+                target,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{target}: {stderr}");
+    }
+}
