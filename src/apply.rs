@@ -14,7 +14,7 @@
 //! attempted, and the next apply starts from what Slurm then shows.
 
 use crate::desired::{Desired, ServiceAddr};
-use crate::observed::{JobId, JobState, Marker, index_groups, index_ranges};
+use crate::observed::{JobId, JobState, Marker, RestartRecord, index_groups, index_ranges};
 use crate::plan::{Action, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, submit_once};
@@ -102,13 +102,25 @@ pub fn apply(
         let Some(service) = desired.services.get(&service_plan.service) else {
             continue;
         };
+        // New replicas go as arrays; the successor of a failed job goes alone, with its own
+        // crash-loop record, begin time and excluded nodes.
         let indexes: Vec<u32> = service_plan
             .changes
             .iter()
-            .filter(|c| matches!(c.action, Action::Create | Action::Replace))
+            .filter(|c| matches!(c.action, Action::Create | Action::Replace) && c.backoff.is_none())
             .map(|c| c.index)
             .collect();
-        for group in index_groups(&indexes) {
+        let mut planned: Vec<(Vec<u32>, Option<&crate::plan::Backoff>)> = index_groups(&indexes)
+            .into_iter()
+            .map(|group| (group, None))
+            .collect();
+        planned.extend(
+            service_plan
+                .changes
+                .iter()
+                .filter_map(|c| Some((vec![c.index], Some(c.backoff.as_ref()?)))),
+        );
+        for (group, backoff) in planned {
             let marker = Marker {
                 owner: plan.owner.clone(),
                 service: service_plan.service.clone(),
@@ -116,8 +128,19 @@ pub fn apply(
                 nonce: new_nonce(),
                 indexes: index_ranges(&group),
                 report: Default::default(),
+                restart: backoff.map(restart_record).unwrap_or_default(),
             };
-            let script = script::render(&service_plan.service, &service.spec, &marker, ctx);
+            let script = match backoff {
+                None => script::render(&service_plan.service, &service.spec, &marker, ctx),
+                Some(b) => script::render_successor(
+                    &service_plan.service,
+                    &service.spec,
+                    &marker,
+                    ctx,
+                    b.wait,
+                    b.exclude.as_deref(),
+                ),
+            };
             if let Err(e) = backend.test_submit(&script) {
                 let retryable = !e.is_definite_rejection();
                 let jobs = service_plan
@@ -210,6 +233,15 @@ pub fn apply(
         }
     }
     report
+}
+
+/// The marker record of a failed replica's successor.
+fn restart_record(backoff: &crate::plan::Backoff) -> RestartRecord {
+    RestartRecord {
+        restarts: backoff.restart,
+        fail: Some(backoff.last_failure.clone()),
+        not_before: Some(backoff.not_before),
+    }
 }
 
 /// Cancels `job_ids` and returns the ones that may still be alive afterwards (none when the
@@ -314,6 +346,7 @@ mod tests {
             replicas,
             hash: spec.hash(),
             spec,
+            restart: Default::default(),
             origins: [(
                 "recipe".to_owned(),
                 Origin {

@@ -296,6 +296,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         nonce: reconcile::new_nonce(),
         indexes: index_ranges(&indexes),
         report: Default::default(),
+        restart: Default::default(),
     };
     let ctx = reconcile::script_context(&repo)?;
     print_stdout(&script::render(&addr, &found.spec, &marker, &ctx))?;
@@ -323,7 +324,7 @@ fn plan(dir: &Path, style: Style, detailed_exitcode: bool, json: bool) -> Result
         plan_text::render(&planned.plan, style)
     };
     print_stdout(&text)?;
-    Ok(if detailed_exitcode && !planned.plan.is_empty() {
+    Ok(if detailed_exitcode && !planned.plan.is_converged() {
         2
     } else {
         0
@@ -421,7 +422,12 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
     let backend = backend(&repo);
     let observed = observe_live(&repo, backend.as_ref())?;
     let ctx = reconcile::script_context(&repo)?;
-    let statuses = status::summarize(&repo.desired, &observed, &ctx);
+    let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
+    for crash_loop in statuses.iter_mut().flat_map(|s| &mut s.crash_loops) {
+        if let Some(path) = &crash_loop.stderr {
+            crash_loop.stderr_tail = status::tail(path, 5);
+        }
+    }
     Ok(if json {
         status::render_json(&statuses)
     } else {

@@ -87,6 +87,88 @@ pub fn check(desired: &Desired, services: &[&ServiceAddr], facts: &ClusterFacts)
     errors
 }
 
+/// What one replica of `service` asks of each of its nodes.
+fn per_node(service: &Service) -> PerNode<'_> {
+    let res = &service.spec.resources;
+    let memory = match (&res.memory, &res.memory_per_cpu) {
+        (Some(text), _) => memory_mib(text).map(|mb| {
+            let words = format!("{text} of memory per node ({mb} MiB)");
+            (mb, "resources.memory", words)
+        }),
+        (None, Some(text)) => memory_mib(text).map(|per_cpu| {
+            let mb = per_cpu.saturating_mul(u64::from(res.cpu));
+            let words = format!(
+                "{text} of memory per CPU, {mb} MiB per node with {} CPUs",
+                res.cpu
+            );
+            (mb, "resources.memory_per_cpu", words)
+        }),
+        (None, None) => None,
+    };
+    PerNode {
+        cpus: res.cpu,
+        memory,
+        gpus: res.gpu,
+        gpu_type: res.gpu_type.as_deref().filter(|_| res.gpu > 0),
+    }
+}
+
+/// The partitions a service's jobs may run in: its `slurm.partition` list, or the default.
+fn partition_list<'a>(service: &'a Service, facts: &'a ClusterFacts) -> Vec<&'a str> {
+    match &service.spec.slurm.partition {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect(),
+        None => facts
+            .partitions
+            .iter()
+            .filter(|p| p.is_default)
+            .map(|p| p.name.as_str())
+            .collect(),
+    }
+}
+
+/// Keeps a failed replica's successor off the node(s) it failed on only where that leaves
+/// enough nodes to run it: for each [`crate::plan::Backoff::exclude`], when no partition of
+/// the service has `resources.nodes` nodes outside the excluded ones that fit one replica,
+/// the exclusion is dropped (the node may be the only one that can run it). Facts without
+/// partitions or nodes (not read) drop every exclusion.
+pub fn settle_excludes(plan: &mut crate::plan::Plan, desired: &Desired, facts: &ClusterFacts) {
+    for service_plan in &mut plan.services {
+        let service = desired.services.get(&service_plan.service);
+        for change in &mut service_plan.changes {
+            let Some(backoff) = change.backoff.as_mut() else {
+                continue;
+            };
+            let Some(excluded) = backoff.exclude.as_deref() else {
+                continue;
+            };
+            let excluded = crate::hostlist::expand(excluded);
+            let usable = service.is_some_and(|service| {
+                let request = per_node(service);
+                partition_list(service, facts).iter().any(|name| {
+                    let Some(partition) = facts.partitions.iter().find(|p| p.name == *name) else {
+                        return false;
+                    };
+                    let others = facts
+                        .nodes
+                        .iter()
+                        .filter(|n| partition.nodes.contains(&n.name))
+                        .filter(|n| !excluded.contains(&n.name))
+                        .filter(|n| request.fits(n))
+                        .count();
+                    others >= service.spec.resources.nodes as usize
+                })
+            });
+            if !usable {
+                backoff.exclude = None;
+            }
+        }
+    }
+}
+
 /// One thing a partition cannot give a service, and the setting that asks for it.
 struct Problem {
     /// Setting path, for [`Service::origin`].
@@ -154,41 +236,8 @@ fn check_service(service: &Service, facts: &ClusterFacts, errors: &mut Vec<SpecE
     if facts.partitions.is_empty() {
         return;
     }
-    let res = &spec.resources;
-    let memory = match (&res.memory, &res.memory_per_cpu) {
-        (Some(text), _) => memory_mib(text).map(|mb| {
-            let words = format!("{text} of memory per node ({mb} MiB)");
-            (mb, "resources.memory", words)
-        }),
-        (None, Some(text)) => memory_mib(text).map(|per_cpu| {
-            let mb = per_cpu.saturating_mul(u64::from(res.cpu));
-            let words = format!(
-                "{text} of memory per CPU, {mb} MiB per node with {} CPUs",
-                res.cpu
-            );
-            (mb, "resources.memory_per_cpu", words)
-        }),
-        (None, None) => None,
-    };
-    let request = PerNode {
-        cpus: res.cpu,
-        memory,
-        gpus: res.gpu,
-        gpu_type: res.gpu_type.as_deref().filter(|_| res.gpu > 0),
-    };
-    let names: Vec<&str> = match &spec.slurm.partition {
-        Some(list) => list
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect(),
-        None => facts
-            .partitions
-            .iter()
-            .filter(|p| p.is_default)
-            .map(|p| p.name.as_str())
-            .collect(),
-    };
+    let request = per_node(service);
+    let names = partition_list(service, facts);
     if names.is_empty() {
         errors.push(service.origin("slurm.partition").error(format!(
             "no partition is set and the cluster has no default partition; it has {}",
@@ -513,6 +562,7 @@ mod tests {
             replicas: 1,
             hash: spec.hash(),
             spec,
+            restart: Default::default(),
             origins,
         };
         edit(&mut service);

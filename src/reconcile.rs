@@ -219,6 +219,7 @@ fn plan_with(
         }
         let facts = reads.facts.as_ref().expect("read above");
         let problems = crate::cluster::check(&repo.desired, &submitting, facts);
+        crate::cluster::settle_excludes(&mut plan, &repo.desired, facts);
         if !problems.is_empty() {
             return Err(Error::config(
                 &SpecErrors(problems),

@@ -69,6 +69,7 @@ fn service(replicas: u32, spec: ReplicaSpec) -> Service {
         replicas,
         hash: spec.hash(),
         spec,
+        restart: Default::default(),
         origins: [(
             "recipe".to_owned(),
             stackctl::desired::Origin {
@@ -95,6 +96,7 @@ fn marker(addr: &ServiceAddr, hash: &SpecHash, indexes: &str) -> String {
         nonce: "n1".into(),
         indexes: indexes.into(),
         report: Default::default(),
+        restart: Default::default(),
     }
     .to_string()
 }
@@ -119,6 +121,7 @@ fn job_in(array: u64, addr: &ServiceAddr, index: u32, hash: &SpecHash, state: &s
         } else {
             String::new()
         },
+        times: Default::default(),
     }
 }
 
@@ -646,6 +649,7 @@ fn foreign_and_look_alike_jobs_are_invisible() {
         nonce: "n1".into(),
         indexes: "0".into(),
         report: Default::default(),
+        restart: Default::default(),
     }
     .to_string();
     let mut foreign = job_in(20, &llm(), 0, &hash, "RUNNING");
@@ -802,6 +806,7 @@ fn script_with_container_gpu_and_hostile_environment() {
         nonce: "n1".into(),
         indexes: "0-2,5".into(),
         report: Default::default(),
+        restart: Default::default(),
     };
     let text = script::render(&llm(), &spec, &marker, &ctx());
     assert_eq!(script::spec_of_script(&text), Some(spec.clone()));
@@ -844,6 +849,7 @@ fn script_without_container_runs_the_command_directly() {
         nonce: "n1".into(),
         indexes: "0".into(),
         report: Default::default(),
+        restart: Default::default(),
     };
     let text = script::render(&addr, &spec, &marker, &ctx());
     assert_eq!(script::spec_of_script(&text), Some(spec));
@@ -881,6 +887,7 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
         nonce: "n1".into(),
         indexes: "0-1".into(),
         report: Default::default(),
+        restart: Default::default(),
     };
     let text = script::render(&addr, &spec, &marker, &ctx());
     assert_eq!(script::spec_of_script(&text), Some(spec));
@@ -1095,6 +1102,7 @@ fn status_log_paths_are_the_files_the_script_names() {
         nonce: "n1".into(),
         indexes: "0-3".into(),
         report: Default::default(),
+        restart: Default::default(),
     };
     let text = script::render(&llm(), &spec, &marker, &ctx());
     let slurm_expands = |flag: &str| {
@@ -1125,6 +1133,7 @@ fn script_escapes_percent_in_the_log_dir() {
         nonce: "n1".into(),
         indexes: "0".into(),
         report: Default::default(),
+        restart: Default::default(),
     };
     let ctx = ScriptContext {
         log_dir: "/logs/100%".into(),
@@ -1424,6 +1433,7 @@ fn render_for(spec: &ReplicaSpec) -> String {
         nonce: "n1".into(),
         indexes: "0-1".into(),
         report: Default::default(),
+        restart: Default::default(),
     };
     script::render(&web(), spec, &marker, &ctx())
 }

@@ -7,7 +7,7 @@ use super::raw;
 use super::yaml;
 use super::{
     BackendKind, Desired, HealthSpec, OnFailure, Origin, Owner, PortSpec, PortValue, Probe,
-    ReplicaSpec, Repo, ResourceSpec, Service, ServiceAddr, Settings, SlurmSpec,
+    ReplicaSpec, Repo, ResourceSpec, RestartPolicy, Service, ServiceAddr, Settings, SlurmSpec,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -363,6 +363,7 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
         &recipe.environment,
         recipe.ports.as_ref(),
         recipe.health.as_ref(),
+        recipe.restart.as_ref(),
     );
     // An invalid `gpu` is reported already; only a valid count of 0 (or none) is checked.
     if let Some(gpu_type) = &defaults.gpu_type
@@ -805,7 +806,7 @@ fn lift_service(
             }),
         None => None,
     };
-    let overrides = lift_layer(
+    let mut overrides = lift_layer(
         ctx,
         &format!("{field}."),
         &service.resources,
@@ -813,6 +814,7 @@ fn lift_service(
         &service.environment,
         service.ports.as_ref(),
         service.health.as_ref(),
+        service.restart.as_ref(),
     );
     if let Some(gpu_type) = &overrides.gpu_type
         && (service.resources.gpu.is_none() || overrides.gpu.is_some())
@@ -829,6 +831,14 @@ fn lift_service(
     if ctx.errors.len() > before {
         return None;
     }
+    let restart_over = std::mem::take(&mut overrides.restart);
+    let restart = match RestartDraft::merge(restart_over, &recipe.defaults.restart) {
+        Ok(policy) => policy,
+        Err(error) => {
+            ctx.errors.push(error);
+            return None;
+        }
+    };
     let (mut spec, mut origins, health) = recipe.with_overrides(overrides);
     if let Some(health) = health {
         let ports_origin = origins.get("ports");
@@ -857,6 +867,7 @@ fn lift_service(
         replicas,
         hash: spec.hash(),
         spec,
+        restart,
         origins,
     })
 }
@@ -893,6 +904,7 @@ struct Layer {
     account: Option<Set<String>>,
     ports: Option<Set<Vec<PortSpec>>>,
     health: Option<Set<HealthDraft>>,
+    restart: RestartDraft,
     environment: BTreeMap<String, String>,
 }
 
@@ -1011,6 +1023,7 @@ fn lift_layer(
     environment: &BTreeMap<String, raw::EnvValue>,
     ports: Option<&raw::Ports>,
     health: Option<&Spanned<raw::Health>>,
+    restart: Option<&Spanned<raw::Restart>>,
 ) -> Layer {
     let res = |name: &str| format!("{prefix}resources.{name}");
     let int = |ctx: &mut Ctx, name: &str, v: &Option<Spanned<raw::Int>>, min: i64, max: i64| {
@@ -1098,6 +1111,9 @@ fn lift_layer(
     );
     let ports = ports.and_then(|ports| lift_ports(ctx, &format!("{prefix}ports"), ports));
     let health = health.and_then(|health| lift_health(ctx, &format!("{prefix}health"), health));
+    let restart = restart
+        .map(|restart| lift_restart(ctx, &format!("{prefix}restart"), restart))
+        .unwrap_or_default();
 
     let mut env = BTreeMap::new();
     for (key, value) in environment {
@@ -1148,7 +1164,104 @@ fn lift_layer(
         account,
         ports,
         health,
+        restart,
         environment: env,
+    }
+}
+
+/// Validates a `restart:` block: durations from 1s to 1d, `max_attempts` `none` or 0 to
+/// 10000. Whether `max_backoff` is at least `backoff` is checked once the layers are merged.
+fn lift_restart(ctx: &mut Ctx, field: &str, restart: &Spanned<raw::Restart>) -> RestartDraft {
+    let r = &restart.value;
+    let seconds = |ctx: &mut Ctx, v: &Option<Spanned<String>>, name: &str| {
+        let v = v.as_ref()?;
+        let field = format!("{field}.{name}");
+        match super::parse_duration(&v.value) {
+            Ok(d) if (1..=86_400).contains(&d.as_secs()) => Some(Set {
+                value: d.as_secs(),
+                origin: ctx.origin(v.referenced, &field),
+            }),
+            Ok(d) => {
+                ctx.error(
+                    v.referenced,
+                    &field,
+                    format!("must be between 1s and 1d, got {}s", d.as_secs()),
+                );
+                None
+            }
+            Err(message) => {
+                ctx.error(v.referenced, &field, message);
+                None
+            }
+        }
+    };
+    let backoff = seconds(ctx, &r.backoff, "backoff");
+    let max_backoff = seconds(ctx, &r.max_backoff, "max_backoff");
+    let max_attempts = r.max_attempts.as_ref().and_then(|v| {
+        let field = format!("{field}.max_attempts");
+        let value = match &v.value {
+            raw::Attempts::Unlimited => None,
+            raw::Attempts::Count(raw::Int::Not(what)) => {
+                ctx.error(
+                    v.referenced,
+                    &field,
+                    format!("must be an integer or `none`, got {what}"),
+                );
+                return None;
+            }
+            raw::Attempts::Count(raw::Int::Value(n)) if (0..=10_000).contains(n) => {
+                Some(u32::try_from(*n).expect("within 0..=10000"))
+            }
+            raw::Attempts::Count(raw::Int::Value(n)) => {
+                ctx.error(
+                    v.referenced,
+                    &field,
+                    format!("must be between 0 and 10000 (or `none`), got {n}"),
+                );
+                return None;
+            }
+        };
+        Some(Set {
+            value,
+            origin: ctx.origin(v.referenced, &field),
+        })
+    });
+    RestartDraft {
+        backoff,
+        max_backoff,
+        max_attempts,
+    }
+}
+
+/// A `restart:` layer as validated: each field optional, so a stack overrides field by field.
+#[derive(Default)]
+struct RestartDraft {
+    backoff: Option<Set<u64>>,
+    max_backoff: Option<Set<u64>>,
+    max_attempts: Option<Set<Option<u32>>>,
+}
+
+impl RestartDraft {
+    /// Lays `over` (a stack service's) over `base` (the recipe's) and fills in the defaults;
+    /// an error when the effective `max_backoff` is shorter than `backoff`.
+    fn merge(over: RestartDraft, base: &RestartDraft) -> Result<RestartPolicy, SpecError> {
+        let defaults = RestartPolicy::default();
+        let backoff = over.backoff.or_else(|| base.backoff.clone());
+        let max_backoff = over.max_backoff.or_else(|| base.max_backoff.clone());
+        let max_attempts = over.max_attempts.or_else(|| base.max_attempts.clone());
+        let policy = RestartPolicy {
+            backoff: backoff.as_ref().map_or(defaults.backoff, |s| s.value),
+            max_backoff: max_backoff.as_ref().map_or(defaults.max_backoff, |s| s.value),
+            max_attempts: max_attempts.map_or(defaults.max_attempts, |s| s.value),
+        };
+        if policy.max_backoff < policy.backoff {
+            let at = max_backoff.or(backoff).expect("a default pair is in order");
+            return Err(at.origin.error(format!(
+                "max_backoff ({}s) must be at least backoff ({}s)",
+                policy.max_backoff, policy.backoff
+            )));
+        }
+        Ok(policy)
     }
 }
 

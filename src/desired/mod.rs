@@ -133,6 +133,9 @@ pub struct Service {
     pub spec: ReplicaSpec,
     /// Hash of `spec`, written into each job's marker.
     pub hash: SpecHash,
+    /// How a replica whose job failed is recreated. Not part of the spec (nor its hash):
+    /// changing the policy never restarts a running replica.
+    pub restart: RestartPolicy,
     /// Where each effective setting was written, by setting path (`replicas`,
     /// `resources.gpu`, `slurm.partition`, …); `recipe` (the service's `recipe:` line) is
     /// always present.
@@ -147,6 +150,31 @@ impl Service {
             .get(setting)
             .or_else(|| self.origins.get("recipe"))
             .expect("every service records the origin of its recipe line")
+    }
+}
+
+/// Crash-loop backoff: `restart: {backoff: 10s, max_backoff: 10m, max_attempts: none}`.
+///
+/// The n-th restart in a row of a replica whose job failed waits
+/// `min(backoff × 2^(n-1), max_backoff)`, ± up to 10% (see [`crate::plan::backoff`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RestartPolicy {
+    /// The first delay, in seconds (default 10).
+    pub backoff: u64,
+    /// The longest delay, in seconds (default 600); also how long a replica must have run
+    /// before its failure counts as a fresh start (restart 1 again).
+    pub max_backoff: u64,
+    /// How many restarts in a row before giving up; none means never (the default).
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            backoff: 10,
+            max_backoff: 600,
+            max_attempts: None,
+        }
     }
 }
 

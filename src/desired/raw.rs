@@ -68,6 +68,84 @@ pub struct Recipe {
     pub slurm: Slurm,
     /// Health check.
     pub health: Option<Spanned<Health>>,
+    /// Crash-loop backoff.
+    pub restart: Option<Spanned<Restart>>,
+}
+
+/// A `restart:` block, in a recipe or overriding the recipe's field by field in a stack.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// First delay after a failure, e.g. `10s`.
+    pub backoff: Option<Spanned<String>>,
+    /// Longest delay, e.g. `10m`.
+    pub max_backoff: Option<Spanned<String>>,
+    /// `none`, or how many restarts before giving up.
+    pub max_attempts: Option<Spanned<Attempts>>,
+}
+
+/// `max_attempts`: an integer, or the word `none`; anything else is kept as a description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempts {
+    /// `none`: never give up.
+    Unlimited,
+    /// A YAML integer, or what was written instead of one.
+    Count(Int),
+}
+
+impl<'de> Deserialize<'de> for Attempts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Attempts;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer or `none`")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Attempts, E> {
+                Ok(Attempts::Count(Int::Value(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Attempts, E> {
+                Ok(Attempts::Count(i64::try_from(v).map_or_else(
+                    |_| Int::Not(format!("the integer {v}, which is too large")),
+                    Int::Value,
+                )))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Attempts, E> {
+                Ok(Attempts::Count(Int::Not("a decimal number".into())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Attempts, E> {
+                Ok(Attempts::Count(Int::Not(format!("the boolean {v}"))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Attempts, E> {
+                Ok(if v == "none" {
+                    Attempts::Unlimited
+                } else {
+                    Attempts::Count(Int::Not(format!("the string {v:?}")))
+                })
+            }
+            fn visit_unit<E>(self) -> Result<Attempts, E> {
+                Ok(Attempts::Count(Int::Not("no value".into())))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Attempts, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Attempts::Count(Int::Not("a list".into())))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Attempts, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Attempts::Count(Int::Not("a mapping".into())))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A `health:` block, in a recipe or replacing the recipe's in a stack.
@@ -186,6 +264,8 @@ pub struct Service {
     pub slurm: Slurm,
     /// Health check replacing the recipe's.
     pub health: Option<Spanned<Health>>,
+    /// Crash-loop backoff, field by field over the recipe's.
+    pub restart: Option<Spanned<Restart>>,
 }
 
 /// A list of TCP ports; the list's own position is where it was written.

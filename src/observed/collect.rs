@@ -20,6 +20,7 @@ pub fn observe(
     known: BTreeMap<SpecHash, ReplicaSpec>,
 ) -> Observed {
     let mut observed = Observed::from_records(records, owner);
+    observed.listed_at = unix_now();
     observed.specs = known;
     for (hash, job_id) in specs_to_read(desired, &observed) {
         match backend.batch_script(&job_id) {
@@ -33,4 +34,11 @@ pub fn observe(
         }
     }
     observed
+}
+
+/// Returns the current time in unix seconds (0 before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -8,7 +8,7 @@
 //! Only jobs whose marker names this owner are ever considered or cancelled.
 
 mod collect;
-pub use collect::observe;
+pub use collect::{observe, unix_now};
 
 use crate::desired::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -37,6 +37,67 @@ pub struct Marker {
     /// What the job wrote about itself once running (health, address, ports); empty in the
     /// marker stackctl submits. Never part of the spec hash.
     pub report: SelfReport,
+    /// The crash-loop record a successor of a failed replica carries (`restarts=`, `fail=`,
+    /// `begin=`), written by stackctl at submit; default for every other job. Never part of
+    /// the spec hash.
+    pub restart: RestartRecord,
+}
+
+/// The crash-loop record in a successor's marker: Slurm forgets ended jobs after MinJobAge,
+/// so the count lives on the job that replaces the failed one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestartRecord {
+    /// How many restarts in a row this job is (`restarts=N`); 0 for a fresh start.
+    pub restarts: u32,
+    /// The failure it replaces (`fail=<STATE>:<exit>:<unix time>`).
+    pub fail: Option<FailRecord>,
+    /// The earliest start it was submitted with (`begin=<unix time>`, `sbatch --begin`).
+    pub not_before: Option<i64>,
+}
+
+/// How a job ended in failure.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailRecord {
+    /// Slurm's state (`FAILED`, `TIMEOUT`, …).
+    pub state: String,
+    /// The exit code, when known (`-` in the marker when not).
+    pub exit: Option<i32>,
+    /// When it ended, unix seconds.
+    pub at: i64,
+}
+
+impl FailRecord {
+    /// Parses `STATE:EXIT:UNIX` (`EXIT` may be `-`); `None` for anything else.
+    pub fn parse(text: &str) -> Option<FailRecord> {
+        let mut parts = text.split(':');
+        let state = parts.next()?;
+        let exit = parts.next()?;
+        let at = parts.next()?.parse().ok()?;
+        if parts.next().is_some()
+            || state.is_empty()
+            || !state.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+        {
+            return None;
+        }
+        let exit = match exit {
+            "-" => None,
+            n => Some(n.parse().ok()?),
+        };
+        Some(FailRecord {
+            state: state.to_owned(),
+            exit,
+            at,
+        })
+    }
+}
+
+impl fmt::Display for FailRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.exit {
+            Some(exit) => write!(f, "{}:{exit}:{}", self.state, self.at),
+            None => write!(f, "{}:-:{}", self.state, self.at),
+        }
+    }
 }
 
 /// What a running job records about itself in its own comment: `health=`, `addr=` and
@@ -123,6 +184,16 @@ impl fmt::Display for Marker {
             self.nonce,
             self.indexes
         )?;
+        let restart = &self.restart;
+        if restart.restarts > 0 {
+            write!(f, ";restarts={}", restart.restarts)?;
+        }
+        if let Some(fail) = &restart.fail {
+            write!(f, ";fail={fail}")?;
+        }
+        if let Some(begin) = restart.not_before {
+            write!(f, ";begin={begin}")?;
+        }
         let report = &self.report;
         if let Some(health) = report.health {
             write!(f, ";health={}", health.as_str())?;
@@ -161,10 +232,17 @@ impl Marker {
         let mut values: [Option<&str>; 6] = [None; 6];
         // The job's own report: a value given twice, or unreadable, counts as absent.
         let mut reported: [(Option<&str>, bool); 3] = [(None, false); 3];
+        // stackctl's crash-loop record: likewise, twice or unreadable counts as absent.
+        let mut restart_fields: [(Option<&str>, bool); 3] = [(None, false); 3];
         for field in fields {
             let Some((key, value)) = field.split_once('=') else {
                 continue;
             };
+            if let Some(slot) = Self::RESTART_KEYS.iter().position(|k| *k == key) {
+                let (seen, twice) = &mut restart_fields[slot];
+                *twice |= seen.replace(value).is_some();
+                continue;
+            }
             if let Some(slot) = Self::REPORT_KEYS.iter().position(|k| *k == key) {
                 let (seen, twice) = &mut reported[slot];
                 *twice |= seen.replace(value).is_some();
@@ -183,6 +261,12 @@ impl Marker {
             addr: addr.filter(|a| is_addr(a)).map(str::to_owned),
             ports: ports.and_then(parse_ports).unwrap_or_default(),
         };
+        let [restarts, fail, begin] = restart_fields.map(|(value, twice)| value.filter(|_| !twice));
+        let restart = RestartRecord {
+            restarts: restarts.and_then(|r| r.parse().ok()).unwrap_or(0),
+            fail: fail.and_then(FailRecord::parse),
+            not_before: begin.and_then(|b| b.parse().ok()),
+        };
         let [owner, stack, service, spec, nonce, indexes] = values;
         fn required(v: Option<&str>) -> Option<&str> {
             v.filter(|v| !v.is_empty())
@@ -194,6 +278,7 @@ impl Marker {
             nonce: nonce.unwrap_or_default().to_owned(),
             indexes: indexes.unwrap_or_default().to_owned(),
             report,
+            restart,
         })
     }
 
@@ -202,6 +287,10 @@ impl Marker {
 
     /// The names of the fields a job writes about itself, after [`Marker::KEYS`].
     pub const REPORT_KEYS: [&'static str; 3] = ["health", "addr", "ports"];
+
+    /// The names of stackctl's crash-loop fields ([`RestartRecord`]), written after
+    /// [`Marker::KEYS`] and before the job's own report.
+    pub const RESTART_KEYS: [&'static str; 3] = ["restarts", "fail", "begin"];
 
     /// Returns the text every marker of `owner` contains, for cheap pre-filtering of listings.
     pub fn owner_tag(owner: &Owner) -> String {
@@ -270,6 +359,27 @@ pub struct JobRecord {
     pub reason: String,
     /// Allocated nodes in Slurm's hostlist notation; empty while pending.
     pub nodes: String,
+    /// When the job started, ended, and how it exited, as far as Slurm says.
+    pub times: JobTimes,
+}
+
+/// A job's start, end and exit, from the same listing as its state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobTimes {
+    /// Start time (unix seconds): actual once running, expected while pending.
+    pub start: Option<i64>,
+    /// End time (unix seconds) of an ended job.
+    pub end: Option<i64>,
+    /// The batch script's exit code, once ended (none when killed by a signal or unknown).
+    pub exit: Option<i32>,
+}
+
+impl JobTimes {
+    /// Reads Slurm's raw exit status (squeue's `exit_code`, a wait status): the exit code
+    /// when the script exited, `None` when it was killed by a signal.
+    pub fn exit_from_wait_status(status: u32) -> Option<i32> {
+        (status & 0x7f == 0).then_some(((status >> 8) & 0xff) as i32)
+    }
 }
 
 /// A replica's lifecycle, mapped from Slurm's job states.
@@ -317,6 +427,13 @@ impl JobState {
         !matches!(self, JobState::Ended(_))
     }
 
+    /// Returns whether the job ended in a failure that counts towards crash-loop backoff:
+    /// FAILED (the unhealthy exit included), NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, BOOT_FAIL,
+    /// DEADLINE. A cancel, a clean completion and a preemption are not the service's fault.
+    pub fn is_crash(&self) -> bool {
+        matches!(self, JobState::Ended(s) if matches!(s.as_str(), "FAILED" | "NODE_FAIL" | "OUT_OF_MEMORY" | "TIMEOUT" | "BOOT_FAIL" | "DEADLINE"))
+    }
+
     /// Returns whether the job ended badly (anything but a clean completion or a cancel).
     pub fn is_failure(&self) -> bool {
         matches!(self, JobState::Ended(s) if !matches!(s.as_str(), "COMPLETED" | "COMPLETING" | "CANCELLED"))
@@ -348,6 +465,8 @@ pub struct LiveJob {
     pub reason: String,
     /// Allocated nodes, hostlist notation.
     pub nodes: String,
+    /// Start, end and exit.
+    pub times: JobTimes,
 }
 
 impl LiveJob {
@@ -451,6 +570,9 @@ pub struct Observed {
     /// Specs of live jobs whose hash differs from the desired one, read back from their batch
     /// scripts, so a plan can show what changes. Missing entries render as unknown.
     pub specs: BTreeMap<SpecHash, ReplicaSpec>,
+    /// When the jobs were listed, unix seconds: the "now" crash-loop backoff is measured
+    /// against (0 when unknown, which makes every backoff look elapsed).
+    pub listed_at: i64,
 }
 
 impl Observed {
@@ -482,6 +604,7 @@ impl Observed {
                     state: JobState::from_slurm(&record.state, &record.reason),
                     reason: record.reason,
                     nodes: record.nodes,
+                    times: record.times,
                 })
             })
             .collect();
@@ -506,6 +629,7 @@ impl Observed {
         Observed {
             jobs,
             specs: BTreeMap::new(),
+            listed_at: 0,
         }
     }
 
@@ -580,6 +704,7 @@ mod tests {
             nonce: "n1".into(),
             indexes: "0-2,5".into(),
             report: SelfReport::default(),
+            restart: Default::default(),
         }
     }
 
@@ -660,6 +785,7 @@ mod tests {
             state: JobState::from_slurm(state, "None"),
             reason: String::new(),
             nodes: "node1".into(),
+            times: JobTimes::default(),
         }
     }
 

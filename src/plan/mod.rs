@@ -2,10 +2,11 @@
 //! clock, no Slurm. Every renderer (human, JSON) draws the same `Plan`, attribute diffs
 //! included ([`diff`]).
 
+pub mod backoff;
 pub mod diff;
 
 use crate::desired::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
-use crate::observed::{JobId, LiveJob, Observed};
+use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +25,67 @@ pub struct Plan {
     /// What the reader should know that is no change: fixed ports that replicas placed on
     /// one node would both bind ([`port_conflicts`]).
     pub warnings: Vec<String>,
+    /// Replicas that crash-loop and that this plan does not submit: waiting in Slurm for
+    /// their backoff to pass, or given up on (`max_attempts`). Not changes, but the cluster
+    /// has not converged while any is backing off.
+    pub waiting: Vec<Waiting>,
+}
+
+/// A crash-looping replica the plan leaves as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    /// The service.
+    #[serde(serialize_with = "serialize_display")]
+    pub service: ServiceAddr,
+    /// Replica index.
+    pub index: u32,
+    /// The job: the successor waiting in the queue, or the failed job given up on.
+    pub job_id: JobId,
+    /// Restarts in a row so far.
+    pub restarts: u32,
+    /// Why it waits.
+    pub kind: WaitingKind,
+    /// The last failure, when known.
+    pub last_failure: Option<FailRecord>,
+}
+
+/// Why a crash-looping replica is left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum WaitingKind {
+    /// Its successor is queued with `--begin` and starts at `not_before` (unix seconds).
+    BackingOff {
+        /// Earliest start.
+        not_before: i64,
+    },
+    /// `max_attempts` restarts failed: it is not recreated until the spec changes or the
+    /// record ages out of Slurm.
+    GaveUp,
+}
+
+fn serialize_display<S: serde::Serializer>(
+    value: &ServiceAddr,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// How a replica whose job failed is recreated: as which restart, when, and away from which
+/// node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Backoff {
+    /// Which restart in a row the successor is (1 for the first).
+    pub restart: u32,
+    /// Earliest start, unix seconds: the failure's time plus the delay.
+    pub not_before: i64,
+    /// Seconds after the listing the successor must wait: 0 when the delay has passed
+    /// (submitted to start at once), else it is submitted with `--begin=now+<wait>`.
+    pub wait: u64,
+    /// The failure being recovered from.
+    pub last_failure: FailRecord,
+    /// Nodes (hostlist) the successor avoids (`--exclude`): the failed job's, when its
+    /// partitions have other nodes that can run it (settled against the cluster's facts).
+    pub exclude: Option<String>,
 }
 
 /// The commit a plan's desired state comes from.
@@ -70,6 +132,8 @@ pub struct Change {
     pub reason: Reason,
     /// The job affected (destroy, replace) or the ended job being recreated (create).
     pub job: Option<JobRef>,
+    /// For the successor of a failed job with the desired spec: its crash-loop backoff.
+    pub backoff: Option<Backoff>,
 }
 
 /// A reference to an observed job.
@@ -175,6 +239,12 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.services.is_empty()
     }
+
+    /// Returns whether the cluster matches the repo: no changes and no replica backing off
+    /// or given up on (`plan --detailed-exitcode` exits 2 otherwise).
+    pub fn is_converged(&self) -> bool {
+        self.is_empty() && self.waiting.is_empty()
+    }
 }
 
 /// Returns a warning for every fixed port two replicas could both bind on one node: a service
@@ -229,11 +299,18 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         .keys()
         .chain(jobs.keys().copied())
         .collect();
+    let mut waiting = Vec::new();
     let services = addresses
         .into_iter()
         .filter_map(|addr| {
             let service_jobs = jobs.get(addr).map(Vec::as_slice).unwrap_or_default();
-            plan_service(addr, desired.services.get(addr), service_jobs, observed)
+            plan_service(
+                addr,
+                desired.services.get(addr),
+                service_jobs,
+                observed,
+                &mut waiting,
+            )
         })
         .collect();
     Plan {
@@ -242,6 +319,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         source: None,
         not_pruned: Vec::new(),
         warnings: port_conflicts(desired),
+        waiting,
     }
 }
 
@@ -250,6 +328,7 @@ fn plan_service(
     desired: Option<&crate::desired::Service>,
     jobs: &[&LiveJob],
     observed: &Observed,
+    waiting: &mut Vec<Waiting>,
 ) -> Option<ServicePlan> {
     let wanted = desired.map_or(0, |s| s.replicas);
     let wanted_hash = desired.map(|s| &s.hash);
@@ -267,24 +346,78 @@ fn plan_service(
     for index in 0..wanted {
         let Some(candidates) = alive.get(&index) else {
             let (reason, job) = match ended.get(&index) {
-                Some(job) => (Reason::Ended, Some(job_ref(job))),
+                Some(job) => (Reason::Ended, Some(*job)),
                 None => (Reason::Missing, None),
             };
+            let mut backoff = None;
+            if let (Some(job), Some(service)) = (job, desired)
+                && job.state.is_crash()
+                && job.marker.spec == service.hash
+            {
+                let policy = &service.restart;
+                let times = job.times;
+                let ran_for = times.start.zip(times.end).map(|(start, end)| end - start);
+                let restart = backoff::next_restart(policy, job.marker.restart.restarts, ran_for);
+                let failed_at = times.end.unwrap_or(observed.listed_at);
+                let last_failure = FailRecord {
+                    state: job.state.to_string(),
+                    exit: times.exit,
+                    at: failed_at,
+                };
+                if backoff::gives_up(policy, restart) {
+                    waiting.push(Waiting {
+                        service: addr.clone(),
+                        index,
+                        job_id: job.id,
+                        restarts: restart - 1,
+                        kind: WaitingKind::GaveUp,
+                        last_failure: Some(last_failure),
+                    });
+                    continue;
+                }
+                let seed = backoff::seed(&format!("{addr}[{index}] {}", job.id));
+                let delay = backoff::delay(policy, restart, seed);
+                let not_before = failed_at.saturating_add(delay as i64);
+                backoff = Some(Backoff {
+                    restart,
+                    not_before,
+                    wait: u64::try_from(not_before - observed.listed_at).unwrap_or(0),
+                    last_failure,
+                    exclude: Some(job.nodes.clone()).filter(|n| !n.is_empty()),
+                });
+            }
             changes.push(Change {
                 index,
                 action: Action::Create,
                 reason,
-                job,
+                job: job.map(job_ref),
+                backoff,
             });
             continue;
         };
         let keeper = keeper(candidates, wanted_hash);
+        // A successor queued with `--begin` for its backoff, with the desired spec: wait.
+        if Some(&keeper.marker.spec) == wanted_hash
+            && keeper.state == JobState::Pending
+            && let Some(not_before) = keeper.marker.restart.not_before
+            && (not_before > observed.listed_at || keeper.reason.trim() == "BeginTime")
+        {
+            waiting.push(Waiting {
+                service: addr.clone(),
+                index,
+                job_id: keeper.id,
+                restarts: keeper.marker.restart.restarts,
+                kind: WaitingKind::BackingOff { not_before },
+                last_failure: keeper.marker.restart.fail.clone(),
+            });
+        }
         for &job in candidates.iter().filter(|j| j.id != keeper.id) {
             destroys.push(Change {
                 index,
                 action: Action::Destroy,
                 reason: Reason::Duplicate,
                 job: Some(job_ref(job)),
+                backoff: None,
             });
         }
         if Some(&keeper.marker.spec) != wanted_hash {
@@ -293,6 +426,7 @@ fn plan_service(
                 action: Action::Replace,
                 reason: Reason::SpecChanged,
                 job: Some(job_ref(keeper)),
+                backoff: None,
             });
         }
     }
@@ -308,6 +442,7 @@ fn plan_service(
                 action: Action::Destroy,
                 reason: extra_reason,
                 job: Some(job_ref(job)),
+                backoff: None,
             });
         }
     }

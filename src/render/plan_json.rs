@@ -1,7 +1,8 @@
 //! The plan for machines: a versioned JSON document.
 //!
-//! Format `1.2` (minor versions only add fields; readers ignore fields they do not know;
-//! 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`):
+//! Format `1.3` (minor versions only add fields; readers ignore fields they do not know;
+//! 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`, 1.3 `waiting`
+//! and a change's `restart`, `not_before` and `last_failure`):
 //! ```json
 //! {
 //!   "format_version": "1.2",
@@ -17,7 +18,16 @@
 //!     "reason": "missing",              // missing | ended | scale_down | service_removed
 //!                                       // | duplicate | spec_changed
 //!     "before": {"job_id": "41_2", "state": "FAILED", "spec_hash": "…", "spec": {…} | null} | null,
-//!     "after": {"spec_hash": "…", "spec": {…}} | null
+//!     "after": {"spec_hash": "…", "spec": {…}} | null,
+//!     // the successor of a failed replica (else null): which restart in a row, its earliest
+//!     // start (unix seconds), and the failure (`exit` null when killed by a signal)
+//!     "restart": 4 | null, "not_before": 1700000160 | null, "exclude": "node1" | null,
+//!     "last_failure": {"state": "FAILED", "exit": 1, "at": 1700000000} | null
+//!   }],
+//!   "waiting": [{                       // crash-looping replicas this plan leaves alone
+//!     "service": "inference.llm", "index": 2, "job_id": "43_2", "restarts": 4,
+//!     "kind": {"state": "backing_off", "not_before": 1700000160} | {"state": "gave_up"},
+//!     "last_failure": {…} | null
 //!   }],
 //!   "summary": {"add": 1, "change": 0, "destroy": 0}
 //! }
@@ -27,7 +37,7 @@ use crate::plan::{Action, Plan};
 use serde_json::{Value, json};
 
 /// The version of the JSON plan format.
-pub const FORMAT_VERSION: &str = "1.2";
+pub const FORMAT_VERSION: &str = "1.3";
 
 /// Renders the plan as pretty-printed JSON.
 pub fn render(plan: &Plan) -> String {
@@ -67,6 +77,10 @@ pub fn render(plan: &Plan) -> String {
                 "reason": change.reason,
                 "before": before,
                 "after": after,
+                "restart": change.backoff.as_ref().map(|b| b.restart),
+                "not_before": change.backoff.as_ref().map(|b| b.not_before),
+                "exclude": change.backoff.as_ref().and_then(|b| b.exclude.as_ref()),
+                "last_failure": change.backoff.as_ref().map(|b| &b.last_failure),
             }));
         }
     }
@@ -80,6 +94,7 @@ pub fn render(plan: &Plan) -> String {
             .map(|(service, replicas)| json!({"service": service.to_string(), "replicas": replicas}))
             .collect::<Vec<_>>(),
         "changes": changes,
+        "waiting": plan.waiting,
         "summary": plan.summary(),
     });
     let mut text = serde_json::to_string_pretty(&document).expect("JSON values serialize");

@@ -3,11 +3,16 @@
 
 use super::Style;
 use crate::plan::diff::AttributeChange;
-use crate::plan::{Action, Change, Plan, Reason, ServicePlan};
+use crate::observed::FailRecord;
+use crate::plan::{Action, Change, Plan, Reason, ServicePlan, WaitingKind};
 use std::fmt::Write;
 
 /// The line printed for an empty plan.
 pub const NO_CHANGES: &str = "No changes. Your cluster matches the configuration.";
+
+/// The line printed for a plan without changes while replicas back off or were given up on.
+pub const NO_CHANGES_NOW: &str =
+    "No changes to make now, but the cluster has not converged: see the replicas above.";
 
 /// How a whole service changes, which picks the symbol of its block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -74,8 +79,14 @@ pub fn render(plan: &Plan, style: Style) -> String {
         out.push('\n');
     }
     if plan.is_empty() {
-        out.push_str(NO_CHANGES);
-        out.push('\n');
+        if plan.waiting.is_empty() {
+            out.push_str(NO_CHANGES);
+            out.push('\n');
+        } else {
+            render_waiting(&mut out, plan);
+            out.push_str(NO_CHANGES_NOW);
+            out.push('\n');
+        }
         return out;
     }
     let removed = plan.removed_services();
@@ -118,9 +129,51 @@ pub fn render(plan: &Plan, style: Style) -> String {
         render_service(&mut out, service, style);
     }
     out.push('\n');
+    if !plan.waiting.is_empty() {
+        render_waiting(&mut out, plan);
+    }
     out.push_str(&summary_line(plan));
     out.push('\n');
     out
+}
+
+/// Writes one line per crash-looping replica the plan leaves alone, then a blank line.
+fn render_waiting(out: &mut String, plan: &Plan) {
+    for w in &plan.waiting {
+        let failure = w
+            .last_failure
+            .as_ref()
+            .map(|f| format!("; last {}", failure_words(f)))
+            .unwrap_or_default();
+        let what = match w.kind {
+            WaitingKind::BackingOff { not_before } => format!(
+                "backing off until {} (restart {}{failure}): job {} waits in the queue",
+                clock(not_before),
+                w.restarts,
+                w.job_id
+            ),
+            WaitingKind::GaveUp => format!(
+                "gave up after {} {}{failure}: not recreated (max_attempts); change its spec to \
+                 start over",
+                w.restarts,
+                if w.restarts == 1 { "restart" } else { "restarts" }
+            ),
+        };
+        let _ = writeln!(out, "  # {}[{}] {what}", w.service, w.index);
+    }
+    out.push('\n');
+}
+
+/// `ended FAILED exit 1 at 12:03:07`.
+fn failure_words(f: &FailRecord) -> String {
+    let exit = f.exit.map(|e| format!(" exit {e}")).unwrap_or_default();
+    format!("ended {}{exit} at {}", f.state, clock(f.at))
+}
+
+/// A unix time as `HH:MM:SS` (UTC), the time of day plans and status print.
+pub fn clock(unix: i64) -> String {
+    let day = unix.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
 }
 
 /// Returns `Plan: X to add, Y to change, Z to destroy.`
@@ -232,7 +285,26 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
     };
     let why = match change.reason {
         Reason::Missing => String::new(),
-        Reason::Ended => " (previous job ended)".to_owned(),
+        Reason::Ended => match &change.backoff {
+            Some(b) => {
+                let when = if b.wait > 0 {
+                    format!("not before {}", clock(b.not_before))
+                } else {
+                    "at once, the backoff has passed".to_owned()
+                };
+                let avoid = b
+                    .exclude
+                    .as_ref()
+                    .map(|n| format!("; avoiding {n}"))
+                    .unwrap_or_default();
+                format!(
+                    " (recreate: {}; restart {}, {when}{avoid})",
+                    failure_words(&b.last_failure),
+                    b.restart
+                )
+            }
+            None => " (previous job ended)".to_owned(),
+        },
         Reason::ScaleDown => " (scale down)".to_owned(),
         Reason::ServiceRemoved => " (service removed)".to_owned(),
         Reason::Duplicate => " (duplicate of a job holding the same index)".to_owned(),

@@ -110,6 +110,29 @@ pub fn render(
     s
 }
 
+/// Renders the batch script of the successor of a failed replica (one index): [`render`]'s,
+/// plus `--begin=now+<wait>` when the backoff has not passed yet (the job waits in the queue
+/// with reason `BeginTime`) and `--exclude=<nodes>` to keep it off the node it failed on.
+pub fn render_successor(
+    service: &ServiceAddr,
+    spec: &ReplicaSpec,
+    marker: &Marker,
+    ctx: &ScriptContext,
+    wait: u64,
+    exclude: Option<&str>,
+) -> String {
+    let script = render(service, spec, marker, ctx);
+    let mut extra = String::new();
+    if wait > 0 {
+        let _ = writeln!(extra, "#SBATCH --begin=now+{wait}");
+    }
+    if let Some(nodes) = exclude {
+        let _ = writeln!(extra, "#SBATCH --exclude={nodes}");
+    }
+    // Right after the shebang, among the other `#SBATCH` lines.
+    script.replacen("#!/bin/bash\n", &format!("#!/bin/bash\n{extra}"), 1)
+}
+
 /// Writes the lines that run the service itself.
 fn service_lines(s: &mut String, spec: &ReplicaSpec, ctx: &ScriptContext) {
     let nv = if spec.resources.gpu > 0 { " --nv" } else { "" };

@@ -6,7 +6,7 @@
 //! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
 //! of a multi-node replica in `nodes` and `endpoints`; 1.2 added `ready`, `not_ready` and
 //! `failures[].unhealthy`, and `endpoints` lists ready replicas only, at the address and
-//! ports each job reported about itself.
+//! ports each job reported about itself; 1.3 added `crash_loops`.
 
 use crate::desired::{Desired, ServiceAddr};
 use crate::hostlist;
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The version of the JSON status format; minor versions only add fields.
-pub const FORMAT_VERSION: &str = "1.2";
+pub const FORMAT_VERSION: &str = "1.3";
 
 /// The status of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -55,6 +55,30 @@ pub struct ServiceStatus {
     /// replica with each fixed port of its spec (none when the spec is unknown). Ready
     /// replicas only since 1.2.
     pub endpoints: Vec<String>,
+    /// Replicas in a crash loop: the latest job of the index failed, or is the successor of
+    /// a failed one. Added in 1.3.
+    pub crash_loops: Vec<CrashLoop>,
+}
+
+/// A replica in a crash loop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrashLoop {
+    /// The replica index.
+    pub index: u32,
+    /// The index's latest job: the failed one, or its successor.
+    pub job_id: JobId,
+    /// Restarts in a row so far.
+    pub restarts: u32,
+    /// The last failure, when known.
+    pub last_failure: Option<crate::observed::FailRecord>,
+    /// When the successor waiting in the queue may start (unix seconds), if one waits.
+    pub not_before: Option<i64>,
+    /// Whether `max_attempts` restarts failed and the replica is not recreated.
+    pub gave_up: bool,
+    /// The stderr log of the failed job, when that job is still listed by Slurm.
+    pub stderr: Option<String>,
+    /// Its last lines (filled in by the command, which may read files), or why not.
+    pub stderr_tail: Result<Vec<String>, String>,
 }
 
 /// A failed replica: the latest job of its index ended in failure.
@@ -137,6 +161,11 @@ pub fn summarize(
         }
     }
     for ((addr, index), jobs) in by_index {
+        if let Some(entry) = crash_loop(addr, index, &jobs, desired, observed, ctx)
+            && let Some(status) = table.get_mut(addr)
+        {
+            status.crash_loops.push(entry);
+        }
         if jobs.iter().any(|job| job.state.is_alive()) {
             continue;
         }
@@ -160,6 +189,88 @@ pub fn summarize(
         }
     }
     table.into_values().collect()
+}
+
+/// Returns the crash loop of one index, if it is in one: its latest job failed, or is the
+/// successor of a failed job (its marker carries a restart count).
+fn crash_loop(
+    addr: &ServiceAddr,
+    index: u32,
+    jobs: &[&LiveJob],
+    desired: &Desired,
+    observed: &Observed,
+    ctx: &ScriptContext,
+) -> Option<CrashLoop> {
+    let latest = jobs.iter().max_by_key(|job| job.id)?;
+    let failed = jobs
+        .iter()
+        .filter(|job| job.state.is_crash())
+        .max_by_key(|job| job.id);
+    let stderr = failed.map(|job| {
+        let (_, stderr) = script::log_paths(ctx, addr, &job.id);
+        stderr.display().to_string()
+    });
+    let record = &latest.marker.restart;
+    let entry = if latest.state.is_alive() {
+        if record.restarts == 0 {
+            return None;
+        }
+        CrashLoop {
+            index,
+            job_id: latest.id,
+            restarts: record.restarts,
+            last_failure: record.fail.clone(),
+            not_before: record
+                .not_before
+                .filter(|&t| latest.state == JobState::Pending && t > observed.listed_at),
+            gave_up: false,
+            stderr,
+            stderr_tail: Ok(Vec::new()),
+        }
+    } else if latest.state.is_crash() {
+        let times = latest.times;
+        let service = desired.services.get(addr);
+        let gave_up = service.is_some_and(|s| {
+            let ran_for = times.start.zip(times.end).map(|(a, b)| b - a);
+            let next = crate::plan::backoff::next_restart(&s.restart, record.restarts, ran_for);
+            s.hash == latest.marker.spec && crate::plan::backoff::gives_up(&s.restart, next)
+        });
+        CrashLoop {
+            index,
+            job_id: latest.id,
+            restarts: record.restarts,
+            last_failure: Some(crate::observed::FailRecord {
+                state: latest.state.to_string(),
+                exit: times.exit,
+                at: times.end.unwrap_or(observed.listed_at),
+            }),
+            not_before: None,
+            gave_up,
+            stderr,
+            stderr_tail: Ok(Vec::new()),
+        }
+    } else {
+        return None;
+    };
+    Some(entry)
+}
+
+/// Returns the last `lines` lines of a text file, or why it cannot be read from here.
+pub fn tail(path: &str, lines: usize) -> Result<Vec<String>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    // The tail of a large log only: 64 KiB is plenty for 5 lines.
+    file.seek(SeekFrom::Start(size.saturating_sub(64 * 1024)))
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    Ok(all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect())
 }
 
 /// Why a job is stuck: Slurm's reason for a held pending job, else its state.
@@ -263,7 +374,54 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
             s.service, f.index, f.job_id, f.state, f.stdout
         );
     }
+    for s in statuses {
+        for c in &s.crash_loops {
+            render_crash_loop(&mut out, &s.service, c);
+        }
+    }
     out
+}
+
+/// `web.app[0] crash loop: 3 restarts, last exit 1 (FAILED at 12:03:07), next not before
+/// 12:05:47`, then the failed job's stderr tail.
+fn render_crash_loop(out: &mut String, service: &str, c: &CrashLoop) {
+    use crate::render::plan_text::clock;
+    let mut words = vec![format!(
+        "{} {}",
+        c.restarts,
+        if c.restarts == 1 { "restart" } else { "restarts" }
+    )];
+    if let Some(f) = &c.last_failure {
+        let exit = f.exit.map_or("unknown".to_owned(), |e| e.to_string());
+        words.push(format!("last exit {exit} ({} at {})", f.state, clock(f.at)));
+    }
+    if let Some(t) = c.not_before {
+        words.push(format!("job {} not before {}", c.job_id, clock(t)));
+    }
+    if c.gave_up {
+        words.push(format!("gave up after {} restarts", c.restarts));
+    }
+    let _ = writeln!(out, "{service}[{}] crash loop: {}", c.index, words.join(", "));
+    match (&c.stderr, &c.stderr_tail) {
+        (None, _) => {
+            let _ = writeln!(
+                out,
+                "    (the failed job is no longer listed by Slurm; no stderr to show)"
+            );
+        }
+        (Some(path), Ok(lines)) if lines.is_empty() => {
+            let _ = writeln!(out, "    (stderr {path} is empty)");
+        }
+        (Some(path), Ok(lines)) => {
+            let _ = writeln!(out, "    last lines of {path}:");
+            for line in lines {
+                let _ = writeln!(out, "    | {line}");
+            }
+        }
+        (Some(path), Err(why)) => {
+            let _ = writeln!(out, "    (stderr {path} is not readable from here: {why})");
+        }
+    }
 }
 
 /// Renders the status as JSON: `{"format_version": "1.2", "services": [...]}`.

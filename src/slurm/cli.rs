@@ -6,7 +6,7 @@
 
 use super::{Backend, SlurmError};
 use crate::cluster::{ClusterFacts, GpuFacts, NodeFacts, PartitionFacts};
-use crate::observed::{JobId, JobRecord, compact_job_ids};
+use crate::observed::{JobId, JobRecord, JobTimes, compact_job_ids};
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,11 @@ use wait_timeout::ChildExt;
 /// The squeue output format: one `|`-separated line per job or array task. A field with a
 /// suffix and no width prints in full. The comment goes last, so a stray `|` in a foreign
 /// job's comment cannot shift the other fields.
-const SQUEUE_FORMAT: &str = "ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,Comment:|";
+///
+/// `StartTime`, `EndTime` print as unix seconds (`SLURM_TIME_FORMAT=%s`, set for every squeue
+/// call) and `exit_code` is Slurm's raw wait status: the crash-loop backoff reads when a job
+/// failed, how long it ran and how it exited from this one listing, with no extra RPC.
+const SQUEUE_FORMAT: &str = "ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,StartTime:|,EndTime:|,exit_code:|,Comment:|";
 
 /// util-linux's `setpriv`, which sets a parent-death signal and then runs a program.
 const SETPRIV: &str = "/usr/bin/setpriv";
@@ -162,7 +166,10 @@ fn command_for(program: &str, args: &[&str], effect: Effect) -> std::io::Result<
     use std::os::unix::process::CommandExt;
     if effect == Effect::ReadOnly || !pdeathsig_available() {
         let mut command = Command::new(program);
-        command.args(args).process_group(0);
+        command
+            .args(args)
+            .env("SLURM_TIME_FORMAT", "%s")
+            .process_group(0);
         return Ok(command);
     }
     if find_on_path(program, std::env::var_os("PATH").as_deref()).is_none() {
@@ -174,6 +181,7 @@ fn command_for(program: &str, args: &[&str], effect: Effect) -> std::io::Result<
         .arg(std::process::id().to_string())
         .arg(program)
         .args(args)
+        .env("SLURM_TIME_FORMAT", "%s")
         .process_group(0);
     Ok(command)
 }
@@ -338,7 +346,7 @@ fn parse_submit_output(output: &str) -> Result<u64, SlurmError> {
 
 /// Parses one line of [`SQUEUE_FORMAT`] output.
 fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecord> {
-    let mut fields = line.splitn(6, '|');
+    let mut fields = line.splitn(9, '|');
     let mut next = || fields.next().map(str::trim);
     // ArrayJobID is the job's own id when it is no array task. JobID is not listed: for an
     // array task it is the task's own id, and the last task shares the array's id, so
@@ -350,6 +358,10 @@ fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecor
     let state = next()?.to_owned();
     let reason = next()?.to_owned();
     let nodes = next()?.to_owned();
+    // `N/A`, `Unknown`, `NONE` (not started, not ended) read as absent.
+    let start = next()?.parse().ok().filter(|&t: &i64| t > 0);
+    let end = next()?.parse().ok().filter(|&t: &i64| t > 0);
+    let status: Option<u32> = next()?.parse().ok();
     let comment = next()?;
     let comment = comment.strip_suffix('|').unwrap_or(comment);
     if **last_comment != *comment {
@@ -362,6 +374,11 @@ fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecor
         state,
         reason,
         nodes,
+        times: JobTimes {
+            start,
+            end,
+            exit: status.and_then(JobTimes::exit_from_wait_status),
+        },
     })
 }
 
@@ -579,14 +596,25 @@ mod tests {
     #[test]
     fn parses_array_tasks_and_plain_jobs() {
         let task = parse_squeue_line(
-            "12|3|RUNNING|None|node1|stackctl/v1;owner=a|",
+            "12|3|RUNNING|None|node1|1700000000|NONE|0|stackctl/v1;owner=a|",
             &mut Arc::from(""),
         )
         .unwrap();
         assert_eq!(task.id.to_string(), "12_3");
         assert_eq!(&*task.comment, "stackctl/v1;owner=a");
-        let plain =
-            parse_squeue_line("40|N/A|PENDING|Resources||a|b|c|", &mut Arc::from("")).unwrap();
+        assert_eq!(
+            task.times,
+            JobTimes {
+                start: Some(1_700_000_000),
+                end: None,
+                exit: Some(0)
+            }
+        );
+        let plain = parse_squeue_line(
+            "40|N/A|PENDING|Resources||N/A|Unknown|0|a|b|c|",
+            &mut Arc::from(""),
+        )
+        .unwrap();
         assert_eq!(
             plain.id,
             JobId {
@@ -595,6 +623,17 @@ mod tests {
             }
         );
         assert_eq!(&*plain.comment, "a|b|c");
+        assert_eq!((plain.times.start, plain.times.end), (None, None));
+        // `exit 1` is wait status 256; a SIGKILL is 9 (no exit code); the unhealthy exit 97.
+        let failed = parse_squeue_line(
+            "41|0|FAILED|NonZeroExitCode|node2|1700000000|1700000005|256|x|",
+            &mut Arc::from(""),
+        )
+        .unwrap();
+        assert_eq!(failed.times.exit, Some(1));
+        assert_eq!(failed.times.end, Some(1_700_000_005));
+        assert_eq!(JobTimes::exit_from_wait_status(9), None);
+        assert_eq!(JobTimes::exit_from_wait_status(97 << 8), Some(97));
     }
 
     #[test]

@@ -228,6 +228,7 @@ impl Backend for FakeBackend {
                 state: j.state.clone(),
                 reason: j.reason.clone(),
                 nodes: j.nodes.clone(),
+                times: Default::default(),
             })
             .collect())
     }
