@@ -425,7 +425,10 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
     let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
     for crash_loop in statuses.iter_mut().flat_map(|s| &mut s.crash_loops) {
         if let Some(path) = &crash_loop.stderr {
-            crash_loop.stderr_tail = status::tail(path, 5);
+            match status::tail(path, 5) {
+                Ok(lines) => crash_loop.stderr_tail = lines,
+                Err(why) => crash_loop.stderr_unreadable = Some(why),
+            }
         }
     }
     Ok(if json {

@@ -199,7 +199,7 @@ fn new_service_creates_every_replica() {
 
     let json = plan_json::render(&plan);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], "1.2");
+    assert_eq!(doc["format_version"], "1.3");
     assert_eq!(doc["changes"].as_array().unwrap().len(), 3);
     assert_eq!(doc["summary"]["add"], 3);
     insta::assert_snapshot!("new_service_json", json);
@@ -561,7 +561,9 @@ fn ended_replica_is_recreated() {
     // The header of this block is wrong today (see `bug_ended_replica_is_not_a_scale`), so
     // only the replica line is pinned here, not the whole text.
     assert!(
-        text(&plan).contains("\n        + replica[1] job 12_1 FAILED (previous job ended)\n"),
+        text(&plan).contains(
+            "\n        + replica[1] job 12_1 FAILED (recreate: ended FAILED at 00:00:00; restart 1, not before 00:00:"
+        ),
         "{}",
         text(&plan)
     );
@@ -961,7 +963,7 @@ fn status_counts_states_and_lists_endpoints_of_running_replicas() {
     let json = status::render_json(&statuses);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["format_version"], status::FORMAT_VERSION);
-    assert_eq!(status::FORMAT_VERSION, "1.2");
+    assert_eq!(status::FORMAT_VERSION, "1.3");
     insta::assert_snapshot!("status_json", json);
 }
 
@@ -1739,4 +1741,295 @@ fn endpoints_publish_the_http_port_in_every_format() {
         "[]\n"
     );
     assert!(endpoints::render(&[], endpoints::Format::Traefik).ends_with("http: {}\n"));
+}
+
+// Crash-loop backoff.
+
+/// A job of `llm()` at `index` in array `array`, with crash-loop fields appended to its marker
+/// and the given start, end and exit.
+fn crashed(
+    array: u64,
+    index: u32,
+    hash: &SpecHash,
+    state: &str,
+    marker_tail: &str,
+    times: (Option<i64>, Option<i64>, Option<i32>),
+) -> JobRecord {
+    let mut record = job_in(array, &llm(), index, hash, state);
+    record.comment = format!("{}{marker_tail}", record.comment).into();
+    record.times = stackctl::observed::JobTimes {
+        start: times.0,
+        end: times.1,
+        exit: times.2,
+    };
+    if state == "FAILED" {
+        record.nodes = "node2".into();
+    }
+    if state == "PENDING" && marker_tail.contains("begin=") {
+        record.reason = "BeginTime".into();
+    }
+    record
+}
+
+fn observed_at(records: Vec<JobRecord>, now: i64) -> Observed {
+    let mut observed = observed(records);
+    observed.listed_at = now;
+    observed
+}
+
+/// 12:03:07 UTC on some day.
+const FAILED_AT: i64 = 1_700_000_000 - 1_700_000_000 % 86_400 + 12 * 3600 + 3 * 60 + 7;
+
+#[test]
+fn a_failed_replica_is_recreated_with_a_begin_time_and_one_more_restart() {
+    let svc = service(3, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    // Replica 2 failed (exit 1) 5 s after starting; it was already restart 3.
+    let observed = observed_at(
+        vec![
+            job(&llm(), 0, &hash, "RUNNING"),
+            job(&llm(), 1, &hash, "RUNNING"),
+            crashed(
+                40,
+                2,
+                &hash,
+                "FAILED",
+                ";restarts=3;fail=FAILED:1:1",
+                (Some(FAILED_AT - 5), Some(FAILED_AT), Some(1)),
+            ),
+        ],
+        FAILED_AT + 2,
+    );
+    let plan = compute(&desired, &observed);
+    assert_eq!(changes(&plan), vec![(2, Action::Create, Reason::Ended)]);
+    let backoff = plan.services[0].changes[0].backoff.clone().unwrap();
+    assert_eq!(backoff.restart, 4);
+    // The 4th restart waits 10 s × 2^3 = 80 s, ± 10%.
+    let delay = backoff.not_before - FAILED_AT;
+    assert!((72..=88).contains(&delay), "{delay}");
+    assert_eq!(backoff.wait as i64, backoff.not_before - (FAILED_AT + 2));
+    assert_eq!(backoff.last_failure.exit, Some(1));
+    assert_eq!(backoff.exclude.as_deref(), Some("node2"));
+    assert!(plan.waiting.is_empty());
+    insta::assert_snapshot!("crashloop_recreate_text", text(&plan));
+    insta::assert_snapshot!("crashloop_recreate_json", plan_json::render(&plan));
+
+    // The successor is one job, alone in its array: `--begin`, `--exclude` and the record.
+    let marker = Marker {
+        restart: stackctl::observed::RestartRecord {
+            restarts: 4,
+            fail: Some(backoff.last_failure.clone()),
+            not_before: Some(backoff.not_before),
+        },
+        ..Marker::parse(&marker(&llm(), &hash, "2")).unwrap()
+    };
+    let script = script::render_successor(
+        &llm(),
+        &base_spec(),
+        &marker,
+        &ctx(),
+        backoff.wait,
+        backoff.exclude.as_deref(),
+    );
+    assert!(script.starts_with(&format!(
+        "#!/bin/bash\n#SBATCH --begin=now+{}\n#SBATCH --exclude=node2\n",
+        backoff.wait
+    )));
+    let comment = marker.to_string();
+    assert!(
+        comment.ends_with(&format!(
+            ";restarts=4;fail=FAILED:1:{FAILED_AT};begin={}",
+            backoff.not_before
+        )),
+        "{comment}"
+    );
+    assert_eq!(Marker::parse(&comment), Some(marker));
+}
+
+#[test]
+fn a_successor_waiting_for_its_begin_time_is_not_submitted_again_but_keeps_the_plan_unconverged() {
+    let svc = service(1, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let tail = format!(
+        ";restarts=4;fail=FAILED:1:{FAILED_AT};begin={}",
+        FAILED_AT + 160
+    );
+    let observed = observed_at(
+        vec![
+            crashed(
+                40,
+                0,
+                &hash,
+                "FAILED",
+                ";restarts=3",
+                (Some(FAILED_AT - 5), Some(FAILED_AT), Some(1)),
+            ),
+            crashed(
+                41,
+                0,
+                &hash,
+                "PENDING",
+                &tail,
+                (Some(FAILED_AT + 160), None, None),
+            ),
+        ],
+        FAILED_AT + 10,
+    );
+    let plan = compute(&desired, &observed);
+    assert!(plan.is_empty(), "nothing to submit: {plan:?}");
+    assert!(!plan.is_converged());
+    assert_eq!(plan.waiting.len(), 1);
+    assert_eq!(plan.waiting[0].restarts, 4);
+    insta::assert_snapshot!("crashloop_waiting_text", text(&plan));
+    // Once the begin time passed and it runs, the plan is converged.
+    let running = observed_at(
+        vec![crashed(
+            41,
+            0,
+            &hash,
+            "RUNNING",
+            &tail,
+            (Some(FAILED_AT + 160), None, None),
+        )],
+        FAILED_AT + 200,
+    );
+    assert!(compute(&desired, &running).is_converged());
+}
+
+#[test]
+fn a_spec_change_resets_the_backoff_and_replaces_a_waiting_successor_at_once() {
+    let old = service(2, base_spec());
+    let new_spec = ReplicaSpec {
+        command: Some("exec sleep 600".into()),
+        ..base_spec()
+    };
+    let new = service(2, new_spec);
+    let desired = desired(vec![(llm(), new)]);
+    let tail = format!(
+        ";restarts=4;fail=FAILED:1:{FAILED_AT};begin={}",
+        FAILED_AT + 160
+    );
+    let observed = observed_at(
+        vec![
+            // Index 0: failed with the old spec; index 1: waiting with the old spec.
+            crashed(
+                40,
+                0,
+                &old.hash,
+                "FAILED",
+                ";restarts=2",
+                (Some(FAILED_AT - 5), Some(FAILED_AT), Some(1)),
+            ),
+            crashed(41, 1, &old.hash, "PENDING", &tail, (None, None, None)),
+        ],
+        FAILED_AT + 10,
+    );
+    let plan = compute(&desired, &observed);
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (0, Action::Create, Reason::Ended),
+            (1, Action::Replace, Reason::SpecChanged)
+        ]
+    );
+    assert!(plan.services[0].changes.iter().all(|c| c.backoff.is_none()));
+    assert!(plan.waiting.is_empty());
+}
+
+#[test]
+fn cancelled_and_completed_replicas_are_recreated_at_once_without_a_restart_count() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed_at(
+        vec![
+            crashed(
+                40,
+                0,
+                &hash,
+                "CANCELLED",
+                ";restarts=3",
+                (Some(FAILED_AT - 5), Some(FAILED_AT), Some(0)),
+            ),
+            crashed(
+                40,
+                1,
+                &hash,
+                "COMPLETED",
+                "",
+                (Some(FAILED_AT - 5), Some(FAILED_AT), Some(0)),
+            ),
+        ],
+        FAILED_AT + 1,
+    );
+    let plan = compute(&desired, &observed);
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (0, Action::Create, Reason::Ended),
+            (1, Action::Create, Reason::Ended)
+        ]
+    );
+    assert!(plan.services[0].changes.iter().all(|c| c.backoff.is_none()));
+}
+
+#[test]
+fn a_replica_that_ran_longer_than_max_backoff_starts_over_and_max_attempts_gives_up() {
+    let mut svc = service(2, base_spec());
+    svc.restart.max_attempts = Some(3);
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed_at(
+        vec![
+            // Ran for an hour (> 10m) before failing: restart 1 again.
+            crashed(
+                40,
+                0,
+                &hash,
+                "FAILED",
+                ";restarts=3",
+                (Some(FAILED_AT - 3600), Some(FAILED_AT), Some(1)),
+            ),
+            // Failed after 5 s as restart 3: a 4th is one too many.
+            crashed(
+                40,
+                1,
+                &hash,
+                "OUT_OF_MEMORY",
+                ";restarts=3",
+                (Some(FAILED_AT - 5), Some(FAILED_AT), None),
+            ),
+        ],
+        FAILED_AT + 1,
+    );
+    let plan = compute(&desired, &observed);
+    assert_eq!(changes(&plan), vec![(0, Action::Create, Reason::Ended)]);
+    assert_eq!(
+        plan.services[0].changes[0]
+            .backoff
+            .as_ref()
+            .unwrap()
+            .restart,
+        1
+    );
+    assert_eq!(plan.waiting.len(), 1);
+    assert_eq!(plan.waiting[0].index, 1);
+    assert_eq!(plan.waiting[0].restarts, 3);
+    assert!(matches!(plan.waiting[0].kind, plan::WaitingKind::GaveUp));
+    insta::assert_snapshot!("crashloop_gave_up_text", text(&plan));
+    // Status says the same, and where the failed job's stderr is.
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    let loops = &statuses[0].crash_loops;
+    assert_eq!(loops.len(), 2, "{loops:?}");
+    assert!(loops[1].gave_up && !loops[0].gave_up);
+    let mut statuses = statuses;
+    statuses[0].crash_loops[0].stderr_tail = vec![
+        "Traceback (most recent call last):".into(),
+        "ValueError: boom".into(),
+    ];
+    statuses[0].crash_loops[1].stderr_unreadable =
+        Some("No such file or directory (os error 2)".into());
+    insta::assert_snapshot!("crashloop_status_text", status::render_text(&statuses));
 }

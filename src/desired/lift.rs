@@ -1251,7 +1251,9 @@ impl RestartDraft {
         let max_attempts = over.max_attempts.or_else(|| base.max_attempts.clone());
         let policy = RestartPolicy {
             backoff: backoff.as_ref().map_or(defaults.backoff, |s| s.value),
-            max_backoff: max_backoff.as_ref().map_or(defaults.max_backoff, |s| s.value),
+            max_backoff: max_backoff
+                .as_ref()
+                .map_or(defaults.max_backoff, |s| s.value),
             max_attempts: max_attempts.map_or(defaults.max_attempts, |s| s.value),
         };
         if policy.max_backoff < policy.backoff {

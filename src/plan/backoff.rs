@@ -103,7 +103,11 @@ mod tests {
         assert_eq!(next_restart(&p, 0, Some(5)), 1);
         assert_eq!(next_restart(&p, 4, Some(5)), 5);
         assert_eq!(next_restart(&p, 4, None), 5);
-        assert_eq!(next_restart(&p, 4, Some(600)), 5, "exactly the cap is not longer");
+        assert_eq!(
+            next_restart(&p, 4, Some(600)),
+            5,
+            "exactly the cap is not longer"
+        );
         assert_eq!(next_restart(&p, 4, Some(601)), 1);
     }
 
@@ -113,6 +117,9 @@ mod tests {
         let three = policy(10, 600, Some(3));
         assert!(!gives_up(&three, 3));
         assert!(gives_up(&three, 4));
-        assert!(gives_up(&policy(10, 600, Some(0)), 1), "0: never restart a failure");
+        assert!(
+            gives_up(&policy(10, 600, Some(0)), 1),
+            "0: never restart a failure"
+        );
     }
 }

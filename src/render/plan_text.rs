@@ -2,8 +2,8 @@
 //! service with the attributes that change as `old -> new`, and the summary line CI parses.
 
 use super::Style;
-use crate::plan::diff::AttributeChange;
 use crate::observed::FailRecord;
+use crate::plan::diff::AttributeChange;
 use crate::plan::{Action, Change, Plan, Reason, ServicePlan, WaitingKind};
 use std::fmt::Write;
 
@@ -156,7 +156,11 @@ fn render_waiting(out: &mut String, plan: &Plan) {
                 "gave up after {} {}{failure}: not recreated (max_attempts); change its spec to \
                  start over",
                 w.restarts,
-                if w.restarts == 1 { "restart" } else { "restarts" }
+                if w.restarts == 1 {
+                    "restart"
+                } else {
+                    "restarts"
+                }
             ),
         };
         let _ = writeln!(out, "  # {}[{}] {what}", w.service, w.index);

@@ -77,8 +77,10 @@ pub struct CrashLoop {
     pub gave_up: bool,
     /// The stderr log of the failed job, when that job is still listed by Slurm.
     pub stderr: Option<String>,
-    /// Its last lines (filled in by the command, which may read files), or why not.
-    pub stderr_tail: Result<Vec<String>, String>,
+    /// Its last lines, filled in by the command (which may read files); empty otherwise.
+    pub stderr_tail: Vec<String>,
+    /// Why the stderr log could not be read from here, when it could not.
+    pub stderr_unreadable: Option<String>,
 }
 
 /// A failed replica: the latest job of its index ended in failure.
@@ -225,9 +227,10 @@ fn crash_loop(
                 .filter(|&t| latest.state == JobState::Pending && t > observed.listed_at),
             gave_up: false,
             stderr,
-            stderr_tail: Ok(Vec::new()),
+            stderr_tail: Vec::new(),
+            stderr_unreadable: None,
         }
-    } else if latest.state.is_crash() {
+    } else if latest.state.is_crash() && latest.marker.restart.restarts > 0 {
         let times = latest.times;
         let service = desired.services.get(addr);
         let gave_up = service.is_some_and(|s| {
@@ -247,7 +250,8 @@ fn crash_loop(
             not_before: None,
             gave_up,
             stderr,
-            stderr_tail: Ok(Vec::new()),
+            stderr_tail: Vec::new(),
+            stderr_unreadable: None,
         }
     } else {
         return None;
@@ -389,7 +393,11 @@ fn render_crash_loop(out: &mut String, service: &str, c: &CrashLoop) {
     let mut words = vec![format!(
         "{} {}",
         c.restarts,
-        if c.restarts == 1 { "restart" } else { "restarts" }
+        if c.restarts == 1 {
+            "restart"
+        } else {
+            "restarts"
+        }
     )];
     if let Some(f) = &c.last_failure {
         let exit = f.exit.map_or("unknown".to_owned(), |e| e.to_string());
@@ -401,26 +409,29 @@ fn render_crash_loop(out: &mut String, service: &str, c: &CrashLoop) {
     if c.gave_up {
         words.push(format!("gave up after {} restarts", c.restarts));
     }
-    let _ = writeln!(out, "{service}[{}] crash loop: {}", c.index, words.join(", "));
-    match (&c.stderr, &c.stderr_tail) {
+    let _ = writeln!(
+        out,
+        "{service}[{}] crash loop: {}",
+        c.index,
+        words.join(", ")
+    );
+    match (&c.stderr, &c.stderr_unreadable) {
         (None, _) => {
             let _ = writeln!(
                 out,
                 "    (the failed job is no longer listed by Slurm; no stderr to show)"
             );
         }
-        (Some(path), Ok(lines)) if lines.is_empty() => {
-            let _ = writeln!(out, "    (stderr {path} is empty)");
+        (Some(path), Some(why)) => {
+            let _ = writeln!(out, "    (stderr {path} is not readable from here: {why})");
         }
-        (Some(path), Ok(lines)) => {
+        (Some(path), None) if !c.stderr_tail.is_empty() => {
             let _ = writeln!(out, "    last lines of {path}:");
-            for line in lines {
+            for line in &c.stderr_tail {
                 let _ = writeln!(out, "    | {line}");
             }
         }
-        (Some(path), Err(why)) => {
-            let _ = writeln!(out, "    (stderr {path} is not readable from here: {why})");
-        }
+        (Some(_), None) => {}
     }
 }
 
