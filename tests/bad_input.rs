@@ -1400,3 +1400,36 @@ fn named_port_zero() {
             .says(&["must be between 1 and 65535, got 0", "write `auto`"]),
     );
 }
+
+#[test]
+fn restart_bad_backoff() {
+    assert_rejected(
+        "restart_bad_backoff",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(4, 12)
+            .field("restart.backoff")
+            .says(&["\"10 seconds\" is not a duration"]),
+    );
+}
+
+#[test]
+fn restart_max_backoff_below_backoff_in_a_stack() {
+    assert_rejected(
+        "restart_max_below_backoff_stack",
+        Expect::file("stacks/web.yaml")
+            .at(6, 20)
+            .field("services.app.restart.max_backoff")
+            .says(&["max_backoff (5s) must be at least backoff (10s)"]),
+    );
+}
+
+#[test]
+fn restart_bad_max_attempts() {
+    assert_rejected(
+        "restart_bad_max_attempts",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(4, 17)
+            .field("restart.max_attempts")
+            .says(&["must be an integer or `none`, got the string \"never\""]),
+    );
+}
