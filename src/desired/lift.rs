@@ -363,8 +363,15 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
         &recipe.environment,
         recipe.ports.as_ref(),
         recipe.health.as_ref(),
-        recipe.restart.as_ref(),
     );
+    let defaults = Layer {
+        restart: recipe
+            .restart
+            .as_ref()
+            .map(|r| lift_restart(ctx, "restart", r))
+            .unwrap_or_default(),
+        ..defaults
+    };
     // An invalid `gpu` is reported already; only a valid count of 0 (or none) is checked.
     if let Some(gpu_type) = &defaults.gpu_type
         && (recipe.resources.gpu.is_none() || defaults.gpu.is_some())
@@ -814,8 +821,12 @@ fn lift_service(
         &service.environment,
         service.ports.as_ref(),
         service.health.as_ref(),
-        service.restart.as_ref(),
     );
+    overrides.restart = service
+        .restart
+        .as_ref()
+        .map(|r| lift_restart(ctx, &format!("{field}.restart"), r))
+        .unwrap_or_default();
     if let Some(gpu_type) = &overrides.gpu_type
         && (service.resources.gpu.is_none() || overrides.gpu.is_some())
     {
@@ -1023,7 +1034,6 @@ fn lift_layer(
     environment: &BTreeMap<String, raw::EnvValue>,
     ports: Option<&raw::Ports>,
     health: Option<&Spanned<raw::Health>>,
-    restart: Option<&Spanned<raw::Restart>>,
 ) -> Layer {
     let res = |name: &str| format!("{prefix}resources.{name}");
     let int = |ctx: &mut Ctx, name: &str, v: &Option<Spanned<raw::Int>>, min: i64, max: i64| {
@@ -1111,9 +1121,6 @@ fn lift_layer(
     );
     let ports = ports.and_then(|ports| lift_ports(ctx, &format!("{prefix}ports"), ports));
     let health = health.and_then(|health| lift_health(ctx, &format!("{prefix}health"), health));
-    let restart = restart
-        .map(|restart| lift_restart(ctx, &format!("{prefix}restart"), restart))
-        .unwrap_or_default();
 
     let mut env = BTreeMap::new();
     for (key, value) in environment {
@@ -1164,7 +1171,7 @@ fn lift_layer(
         account,
         ports,
         health,
-        restart,
+        restart: RestartDraft::default(),
         environment: env,
     }
 }

@@ -14,8 +14,7 @@ pub fn base_delay(policy: &RestartPolicy, restart: u32) -> u64 {
     let doublings = restart.saturating_sub(1).min(63);
     policy
         .backoff
-        .checked_mul(1u64 << doublings)
-        .unwrap_or(u64::MAX)
+        .saturating_mul(1u64 << doublings)
         .min(policy.max_backoff)
 }
 

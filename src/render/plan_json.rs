@@ -5,7 +5,7 @@
 //! and a change's `restart`, `not_before` and `last_failure`):
 //! ```json
 //! {
-//!   "format_version": "1.2",
+//!   "format_version": "1.3",
 //!   "owner": "team-llm",
 //!   "source": {"commit": "0123abcd4567", "dirty": false} | null,
 //!   "removed_services": ["old.web"],    // destroyed because the repo no longer declares them

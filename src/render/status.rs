@@ -1,7 +1,7 @@
 //! Per-service status: desired and observed replica counts, why replicas wait or are stuck,
 //! failed replicas with their log files, nodes and endpoints.
 //!
-//! `status --json` prints `{"format_version": "1.2", "services": [...]}` with one object per
+//! `status --json` prints `{"format_version": "1.3", "services": [...]}` with one object per
 //! service, the fields of [`ServiceStatus`]. Minor versions only add fields: 1.1 added
 //! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
 //! of a multi-node replica in `nodes` and `endpoints`; 1.2 added `ready`, `not_ready` and
@@ -435,7 +435,7 @@ fn render_crash_loop(out: &mut String, service: &str, c: &CrashLoop) {
     }
 }
 
-/// Renders the status as JSON: `{"format_version": "1.2", "services": [...]}`.
+/// Renders the status as JSON: `{"format_version": "1.3", "services": [...]}`.
 pub fn render_json(statuses: &[ServiceStatus]) -> String {
     let doc = serde_json::json!({"format_version": FORMAT_VERSION, "services": statuses});
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
