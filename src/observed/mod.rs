@@ -774,6 +774,46 @@ mod tests {
         assert!(parsed.report.ports.is_empty());
     }
 
+    #[test]
+    fn the_crash_loop_record_round_trips_and_unreadable_fields_count_as_absent() {
+        let record = RestartRecord {
+            restarts: 4,
+            fail: Some(FailRecord {
+                state: "OUT_OF_MEMORY".into(),
+                exit: None,
+                at: 1_700_000_000,
+            }),
+            not_before: Some(1_700_000_160),
+        };
+        let successor = Marker {
+            restart: record.clone(),
+            ..marker()
+        };
+        let text = successor.to_string();
+        assert_eq!(
+            text,
+            format!(
+                "{};restarts=4;fail=OUT_OF_MEMORY:-:1700000000;begin=1700000160",
+                marker()
+            )
+        );
+        assert_eq!(Marker::parse(&text).unwrap().restart, record);
+        // The job's own report is appended after it and changes nothing.
+        let reported = Marker::parse(&format!("{text};health=unhealthy")).unwrap();
+        assert_eq!(reported.restart, record);
+        assert_eq!(reported.spec, marker().spec, "never part of the spec hash");
+        let base = marker().to_string();
+        for tail in [
+            ";restarts=x;fail=FAILED:1;begin=soon",
+            ";restarts=1;restarts=2",
+            ";fail=failed:1:5",
+            ";fail=FAILED:x:5",
+        ] {
+            let parsed = Marker::parse(&format!("{base}{tail}")).unwrap();
+            assert_eq!(parsed.restart, RestartRecord::default(), "{tail}");
+        }
+    }
+
     fn live(state: &str, report: SelfReport) -> LiveJob {
         LiveJob {
             id: JobId {
