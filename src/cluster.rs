@@ -46,6 +46,9 @@ pub struct NodeFacts {
     pub cpus: u32,
     /// Memory jobs can use: `RealMemory` less `MemSpecLimit`, in MiB.
     pub memory_mb: u64,
+    /// CPUs not allocated when the facts were read (`cpus` less `CPUAlloc`); none when not
+    /// read. Used only to decide whether avoiding a node can delay a restart.
+    pub cpus_idle: Option<u32>,
     /// GPUs by type (`None` for untyped `gpu:N`).
     pub gpus: Vec<GpuFacts>,
 }
@@ -131,10 +134,11 @@ fn partition_list<'a>(service: &'a Service, facts: &'a ClusterFacts) -> Vec<&'a 
 }
 
 /// Keeps a failed replica's successor off the node(s) it failed on only where that leaves
-/// enough nodes to run it: for each [`crate::plan::Backoff::exclude`], when no partition of
-/// the service has `resources.nodes` nodes outside the excluded ones that fit one replica,
-/// the exclusion is dropped (the node may be the only one that can run it). Facts without
-/// partitions or nodes (not read) drop every exclusion.
+/// enough nodes to run it now: for each [`crate::plan::Backoff::exclude`], when no partition
+/// of the service has `resources.nodes` nodes outside the excluded ones that fit one replica
+/// and have the CPUs idle (where known), the exclusion is dropped: the node may be the only one
+/// that can run it, or the only one free, and a preference must not hold the restart back.
+/// Facts without partitions or nodes (not read) drop every exclusion.
 pub fn settle_excludes(plan: &mut crate::plan::Plan, desired: &Desired, facts: &ClusterFacts) {
     for service_plan in &mut plan.services {
         let service = desired.services.get(&service_plan.service);
@@ -158,6 +162,7 @@ pub fn settle_excludes(plan: &mut crate::plan::Plan, desired: &Desired, facts: &
                         .filter(|n| partition.nodes.contains(&n.name))
                         .filter(|n| !excluded.contains(&n.name))
                         .filter(|n| request.fits(n))
+                        .filter(|n| n.cpus_idle.is_none_or(|idle| idle >= request.cpus))
                         .count();
                     others >= service.spec.resources.nodes as usize
                 })
@@ -489,6 +494,7 @@ mod tests {
             name: name.into(),
             cpus: 16,
             memory_mb: 16_000,
+            cpus_idle: None,
             gpus: vec![GpuFacts {
                 kind: Some(kind.into()),
                 count: 4,
@@ -918,5 +924,93 @@ mod tests {
         assert!(check(&desired, &[], &facts()).is_empty());
         assert!(check(&desired, &[&other], &facts()).is_empty());
         assert_eq!(check(&desired, &[&svc, &svc], &facts()).len(), 1);
+    }
+
+    /// A plan with one successor of `s.svc` that avoids `exclude`.
+    fn successor_plan(exclude: &str) -> crate::plan::Plan {
+        use crate::plan::{Action, Backoff, Change, Plan, Reason, ServicePlan};
+        Plan {
+            owner: crate::desired::Owner::parse("o").unwrap(),
+            services: vec![ServicePlan {
+                service: ServiceAddr::new("s", "svc"),
+                replicas_before: 0,
+                replicas_after: 1,
+                in_repo: true,
+                spec_before: None,
+                spec_after: None,
+                hash_after: None,
+                diff: None,
+                changes: vec![Change {
+                    index: 0,
+                    action: Action::Create,
+                    reason: Reason::Ended,
+                    job: None,
+                    backoff: Some(Backoff {
+                        restart: 1,
+                        not_before: 10,
+                        wait: 10,
+                        last_failure: crate::observed::FailRecord {
+                            state: "FAILED".into(),
+                            exit: Some(1),
+                            at: 0,
+                        },
+                        exclude: Some(exclude.into()),
+                    }),
+                }],
+            }],
+            source: None,
+            not_pruned: vec![],
+            waiting: vec![],
+        }
+    }
+
+    fn exclude_after_settling(
+        desired: &Desired,
+        facts: &ClusterFacts,
+        exclude: &str,
+    ) -> Option<String> {
+        let mut plan = successor_plan(exclude);
+        settle_excludes(&mut plan, desired, facts);
+        plan.services[0].changes[0]
+            .backoff
+            .as_ref()
+            .unwrap()
+            .exclude
+            .clone()
+    }
+
+    #[test]
+    fn a_successor_avoids_its_node_only_where_other_nodes_can_run_it_now() {
+        let plain = desired(|_| {});
+        // Two other nodes of the default partition fit: avoid node3.
+        assert_eq!(
+            exclude_after_settling(&plain, &facts(), "node3").as_deref(),
+            Some("node3")
+        );
+        // `small` has node3 only: nowhere else to go.
+        let small = desired(|s| s.spec.slurm.partition = Some("small".into()));
+        assert_eq!(exclude_after_settling(&small, &facts(), "node3"), None);
+        // h100 GPUs are on node3 only.
+        let h100 = desired(|s| {
+            s.spec.resources.gpu = 1;
+            s.spec.resources.gpu_type = Some("h100".into());
+        });
+        assert_eq!(exclude_after_settling(&h100, &facts(), "node3"), None);
+        // The other nodes are full right now: the preference must not hold the restart back.
+        let mut busy = facts();
+        for node in &mut busy.nodes {
+            node.cpus_idle = Some(if node.name == "node3" { 3 } else { 0 });
+        }
+        assert_eq!(exclude_after_settling(&plain, &busy, "node3"), None);
+        busy.nodes[0].cpus_idle = Some(1);
+        assert_eq!(
+            exclude_after_settling(&plain, &busy, "node3").as_deref(),
+            Some("node3")
+        );
+        // No facts: no exclusion.
+        assert_eq!(
+            exclude_after_settling(&plain, &ClusterFacts::default(), "node3"),
+            None
+        );
     }
 }

@@ -393,6 +393,7 @@ mod tests {
                 name: "node1".into(),
                 cpus: 16,
                 memory_mb: 16_000,
+                cpus_idle: None,
                 gpus: vec![],
             }],
             max_array_size: Some(1001),

@@ -506,8 +506,10 @@ fn parse_nodes(text: &str) -> Result<Vec<NodeFacts>, String> {
         };
         let gpus = parse_gres(get("Gres").unwrap_or_default())
             .map_err(|m| format!("node {name:?}: {m}"))?;
+        let allocated = get("CPUAlloc").and_then(|v| v.parse::<u64>().ok());
         nodes.push(NodeFacts {
             cpus: u32::try_from(cpus).map_err(|_| format!("node {name:?}: {cpus} CPUs"))?,
+            cpus_idle: allocated.map(|a| u32::try_from(cpus.saturating_sub(a)).unwrap_or(0)),
             memory_mb: number("RealMemory")?.saturating_sub(spec_memory),
             gpus,
             name,
@@ -677,6 +679,7 @@ mod tests {
                 name: name.into(),
                 cpus: 16,
                 memory_mb: 16000,
+                cpus_idle: Some(16),
                 gpus: vec![gpu(Some(kind), 4)],
             })
             .collect();
