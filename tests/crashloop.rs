@@ -3,6 +3,10 @@
 //! restart count and the next allowed time, status shows the last exit and the stderr tail, and
 //! fixing the recipe replaces the replica at once.
 //!
+//! `max_backoff` is 2m rather than 20s: on the test cluster even `exit 1` runs about 61 s from
+//! Slurm's StartTime to its EndTime (launch and teardown), and a job that ran longer than
+//! `max_backoff` starts the count over, so with 20s every failure would be restart 1.
+//!
 //! The test has its own owner and cancels only its own job ids (see `common::TestRepo`).
 
 mod common;
@@ -10,9 +14,9 @@ mod common;
 use common::*;
 use std::process::Command;
 
-const CRASH: &str = "name: crash\ncommand: |\n  echo \"boom from replica $STACKCTL_REPLICA\" >&2\n  exit 1\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nrestart: {backoff: 2s, max_backoff: 20s}\n";
+const CRASH: &str = "name: crash\ncommand: |\n  echo \"boom from replica $STACKCTL_REPLICA\" >&2\n  exit 1\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nrestart: {backoff: 2s, max_backoff: 2m}\n";
 
-const FIXED: &str = "name: crash\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nrestart: {backoff: 2s, max_backoff: 20s}\n";
+const FIXED: &str = "name: crash\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nrestart: {backoff: 2s, max_backoff: 2m}\n";
 
 fn write_recipe(repo: &TestRepo, text: &str) {
     let file = repo.path().join("recipes/test/crash.yaml");
