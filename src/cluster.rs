@@ -960,6 +960,7 @@ mod tests {
             }],
             source: None,
             not_pruned: vec![],
+            warnings: vec![],
             waiting: vec![],
         }
     }
