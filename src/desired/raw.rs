@@ -105,10 +105,7 @@ impl<'de> Deserialize<'de> for Attempts {
                 Ok(Attempts::Count(Int::Value(v)))
             }
             fn visit_u64<E>(self, v: u64) -> Result<Attempts, E> {
-                Ok(Attempts::Count(i64::try_from(v).map_or_else(
-                    |_| Int::Not(format!("the integer {v}, which is too large")),
-                    Int::Value,
-                )))
+                Ok(Attempts::Count(Int::of(v)))
             }
             fn visit_f64<E>(self, _: f64) -> Result<Attempts, E> {
                 Ok(Attempts::Count(Int::Not("a decimal number".into())))
@@ -302,10 +299,7 @@ impl<'de> Deserialize<'de> for PortItem {
                 Ok(PortItem::Number(Int::Value(v)))
             }
             fn visit_u64<E>(self, v: u64) -> Result<PortItem, E> {
-                Ok(PortItem::Number(i64::try_from(v).map_or_else(
-                    |_| Int::Not(format!("the integer {v}, which is too large")),
-                    Int::Value,
-                )))
+                Ok(PortItem::Number(Int::of(v)))
             }
             fn visit_f64<E>(self, _: f64) -> Result<PortItem, E> {
                 Ok(PortItem::Number(Int::Not("a decimal number".into())))
@@ -366,6 +360,19 @@ pub enum Int {
     Not(String),
 }
 
+impl Int {
+    /// An integer of any width: its value when it fits in an `i64`, else why not.
+    fn of<T: Copy + std::fmt::Display>(v: T) -> Int
+    where
+        i64: TryFrom<T>,
+    {
+        i64::try_from(v).map_or_else(
+            |_| Int::Not(format!("the integer {v}, which is too large")),
+            Int::Value,
+        )
+    }
+}
+
 impl<'de> Deserialize<'de> for Int {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Visitor;
@@ -378,19 +385,13 @@ impl<'de> Deserialize<'de> for Int {
                 Ok(Int::Value(v))
             }
             fn visit_u64<E>(self, v: u64) -> Result<Int, E> {
-                Ok(i64::try_from(v)
-                    .map(Int::Value)
-                    .unwrap_or_else(|_| Int::Not(format!("the integer {v}, which is too large"))))
+                Ok(Int::of(v))
             }
             fn visit_i128<E>(self, v: i128) -> Result<Int, E> {
-                Ok(i64::try_from(v)
-                    .map(Int::Value)
-                    .unwrap_or_else(|_| Int::Not(format!("the integer {v}, which is too large"))))
+                Ok(Int::of(v))
             }
             fn visit_u128<E>(self, v: u128) -> Result<Int, E> {
-                Ok(i64::try_from(v)
-                    .map(Int::Value)
-                    .unwrap_or_else(|_| Int::Not(format!("the integer {v}, which is too large"))))
+                Ok(Int::of(v))
             }
             fn visit_f64<E>(self, _: f64) -> Result<Int, E> {
                 Ok(Int::Not(

@@ -198,23 +198,7 @@ pub fn render_text(services: &[ServiceEndpoints]) -> String {
             ]);
         }
     }
-    let header = ["SERVICE", "REPLICA", "JOB", "ENDPOINTS"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(header.map(String::from)).chain(rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
-    out
+    super::table(&["SERVICE", "REPLICA", "JOB", "ENDPOINTS"], rows)
 }
 
 /// Renders `{"format_version": "1.0", "endpoints": [...]}`.

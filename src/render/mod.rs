@@ -45,3 +45,25 @@ impl Style {
         }
     }
 }
+
+/// Lays out `rows` under `header` in left-aligned columns two spaces apart, one line each,
+/// without trailing blanks.
+pub fn table<const N: usize>(header: &[&str; N], rows: Vec<[String; N]>) -> String {
+    use std::fmt::Write;
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(header.map(String::from)).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}

@@ -344,21 +344,7 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
         "NODES",
         "ENDPOINTS",
     ];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in std::iter::once(header.map(String::from)).chain(rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
-    }
+    let mut out = super::table(&header, rows);
     let mut failures = statuses
         .iter()
         .flat_map(|s| s.failures.iter().map(move |f| (s, f)))
