@@ -77,11 +77,13 @@ impl Progress for Silent {
 }
 
 /// One submission: the indexes of one array, its marker and its script.
-struct Submission {
+struct Submission<'a> {
     service: ServiceAddr,
     indexes: Vec<u32>,
     marker: Marker,
     script: String,
+    /// The plan's resolved `endpoint_env`, for a script rendered again.
+    endpoints: &'a BTreeMap<String, String>,
 }
 
 /// Executes `plan`. `new_nonce` returns a fresh unique nonce per submission.
@@ -131,7 +133,13 @@ pub fn apply(
                 restart: backoff.map(restart_record).unwrap_or_default(),
             };
             let script = match backoff {
-                None => script::render(&service_plan.service, &service.spec, &marker, ctx),
+                None => script::render_with_endpoints(
+                    &service_plan.service,
+                    &service.spec,
+                    &marker,
+                    ctx,
+                    &service_plan.endpoint_env,
+                ),
                 Some(b) => script::render_successor(
                     &service_plan.service,
                     &service.spec,
@@ -139,6 +147,7 @@ pub fn apply(
                     ctx,
                     b.wait,
                     b.exclude.as_deref(),
+                    &service_plan.endpoint_env,
                 ),
             };
             if let Err(e) = backend.test_submit(&script) {
@@ -164,6 +173,7 @@ pub fn apply(
                 indexes: group,
                 marker,
                 script,
+                endpoints: &service_plan.endpoint_env,
             });
         }
     }
@@ -214,7 +224,13 @@ pub fn apply(
             }
             submission.marker.indexes = index_ranges(&ready);
             let spec = &desired.services[&submission.service].spec;
-            submission.script = script::render(&submission.service, spec, &submission.marker, ctx);
+            submission.script = script::render_with_endpoints(
+                &submission.service,
+                spec,
+                &submission.marker,
+                ctx,
+                submission.endpoints,
+            );
             submission.indexes = ready;
         }
         match submit_once(backend, &submission.script, &submission.marker.nonce) {
@@ -340,6 +356,7 @@ mod tests {
                 ..Default::default()
             },
             health: None,
+            endpoint_env: Default::default(),
         };
         Service {
             recipe: "test/sleeper".into(),

@@ -562,6 +562,7 @@ mod tests {
             ports: vec![],
             slurm: SlurmSpec::default(),
             health: None,
+            endpoint_env: Default::default(),
         };
         let mut service = Service {
             recipe: "demo/svc".into(),
@@ -932,6 +933,7 @@ mod tests {
         Plan {
             owner: crate::desired::Owner::parse("o").unwrap(),
             services: vec![ServicePlan {
+                endpoint_env: Default::default(),
                 service: ServiceAddr::new("s", "svc"),
                 replicas_before: 0,
                 replicas_after: 1,
@@ -962,6 +964,7 @@ mod tests {
             not_pruned: vec![],
             warnings: vec![],
             waiting: vec![],
+            held: vec![],
         }
     }
 

@@ -1433,3 +1433,72 @@ fn restart_bad_max_attempts() {
             .says(&["must be an integer or `none`, got the string \"never\""]),
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// endpoint_env: another service's endpoint as an environment value.
+
+#[test]
+fn endpoint_env_naming_a_service_the_repo_lacks() {
+    assert_rejected(
+        "endpoint_env_unknown_service",
+        Expect::file("stacks/web.yaml")
+            .at(6, 25)
+            .field("services.app.endpoint_env.TARGET.service")
+            .says(&["no service cache/redis in the repo"]),
+    );
+}
+
+#[test]
+fn endpoint_env_format_with_an_unknown_placeholder() {
+    assert_rejected(
+        "endpoint_env_bad_format",
+        Expect::file("stacks/web.yaml")
+            .at(9, 41)
+            .field("services.app.endpoint_env.TARGET.format")
+            .says(&["may only use the placeholders {host} and {port}"]),
+    );
+}
+
+#[test]
+fn endpoint_env_referring_to_its_own_service() {
+    assert_rejected(
+        "endpoint_env_self",
+        Expect::file("stacks/web.yaml")
+            .at(7, 25)
+            .field("services.app.endpoint_env.TARGET.service")
+            .says(&["cannot refer to its own endpoint"]),
+    );
+}
+
+#[test]
+fn endpoint_env_also_set_in_environment() {
+    assert_rejected(
+        "endpoint_env_also_in_environment",
+        Expect::file("stacks/web.yaml")
+            .at(10, 15)
+            .field("services.app.endpoint_env.TARGET")
+            .says(&["TARGET is set in `environment` too"]),
+    );
+}
+
+#[test]
+fn endpoint_env_naming_a_port_the_service_lacks() {
+    assert_rejected(
+        "endpoint_env_unknown_port",
+        Expect::file("stacks/web.yaml")
+            .at(9, 39)
+            .field("services.app.endpoint_env.TARGET.port")
+            .says(&["web/db has no port named \"metrics\""]),
+    );
+}
+
+#[test]
+fn endpoint_env_entry_with_an_unknown_key() {
+    assert_rejected(
+        "endpoint_env_unknown_key",
+        Expect::file("stacks/web.yaml")
+            .at(9, 33)
+            .field("services.app.endpoint_env.TARGET.host")
+            .says(&["unknown field `host`"]),
+    );
+}

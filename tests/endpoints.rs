@@ -186,3 +186,63 @@ fn watch_refuses_a_bad_write_endpoints_target_at_start() {
         assert!(stderr.contains(expected), "{target}: {stderr}");
     }
 }
+
+/// `endpoint_env`: a client waits (held) until its target has a ready replica, then gets that
+/// replica's real `host:port` in its environment.
+#[test]
+fn a_client_gets_the_address_of_a_ready_replica_of_the_service_it_names() {
+    let repo = TestRepo::new("endpoint-env");
+    write_recipe(&repo, "test/web", WEB);
+    repo.write_stack(
+        "s",
+        "services:\n  web:\n    recipe: test/web\n  client:\n    recipe: test/echo\n    \
+         endpoint_env:\n      VALUE: {service: s/web, format: \"http://{host}:{port}/\"}\n",
+    );
+    let first = repo.apply();
+    assert!(
+        first.contains("Held: s.client: VALUE needs a ready replica of s/web"),
+        "{first}"
+    );
+    assert!(
+        repo.alive("s.client").is_empty(),
+        "nothing submitted for the client"
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let endpoint = loop {
+        if let Some(endpoint) = listed(&repo).first() {
+            break endpoint.clone();
+        }
+        assert!(Instant::now() < deadline, "web never became ready");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let second = repo.apply();
+    assert!(!second.contains("Held:"), "{second}");
+    let log = repo.path().join("logs");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let printed = loop {
+        let out = std::fs::read_dir(&log)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.starts_with("s.client-") && name.ends_with(".out")
+            })
+            .find_map(|p| std::fs::read_to_string(p).ok().filter(|t| !t.is_empty()));
+        if let Some(out) = out {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never printed its VALUE"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_eq!(
+        printed,
+        format!("http://{endpoint}/"),
+        "the ready replica's real address"
+    );
+    assert!(http_get(&endpoint).contains("200"), "and it answers");
+    repo.assert_converged();
+}

@@ -53,6 +53,7 @@ fn base_spec() -> ReplicaSpec {
             account: None,
         },
         health: None,
+        endpoint_env: Default::default(),
     }
 }
 
@@ -735,6 +736,7 @@ fn several_services_render_in_address_order_with_a_combined_legend() {
         ports: vec![PortSpec::fixed(8080)],
         slurm: SlurmSpec::default(),
         health: None,
+        endpoint_env: Default::default(),
     };
     let llm_svc = service(3, base_spec());
     let llm_hash = llm_svc.hash.clone();
@@ -800,6 +802,7 @@ fn script_with_container_gpu_and_hostile_environment() {
             account: Some("proj42".into()),
         },
         health: None,
+        endpoint_env: Default::default(),
     };
     let marker = Marker {
         owner: owner(),
@@ -842,6 +845,7 @@ fn script_without_container_runs_the_command_directly() {
         ports: vec![PortSpec::fixed(8080)],
         slurm: SlurmSpec::default(),
         health: None,
+        endpoint_env: Default::default(),
     };
     let addr = ServiceAddr::new("apps", "web");
     let marker = Marker {
@@ -880,6 +884,7 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
         ports: vec![PortSpec::fixed(9000)],
         slurm: SlurmSpec::default(),
         health: None,
+        endpoint_env: Default::default(),
     };
     let addr = ServiceAddr::new("apps", "server");
     let marker = Marker {
@@ -1831,6 +1836,7 @@ fn a_failed_replica_is_recreated_with_a_begin_time_and_one_more_restart() {
         &ctx(),
         backoff.wait,
         backoff.exclude.as_deref(),
+        &Default::default(),
     );
     assert!(script.starts_with(&format!(
         "#!/bin/bash\n#SBATCH --begin=now+{}\n#SBATCH --exclude=node2\n",
@@ -2032,4 +2038,127 @@ fn a_replica_that_ran_longer_than_max_backoff_starts_over_and_max_attempts_gives
     statuses[0].crash_loops[1].stderr_unreadable =
         Some("No such file or directory (os error 2)".into());
     insta::assert_snapshot!("crashloop_status_text", status::render_text(&statuses));
+}
+
+// ---------------------------------------------------------------------------------------------
+// endpoint_env
+
+/// `inference.llm` with `TARGET` set from `apps.web`'s endpoint.
+fn client_spec() -> ReplicaSpec {
+    let mut spec = base_spec();
+    spec.endpoint_env.insert(
+        "TARGET".into(),
+        stackctl::desired::EndpointRef {
+            service: "apps/web".into(),
+            format: "http://{host}:{port}/v1".into(),
+            port: None,
+        },
+    );
+    spec
+}
+
+#[test]
+fn endpoint_env_holds_the_client_until_its_target_is_ready() {
+    let web_svc = service(1, web_spec());
+    let web_hash = web_svc.hash.clone();
+    let client = service(1, client_spec());
+    let desired = desired(vec![(web(), web_svc), (llm(), client)]);
+    let starting = observed(vec![reported(
+        0,
+        &web_hash,
+        "RUNNING",
+        ";health=starting;addr=10.0.0.1;ports=8000,20001,20002,9100",
+    )]);
+    let plan = compute(&desired, &starting);
+    assert!(
+        plan.services.is_empty(),
+        "nothing submitted: {:?}",
+        plan.services
+    );
+    assert_eq!(plan.held.len(), 1);
+    assert_eq!(plan.held[0].service, llm());
+    assert!(
+        plan.held[0]
+            .reason
+            .contains("TARGET needs a ready replica of apps/web"),
+        "{:?}",
+        plan.held
+    );
+    assert!(!plan.is_converged(), "held is not converged");
+    assert!(
+        text(&plan).contains("\nHeld: inference.llm: TARGET needs"),
+        "{}",
+        text(&plan)
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    assert_eq!(json["held"][0]["service"], "inference.llm");
+
+    let ready = observed(vec![reported(
+        0,
+        &web_hash,
+        "RUNNING",
+        ";health=ready;addr=10.0.0.1;ports=8000,20001,20002,9100",
+    )]);
+    let plan = compute(&desired, &ready);
+    assert!(plan.held.is_empty());
+    let client_plan = plan.services.iter().find(|s| s.service == llm()).unwrap();
+    assert_eq!(
+        client_plan.endpoint_env.get("TARGET").map(String::as_str),
+        Some("http://10.0.0.1:20002/v1"),
+        "the port named http, at the address the replica reported"
+    );
+    let marker = Marker {
+        owner: owner(),
+        service: llm(),
+        spec: client_spec().hash(),
+        nonce: "n1".into(),
+        indexes: "0".into(),
+        report: Default::default(),
+        restart: Default::default(),
+    };
+    let submitted = script::render_with_endpoints(
+        &llm(),
+        &client_spec(),
+        &marker,
+        &ctx(),
+        &client_plan.endpoint_env,
+    );
+    assert!(
+        submitted.contains("export TARGET='http://10.0.0.1:20002/v1'\n"),
+        "{submitted}"
+    );
+    let spec_line = submitted
+        .lines()
+        .find(|l| l.starts_with(script::SPEC_LINE_PREFIX))
+        .unwrap();
+    assert!(
+        !spec_line.contains("10.0.0.1") && spec_line.contains("apps/web"),
+        "the spec holds the reference, not the address: {spec_line}"
+    );
+    let shown = script::render(&llm(), &client_spec(), &marker, &ctx());
+    assert!(
+        shown.contains("# TARGET: set at submit time from a ready replica of apps/web\n"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn endpoint_env_never_replaces_a_running_replica_by_one_that_cannot_start() {
+    let web_svc = service(1, web_spec());
+    let old_hash = base_spec().hash();
+    let desired = desired(vec![(web(), web_svc), (llm(), service(1, client_spec()))]);
+    // The client runs an older spec; the target has no replica at all.
+    let observed = observed(vec![job(&llm(), 0, &old_hash, "RUNNING")]);
+    let plan = compute(&desired, &observed);
+    assert!(
+        plan.services.iter().all(|s| s.service != llm()),
+        "the replace waits: {:?}",
+        plan.services
+    );
+    assert_eq!(plan.held.len(), 1);
+    assert_ne!(
+        client_spec().hash(),
+        old_hash,
+        "the reference is part of the hash"
+    );
 }

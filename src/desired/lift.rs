@@ -6,8 +6,9 @@ use super::layout::{CONFIG_FILE, RECIPES_DIR, STACKS_DIR};
 use super::raw;
 use super::yaml;
 use super::{
-    BackendKind, Desired, HealthSpec, OnFailure, Origin, Owner, PortSpec, PortValue, Probe,
-    ReplicaSpec, Repo, ResourceSpec, RestartPolicy, Service, ServiceAddr, Settings, SlurmSpec,
+    BackendKind, Desired, EndpointRef, HealthSpec, OnFailure, Origin, Owner, PortSpec, PortValue,
+    Probe, ReplicaSpec, Repo, ResourceSpec, RestartPolicy, Service, ServiceAddr, Settings,
+    SlurmSpec,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -615,6 +616,7 @@ fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) 
             }
         }
     }
+    check_endpoint_refs(&desired, errors);
     desired
 }
 
@@ -860,6 +862,11 @@ fn lift_service(
                 return None;
             }
         }
+    }
+    let before = ctx.errors.len();
+    lift_endpoint_env(ctx, field, &service.endpoint_env, &mut spec, &mut origins);
+    if ctx.errors.len() > before {
+        return None;
     }
     origins.insert(
         "recipe".to_owned(),
@@ -1125,29 +1132,8 @@ fn lift_layer(
     let mut env = BTreeMap::new();
     for (key, value) in environment {
         let field = format!("{prefix}environment.{key}");
-        let key_ok = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        let reserved = [("STACKCTL_", "stackctl"), ("SLURM_", "Slurm")]
-            .into_iter()
-            .find(|(prefix, _)| key.starts_with(prefix));
-        if !key_ok {
-            ctx.error(
-                value.referenced,
-                &field,
-                format!("{key:?} is not a valid environment variable name"),
-            );
-        } else if let Some((prefix, who)) = reserved {
-            ctx.error(
-                value.referenced,
-                &field,
-                format!(
-                    "{key} cannot be set here: {who} sets the `{prefix}*` variables of the job \
-                     itself; use another name"
-                ),
-            );
+        if let Some(problem) = env_name_problem(key) {
+            ctx.error(value.referenced, &field, problem);
         } else if value.value.contains('\0') {
             ctx.error(
                 value.referenced,
@@ -1271,6 +1257,145 @@ impl RestartDraft {
             )));
         }
         Ok(policy)
+    }
+}
+
+/// Says what is wrong with an environment variable's name, if anything: it must be a shell
+/// name, and not one of the `STACKCTL_*` and `SLURM_*` names stackctl and Slurm set.
+fn env_name_problem(key: &str) -> Option<String> {
+    let key_ok = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !key_ok {
+        return Some(format!("{key:?} is not a valid environment variable name"));
+    }
+    let (prefix, who) = [("STACKCTL_", "stackctl"), ("SLURM_", "Slurm")]
+        .into_iter()
+        .find(|(prefix, _)| key.starts_with(prefix))?;
+    Some(format!(
+        "{key} cannot be set here: {who} sets the `{prefix}*` variables of the job itself; use \
+         another name"
+    ))
+}
+
+/// Lifts a service's `endpoint_env:` into `spec`, checking each entry on its own; whether the
+/// referenced service exists is checked once every stack is loaded ([`check_endpoint_refs`]).
+fn lift_endpoint_env(
+    ctx: &mut Ctx,
+    field: &str,
+    raw: &BTreeMap<String, Spanned<raw::EndpointEnv>>,
+    spec: &mut ReplicaSpec,
+    origins: &mut BTreeMap<String, Origin>,
+) {
+    for (key, entry) in raw {
+        let entry_field = format!("{field}.endpoint_env.{key}");
+        if let Some(problem) = env_name_problem(key) {
+            ctx.error(entry.referenced, &entry_field, problem);
+            continue;
+        }
+        if spec.environment.contains_key(key) {
+            ctx.error(
+                entry.referenced,
+                &entry_field,
+                format!("{key} is set in `environment` too; set it in one place"),
+            );
+            continue;
+        }
+        let service = &entry.value.service;
+        let service_field = format!("{entry_field}.service");
+        let parts: Vec<&str> = service.value.split('/').collect();
+        if parts.len() != 2 || parts.iter().any(|p| check_name(p).is_err()) {
+            ctx.error(
+                service.referenced,
+                &service_field,
+                format!("{:?} is not STACK/SERVICE, e.g. cache/redis", service.value),
+            );
+            continue;
+        }
+        let format = match &entry.value.format {
+            Some(format) => {
+                if let Err(problem) = EndpointRef::check_format(&format.value) {
+                    ctx.error(format.referenced, &format!("{entry_field}.format"), problem);
+                    continue;
+                }
+                format.value.clone()
+            }
+            None => EndpointRef::DEFAULT_FORMAT.to_owned(),
+        };
+        origins.insert(
+            format!("endpoint_env.{key}"),
+            ctx.origin(service.referenced, &service_field),
+        );
+        if let Some(port) = &entry.value.port {
+            origins.insert(
+                format!("endpoint_env.{key}.port"),
+                ctx.origin(port.referenced, &format!("{entry_field}.port")),
+            );
+        }
+        spec.endpoint_env.insert(
+            key.clone(),
+            EndpointRef {
+                service: service.value.clone(),
+                format,
+                port: entry.value.port.as_ref().map(|p| p.value.clone()),
+            },
+        );
+    }
+}
+
+/// Checks every `endpoint_env:` reference against the loaded services: the service exists,
+/// is not the referring one, and has the named port (or any port).
+fn check_endpoint_refs(desired: &Desired, errors: &mut Vec<SpecError>) {
+    for (addr, service) in &desired.services {
+        for (key, reference) in &service.spec.endpoint_env {
+            let at = |setting: &str| service.origin(&format!("endpoint_env.{key}{setting}"));
+            let target = reference.address();
+            let problem = match desired.services.get(&target) {
+                _ if &target == addr => Some((
+                    at(""),
+                    "a service cannot refer to its own endpoint".to_owned(),
+                )),
+                None => Some((
+                    at(""),
+                    format!("no service {} in the repo", reference.service),
+                )),
+                Some(found) if found.spec.ports.is_empty() => {
+                    Some((at(""), format!("{} declares no ports", reference.service)))
+                }
+                Some(found) => reference.port.as_ref().and_then(|name| {
+                    let named = found
+                        .spec
+                        .ports
+                        .iter()
+                        .any(|p| p.name.as_ref() == Some(name));
+                    (!named).then(|| {
+                        let names: Vec<&str> = found
+                            .spec
+                            .ports
+                            .iter()
+                            .filter_map(|p| p.name.as_deref())
+                            .collect();
+                        (
+                            at(".port"),
+                            format!(
+                                "{} has no port named {name:?} (its named ports: {})",
+                                reference.service,
+                                if names.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    names.join(", ")
+                                }
+                            ),
+                        )
+                    })
+                }),
+            };
+            if let Some((origin, problem)) = problem {
+                errors.push(origin.error(problem));
+            }
+        }
     }
 }
 
@@ -1600,6 +1725,7 @@ impl Recipe {
                 account: pick(over.account, &base.account, "slurm.account", o),
             },
             health: None,
+            endpoint_env: Default::default(),
         };
         let health = pick(over.health, &base.health, "health", o);
         (spec, origins, health)

@@ -285,6 +285,52 @@ pub struct ReplicaSpec {
     /// of the canonical JSON when absent, so specs without it keep their hash.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub health: Option<HealthSpec>,
+    /// Environment variables whose values are other services' endpoints, resolved when a
+    /// replica is submitted. The reference is part of the spec (and its hash), the resolved
+    /// address is not. Left out of the canonical JSON when empty.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub endpoint_env: BTreeMap<String, EndpointRef>,
+}
+
+/// A reference to another service's endpoint (`endpoint_env:` in a stack).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRef {
+    /// The service, `stack/service`.
+    pub service: String,
+    /// The value, with `{host}` and `{port}` replaced.
+    pub format: String,
+    /// The port's name; none means the one named `http`, else the first.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub port: Option<String>,
+}
+
+impl EndpointRef {
+    /// The default value format.
+    pub const DEFAULT_FORMAT: &'static str = "{host}:{port}";
+
+    /// The referenced service's address.
+    pub fn address(&self) -> ServiceAddr {
+        let (stack, service) = self.service.split_once('/').unwrap_or(("", &self.service));
+        ServiceAddr::new(stack, service)
+    }
+
+    /// The value for one endpoint.
+    pub fn value(&self, host: &str, port: u16) -> String {
+        self.format
+            .replace("{host}", host)
+            .replace("{port}", &port.to_string())
+    }
+
+    /// Checks a format: only `{host}` and `{port}` may appear in braces.
+    pub fn check_format(format: &str) -> Result<(), String> {
+        let stripped = format.replace("{host}", "").replace("{port}", "");
+        if stripped.contains('{') || stripped.contains('}') {
+            return Err(format!(
+                "format {format:?} may only use the placeholders {{host}} and {{port}}"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One declared port: a fixed number or `auto` (picked free on the node when the job starts),
@@ -594,6 +640,7 @@ mod hash_pins {
                 account: None,
             },
             health: None,
+            endpoint_env: Default::default(),
         };
         assert_eq!(
             spec.to_canonical_json(),

@@ -177,6 +177,19 @@ pub struct HttpProbe {
     pub path: Option<Spanned<String>>,
 }
 
+/// An `endpoint_env:` entry of a stack's service: another service's endpoint, resolved when a
+/// replica is submitted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointEnv {
+    /// The service, `STACK/SERVICE`.
+    pub service: Spanned<String>,
+    /// The value, with `{host}` and `{port}` replaced; default `{host}:{port}`.
+    pub format: Option<Spanned<String>>,
+    /// The port's name; default the one named `http`, else the first.
+    pub port: Option<Spanned<String>>,
+}
+
 /// `health.tcp`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -263,6 +276,9 @@ pub struct Service {
     pub health: Option<Spanned<Health>>,
     /// Crash-loop backoff, field by field over the recipe's.
     pub restart: Option<Spanned<Restart>>,
+    /// Environment variables set at submit time from another service's ready replicas.
+    #[serde(default)]
+    pub endpoint_env: BTreeMap<String, Spanned<EndpointEnv>>,
 }
 
 /// A list of TCP ports; the list's own position is where it was written.

@@ -76,12 +76,9 @@ pub fn parse<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, SpecErr
     result.map_err(|e| {
         let message = humanize(&e.without_snippet().to_string());
         // A `Spanned` value adds a `.value` step that is no part of the file's structure.
-        // Spanned blocks (`health`, its `http` and `tcp`) add one inside the path, too.
-        let field = ["health", "http", "tcp"]
-            .iter()
-            .fold(field.clone(), |f, key| {
-                f.replace(&format!("{key}.value."), &format!("{key}."))
-            });
+        // Spanned blocks (`health`, its `http` and `tcp`, `endpoint_env` entries) add one
+        // inside the path, too.
+        let field = field.replace(".value.", ".");
         let field = field.strip_suffix(".value").unwrap_or(&field).to_owned();
         let field = (!field.is_empty() && field != "." && !field.contains('?')).then_some(field);
         SpecError {

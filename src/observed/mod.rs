@@ -552,6 +552,31 @@ pub struct ServingAt {
     pub ports: Vec<NamedPort>,
 }
 
+impl ServingAt {
+    /// The one port published for clients, load balancers and other services' `endpoint_env`
+    /// ([`published_port`]), or the port named `name` when one is asked for.
+    pub fn port(&self, name: Option<&str>) -> Option<u16> {
+        match name {
+            Some(name) => self
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.port),
+            None => published_port(&self.ports),
+        }
+    }
+}
+
+/// The port published when a replica serves on several: the one named `http`, or else the
+/// first.
+pub fn published_port(ports: &[NamedPort]) -> Option<u16> {
+    ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .or_else(|| ports.first())
+        .map(|p| p.port)
+}
+
 /// A port a replica serves on, with its name when the spec gives one.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NamedPort {

@@ -88,6 +88,7 @@ mod tests {
             ports: vec![],
             slurm: SlurmSpec::default(),
             health: None,
+            endpoint_env: Default::default(),
         }
     }
 

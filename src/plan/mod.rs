@@ -29,6 +29,8 @@ pub struct Plan {
     /// their backoff to pass, or given up on (`max_attempts`). Not changes, but the cluster
     /// has not converged while any is backing off.
     pub waiting: Vec<Waiting>,
+    /// Services whose submits wait for another service's endpoint ([`Held`]).
+    pub held: Vec<Held>,
 }
 
 /// A crash-looping replica the plan leaves as it is.
@@ -119,6 +121,21 @@ pub struct ServicePlan {
     pub diff: Option<Vec<diff::AttributeChange>>,
     /// Per-replica changes: replaces and creates by index, then destroys highest index first.
     pub changes: Vec<Change>,
+    /// The values of the spec's `endpoint_env`, resolved from the referenced services' ready
+    /// replicas when this plan was made; what the submitted jobs get.
+    pub endpoint_env: BTreeMap<String, String>,
+}
+
+/// A service whose new replicas wait for another service's endpoint: nothing is submitted
+/// for it (and nothing it would replace is cancelled) until a replica of that service is
+/// ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// The service.
+    #[serde(serialize_with = "serialize_display")]
+    pub service: ServiceAddr,
+    /// Why, e.g. `REDIS_URL needs a ready replica of cache/redis`.
+    pub reason: String,
 }
 
 /// One replica-level change.
@@ -243,7 +260,7 @@ impl Plan {
     /// Returns whether the cluster matches the repo: no changes and no replica backing off
     /// or given up on (`plan --detailed-exitcode` exits 2 otherwise).
     pub fn is_converged(&self) -> bool {
-        self.is_empty() && self.waiting.is_empty()
+        self.is_empty() && self.waiting.is_empty() && self.held.is_empty()
     }
 }
 
@@ -300,7 +317,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         .chain(jobs.keys().copied())
         .collect();
     let mut waiting = Vec::new();
-    let services = addresses
+    let mut services: Vec<ServicePlan> = addresses
         .into_iter()
         .filter_map(|addr| {
             let service_jobs = jobs.get(addr).map(Vec::as_slice).unwrap_or_default();
@@ -313,6 +330,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
             )
         })
         .collect();
+    let held = resolve_endpoint_env(&mut services, desired, observed);
     Plan {
         owner: owner.clone(),
         services,
@@ -320,7 +338,78 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         not_pruned: Vec::new(),
         warnings: port_conflicts(desired),
         waiting,
+        held,
     }
+}
+
+/// Resolves the `endpoint_env` of every service the plan submits jobs for. A service whose
+/// reference finds no ready replica is held: its creates and replaces leave the plan (its
+/// scale-down stays), so no job starts with an empty address and no running replica is
+/// replaced by one that could not start.
+fn resolve_endpoint_env(
+    services: &mut Vec<ServicePlan>,
+    desired: &Desired,
+    observed: &Observed,
+) -> Vec<Held> {
+    let mut held = Vec::new();
+    for service_plan in services.iter_mut() {
+        let Some(service) = desired.services.get(&service_plan.service) else {
+            continue;
+        };
+        let submits = service_plan
+            .changes
+            .iter()
+            .any(|c| c.action != Action::Destroy);
+        if service.spec.endpoint_env.is_empty() || !submits {
+            continue;
+        }
+        match endpoint_values(&service.spec, desired, observed) {
+            Ok(values) => service_plan.endpoint_env = values,
+            Err(reason) => {
+                service_plan.changes.retain(|c| c.action == Action::Destroy);
+                held.push(Held {
+                    service: service_plan.service.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+    services.retain(|s| !s.changes.is_empty());
+    held
+}
+
+/// The value of each `endpoint_env` entry of `spec`: the first ready replica (lowest index)
+/// of the referenced service, at the named port or its published one.
+pub fn endpoint_values(
+    spec: &ReplicaSpec,
+    desired: &Desired,
+    observed: &Observed,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut values = BTreeMap::new();
+    for (key, reference) in &spec.endpoint_env {
+        let target = reference.address();
+        let found = observed
+            .alive()
+            .filter(|job| job.marker.service == target)
+            .filter(|job| job.is_ready_running(observed.spec_of(job, desired)))
+            .find_map(|job| {
+                job.serving_at(observed.spec_of(job, desired))
+                    .into_iter()
+                    .find_map(|at| Some((at.host.clone(), at.port(reference.port.as_deref())?)))
+            });
+        match found {
+            Some((host, port)) => {
+                values.insert(key.clone(), reference.value(&host, port));
+            }
+            None => {
+                return Err(format!(
+                    "{key} needs a ready replica of {}, and none is ready yet",
+                    reference.service
+                ));
+            }
+        }
+    }
+    Ok(values)
 }
 
 fn plan_service(
@@ -464,6 +553,7 @@ fn plan_service(
         _ => Some(Vec::new()),
     };
     Some(ServicePlan {
+        endpoint_env: BTreeMap::new(),
         diff,
         service: addr.clone(),
         replicas_before: alive.len() as u32,

@@ -129,15 +129,7 @@ pub fn collect(desired: &Desired, observed: &Observed) -> Vec<ServiceEndpoints> 
         .collect()
 }
 
-/// Returns the port published for a replica with several: the one named `http`, or else the
-/// first; none when it has no port.
-pub fn published_port(ports: &[NamedPort]) -> Option<u16> {
-    ports
-        .iter()
-        .find(|p| p.name.as_deref() == Some("http"))
-        .or_else(|| ports.first())
-        .map(|p| p.port)
-}
+pub use crate::observed::published_port;
 
 /// The published `host:port` of each ready replica, without duplicates, with its index.
 fn targets(service: &ServiceEndpoints) -> Vec<(u32, String)> {

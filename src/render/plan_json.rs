@@ -1,7 +1,8 @@
 //! The plan for machines: a versioned JSON document.
 //!
 //! Format `1.3` (minor versions only add fields; readers ignore fields they do not know;
-//! 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`, 1.3 `waiting`
+//! 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`, 1.3 `waiting`,
+//! `held`
 //! and a change's `restart`, `not_before` and `last_failure`):
 //! ```json
 //! {
@@ -24,6 +25,8 @@
 //!     "restart": 4 | null, "not_before": 1700000160 | null, "exclude": "node1" | null,
 //!     "last_failure": {"state": "FAILED", "exit": 1, "at": 1700000000} | null
 //!   }],
+//!   "held": [{"service": "web.api", "reason": "REDIS_URL needs a ready replica of cache/redis, …"}],
+//!                                       // services whose new replicas wait for an endpoint
 //!   "waiting": [{                       // crash-looping replicas this plan leaves alone
 //!     "service": "inference.llm", "index": 2, "job_id": "43_2", "restarts": 4,
 //!     "kind": {"state": "backing_off", "not_before": 1700000160} | {"state": "gave_up"},
@@ -95,6 +98,7 @@ pub fn render(plan: &Plan) -> String {
             .collect::<Vec<_>>(),
         "changes": changes,
         "waiting": plan.waiting,
+        "held": plan.held,
         "summary": plan.summary(),
     });
     let mut text = serde_json::to_string_pretty(&document).expect("JSON values serialize");

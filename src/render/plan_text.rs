@@ -75,11 +75,18 @@ pub fn render(plan: &Plan, style: Style) -> String {
     for warning in &plan.warnings {
         let _ = writeln!(out, "{} {warning}", style.paint_symbol("Warning:", "~"));
     }
-    if !plan.not_pruned.is_empty() || !plan.warnings.is_empty() {
+    for held in &plan.held {
+        let _ = writeln!(
+            out,
+            "Held: {}: {}; its new replicas are not submitted until then.",
+            held.service, held.reason
+        );
+    }
+    if !plan.not_pruned.is_empty() || !plan.warnings.is_empty() || !plan.held.is_empty() {
         out.push('\n');
     }
     if plan.is_empty() {
-        if plan.waiting.is_empty() {
+        if plan.waiting.is_empty() && plan.held.is_empty() {
             out.push_str(NO_CHANGES);
             out.push('\n');
         } else {

@@ -13,6 +13,7 @@ use crate::desired::{
     HealthSpec, OnFailure, PortValue, Probe, ReplicaSpec, ServiceAddr, UNHEALTHY_EXIT_CODE,
 };
 use crate::observed::{JobId, Marker};
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
 
@@ -28,12 +29,26 @@ pub struct ScriptContext {
     pub image_dir: PathBuf,
 }
 
-/// Renders the batch script for the replicas of `service` listed in `marker.indexes`.
+/// Renders the batch script for the replicas of `service` listed in `marker.indexes`, with
+/// the spec's `endpoint_env` not yet resolved (each noted in a comment), as `stackctl render`
+/// shows it.
 pub fn render(
     service: &ServiceAddr,
     spec: &ReplicaSpec,
     marker: &Marker,
     ctx: &ScriptContext,
+) -> String {
+    render_with_endpoints(service, spec, marker, ctx, &BTreeMap::new())
+}
+
+/// [`render`], exporting the `endpoint_env` values the plan resolved (`endpoints`). They never
+/// enter the spec line: the spec holds the reference, the job gets the address.
+pub fn render_with_endpoints(
+    service: &ServiceAddr,
+    spec: &ReplicaSpec,
+    marker: &Marker,
+    ctx: &ScriptContext,
+    endpoints: &BTreeMap<String, String>,
 ) -> String {
     let mut s = String::from("#!/bin/bash\n");
     let mut opt = |line: String| {
@@ -95,6 +110,20 @@ pub fn render(
     for (key, value) in &spec.environment {
         let _ = writeln!(s, "export {key}={}", quote(value));
     }
+    for (key, reference) in &spec.endpoint_env {
+        match endpoints.get(key) {
+            Some(value) => {
+                let _ = writeln!(s, "export {key}={}", quote(value));
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "# {key}: set at submit time from a ready replica of {}",
+                    reference.service
+                );
+            }
+        }
+    }
     let supervised = spec.health.is_some() || spec.has_auto_ports();
     // A plain script stays exactly as it was before supervisors existed (no `PORT`
     // variables either, which a recipe's own environment may set).
@@ -120,8 +149,9 @@ pub fn render_successor(
     ctx: &ScriptContext,
     wait: u64,
     exclude: Option<&str>,
+    endpoints: &BTreeMap<String, String>,
 ) -> String {
-    let script = render(service, spec, marker, ctx);
+    let script = render_with_endpoints(service, spec, marker, ctx, endpoints);
     let mut extra = String::new();
     if wait > 0 {
         let _ = writeln!(extra, "#SBATCH --begin=now+{wait}");
