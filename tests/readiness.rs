@@ -164,6 +164,22 @@ fn four_replicas_with_auto_ports_become_ready_on_four_distinct_ports() {
     for endpoint in endpoints(&ready) {
         assert_answers(&endpoint);
     }
+    // `stackctl endpoints --json` lists the same four, each answering.
+    let out = repo.expect(&["endpoints", "s/web", "--json"], 0);
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let mut listed: Vec<String> = doc["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}:{}", e["host"].as_str().unwrap(), e["ports"][0]["port"]))
+        .collect();
+    listed.sort();
+    let mut from_status = endpoints(&ready);
+    from_status.sort();
+    assert_eq!(listed, from_status, "{out}");
+    for endpoint in &listed {
+        assert_answers(endpoint);
+    }
     repo.assert_converged();
 }
 
@@ -189,4 +205,12 @@ fn a_replica_that_never_passes_its_probe_ends_itself_with_exit_code_97() {
     let show = String::from_utf8_lossy(&show.stdout);
     assert!(show.contains("ExitCode=97:0"), "{show}");
     assert!(show.contains(";health=unhealthy;"), "{show}");
+    // Then backed off like any failure: the next plan recreates it as restart 1, not at once.
+    let plan: Value =
+        serde_json::from_str(&repo.expect(&["plan", "--json", "--detailed-exitcode"], 2)).unwrap();
+    let change = &plan["changes"][0];
+    assert_eq!(change["reason"], "ended", "{plan}");
+    assert_eq!(change["restart"], 1, "{plan}");
+    assert!(change["not_before"].as_i64().is_some(), "{plan}");
+    assert_eq!(change["last_failure"]["exit"], 97, "{plan}");
 }
