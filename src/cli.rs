@@ -425,9 +425,14 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
     let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
     for crash_loop in statuses.iter_mut().flat_map(|s| &mut s.crash_loops) {
         if let Some(path) = &crash_loop.stderr {
-            match status::tail(path, 5) {
-                Ok(lines) => crash_loop.stderr_tail = lines,
-                Err(why) => crash_loop.stderr_unreadable = Some(why),
+            match crate::logs::tail(Path::new(path), 5) {
+                Ok((bytes, _)) => {
+                    crash_loop.stderr_tail = String::from_utf8_lossy(&bytes)
+                        .lines()
+                        .map(str::to_owned)
+                        .collect();
+                }
+                Err(why) => crash_loop.stderr_unreadable = Some(why.to_string()),
             }
         }
     }

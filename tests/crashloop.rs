@@ -37,7 +37,7 @@ fn times(job_id: &str) -> (Option<i64>, Option<i64>) {
             "-j",
             job_id,
             "-O",
-            "EligibleTime:|,EndTime:|",
+            "StartTime:|,EndTime:|",
         ])
         .output()
         .expect("squeue runs");

@@ -8,8 +8,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// A web server on an `auto` port that prints a line before it starts.
@@ -32,19 +30,6 @@ fn listed(repo: &TestRepo) -> Vec<String> {
         .iter()
         .map(|e| format!("{}:{}", e["host"].as_str().unwrap(), e["ports"][0]["port"]))
         .collect()
-}
-
-fn http_get(endpoint: &str) -> String {
-    let mut stream = TcpStream::connect(endpoint).unwrap_or_else(|e| panic!("{endpoint}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.lines().next().unwrap_or_default().to_owned()
 }
 
 /// The targets of a Prometheus file_sd file, sorted; none while it does not exist.

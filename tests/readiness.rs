@@ -9,8 +9,6 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -64,20 +62,6 @@ fn wait_status(
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-}
-
-/// GETs `/` from `endpoint` (`host:port`) and returns the status line.
-fn http_get(endpoint: &str) -> String {
-    let mut stream = TcpStream::connect(endpoint).unwrap_or_else(|e| panic!("{endpoint}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response.lines().next().unwrap_or_default().to_owned()
 }
 
 fn endpoints(status: &Value) -> Vec<String> {

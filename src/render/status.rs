@@ -259,24 +259,6 @@ fn crash_loop(
     Some(entry)
 }
 
-/// Returns the last `lines` lines of a text file, or why it cannot be read from here.
-pub fn tail(path: &str, lines: usize) -> Result<Vec<String>, String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let size = file.metadata().map_err(|e| e.to_string())?.len();
-    // The tail of a large log only: 64 KiB is plenty for 5 lines.
-    file.seek(SeekFrom::Start(size.saturating_sub(64 * 1024)))
-        .map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().collect();
-    Ok(all[all.len().saturating_sub(lines)..]
-        .iter()
-        .map(|l| (*l).to_owned())
-        .collect())
-}
-
 /// Why a job is stuck: Slurm's reason for a held pending job, else its state.
 fn stuck_reason(state: &str, reason: &str) -> String {
     let reason = reason.trim();

@@ -408,3 +408,19 @@ pub fn locks(repo: &TestRepo) -> usize {
         .filter(|j| j.alive() && j.comment.starts_with(&tag))
         .count()
 }
+
+/// `GET /` over HTTP/1.0 to `host:port`; returns the status line.
+pub fn http_get(endpoint: &str) -> String {
+    use std::io::Write;
+    let mut stream =
+        std::net::TcpStream::connect(endpoint).unwrap_or_else(|e| panic!("{endpoint}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.lines().next().unwrap_or_default().to_owned()
+}
