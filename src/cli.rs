@@ -7,7 +7,8 @@ use crate::desired::{Repo, ServiceAddr};
 use crate::observed::{self, Marker, index_ranges};
 use crate::reconcile::{self, ApplyOptions, Outcome, PlanOptions, Planned};
 use crate::render::endpoints::{self, Format};
-use crate::render::{Style, plan_json, plan_text, script, status};
+use crate::render::{Style, plan_json, plan_markdown, plan_text, script, status};
+use crate::saved;
 use crate::slurm::Backend;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -39,6 +40,31 @@ pub struct Cli {
     pub command: Commands,
 }
 
+/// How `plan` prints the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// For people on a terminal.
+    Text,
+    /// The versioned JSON document.
+    Json,
+    /// Markdown for a pull-request comment.
+    Markdown,
+}
+
+/// Returns the arguments with Terraform's single-dash `-out FILE` / `-out=FILE` spelled
+/// `--out`, which is what the parser knows.
+pub fn normalize_args(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|arg| match arg.to_str() {
+            Some("-out") => "--out".into(),
+            Some(text) if text.starts_with("-out=") => format!("-{text}").into(),
+            _ => arg,
+        })
+        .collect()
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -63,18 +89,35 @@ pub enum Commands {
         /// Exit 0 when there are no changes, 1 on error, 2 when there are changes
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Print the plan as JSON (format_version 1.2)
-        #[arg(long)]
+        /// Print the plan as JSON (the same as --format json; format_version 1.3)
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// Print the plan as text, json, or markdown (for a pull-request comment)
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<PlanFormat>,
+        /// Also save the plan to FILE, for `stackctl apply FILE` (`-out FILE` works too)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
-    /// Converge the cluster to the repo
+    /// Converge the cluster to the repo, or execute a saved plan
     Apply {
+        /// A plan saved by `stackctl plan --out FILE`: executed without a prompt, and refused
+        /// when the repo or the live replicas changed since
+        plan_file: Option<PathBuf>,
         /// Skip the confirmation prompt
         #[arg(long)]
         auto_approve: bool,
         /// How long to wait for another apply's lock (e.g. 60s, 5m); 0s fails at once
         #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: Duration,
+    },
+    /// Print a saved plan with when, from which commit and by which version it was made
+    Show {
+        /// The saved plan file
+        file: PathBuf,
+        /// Print the plan as JSON (as `plan --json`); the header goes to stderr
+        #[arg(long)]
+        json: bool,
     },
     /// Show desired and live replicas per service
     Status {
@@ -197,11 +240,22 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Commands::Plan {
             detailed_exitcode,
             json,
-        } => plan(dir, style, detailed_exitcode, json),
+            format,
+            out,
+        } => {
+            let format = if json {
+                PlanFormat::Json
+            } else {
+                format.unwrap_or(PlanFormat::Text)
+            };
+            plan(dir, style, detailed_exitcode, format, out.as_deref())
+        }
         Commands::Apply {
+            plan_file,
             auto_approve,
             lock_timeout,
-        } => apply(dir, style, auto_approve, lock_timeout),
+        } => apply(dir, style, auto_approve, lock_timeout, plan_file.as_deref()),
+        Commands::Show { file, json } => show(&file, json),
         Commands::Status {
             json,
             watch,
@@ -310,18 +364,32 @@ fn note_locks(planned: &Planned) {
     }
 }
 
-fn plan(dir: &Path, style: Style, detailed_exitcode: bool, json: bool) -> Result<ExitCode> {
+fn plan(
+    dir: &Path,
+    style: Style,
+    detailed_exitcode: bool,
+    format: PlanFormat,
+    out: Option<&Path>,
+) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let planned = reconcile::plan(
-        &repo,
-        &PlanOptions::for_checkout(dir),
-        backend(&repo).as_ref(),
-    )?;
+    let options = PlanOptions::for_checkout(dir);
+    let planned = reconcile::plan(&repo, &options, backend(&repo).as_ref())?;
     note_locks(&planned);
-    let text = if json {
-        plan_json::render(&planned.plan)
-    } else {
-        plan_text::render(&planned.plan, style)
+    if let Some(out) = out {
+        let desired = saved::desired_fingerprint(dir, &repo)
+            .context("reading the repo's files for the saved plan's fingerprint")?;
+        let file = saved::SavedPlan::new(&planned, &options, desired, unix_now());
+        std::fs::write(out, file.to_json())
+            .with_context(|| format!("cannot write the plan to {}", out.display()))?;
+        eprintln!(
+            "Saved the plan to {0}; `stackctl apply {0}` executes exactly this plan.",
+            out.display()
+        );
+    }
+    let text = match format {
+        PlanFormat::Json => plan_json::render(&planned.plan),
+        PlanFormat::Markdown => plan_markdown::render(&planned.plan),
+        PlanFormat::Text => plan_text::render(&planned.plan, style),
     };
     print_stdout(&text)?;
     Ok(if detailed_exitcode && !planned.plan.is_converged() {
@@ -331,14 +399,61 @@ fn plan(dir: &Path, style: Style, detailed_exitcode: bool, json: bool) -> Result
     })
 }
 
-fn apply(dir: &Path, style: Style, auto_approve: bool, lock_wait: Duration) -> Result<ExitCode> {
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reads a saved plan file, with its path in every error.
+fn read_saved(file: &Path) -> Result<saved::SavedPlan> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the saved plan {}", file.display()))?;
+    saved::SavedPlan::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+fn show(file: &Path, json: bool) -> Result<ExitCode> {
+    let saved = read_saved(file)?;
+    if json {
+        eprint!("{}", saved.header());
+        let mut text = serde_json::to_string_pretty(&saved.plan)?;
+        text.push('\n');
+        print_stdout(&text)?;
+    } else {
+        print_stdout(&format!("{}\n{}", saved.header(), saved.plan_text))?;
+    }
+    Ok(0)
+}
+
+fn apply(
+    dir: &Path,
+    style: Style,
+    auto_approve: bool,
+    lock_wait: Duration,
+    plan_file: Option<&Path>,
+) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
     let backend = backend(&repo);
-    if !auto_approve && !std::io::stdin().is_terminal() {
+    let mut options = ApplyOptions {
+        plan: PlanOptions::for_checkout(dir),
+        lock_wait,
+        expect: None,
+    };
+    if let Some(file) = plan_file {
+        let saved = read_saved(file)?;
+        saved
+            .check(repo.settings.owner.as_str(), env!("CARGO_PKG_VERSION"))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let desired_now = saved::desired_fingerprint(dir, &repo)
+            .context("reading the repo's files for the saved plan's fingerprint")?;
+        options.plan.prune = saved.prune;
+        options.expect = Some(saved.expected(desired_now));
+    } else if !auto_approve && !std::io::stdin().is_terminal() {
         bail!(
             "refusing to apply: stdin is not a terminal, so nobody can confirm; pass --auto-approve to apply without asking"
         );
     }
+    let auto_approve = auto_approve || plan_file.is_some();
     let mut printed = Ok(());
     let mut approve = |planned: &Planned| {
         printed = print_stdout(&plan_text::render(&planned.plan, style));
@@ -347,10 +462,7 @@ fn apply(dir: &Path, style: Style, auto_approve: bool, lock_wait: Duration) -> R
     let outcome = reconcile::apply(
         &repo,
         backend.as_ref(),
-        &ApplyOptions {
-            plan: PlanOptions::for_checkout(dir),
-            lock_wait,
-        },
+        &options,
         &mut approve,
         &mut Printer,
     )?;

@@ -20,5 +20,6 @@ pub mod observed;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
+pub mod saved;
 pub mod slurm;
 pub mod watch;

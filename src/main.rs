@@ -7,7 +7,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // Usage errors exit 1, never clap's default 2, which `plan --detailed-exitcode` reserves
     // for "changes planned".
-    let cli = match stackctl::cli::Cli::try_parse() {
+    let cli = match stackctl::cli::Cli::try_parse_from(stackctl::cli::normalize_args(
+        std::env::args_os(),
+    )) {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();

@@ -37,6 +37,12 @@ pub enum Error {
     /// Another apply holds this owner's lock, or the lock could not be taken.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// A saved plan no longer matches the repo or the live replicas; nothing was done.
+    #[error("{message}")]
+    Stale {
+        /// `stale plan: …`, naming what changed.
+        message: String,
+    },
 }
 
 /// The kinds of [`Error`], for loops that retry and commands that pick an exit code.
@@ -56,7 +62,7 @@ impl Error {
     /// Returns the kind of the error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config { .. } => ErrorKind::Configuration,
+            Error::Config { .. } | Error::Stale { .. } => ErrorKind::Configuration,
             Error::Slurm { source, .. } if source.is_transient() => ErrorKind::Transient,
             Error::Slurm { .. } => ErrorKind::Definite,
             Error::Lock(lock::LockError::Held { .. }) => ErrorKind::LockHeld,
@@ -241,6 +247,10 @@ pub struct ApplyOptions {
     pub plan: PlanOptions,
     /// How long to wait for another apply's lock; zero fails at once.
     pub lock_wait: Duration,
+    /// A saved plan to execute: the lock is always taken, and right after the plan under it
+    /// both fingerprints and the changes are compared with the saved ones; any difference
+    /// is an [`Error::Stale`] and nothing is done.
+    pub expect: Option<crate::saved::Expected>,
 }
 
 /// What an apply pass did.
@@ -266,7 +276,7 @@ pub fn apply(
     let ctx = script_context(repo)?;
     let mut reads = Reads::default();
     let first = plan_with(repo, &options.plan, backend, &mut reads)?;
-    if first.plan.is_empty() {
+    if first.plan.is_empty() && options.expect.is_none() {
         return Ok(Outcome::NoChanges(first));
     }
     let request = LockRequest {
@@ -279,7 +289,7 @@ pub fn apply(
     lock::with_lock(backend, &request, || {
         apply_locked(
             repo,
-            &options.plan,
+            options,
             backend,
             &ctx,
             &mut reads,
@@ -291,14 +301,21 @@ pub fn apply(
 
 fn apply_locked(
     repo: &Repo,
-    options: &PlanOptions,
+    options: &ApplyOptions,
     backend: &dyn Backend,
     ctx: &ScriptContext,
     reads: &mut Reads,
     approve: &mut dyn FnMut(&Planned) -> bool,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, Error> {
-    let planned = plan_with(repo, options, backend, reads)?;
+    let planned = plan_with(repo, &options.plan, backend, reads)?;
+    if let Some(expected) = &options.expect {
+        let observed = crate::saved::observed_fingerprint(&planned.observed);
+        let changes = crate::saved::change_keys(&planned.plan);
+        if let Some(message) = crate::saved::staleness(expected, &observed, &changes) {
+            return Err(Error::Stale { message });
+        }
+    }
     if planned.plan.is_empty() {
         return Ok(Outcome::NoChanges(planned));
     }
@@ -408,6 +425,7 @@ mod tests {
             &ApplyOptions {
                 plan: PlanOptions::for_checkout(dir),
                 lock_wait: Duration::ZERO,
+                expect: None,
             },
             &mut |_| true,
             &mut Silent,
@@ -500,6 +518,7 @@ mod tests {
             &ApplyOptions {
                 plan: PlanOptions::for_checkout(dir.path()),
                 lock_wait: Duration::ZERO,
+                expect: None,
             },
             &mut |planned| {
                 assert_eq!(planned.plan.summary().add, 1);
@@ -544,5 +563,80 @@ mod tests {
         );
         assert_eq!(planned.plan.summary().add, 1);
         assert_eq!(planned.plan.summary().destroy, 1);
+    }
+
+    /// The expectation of a plan saved from `repo` in `dir` now.
+    fn saved_now(dir: &Path, repo: &Repo, backend: &FakeBackend) -> crate::saved::Expected {
+        let options = PlanOptions::for_checkout(dir);
+        let planned = plan(repo, &options, backend).unwrap();
+        let desired = crate::saved::desired_fingerprint(dir, repo).unwrap();
+        crate::saved::SavedPlan::new(&planned, &options, desired.clone(), 0).expected(desired)
+    }
+
+    fn run_saved(
+        dir: &Path,
+        repo: &Repo,
+        backend: &FakeBackend,
+        expect: crate::saved::Expected,
+    ) -> Result<Outcome, Error> {
+        apply(
+            repo,
+            backend,
+            &ApplyOptions {
+                plan: PlanOptions::for_checkout(dir),
+                lock_wait: Duration::ZERO,
+                expect: Some(expect),
+            },
+            &mut |_| true,
+            &mut Silent,
+        )
+    }
+
+    #[test]
+    fn a_fresh_saved_plan_is_applied() {
+        let (dir, repo) = repo(2, 1);
+        let backend = backend();
+        let expect = saved_now(dir.path(), &repo, &backend);
+        assert!(matches!(
+            run_saved(dir.path(), &repo, &backend, expect),
+            Ok(Outcome::Applied(..))
+        ));
+        assert_eq!(backend.alive().len(), 2, "two replicas, no lock left");
+    }
+
+    #[test]
+    fn a_saved_plan_made_before_another_apply_is_stale_and_does_nothing() {
+        let (dir, repo) = repo(2, 1);
+        let backend = backend();
+        let expect = saved_now(dir.path(), &repo, &backend);
+        run(dir.path(), &repo, &backend).unwrap();
+        let submits = backend.count(Op::Submit);
+        let error = run_saved(dir.path(), &repo, &backend, expect).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Configuration);
+        let text = error.to_string();
+        assert!(
+            text.starts_with("stale plan: the live replicas changed")
+                && text.contains("(0 then, 2 now)"),
+            "{text}"
+        );
+        // One submit: the lock's placeholder, released; no job.
+        assert_eq!(backend.count(Op::Submit), submits + 1);
+        assert_eq!(backend.alive().len(), 2, "the other apply's replicas only");
+    }
+
+    #[test]
+    fn a_saved_plan_of_other_files_is_stale() {
+        let (dir, repo) = repo(2, 1);
+        let backend = backend();
+        let mut expect = saved_now(dir.path(), &repo, &backend);
+        expect.desired_now = "changed".into();
+        let error = run_saved(dir.path(), &repo, &backend, expect).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("stale plan: the desired state changed"),
+            "{error}"
+        );
+        assert!(backend.alive().is_empty(), "no job and no lock left");
     }
 }

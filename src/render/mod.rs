@@ -3,6 +3,7 @@
 
 pub mod endpoints;
 pub mod plan_json;
+pub mod plan_markdown;
 pub mod plan_text;
 pub mod script;
 pub mod status;

@@ -196,6 +196,13 @@ pub fn summary_line(plan: &Plan) -> String {
     )
 }
 
+/// Renders one service's block as [`render`] shows it: its changes and attribute diffs.
+pub fn service_text(service: &ServicePlan, style: Style) -> String {
+    let mut out = String::new();
+    render_service(&mut out, service, style);
+    out
+}
+
 fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
     let kind = ServiceAction::of(service);
     let after = service.replicas_after;

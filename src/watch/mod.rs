@@ -224,6 +224,7 @@ fn reconcile_once(
             prune: options.prune,
         },
         lock_wait: Duration::ZERO,
+        expect: None,
     };
     let outcome = reconcile::apply(
         &target.repo,
