@@ -420,7 +420,7 @@ fn show(file: &Path, json: bool) -> Result<ExitCode> {
         text.push('\n');
         print_stdout(&text)?;
     } else {
-        print_stdout(&format!("{}\n{}", saved.header(), saved.plan_text))?;
+        print_stdout(&saved.render_text())?;
     }
     Ok(0)
 }

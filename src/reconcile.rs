@@ -287,15 +287,7 @@ pub fn apply(
         identity: lock::Identity::current(),
     };
     lock::with_lock(backend, &request, || {
-        apply_locked(
-            repo,
-            options,
-            backend,
-            &ctx,
-            &mut reads,
-            approve,
-            progress,
-        )
+        apply_locked(repo, options, backend, &ctx, &mut reads, approve, progress)
     })?
 }
 

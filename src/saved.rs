@@ -114,6 +114,12 @@ impl SavedPlan {
         }
     }
 
+    /// What `show` prints: the [`header`](SavedPlan::header), a blank line, then the plan as
+    /// `plan` printed it.
+    pub fn render_text(&self) -> String {
+        format!("{}\n{}", self.header(), self.plan_text)
+    }
+
     /// The lines `show` prints above the plan: when, from what and by which version.
     pub fn header(&self) -> String {
         let commit = match &self.commit {

@@ -8,7 +8,7 @@ use stackctl::desired::{
 use stackctl::observed::{JobId, JobRecord, Marker, Observed};
 use stackctl::plan::{self, Action, Plan, Reason, Summary};
 use stackctl::render::script::{self, ScriptContext};
-use stackctl::render::{Style, endpoints, plan_json, plan_text, status};
+use stackctl::render::{Style, endpoints, plan_json, plan_markdown, plan_text, status};
 use std::collections::BTreeMap;
 
 // ---------------------------------------------------------------------------------------------
@@ -2160,5 +2160,113 @@ fn endpoint_env_never_replaces_a_running_replica_by_one_that_cannot_start() {
         client_spec().hash(),
         old_hash,
         "the reference is part of the hash"
+    );
+}
+
+/// A plan with a replace (known old spec), a service gone from the repo, a fixed-port warning
+/// and a held service, read from commit `0123abcd`.
+fn pr_plan() -> (Plan, Observed) {
+    let old = spec_with_env(&[("MODE", "a")]);
+    let new = spec_with_env(&[("MODE", "b")]);
+    let gone = ServiceAddr::new("old", "web");
+    let desired = desired(vec![(llm(), service(2, new))]);
+    let mut observed = observed(vec![
+        job(&llm(), 0, &old.hash(), "RUNNING"),
+        job(&llm(), 1, &old.hash(), "PENDING"),
+        job_in(30, &gone, 0, &base_spec().hash(), "RUNNING"),
+    ]);
+    observed.specs.insert(old.hash(), old);
+    let mut plan = compute(&desired, &observed);
+    plan.source = Some(plan::Source {
+        commit: "0123abcd".into(),
+        dirty: false,
+    });
+    plan.held.push(plan::Held {
+        service: ServiceAddr::new("web", "api"),
+        reason: "REDIS_URL needs a ready replica of cache/redis".into(),
+    });
+    (plan, observed)
+}
+
+#[test]
+fn markdown_puts_warnings_first_then_the_summary_then_a_collapsed_section_per_stack() {
+    let (plan, _) = pr_plan();
+    assert_eq!(plan.summary(), summary(2, 0, 3));
+    let md = plan_markdown::render(&plan);
+    let at = |needle: &str| {
+        md.find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} missing:\n{md}"))
+    };
+    assert!(
+        at("destroys 1 service that the repo does not declare: `old.web`") < at("Plan: 2 to add")
+    );
+    assert!(at("fixed port 8000") < at("Plan: 2 to add"), "{md}");
+    assert!(at("**Held:** `web.api`") < at("Plan: 2 to add"), "{md}");
+    assert!(
+        at("<details><summary>inference: 2 to add, 2 to destroy</summary>")
+            < at("<details><summary>old: 0 to add, 1 to destroy</summary>"),
+        "{md}"
+    );
+    assert!(md.contains(r#"~ environment.MODE = "a" -> "b""#), "{md}");
+    assert_eq!(md.matches("</details>").count(), 2, "{md}");
+    insta::assert_snapshot!("markdown_mixed", md);
+}
+
+#[test]
+fn markdown_of_a_converged_cluster_says_no_changes_after_its_notes() {
+    let hash = base_spec().hash();
+    let kept = ServiceAddr::new("web", "api");
+    let mut spec = base_spec();
+    spec.ports.clear();
+    let desired = desired(vec![(llm(), service(1, spec.clone()))]);
+    let observed = observed(vec![
+        job(&llm(), 0, &spec.hash(), "RUNNING"),
+        job_in(77, &kept, 0, &hash, "RUNNING"),
+    ]);
+    let mut plan = compute(&desired, &observed);
+    plan.keep_removed_services();
+    let md = plan_markdown::render(&plan);
+    assert!(md.ends_with("No changes.\n"), "{md}");
+    assert!(!md.contains("<details>"), "{md}");
+    assert!(
+        md.contains(
+            "**Not pruned:** `web.api` is gone from the repo and keeps its 1 running replica"
+        ),
+        "{md}"
+    );
+    insta::assert_snapshot!("markdown_not_pruned_no_changes", md);
+    assert_eq!(
+        plan_markdown::render(&compute(&Desired::default(), &observed_empty())),
+        "### stackctl plan\n\nNo changes.\n"
+    );
+}
+
+fn observed_empty() -> Observed {
+    observed(vec![])
+}
+
+#[test]
+fn show_prints_the_header_then_the_plan_as_plan_printed_it() {
+    let (plan, observed) = pr_plan();
+    let planned = stackctl::reconcile::Planned {
+        plan: plan.clone(),
+        observed,
+        locks: vec![],
+    };
+    let options = stackctl::reconcile::PlanOptions {
+        source: plan.source.clone(),
+        prune: true,
+    };
+    let mut saved =
+        stackctl::saved::SavedPlan::new(&planned, &options, "d".repeat(64), 1_700_000_000);
+    saved.stackctl_version = "0.0.0-test".into();
+    assert_eq!(saved.fingerprints.replicas, 3);
+    let shown = saved.render_text();
+    assert!(shown.ends_with(&text(&plan)), "{shown}");
+    insta::assert_snapshot!("show_saved_plan", shown);
+    assert_eq!(
+        saved.plan,
+        serde_json::from_str::<serde_json::Value>(&plan_json::render(&plan)).unwrap(),
+        "show --json prints the plan JSON"
     );
 }
