@@ -95,14 +95,15 @@ pub enum Commands {
         /// Print the plan as text, json, or markdown (for a pull-request comment)
         #[arg(long, value_enum, value_name = "FORMAT")]
         format: Option<PlanFormat>,
-        /// Also save the plan to FILE, for `stackctl apply FILE` (`-out FILE` works too)
+        /// Also save the plan to FILE (relative to -C), for `stackctl apply FILE`; `-out FILE`
+        /// works too
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
     /// Converge the cluster to the repo, or execute a saved plan
     Apply {
-        /// A plan saved by `stackctl plan --out FILE`: executed without a prompt, and refused
-        /// when the repo or the live replicas changed since
+        /// A plan saved by `stackctl plan --out FILE` (relative to -C): executed without a
+        /// prompt, and refused when the repo or the live replicas changed since
         plan_file: Option<PathBuf>,
         /// Skip the confirmation prompt
         #[arg(long)]
@@ -113,7 +114,7 @@ pub enum Commands {
     },
     /// Print a saved plan with when, from which commit and by which version it was made
     Show {
-        /// The saved plan file
+        /// The saved plan file (relative to -C)
         file: PathBuf,
         /// Print the plan as JSON (as `plan --json`); the header goes to stderr
         #[arg(long)]
@@ -248,14 +249,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 format.unwrap_or(PlanFormat::Text)
             };
+            let out = out.map(|out| dir.join(out));
             plan(dir, style, detailed_exitcode, format, out.as_deref())
         }
         Commands::Apply {
             plan_file,
             auto_approve,
             lock_timeout,
-        } => apply(dir, style, auto_approve, lock_timeout, plan_file.as_deref()),
-        Commands::Show { file, json } => show(&file, json),
+        } => {
+            let plan_file = plan_file.map(|file| dir.join(file));
+            apply(dir, style, auto_approve, lock_timeout, plan_file.as_deref())
+        }
+        Commands::Show { file, json } => show(&dir.join(file), json),
         Commands::Status {
             json,
             watch,
