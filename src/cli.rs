@@ -764,8 +764,44 @@ fn print_stdout(text: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::colour_wanted;
+    use super::{Cli, Commands, PlanFormat, colour_wanted, normalize_args};
+    use clap::Parser;
     use std::ffi::OsStr;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_args(args.iter().map(|a| a.into()))).unwrap()
+    }
+
+    #[test]
+    fn terraforms_single_dash_out_is_the_out_option() {
+        for args in [
+            &["stackctl", "plan", "-out", "p.json"][..],
+            &["stackctl", "plan", "-out=p.json"],
+            &["stackctl", "plan", "--out", "p.json"],
+        ] {
+            match parse(args).command {
+                Commands::Plan { out, .. } => {
+                    assert_eq!(
+                        out.as_deref(),
+                        Some(std::path::Path::new("p.json")),
+                        "{args:?}"
+                    )
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        match parse(&["stackctl", "plan", "--format", "markdown"]).command {
+            Commands::Plan { format, json, .. } => {
+                assert_eq!(format, Some(PlanFormat::Markdown));
+                assert!(!json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["stackctl", "plan", "--json", "--format", "text"]).is_err(),
+            "--json is --format json"
+        );
+    }
 
     #[test]
     fn colour_only_on_a_terminal_without_an_opt_out() {
