@@ -384,7 +384,7 @@ fn plan(
         let desired = saved::desired_fingerprint(dir, &repo)
             .context("reading the repo's files for the saved plan's fingerprint")?;
         let file = saved::SavedPlan::new(&planned, &options, desired, unix_now());
-        std::fs::write(out, file.to_json())
+        write_atomically(out, &file.to_json())
             .with_context(|| format!("cannot write the plan to {}", out.display()))?;
         eprintln!(
             "Saved the plan to {0}; `stackctl apply {0}` executes exactly this plan.",
@@ -402,6 +402,19 @@ fn plan(
     } else {
         0
     })
+}
+
+/// Writes `text` to `path` through a temporary file in the same directory, so a reader (or an
+/// interrupted write) never sees half a plan.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
+    temp.write_all(text.as_bytes())?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn unix_now() -> i64 {
