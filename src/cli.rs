@@ -104,6 +104,7 @@ pub enum Commands {
     Apply {
         /// A plan saved by `stackctl plan --out FILE` (relative to -C): executed without a
         /// prompt, and refused when the repo or the live replicas changed since
+        #[arg(value_name = "FILE")]
         plan_file: Option<PathBuf>,
         /// Skip the confirmation prompt
         #[arg(long)]
