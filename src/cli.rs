@@ -305,8 +305,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn backend(repo: &Repo) -> Box<dyn Backend> {
-    crate::slurm::for_kind(repo.settings.backend)
+fn backend(repo: &Repo) -> Result<Box<dyn Backend>> {
+    crate::slurm::for_settings(&repo.settings)
+        .context("cannot create a private directory for the ssh control socket")
 }
 
 fn validate(dir: &Path) -> Result<ExitCode> {
@@ -358,7 +359,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         report: Default::default(),
         restart: Default::default(),
     };
-    let ctx = reconcile::script_context(&repo)?;
+    let ctx = reconcile::script_context(&repo, backend(&repo)?.as_ref())?;
     print_stdout(&script::render(&addr, &found.spec, &marker, &ctx))?;
     Ok(0)
 }
@@ -379,7 +380,7 @@ fn plan(
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
     let options = PlanOptions::for_checkout(dir);
-    let planned = reconcile::plan(&repo, &options, backend(&repo).as_ref())?;
+    let planned = reconcile::plan(&repo, &options, backend(&repo)?.as_ref())?;
     note_locks(&planned);
     if let Some(out) = out {
         let desired = saved::desired_fingerprint(dir, &repo)
@@ -452,7 +453,7 @@ fn apply(
     plan_file: Option<&Path>,
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let backend = backend(&repo);
+    let backend = backend(&repo)?;
     let mut options = ApplyOptions {
         plan: PlanOptions::for_checkout(dir),
         lock_wait,
@@ -550,9 +551,9 @@ fn observe_live(repo: &Repo, backend: &dyn Backend) -> Result<observed::Observed
 /// The status, as text or JSON.
 fn status_text(dir: &Path, json: bool) -> Result<String> {
     let repo = reconcile::load(dir)?;
-    let backend = backend(&repo);
+    let backend = backend(&repo)?;
     let observed = observe_live(&repo, backend.as_ref())?;
-    let ctx = reconcile::script_context(&repo)?;
+    let ctx = reconcile::script_context(&repo, backend.as_ref())?;
     let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
     for crash_loop in statuses.iter_mut().flat_map(|s| &mut s.crash_loops) {
         if let Some(path) = &crash_loop.stderr {
@@ -625,7 +626,7 @@ fn list_or_none<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String 
 
 fn endpoints(dir: &Path, target: Option<&str>, format: Option<Format>) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let backend = backend(&repo);
+    let backend = backend(&repo)?;
     let observed = observe_live(&repo, backend.as_ref())?;
     let mut services = endpoints::collect(&repo.desired, &observed);
     match target {
@@ -665,7 +666,7 @@ fn logs(
     stderr: bool,
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let backend = backend(&repo);
+    let backend = backend(&repo)?;
     let observed = observe_live(&repo, backend.as_ref())?;
     let mut known: Vec<ServiceAddr> = repo.desired.services.keys().cloned().collect();
     known.extend(observed.jobs.iter().map(|j| j.marker.service.clone()));
@@ -697,7 +698,7 @@ fn logs(
             job.reason
         );
     }
-    let ctx = reconcile::script_context(&repo)?;
+    let ctx = reconcile::script_context(&repo, backend.as_ref())?;
     let (out, err) = script::log_paths(&ctx, &addr, &job.id);
     let path = if stderr { err } else { out };
     let unreadable = |e: std::io::Error| {
@@ -750,7 +751,7 @@ fn write_stdout_bytes(bytes: &[u8]) -> Result<bool> {
 
 fn force_unlock(dir: &Path, lock_id: &str) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let backend = backend(&repo);
+    let backend = backend(&repo)?;
     let lock = crate::lock::force_unlock(backend.as_ref(), &repo.settings.owner, lock_id)?;
     print_stdout(&format!("Removed {lock}.\n"))?;
     Ok(0)

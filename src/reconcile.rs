@@ -27,12 +27,13 @@ pub enum Error {
         message: String,
     },
     /// Slurm could not be read or asked.
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Slurm {
         /// What was being done.
         context: &'static str,
-        /// Slurm's error.
-        source: SlurmError,
+        /// Slurm's error; part of this error's own message, so no error source (a chain
+        /// printed with `{:#}` would say it twice).
+        cause: SlurmError,
     },
     /// Another apply holds this owner's lock, or the lock could not be taken.
     #[error(transparent)]
@@ -63,7 +64,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config { .. } | Error::Stale { .. } => ErrorKind::Configuration,
-            Error::Slurm { source, .. } if source.is_transient() => ErrorKind::Transient,
+            Error::Slurm { cause, .. } if cause.is_transient() => ErrorKind::Transient,
             Error::Slurm { .. } => ErrorKind::Definite,
             Error::Lock(lock::LockError::Held { .. }) => ErrorKind::LockHeld,
             Error::Lock(lock::LockError::Slurm(e)) if e.is_transient() => ErrorKind::Transient,
@@ -99,10 +100,23 @@ pub fn load_files(files: &Path, checkout: &Path) -> Result<Repo, Error> {
         .map_err(|errors| Error::config(&errors, "nothing was planned or submitted"))
 }
 
-/// Returns the submitting side's paths with `~` expanded. Slurm and apptainer need them
-/// absolute; `image_dir` matters only when some image is a relative path.
-pub fn script_context(repo: &Repo) -> Result<ScriptContext, Error> {
-    let home = std::env::var("HOME").ok().filter(|h| !h.is_empty());
+/// Returns the submitting side's paths with `~` expanded to the home directory of the user
+/// the jobs run as (over SSH, the login node's: asked only when a path starts with `~`).
+/// Slurm and apptainer need them absolute; `image_dir` matters only when some image is a
+/// relative path.
+pub fn script_context(repo: &Repo, backend: &dyn Backend) -> Result<ScriptContext, Error> {
+    let settings = &repo.settings;
+    let home = if [&settings.log_dir, &settings.image_dir]
+        .iter()
+        .any(|p| p.starts_with('~'))
+    {
+        backend.home_dir().map_err(|cause| Error::Slurm {
+            context: "asking for the home directory `~` in stackctl.yaml stands for",
+            cause,
+        })?
+    } else {
+        None
+    };
     let expand = |value: &str| desired::expand_home(value, home.as_deref());
     let unexpanded = |name: &str, value: &str| Error::Config {
         message: format!("cannot expand {name} {value:?} from stackctl.yaml: HOME is not set"),
@@ -179,9 +193,9 @@ fn plan_with(
     reads: &mut Reads,
 ) -> Result<Planned, Error> {
     let owner = &repo.settings.owner;
-    let records = backend.list_jobs().map_err(|source| Error::Slurm {
+    let records = backend.list_jobs().map_err(|cause| Error::Slurm {
         context: "reading the live jobs from Slurm",
-        source,
+        cause,
     })?;
     if let Some(legacy) = &repo.settings.legacy_owner {
         let tag = Marker::owner_tag(legacy);
@@ -218,9 +232,9 @@ fn plan_with(
     let submitting = plan.submitting_services();
     if !submitting.is_empty() {
         if reads.facts.is_none() {
-            reads.facts = Some(backend.cluster_facts().map_err(|source| Error::Slurm {
+            reads.facts = Some(backend.cluster_facts().map_err(|cause| Error::Slurm {
                 context: "reading the cluster's partitions and nodes",
-                source,
+                cause,
             })?);
         }
         let facts = reads.facts.as_ref().expect("read above");
@@ -273,7 +287,7 @@ pub fn apply(
     approve: &mut dyn FnMut(&Planned) -> bool,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, Error> {
-    let ctx = script_context(repo)?;
+    let ctx = script_context(repo, backend)?;
     let mut reads = Reads::default();
     let first = plan_with(repo, &options.plan, backend, &mut reads)?;
     if first.plan.is_empty() && options.expect.is_none() {
@@ -314,12 +328,14 @@ fn apply_locked(
     if !approve(&planned) {
         return Ok(Outcome::Declined(planned));
     }
-    std::fs::create_dir_all(&ctx.log_dir).map_err(|e| Error::Config {
-        message: format!(
-            "cannot create the log directory {}: {e}",
-            ctx.log_dir.display()
-        ),
-    })?;
+    backend
+        .create_dir(&ctx.log_dir)
+        .map_err(|message| Error::Config {
+            message: format!(
+                "cannot create the log directory {}: {message}",
+                ctx.log_dir.display()
+            ),
+        })?;
     let report = apply::apply(
         &planned.plan,
         &repo.desired,

@@ -1502,3 +1502,33 @@ fn endpoint_env_entry_with_an_unknown_key() {
             .says(&["unknown field `host`"]),
     );
 }
+
+#[test]
+fn ssh_host_that_would_be_an_option() {
+    assert_rejected(
+        "ssh_host_option",
+        Expect::file("stackctl.yaml")
+            .at(5, 11)
+            .field("cluster.ssh.host")
+            .says(&["\"-oProxyCommand=sh\" is not a host name"]),
+    );
+}
+
+#[test]
+fn ssh_port_out_of_range() {
+    assert_rejected(
+        "ssh_bad_port",
+        Expect::file("stackctl.yaml")
+            .at(6, 11)
+            .field("cluster.ssh.port")
+            .says(&["70000 is not a TCP port"]),
+    );
+}
+
+#[test]
+fn ssh_unknown_key() {
+    assert_rejected(
+        "ssh_unknown_key",
+        Expect::file("stackctl.yaml").at(6, 5).says(&["identity"]),
+    );
+}

@@ -8,7 +8,7 @@ use super::yaml;
 use super::{
     BackendKind, Desired, EndpointRef, HealthSpec, OnFailure, Origin, Owner, PortSpec, PortValue,
     Probe, ReplicaSpec, Repo, ResourceSpec, RestartPolicy, Service, ServiceAddr, Settings,
-    SlurmSpec,
+    SlurmSpec, SshTarget,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,6 +101,12 @@ fn load_settings(
             format!("unknown backend {other:?}; the only backend so far is \"cli\""),
         )),
     };
+    let ssh = config
+        .cluster
+        .ssh
+        .as_ref()
+        .map(|ssh| ssh_target(shown, ssh))
+        .transpose();
     let log_dir = dir_setting(shown, "log_dir", config.log_dir, "~/.stackctl/logs");
     let image_dir = dir_setting(shown, "image_dir", config.image_dir, "~/.stackctl/images");
     let lock_expiry = match &config.lock.expiry {
@@ -127,6 +133,7 @@ fn load_settings(
         .transpose();
     let owner = take(owner, errors);
     let backend = take(backend, errors);
+    let ssh = take(ssh, errors);
     let log_dir = take(log_dir, errors);
     let image_dir = take(image_dir, errors);
     let lock_expiry = take(lock_expiry, errors);
@@ -137,8 +144,89 @@ fn load_settings(
         log_dir: log_dir?,
         image_dir: image_dir?,
         backend: backend?,
+        ssh: ssh?,
         lock_expiry: lock_expiry?,
         lock_partition: lock_partition?,
+    })
+}
+
+/// Lifts `cluster.ssh`: a host and user that cannot be taken for ssh options, a port in range,
+/// variable names a shell accepts, and key and known-hosts paths with `~` expanded here (they
+/// are read by the local ssh).
+fn ssh_target(shown: &Path, raw: &raw::SshConfig) -> Result<SshTarget, SpecError> {
+    let at = |location, field: &str, message: String| {
+        SpecError::at(shown, location, format!("cluster.ssh.{field}"), message)
+    };
+    let name_like = |text: &str| {
+        !text.is_empty()
+            && !text.starts_with('-')
+            && text.len() <= 253
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'))
+    };
+    let host = &raw.host;
+    if !name_like(&host.value) {
+        return Err(at(
+            host.referenced,
+            "host",
+            format!("{:?} is not a host name or address", host.value),
+        ));
+    }
+    let user = match &raw.user {
+        Some(user) if !name_like(&user.value) || user.value.contains(':') => {
+            return Err(at(
+                user.referenced,
+                "user",
+                format!("{:?} is not a user name", user.value),
+            ));
+        }
+        user => user.as_ref().map(|u| u.value.clone()),
+    };
+    let port = match &raw.port {
+        Some(port) => Some(
+            u16::try_from(port.value)
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| {
+                    at(
+                        port.referenced,
+                        "port",
+                        format!("{} is not a TCP port (1-65535)", port.value),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let home = std::env::var("HOME").ok().filter(|h| !h.is_empty());
+    let path = |value: &Option<Spanned<String>>| {
+        value
+            .as_ref()
+            .map(|v| super::expand_home(&v.value, home.as_deref()))
+    };
+    let mut env = BTreeMap::new();
+    for (key, value) in &raw.env {
+        let valid = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(at(
+                value.referenced,
+                &format!("env.{key}"),
+                format!("{key:?} is not an environment variable name"),
+            ));
+        }
+        env.insert(key.clone(), value.value.clone());
+    }
+    Ok(SshTarget {
+        host: host.value.clone(),
+        user,
+        port,
+        identity_file: path(&raw.identity_file),
+        known_hosts_file: path(&raw.known_hosts_file),
+        env,
     })
 }
 

@@ -42,6 +42,8 @@ pub struct Settings {
     pub image_dir: String,
     /// How Slurm is reached.
     pub backend: BackendKind,
+    /// The login node the Slurm commands run on (`cluster.ssh`); none runs them here.
+    pub ssh: Option<SshTarget>,
     /// How long an apply lock lives without being renewed (`lock.expiry`, default 2 minutes,
     /// at least 10 seconds).
     pub lock_expiry: std::time::Duration,
@@ -54,6 +56,24 @@ pub struct Settings {
 pub enum BackendKind {
     /// `squeue`, `sbatch`, `scancel` and `scontrol` from `PATH`.
     Cli,
+}
+
+/// A login node reached over SSH (`cluster.ssh` in `stackctl.yaml`), validated: the host and
+/// user cannot be taken for options, and every path is expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// Host name or address.
+    pub host: String,
+    /// Remote user, when set.
+    pub user: Option<String>,
+    /// Port, when set.
+    pub port: Option<u16>,
+    /// Private key file, when set.
+    pub identity_file: Option<PathBuf>,
+    /// Known-hosts file, when set.
+    pub known_hosts_file: Option<PathBuf>,
+    /// Variables exported before each remote command.
+    pub env: BTreeMap<String, String>,
 }
 
 /// An ownership namespace such as `team-llm` or `github.com/org/repo`.

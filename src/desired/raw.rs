@@ -40,6 +40,27 @@ pub struct LockConfig {
 pub struct ClusterConfig {
     /// Backend name; only `cli` exists so far.
     pub backend: Option<Spanned<String>>,
+    /// Run the Slurm commands on a login node over SSH instead of locally.
+    pub ssh: Option<SshConfig>,
+}
+
+/// The `cluster.ssh:` block of `stackctl.yaml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// The login node's host name or address.
+    pub host: Spanned<String>,
+    /// The remote user; otherwise ssh's configuration decides.
+    pub user: Option<Spanned<String>>,
+    /// The SSH port; otherwise ssh's configuration decides (22).
+    pub port: Option<Spanned<i64>>,
+    /// The private key; otherwise the agent and ssh's configuration decide.
+    pub identity_file: Option<Spanned<String>>,
+    /// The known-hosts file the host key is checked against; otherwise ssh's default.
+    pub known_hosts_file: Option<Spanned<String>>,
+    /// Variables exported on the login node before each Slurm command (e.g. `SLURM_CONF`).
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<String>>,
 }
 
 /// `recipes/<category>/<name>.yaml`.

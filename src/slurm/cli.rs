@@ -1,13 +1,19 @@
 //! The CLI adapter: `squeue`, `sbatch`, `scancel` and `scontrol` from `PATH`, configured by the
-//! environment (`SLURM_CONF`) like any other Slurm client.
+//! environment (`SLURM_CONF`) like any other Slurm client; or the same commands on a login
+//! node, through the system `ssh` ([`super::ssh`]).
 //!
 //! Commands that change Slurm (`sbatch`, `scancel`, `scontrol update`) run under a parent-death
-//! signal, so none of them can outlive a killed stackctl (see [`Effect::Mutating`]).
+//! signal, so none of them can outlive a killed stackctl (see [`Effect::Mutating`]). Over SSH
+//! the signal kills the local `ssh`; a command the login node had already started may still
+//! finish there, which the nonce lookup before any retry and the next plan's duplicate check
+//! cover as they cover a lost reply.
 
+use super::ssh::SshSession;
 use super::{Backend, SlurmError};
 use crate::cluster::{ClusterFacts, GpuFacts, NodeFacts, PartitionFacts};
 use crate::observed::{JobId, JobRecord, JobTimes, compact_job_ids};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +29,9 @@ use wait_timeout::ChildExt;
 /// call) and `exit_code` is Slurm's raw wait status: the crash-loop backoff reads when a job
 /// failed, how long it ran and how it exited from this one listing, with no extra RPC.
 const SQUEUE_FORMAT: &str = "ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,StartTime:|,EndTime:|,exit_code:|,Comment:|";
+
+/// Every Slurm command prints times as unix seconds.
+const TIME_FORMAT: (&str, &str) = ("SLURM_TIME_FORMAT", "%s");
 
 /// util-linux's `setpriv`, which sets a parent-death signal and then runs a program.
 const SETPRIV: &str = "/usr/bin/setpriv";
@@ -65,17 +74,20 @@ enum Effect {
     Mutating,
 }
 
-/// Slurm reached through its command-line clients.
+/// Slurm reached through its command-line clients, here or on a login node over SSH.
 #[derive(Debug, Clone)]
 pub struct CliBackend {
     /// Deadline for one command.
     pub timeout: Duration,
+    /// The login node the commands run on; none runs them here.
+    pub remote: Option<Arc<SshSession>>,
 }
 
 impl Default for CliBackend {
     fn default() -> Self {
         CliBackend {
             timeout: Duration::from_secs(60),
+            remote: None,
         }
     }
 }
@@ -98,13 +110,17 @@ impl CliBackend {
             .collect::<Vec<_>>()
             .join(" ");
         tracing::debug!(%command, "running");
+        let (local_program, local_args): (&str, Vec<OsString>) = match &self.remote {
+            None => (program, args.iter().map(OsString::from).collect()),
+            Some(session) => ("ssh", session.args(program, args, &[TIME_FORMAT])),
+        };
         let spawn_error = |source| SlurmError::Spawn {
-            program: program.to_owned(),
+            program: local_program.to_owned(),
             source,
         };
         let mut stdout = tempfile::tempfile().map_err(spawn_error)?;
         let mut stderr = tempfile::tempfile().map_err(spawn_error)?;
-        let mut child = command_for(program, args, effect)
+        let mut child = command_for(local_program, &local_args, effect)
             .map_err(spawn_error)?
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -140,6 +156,14 @@ impl CliBackend {
             text
         };
         let (out, err) = (read(&mut stdout), read(&mut stderr));
+        if let Some(session) = &self.remote
+            && status.code() == Some(super::ssh::SSH_FAILURE_STATUS)
+        {
+            return Err(SlurmError::Failed {
+                command,
+                message: session.failure(&err),
+            });
+        }
         if !status.success() {
             let message = clean_message(program, &err);
             let message = if message.is_empty() {
@@ -162,13 +186,14 @@ impl CliBackend {
 /// Every command runs in a process group of its own, so a Ctrl-C at the terminal (which
 /// signals the whole foreground group) reaches stackctl, which decides, and never cuts a
 /// Slurm call short by itself.
-fn command_for(program: &str, args: &[&str], effect: Effect) -> std::io::Result<Command> {
+fn command_for(program: &str, args: &[OsString], effect: Effect) -> std::io::Result<Command> {
     use std::os::unix::process::CommandExt;
+    let (time_key, time_format) = TIME_FORMAT;
     if effect == Effect::ReadOnly || !pdeathsig_available() {
         let mut command = Command::new(program);
         command
             .args(args)
-            .env("SLURM_TIME_FORMAT", "%s")
+            .env(time_key, time_format)
             .process_group(0);
         return Ok(command);
     }
@@ -181,7 +206,7 @@ fn command_for(program: &str, args: &[&str], effect: Effect) -> std::io::Result<
         .arg(std::process::id().to_string())
         .arg(program)
         .args(args)
-        .env("SLURM_TIME_FORMAT", "%s")
+        .env(time_key, time_format)
         .process_group(0);
     Ok(command)
 }
@@ -318,6 +343,29 @@ impl Backend for CliBackend {
             nodes,
             max_array_size,
         })
+    }
+
+    fn home_dir(&self) -> Result<Option<String>, SlurmError> {
+        match &self.remote {
+            None => Ok(super::local_home()),
+            Some(_) => {
+                let home =
+                    self.run("sh", &["-c", "printf %s \"$HOME\""], None, Effect::ReadOnly)?;
+                Ok(Some(home).filter(|h| h.starts_with('/')))
+            }
+        }
+    }
+
+    fn create_dir(&self, path: &Path) -> Result<(), String> {
+        match &self.remote {
+            None => std::fs::create_dir_all(path).map_err(|e| e.to_string()),
+            Some(_) => {
+                let path = path.to_str().ok_or("the path is not UTF-8")?;
+                self.run("mkdir", &["-p", "--", path], None, Effect::ReadOnly)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
     }
 
     fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError> {

@@ -330,6 +330,14 @@ impl Backend for FakeBackend {
             .ok_or_else(|| failed("scontrol write batch_script", "Invalid job id".into()))
     }
 
+    fn home_dir(&self) -> Result<Option<String>, SlurmError> {
+        Ok(super::local_home())
+    }
+
+    fn create_dir(&self, path: &std::path::Path) -> Result<(), String> {
+        std::fs::create_dir_all(path).map_err(|e| e.to_string())
+    }
+
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError> {
         if let Some(fault) = self.begin(Op::Facts) {
             return Err(failed("scontrol show", format!("{fault:?}")));

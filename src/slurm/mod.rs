@@ -4,6 +4,7 @@
 
 mod cli;
 pub mod fake;
+pub mod ssh;
 
 pub use cli::CliBackend;
 
@@ -29,12 +30,29 @@ pub trait Backend: Send + Sync {
     fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError>;
     /// Reads the cluster's partitions, nodes and limits (a few cheap reads).
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError>;
+    /// Returns the home directory of the user the jobs run as, where `~` in `log_dir` points:
+    /// the local `HOME`, or the login node's.
+    fn home_dir(&self) -> Result<Option<String>, SlurmError>;
+    /// Creates a directory the jobs write to, with its parents, where the Slurm commands run.
+    fn create_dir(&self, path: &std::path::Path) -> Result<(), String>;
 }
 
-/// Returns the adapter `stackctl.yaml` asks for.
-pub fn for_kind(kind: crate::desired::BackendKind) -> Box<dyn Backend> {
-    match kind {
-        crate::desired::BackendKind::Cli => Box::new(CliBackend::default()),
+/// The local user's home directory (`HOME`), when set.
+pub fn local_home() -> Option<String> {
+    std::env::var("HOME").ok().filter(|h| !h.is_empty())
+}
+
+/// Returns the adapter `stackctl.yaml` asks for; fails only when a login node's session has
+/// no temporary directory for its control socket.
+pub fn for_settings(settings: &crate::desired::Settings) -> std::io::Result<Box<dyn Backend>> {
+    match settings.backend {
+        crate::desired::BackendKind::Cli => Ok(Box::new(CliBackend {
+            remote: match settings.ssh.clone() {
+                Some(target) => Some(std::sync::Arc::new(ssh::SshSession::new(target)?)),
+                None => None,
+            },
+            ..CliBackend::default()
+        })),
     }
 }
 

@@ -214,10 +214,13 @@ fn reconcile_once(
     applied: &mut Option<String>,
 ) -> PassResult {
     let started = Instant::now();
-    let backend = timed::Timed::new(
-        crate::slurm::for_kind(target.repo.settings.backend),
-        state.clone(),
-    );
+    let backend = match crate::slurm::for_settings(&target.repo.settings) {
+        Ok(backend) => timed::Timed::new(backend, state.clone()),
+        Err(error) => {
+            tracing::error!(%error, "cannot create a private directory for the ssh control socket");
+            return PassResult::Error;
+        }
+    };
     let apply_options = ApplyOptions {
         plan: PlanOptions {
             source: target.source.clone(),

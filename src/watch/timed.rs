@@ -62,4 +62,10 @@ impl Backend for Timed {
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError> {
         self.time("cluster_facts", || self.inner.cluster_facts())
     }
+    fn home_dir(&self) -> Result<Option<String>, SlurmError> {
+        self.time("home_dir", || self.inner.home_dir())
+    }
+    fn create_dir(&self, path: &std::path::Path) -> Result<(), String> {
+        self.inner.create_dir(path)
+    }
 }
