@@ -373,6 +373,7 @@ mod tests {
                 },
             )]
             .into(),
+            depends_on: Vec::new(),
         }
     }
 

@@ -571,6 +571,7 @@ mod tests {
             spec,
             restart: Default::default(),
             origins,
+            depends_on: Vec::new(),
         };
         edit(&mut service);
         let mut desired = Desired::default();

@@ -1532,3 +1532,50 @@ fn ssh_unknown_key() {
         Expect::file("stackctl.yaml").at(6, 5).says(&["identity"]),
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// depends_on: services started (or ready) before this one.
+
+#[test]
+fn depends_on_naming_a_service_the_repo_lacks() {
+    assert_rejected(
+        "depends_on_unknown_service",
+        Expect::file("stacks/web.yaml")
+            .at(5, 18)
+            .field("services.app.depends_on[0]")
+            .says(&["no service web/db in the repo"]),
+    );
+}
+
+#[test]
+fn depends_on_its_own_service() {
+    assert_rejected(
+        "depends_on_self",
+        Expect::file("stacks/web.yaml")
+            .at(7, 9)
+            .field("services.app.depends_on[1]")
+            .says(&["a service cannot depend on itself"]),
+    );
+}
+
+#[test]
+fn depends_on_cycle_names_the_cycle() {
+    assert_rejected(
+        "depends_on_cycle",
+        Expect::file("stacks/a.yaml")
+            .at(5, 18)
+            .field("services.db.depends_on[0]")
+            .says(&["dependency cycle: a/db -> a/web -> a/db"]),
+    );
+}
+
+#[test]
+fn depends_on_with_an_unknown_condition() {
+    assert_rejected(
+        "depends_on_bad_condition",
+        Expect::file("stacks/web.yaml")
+            .at(6, 9)
+            .field("services.app.depends_on[0].condition")
+            .says(&["condition \"healthy\" must be `started` or `ready`"]),
+    );
+}

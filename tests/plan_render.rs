@@ -80,6 +80,7 @@ fn service(replicas: u32, spec: ReplicaSpec) -> Service {
             },
         )]
         .into(),
+        depends_on: Vec::new(),
     }
 }
 

@@ -6,9 +6,9 @@ use super::layout::{CONFIG_FILE, RECIPES_DIR, STACKS_DIR};
 use super::raw;
 use super::yaml;
 use super::{
-    BackendKind, Desired, EndpointRef, HealthSpec, OnFailure, Origin, Owner, PortSpec, PortValue,
-    Probe, ReplicaSpec, Repo, ResourceSpec, RestartPolicy, Service, ServiceAddr, Settings,
-    SlurmSpec, SshTarget,
+    BackendKind, Condition, Dependency, Desired, EndpointRef, HealthSpec, OnFailure, Origin, Owner,
+    PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestartPolicy, Service,
+    ServiceAddr, Settings, SlurmSpec, SshTarget,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -697,7 +697,7 @@ fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) 
                 file: &shown,
                 errors,
             };
-            if let Some(service) = lift_service(&mut ctx, &field, service, recipes) {
+            if let Some(service) = lift_service(&mut ctx, &stem, &field, service, recipes) {
                 desired
                     .services
                     .insert(ServiceAddr::new(stem.as_ref(), service_name), service);
@@ -705,6 +705,7 @@ fn load_stacks(root: &Path, recipes: &RecipeTable, errors: &mut Vec<SpecError>) 
         }
     }
     check_endpoint_refs(&desired, errors);
+    check_depends_on(&desired, errors);
     desired
 }
 
@@ -854,6 +855,7 @@ fn check_recipe_ref(reference: &str) -> Result<(), String> {
 
 fn lift_service(
     ctx: &mut Ctx,
+    stack: &str,
     field: &str,
     service: raw::Service,
     recipes: &RecipeTable,
@@ -953,6 +955,7 @@ fn lift_service(
     }
     let before = ctx.errors.len();
     lift_endpoint_env(ctx, field, &service.endpoint_env, &mut spec, &mut origins);
+    let depends_on = lift_depends_on(ctx, stack, field, service.depends_on.as_ref(), &mut origins);
     if ctx.errors.len() > before {
         return None;
     }
@@ -975,7 +978,124 @@ fn lift_service(
         spec,
         restart,
         origins,
+        depends_on,
     })
+}
+
+/// Lifts a service's `depends_on:` list, checking each entry on its own: `SERVICE` (in
+/// `stack`) or `STACK/SERVICE`, and a condition of `started` or `ready` (the default). Each
+/// entry's origin is recorded as `depends_on[i]`; whether the service exists and whether the
+/// dependencies form a cycle is checked once every stack is loaded ([`check_depends_on`]).
+fn lift_depends_on(
+    ctx: &mut Ctx,
+    stack: &str,
+    field: &str,
+    raw: Option<&Spanned<Vec<Spanned<raw::DependsOn>>>>,
+    origins: &mut BTreeMap<String, Origin>,
+) -> Vec<Dependency> {
+    let mut list: Vec<Dependency> = Vec::new();
+    for (i, entry) in raw
+        .map(|r| r.value.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let entry_field = format!("{field}.depends_on[{i}]");
+        let (service, condition) = match &entry.value {
+            raw::DependsOn::Service { service, condition } => (service, condition),
+            raw::DependsOn::Not(what) => {
+                ctx.error(
+                    entry.referenced,
+                    &entry_field,
+                    format!(
+                        "{what} is not a dependency: write SERVICE, STACK/SERVICE or \
+                         {{service: .., condition: started|ready}}"
+                    ),
+                );
+                continue;
+            }
+        };
+        let parts: Vec<&str> = service.split('/').collect();
+        let address = match parts.as_slice() {
+            [name] => ServiceAddr::new(stack, *name),
+            [stack, name] => ServiceAddr::new(*stack, *name),
+            _ => ServiceAddr::new("", ""),
+        };
+        if check_name(&address.stack).is_err() || check_name(&address.service).is_err() {
+            ctx.error(
+                entry.referenced,
+                &entry_field,
+                format!("{service:?} is not SERVICE or STACK/SERVICE, e.g. db or cache/redis"),
+            );
+            continue;
+        }
+        let condition = match condition.as_deref().map(Condition::parse) {
+            None => Condition::Ready,
+            Some(Ok(condition)) => condition,
+            Some(Err(problem)) => {
+                ctx.error(
+                    entry.referenced,
+                    &format!("{entry_field}.condition"),
+                    problem,
+                );
+                continue;
+            }
+        };
+        if list.iter().any(|d| d.service == address) {
+            ctx.error(
+                entry.referenced,
+                &entry_field,
+                format!("{} is listed twice", address.reference()),
+            );
+            continue;
+        }
+        origins.insert(
+            format!("depends_on[{}]", list.len()),
+            ctx.origin(entry.referenced, &entry_field),
+        );
+        list.push(Dependency {
+            service: address,
+            condition,
+        });
+    }
+    list
+}
+
+/// Checks every `depends_on:` entry against the loaded services: the service exists and is
+/// not the depending one, and no chain of dependencies leads back to where it started.
+fn check_depends_on(desired: &Desired, errors: &mut Vec<SpecError>) {
+    let mut broken = false;
+    for (addr, service) in &desired.services {
+        for (i, dependency) in service.depends_on.iter().enumerate() {
+            let at = service.origin(&format!("depends_on[{i}]"));
+            let problem = if &dependency.service == addr {
+                "a service cannot depend on itself".to_owned()
+            } else if !desired.services.contains_key(&dependency.service) {
+                format!("no service {} in the repo", dependency.service.reference())
+            } else {
+                continue;
+            };
+            broken = true;
+            errors.push(at.error(problem));
+        }
+    }
+    if broken {
+        return;
+    }
+    if let Err(cycle) = desired.dependency_order() {
+        // Reported at the entry of the cycle's first service that names the next one.
+        let first = desired.services.get(cycle[0]).expect("a loaded service");
+        let i = first
+            .depends_on
+            .iter()
+            .position(|d| &d.service == cycle[1])
+            .unwrap_or(0);
+        let names: Vec<String> = cycle.iter().map(|a| a.reference()).collect();
+        errors.push(first.origin(&format!("depends_on[{i}]")).error(format!(
+            "dependency cycle: {}; no service of a cycle could ever start",
+            names.join(" -> ")
+        )));
+    }
 }
 
 /// Returns the known name closest to `wanted`, if it is close enough to be a likely typo.
@@ -1954,6 +2074,86 @@ mod tests {
             std::fs::write(path, text).unwrap();
         }
         load(dir.path(), || remote.map(str::to_owned))
+    }
+
+    #[test]
+    fn depends_on_resolves_names_and_orders_services_after_their_dependencies() {
+        let recipe = (
+            "recipes/demo/svc.yaml",
+            "name: svc\ncommand: sleep infinity\n",
+        );
+        let repo = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                recipe,
+                (
+                    "stacks/a.yaml",
+                    "services:\n  web:\n    recipe: demo/svc\n    depends_on:\n      - api\n      - {service: b/db, condition: started}\n  api:\n    recipe: demo/svc\n    depends_on: [b/db]\n",
+                ),
+                ("stacks/b.yaml", "services:\n  db:\n    recipe: demo/svc\n"),
+            ],
+            None,
+        )
+        .unwrap();
+        let desired = &repo.desired;
+        let web = &desired.services[&ServiceAddr::new("a", "web")];
+        assert_eq!(
+            web.depends_on,
+            vec![
+                Dependency {
+                    service: ServiceAddr::new("a", "api"),
+                    condition: Condition::Ready,
+                },
+                Dependency {
+                    service: ServiceAddr::new("b", "db"),
+                    condition: Condition::Started,
+                },
+            ]
+        );
+        assert_eq!(
+            web.origin("depends_on[1]").field,
+            "services.web.depends_on[1]"
+        );
+        let order: Vec<String> = desired
+            .dependency_order()
+            .unwrap()
+            .iter()
+            .map(|a| a.reference())
+            .collect();
+        assert_eq!(order, ["b/db", "a/api", "a/web"]);
+        // Not part of the spec: the hash is the one of the same service without depends_on.
+        let plain = &desired.services[&ServiceAddr::new("b", "db")];
+        assert_eq!(web.hash, plain.hash);
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_named_from_its_first_service() {
+        let recipe = (
+            "recipes/demo/svc.yaml",
+            "name: svc\ncommand: sleep infinity\n",
+        );
+        let errors = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                recipe,
+                (
+                    "stacks/a.yaml",
+                    "services:\n  x:\n    recipe: demo/svc\n  y:\n    recipe: demo/svc\n    depends_on: [z]\n  z:\n    recipe: demo/svc\n    depends_on: [x, b/w]\n",
+                ),
+                (
+                    "stacks/b.yaml",
+                    "services:\n  w:\n    recipe: demo/svc\n    depends_on: [a/y]\n",
+                ),
+            ],
+            None,
+        )
+        .unwrap_err();
+        let text = errors.to_string();
+        assert!(
+            text.contains("dependency cycle: a/y -> a/z -> b/w -> a/y"),
+            "{text}"
+        );
+        assert!(text.contains("services.y.depends_on[0]"), "{text}");
     }
 
     #[test]

@@ -136,6 +136,13 @@ impl ServiceAddr {
     }
 }
 
+impl ServiceAddr {
+    /// The address as written in references (`depends_on`, `endpoint_env`): `stack/service`.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.stack, self.service)
+    }
+}
+
 impl fmt::Display for ServiceAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.stack, self.service)
@@ -160,6 +167,101 @@ pub struct Service {
     /// `resources.gpu`, `slurm.partition`, …); `recipe` (the service's `recipe:` line) is
     /// always present.
     pub origins: BTreeMap<String, Origin>,
+    /// The services this one waits for (`depends_on:`), in the order written. Not part of the
+    /// spec (nor its hash): the order in which replicas are started does not change what a
+    /// replica runs, so editing it never restarts a running replica.
+    pub depends_on: Vec<Dependency>,
+}
+
+/// One `depends_on:` entry: a service whose replicas must be started or ready before this
+/// service's replicas are submitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// The service depended on.
+    pub service: ServiceAddr,
+    /// What it must be before a dependent replica is submitted.
+    pub condition: Condition,
+}
+
+/// When a dependency counts as satisfied (`condition:` of a `depends_on:` entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// Its jobs were submitted: the dependent is submitted with them, and Slurm starts it only
+    /// after they start (`--dependency=after:<job ids>`).
+    Started,
+    /// One of its replicas is ready (running and, with a health check, healthy). The default.
+    Ready,
+}
+
+impl Condition {
+    /// Parses `started` or `ready`.
+    pub fn parse(text: &str) -> Result<Condition, String> {
+        match text {
+            "started" => Ok(Condition::Started),
+            "ready" => Ok(Condition::Ready),
+            other => Err(format!("condition {other:?} must be `started` or `ready`")),
+        }
+    }
+
+    /// The word written in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Ready => "ready",
+        }
+    }
+}
+
+impl Desired {
+    /// Returns every service in dependency order: each after the services it depends on,
+    /// otherwise in address order. When the dependencies form a cycle, returns one cycle
+    /// instead, its first service repeated at the end (`a/web -> a/db -> a/web`).
+    /// Dependencies on services not in `self` are ignored.
+    pub fn dependency_order(&self) -> Result<Vec<&ServiceAddr>, Vec<&ServiceAddr>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Visiting,
+            Done,
+        }
+        fn visit<'a>(
+            desired: &'a Desired,
+            addr: &'a ServiceAddr,
+            marks: &mut BTreeMap<&'a ServiceAddr, Mark>,
+            path: &mut Vec<&'a ServiceAddr>,
+            order: &mut Vec<&'a ServiceAddr>,
+        ) -> Result<(), Vec<&'a ServiceAddr>> {
+            match marks.get(addr) {
+                Some(Mark::Done) => return Ok(()),
+                Some(Mark::Visiting) => {
+                    let start = path.iter().position(|a| *a == addr).unwrap_or(0);
+                    let mut cycle = path[start..].to_vec();
+                    cycle.push(addr);
+                    return Err(cycle);
+                }
+                None => {}
+            }
+            marks.insert(addr, Mark::Visiting);
+            path.push(addr);
+            if let Some(service) = desired.services.get(addr) {
+                for dependency in &service.depends_on {
+                    if let Some((key, _)) = desired.services.get_key_value(&dependency.service) {
+                        visit(desired, key, marks, path, order)?;
+                    }
+                }
+            }
+            path.pop();
+            marks.insert(addr, Mark::Done);
+            order.push(addr);
+            Ok(())
+        }
+        let mut marks = BTreeMap::new();
+        let mut order = Vec::new();
+        for addr in self.services.keys() {
+            visit(self, addr, &mut marks, &mut Vec::new(), &mut order)?;
+        }
+        Ok(order)
+    }
 }
 
 impl Service {

@@ -300,6 +300,81 @@ pub struct Service {
     /// Environment variables set at submit time from another service's ready replicas.
     #[serde(default)]
     pub endpoint_env: BTreeMap<String, Spanned<EndpointEnv>>,
+    /// Services whose replicas must be started (or ready) before this one's are submitted.
+    pub depends_on: Option<Spanned<Vec<Spanned<DependsOn>>>>,
+}
+
+/// One `depends_on:` entry: `SERVICE`, `STACK/SERVICE`, or
+/// `{service: .., condition: started|ready}`. Anything else is kept as a description of what
+/// was written, so the error can point at the entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DependsOn {
+    /// The service as written, and the condition when one was written.
+    Service {
+        /// `SERVICE` (same stack) or `STACK/SERVICE`.
+        service: String,
+        /// `started` or `ready` as written; none means `ready`.
+        condition: Option<String>,
+    },
+    /// Neither; says what was written instead.
+    Not(String),
+}
+
+impl<'de> Deserialize<'de> for DependsOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = DependsOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a service name or {service: .., condition: started|ready}")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<DependsOn, E> {
+                Ok(DependsOn::Service {
+                    service: v.to_owned(),
+                    condition: None,
+                })
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<DependsOn, E> {
+                Ok(DependsOn::Not(format!("the number {v}")))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<DependsOn, E> {
+                Ok(DependsOn::Not(format!("the number {v}")))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<DependsOn, E> {
+                Ok(DependsOn::Not(format!("the number {v}")))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<DependsOn, E> {
+                Ok(DependsOn::Not(format!("the boolean {v}")))
+            }
+            fn visit_unit<E>(self) -> Result<DependsOn, E> {
+                Ok(DependsOn::Not("no value".into()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<DependsOn, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(DependsOn::Not("a list".into()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<DependsOn, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Full {
+                    service: String,
+                    condition: Option<String>,
+                }
+                let full = Full::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(DependsOn::Service {
+                    service: full.service,
+                    condition: full.condition,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// A list of TCP ports; the list's own position is where it was written.
