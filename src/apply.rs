@@ -8,7 +8,10 @@
 //!    the cancel fails, the jobs are listed again to learn exactly which ones ended.
 //! 3. One submission per service and index group (an array each), new indexes and the
 //!    replacements whose predecessor is known to be gone; a replacement whose predecessor may
-//!    still run is not submitted, so an index never runs twice.
+//!    still run is not submitted, so an index never runs twice. Services go in the plan's
+//!    dependency order; a service with `condition: started` dependencies is submitted with
+//!    `--dependency=after:<the job ids just submitted for them>`, and not at all when one of
+//!    them failed to submit.
 //!
 //! Nothing is rolled back: the report says what was done, what failed and what was not
 //! attempted, and the next apply starts from what Slurm then shows.
@@ -84,6 +87,10 @@ struct Submission<'a> {
     script: String,
     /// The plan's resolved `endpoint_env`, for a script rendered again.
     endpoints: &'a BTreeMap<String, String>,
+    /// Services submitted earlier in this apply that these jobs start after.
+    start_after: &'a [ServiceAddr],
+    /// Queued jobs these jobs start after.
+    start_after_jobs: &'a [JobId],
 }
 
 /// Executes `plan`. `new_nonce` returns a fresh unique nonce per submission.
@@ -174,17 +181,21 @@ pub fn apply(
                 marker,
                 script,
                 endpoints: &service_plan.endpoint_env,
+                start_after: &service_plan.start_after,
+                start_after_jobs: &service_plan.start_after_jobs,
             });
         }
     }
     submissions.retain(|s| !blocked.contains(&s.service));
 
-    // 2. Cancel destroys and the predecessors of accepted replacements, in one call.
+    // 2. Cancel destroys and the predecessors of accepted replacements, in one call, in
+    //    reverse dependency order (dependents first).
     let mut predecessor: BTreeMap<(&ServiceAddr, u32), JobId> = BTreeMap::new();
     let mut cancels: Vec<JobId> = Vec::new();
     for service_plan in plan
         .services
         .iter()
+        .rev()
         .filter(|s| !blocked.contains(&s.service))
     {
         for change in &service_plan.changes {
@@ -201,8 +212,36 @@ pub fn apply(
     }
     let still_alive = cancel(backend, &cancels, &mut report, progress);
 
-    // 3. Submit, except replacements whose predecessor may still run.
+    // 3. Submit, except replacements whose predecessor may still run, dependencies first.
+    let mut submitted: BTreeMap<ServiceAddr, Vec<u64>> = BTreeMap::new();
     for mut submission in submissions {
+        let mut after: Vec<String> = submission
+            .start_after_jobs
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+        let missing: Vec<String> = submission
+            .start_after
+            .iter()
+            .filter(|dependency| !submitted.contains_key(*dependency))
+            .map(|dependency| dependency.reference())
+            .collect();
+        if !missing.is_empty() {
+            report.fail(
+                submission.indexes.len(),
+                format!(
+                    "{}[{}]: not submitted, because {} it starts after (depends_on) was not submitted",
+                    submission.service,
+                    submission.marker.indexes,
+                    missing.join(", ")
+                ),
+                true,
+            );
+            continue;
+        }
+        for dependency in submission.start_after {
+            after.extend(submitted[dependency].iter().map(u64::to_string));
+        }
         let (ready, waiting): (Vec<u32>, Vec<u32>) =
             submission.indexes.iter().partition(|&&index| {
                 predecessor
@@ -233,8 +272,13 @@ pub fn apply(
             );
             submission.indexes = ready;
         }
-        match submit_once(backend, &submission.script, &submission.marker.nonce) {
+        let script = script::with_start_after(&submission.script, &after);
+        match submit_once(backend, &script, &submission.marker.nonce) {
             Ok(job_id) => {
+                submitted
+                    .entry(submission.service.clone())
+                    .or_default()
+                    .push(job_id);
                 report.added += submission.indexes.len();
                 progress.submitted(&submission.service, &submission.marker.indexes, job_id);
             }
@@ -414,6 +458,67 @@ mod tests {
             .collect();
         indexes.sort_unstable();
         indexes
+    }
+
+    /// `service` depending on `s/<on>` with `condition`.
+    fn depending(mut service: Service, on: &str, condition: crate::desired::Condition) -> Service {
+        service.depends_on.push(crate::desired::Dependency {
+            service: ServiceAddr::new("s", on),
+            condition,
+        });
+        service
+    }
+
+    #[test]
+    fn a_started_dependency_is_submitted_first_and_the_dependent_after_its_job_ids() {
+        use crate::desired::Condition;
+        let backend = FakeBackend::new();
+        // `a` sorts before `z` but depends on it: `z` goes first.
+        let desired = desired(&[
+            ("a", depending(service(2, "pa"), "z", Condition::Started)),
+            ("z", service(1, "pz")),
+        ]);
+        let report = converge(&backend, &desired);
+        assert!(report.is_complete(), "{:?}", report.errors);
+        let jobs = backend.alive();
+        let z = jobs
+            .iter()
+            .find(|j| j.script.contains("--partition=pz"))
+            .unwrap();
+        let a = jobs
+            .iter()
+            .find(|j| j.script.contains("--partition=pa"))
+            .unwrap();
+        assert!(z.id.array < a.id.array, "z submitted first: {jobs:?}");
+        assert!(
+            a.script
+                .contains(&format!("#SBATCH --dependency=after:{}\n", z.id.array)),
+            "{}",
+            a.script
+        );
+        assert!(!z.script.contains("--dependency"), "{}", z.script);
+    }
+
+    #[test]
+    fn a_dependent_is_not_submitted_when_its_started_dependency_was_rejected() {
+        use crate::desired::Condition;
+        let backend = FakeBackend::new();
+        backend.state().reject_scripts_containing = Some("--partition=pz".into());
+        let desired = desired(&[
+            ("a", depending(service(1, "pa"), "z", Condition::Started)),
+            ("z", service(1, "pz")),
+        ]);
+        let report = converge(&backend, &desired);
+        assert_eq!((report.added, report.failed), (0, 2), "{:?}", report.errors);
+        assert!(
+            report
+                .errors
+                .iter()
+                .any(|e| e.message.contains("s/z it starts after")),
+            "{:?}",
+            report.errors
+        );
+        assert!(backend.alive().is_empty());
     }
 
     #[test]

@@ -935,6 +935,8 @@ mod tests {
             owner: crate::desired::Owner::parse("o").unwrap(),
             services: vec![ServicePlan {
                 endpoint_env: Default::default(),
+                start_after: Vec::new(),
+                start_after_jobs: Vec::new(),
                 service: ServiceAddr::new("s", "svc"),
                 replicas_before: 0,
                 replicas_after: 1,

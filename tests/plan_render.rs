@@ -2271,3 +2271,118 @@ fn show_prints_the_header_then_the_plan_as_plan_printed_it() {
         "show --json prints the plan JSON"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// depends_on
+
+/// `service` with one `depends_on` entry.
+fn depending_on(
+    mut service: Service,
+    on: ServiceAddr,
+    condition: stackctl::desired::Condition,
+) -> Service {
+    service.depends_on.push(stackctl::desired::Dependency {
+        service: on,
+        condition,
+    });
+    service
+}
+
+#[test]
+fn depends_on_ready_holds_the_dependent_until_a_replica_of_its_dependency_is_ready() {
+    use stackctl::desired::Condition;
+    let web_svc = service(1, web_spec());
+    let web_hash = web_svc.hash.clone();
+    let client = depending_on(service(2, base_spec()), web(), Condition::Ready);
+    let desired = desired(vec![(web(), web_svc), (llm(), client)]);
+
+    let plan = compute(&desired, &observed(vec![]));
+    let planned: Vec<String> = plan
+        .services
+        .iter()
+        .map(|s| s.service.to_string())
+        .collect();
+    assert_eq!(planned, ["apps.web"], "only the dependency is submitted");
+    assert_eq!(plan.held.len(), 1, "{:?}", plan.held);
+    assert_eq!(plan.held[0].service, llm());
+    assert_eq!(
+        plan.held[0].reason,
+        "waits for a ready replica of apps/web (depends_on)"
+    );
+    insta::assert_snapshot!("depends_on_ready_held_text", text(&plan));
+
+    // Running but still starting: held still.
+    let starting = observed(vec![reported(0, &web_hash, "RUNNING", ";health=starting")]);
+    let plan = compute(&desired, &starting);
+    assert!(plan.services.is_empty(), "{:?}", plan.services);
+    assert_eq!(plan.held.len(), 1);
+
+    // Ready: the dependent is created, with no Slurm dependency.
+    let ready = observed(vec![reported(0, &web_hash, "RUNNING", ";health=ready")]);
+    let plan = compute(&desired, &ready);
+    assert!(plan.held.is_empty(), "{:?}", plan.held);
+    assert_eq!(plan.services.len(), 1);
+    assert_eq!(plan.services[0].service, llm());
+    assert_eq!(plan.summary(), summary(2, 0, 0));
+    assert!(plan.services[0].start_after.is_empty());
+}
+
+#[test]
+fn depends_on_started_submits_the_dependency_first_and_the_dependent_after_it() {
+    use stackctl::desired::Condition;
+    // apps.web sorts first but depends on inference.llm.
+    let llm_svc = service(1, base_spec());
+    let llm_hash = llm_svc.hash.clone();
+    let desired = desired(vec![
+        (
+            web(),
+            depending_on(service(1, web_spec()), llm(), Condition::Started),
+        ),
+        (llm(), llm_svc),
+    ]);
+
+    let plan = compute(&desired, &observed(vec![]));
+    let planned: Vec<String> = plan
+        .services
+        .iter()
+        .map(|s| s.service.to_string())
+        .collect();
+    assert_eq!(planned, ["inference.llm", "apps.web"], "dependency order");
+    assert!(plan.held.is_empty());
+    assert_eq!(plan.services[1].start_after, vec![llm()]);
+    assert!(plan.services[0].start_after.is_empty());
+    let text = text(&plan);
+    assert!(
+        text.contains("# starts after inference/llm (depends_on: started"),
+        "{text}"
+    );
+    insta::assert_snapshot!("depends_on_started_text", text);
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    let web_change = json["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "apps.web")
+        .unwrap();
+    assert_eq!(web_change["start_after"]["services"][0], "inference/llm");
+
+    // The dependency runs already: no Slurm dependency needed.
+    let running = observed(vec![job(&llm(), 0, &llm_hash, "RUNNING")]);
+    let plan = compute(&desired, &running);
+    assert_eq!(plan.services.len(), 1);
+    assert!(plan.services[0].start_after.is_empty());
+    assert!(plan.services[0].start_after_jobs.is_empty());
+
+    // Queued: the dependent starts after the queued job.
+    let queued = observed(vec![job(&llm(), 0, &llm_hash, "PENDING")]);
+    let plan = compute(&desired, &queued);
+    assert_eq!(plan.services.len(), 1);
+    assert_eq!(
+        plan.services[0]
+            .start_after_jobs
+            .iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>(),
+        ["12_0"]
+    );
+}

@@ -5,7 +5,7 @@
 pub mod backoff;
 pub mod diff;
 
-use crate::desired::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
+use crate::desired::{Condition, Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
 use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Plan {
     /// The owner whose jobs were compared.
     pub owner: Owner,
-    /// Services with at least one change, in address order.
+    /// Services with at least one change, in dependency order (each after the services it
+    /// depends on, otherwise in address order); services gone from the repo last.
     pub services: Vec<ServicePlan>,
     /// The commit the desired state was read from, when it is a git checkout.
     pub source: Option<Source>,
@@ -29,7 +30,8 @@ pub struct Plan {
     /// their backoff to pass, or given up on (`max_attempts`). Not changes, but the cluster
     /// has not converged while any is backing off.
     pub waiting: Vec<Waiting>,
-    /// Services whose submits wait for another service's endpoint ([`Held`]).
+    /// Services whose submits wait for another service's endpoint or for a dependency
+    /// ([`Held`]).
     pub held: Vec<Held>,
 }
 
@@ -124,6 +126,13 @@ pub struct ServicePlan {
     /// The values of the spec's `endpoint_env`, resolved from the referenced services' ready
     /// replicas when this plan was made; what the submitted jobs get.
     pub endpoint_env: BTreeMap<String, String>,
+    /// Services this plan also submits jobs for that this service's new jobs must start after
+    /// (`depends_on` with `condition: started`): they are submitted first, and these jobs
+    /// with `--dependency=after:<their job ids>`.
+    pub start_after: Vec<ServiceAddr>,
+    /// Queued jobs of `condition: started` dependencies that this plan does not resubmit:
+    /// the new jobs also start after them.
+    pub start_after_jobs: Vec<JobId>,
 }
 
 /// A service whose new replicas wait for another service's endpoint: nothing is submitted
@@ -330,7 +339,14 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
             )
         })
         .collect();
-    let held = resolve_endpoint_env(&mut services, desired, observed);
+    sort_by_dependencies(&mut services, desired);
+    let mut held = resolve_endpoint_env(&mut services, desired, observed);
+    held.extend(resolve_dependencies(
+        &mut services,
+        desired,
+        observed,
+        &held,
+    ));
     Plan {
         owner: owner.clone(),
         services,
@@ -340,6 +356,24 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         waiting,
         held,
     }
+}
+
+/// Sorts `services` (in address order) into dependency order ([`Desired::dependency_order`]);
+/// a service gone from the repo, whose dependencies are unknown, keeps its place in address
+/// order before the first service in the repo that sorts after it. Without dependencies the
+/// order stays the address order.
+fn sort_by_dependencies(services: &mut [ServicePlan], desired: &Desired) {
+    let order = desired.dependency_order().unwrap_or_default();
+    let key = |addr: &ServiceAddr| -> (usize, bool) {
+        match order.iter().position(|a| *a == addr) {
+            Some(i) => (i, true),
+            None => (
+                order.iter().position(|a| *a > addr).unwrap_or(order.len()),
+                false,
+            ),
+        }
+    };
+    services.sort_by_key(|s| key(&s.service));
 }
 
 /// Resolves the `endpoint_env` of every service the plan submits jobs for. A service whose
@@ -371,6 +405,90 @@ fn resolve_endpoint_env(
                     service: service_plan.service.clone(),
                     reason,
                 });
+            }
+        }
+    }
+    services.retain(|s| !s.changes.is_empty());
+    held
+}
+
+/// Applies `depends_on` to every service the plan submits jobs for, in dependency order
+/// (`services` is sorted so). A service is held, like one waiting for an endpoint, when a
+/// `ready` dependency has no ready replica, or when a `started` dependency has no alive job
+/// and this plan submits none for it (`already_held` are the services held so far). A
+/// `started` dependency the plan submits jobs for, or whose jobs are queued, goes into
+/// [`ServicePlan::start_after`] or [`ServicePlan::start_after_jobs`].
+fn resolve_dependencies(
+    services: &mut Vec<ServicePlan>,
+    desired: &Desired,
+    observed: &Observed,
+    already_held: &[Held],
+) -> Vec<Held> {
+    let mut held: Vec<Held> = Vec::new();
+    let mut submitting: BTreeSet<ServiceAddr> = BTreeSet::new();
+    for service_plan in services.iter_mut() {
+        let Some(service) = desired.services.get(&service_plan.service) else {
+            continue;
+        };
+        let submits = service_plan
+            .changes
+            .iter()
+            .any(|c| c.action != Action::Destroy);
+        if !submits
+            || already_held
+                .iter()
+                .any(|h| h.service == service_plan.service)
+        {
+            continue;
+        }
+        let mut reason = None;
+        for dependency in &service.depends_on {
+            let target = &dependency.service;
+            let mut alive = observed.alive().filter(|job| &job.marker.service == target);
+            match dependency.condition {
+                Condition::Ready => {
+                    if !alive.any(|job| job.is_ready_running(observed.spec_of(job, desired))) {
+                        reason = Some(format!(
+                            "waits for a ready replica of {} (depends_on)",
+                            target.reference()
+                        ));
+                        break;
+                    }
+                }
+                Condition::Started => {
+                    if submitting.contains(target) {
+                        service_plan.start_after.push(target.clone());
+                        continue;
+                    }
+                    let jobs: Vec<&LiveJob> = alive.collect();
+                    if jobs.iter().any(|job| job.state == JobState::Running) {
+                        continue;
+                    }
+                    if jobs.is_empty() {
+                        reason = Some(format!(
+                            "waits for {} to be submitted (depends_on)",
+                            target.reference()
+                        ));
+                        break;
+                    }
+                    service_plan
+                        .start_after_jobs
+                        .extend(jobs.iter().map(|job| job.id));
+                }
+            }
+        }
+        match reason {
+            Some(reason) => {
+                service_plan.changes.retain(|c| c.action == Action::Destroy);
+                service_plan.start_after.clear();
+                service_plan.start_after_jobs.clear();
+                held.push(Held {
+                    service: service_plan.service.clone(),
+                    reason,
+                });
+            }
+            None => {
+                submitting.insert(service_plan.service.clone());
             }
         }
     }
@@ -554,6 +672,8 @@ fn plan_service(
     };
     Some(ServicePlan {
         endpoint_env: BTreeMap::new(),
+        start_after: Vec::new(),
+        start_after_jobs: Vec::new(),
         diff,
         service: addr.clone(),
         replicas_before: alive.len() as u32,

@@ -23,10 +23,14 @@
 //!     // the successor of a failed replica (else null): which restart in a row, its earliest
 //!     // start (unix seconds), and the failure (`exit` null when killed by a signal)
 //!     "restart": 4 | null, "not_before": 1700000160 | null, "exclude": "node1" | null,
-//!     "last_failure": {"state": "FAILED", "exit": 1, "at": 1700000000} | null
+//!     "last_failure": {"state": "FAILED", "exit": 1, "at": 1700000000} | null,
+//!     // only on a create or replace with `condition: started` dependencies: the services
+//!     // submitted first and the queued jobs it starts after (`--dependency=after:`)
+//!     "start_after": {"services": ["a/db"], "jobs": ["45_0"]}
 //!   }],
 //!   "held": [{"service": "web.api", "reason": "REDIS_URL needs a ready replica of cache/redis, …"}],
 //!                                       // services whose new replicas wait for an endpoint
+//!                                       // or a dependency (`depends_on`)
 //!   "waiting": [{                       // crash-looping replicas this plan leaves alone
 //!     "service": "inference.llm", "index": 2, "job_id": "43_2", "restarts": 4,
 //!     "kind": {"state": "backing_off", "not_before": 1700000160} | {"state": "gave_up"},
@@ -72,7 +76,7 @@ pub fn render(plan: &Plan) -> String {
                 }
                 _ => Value::Null,
             };
-            changes.push(json!({
+            let mut entry = json!({
                 "address": format!("{}[{}]", service.service, change.index),
                 "service": service.service.to_string(),
                 "index": change.index,
@@ -84,7 +88,15 @@ pub fn render(plan: &Plan) -> String {
                 "not_before": change.backoff.as_ref().map(|b| b.not_before),
                 "exclude": change.backoff.as_ref().and_then(|b| b.exclude.as_ref()),
                 "last_failure": change.backoff.as_ref().map(|b| &b.last_failure),
-            }));
+            });
+            let submits = change.action != Action::Destroy;
+            if submits && !(service.start_after.is_empty() && service.start_after_jobs.is_empty()) {
+                entry["start_after"] = json!({
+                    "services": service.start_after.iter().map(|s| s.reference()).collect::<Vec<_>>(),
+                    "jobs": service.start_after_jobs,
+                });
+            }
+            changes.push(entry);
         }
     }
     let document = json!({

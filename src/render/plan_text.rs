@@ -289,6 +289,23 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
         },
         _ => {}
     }
+    if !(service.start_after.is_empty() && service.start_after_jobs.is_empty()) {
+        let mut after: Vec<String> = service.start_after.iter().map(|s| s.reference()).collect();
+        after.extend(
+            service
+                .start_after_jobs
+                .iter()
+                .map(|id| format!("job {id}")),
+        );
+        let _ = writeln!(
+            out,
+            "{pad}{}",
+            style.dim(&format!(
+                "# starts after {} (depends_on: started; submitted with --dependency)",
+                after.join(", ")
+            ))
+        );
+    }
     for change in &service.changes {
         render_change(out, change, style);
     }

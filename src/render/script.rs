@@ -163,6 +163,17 @@ pub fn render_successor(
     script.replacen("#!/bin/bash\n", &format!("#!/bin/bash\n{extra}"), 1)
 }
 
+/// Adds `--dependency=after:<job ids>` to a rendered script: Slurm starts the job only after
+/// each of those jobs started (or ended). No ids, no change.
+pub fn with_start_after(script: &str, job_ids: &[String]) -> String {
+    if job_ids.is_empty() {
+        return script.to_owned();
+    }
+    let line = format!("#SBATCH --dependency=after:{}\n", job_ids.join(":"));
+    // Right after the shebang, among the other `#SBATCH` lines.
+    script.replacen("#!/bin/bash\n", &format!("#!/bin/bash\n{line}"), 1)
+}
+
 /// Writes the lines that run the service itself.
 fn service_lines(s: &mut String, spec: &ReplicaSpec, ctx: &ScriptContext) {
     let nv = if spec.resources.gpu > 0 { " --nv" } else { "" };
