@@ -937,6 +937,7 @@ mod tests {
                 endpoint_env: Default::default(),
                 start_after: Vec::new(),
                 start_after_jobs: Vec::new(),
+                start_estimate: None,
                 service: ServiceAddr::new("s", "svc"),
                 replicas_before: 0,
                 replicas_after: 1,

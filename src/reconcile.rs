@@ -172,8 +172,61 @@ impl PlanOptions {
 /// against the cluster's partitions and nodes.
 ///
 /// One job listing; the cluster's facts are read only when the plan submits something.
+///
+/// Then asks Slurm when each service the plan submits jobs for would start (one `sbatch
+/// --test-only` per service, for all its new replicas at once) and keeps the answers in the
+/// plan ([`plan::ServicePlan::start_estimate`]). An apply's plans skip this: its pre-check
+/// asks the same question of the scripts it submits.
 pub fn plan(repo: &Repo, options: &PlanOptions, backend: &dyn Backend) -> Result<Planned, Error> {
-    plan_with(repo, options, backend, &mut Reads::default())
+    let mut planned = plan_with(repo, options, backend, &mut Reads::default())?;
+    estimate_starts(&mut planned.plan, repo, backend);
+    Ok(planned)
+}
+
+/// Fills in [`plan::ServicePlan::start_estimate`] of every service the plan submits jobs for.
+/// A question Slurm cannot answer leaves the estimate out (apply's pre-check reports a
+/// rejection); it never fails the plan.
+fn estimate_starts(plan: &mut Plan, repo: &Repo, backend: &dyn Backend) {
+    let Ok(ctx) = script_context(repo) else {
+        return;
+    };
+    let owner = plan.owner.clone();
+    for service_plan in &mut plan.services {
+        let Some(service) = repo.desired.services.get(&service_plan.service) else {
+            continue;
+        };
+        let indexes: Vec<u32> = service_plan
+            .changes
+            .iter()
+            .filter(|c| c.action != plan::Action::Destroy)
+            .map(|c| c.index)
+            .collect();
+        if indexes.is_empty() {
+            continue;
+        }
+        let marker = Marker {
+            owner: owner.clone(),
+            service: service_plan.service.clone(),
+            spec: service.hash.clone(),
+            nonce: "estimate".into(),
+            indexes: crate::observed::index_ranges(&indexes),
+            report: Default::default(),
+            restart: Default::default(),
+        };
+        let script = script::render_with_endpoints(
+            &service_plan.service,
+            &service.spec,
+            &marker,
+            &ctx,
+            &service_plan.endpoint_env,
+        );
+        match backend.test_submit(&script) {
+            Ok(estimate) => service_plan.start_estimate = estimate,
+            Err(error) => {
+                tracing::warn!(service = %service_plan.service, %error, "no start estimate");
+            }
+        }
+    }
 }
 
 /// What one pass has read besides the listing, for a second plan in the same pass (an apply

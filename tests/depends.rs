@@ -190,3 +190,40 @@ fn a_dependency_cycle_is_refused_naming_the_cycle() {
     );
     assert!(repo.jobs().is_empty());
 }
+
+#[test]
+fn plan_says_when_slurm_expects_the_new_replicas_to_start() {
+    let repo = TestRepo::new("depends-estimate");
+    repo.write_stack(
+        "e",
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: 2\n",
+    );
+    let plan = repo.expect(&["plan"], 0);
+    // An idle cluster starts it now; a busy one (other tests share it) later: either is said.
+    let said = plan.lines().find(|l| {
+        l.contains("# starts now on node")
+            || l.contains("# expected to start at ")
+            || l.contains("# queued behind running jobs: Slurm expects ")
+    });
+    assert!(said.is_some(), "{plan}");
+    let json: Value = serde_json::from_str(&repo.expect(&["plan", "--json"], 0)).unwrap();
+    let estimate = &json["changes"][0]["start_estimate"];
+    assert!(
+        estimate["nodes"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("node")),
+        "{json}"
+    );
+    assert!(
+        estimate["partition"]
+            .as_str()
+            .is_some_and(|p| !p.is_empty())
+    );
+    let (at, asked) = (
+        estimate["at"].as_i64().unwrap(),
+        estimate["asked_at"].as_i64().unwrap(),
+    );
+    assert!(at >= asked - 5, "{estimate}");
+    // Nothing was submitted to learn it.
+    assert!(repo.jobs().is_empty());
+}

@@ -363,6 +363,50 @@ pub struct JobRecord {
     pub times: JobTimes,
 }
 
+/// When and where Slurm expects a job to start, as `sbatch --test-only` estimates it from the
+/// queue at the time of asking.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StartEstimate {
+    /// Expected start (unix seconds).
+    pub at: i64,
+    /// When Slurm was asked (unix seconds): what `at` is near or far from.
+    pub asked_at: i64,
+    /// The nodes it would start on (a hostlist).
+    pub nodes: String,
+    /// The partition it would start in.
+    pub partition: String,
+}
+
+/// How near a start estimate is, for its wording ([`StartEstimate::nearness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nearness {
+    /// Within a minute of asking: resources are free now.
+    Now,
+    /// Within an hour.
+    Soon,
+    /// Later: it waits behind running jobs.
+    Later,
+}
+
+impl StartEstimate {
+    /// How long after asking a start still counts as "now": the scheduler's own cycle.
+    pub const NOW_SECONDS: i64 = 60;
+    /// How long after asking a start is still worth a time of day.
+    pub const SOON_SECONDS: i64 = 3600;
+
+    /// How near the expected start is to when Slurm was asked.
+    pub fn nearness(&self) -> Nearness {
+        let wait = self.at - self.asked_at;
+        if wait <= Self::NOW_SECONDS {
+            Nearness::Now
+        } else if wait <= Self::SOON_SECONDS {
+            Nearness::Soon
+        } else {
+            Nearness::Later
+        }
+    }
+}
+
 /// A job's start, end and exit, from the same listing as its state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JobTimes {

@@ -6,7 +6,7 @@ pub mod backoff;
 pub mod diff;
 
 use crate::desired::{Condition, Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
-use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed};
+use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed, StartEstimate};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -133,6 +133,10 @@ pub struct ServicePlan {
     /// Queued jobs of `condition: started` dependencies that this plan does not resubmit:
     /// the new jobs also start after them.
     pub start_after_jobs: Vec<JobId>,
+    /// When and where Slurm expects the new jobs to start (`sbatch --test-only`), when the
+    /// plan asked (`stackctl plan` does, for every service it submits jobs for; the plans of
+    /// an apply do not).
+    pub start_estimate: Option<StartEstimate>,
 }
 
 /// A service whose new replicas wait for another service's endpoint: nothing is submitted
@@ -674,6 +678,7 @@ fn plan_service(
         endpoint_env: BTreeMap::new(),
         start_after: Vec::new(),
         start_after_jobs: Vec::new(),
+        start_estimate: None,
         diff,
         service: addr.clone(),
         replicas_before: alive.len() as u32,

@@ -26,7 +26,11 @@
 //!     "last_failure": {"state": "FAILED", "exit": 1, "at": 1700000000} | null,
 //!     // only on a create or replace with `condition: started` dependencies: the services
 //!     // submitted first and the queued jobs it starts after (`--dependency=after:`)
-//!     "start_after": {"services": ["a/db"], "jobs": ["45_0"]}
+//!     "start_after": {"services": ["a/db"], "jobs": ["45_0"]},
+//!     // only on a create or replace when `stackctl plan` asked Slurm (`sbatch --test-only`):
+//!     // expected start and when it was asked (unix seconds), where
+//!     "start_estimate": {"at": 1700000300, "asked_at": 1700000000, "nodes": "node2",
+//!                        "partition": "debug"}
 //!   }],
 //!   "held": [{"service": "web.api", "reason": "REDIS_URL needs a ready replica of cache/redis, …"}],
 //!                                       // services whose new replicas wait for an endpoint
@@ -95,6 +99,9 @@ pub fn render(plan: &Plan) -> String {
                     "services": service.start_after.iter().map(|s| s.reference()).collect::<Vec<_>>(),
                     "jobs": service.start_after_jobs,
                 });
+            }
+            if let Some(estimate) = service.start_estimate.as_ref().filter(|_| submits) {
+                entry["start_estimate"] = json!(estimate);
             }
             changes.push(entry);
         }

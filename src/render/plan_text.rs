@@ -3,6 +3,7 @@
 
 use super::Style;
 use crate::observed::FailRecord;
+use crate::observed::{Nearness, StartEstimate};
 use crate::plan::diff::AttributeChange;
 use crate::plan::{Action, Change, Plan, Reason, ServicePlan, WaitingKind};
 use std::fmt::Write;
@@ -187,6 +188,31 @@ pub fn clock(unix: i64) -> String {
     format!("{:02}:{:02}:{:02}", day / 3600, day % 3600 / 60, day % 60)
 }
 
+/// Says when Slurm expects a service's new jobs to start: `starts now on node2` (within a
+/// minute of asking), `expected to start at 14:05:00 UTC on node2, in 25 min` (within an hour),
+/// otherwise `queued behind running jobs: Slurm expects 18:00:00 UTC, in 4 h`.
+pub fn start_words(estimate: &StartEstimate) -> String {
+    let on = if estimate.nodes.is_empty() {
+        String::new()
+    } else {
+        format!(" on {}", estimate.nodes)
+    };
+    let wait = estimate.at - estimate.asked_at;
+    match estimate.nearness() {
+        Nearness::Now => format!("starts now{on}"),
+        Nearness::Soon => format!(
+            "expected to start at {} UTC{on}, in {} min",
+            clock(estimate.at),
+            (wait + 59) / 60
+        ),
+        Nearness::Later => format!(
+            "queued behind running jobs: Slurm expects {} UTC, in {} h",
+            clock(estimate.at),
+            (wait + 1799) / 3600
+        ),
+    }
+}
+
 /// Returns `Plan: X to add, Y to change, Z to destroy.`
 pub fn summary_line(plan: &Plan) -> String {
     let s = plan.summary();
@@ -304,6 +330,13 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
                 "# starts after {} (depends_on: started; submitted with --dependency)",
                 after.join(", ")
             ))
+        );
+    }
+    if let Some(estimate) = &service.start_estimate {
+        let _ = writeln!(
+            out,
+            "{pad}{}",
+            style.dim(&format!("# {}", start_words(estimate)))
         );
     }
     for change in &service.changes {
@@ -435,5 +468,37 @@ fn show(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(text) => format!("{text:?}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod start_tests {
+    use super::*;
+
+    fn at(wait: i64, nodes: &str) -> StartEstimate {
+        StartEstimate {
+            at: 1_795_788_000 + wait,
+            asked_at: 1_795_788_000,
+            nodes: nodes.into(),
+            partition: "debug".into(),
+        }
+    }
+
+    #[test]
+    fn start_estimates_are_worded_by_how_near_they_are() {
+        assert_eq!(start_words(&at(0, "node2")), "starts now on node2");
+        assert_eq!(start_words(&at(60, "node[1-2]")), "starts now on node[1-2]");
+        assert_eq!(
+            start_words(&at(61, "node2")),
+            "expected to start at 14:01:01 UTC on node2, in 2 min"
+        );
+        assert_eq!(
+            start_words(&at(3600, "")),
+            "expected to start at 15:00:00 UTC, in 60 min"
+        );
+        assert_eq!(
+            start_words(&at(4 * 3600, "node1")),
+            "queued behind running jobs: Slurm expects 18:00:00 UTC, in 4 h"
+        );
     }
 }

@@ -11,7 +11,7 @@
 use super::ssh::SshSession;
 use super::{Backend, SlurmError};
 use crate::cluster::{ClusterFacts, GpuFacts, NodeFacts, PartitionFacts};
-use crate::observed::{JobId, JobRecord, JobTimes, compact_job_ids};
+use crate::observed::{JobId, JobRecord, JobTimes, StartEstimate, compact_job_ids, unix_now};
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -105,6 +105,18 @@ impl CliBackend {
         stdin: Option<&str>,
         effect: Effect,
     ) -> Result<String, SlurmError> {
+        self.run_full(program, args, stdin, effect)
+            .map(|(out, _)| out)
+    }
+
+    /// [`CliBackend::run`], returning stderr too (where `sbatch --test-only` answers).
+    fn run_full(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        effect: Effect,
+    ) -> Result<(String, String), SlurmError> {
         let command = std::iter::once(program)
             .chain(args.iter().copied())
             .collect::<Vec<_>>()
@@ -173,7 +185,7 @@ impl CliBackend {
             };
             return Err(SlurmError::Failed { command, message });
         }
-        Ok(out)
+        Ok((out, err))
     }
 }
 
@@ -300,13 +312,14 @@ impl Backend for CliBackend {
         Ok(())
     }
 
-    fn test_submit(&self, script: &str) -> Result<(), SlurmError> {
+    fn test_submit(&self, script: &str) -> Result<Option<StartEstimate>, SlurmError> {
         // `--test-only` asks slurmctld whether and when the job would start (one will-run RPC)
         // and submits nothing. Accepted: exit 0 and `sbatch: Job N to start at …` on stderr.
         // Rejected: exit 1 and the reason on stderr, e.g. `allocation failure: Requested node
         // configuration is not available`, which `run` cleans to the reason alone.
-        self.run("sbatch", &["--test-only"], Some(script), Effect::ReadOnly)
-            .map(|_| ())
+        let (_, stderr) =
+            self.run_full("sbatch", &["--test-only"], Some(script), Effect::ReadOnly)?;
+        Ok(parse_start_estimate(&stderr, unix_now()))
     }
 
     fn update_comment(&self, job_id: &JobId, comment: &str) -> Result<(), SlurmError> {
@@ -622,8 +635,68 @@ fn parse_max_array_size(text: &str) -> Result<Option<u32>, String> {
     Ok(None)
 }
 
+/// Reads `sbatch --test-only`'s answer (on stderr, times as unix seconds because every command
+/// runs with `SLURM_TIME_FORMAT=%s`): `sbatch: Job 123 to start at 1795744209 using 1
+/// processors on nodes node3 in partition debug`. `None` when there is no such line.
+pub(crate) fn parse_start_estimate(stderr: &str, asked_at: i64) -> Option<StartEstimate> {
+    let line = stderr.lines().find(|l| l.contains(" to start at "))?;
+    let after = |word: &str| -> Option<&str> {
+        let (_, rest) = line.split_once(word)?;
+        rest.split_whitespace().next()
+    };
+    let at = after(" to start at ")?;
+    let at = at.parse::<i64>().ok().or_else(|| parse_iso_utc(at))?;
+    Some(StartEstimate {
+        at,
+        asked_at,
+        nodes: after(" on nodes ").unwrap_or_default().to_owned(),
+        partition: after(" in partition ").unwrap_or_default().to_owned(),
+    })
+}
+
+/// Reads `2026-11-27T14:05:00` as UTC (Slurm's default format, should `SLURM_TIME_FORMAT` be
+/// ignored): unix seconds.
+fn parse_iso_utc(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once('T')?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let ([y, m, day], [h, min, sec]) = (d.as_slice(), t.as_slice()) else {
+        return None;
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if *m <= 2 { y - 1 } else { *y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + min * 60 + sec)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_test_only_answer_gives_the_start_estimate() {
+        let stderr = "sbatch: Job 20562 to start at 1795744209 using 1 processors on nodes node3 in partition debug\n";
+        let estimate = super::parse_start_estimate(stderr, 1_795_744_200).unwrap();
+        assert_eq!(estimate.at, 1_795_744_209);
+        assert_eq!(estimate.asked_at, 1_795_744_200);
+        assert_eq!(estimate.nodes, "node3");
+        assert_eq!(estimate.partition, "debug");
+        let iso = "sbatch: Job 123 to start at 2026-11-27T14:05:00 using 2 processors on nodes node[1-2] in partition gpu";
+        let estimate = super::parse_start_estimate(iso, 0).unwrap();
+        assert_eq!(estimate.at, 1_795_788_300);
+        assert_eq!(estimate.nodes, "node[1-2]");
+        assert_eq!(super::parse_start_estimate("sbatch: warning: x\n", 0), None);
+    }
+
     use super::*;
 
     /// Real output of the test cluster (Slurm 22.05), captured with the commands

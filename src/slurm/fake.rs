@@ -4,7 +4,7 @@
 
 use super::{Backend, SlurmError};
 use crate::cluster::ClusterFacts;
-use crate::observed::{JobId, JobRecord, JobState};
+use crate::observed::{JobId, JobRecord, JobState, StartEstimate};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -259,7 +259,7 @@ impl Backend for FakeBackend {
         Ok(self.create(script))
     }
 
-    fn test_submit(&self, script: &str) -> Result<(), SlurmError> {
+    fn test_submit(&self, script: &str) -> Result<Option<StartEstimate>, SlurmError> {
         match self.begin(Op::TestSubmit) {
             Some(Fault::Reject(message)) => return Err(failed("sbatch --test-only", message)),
             Some(Fault::PartialCancel(_)) | None => {}
@@ -267,7 +267,7 @@ impl Backend for FakeBackend {
         }
         match self.rejects(script) {
             Some(message) => Err(failed("sbatch --test-only", message)),
-            None => Ok(()),
+            None => Ok(None),
         }
     }
 

@@ -9,7 +9,7 @@ pub mod ssh;
 pub use cli::CliBackend;
 
 use crate::cluster::ClusterFacts;
-use crate::observed::{JobId, JobRecord};
+use crate::observed::{JobId, JobRecord, StartEstimate};
 
 /// A way to reach Slurm.
 pub trait Backend: Send + Sync {
@@ -19,8 +19,10 @@ pub trait Backend: Send + Sync {
     /// Submits a batch script (its `#SBATCH` lines carry every option) and returns the job id.
     fn submit(&self, script: &str) -> Result<u64, SlurmError>;
     /// Asks Slurm whether it would accept a batch script, without submitting anything
-    /// (`sbatch --test-only`). `Ok` means accepted; a definite rejection carries Slurm's message.
-    fn test_submit(&self, script: &str) -> Result<(), SlurmError>;
+    /// (`sbatch --test-only`). `Ok` means accepted, with when and where Slurm expects it to
+    /// start when the backend can tell (an optional capability: `None` otherwise); a definite
+    /// rejection carries Slurm's message.
+    fn test_submit(&self, script: &str) -> Result<Option<StartEstimate>, SlurmError>;
     /// Cancels the given jobs (`123_4` for one array task) with Slurm's normal graceful stop.
     /// On error some of them may have been cancelled: callers list again to know which.
     fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError>;

@@ -3,7 +3,7 @@
 
 use super::state::WatchState;
 use crate::cluster::ClusterFacts;
-use crate::observed::{JobId, JobRecord};
+use crate::observed::{JobId, JobRecord, StartEstimate};
 use crate::slurm::{Backend, SlurmError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -45,7 +45,7 @@ impl Backend for Timed {
     fn submit(&self, script: &str) -> Result<u64, SlurmError> {
         self.time("submit", || self.inner.submit(script))
     }
-    fn test_submit(&self, script: &str) -> Result<(), SlurmError> {
+    fn test_submit(&self, script: &str) -> Result<Option<StartEstimate>, SlurmError> {
         self.time("test_submit", || self.inner.test_submit(script))
     }
     fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError> {
