@@ -172,6 +172,24 @@ fn a_started_dependency_is_submitted_in_the_same_apply_and_the_dependent_after_i
     let app_start = field(&show_job(&app[0].id), "StartTime");
     assert!(app_start >= db_start, "app {app_start}, db {db_start}");
     repo.assert_converged();
+
+    // Status says how long each running replica has left of its 15-minute limit.
+    let status: Value = serde_json::from_str(&repo.expect(&["status", "--json"], 0)).unwrap();
+    let db_status = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "d.db")
+        .unwrap();
+    let left = db_status["time_left"][0]["seconds"].as_i64().unwrap();
+    assert!((1..=15 * 60).contains(&left), "{db_status}");
+    assert_eq!(db_status["time_left"][0]["job_id"], db[0].id.as_str());
+    let text = repo.expect(&["status"], 0);
+    assert!(
+        text.contains(&format!("d.db[0] job {}: ", db[0].id))
+            && text.contains(" left (time limit ends it at "),
+        "{text}"
+    );
 }
 
 #[test]

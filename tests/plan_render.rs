@@ -2386,3 +2386,35 @@ fn depends_on_started_submits_the_dependency_first_and_the_dependent_after_it() 
         ["12_0"]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Time left
+
+#[test]
+fn status_shows_each_running_replicas_time_left() {
+    let svc = service(2, base_spec());
+    let hash = svc.hash.clone();
+    let desired = desired(vec![(llm(), svc)]);
+    let mut running = job(&llm(), 0, &hash, "RUNNING");
+    running.times.start = Some(1_700_000_000 - 600);
+    running.times.end = Some(1_700_000_000 + 2 * 3600 + 5 * 60 + 7);
+    let pending = job(&llm(), 1, &hash, "PENDING");
+    let mut observed = observed(vec![running, pending]);
+    observed.listed_at = 1_700_000_000;
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    assert_eq!(statuses[0].time_left.len(), 1, "running replicas only");
+    assert_eq!(statuses[0].time_left[0].seconds, 2 * 3600 + 5 * 60 + 7);
+    let text = status::render_text(&statuses);
+    assert!(
+        text.contains("inference.llm[0] job 12_0: 2h05m left (time limit ends it at 00:18:27 UTC)"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&status::render_json(&statuses)).unwrap();
+    assert_eq!(
+        json["services"][0]["time_left"][0]["ends_at"],
+        1_700_007_507
+    );
+    assert_eq!(status::duration_words(45), "45s");
+    assert_eq!(status::duration_words(14 * 60 + 59), "14m");
+    assert_eq!(status::duration_words(3 * 86_400 + 4 * 3600), "3d04h");
+}

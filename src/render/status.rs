@@ -58,6 +58,24 @@ pub struct ServiceStatus {
     /// Replicas in a crash loop: the latest job of the index failed, or is the successor of
     /// a failed one. Added in 1.3.
     pub crash_loops: Vec<CrashLoop>,
+    /// How long each running replica has left before Slurm's time limit ends it, by index.
+    /// Left out when no running replica has a known end (added after 1.3; the format number
+    /// is the coordinator's to bump).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub time_left: Vec<TimeLeft>,
+}
+
+/// How long a running replica has left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimeLeft {
+    /// The replica index.
+    pub index: u32,
+    /// Its job.
+    pub job_id: JobId,
+    /// When its time limit ends it (unix seconds, squeue's `EndTime`).
+    pub ends_at: i64,
+    /// Seconds from the listing to `ends_at` (0 once past).
+    pub seconds: i64,
 }
 
 /// A replica in a crash loop.
@@ -146,6 +164,14 @@ pub fn summarize(
                 }
                 for host in hostlist::expand(&job.nodes) {
                     push_unique(&mut status.nodes, host);
+                }
+                if let Some(end) = job.times.end {
+                    status.time_left.push(TimeLeft {
+                        index: job.index,
+                        job_id: job.id,
+                        ends_at: end,
+                        seconds: (end - observed.listed_at).max(0),
+                    });
                 }
             }
             JobState::Pending => {
@@ -351,7 +377,36 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
             render_crash_loop(&mut out, &s.service, c);
         }
     }
+    let mut left = statuses
+        .iter()
+        .flat_map(|s| s.time_left.iter().map(move |t| (s, t)))
+        .peekable();
+    if left.peek().is_some() {
+        out.push('\n');
+    }
+    for (s, t) in left {
+        let _ = writeln!(
+            out,
+            "{}[{}] job {}: {} left (time limit ends it at {} UTC)",
+            s.service,
+            t.index,
+            t.job_id,
+            duration_words(t.seconds),
+            crate::render::plan_text::clock(t.ends_at)
+        );
+    }
     out
+}
+
+/// A duration for people: `45s`, `14m`, `2h05m`, `3d04h`.
+pub fn duration_words(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 /// `web.app[0] crash loop: 3 restarts, last exit 1 (FAILED at 12:03:07), next not before
