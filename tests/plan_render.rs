@@ -2418,3 +2418,44 @@ fn status_shows_each_running_replicas_time_left() {
     assert_eq!(status::duration_words(14 * 60 + 59), "14m");
     assert_eq!(status::duration_words(3 * 86_400 + 4 * 3600), "3d04h");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Start estimates
+
+#[test]
+fn start_estimates_render_per_service_in_text_markdown_and_json() {
+    use stackctl::observed::StartEstimate;
+    let desired = desired(vec![
+        (web(), service(1, web_spec())),
+        (llm(), service(2, base_spec())),
+    ]);
+    let mut plan = compute(&desired, &observed(vec![]));
+    let asked_at = 1_795_788_000; // 14:00:00 UTC
+    plan.services[0].start_estimate = Some(StartEstimate {
+        at: asked_at + 2,
+        asked_at,
+        nodes: "node2".into(),
+        partition: "debug".into(),
+    });
+    plan.services[1].start_estimate = Some(StartEstimate {
+        at: asked_at + 25 * 60,
+        asked_at,
+        nodes: "node[1-2]".into(),
+        partition: "gpu".into(),
+    });
+    let text = text(&plan);
+    assert!(text.contains("      # starts now on node2\n"), "{text}");
+    assert!(
+        text.contains("      # expected to start at 14:25:00 UTC on node[1-2], in 25 min\n"),
+        "{text}"
+    );
+    insta::assert_snapshot!("start_estimates_text", text);
+    let markdown = plan_markdown::render(&plan);
+    assert!(markdown.contains("# starts now on node2"), "{markdown}");
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    assert_eq!(json["changes"][0]["start_estimate"]["nodes"], "node2");
+    assert_eq!(
+        json["changes"][2]["start_estimate"]["at"],
+        asked_at + 25 * 60
+    );
+}
