@@ -2459,3 +2459,46 @@ fn start_estimates_render_per_service_in_text_markdown_and_json() {
         asked_at + 25 * 60
     );
 }
+
+#[test]
+fn a_started_dependent_of_a_held_service_with_no_job_is_held_too() {
+    use stackctl::desired::Condition;
+    let data = ServiceAddr::new("data", "db");
+    // data.db waits for apps.web to be ready; inference.llm only for data.db to start.
+    let desired = desired(vec![
+        (web(), service(1, web_spec())),
+        (
+            data.clone(),
+            depending_on(service(1, base_spec()), web(), Condition::Ready),
+        ),
+        (
+            llm(),
+            depending_on(service(1, base_spec()), data.clone(), Condition::Started),
+        ),
+    ]);
+    let plan = compute(&desired, &observed(vec![]));
+    let planned: Vec<String> = plan
+        .services
+        .iter()
+        .map(|s| s.service.to_string())
+        .collect();
+    assert_eq!(planned, ["apps.web"]);
+    let held: Vec<(String, String)> = plan
+        .held
+        .iter()
+        .map(|h| (h.service.to_string(), h.reason.clone()))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            (
+                "data.db".to_owned(),
+                "waits for a ready replica of apps/web (depends_on)".to_owned()
+            ),
+            (
+                "inference.llm".to_owned(),
+                "waits for data/db to be submitted (depends_on)".to_owned()
+            ),
+        ]
+    );
+}
