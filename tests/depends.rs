@@ -141,6 +141,8 @@ fn a_started_dependency_is_submitted_in_the_same_apply_and_the_dependent_after_i
         plan.contains("# starts after d/db (depends_on: started"),
         "{plan}"
     );
+    // Slurm's estimate for the dependent is of its script alone: the plan says it waits.
+    assert!(plan.contains(", once those started\n"), "{plan}");
 
     repo.apply();
     let db = repo.alive("d.db");

@@ -333,10 +333,17 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
         );
     }
     if let Some(estimate) = &service.start_estimate {
+        // Slurm estimated the script without its `--dependency`: it starts no earlier than
+        // what it waits for.
+        let waits = !(service.start_after.is_empty() && service.start_after_jobs.is_empty());
         let _ = writeln!(
             out,
             "{pad}{}",
-            style.dim(&format!("# {}", start_words(estimate)))
+            style.dim(&format!(
+                "# {}{}",
+                start_words(estimate),
+                if waits { ", once those started" } else { "" }
+            ))
         );
     }
     for change in &service.changes {
