@@ -187,7 +187,7 @@ pub fn plan(repo: &Repo, options: &PlanOptions, backend: &dyn Backend) -> Result
 /// A question Slurm cannot answer leaves the estimate out (apply's pre-check reports a
 /// rejection); it never fails the plan.
 fn estimate_starts(plan: &mut Plan, repo: &Repo, backend: &dyn Backend) {
-    let Ok(ctx) = script_context(repo) else {
+    let Ok(ctx) = script_context(repo, backend) else {
         return;
     };
     let owner = plan.owner.clone();
