@@ -17,6 +17,7 @@
 //! attempted, and the next apply starts from what Slurm then shows.
 
 use crate::desired::{Desired, ServiceAddr};
+use crate::job::JobRequest;
 use crate::observed::{JobId, JobState, Marker, RestartRecord, index_groups, index_ranges};
 use crate::plan::{Action, Plan};
 use crate::render::script::{self, ScriptContext};
@@ -79,14 +80,12 @@ impl Progress for Silent {
     fn submitted(&mut self, _: &ServiceAddr, _: &str, _: u64) {}
 }
 
-/// One submission: the indexes of one array, its marker and its script.
+/// One submission: the indexes of one array, its marker and its job.
 struct Submission<'a> {
     service: ServiceAddr,
     indexes: Vec<u32>,
     marker: Marker,
-    script: String,
-    /// The plan's resolved `endpoint_env`, for a script rendered again.
-    endpoints: &'a BTreeMap<String, String>,
+    job: JobRequest,
     /// Services submitted earlier in this apply that these jobs start after.
     start_after: &'a [ServiceAddr],
     /// Queued jobs these jobs start after.
@@ -139,7 +138,7 @@ pub fn apply(
                 report: Default::default(),
                 restart: backoff.map(restart_record).unwrap_or_default(),
             };
-            let script = match backoff {
+            let job = match backoff {
                 None => script::render_with_endpoints(
                     &service_plan.service,
                     &service.spec,
@@ -157,7 +156,7 @@ pub fn apply(
                     &service_plan.endpoint_env,
                 ),
             };
-            if let Err(e) = backend.test_submit(&script) {
+            if let Err(e) = backend.test_submit(&job) {
                 let retryable = !e.is_definite_rejection();
                 let jobs = service_plan
                     .changes
@@ -179,8 +178,7 @@ pub fn apply(
                 service: service_plan.service.clone(),
                 indexes: group,
                 marker,
-                script,
-                endpoints: &service_plan.endpoint_env,
+                job,
                 start_after: &service_plan.start_after,
                 start_after_jobs: &service_plan.start_after_jobs,
             });
@@ -262,18 +260,14 @@ pub fn apply(
                 continue;
             }
             submission.marker.indexes = index_ranges(&ready);
-            let spec = &desired.services[&submission.service].spec;
-            submission.script = script::render_with_endpoints(
-                &submission.service,
-                spec,
-                &submission.marker,
-                ctx,
-                submission.endpoints,
-            );
+            submission.job.options.array = Some(submission.marker.indexes.clone());
+            submission.job.options.comment = submission.marker.to_string();
             submission.indexes = ready;
         }
-        let script = script::with_start_after(&submission.script, &after);
-        match submit_once(backend, &script, &submission.marker.nonce) {
+        if !after.is_empty() {
+            submission.job.options.dependency = Some(format!("after:{}", after.join(":")));
+        }
+        match submit_once(backend, &submission.job, &submission.marker.nonce) {
             Ok(job_id) => {
                 submitted
                     .entry(submission.service.clone())

@@ -360,7 +360,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         restart: Default::default(),
     };
     let ctx = reconcile::script_context(&repo, backend(&repo)?.as_ref())?;
-    print_stdout(&script::render(&addr, &found.spec, &marker, &ctx))?;
+    print_stdout(&script::render(&addr, &found.spec, &marker, &ctx).batch_script())?;
     Ok(0)
 }
 

@@ -2,7 +2,8 @@
 //! services on Slurm.
 //!
 //! The core is pure: [`desired`] turns files into desired state, [`observed`] turns Slurm's
-//! job list into observed state, [`plan::compute`] diffs them and [`render`] draws the result.
+//! job list into observed state, [`plan::compute`] diffs them and [`render`] draws the result; a submission is data
+//! ([`job`]) that each backend renders its own way.
 //! The edges are thin: [`slurm`] is the only code that talks to Slurm, [`git`] reads the
 //! checkout, [`apply`] executes a plan through a backend, [`reconcile`] is the one pass that
 //! plan, apply and [`watch`] share, [`logs`] reads a replica's log file, and [`cli`] wires
@@ -14,6 +15,7 @@ pub mod cluster;
 pub mod desired;
 pub mod git;
 pub mod hostlist;
+pub mod job;
 pub mod lock;
 pub mod logs;
 pub mod observed;

@@ -28,6 +28,7 @@
 //!   it started can submit after a new holder has listed the jobs.
 
 use crate::desired::Owner;
+use crate::job::{JobOptions, JobRequest};
 use crate::observed::{JobId, JobRecord, JobState};
 use crate::slurm::{Backend, SlurmError};
 use std::fmt;
@@ -361,18 +362,26 @@ fn live_locks(records: &[JobRecord], owner: &Owner) -> Vec<(JobId, LockMarker)> 
     locks
 }
 
-/// Renders the placeholder's batch script.
-fn placeholder_script(marker: &LockMarker, partition: Option<&str>) -> String {
-    let mut script = format!(
-        "#!/bin/bash\n#SBATCH --job-name={LOCK_JOB_NAME}\n#SBATCH --comment={marker}\n#SBATCH --hold\n#SBATCH --ntasks=1\n#SBATCH --cpus-per-task=1\n#SBATCH --mem=1M\n#SBATCH --time=1\n#SBATCH --output=/dev/null\n#SBATCH --error=/dev/null\n#SBATCH --export=NONE\n"
-    );
-    if let Some(partition) = partition {
-        script.push_str(&format!("#SBATCH --partition={partition}\n"));
+/// The placeholder job: held, one CPU, 1 MB and one minute, output nowhere.
+fn placeholder_job(marker: &LockMarker, partition: Option<&str>) -> JobRequest {
+    JobRequest {
+        options: JobOptions {
+            name: LOCK_JOB_NAME.to_owned(),
+            comment: marker.to_string(),
+            hold: true,
+            ntasks: Some(1),
+            cpus_per_task: Some(1),
+            memory: Some("1M".to_owned()),
+            time_limit: Some(1),
+            partition: partition.map(str::to_owned),
+            output: Some("/dev/null".to_owned()),
+            error: Some("/dev/null".to_owned()),
+            export_none: true,
+            ..JobOptions::default()
+        },
+        body: "# A stackctl apply lock: held, never runs. See `stackctl force-unlock`.\nexit 0\n"
+            .to_owned(),
     }
-    script.push_str(
-        "# A stackctl apply lock: held, never runs. See `stackctl force-unlock`.\nexit 0\n",
-    );
-    script
 }
 
 /// Takes the lock of `request.owner`, waiting up to `request.wait` for another holder.
@@ -392,8 +401,8 @@ pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, Loc
             since,
             expires: since + request.expiry.as_secs(),
         };
-        let script = placeholder_script(&marker, request.partition.as_deref());
-        let array = crate::slurm::submit_once(backend, &script, &marker.nonce)?;
+        let job = placeholder_job(&marker, request.partition.as_deref());
+        let array = crate::slurm::submit_once(backend, &job, &marker.nonce)?;
         let own = JobId { array, task: None };
         let lock = Lock {
             id: own,

@@ -5,6 +5,7 @@
 //! and plain `squeue` (independent of stackctl's listing code) must never show it.
 
 use stackctl::cluster::GpuFacts;
+use stackctl::job::{JobOptions, JobRequest};
 use stackctl::slurm::{Backend, CliBackend, SlurmError};
 use std::path::Path;
 use std::process::Command;
@@ -80,13 +81,32 @@ fn jobs_with_comment(comment: &str) -> usize {
 }
 
 /// A batch script with `comment` and extra `#SBATCH` lines.
-fn script(comment: &str, options: &[&str]) -> String {
-    let mut s = format!("#!/bin/sh\n#SBATCH --comment={comment}\n#SBATCH --time=1\n");
+/// A one-minute `sleep 1` job with `comment` and the given `--name=value` options.
+fn script(comment: &str, options: &[&str]) -> JobRequest {
+    let mut job = JobOptions {
+        name: "stackctl-cluster-facts".into(),
+        comment: comment.into(),
+        time_limit: Some(1),
+        ..Default::default()
+    };
     for option in options {
-        s.push_str(&format!("#SBATCH {option}\n"));
+        let (name, value) = option.split_once('=').expect("--name=value");
+        let number = || Some(value.parse().expect("a number"));
+        match name {
+            "--partition" => job.partition = Some(value.into()),
+            "--cpus-per-task" => job.cpus_per_task = number(),
+            "--mem" => job.memory = Some(value.into()),
+            "--gres" => job.gres = Some(value.into()),
+            "--nodes" => job.nodes = number(),
+            "--ntasks-per-node" => job.ntasks_per_node = number(),
+            "--array" => job.array = Some(value.into()),
+            other => panic!("no such option in this test: {other}"),
+        }
     }
-    s.push_str("sleep 1\n");
-    s
+    JobRequest {
+        options: job,
+        body: "sleep 1\n".into(),
+    }
 }
 
 #[test]
@@ -215,7 +235,7 @@ const ORPHAN_CHILD_ENV: &str = "STACKCTL_TEST_ORPHAN_DIR";
 fn an_orphaned_sbatch_never_submits() {
     if let Some(dir) = std::env::var_os(ORPHAN_CHILD_ENV) {
         // The child: blocks in `submit` until it is killed.
-        let result = CliBackend::default().submit("#!/bin/sh\nsleep 1\n");
+        let result = CliBackend::default().submit(&script("orphan", &[]));
         let _ = std::fs::write(
             Path::new(&dir).join("child-returned"),
             format!("{result:?}"),

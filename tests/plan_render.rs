@@ -814,7 +814,7 @@ fn script_with_container_gpu_and_hostile_environment() {
         report: Default::default(),
         restart: Default::default(),
     };
-    let text = script::render(&llm(), &spec, &marker, &ctx());
+    let text = script::render(&llm(), &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec.clone()));
     assert_eq!(script::spec_of_script(&text).unwrap().hash(), spec.hash());
     assert!(text.contains("export QUOTE='it'\\''s'\n"), "{text}");
@@ -858,7 +858,7 @@ fn script_without_container_runs_the_command_directly() {
         report: Default::default(),
         restart: Default::default(),
     };
-    let text = script::render(&addr, &spec, &marker, &ctx());
+    let text = script::render(&addr, &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec));
     assert!(!text.contains("apptainer"), "{text}");
     assert!(!text.contains("--gres"), "{text}");
@@ -897,7 +897,7 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
         report: Default::default(),
         restart: Default::default(),
     };
-    let text = script::render(&addr, &spec, &marker, &ctx());
+    let text = script::render(&addr, &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec));
     assert!(
         text.ends_with("exec apptainer run --nv 'docker://ghcr.io/org/server:1.2'\n"),
@@ -1112,7 +1112,7 @@ fn status_log_paths_are_the_files_the_script_names() {
         report: Default::default(),
         restart: Default::default(),
     };
-    let text = script::render(&llm(), &spec, &marker, &ctx());
+    let text = script::render(&llm(), &spec, &marker, &ctx()).batch_script();
     let slurm_expands = |flag: &str| {
         let pattern = text
             .lines()
@@ -1147,7 +1147,7 @@ fn script_escapes_percent_in_the_log_dir() {
         log_dir: "/logs/100%".into(),
         image_dir: "/images".into(),
     };
-    let text = script::render(&llm(), &spec, &marker, &ctx);
+    let text = script::render(&llm(), &spec, &marker, &ctx).batch_script();
     assert!(
         text.contains("#SBATCH --output=/logs/100%%/inference.llm-%A_%a.out\n"),
         "{text}"
@@ -1443,7 +1443,7 @@ fn render_for(spec: &ReplicaSpec) -> String {
         report: Default::default(),
         restart: Default::default(),
     };
-    script::render(&web(), spec, &marker, &ctx())
+    script::render(&web(), spec, &marker, &ctx()).batch_script()
 }
 
 #[test]
@@ -1839,10 +1839,12 @@ fn a_failed_replica_is_recreated_with_a_begin_time_and_one_more_restart() {
         backoff.exclude.as_deref(),
         &Default::default(),
     );
-    assert!(script.starts_with(&format!(
-        "#!/bin/bash\n#SBATCH --begin=now+{}\n#SBATCH --exclude=node2\n",
-        backoff.wait
-    )));
+    let options = &script.options;
+    assert_eq!(options.begin, Some(format!("now+{}", backoff.wait)));
+    assert_eq!(options.exclude.as_deref(), Some("node2"));
+    let script = script.batch_script();
+    assert!(script.contains(&format!("\n#SBATCH --begin=now+{}\n", backoff.wait)));
+    assert!(script.contains("\n#SBATCH --exclude=node2\n"));
     let comment = marker.to_string();
     assert!(
         comment.ends_with(&format!(
@@ -2123,7 +2125,8 @@ fn endpoint_env_holds_the_client_until_its_target_is_ready() {
         &marker,
         &ctx(),
         &client_plan.endpoint_env,
-    );
+    )
+    .batch_script();
     assert!(
         submitted.contains("export TARGET='http://10.0.0.1:20002/v1'\n"),
         "{submitted}"
@@ -2136,7 +2139,7 @@ fn endpoint_env_holds_the_client_until_its_target_is_ready() {
         !spec_line.contains("10.0.0.1") && spec_line.contains("apps/web"),
         "the spec holds the reference, not the address: {spec_line}"
     );
-    let shown = script::render(&llm(), &client_spec(), &marker, &ctx());
+    let shown = script::render(&llm(), &client_spec(), &marker, &ctx()).batch_script();
     assert!(
         shown.contains("# TARGET: set at submit time from a ready replica of apps/web\n"),
         "{shown}"

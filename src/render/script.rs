@@ -12,6 +12,7 @@
 use crate::desired::{
     HealthSpec, OnFailure, PortValue, Probe, ReplicaSpec, ServiceAddr, UNHEALTHY_EXIT_CODE,
 };
+use crate::job::{JobOptions, JobRequest};
 use crate::observed::{JobId, Marker};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -29,15 +30,14 @@ pub struct ScriptContext {
     pub image_dir: PathBuf,
 }
 
-/// Renders the batch script for the replicas of `service` listed in `marker.indexes`, with
-/// the spec's `endpoint_env` not yet resolved (each noted in a comment), as `stackctl render`
-/// shows it.
+/// The job for the replicas of `service` listed in `marker.indexes`, with the spec's
+/// `endpoint_env` not yet resolved (each noted in a comment), as `stackctl render` shows it.
 pub fn render(
     service: &ServiceAddr,
     spec: &ReplicaSpec,
     marker: &Marker,
     ctx: &ScriptContext,
-) -> String {
+) -> JobRequest {
     render_with_endpoints(service, spec, marker, ctx, &BTreeMap::new())
 }
 
@@ -49,55 +49,38 @@ pub fn render_with_endpoints(
     marker: &Marker,
     ctx: &ScriptContext,
     endpoints: &BTreeMap<String, String>,
-) -> String {
-    let mut s = String::from("#!/bin/bash\n");
-    let mut opt = |line: String| {
-        s.push_str("#SBATCH ");
-        s.push_str(&line);
-        s.push('\n');
-    };
+) -> JobRequest {
     let res = &spec.resources;
-    opt(format!("--job-name={service}"));
-    opt(format!("--comment={marker}"));
-    opt(format!("--array={}", marker.indexes));
-    opt(format!("--nodes={}", res.nodes));
-    opt("--ntasks-per-node=1".into());
-    opt(format!("--cpus-per-task={}", res.cpu));
-    if let Some(memory) = &res.memory {
-        opt(format!("--mem={memory}"));
-    }
-    if let Some(memory) = &res.memory_per_cpu {
-        opt(format!("--mem-per-cpu={memory}"));
-    }
-    if res.gpu > 0 {
-        match &res.gpu_type {
-            Some(kind) => opt(format!("--gres=gpu:{kind}:{}", res.gpu)),
-            None => opt(format!("--gres=gpu:{}", res.gpu)),
-        }
-    }
-    if let Some(minutes) = res.time_limit {
-        opt(format!("--time={minutes}"));
-    }
-    for (flag, value) in [
-        ("partition", &spec.slurm.partition),
-        ("qos", &spec.slurm.qos),
-        ("account", &spec.slurm.account),
-    ] {
-        if let Some(value) = value {
-            opt(format!("--{flag}={value}"));
-        }
-    }
     // `%A_%a` is `<array>_<index>`, the job id plan and status print: see [`log_paths`].
     // A `%` of the log directory itself is written `%%`, so Slurm keeps it literally.
     let log_dir = PathBuf::from(ctx.log_dir.display().to_string().replace('%', "%%"));
     let (stdout, stderr) = log_paths_named(&log_dir, service, "%A_%a");
-    opt(format!("--output={}", stdout.display()));
-    opt(format!("--error={}", stderr.display()));
-    // The job's environment comes from this script alone, so the same commit gives the same
-    // job whether it was applied from a laptop or a CI runner.
-    opt("--export=NONE".into());
+    let options = JobOptions {
+        name: service.to_string(),
+        comment: marker.to_string(),
+        array: Some(marker.indexes.clone()),
+        nodes: Some(res.nodes),
+        ntasks_per_node: Some(1),
+        cpus_per_task: Some(res.cpu),
+        memory: res.memory.as_ref().map(|m| m.to_string()),
+        memory_per_cpu: res.memory_per_cpu.clone(),
+        gres: (res.gpu > 0).then(|| match &res.gpu_type {
+            Some(kind) => format!("gpu:{kind}:{}", res.gpu),
+            None => format!("gpu:{}", res.gpu),
+        }),
+        time_limit: res.time_limit,
+        partition: spec.slurm.partition.clone(),
+        qos: spec.slurm.qos.clone(),
+        account: spec.slurm.account.clone(),
+        output: Some(stdout.display().to_string()),
+        error: Some(stderr.display().to_string()),
+        // The job's environment comes from this script alone, so the same commit gives the
+        // same job whether it was applied from a laptop or a CI runner.
+        export_none: true,
+        ..JobOptions::default()
+    };
 
-    s.push_str(SPEC_LINE_PREFIX);
+    let mut s = String::from(SPEC_LINE_PREFIX);
     s.push_str(&spec.to_canonical_json());
     s.push('\n');
     s.push_str("export PATH=\"${PATH:-/usr/local/bin:/usr/bin:/bin}\"\n");
@@ -136,12 +119,12 @@ pub fn render_with_endpoints(
         s.push_str("}\n");
         supervisor_main(&mut s, spec);
     }
-    s
+    JobRequest { options, body: s }
 }
 
-/// Renders the batch script of the successor of a failed replica (one index): [`render`]'s,
-/// plus `--begin=now+<wait>` when the backoff has not passed yet (the job waits in the queue
-/// with reason `BeginTime`) and `--exclude=<nodes>` to keep it off the node it failed on.
+/// The job of the successor of a failed replica (one index): [`render`]'s, plus
+/// `--begin=now+<wait>` when the backoff has not passed yet (the job waits in the queue with
+/// reason `BeginTime`) and `--exclude=<nodes>` to keep it off the node it failed on.
 pub fn render_successor(
     service: &ServiceAddr,
     spec: &ReplicaSpec,
@@ -150,28 +133,11 @@ pub fn render_successor(
     wait: u64,
     exclude: Option<&str>,
     endpoints: &BTreeMap<String, String>,
-) -> String {
-    let script = render_with_endpoints(service, spec, marker, ctx, endpoints);
-    let mut extra = String::new();
-    if wait > 0 {
-        let _ = writeln!(extra, "#SBATCH --begin=now+{wait}");
-    }
-    if let Some(nodes) = exclude {
-        let _ = writeln!(extra, "#SBATCH --exclude={nodes}");
-    }
-    // Right after the shebang, among the other `#SBATCH` lines.
-    script.replacen("#!/bin/bash\n", &format!("#!/bin/bash\n{extra}"), 1)
-}
-
-/// Adds `--dependency=after:<job ids>` to a rendered script: Slurm starts the job only after
-/// each of those jobs started (or ended). No ids, no change.
-pub fn with_start_after(script: &str, job_ids: &[String]) -> String {
-    if job_ids.is_empty() {
-        return script.to_owned();
-    }
-    let line = format!("#SBATCH --dependency=after:{}\n", job_ids.join(":"));
-    // Right after the shebang, among the other `#SBATCH` lines.
-    script.replacen("#!/bin/bash\n", &format!("#!/bin/bash\n{line}"), 1)
+) -> JobRequest {
+    let mut job = render_with_endpoints(service, spec, marker, ctx, endpoints);
+    job.options.begin = (wait > 0).then(|| format!("now+{wait}"));
+    job.options.exclude = exclude.map(str::to_owned);
+    job
 }
 
 /// Writes the lines that run the service itself.

@@ -11,6 +11,7 @@
 use super::ssh::SshSession;
 use super::{Backend, SlurmError};
 use crate::cluster::{ClusterFacts, GpuFacts, NodeFacts, PartitionFacts};
+use crate::job::JobRequest;
 use crate::observed::{JobId, JobRecord, JobTimes, StartEstimate, compact_job_ids, unix_now};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -297,8 +298,9 @@ impl Backend for CliBackend {
             .collect()
     }
 
-    fn submit(&self, script: &str) -> Result<u64, SlurmError> {
-        let output = self.run("sbatch", &["--parsable"], Some(script), Effect::Mutating)?;
+    fn submit(&self, job: &JobRequest) -> Result<u64, SlurmError> {
+        let script = job.batch_script();
+        let output = self.run("sbatch", &["--parsable"], Some(&script), Effect::Mutating)?;
         parse_submit_output(&output)
     }
 
@@ -312,13 +314,14 @@ impl Backend for CliBackend {
         Ok(())
     }
 
-    fn test_submit(&self, script: &str) -> Result<Option<StartEstimate>, SlurmError> {
+    fn test_submit(&self, job: &JobRequest) -> Result<Option<StartEstimate>, SlurmError> {
         // `--test-only` asks slurmctld whether and when the job would start (one will-run RPC)
         // and submits nothing. Accepted: exit 0 and `sbatch: Job N to start at …` on stderr.
         // Rejected: exit 1 and the reason on stderr, e.g. `allocation failure: Requested node
         // configuration is not available`, which `run` cleans to the reason alone.
+        let script = job.batch_script();
         let (_, stderr) =
-            self.run_full("sbatch", &["--test-only"], Some(script), Effect::ReadOnly)?;
+            self.run_full("sbatch", &["--test-only"], Some(&script), Effect::ReadOnly)?;
         Ok(parse_start_estimate(&stderr, unix_now()))
     }
 

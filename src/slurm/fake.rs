@@ -4,6 +4,7 @@
 
 use super::{Backend, SlurmError};
 use crate::cluster::ClusterFacts;
+use crate::job::JobRequest;
 use crate::observed::{JobId, JobRecord, JobState, StartEstimate};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -233,7 +234,8 @@ impl Backend for FakeBackend {
             .collect())
     }
 
-    fn submit(&self, script: &str) -> Result<u64, SlurmError> {
+    fn submit(&self, job: &JobRequest) -> Result<u64, SlurmError> {
+        let script = &job.batch_script();
         match self.begin(Op::Submit) {
             Some(Fault::Reject(message)) => return Err(failed("sbatch", message)),
             Some(Fault::Timeout) => return Err(timeout("sbatch")),
@@ -259,7 +261,8 @@ impl Backend for FakeBackend {
         Ok(self.create(script))
     }
 
-    fn test_submit(&self, script: &str) -> Result<Option<StartEstimate>, SlurmError> {
+    fn test_submit(&self, job: &JobRequest) -> Result<Option<StartEstimate>, SlurmError> {
+        let script = &job.batch_script();
         match self.begin(Op::TestSubmit) {
             Some(Fault::Reject(message)) => return Err(failed("sbatch --test-only", message)),
             Some(Fault::PartialCancel(_)) | None => {}

@@ -9,6 +9,7 @@ pub mod ssh;
 pub use cli::CliBackend;
 
 use crate::cluster::ClusterFacts;
+use crate::job::JobRequest;
 use crate::observed::{JobId, JobRecord, StartEstimate};
 
 /// A way to reach Slurm.
@@ -16,13 +17,13 @@ pub trait Backend: Send + Sync {
     /// Lists this user's jobs whose comment carries a stackctl marker or lock (any owner),
     /// ended ones included, with one listing RPC. Callers parse every marker themselves.
     fn list_jobs(&self) -> Result<Vec<JobRecord>, SlurmError>;
-    /// Submits a batch script (its `#SBATCH` lines carry every option) and returns the job id.
-    fn submit(&self, script: &str) -> Result<u64, SlurmError>;
-    /// Asks Slurm whether it would accept a batch script, without submitting anything
-    /// (`sbatch --test-only`). `Ok` means accepted, with when and where Slurm expects it to
-    /// start when the backend can tell (an optional capability: `None` otherwise); a definite
-    /// rejection carries Slurm's message.
-    fn test_submit(&self, script: &str) -> Result<Option<StartEstimate>, SlurmError>;
+    /// Submits a job and returns its id.
+    fn submit(&self, job: &JobRequest) -> Result<u64, SlurmError>;
+    /// Asks Slurm whether it would accept a job, without submitting anything (`sbatch
+    /// --test-only`). `Ok` means accepted, with when and where Slurm expects it to start when
+    /// the backend can tell (an optional capability: `None` otherwise); a definite rejection
+    /// carries Slurm's message.
+    fn test_submit(&self, job: &JobRequest) -> Result<Option<StartEstimate>, SlurmError>;
     /// Cancels the given jobs (`123_4` for one array task) with Slurm's normal graceful stop.
     /// On error some of them may have been cancelled: callers list again to know which.
     fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError>;
@@ -66,11 +67,15 @@ pub const SUBMIT_ATTEMPTS: u32 = 3;
 /// created the job, so before each retry the job is looked for by the `nonce=` field of its
 /// comment. A definite rejection is never retried or looked up: Slurm records even a rejected
 /// submit (state FAILED), and that record is no job of ours.
-pub fn submit_once(backend: &dyn Backend, script: &str, nonce: &str) -> Result<u64, SlurmError> {
+pub fn submit_once(
+    backend: &dyn Backend,
+    job: &JobRequest,
+    nonce: &str,
+) -> Result<u64, SlurmError> {
     let field = format!("nonce={nonce}");
     let mut attempt = 1;
     loop {
-        let error = match backend.submit(script) {
+        let error = match backend.submit(job) {
             Ok(job_id) => return Ok(job_id),
             Err(e) if e.is_definite_rejection() => return Err(e),
             Err(e) => e,

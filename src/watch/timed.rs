@@ -3,6 +3,7 @@
 
 use super::state::WatchState;
 use crate::cluster::ClusterFacts;
+use crate::job::JobRequest;
 use crate::observed::{JobId, JobRecord, StartEstimate};
 use crate::slurm::{Backend, SlurmError};
 use std::sync::{Arc, Mutex};
@@ -42,11 +43,11 @@ impl Backend for Timed {
     fn list_jobs(&self) -> Result<Vec<JobRecord>, SlurmError> {
         self.time("list_jobs", || self.inner.list_jobs())
     }
-    fn submit(&self, script: &str) -> Result<u64, SlurmError> {
-        self.time("submit", || self.inner.submit(script))
+    fn submit(&self, job: &JobRequest) -> Result<u64, SlurmError> {
+        self.time("submit", || self.inner.submit(job))
     }
-    fn test_submit(&self, script: &str) -> Result<Option<StartEstimate>, SlurmError> {
-        self.time("test_submit", || self.inner.test_submit(script))
+    fn test_submit(&self, job: &JobRequest) -> Result<Option<StartEstimate>, SlurmError> {
+        self.time("test_submit", || self.inner.test_submit(job))
     }
     fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError> {
         self.time("cancel", || self.inner.cancel(job_ids))
