@@ -306,8 +306,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn backend(repo: &Repo) -> Result<Box<dyn Backend>> {
-    crate::slurm::for_settings(&repo.settings)
-        .context("cannot create a private directory for the ssh control socket")
+    Ok(crate::slurm::for_settings(&repo.settings)?)
 }
 
 fn validate(dir: &Path) -> Result<ExitCode> {

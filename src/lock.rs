@@ -288,9 +288,16 @@ pub enum LockError {
         /// The live locks of the owner, or "none".
         live: String,
     },
-    /// Slurm failed while taking, renewing or releasing the lock.
+    /// Slurm failed while taking, renewing or releasing the lock. Slurm's error is part of
+    /// the message, so it is no error source (a chain printed with `{:#}` would say it twice).
     #[error("apply lock: {0}")]
-    Slurm(#[from] SlurmError),
+    Slurm(SlurmError),
+}
+
+impl From<SlurmError> for LockError {
+    fn from(error: SlurmError) -> LockError {
+        LockError::Slurm(error)
+    }
 }
 
 /// What taking a lock needs.

@@ -106,9 +106,13 @@ pub fn load_files(files: &Path, checkout: &Path) -> Result<Repo, Error> {
 /// relative path.
 pub fn script_context(repo: &Repo, backend: &dyn Backend) -> Result<ScriptContext, Error> {
     let settings = &repo.settings;
-    let home = if [&settings.log_dir, &settings.image_dir]
-        .iter()
-        .any(|p| p.starts_with('~'))
+    let needs_image_dir = repo
+        .desired
+        .services
+        .values()
+        .any(|s| s.spec.image.as_deref().is_some_and(script::is_in_image_dir));
+    let home = if settings.log_dir.starts_with('~')
+        || (needs_image_dir && settings.image_dir.starts_with('~'))
     {
         backend.home_dir().map_err(|cause| Error::Slurm {
             context: "asking for the home directory `~` in stackctl.yaml stands for",
@@ -121,18 +125,13 @@ pub fn script_context(repo: &Repo, backend: &dyn Backend) -> Result<ScriptContex
     let unexpanded = |name: &str, value: &str| Error::Config {
         message: format!("cannot expand {name} {value:?} from stackctl.yaml: HOME is not set"),
     };
-    let log_dir = expand(&repo.settings.log_dir);
+    let log_dir = expand(&settings.log_dir);
     if !log_dir.is_absolute() {
-        return Err(unexpanded("log_dir", &repo.settings.log_dir));
+        return Err(unexpanded("log_dir", &settings.log_dir));
     }
-    let image_dir = expand(&repo.settings.image_dir);
-    let needs_image_dir = repo
-        .desired
-        .services
-        .values()
-        .any(|s| s.spec.image.as_deref().is_some_and(script::is_in_image_dir));
+    let image_dir = expand(&settings.image_dir);
     if needs_image_dir && !image_dir.is_absolute() {
-        return Err(unexpanded("image_dir", &repo.settings.image_dir));
+        return Err(unexpanded("image_dir", &settings.image_dir));
     }
     Ok(ScriptContext { log_dir, image_dir })
 }

@@ -7,8 +7,8 @@ use super::raw;
 use super::yaml;
 use super::{
     BackendKind, Condition, Dependency, Desired, EndpointRef, HealthSpec, OnFailure, Origin, Owner,
-    PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestartPolicy, Service,
-    ServiceAddr, Settings, SlurmSpec, SshTarget,
+    PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestTarget, RestartPolicy,
+    Service, ServiceAddr, Settings, SlurmSpec, SshTarget, TokenSource,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -94,12 +94,17 @@ fn load_settings(
         .map(|b| (b.value.as_str(), b))
     {
         None | Some(("cli", _)) => Ok(BackendKind::Cli),
+        Some(("rest", _)) => Ok(BackendKind::Rest),
         Some((other, spanned)) => Err(SpecError::at(
             shown,
             spanned.referenced,
             "cluster.backend",
-            format!("unknown backend {other:?}; the only backend so far is \"cli\""),
+            format!("unknown backend {other:?}; the backends are \"cli\" and \"rest\""),
         )),
+    };
+    let rest = match &backend {
+        Ok(kind) => rest_target(shown, *kind, &config.cluster),
+        Err(_) => Ok(None),
     };
     let ssh = config
         .cluster
@@ -134,6 +139,7 @@ fn load_settings(
     let owner = take(owner, errors);
     let backend = take(backend, errors);
     let ssh = take(ssh, errors);
+    let rest = take(rest, errors);
     let log_dir = take(log_dir, errors);
     let image_dir = take(image_dir, errors);
     let lock_expiry = take(lock_expiry, errors);
@@ -145,9 +151,104 @@ fn load_settings(
         image_dir: image_dir?,
         backend: backend?,
         ssh: ssh?,
+        rest: rest?,
         lock_expiry: lock_expiry?,
         lock_partition: lock_partition?,
     })
+}
+
+/// Lifts the REST settings of `cluster`: required with `backend: rest` (`url`, `user`), refused
+/// with any other backend, and never together with `ssh`.
+fn rest_target(
+    shown: &Path,
+    kind: BackendKind,
+    cluster: &raw::ClusterConfig,
+) -> Result<Option<RestTarget>, SpecError> {
+    let at = |location, field: &str, message: String| {
+        SpecError::at(shown, location, format!("cluster.{field}"), message)
+    };
+    let rest_fields = [
+        ("url", &cluster.url),
+        ("user", &cluster.user),
+        ("token_env", &cluster.token_env),
+        ("token_file", &cluster.token_file),
+        ("api", &cluster.api),
+    ];
+    if kind != BackendKind::Rest {
+        if let Some((name, Some(value))) = rest_fields.iter().find(|(_, v)| v.is_some()) {
+            return Err(at(
+                value.referenced,
+                name,
+                "only `backend: rest` reads this".to_owned(),
+            ));
+        }
+        return Ok(None);
+    }
+    let backend = cluster.backend.as_ref().expect("backend: rest was read");
+    if cluster.ssh.is_some() {
+        return Err(at(
+            backend.referenced,
+            "backend",
+            "`ssh` runs the Slurm commands on a login node; it cannot be combined with \
+             `backend: rest`"
+                .to_owned(),
+        ));
+    }
+    let required = |name: &str, value: &Option<Spanned<String>>| match value {
+        Some(v) if !v.value.trim().is_empty() => Ok(v.value.trim().to_owned()),
+        _ => Err(at(
+            backend.referenced,
+            name,
+            format!("`backend: rest` needs `cluster.{name}`"),
+        )),
+    };
+    let url = required("url", &cluster.url)?;
+    let url_value = cluster.url.as_ref().expect("required above");
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(at(
+            url_value.referenced,
+            "url",
+            format!("{url:?} is not an http:// or https:// URL"),
+        ));
+    }
+    let user = required("user", &cluster.user)?;
+    let token = match (&cluster.token_env, &cluster.token_file) {
+        (Some(env), Some(_)) => {
+            return Err(at(
+                env.referenced,
+                "token_env",
+                "set `token_env` or `token_file`, not both".to_owned(),
+            ));
+        }
+        (_, Some(file)) => {
+            let home = std::env::var("HOME").ok().filter(|h| !h.is_empty());
+            TokenSource::File(super::expand_home(&file.value, home.as_deref()))
+        }
+        (Some(env), None) => TokenSource::Env(env.value.clone()),
+        (None, None) => TokenSource::Env("SLURM_JWT".to_owned()),
+    };
+    let api = match &cluster.api {
+        None => None,
+        Some(v) if v.value == "auto" => None,
+        Some(v) if super::REST_API_VERSIONS.contains(&v.value.as_str()) => Some(v.value.clone()),
+        Some(v) => {
+            return Err(at(
+                v.referenced,
+                "api",
+                format!(
+                    "{:?} is not an API version this stackctl speaks; use `auto` or one of {}",
+                    v.value,
+                    super::REST_API_VERSIONS.join(", ")
+                ),
+            ));
+        }
+    };
+    Ok(Some(RestTarget {
+        url: url.trim_end_matches('/').to_owned(),
+        user,
+        token,
+        api,
+    }))
 }
 
 /// Lifts `cluster.ssh`: a host and user that cannot be taken for ssh options, a port in range,

@@ -44,6 +44,8 @@ pub struct Settings {
     pub backend: BackendKind,
     /// The login node the Slurm commands run on (`cluster.ssh`); none runs them here.
     pub ssh: Option<SshTarget>,
+    /// slurmrestd, for `backend: rest`.
+    pub rest: Option<RestTarget>,
     /// How long an apply lock lives without being renewed (`lock.expiry`, default 2 minutes,
     /// at least 10 seconds).
     pub lock_expiry: std::time::Duration,
@@ -54,9 +56,36 @@ pub struct Settings {
 /// The ways stackctl can reach Slurm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
-    /// `squeue`, `sbatch`, `scancel` and `scontrol` from `PATH`.
+    /// `squeue`, `sbatch`, `scancel` and `scontrol` from `PATH` (or on a login node over SSH).
     Cli,
+    /// slurmrestd's REST API ([`RestTarget`]).
+    Rest,
 }
+
+/// slurmrestd as `stackctl.yaml` names it (`cluster.backend: rest`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestTarget {
+    /// Base URL without a trailing `/`, e.g. `http://127.0.0.1:6820`.
+    pub url: String,
+    /// The Slurm user the requests act as; its jobs are the ones listed.
+    pub user: String,
+    /// Where the JWT is read from; the token itself is never stored in the settings.
+    pub token: TokenSource,
+    /// The API version to speak; `None` picks the newest the server offers.
+    pub api: Option<String>,
+}
+
+/// Where a REST token comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// An environment variable (`token_env`, default `SLURM_JWT`).
+    Env(String),
+    /// A file (`token_file`), `~` expanded.
+    File(PathBuf),
+}
+
+/// The slurmrestd API versions stackctl speaks, oldest first.
+pub const REST_API_VERSIONS: [&str; 1] = ["v0.0.38"];
 
 /// A login node reached over SSH (`cluster.ssh` in `stackctl.yaml`), validated: the host and
 /// user cannot be taken for options, and every path is expanded.

@@ -42,6 +42,16 @@ pub struct ClusterConfig {
     pub backend: Option<Spanned<String>>,
     /// Run the Slurm commands on a login node over SSH instead of locally.
     pub ssh: Option<SshConfig>,
+    /// slurmrestd's base URL (`backend: rest`).
+    pub url: Option<Spanned<String>>,
+    /// The Slurm user the REST requests act as (`X-SLURM-USER-NAME`).
+    pub user: Option<Spanned<String>>,
+    /// The environment variable holding the JWT (default `SLURM_JWT`).
+    pub token_env: Option<Spanned<String>>,
+    /// A file holding the JWT, instead of `token_env`.
+    pub token_file: Option<Spanned<String>>,
+    /// The REST API version: `auto` or `v0.0.38`.
+    pub api: Option<Spanned<String>>,
 }
 
 /// The `cluster.ssh:` block of `stackctl.yaml`.

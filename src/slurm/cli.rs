@@ -384,13 +384,14 @@ impl Backend for CliBackend {
         }
     }
 
-    fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError> {
+    fn batch_script(&self, job_id: &JobId) -> Result<Option<String>, SlurmError> {
         self.run(
             "scontrol",
             &["write", "batch_script", &job_id.to_string(), "-"],
             None,
             Effect::ReadOnly,
         )
+        .map(Some)
     }
 }
 
@@ -585,7 +586,7 @@ fn parse_nodes(text: &str) -> Result<Vec<NodeFacts>, String> {
 /// Parses a node's `Gres=` into its GPUs: `gpu:a100:4(S:0-1),gpu:h100:2(S:1)`, untyped `gpu:4`,
 /// `gpu` (one), `(null)`. Other resources (`shard:8`, `mps:100`) are skipped, socket bindings
 /// `(S:…)` and the `no_consume` flag ignored, and groups of one type added up.
-fn parse_gres(text: &str) -> Result<Vec<GpuFacts>, String> {
+pub(crate) fn parse_gres(text: &str) -> Result<Vec<GpuFacts>, String> {
     let mut gpus: Vec<GpuFacts> = Vec::new();
     let text = text.trim();
     if text.is_empty() || text == "(null)" {

@@ -321,7 +321,7 @@ impl Backend for FakeBackend {
         }
     }
 
-    fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError> {
+    fn batch_script(&self, job_id: &JobId) -> Result<Option<String>, SlurmError> {
         if let Some(fault) = self.begin(Op::BatchScript) {
             return Err(failed("scontrol write batch_script", format!("{fault:?}")));
         }
@@ -329,7 +329,7 @@ impl Backend for FakeBackend {
             .jobs
             .iter()
             .find(|j| j.id == *job_id)
-            .map(|j| j.script.clone())
+            .map(|j| Some(j.script.clone()))
             .ok_or_else(|| failed("scontrol write batch_script", "Invalid job id".into()))
     }
 

@@ -4,6 +4,7 @@
 
 mod cli;
 pub mod fake;
+pub mod rest;
 pub mod ssh;
 
 pub use cli::CliBackend;
@@ -30,7 +31,8 @@ pub trait Backend: Send + Sync {
     /// Replaces the comment of one job (one array task when `job_id` names a task).
     fn update_comment(&self, job_id: &JobId, comment: &str) -> Result<(), SlurmError>;
     /// Returns the batch script of a job.
-    fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError>;
+    /// `None` when this backend cannot read batch scripts at all (slurmrestd v0.0.38).
+    fn batch_script(&self, job_id: &JobId) -> Result<Option<String>, SlurmError>;
     /// Reads the cluster's partitions, nodes and limits (a few cheap reads).
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError>;
     /// Returns the home directory of the user the jobs run as, where `~` in `log_dir` points:
@@ -45,13 +47,21 @@ pub fn local_home() -> Option<String> {
     std::env::var("HOME").ok().filter(|h| !h.is_empty())
 }
 
-/// Returns the adapter `stackctl.yaml` asks for; fails only when a login node's session has
-/// no temporary directory for its control socket.
-pub fn for_settings(settings: &crate::desired::Settings) -> std::io::Result<Box<dyn Backend>> {
-    match settings.backend {
-        crate::desired::BackendKind::Cli => Ok(Box::new(CliBackend {
+/// Returns the adapter `stackctl.yaml` asks for. Fails when a login node's session has no
+/// temporary directory for its control socket, or slurmrestd's token cannot be read.
+pub fn for_settings(settings: &crate::desired::Settings) -> Result<Box<dyn Backend>, SlurmError> {
+    match (settings.backend, &settings.rest) {
+        (crate::desired::BackendKind::Rest, Some(target)) => {
+            Ok(Box::new(rest::RestBackend::new(target)?))
+        }
+        _ => Ok(Box::new(CliBackend {
             remote: match settings.ssh.clone() {
-                Some(target) => Some(std::sync::Arc::new(ssh::SshSession::new(target)?)),
+                Some(target) => Some(std::sync::Arc::new(ssh::SshSession::new(target).map_err(
+                    |source| SlurmError::Spawn {
+                        program: "ssh".into(),
+                        source,
+                    },
+                )?)),
                 None => None,
             },
             ..CliBackend::default()

@@ -217,7 +217,7 @@ fn reconcile_once(
     let backend = match crate::slurm::for_settings(&target.repo.settings) {
         Ok(backend) => timed::Timed::new(backend, state.clone()),
         Err(error) => {
-            tracing::error!(%error, "cannot create a private directory for the ssh control socket");
+            tracing::error!(%error, "cannot reach Slurm");
             return PassResult::Error;
         }
     };

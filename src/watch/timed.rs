@@ -57,7 +57,7 @@ impl Backend for Timed {
             self.inner.update_comment(job_id, comment)
         })
     }
-    fn batch_script(&self, job_id: &JobId) -> Result<String, SlurmError> {
+    fn batch_script(&self, job_id: &JobId) -> Result<Option<String>, SlurmError> {
         self.time("batch_script", || self.inner.batch_script(job_id))
     }
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError> {
