@@ -105,6 +105,11 @@ fn a_crashing_service_backs_off_with_growing_delays_until_its_recipe_is_fixed() 
             successor.comment
         );
         let (_, ended) = times(&previous.id);
+        // A successor submitted once its backoff had already passed (no `--begin`) shows no
+        // StartTime until the scheduler has looked at it.
+        wait_for("the successor's StartTime", 60, || {
+            times(&successor.id).0.is_some()
+        });
         let (eligible, _) = times(&successor.id);
         let gap = eligible.unwrap() - ended.unwrap();
         gaps.push(gap);
