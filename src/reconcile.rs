@@ -278,6 +278,7 @@ fn plan_with(
     reads.specs = observed.specs.clone();
     let mut plan = plan::compute(owner, &repo.desired, &observed);
     plan.source = options.source.clone();
+    plan.warnings.extend(backend.unchecked());
     if !options.prune {
         plan.keep_removed_services();
     }

@@ -372,6 +372,10 @@ impl Backend for CliBackend {
         }
     }
 
+    fn unchecked(&self) -> Option<String> {
+        None
+    }
+
     fn create_dir(&self, path: &Path) -> Result<(), String> {
         match &self.remote {
             None => std::fs::create_dir_all(path).map_err(|e| e.to_string()),

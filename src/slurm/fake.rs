@@ -337,6 +337,10 @@ impl Backend for FakeBackend {
         Ok(super::local_home())
     }
 
+    fn unchecked(&self) -> Option<String> {
+        None
+    }
+
     fn create_dir(&self, path: &std::path::Path) -> Result<(), String> {
         std::fs::create_dir_all(path).map_err(|e| e.to_string())
     }

@@ -40,6 +40,9 @@ pub trait Backend: Send + Sync {
     fn home_dir(&self) -> Result<Option<String>, SlurmError>;
     /// Creates a directory the jobs write to, with its parents, where the Slurm commands run.
     fn create_dir(&self, path: &std::path::Path) -> Result<(), String>;
+    /// What this backend cannot check or show that the CLI can, said in a plan's warnings;
+    /// `None` for a backend that lacks nothing.
+    fn unchecked(&self) -> Option<String>;
 }
 
 /// The local user's home directory (`HOME`), when set.

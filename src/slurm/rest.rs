@@ -291,6 +291,16 @@ impl Backend for RestBackend {
         ))
     }
 
+    fn unchecked(&self) -> Option<String> {
+        Some(format!(
+            "over slurmrestd {} stackctl cannot pre-check submissions or estimate their start \
+             (its test_only would submit a real job), check MaxArraySize (no config endpoint), \
+             read a replaced job's spec back (no batch scripts) or keep a restart off the node \
+             it failed on (no --exclude); Slurm's own refusal comes at submit",
+            self.version.get().map_or("v0.0.38", String::as_str)
+        ))
+    }
+
     fn create_dir(&self, _path: &std::path::Path) -> Result<(), String> {
         // Nothing over REST can make a directory; Slurm writes the logs where log_dir says.
         Ok(())

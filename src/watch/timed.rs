@@ -66,6 +66,9 @@ impl Backend for Timed {
     fn home_dir(&self) -> Result<Option<String>, SlurmError> {
         self.time("home_dir", || self.inner.home_dir())
     }
+    fn unchecked(&self) -> Option<String> {
+        self.inner.unchecked()
+    }
     fn create_dir(&self, path: &std::path::Path) -> Result<(), String> {
         self.inner.create_dir(path)
     }
