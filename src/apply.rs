@@ -13,6 +13,8 @@
 //!    `--dependency=after:<the job ids just submitted for them>`, and not at all when one of
 //!    them failed to submit.
 //!
+//! 4. The markers of [`Action::Update`] changes are rewritten in place (`protect=`).
+//!
 //! Nothing is rolled back: the report says what was done, what failed and what was not
 //! attempted, and the next apply starts from what Slurm then shows.
 
@@ -31,6 +33,8 @@ pub struct ApplyReport {
     pub added: usize,
     /// Jobs cancelled.
     pub destroyed: usize,
+    /// Jobs whose marker was rewritten in place.
+    pub changed: usize,
     /// Jobs the plan meant to submit or cancel that failed or were not attempted.
     pub failed: usize,
     /// Everything that went wrong, one entry per failed step.
@@ -137,6 +141,7 @@ pub fn apply(
                 indexes: index_ranges(&group),
                 report: Default::default(),
                 restart: backoff.map(restart_record).unwrap_or_default(),
+                protect: service.protect,
             };
             let job = match backoff {
                 None => script::render_with_endpoints(
@@ -204,7 +209,7 @@ pub fn apply(
                     cancels.push(job.job_id);
                     predecessor.insert((&service_plan.service, change.index), job.job_id);
                 }
-                Action::Create => {}
+                Action::Create | Action::Update => {}
             }
         }
     }
@@ -284,6 +289,33 @@ pub fn apply(
                 ),
                 !e.is_definite_rejection(),
             ),
+        }
+    }
+
+    // 4. Rewrite the markers whose `protect=` changed; the jobs keep running.
+    for service_plan in &plan.services {
+        let Some(service) = desired.services.get(&service_plan.service) else {
+            continue;
+        };
+        for change in &service_plan.changes {
+            let (Action::Update, Some(job)) = (change.action, &change.job) else {
+                continue;
+            };
+            let marker = Marker {
+                protect: service.protect,
+                ..(*job.marker).clone()
+            };
+            match backend.update_comment(&job.job_id, &marker.to_string()) {
+                Ok(()) => report.changed += 1,
+                Err(e) => report.fail(
+                    1,
+                    format!(
+                        "rewriting the marker of {}[{}] (job {}): {e}",
+                        service_plan.service, change.index, job.job_id
+                    ),
+                    !e.is_definite_rejection(),
+                ),
+            }
         }
     }
     report
@@ -402,6 +434,7 @@ mod tests {
             hash: spec.hash(),
             spec,
             restart: Default::default(),
+            protect: false,
             origins: [(
                 "recipe".to_owned(),
                 Origin {

@@ -350,6 +350,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
     };
     let indexes: Vec<u32> = (0..found.replicas.max(1)).collect();
     let marker = Marker {
+        protect: false,
         owner: repo.settings.owner.clone(),
         service: addr.clone(),
         spec: found.hash.clone(),
@@ -499,16 +500,17 @@ fn apply(
             let mut out = String::from("\n");
             if report.is_complete() {
                 out.push_str(&format!(
-                    "Apply complete! Jobs: {} added, 0 changed, {} destroyed.\n",
-                    report.added, report.destroyed
+                    "Apply complete! Jobs: {} added, {} changed, {} destroyed.\n",
+                    report.added, report.changed, report.destroyed
                 ));
             } else {
                 for error in &report.errors {
                     eprintln!("error: {error}");
                 }
                 out.push_str(&format!(
-                    "Apply incomplete! Jobs: {} added, 0 changed, {} destroyed, {} failed.{}\n",
+                    "Apply incomplete! Jobs: {} added, {} changed, {} destroyed, {} failed.{}\n",
                     report.added,
+                    report.changed,
                     report.destroyed,
                     report.failed,
                     if report.retry_may_help() {

@@ -570,6 +570,7 @@ mod tests {
             hash: spec.hash(),
             spec,
             restart: Default::default(),
+            protect: false,
             origins,
             depends_on: Vec::new(),
         };

@@ -282,6 +282,15 @@ fn plan_with(
     if !options.prune {
         plan.keep_removed_services();
     }
+    let refused = plan::protection::violations(&plan, &repo.desired, &observed);
+    if !refused.is_empty() {
+        return Err(Error::Config {
+            message: format!(
+                "{}\nthe plan reduces a protected service; nothing was done",
+                refused.join("\n")
+            ),
+        });
+    }
     let submitting = plan.submitting_services();
     if !submitting.is_empty() {
         if reads.facts.is_none() {
@@ -491,6 +500,108 @@ mod tests {
             &mut |_| true,
             &mut Silent,
         )
+    }
+
+    /// Rewrites the stack file of `dir` with `replicas` sleepers and `protect`, then loads it;
+    /// `None` empties the stack.
+    fn rewrite(dir: &Path, service: Option<(u32, &str)>) -> Repo {
+        let text = match service {
+            Some((replicas, protect)) => format!(
+                "services:\n  web:\n    recipe: test/sleeper\n    replicas: {replicas}\n    \
+                 resources: {{cpu: 1}}\n{protect}"
+            ),
+            None => "services: {}\n".to_owned(),
+        };
+        std::fs::write(dir.join("stacks/s.yaml"), text).unwrap();
+        load(dir).unwrap()
+    }
+
+    #[test]
+    fn a_protected_service_refuses_scale_down_and_removal_until_unprotected() {
+        let (dir, _) = repo(1, 1);
+        let dir = dir.path();
+        let backend = backend();
+        let protected = rewrite(dir, Some((2, "    protect: true\n")));
+        run(dir, &protected, &backend).unwrap();
+        let alive = backend.alive();
+        assert!(
+            alive.iter().all(|j| j.comment.contains(";protect=1")),
+            "{alive:?}"
+        );
+        let cancels = backend.count(Op::Cancel);
+        // Scale-down, then removal from the repo (the markers remember): refused.
+        for (repo, what) in [
+            (
+                rewrite(dir, Some((1, "    protect: true\n"))),
+                "scale it down from 2 to 1",
+            ),
+            (
+                rewrite(dir, None),
+                "destroy it (gone from the repo; 2 running replicas)",
+            ),
+        ] {
+            let error = run(dir, &repo, &backend).unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Configuration);
+            let text = error.to_string();
+            assert!(
+                text.contains("s.web is protected") && text.contains(what),
+                "{text}"
+            );
+            assert_eq!(backend.count(Op::Cancel), cancels, "nothing cancelled");
+        }
+        // Un-protect: the markers are rewritten in place, no job replaced.
+        let ids: Vec<_> = backend.alive().into_iter().map(|j| j.id).collect();
+        let unprotected = rewrite(dir, Some((2, "    protect: false\n")));
+        let planned = plan(&unprotected, &PlanOptions::for_checkout(dir), &backend).unwrap();
+        let summary = planned.plan.summary();
+        assert_eq!((summary.add, summary.change, summary.destroy), (0, 2, 0));
+        run(dir, &unprotected, &backend).unwrap();
+        let alive = backend.alive();
+        assert_eq!(alive.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+        assert!(
+            alive.iter().all(|j| !j.comment.contains("protect")),
+            "{alive:?}"
+        );
+        assert!(
+            plan(&unprotected, &PlanOptions::for_checkout(dir), &backend)
+                .unwrap()
+                .plan
+                .is_empty()
+        );
+        // Then the removal goes ahead.
+        run(dir, &rewrite(dir, None), &backend).unwrap();
+        assert!(backend.alive().is_empty());
+    }
+
+    #[test]
+    fn a_protected_service_refuses_a_replace_but_not_a_scale_up() {
+        let (dir, _) = repo(1, 1);
+        let dir = dir.path();
+        let backend = backend();
+        run(
+            dir,
+            &rewrite(dir, Some((1, "    protect: true\n"))),
+            &backend,
+        )
+        .unwrap();
+        assert!(matches!(
+            run(
+                dir,
+                &rewrite(dir, Some((2, "    protect: true\n"))),
+                &backend
+            ),
+            Ok(Outcome::Applied(..))
+        ));
+        std::fs::write(
+            dir.join("recipes/test/sleeper.yaml"),
+            "name: sleeper\ncommand: exec sleep 601\n",
+        )
+        .unwrap();
+        let error = run(dir, &load(dir).unwrap(), &backend).unwrap_err();
+        assert!(
+            error.to_string().contains("would replace 2 replicas"),
+            "{error}"
+        );
     }
 
     #[test]

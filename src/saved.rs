@@ -251,6 +251,7 @@ pub fn change_keys(plan: &Plan) -> Vec<String> {
                 Action::Create => "create",
                 Action::Destroy => "delete",
                 Action::Replace => "replace",
+                Action::Update => "update",
             };
             let job = change.job.as_ref().map(|j| j.job_id.to_string());
             let after = match change.action {

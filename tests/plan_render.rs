@@ -71,6 +71,7 @@ fn service(replicas: u32, spec: ReplicaSpec) -> Service {
         hash: spec.hash(),
         spec,
         restart: Default::default(),
+        protect: false,
         origins: [(
             "recipe".to_owned(),
             stackctl::desired::Origin {
@@ -92,6 +93,7 @@ fn desired(services: Vec<(ServiceAddr, Service)>) -> Desired {
 
 fn marker(addr: &ServiceAddr, hash: &SpecHash, indexes: &str) -> String {
     Marker {
+        protect: false,
         owner: owner(),
         service: addr.clone(),
         spec: hash.clone(),
@@ -647,6 +649,7 @@ fn duplicate_index_with_the_same_spec_keeps_the_running_job() {
 fn foreign_and_look_alike_jobs_are_invisible() {
     let hash = base_spec().hash();
     let other_owner = Marker {
+        protect: false,
         owner: Owner::parse("team-vision").unwrap(),
         service: llm(),
         spec: hash.clone(),
@@ -806,6 +809,7 @@ fn script_with_container_gpu_and_hostile_environment() {
         endpoint_env: Default::default(),
     };
     let marker = Marker {
+        protect: false,
         owner: owner(),
         service: llm(),
         spec: spec.hash(),
@@ -850,6 +854,7 @@ fn script_without_container_runs_the_command_directly() {
     };
     let addr = ServiceAddr::new("apps", "web");
     let marker = Marker {
+        protect: false,
         owner: owner(),
         service: addr.clone(),
         spec: spec.hash(),
@@ -889,6 +894,7 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
     };
     let addr = ServiceAddr::new("apps", "server");
     let marker = Marker {
+        protect: false,
         owner: owner(),
         service: addr.clone(),
         spec: spec.hash(),
@@ -1104,6 +1110,7 @@ fn status_counts_a_failed_index_once_and_shows_its_latest_job_and_logs() {
 fn status_log_paths_are_the_files_the_script_names() {
     let spec = base_spec();
     let marker = Marker {
+        protect: false,
         owner: owner(),
         service: llm(),
         spec: spec.hash(),
@@ -1135,6 +1142,7 @@ fn status_log_paths_are_the_files_the_script_names() {
 fn script_escapes_percent_in_the_log_dir() {
     let spec = base_spec();
     let marker = Marker {
+        protect: false,
         owner: owner(),
         service: llm(),
         spec: spec.hash(),
@@ -1435,6 +1443,7 @@ fn web() -> ServiceAddr {
 
 fn render_for(spec: &ReplicaSpec) -> String {
     let marker = Marker {
+        protect: false,
         owner: owner(),
         service: web(),
         spec: spec.hash(),
@@ -1823,6 +1832,7 @@ fn a_failed_replica_is_recreated_with_a_begin_time_and_one_more_restart() {
 
     // The successor is one job, alone in its array: `--begin`, `--exclude` and the record.
     let marker = Marker {
+        protect: false,
         restart: stackctl::observed::RestartRecord {
             restarts: 4,
             fail: Some(backoff.last_failure.clone()),
@@ -2111,6 +2121,7 @@ fn endpoint_env_holds_the_client_until_its_target_is_ready() {
         "the port named http, at the address the replica reported"
     );
     let marker = Marker {
+        protect: false,
         owner: owner(),
         service: llm(),
         spec: client_spec().hash(),

@@ -1078,6 +1078,7 @@ fn lift_service(
         hash: spec.hash(),
         spec,
         restart,
+        protect: service.protect.as_ref().is_some_and(|p| p.value),
         origins,
         depends_on,
     })

@@ -192,6 +192,10 @@ pub struct Service {
     /// How a replica whose job failed is recreated. Not part of the spec (nor its hash):
     /// changing the policy never restarts a running replica.
     pub restart: RestartPolicy,
+    /// `protect: true`: no plan may reduce or remove its replicas ([`crate::plan::protection`]).
+    /// Recorded in the jobs' markers (`protect=1`), not in the spec: changing it never
+    /// replaces a replica, it rewrites the markers in place.
+    pub protect: bool,
     /// Where each effective setting was written, by setting path (`replicas`,
     /// `resources.gpu`, `slurm.partition`, …); `recipe` (the service's `recipe:` line) is
     /// always present.

@@ -312,6 +312,8 @@ pub struct Service {
     pub endpoint_env: BTreeMap<String, Spanned<EndpointEnv>>,
     /// Services whose replicas must be started (or ready) before this one's are submitted.
     pub depends_on: Option<Spanned<Vec<Spanned<DependsOn>>>>,
+    /// `protect: true` refuses every plan that would reduce or remove the service's replicas.
+    pub protect: Option<Spanned<bool>>,
 }
 
 /// One `depends_on:` entry: `SERVICE`, `STACK/SERVICE`, or

@@ -41,6 +41,9 @@ pub struct Marker {
     /// `begin=`), written by stackctl at submit; default for every other job. Never part of
     /// the spec hash.
     pub restart: RestartRecord,
+    /// `protect=1`: the service was `protect: true` when stackctl last wrote the marker, so a
+    /// plan must not reduce it even once it is gone from the repo. Never part of the spec hash.
+    pub protect: bool,
 }
 
 /// The crash-loop record in a successor's marker: Slurm forgets ended jobs after MinJobAge,
@@ -194,6 +197,9 @@ impl fmt::Display for Marker {
         if let Some(begin) = restart.not_before {
             write!(f, ";begin={begin}")?;
         }
+        if self.protect {
+            write!(f, ";protect=1")?;
+        }
         let report = &self.report;
         if let Some(health) = report.health {
             write!(f, ";health={}", health.as_str())?;
@@ -234,10 +240,16 @@ impl Marker {
         let mut reported: [(Option<&str>, bool); 3] = [(None, false); 3];
         // stackctl's crash-loop record: likewise, twice or unreadable counts as absent.
         let mut restart_fields: [(Option<&str>, bool); 3] = [(None, false); 3];
+        // `protect=1`; any other value, or the field twice, counts as unprotected.
+        let mut protect: (Option<&str>, bool) = (None, false);
         for field in fields {
             let Some((key, value)) = field.split_once('=') else {
                 continue;
             };
+            if key == "protect" {
+                protect.1 |= protect.0.replace(value).is_some();
+                continue;
+            }
             if let Some(slot) = Self::RESTART_KEYS.iter().position(|k| *k == key) {
                 let (seen, twice) = &mut restart_fields[slot];
                 *twice |= seen.replace(value).is_some();
@@ -279,6 +291,7 @@ impl Marker {
             indexes: indexes.unwrap_or_default().to_owned(),
             report,
             restart,
+            protect: protect.0 == Some("1") && !protect.1,
         })
     }
 
@@ -774,6 +787,32 @@ mod tests {
             indexes: "0-2,5".into(),
             report: SelfReport::default(),
             restart: Default::default(),
+            protect: false,
+        }
+    }
+
+    #[test]
+    fn protect_is_written_after_the_restart_record_and_read_only_as_1_once() {
+        let protected = Marker {
+            protect: true,
+            restart: RestartRecord {
+                not_before: Some(5),
+                ..Default::default()
+            },
+            report: SelfReport {
+                health: Some(Health::Ready),
+                ..Default::default()
+            },
+            ..marker()
+        };
+        let text = protected.to_string();
+        assert!(text.ends_with(";begin=5;protect=1;health=ready"), "{text}");
+        assert_eq!(Marker::parse(&text), Some(protected));
+        let base = marker().to_string();
+        assert!(!base.contains("protect"), "unprotected markers omit it");
+        for tail in [";protect=0", ";protect=yes", ";protect=1;protect=1", ""] {
+            let parsed = Marker::parse(&format!("{base}{tail}")).unwrap();
+            assert!(!parsed.protect, "{tail}");
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod diff;
+pub mod protection;
 
 use crate::desired::{Condition, Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
 use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed, StartEstimate};
@@ -175,6 +176,9 @@ pub struct JobRef {
     pub state: String,
     /// Spec hash from its marker.
     pub spec_hash: SpecHash,
+    /// Its whole marker, for a change that rewrites it in place ([`Action::Update`]).
+    #[serde(skip)]
+    pub marker: std::sync::Arc<crate::observed::Marker>,
 }
 
 /// The kinds of replica change, in Terraform's vocabulary.
@@ -186,6 +190,8 @@ pub enum Action {
     Destroy,
     /// Cancel a job, then submit its successor.
     Replace,
+    /// Rewrite the job's marker in place (`scontrol update Comment=`); the job keeps running.
+    Update,
 }
 
 /// Why a change is planned.
@@ -204,6 +210,9 @@ pub enum Reason {
     Duplicate,
     /// The job runs a spec other than the desired one.
     SpecChanged,
+    /// The service's `protect:` differs from the job's marker (`protect=1`): the marker is
+    /// rewritten, the job is not replaced (protection is not part of the spec).
+    ProtectChanged,
 }
 
 /// Job counts, as Terraform counts them: a replace adds one and destroys one.
@@ -211,10 +220,17 @@ pub enum Reason {
 pub struct Summary {
     /// Jobs to submit.
     pub add: usize,
-    /// Jobs to change in place (stackctl changes none in place today).
+    /// Jobs whose marker is rewritten in place (`protect:` changed).
     pub change: usize,
     /// Jobs to cancel.
     pub destroy: usize,
+}
+
+impl Change {
+    /// Returns whether the change submits a job (create, replace).
+    pub fn submits(&self) -> bool {
+        matches!(self.action, Action::Create | Action::Replace)
+    }
 }
 
 impl Plan {
@@ -225,6 +241,7 @@ impl Plan {
             match change.action {
                 Action::Create => summary.add += 1,
                 Action::Destroy => summary.destroy += 1,
+                Action::Update => summary.change += 1,
                 Action::Replace => {
                     summary.add += 1;
                     summary.destroy += 1;
@@ -247,7 +264,7 @@ impl Plan {
     pub fn submitting_services(&self) -> Vec<&ServiceAddr> {
         self.services
             .iter()
-            .filter(|s| s.changes.iter().any(|c| c.action != Action::Destroy))
+            .filter(|s| s.changes.iter().any(Change::submits))
             .map(|s| &s.service)
             .collect()
     }
@@ -394,17 +411,14 @@ fn resolve_endpoint_env(
         let Some(service) = desired.services.get(&service_plan.service) else {
             continue;
         };
-        let submits = service_plan
-            .changes
-            .iter()
-            .any(|c| c.action != Action::Destroy);
+        let submits = service_plan.changes.iter().any(Change::submits);
         if service.spec.endpoint_env.is_empty() || !submits {
             continue;
         }
         match endpoint_values(&service.spec, desired, observed) {
             Ok(values) => service_plan.endpoint_env = values,
             Err(reason) => {
-                service_plan.changes.retain(|c| c.action == Action::Destroy);
+                service_plan.changes.retain(|c| !c.submits());
                 held.push(Held {
                     service: service_plan.service.clone(),
                     reason,
@@ -639,6 +653,16 @@ fn plan_service(
                 job: Some(job_ref(keeper)),
                 backoff: None,
             });
+        } else if let Some(service) = desired
+            && keeper.marker.protect != service.protect
+        {
+            changes.push(Change {
+                index,
+                action: Action::Update,
+                reason: Reason::ProtectChanged,
+                job: Some(job_ref(keeper)),
+                backoff: None,
+            });
         }
     }
     let extra_reason = if desired.is_some() {
@@ -712,6 +736,7 @@ fn job_ref(job: &LiveJob) -> JobRef {
         job_id: job.id,
         state: job.state.to_string(),
         spec_hash: job.marker.spec.clone(),
+        marker: job.marker.clone(),
     }
 }
 

@@ -59,6 +59,7 @@ pub fn render(plan: &Plan) -> String {
                 Action::Create => &["create"],
                 Action::Destroy => &["delete"],
                 Action::Replace => &["delete", "create"],
+                Action::Update => &["update"],
             };
             let before = match (&change.job, change.action) {
                 (Some(job), _) => {
@@ -77,6 +78,9 @@ pub fn render(plan: &Plan) -> String {
             let after = match (change.action, &service.spec_after, &service.hash_after) {
                 (Action::Create | Action::Replace, Some(spec), Some(hash)) => {
                     json!({"spec_hash": hash, "spec": spec})
+                }
+                (Action::Update, _, Some(hash)) => {
+                    json!({"spec_hash": hash, "protect": change.job.as_ref().is_some_and(|j| !j.marker.protect)})
                 }
                 _ => Value::Null,
             };

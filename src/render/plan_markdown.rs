@@ -86,6 +86,7 @@ pub fn render(plan: &Plan) -> String {
                 match change.action {
                     Action::Create => counts.add += 1,
                     Action::Destroy => counts.destroy += 1,
+                    Action::Update => counts.change += 1,
                     Action::Replace => {
                         counts.add += 1;
                         counts.destroy += 1;

@@ -239,6 +239,7 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
     let replaced = count(|c| c.action == Action::Replace);
     let recreated = count(|c| c.reason == Reason::Ended);
     let duplicates = count(|c| c.reason == Reason::Duplicate);
+    let rewritten = count(|c| c.action == Action::Update);
     // The count a person thinks in: ended replicas still count, duplicates do not.
     let before = after + scaled_down - missing;
     let header = match kind {
@@ -259,6 +260,19 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
                 parts.push(format!(
                     "{duplicates} duplicate {} cancelled",
                     if duplicates == 1 { "job" } else { "jobs" }
+                ));
+            }
+            if rewritten > 0 {
+                // The markers say the opposite of what the repo now says.
+                let protect = service
+                    .changes
+                    .iter()
+                    .filter(|c| c.action == Action::Update)
+                    .filter_map(|c| c.job.as_ref())
+                    .any(|j| !j.marker.protect);
+                parts.push(format!(
+                    "protect: {protect} ({rewritten} {} rewritten in place)",
+                    if rewritten == 1 { "marker" } else { "markers" }
                 ));
             }
             format!("will be updated: {}", parts.join(", "))
@@ -357,6 +371,7 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
         Action::Create => "+",
         Action::Destroy => "-",
         Action::Replace => "-/+",
+        Action::Update => "~",
     };
     let why = match change.reason {
         Reason::Missing => String::new(),
@@ -384,6 +399,10 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
         Reason::ServiceRemoved => " (service removed)".to_owned(),
         Reason::Duplicate => " (duplicate of a job holding the same index)".to_owned(),
         Reason::SpecChanged => String::new(),
+        Reason::ProtectChanged => match change.job.as_ref().is_some_and(|j| j.marker.protect) {
+            true => " (protect: false; marker rewritten in place)".to_owned(),
+            false => " (protect: true; marker rewritten in place)".to_owned(),
+        },
     };
     let job = change
         .job

@@ -1,0 +1,92 @@
+//! `protect: true`: the plans a protected service refuses. Pure: a plan, the desired state
+//! and what was observed in, the refusals out; reconcile refuses the whole pass on any.
+//!
+//! A service is protected when the repo says `protect: true`, or, once it is gone from the
+//! repo, when a live job's marker carries `protect=1` (written at submit and rewritten in
+//! place when `protect:` changes), so deleting the service's block cannot destroy it. While
+//! the service is in the repo, the repo decides: a commit setting `protect: false` lifts the
+//! protection (and rewrites the markers), and only then can a later commit remove it.
+
+use super::{Action, Change, Plan, Reason, ServicePlan};
+use crate::desired::Desired;
+use crate::observed::Observed;
+
+/// Returns whether `change` reduces its service: a destroy of a replica the service still
+/// counts (scale-down, service removed; a duplicate's does not), or a replace.
+///
+/// Every replace counts as reducing for now: a replace cancels the replica before its
+/// successor is submitted, so the service runs one short until the successor starts.
+/// Create-before-destroy replacements (rolling updates, renewals) will be exempted here.
+pub fn reduces(change: &Change) -> bool {
+    match change.action {
+        Action::Destroy => matches!(change.reason, Reason::ScaleDown | Reason::ServiceRemoved),
+        Action::Replace => true,
+        Action::Create | Action::Update => false,
+    }
+}
+
+/// Returns whether the service of `service_plan` is protected (see the module docs).
+pub fn is_protected(service_plan: &ServicePlan, desired: &Desired, observed: &Observed) -> bool {
+    match desired.services.get(&service_plan.service) {
+        Some(service) => service.protect,
+        None => observed
+            .alive()
+            .any(|job| job.marker.service == service_plan.service && job.marker.protect),
+    }
+}
+
+/// Returns one message per protected service the plan would reduce, naming the service and
+/// what would have happened; empty when the plan may go ahead.
+pub fn violations(plan: &Plan, desired: &Desired, observed: &Observed) -> Vec<String> {
+    plan.services
+        .iter()
+        .filter(|s| s.changes.iter().any(reduces))
+        .filter(|s| is_protected(s, desired, observed))
+        .map(|s| {
+            let destroyed = s
+                .changes
+                .iter()
+                .filter(|c| c.action == Action::Destroy && reduces(c))
+                .count();
+            let replaced = s
+                .changes
+                .iter()
+                .filter(|c| c.action == Action::Replace)
+                .count();
+            let mut what = Vec::new();
+            if !s.in_repo {
+                what.push(format!(
+                    "destroy it (gone from the repo; {destroyed} running {})",
+                    replicas(destroyed)
+                ));
+            } else if destroyed > 0 {
+                what.push(format!(
+                    "scale it down from {} to {} {}",
+                    s.replicas_before,
+                    s.replicas_after,
+                    replicas(s.replicas_after as usize)
+                ));
+            }
+            if replaced > 0 {
+                what.push(format!(
+                    "replace {replaced} {} (cancel, then submit anew)",
+                    replicas(replaced)
+                ));
+            }
+            let how = if s.in_repo {
+                "set `protect: false` on it, apply, then make the change"
+            } else {
+                "restore its block with `protect: false`, apply, then remove it"
+            };
+            format!(
+                "{} is protected (protect: true), and this plan would {}; to allow it, {how}",
+                s.service,
+                what.join(" and ")
+            )
+        })
+        .collect()
+}
+
+fn replicas(n: usize) -> &'static str {
+    if n == 1 { "replica" } else { "replicas" }
+}
