@@ -99,6 +99,9 @@ pub enum Commands {
         /// works too
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// Limits on what the plan may cancel
+        #[command(flatten)]
+        belt: BeltArgs,
     },
     /// Converge the cluster to the repo, or execute a saved plan
     Apply {
@@ -112,6 +115,9 @@ pub enum Commands {
         /// How long to wait for another apply's lock (e.g. 60s, 5m); 0s fails at once
         #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: Duration,
+        /// Limits on what the apply may cancel
+        #[command(flatten)]
+        belt: BeltArgs,
     },
     /// Print a saved plan with when, from which commit and by which version it was made
     Show {
@@ -169,6 +175,28 @@ pub enum Commands {
         /// The lock id that a refused apply or a plan names
         lock_id: String,
     },
+}
+
+/// The safety belt of `plan` and `apply`: a plan over a limit is refused (exit 1, nothing
+/// done).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BeltArgs {
+    /// Refuse to cancel more than N jobs without a ready successor (destroys and replaces)
+    #[arg(long, value_name = "N")]
+    max_destroy: Option<usize>,
+    /// Allow a plan that cancels every job this owner runs and submits none (e.g. an
+    /// emptied stacks/)
+    #[arg(long)]
+    allow_destroy_all: bool,
+}
+
+impl BeltArgs {
+    fn limits(&self) -> crate::plan::protection::DestroyLimits {
+        crate::plan::protection::DestroyLimits {
+            max_destroy: self.max_destroy,
+            allow_destroy_all: self.allow_destroy_all,
+        }
+    }
 }
 
 /// `stackctl watch`'s options.
@@ -244,6 +272,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
             format,
             out,
+            belt,
         } => {
             let format = if json {
                 PlanFormat::Json
@@ -251,15 +280,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 format.unwrap_or(PlanFormat::Text)
             };
             let out = out.map(|out| dir.join(out));
-            plan(dir, style, detailed_exitcode, format, out.as_deref())
+            plan(dir, style, detailed_exitcode, format, out.as_deref(), &belt)
         }
         Commands::Apply {
             plan_file,
             auto_approve,
             lock_timeout,
+            belt,
         } => {
             let plan_file = plan_file.map(|file| dir.join(file));
-            apply(dir, style, auto_approve, lock_timeout, plan_file.as_deref())
+            apply(
+                dir,
+                style,
+                auto_approve,
+                lock_timeout,
+                plan_file.as_deref(),
+                &belt,
+            )
         }
         Commands::Show { file, json } => show(&dir.join(file), json),
         Commands::Status {
@@ -377,9 +414,13 @@ fn plan(
     detailed_exitcode: bool,
     format: PlanFormat,
     out: Option<&Path>,
+    belt: &BeltArgs,
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let options = PlanOptions::for_checkout(dir);
+    let options = PlanOptions {
+        limits: belt.limits(),
+        ..PlanOptions::for_checkout(dir)
+    };
     let planned = reconcile::plan(&repo, &options, backend(&repo)?.as_ref())?;
     note_locks(&planned);
     if let Some(out) = out {
@@ -451,11 +492,15 @@ fn apply(
     auto_approve: bool,
     lock_wait: Duration,
     plan_file: Option<&Path>,
+    belt: &BeltArgs,
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
     let backend = backend(&repo)?;
     let mut options = ApplyOptions {
-        plan: PlanOptions::for_checkout(dir),
+        plan: PlanOptions {
+            limits: belt.limits(),
+            ..PlanOptions::for_checkout(dir)
+        },
         lock_wait,
         expect: None,
     };

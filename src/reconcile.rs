@@ -155,14 +155,17 @@ pub struct PlanOptions {
     /// Whether services gone from the repo are cancelled; without pruning the plan lists them
     /// as [`Plan::not_pruned`] and leaves them running.
     pub prune: bool,
+    /// How much the plan may cancel; a plan over a limit is refused.
+    pub limits: plan::protection::DestroyLimits,
 }
 
 impl PlanOptions {
-    /// Options for the repo checked out at `dir`: its commit, pruning on.
+    /// Options for the repo checked out at `dir`: its commit, pruning on, no destroy limit.
     pub fn for_checkout(dir: &Path) -> PlanOptions {
         PlanOptions {
             source: crate::git::head(dir),
             prune: true,
+            limits: Default::default(),
         }
     }
 }
@@ -282,11 +285,16 @@ fn plan_with(
     if !options.prune {
         plan.keep_removed_services();
     }
-    let refused = plan::protection::violations(&plan, &repo.desired, &observed);
+    let mut refused = plan::protection::violations(&plan, &repo.desired, &observed);
+    refused.extend(plan::protection::limit_violations(
+        &plan,
+        &observed,
+        &options.limits,
+    ));
     if !refused.is_empty() {
         return Err(Error::Config {
             message: format!(
-                "{}\nthe plan reduces a protected service; nothing was done",
+                "{}\nthe plan was refused; nothing was done",
                 refused.join("\n")
             ),
         });
@@ -602,6 +610,59 @@ mod tests {
             error.to_string().contains("would replace 2 replicas"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn max_destroy_and_destroy_all_refuse_before_anything_is_cancelled() {
+        let (dir, _) = repo(1, 1);
+        let dir = dir.path();
+        let backend = backend();
+        run(dir, &rewrite(dir, Some((3, ""))), &backend).unwrap();
+        let cancels = backend.count(Op::Cancel);
+        let with = |max_destroy, allow_destroy_all| PlanOptions {
+            limits: plan::protection::DestroyLimits {
+                max_destroy,
+                allow_destroy_all,
+            },
+            ..PlanOptions::for_checkout(dir)
+        };
+        let limited = |repo: &Repo, options: PlanOptions| {
+            apply(
+                repo,
+                &backend,
+                &ApplyOptions {
+                    plan: options,
+                    lock_wait: Duration::ZERO,
+                    expect: None,
+                },
+                &mut |_| true,
+                &mut Silent,
+            )
+        };
+        let one = rewrite(dir, Some((1, "")));
+        let error = limited(&one, with(Some(1), true)).unwrap_err();
+        assert!(
+            error.to_string().contains(
+                "would cancel 2 jobs without a ready successor, more than --max-destroy 1"
+            ),
+            "{error}"
+        );
+        let empty = rewrite(dir, None);
+        let error = limited(&empty, with(None, false)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("every job owner test/reconcile runs (3 jobs)")
+                && error.to_string().contains("--allow-destroy-all"),
+            "{error}"
+        );
+        assert_eq!(backend.count(Op::Cancel), cancels, "nothing cancelled");
+        assert_eq!(backend.alive().len(), 3);
+        // Within the limits: a scale-down of two, then emptying with the flag.
+        limited(&one, with(Some(2), false)).unwrap();
+        assert_eq!(backend.alive().len(), 1);
+        limited(&empty, with(Some(1), true)).unwrap();
+        assert!(backend.alive().is_empty());
     }
 
     #[test]

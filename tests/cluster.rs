@@ -246,12 +246,21 @@ fn foreign_and_look_alike_jobs_are_never_touched() {
     repo.apply();
     // remove every service: prune must still leave the foreign jobs alone
     repo.remove_stack("s");
-    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    let refused = repo.run(&["apply", "--auto-approve"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--allow-destroy-all"), "{stderr}");
+    assert_eq!(
+        repo.alive("s.web").len(),
+        1,
+        "the refused apply cancelled nothing"
+    );
+    let plan = repo.expect(&["plan", "--detailed-exitcode", "--allow-destroy-all"], 2);
     assert!(
         plan.contains("Plan: 0 to add, 0 to change, 1 to destroy."),
         "{plan}"
     );
-    repo.apply();
+    repo.expect(&["apply", "--auto-approve", "--allow-destroy-all"], 0);
     repo.assert_converged();
     let all = squeue();
     for id in &foreign {

@@ -1,5 +1,7 @@
-//! `protect: true`: the plans a protected service refuses. Pure: a plan, the desired state
-//! and what was observed in, the refusals out; reconcile refuses the whole pass on any.
+//! The safety belt: the plans a protected service refuses (`protect: true`), and the limits
+//! on how much one apply may cancel (`--max-destroy`, `--allow-destroy-all`). Pure: a plan,
+//! the desired state and what was observed in, the refusals out; reconcile refuses the whole
+//! pass on any.
 //!
 //! A service is protected when the repo says `protect: true`, or, once it is gone from the
 //! repo, when a live job's marker carries `protect=1` (written at submit and rewritten in
@@ -85,6 +87,66 @@ pub fn violations(plan: &Plan, desired: &Desired, observed: &Observed) -> Vec<St
             )
         })
         .collect()
+}
+
+/// How much one pass may cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestroyLimits {
+    /// The most jobs a plan may cancel without a ready successor (`--max-destroy N`).
+    pub max_destroy: Option<usize>,
+    /// Whether a plan may cancel every job the owner runs and submit none
+    /// (`--allow-destroy-all`), e.g. after `stacks/` was emptied by mistake.
+    pub allow_destroy_all: bool,
+}
+
+impl Default for DestroyLimits {
+    /// No limit: what `watch` and the library use unless told otherwise.
+    fn default() -> DestroyLimits {
+        DestroyLimits {
+            max_destroy: None,
+            allow_destroy_all: true,
+        }
+    }
+}
+
+/// Returns how many jobs the plan cancels without a ready successor: every destroy, and
+/// every replace (a replace cancels before it submits, so no successor is ready yet).
+pub fn unreplaced_cancels(plan: &Plan) -> usize {
+    plan.summary().destroy
+}
+
+/// Returns one message per limit the plan exceeds; empty when it may go ahead.
+pub fn limit_violations(plan: &Plan, observed: &Observed, limits: &DestroyLimits) -> Vec<String> {
+    let mut refused = Vec::new();
+    let cancels = unreplaced_cancels(plan);
+    if let Some(max) = limits.max_destroy
+        && cancels > max
+    {
+        refused.push(format!(
+            "this plan would cancel {cancels} {} without a ready successor, more than \
+             --max-destroy {max} allows",
+            jobs(cancels)
+        ));
+    }
+    let alive = observed.alive().count();
+    let submits = plan
+        .services
+        .iter()
+        .flat_map(|s| &s.changes)
+        .any(Change::submits);
+    if !limits.allow_destroy_all && alive > 0 && cancels >= alive && !submits {
+        refused.push(format!(
+            "this plan would cancel every job owner {} runs ({alive} {}) and submit none \
+             (is stacks/ empty?); pass --allow-destroy-all if that is intended",
+            plan.owner,
+            jobs(alive)
+        ));
+    }
+    refused
+}
+
+fn jobs(n: usize) -> &'static str {
+    if n == 1 { "job" } else { "jobs" }
 }
 
 fn replicas(n: usize) -> &'static str {

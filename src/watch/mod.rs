@@ -225,6 +225,7 @@ fn reconcile_once(
         plan: PlanOptions {
             source: target.source.clone(),
             prune: options.prune,
+            limits: Default::default(),
         },
         lock_wait: Duration::ZERO,
         expect: None,
