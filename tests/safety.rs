@@ -1,0 +1,130 @@
+//! End-to-end tests of the operator's safety belt against the real Slurm test cluster:
+//! `protect: true`, `--max-destroy` and `--allow-destroy-all`.
+//!
+//! Every test gets its own owner and cleans up by cancelling its own job ids. Jobs are read
+//! back with plain `squeue`, independently of stackctl's own listing code.
+
+mod common;
+
+use common::*;
+
+/// Runs a command that must be refused (exit 1); returns its stderr.
+fn refused(repo: &TestRepo, args: &[&str]) -> String {
+    let output = repo.run(args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "stackctl {args:?}\nstdout:\n{}\nstderr:\n{stderr}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    stderr
+}
+
+fn ids(jobs: &[Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.id.clone()).collect()
+}
+
+fn protected(replicas: u32, protect: bool) -> String {
+    format!(
+        "services:\n  app:\n    recipe: test/sleeper\n    replicas: {replicas}\n    protect: {protect}\n"
+    )
+}
+
+#[test]
+fn a_protected_service_survives_scale_down_and_removal_until_a_commit_unprotects_it() {
+    let repo = TestRepo::new("protect");
+    repo.write_stack("s", &protected(2, true));
+    repo.write_stack("other", &stack(1));
+    repo.apply();
+    let before = repo.alive("s.app");
+    assert_eq!(before.len(), 2);
+    assert!(
+        before.iter().all(|j| j.comment.contains(";protect=1")),
+        "{before:?}"
+    );
+    assert!(
+        !repo.alive("other.app")[0].comment.contains(";protect="),
+        "only the protected service's markers say so"
+    );
+
+    repo.write_stack("s", &protected(1, true));
+    let error = refused(&repo, &["apply", "--auto-approve"]);
+    assert!(
+        error.contains("s.app is protected")
+            && error.contains("scale it down from 2 to 1 replica")
+            && error.contains("nothing was done"),
+        "{error}"
+    );
+    // Gone from the repo: the markers still protect it, in plan and apply.
+    repo.remove_stack("s");
+    let error = refused(&repo, &["plan"]);
+    assert!(
+        error.contains("s.app is protected")
+            && error.contains("destroy it (gone from the repo; 2 running replicas)"),
+        "{error}"
+    );
+    refused(&repo, &["apply", "--auto-approve"]);
+    assert_eq!(ids(&repo.alive("s.app")), ids(&before), "nothing cancelled");
+
+    // The un-protect commit rewrites the markers in place: no job is replaced.
+    repo.write_stack("s", &protected(2, false));
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("Plan: 0 to add, 2 to change, 0 to destroy.")
+            && plan.contains("protect: false"),
+        "{plan}"
+    );
+    let out = repo.apply();
+    assert!(
+        out.contains("Apply complete! Jobs: 0 added, 2 changed, 0 destroyed."),
+        "{out}"
+    );
+    let after = repo.alive("s.app");
+    assert_eq!(ids(&after), ids(&before), "the same jobs keep running");
+    assert!(
+        after.iter().all(|j| !j.comment.contains(";protect=")),
+        "{after:?}"
+    );
+    repo.assert_converged();
+
+    // Now the removal goes ahead, and leaves the other stack alone.
+    repo.remove_stack("s");
+    let out = repo.apply();
+    assert!(out.contains("2 destroyed"), "{out}");
+    assert!(repo.alive("s.app").is_empty());
+    assert_eq!(repo.alive("other.app").len(), 1);
+}
+
+#[test]
+fn max_destroy_and_an_emptied_stacks_dir_are_refused_before_anything_is_cancelled() {
+    let repo = TestRepo::new("maxdestroy");
+    repo.write_stack("s", &stack(3));
+    repo.apply();
+    let before = repo.alive("s.app");
+    assert_eq!(before.len(), 3);
+
+    repo.write_stack("s", &stack(1));
+    let error = refused(&repo, &["apply", "--auto-approve", "--max-destroy", "1"]);
+    assert!(
+        error.contains("would cancel 2 jobs without a ready successor, more than --max-destroy 1"),
+        "{error}"
+    );
+    assert_eq!(ids(&repo.alive("s.app")), ids(&before), "nothing cancelled");
+    let out = repo.expect(&["apply", "--auto-approve", "--max-destroy", "2"], 0);
+    assert!(out.contains("2 destroyed"), "{out}");
+    assert_eq!(repo.indexes("s.app"), [0]);
+
+    repo.remove_stack("s");
+    for args in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let error = refused(&repo, args);
+        assert!(
+            error.contains("every job owner") && error.contains("--allow-destroy-all"),
+            "{error}"
+        );
+    }
+    assert_eq!(repo.indexes("s.app"), [0], "nothing cancelled");
+    repo.expect(&["apply", "--auto-approve", "--allow-destroy-all"], 0);
+    assert!(repo.alive("s.app").is_empty());
+    repo.assert_converged();
+}
