@@ -5,6 +5,7 @@
 use crate::apply::Progress;
 use crate::desired::{Repo, ServiceAddr};
 use crate::observed::{self, Marker, index_ranges};
+use crate::plan::scope::{Scope, Selector};
 use crate::reconcile::{self, ApplyOptions, Outcome, PlanOptions, Planned};
 use crate::render::endpoints::{self, Format};
 use crate::render::{Style, plan_json, plan_markdown, plan_text, script, status};
@@ -119,6 +120,19 @@ pub enum Commands {
         #[command(flatten)]
         belt: BeltArgs,
     },
+    /// Cancel the jobs this owner runs (or only the --target services), after showing the
+    /// plan and asking; protected services are refused
+    Destroy {
+        /// Skip the confirmation prompt
+        #[arg(long)]
+        auto_approve: bool,
+        /// Destroy only STACK or STACK/SERVICE (repeatable)
+        #[arg(long, value_name = "STACK[/SERVICE]", value_parser = parse_selector)]
+        target: Vec<Selector>,
+        /// How long to wait for another apply's lock (e.g. 60s, 5m); 0s fails at once
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+        lock_timeout: Duration,
+    },
     /// Print a saved plan with when, from which commit and by which version it was made
     Show {
         /// The saved plan file (relative to -C)
@@ -188,6 +202,16 @@ pub struct BeltArgs {
     /// emptied stacks/)
     #[arg(long)]
     allow_destroy_all: bool,
+    /// Plan only STACK or STACK/SERVICE (repeatable); the rest of the repo is left as it is
+    #[arg(long, value_name = "STACK[/SERVICE]", value_parser = parse_selector)]
+    target: Vec<Selector>,
+    /// Leave STACK or STACK/SERVICE out of the plan (repeatable)
+    #[arg(long, value_name = "STACK[/SERVICE]", value_parser = parse_selector)]
+    exclude: Vec<Selector>,
+    /// Replace the replicas of STACK/SERVICE (or only replica INDEX) even though their spec
+    /// did not change (repeatable)
+    #[arg(long, value_name = "STACK/SERVICE[#INDEX]", value_parser = parse_replace)]
+    replace: Vec<Selector>,
 }
 
 impl BeltArgs {
@@ -197,6 +221,34 @@ impl BeltArgs {
             allow_destroy_all: self.allow_destroy_all,
         }
     }
+
+    fn scope(&self) -> Scope {
+        Scope {
+            targets: self.target.clone(),
+            excludes: self.exclude.clone(),
+            replace: self.replace.clone(),
+        }
+    }
+
+    fn options(&self, dir: &Path) -> PlanOptions {
+        PlanOptions {
+            limits: self.limits(),
+            scope: self.scope(),
+            ..PlanOptions::for_checkout(dir)
+        }
+    }
+}
+
+fn parse_selector(text: &str) -> Result<Selector, String> {
+    Selector::parse(text, false)
+}
+
+fn parse_replace(text: &str) -> Result<Selector, String> {
+    let selector = Selector::parse(text, true)?;
+    if selector.service.is_none() {
+        return Err(format!("{text:?}: --replace needs STACK/SERVICE[#INDEX]"));
+    }
+    Ok(selector)
 }
 
 /// `stackctl watch`'s options.
@@ -298,6 +350,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 &belt,
             )
         }
+        Commands::Destroy {
+            auto_approve,
+            target,
+            lock_timeout,
+        } => destroy(dir, style, auto_approve, lock_timeout, target),
         Commands::Show { file, json } => show(&dir.join(file), json),
         Commands::Status {
             json,
@@ -417,10 +474,7 @@ fn plan(
     belt: &BeltArgs,
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let options = PlanOptions {
-        limits: belt.limits(),
-        ..PlanOptions::for_checkout(dir)
-    };
+    let options = belt.options(dir);
     let planned = reconcile::plan(&repo, &options, backend(&repo)?.as_ref())?;
     note_locks(&planned);
     if let Some(out) = out {
@@ -495,12 +549,8 @@ fn apply(
     belt: &BeltArgs,
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let backend = backend(&repo)?;
     let mut options = ApplyOptions {
-        plan: PlanOptions {
-            limits: belt.limits(),
-            ..PlanOptions::for_checkout(dir)
-        },
+        plan: belt.options(dir),
         lock_wait,
         expect: None,
     };
@@ -511,7 +561,14 @@ fn apply(
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let desired_now = saved::desired_fingerprint(dir, &repo)
             .context("reading the repo's files for the saved plan's fingerprint")?;
+        if belt.scope() != Scope::default() {
+            bail!(
+                "--target, --exclude and --replace go with `plan --out`: the saved plan {} carries its own",
+                file.display()
+            );
+        }
         options.plan.prune = saved.prune;
+        options.plan.scope = saved.scope.clone();
         options.expect = Some(saved.expected(desired_now));
     } else if !auto_approve && !std::io::stdin().is_terminal() {
         bail!(
@@ -519,18 +576,62 @@ fn apply(
         );
     }
     let auto_approve = auto_approve || plan_file.is_some();
+    execute(&repo, &options, style, auto_approve)
+}
+
+/// `stackctl destroy`: the apply pass with the targeted services (every one without
+/// `--target`) taken out of the desired state, so their jobs are cancelled. Protection still
+/// applies: a `protect: true` service is refused.
+fn destroy(
+    dir: &Path,
+    style: Style,
+    auto_approve: bool,
+    lock_wait: Duration,
+    targets: Vec<Selector>,
+) -> Result<ExitCode> {
+    if !auto_approve && !std::io::stdin().is_terminal() {
+        bail!(
+            "refusing to destroy: stdin is not a terminal, so nobody can confirm; pass --auto-approve to destroy without asking"
+        );
+    }
+    let mut repo = reconcile::load(dir)?;
+    let scope = Scope {
+        targets,
+        ..Scope::default()
+    };
+    let options = ApplyOptions {
+        plan: PlanOptions {
+            scope: scope.clone(),
+            ..PlanOptions::for_checkout(dir)
+        },
+        lock_wait,
+        expect: None,
+    };
+    // Services the repo protects stay in the desired state with `protect: true` and zero
+    // replicas, so the refusal names them as the repo has them.
+    for (addr, service) in repo.desired.services.iter_mut() {
+        if scope.includes(addr) {
+            service.replicas = 0;
+        }
+    }
+    execute(&repo, &options, style, auto_approve)
+}
+
+/// Runs the apply pass for `repo` with `options`, prompting unless `auto_approve`, and
+/// prints how it went.
+fn execute(
+    repo: &Repo,
+    options: &ApplyOptions,
+    style: Style,
+    auto_approve: bool,
+) -> Result<ExitCode> {
+    let backend = backend(repo);
     let mut printed = Ok(());
     let mut approve = |planned: &Planned| {
         printed = print_stdout(&plan_text::render(&planned.plan, style));
         printed.is_ok() && (auto_approve || confirm())
     };
-    let outcome = reconcile::apply(
-        &repo,
-        backend.as_ref(),
-        &options,
-        &mut approve,
-        &mut Printer,
-    )?;
+    let outcome = reconcile::apply(repo, backend.as_ref(), options, &mut approve, &mut Printer)?;
     printed?;
     match outcome {
         Outcome::NoChanges(planned) => {

@@ -157,6 +157,8 @@ pub struct PlanOptions {
     pub prune: bool,
     /// How much the plan may cancel; a plan over a limit is refused.
     pub limits: plan::protection::DestroyLimits,
+    /// The services the plan is kept to, and the replicas it must replace.
+    pub scope: plan::scope::Scope,
 }
 
 impl PlanOptions {
@@ -166,6 +168,7 @@ impl PlanOptions {
             source: crate::git::head(dir),
             prune: true,
             limits: Default::default(),
+            scope: Default::default(),
         }
     }
 }
@@ -279,7 +282,7 @@ fn plan_with(
     let known = std::mem::take(&mut reads.specs);
     let observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
     reads.specs = observed.specs.clone();
-    let mut plan = plan::compute(owner, &repo.desired, &observed);
+    let mut plan = plan::compute_with(owner, &repo.desired, &observed, &options.scope);
     plan.source = options.source.clone();
     plan.warnings.extend(backend.unchecked());
     if !options.prune {

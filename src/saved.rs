@@ -65,6 +65,9 @@ pub struct SavedPlan {
     pub dirty: bool,
     /// Whether services gone from the repo are cancelled.
     pub prune: bool,
+    /// `--target`, `--exclude` and `--replace` of the plan: `apply FILE` plans with them again.
+    #[serde(default)]
+    pub scope: crate::plan::scope::Scope,
     /// What the plan was computed from.
     pub fingerprints: Fingerprints,
     /// The plan's changes, one comparable line each ([`change_keys`]).
@@ -94,6 +97,7 @@ impl SavedPlan {
             commit: plan.source.as_ref().map(|s| s.commit.clone()),
             dirty: plan.source.as_ref().is_some_and(|s| s.dirty),
             prune: options.prune,
+            scope: options.scope.clone(),
             fingerprints: Fingerprints {
                 desired,
                 observed,
@@ -528,6 +532,7 @@ mod tests {
             commit: Some("0123abcd".into()),
             dirty: false,
             prune: true,
+            scope: Default::default(),
             fingerprints: expected("d").saved,
             changes: vec![],
             plan: serde_json::json!({}),

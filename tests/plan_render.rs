@@ -2272,6 +2272,7 @@ fn show_prints_the_header_then_the_plan_as_plan_printed_it() {
         source: plan.source.clone(),
         prune: true,
         limits: Default::default(),
+        scope: Default::default(),
     };
     let mut saved =
         stackctl::saved::SavedPlan::new(&planned, &options, "d".repeat(64), 1_700_000_000);

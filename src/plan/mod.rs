@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod diff;
 pub mod protection;
+pub mod scope;
 
 use crate::desired::{Condition, Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
 use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed, StartEstimate};
@@ -213,6 +214,8 @@ pub enum Reason {
     /// The service's `protect:` differs from the job's marker (`protect=1`): the marker is
     /// rewritten, the job is not replaced (protection is not part of the spec).
     ProtectChanged,
+    /// `--replace` names the replica.
+    Forced,
 }
 
 /// Job counts, as Terraform counts them: a replace adds one and destroys one.
@@ -337,6 +340,17 @@ pub fn port_conflicts(desired: &Desired) -> Vec<String> {
 
 /// Computes the plan that takes `observed` to `desired`.
 pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
+    compute_with(owner, desired, observed, &scope::Scope::default())
+}
+
+/// [`compute`], replacing the replicas `scope` forces (`--replace`) and keeping the plan to
+/// the services in scope (`--target`, `--exclude`).
+pub fn compute_with(
+    owner: &Owner,
+    desired: &Desired,
+    observed: &Observed,
+    scope: &scope::Scope,
+) -> Plan {
     let mut jobs: BTreeMap<&ServiceAddr, Vec<&LiveJob>> = BTreeMap::new();
     for job in &observed.jobs {
         jobs.entry(&job.marker.service).or_default().push(job);
@@ -357,6 +371,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
                 service_jobs,
                 observed,
                 &mut waiting,
+                &|index| scope.forces(addr, index),
             )
         })
         .collect();
@@ -368,7 +383,7 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         observed,
         &held,
     ));
-    Plan {
+    let mut plan = Plan {
         owner: owner.clone(),
         services,
         source: None,
@@ -376,7 +391,9 @@ pub fn compute(owner: &Owner, desired: &Desired, observed: &Observed) -> Plan {
         warnings: port_conflicts(desired),
         waiting,
         held,
-    }
+    };
+    scope.restrict(&mut plan);
+    plan
 }
 
 /// Sorts `services` (in address order) into dependency order ([`Desired::dependency_order`]);
@@ -554,6 +571,7 @@ fn plan_service(
     jobs: &[&LiveJob],
     observed: &Observed,
     waiting: &mut Vec<Waiting>,
+    forced: &dyn Fn(u32) -> bool,
 ) -> Option<ServicePlan> {
     let wanted = desired.map_or(0, |s| s.replicas);
     let wanted_hash = desired.map(|s| &s.hash);
@@ -653,6 +671,14 @@ fn plan_service(
                 job: Some(job_ref(keeper)),
                 backoff: None,
             });
+        } else if forced(index) {
+            changes.push(Change {
+                index,
+                action: Action::Replace,
+                reason: Reason::Forced,
+                job: Some(job_ref(keeper)),
+                backoff: None,
+            });
         } else if let Some(service) = desired
             && keeper.marker.protect != service.protect
         {
@@ -689,7 +715,14 @@ fn plan_service(
     let spec_before = changes
         .iter()
         .filter(|c| c.action == Action::Replace)
-        .find_map(|c| observed.specs.get(&c.job.as_ref()?.spec_hash))
+        .find_map(|c| {
+            let hash = &c.job.as_ref()?.spec_hash;
+            match desired {
+                // A forced replace: the replica already runs the desired spec.
+                Some(service) if *hash == service.hash => Some(&service.spec),
+                _ => observed.specs.get(hash),
+            }
+        })
         .cloned();
     let diff = match (desired, changes.iter().any(|c| c.action == Action::Replace)) {
         (Some(service), true) => spec_before

@@ -399,6 +399,7 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
         Reason::ServiceRemoved => " (service removed)".to_owned(),
         Reason::Duplicate => " (duplicate of a job holding the same index)".to_owned(),
         Reason::SpecChanged => String::new(),
+        Reason::Forced => " (forced by --replace)".to_owned(),
         Reason::ProtectChanged => match change.job.as_ref().is_some_and(|j| j.marker.protect) {
             true => " (protect: false; marker rewritten in place)".to_owned(),
             false => " (protect: true; marker rewritten in place)".to_owned(),

@@ -226,6 +226,7 @@ fn reconcile_once(
             source: target.source.clone(),
             prune: options.prune,
             limits: Default::default(),
+            scope: Default::default(),
         },
         lock_wait: Duration::ZERO,
         expect: None,
