@@ -128,3 +128,59 @@ fn max_destroy_and_an_emptied_stacks_dir_are_refused_before_anything_is_cancelle
     assert!(repo.alive("s.app").is_empty());
     repo.assert_converged();
 }
+
+#[test]
+fn target_exclude_replace_and_destroy_touch_only_what_they_name() {
+    let repo = TestRepo::new("target");
+    repo.write_stack("a", &stack(1));
+    repo.write_stack("b", &stack(1));
+    repo.apply();
+    repo.write_stack("a", &stack(2));
+    repo.write_stack("b", &stack(2));
+
+    let plan = repo.expect(&["plan", "--target", "a"], 0);
+    assert!(
+        plan.contains("targeted plan (only a)")
+            && plan.contains("Plan: 1 to add, 0 to change, 0 to destroy.")
+            && !plan.contains("# b.app"),
+        "{plan}"
+    );
+    repo.expect(&["apply", "--auto-approve", "--target", "a/app"], 0);
+    assert_eq!(repo.indexes("a.app"), [0, 1]);
+    assert_eq!(repo.indexes("b.app"), [0], "b was not targeted");
+    let out = repo.expect(&["apply", "--auto-approve", "--exclude", "b"], 0);
+    assert!(out.contains("No changes"), "{out}");
+    assert_eq!(repo.indexes("b.app"), [0], "b was excluded");
+    repo.expect(&["apply", "--auto-approve", "--exclude", "a"], 0);
+    assert_eq!(repo.indexes("b.app"), [0, 1]);
+    repo.assert_converged();
+
+    // --replace one replica: only it gets a new job.
+    let before = repo.alive("a.app");
+    let out = repo.expect(&["apply", "--auto-approve", "--replace", "a/app#1"], 0);
+    assert!(
+        out.contains("forced by --replace") && out.contains("1 added, 0 changed, 1 destroyed"),
+        "{out}"
+    );
+    let after = repo.alive("a.app");
+    assert_eq!(after[0].id, before[0].id, "replica 0 kept its job");
+    assert_ne!(after[1].id, before[1].id, "replica 1 was replaced");
+    assert_eq!(ids(&repo.alive("b.app")).len(), 2);
+
+    // A protected service refuses --replace and destroy.
+    repo.write_stack("b", &protected(2, true));
+    let out = repo.apply();
+    assert!(out.contains("0 added, 2 changed, 0 destroyed"), "{out}");
+    let b = ids(&repo.alive("b.app"));
+    let error = refused(&repo, &["apply", "--auto-approve", "--replace", "b/app"]);
+    assert!(error.contains("replace 2 replicas"), "{error}");
+    let error = refused(&repo, &["destroy", "--auto-approve", "--target", "b"]);
+    assert!(error.contains("b.app is protected"), "{error}");
+    assert_eq!(ids(&repo.alive("b.app")), b, "nothing cancelled");
+
+    // destroy --target cancels only what it names.
+    let out = repo.expect(&["destroy", "--auto-approve", "--target", "a"], 0);
+    assert!(out.contains("2 destroyed"), "{out}");
+    assert!(repo.alive("a.app").is_empty());
+    assert_eq!(ids(&repo.alive("b.app")), b);
+}
