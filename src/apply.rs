@@ -39,6 +39,9 @@ pub struct ApplyReport {
     pub failed: usize,
     /// Everything that went wrong, one entry per failed step.
     pub errors: Vec<ApplyError>,
+    /// Every step that succeeded, one line each (`s.web[0-1]: submitted job array 123`), so a
+    /// partial failure can say precisely what was done.
+    pub done: Vec<String>,
 }
 
 /// One failed step of an apply.
@@ -279,6 +282,10 @@ pub fn apply(
                     .or_default()
                     .push(job_id);
                 report.added += submission.indexes.len();
+                report.done.push(format!(
+                    "{}[{}]: submitted job array {job_id}",
+                    submission.service, submission.marker.indexes
+                ));
                 progress.submitted(&submission.service, &submission.marker.indexes, job_id);
             }
             Err(e) => report.fail(
@@ -306,7 +313,13 @@ pub fn apply(
                 ..(*job.marker).clone()
             };
             match backend.update_comment(&job.job_id, &marker.to_string()) {
-                Ok(()) => report.changed += 1,
+                Ok(()) => {
+                    report.changed += 1;
+                    report.done.push(format!(
+                        "{}[{}]: marker of job {} rewritten (protect: {})",
+                        service_plan.service, change.index, job.job_id, service.protect
+                    ));
+                }
                 Err(e) => report.fail(
                     1,
                     format!(
@@ -319,6 +332,15 @@ pub fn apply(
         }
     }
     report
+}
+
+fn cancelled_line(job_ids: &[JobId]) -> String {
+    format!(
+        "cancelled {} {}: {}",
+        job_ids.len(),
+        if job_ids.len() == 1 { "job" } else { "jobs" },
+        crate::observed::compact_job_ids(job_ids).join(" ")
+    )
 }
 
 /// The marker record of a failed replica's successor.
@@ -345,6 +367,7 @@ fn cancel(
     let error = match backend.cancel(job_ids) {
         Ok(()) => {
             report.destroyed += job_ids.len();
+            report.done.push(cancelled_line(job_ids));
             progress.cancelled(job_ids);
             return BTreeSet::new();
         }
@@ -370,6 +393,7 @@ fn cancel(
     let (left, gone): (Vec<JobId>, Vec<JobId>) = job_ids.iter().partition(|id| alive.contains(id));
     if !gone.is_empty() {
         report.destroyed += gone.len();
+        report.done.push(cancelled_line(&gone));
         progress.cancelled(&gone);
     }
     report.fail(

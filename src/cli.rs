@@ -653,6 +653,18 @@ fn execute(
                 for error in &report.errors {
                     eprintln!("error: {error}");
                 }
+                // What succeeded and what did not, precisely: a re-run starts from here.
+                out.push_str("Done:\n");
+                if report.done.is_empty() {
+                    out.push_str("  nothing\n");
+                }
+                for line in &report.done {
+                    out.push_str(&format!("  {line}\n"));
+                }
+                out.push_str("Failed or not attempted (left as they were):\n");
+                for error in &report.errors {
+                    out.push_str(&format!("  {}\n", error.message));
+                }
                 out.push_str(&format!(
                     "Apply incomplete! Jobs: {} added, {} changed, {} destroyed, {} failed.{}\n",
                     report.added,

@@ -184,3 +184,61 @@ fn target_exclude_replace_and_destroy_touch_only_what_they_name() {
     assert!(repo.alive("a.app").is_empty());
     assert_eq!(ids(&repo.alive("b.app")), b);
 }
+
+#[test]
+fn a_partial_failure_lists_what_was_done_and_what_failed_and_a_rerun_converges() {
+    let repo = TestRepo::new("partial");
+    // Partition `closed` exists and fits, so the cluster check passes; it is drained, so
+    // only Slurm (sbatch --test-only) refuses it: a real failure mid-apply.
+    repo.write_stack(
+        "s",
+        "services:\n  good:\n    recipe: test/sleeper\n  bad:\n    recipe: test/sleeper\n    slurm: {partition: closed}\n",
+    );
+    let output = repo.run(&["apply", "--auto-approve"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    let done = stdout.split("Done:\n").nth(1).unwrap_or_default();
+    let (done, failed) = done
+        .split_once("Failed or not attempted (left as they were):\n")
+        .unwrap_or_default();
+    assert!(
+        done.contains("s.good[0]: submitted job array") && !done.contains("s.bad"),
+        "{stdout}"
+    );
+    assert!(
+        failed.contains("s.bad: Slurm would not accept the new job")
+            && failed.contains("Required partition not available"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Apply incomplete! Jobs: 1 added, 0 changed, 0 destroyed, 1 failed.")
+            && stdout.contains("Fix the errors above"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("Required partition not available"),
+        "{stderr}"
+    );
+    let good = ids(&repo.alive("s.good"));
+    assert_eq!(good.len(), 1);
+    assert!(repo.alive("s.bad").is_empty());
+
+    // The fix: a re-run submits only what failed.
+    repo.write_stack(
+        "s",
+        "services:\n  good:\n    recipe: test/sleeper\n  bad:\n    recipe: test/sleeper\n",
+    );
+    let out = repo.apply();
+    assert!(
+        out.contains("Apply complete! Jobs: 1 added, 0 changed, 0 destroyed."),
+        "{out}"
+    );
+    assert_eq!(
+        ids(&repo.alive("s.good")),
+        good,
+        "the good replica kept its job"
+    );
+    assert_eq!(repo.alive("s.bad").len(), 1);
+    repo.assert_converged();
+}
