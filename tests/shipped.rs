@@ -159,3 +159,87 @@ fn environment_values_render_exactly_as_written() {
         "{vllm}"
     );
 }
+
+/// The repo root is a repo to fork: its stack validates and plans from the shipped recipes.
+#[test]
+fn the_root_stack_validates_and_renders_from_the_shipped_recipes() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (code, stdout, stderr) = stackctl(&["validate", "-C", root]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("2 services"), "{stdout}");
+    for service in ["example/cache", "example/vectors"] {
+        let (code, script, stderr) = stackctl(&["render", "-C", root, service]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(script.contains("exec apptainer "), "{script}");
+    }
+    let stack = std::fs::read_to_string(Path::new(root).join("stacks/example.yaml")).unwrap();
+    assert!(stack.contains("NEEDS APPTAINER") && stack.contains("protect: true"));
+}
+
+fn yaml(path: &str) -> serde_json::Value {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&file).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every `run:` script of a GitHub workflow, joined.
+fn github_scripts(workflow: &serde_json::Value) -> String {
+    let mut scripts = String::new();
+    for job in workflow["jobs"].as_object().unwrap().values() {
+        for step in job["steps"].as_array().unwrap() {
+            if let Some(run) = step["run"].as_str() {
+                scripts.push_str(run);
+                scripts.push('\n');
+            }
+        }
+    }
+    scripts
+}
+
+#[test]
+fn the_ci_workflows_have_the_jobs_and_flags_the_readme_promises() {
+    let own = yaml(".github/workflows/ci.yml");
+    assert!(github_scripts(&own).contains(".ci/run"), "{own}");
+
+    let github = yaml("examples/github-actions/stackctl.yml");
+    assert!(github["on"]["pull_request"].is_object() && github["on"]["push"].is_object());
+    assert_eq!(github["concurrency"]["cancel-in-progress"], false);
+    assert!(
+        github["concurrency"]["group"]
+            .as_str()
+            .unwrap()
+            .contains("cluster")
+    );
+    let scripts = github_scripts(&github);
+    for needle in [
+        "stackctl plan --max-destroy 5 -out plan.json",
+        "--format markdown > plan.md",
+        "gh pr comment",
+        "stackctl apply --lock-timeout 10m --max-destroy 5 plan.json",
+    ] {
+        assert!(scripts.contains(needle), "{needle}:\n{scripts}");
+    }
+
+    let gitlab = yaml("examples/gitlab-ci/.gitlab-ci.yml");
+    assert_eq!(gitlab["stages"], serde_json::json!(["plan", "apply"]));
+    assert_eq!(
+        gitlab[".cluster"]["resource_group"],
+        "stackctl-cluster-prod"
+    );
+    let script = |job: &str| {
+        gitlab[job]["script"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| line.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(script("plan").contains("stackctl plan --max-destroy 5 -out plan.json"));
+    assert!(script("plan").contains("merge_requests/$CI_MERGE_REQUEST_IID/notes"));
+    assert_eq!(gitlab["plan"]["artifacts"]["paths"][0], "plan.json");
+    assert_eq!(gitlab["apply"]["needs"], serde_json::json!(["plan"]));
+    assert!(
+        script("apply").contains("stackctl apply --lock-timeout 10m --max-destroy 5 plan.json")
+    );
+}
