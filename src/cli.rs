@@ -12,7 +12,7 @@ use crate::render::{Style, plan_json, plan_markdown, plan_text, script, status};
 use crate::saved;
 use crate::slurm::Backend;
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -184,6 +184,20 @@ pub enum Commands {
     },
     /// Keep the cluster converged to a git branch (or local files), healing drift
     Watch(WatchArgs),
+    /// Scaffold a repo in DIR (default: -C): stackctl.yaml, a recipe and a stack; never
+    /// overwrites a file
+    Init {
+        /// Where to create the files (relative to -C)
+        #[arg(value_name = "DIR")]
+        path: Option<PathBuf>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish or powershell)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `stackctl man > stackctl.1`
+    Man,
     /// Remove a lock left by an apply that can no longer release it
     ForceUnlock {
         /// The lock id that a refused apply or a plan names
@@ -355,6 +369,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             target,
             lock_timeout,
         } => destroy(dir, style, auto_approve, lock_timeout, target),
+        Commands::Init { path } => init(&dir.join(path.unwrap_or_default())),
+        Commands::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "stackctl", &mut out);
+            write_stdout_bytes(&out)?;
+            Ok(0)
+        }
+        Commands::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            write_stdout_bytes(&out)?;
+            Ok(0)
+        }
         Commands::Show { file, json } => show(&dir.join(file), json),
         Commands::Status {
             json,
@@ -617,6 +644,63 @@ fn destroy(
     execute(&repo, &options, style, auto_approve)
 }
 
+/// The files `stackctl init` writes: a repo that validates and plans on any Slurm cluster,
+/// without Apptainer.
+const SCAFFOLD: [(&str, &str); 3] = [
+    (
+        "stackctl.yaml",
+        "# stackctl's settings. The owner namespace: stackctl only ever touches jobs whose marker\n\
+         # names it. Change it to something unique to this repo (or delete the line once the repo\n\
+         # has a git remote: the owner is then derived from it).\n\
+         owner: my-team/my-services\n\
+         log_dir: ~/stackctl-logs\n",
+    ),
+    (
+        "recipes/demo/sleeper.yaml",
+        "# A stand-in service that runs on a bare node (no Apptainer): replace `command` with yours.\n\
+         name: sleeper\n\
+         description: Prints where it runs, then sleeps\n\
+         command: |\n  \
+         echo \"replica $STACKCTL_REPLICA of $STACKCTL_SERVICE on $(hostname)\"\n  \
+         exec sleep infinity\n\
+         resources:\n  cpu: 1\n  memory: 256M\n",
+    ),
+    (
+        "stacks/demo.yaml",
+        "# One stack: the services to keep running. `stackctl plan` shows what apply would do.\n\
+         services:\n  app:\n    recipe: demo/sleeper\n    replicas: 1\n",
+    ),
+];
+
+/// `stackctl init`: writes [`SCAFFOLD`] under `dir`, refusing when any of its files exists.
+fn init(dir: &Path) -> Result<ExitCode> {
+    let existing: Vec<String> = SCAFFOLD
+        .iter()
+        .filter(|(path, _)| dir.join(path).exists())
+        .map(|(path, _)| dir.join(path).display().to_string())
+        .collect();
+    if !existing.is_empty() {
+        bail!(
+            "refusing to overwrite {}; nothing was written",
+            existing.join(", ")
+        );
+    }
+    for (path, text) in SCAFFOLD {
+        let file = dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
+        eprintln!("created {}", file.display());
+    }
+    eprintln!(
+        "Next: edit the owner in stackctl.yaml, then `stackctl -C {} plan`.",
+        dir.display()
+    );
+    Ok(0)
+}
+
 /// Runs the apply pass for `repo` with `options`, prompting unless `auto_approve`, and
 /// prints how it went.
 fn execute(
@@ -625,7 +709,7 @@ fn execute(
     style: Style,
     auto_approve: bool,
 ) -> Result<ExitCode> {
-    let backend = backend(repo);
+    let backend = backend(repo)?;
     let mut printed = Ok(());
     let mut approve = |planned: &Planned| {
         printed = print_stdout(&plan_text::render(&planned.plan, style));

@@ -217,6 +217,7 @@ fn estimate_starts(plan: &mut Plan, repo: &Repo, backend: &dyn Backend) {
             indexes: crate::observed::index_ranges(&indexes),
             report: Default::default(),
             restart: Default::default(),
+            protect: service.protect,
         };
         let script = script::render_with_endpoints(
             &service_plan.service,
