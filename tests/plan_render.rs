@@ -187,6 +187,66 @@ fn empty_repo_and_no_jobs_is_no_changes() {
 }
 
 #[test]
+fn a_protect_change_rewrites_markers_in_place_and_replace_is_forced_by_scope() {
+    let hash = base_spec().hash();
+    let jobs = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        job(&llm(), 1, &hash, "RUNNING"),
+    ]);
+    let mut protected = service(2, base_spec());
+    protected.protect = true;
+    let desired = desired(vec![(llm(), protected)]);
+    let plan = compute(&desired, &jobs);
+    assert_eq!(plan.summary(), summary(0, 2, 0));
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (0, Action::Update, Reason::ProtectChanged),
+            (1, Action::Update, Reason::ProtectChanged),
+        ]
+    );
+    let shown = text(&plan);
+    assert!(
+        shown.contains("will be updated: protect: true (2 markers rewritten in place)")
+            && shown.contains(
+                "~ replica[0] job 12_0 RUNNING (protect: true; marker rewritten in place)"
+            )
+            && shown.contains("Plan: 0 to add, 2 to change, 0 to destroy."),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    assert_eq!(json["changes"][0]["actions"], serde_json::json!(["update"]));
+    assert_eq!(json["changes"][0]["reason"], "protect_changed");
+    assert_eq!(json["changes"][0]["after"]["protect"], true);
+    assert_eq!(
+        stackctl::plan::protection::violations(&plan, &desired, &jobs),
+        Vec::<String>::new(),
+        "rewriting markers reduces nothing"
+    );
+
+    let scope = stackctl::plan::scope::Scope {
+        replace: vec![stackctl::plan::scope::Selector::parse("inference/llm#1", true).unwrap()],
+        ..Default::default()
+    };
+    let plan = plan::compute_with(&owner(), &desired, &jobs, &scope);
+    assert_eq!(
+        changes(&plan),
+        vec![
+            (0, Action::Update, Reason::ProtectChanged),
+            (1, Action::Replace, Reason::Forced),
+        ]
+    );
+    assert!(
+        text(&plan).contains("(forced by --replace)"),
+        "{}",
+        text(&plan)
+    );
+    let refused = stackctl::plan::protection::violations(&plan, &desired, &jobs);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("replace 1 replica"), "{refused:?}");
+}
+
+#[test]
 fn new_service_creates_every_replica() {
     let desired = desired(vec![(llm(), service(3, base_spec()))]);
     let plan = compute(&desired, &observed(vec![]));
