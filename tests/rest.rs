@@ -106,7 +106,18 @@ fn over_rest_apply_creates_scales_replaces_heals_and_destroys() {
     assert_eq!(repo.alive("s.web").len(), 3);
 
     repo.remove_stack("s");
-    expect(&repo, &jwt, &["apply", "--auto-approve"], 0);
+    let refused = run(&repo, &jwt, &["apply", "--auto-approve"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(1),
+        "cancelling every job takes a flag"
+    );
+    expect(
+        &repo,
+        &jwt,
+        &["apply", "--auto-approve", "--allow-destroy-all"],
+        0,
+    );
     wait_for("every replica to end", 30, || {
         repo.alive("s.web").is_empty()
     });
