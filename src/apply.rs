@@ -459,6 +459,7 @@ mod tests {
             spec,
             restart: Default::default(),
             protect: false,
+            update: Default::default(),
             origins: [(
                 "recipe".to_owned(),
                 Origin {

@@ -571,6 +571,7 @@ mod tests {
             spec,
             restart: Default::default(),
             protect: false,
+            update: Default::default(),
             origins,
             depends_on: Vec::new(),
         };

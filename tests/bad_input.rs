@@ -1434,6 +1434,52 @@ fn restart_bad_max_attempts() {
     );
 }
 
+#[test]
+fn update_unknown_key() {
+    assert_rejected(
+        "update_unknown_key",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 3)
+            .field("update.max_surges")
+            .says(&["unknown field `max_surges`"]),
+    );
+}
+
+/// A rollout that may neither add a successor nor remove a replica could never move; the error
+/// points at the stack's line, which completes the pair.
+#[test]
+fn update_surge_and_unavailable_both_zero_in_a_stack() {
+    assert_rejected(
+        "update_surge_and_unavailable_zero_stack",
+        Expect::file("stacks/web.yaml")
+            .at(7, 24)
+            .field("services.app.update.max_unavailable")
+            .says(&["max_surge and max_unavailable cannot both be 0"]),
+    );
+}
+
+#[test]
+fn update_bad_duration() {
+    assert_rejected(
+        "update_bad_duration",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(4, 18)
+            .field("update.queue_timeout")
+            .says(&["\"15 minutes\" is not a duration"]),
+    );
+}
+
+#[test]
+fn renew_before_not_below_the_time_limit() {
+    assert_rejected(
+        "renew_before_not_below_time_limit",
+        Expect::file("stacks/web.yaml")
+            .at(5, 19)
+            .field("services.app.renew_before")
+            .says(&["renew_before (300s) must be shorter than the time limit (3m)"]),
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // endpoint_env: another service's endpoint as an environment value.
 

@@ -72,6 +72,7 @@ fn service(replicas: u32, spec: ReplicaSpec) -> Service {
         spec,
         restart: Default::default(),
         protect: false,
+        update: Default::default(),
         origins: [(
             "recipe".to_owned(),
             stackctl::desired::Origin {

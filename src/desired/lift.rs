@@ -8,7 +8,7 @@ use super::yaml;
 use super::{
     BackendKind, Condition, Dependency, Desired, EndpointRef, HealthSpec, OnFailure, Origin, Owner,
     PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestTarget, RestartPolicy,
-    Service, ServiceAddr, Settings, SlurmSpec, SshTarget, TokenSource,
+    Service, ServiceAddr, Settings, SlurmSpec, SshTarget, Strategy, TokenSource, UpdatePolicy,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -560,6 +560,12 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
             .as_ref()
             .map(|r| lift_restart(ctx, "restart", r))
             .unwrap_or_default(),
+        update: lift_update(
+            ctx,
+            "",
+            recipe.update.as_ref(),
+            recipe.renew_before.as_ref(),
+        ),
         ..defaults
     };
     // An invalid `gpu` is reported already; only a valid count of 0 (or none) is checked.
@@ -1020,6 +1026,12 @@ fn lift_service(
         .as_ref()
         .map(|r| lift_restart(ctx, &format!("{field}.restart"), r))
         .unwrap_or_default();
+    overrides.update = lift_update(
+        ctx,
+        &format!("{field}."),
+        service.update.as_ref(),
+        service.renew_before.as_ref(),
+    );
     if let Some(gpu_type) = &overrides.gpu_type
         && (service.resources.gpu.is_none() || overrides.gpu.is_some())
     {
@@ -1043,6 +1055,7 @@ fn lift_service(
             return None;
         }
     };
+    let update_over = std::mem::take(&mut overrides.update);
     let (mut spec, mut origins, health) = recipe.with_overrides(overrides);
     if let Some(health) = health {
         let ports_origin = origins.get("ports");
@@ -1072,6 +1085,18 @@ fn lift_service(
         }
         None => 1,
     };
+    let update = match UpdateDraft::merge(
+        update_over,
+        &recipe.defaults.update,
+        UpdatePolicy::defaults_for(replicas, spec.health.is_some(), spec.resources.time_limit),
+        spec.resources.time_limit,
+    ) {
+        Ok(policy) => policy,
+        Err(error) => {
+            ctx.errors.push(error);
+            return None;
+        }
+    };
     Some(Service {
         recipe: reference.value.clone(),
         replicas,
@@ -1079,6 +1104,7 @@ fn lift_service(
         spec,
         restart,
         protect: service.protect.as_ref().is_some_and(|p| p.value),
+        update,
         origins,
         depends_on,
     })
@@ -1233,6 +1259,7 @@ struct Layer {
     ports: Option<Set<Vec<PortSpec>>>,
     health: Option<Set<HealthDraft>>,
     restart: RestartDraft,
+    update: UpdateDraft,
     environment: BTreeMap<String, String>,
 }
 
@@ -1468,6 +1495,7 @@ fn lift_layer(
         ports,
         health,
         restart: RestartDraft::default(),
+        update: UpdateDraft::default(),
         environment: env,
     }
 }
@@ -1564,6 +1592,228 @@ impl RestartDraft {
             return Err(at.origin.error(format!(
                 "max_backoff ({}s) must be at least backoff ({}s)",
                 policy.max_backoff, policy.backoff
+            )));
+        }
+        Ok(policy)
+    }
+}
+
+/// Validates a duration setting in `min..=max` seconds, recording an error otherwise.
+fn seconds_in(
+    ctx: &mut Ctx,
+    v: Option<&Spanned<String>>,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Option<Set<u64>> {
+    let v = v?;
+    match super::parse_duration(&v.value) {
+        Ok(d) if (min..=max).contains(&d.as_secs()) => Some(Set {
+            value: d.as_secs(),
+            origin: ctx.origin(v.referenced, field),
+        }),
+        Ok(d) => {
+            ctx.error(
+                v.referenced,
+                field,
+                format!("must be between {min}s and {max}s, got {}s", d.as_secs()),
+            );
+            None
+        }
+        Err(message) => {
+            ctx.error(v.referenced, field, message);
+            None
+        }
+    }
+}
+
+/// The longest `timeout`, `queue_timeout` and `renew_before`: a week.
+const MAX_UPDATE_SECONDS: u64 = 7 * 86_400;
+
+/// Validates an `update:` block and a `renew_before:` line (`prefix` is `services.NAME.` in a
+/// stack, empty in a recipe). Whether `max_surge` and `max_unavailable` are not both 0 and
+/// `renew_before` is shorter than the time limit is checked once the layers are merged.
+fn lift_update(
+    ctx: &mut Ctx,
+    prefix: &str,
+    update: Option<&Spanned<raw::Update>>,
+    renew_before: Option<&Spanned<String>>,
+) -> UpdateDraft {
+    let renew_before = renew_before.and_then(|v| {
+        let field = format!("{prefix}renew_before");
+        if v.value.trim() == "off" {
+            return Some(Set {
+                value: None,
+                origin: ctx.origin(v.referenced, &field),
+            });
+        }
+        seconds_in(ctx, Some(v), &field, 1, MAX_UPDATE_SECONDS).map(|set| Set {
+            value: Some(set.value),
+            origin: set.origin,
+        })
+    });
+    let Some(update) = update else {
+        return UpdateDraft {
+            renew_before,
+            ..UpdateDraft::default()
+        };
+    };
+    let u = &update.value;
+    let field = |name: &str| format!("{prefix}update.{name}");
+    let strategy = u.strategy.as_ref().and_then(|v| {
+        let at = field("strategy");
+        let value = match v.value.as_str() {
+            "rolling" => Strategy::Rolling,
+            "recreate" => Strategy::Recreate,
+            other => {
+                ctx.error(
+                    v.referenced,
+                    &at,
+                    format!("{other:?} is neither `rolling` nor `recreate`"),
+                );
+                return None;
+            }
+        };
+        Some(Set {
+            value,
+            origin: ctx.origin(v.referenced, &at),
+        })
+    });
+    let count = |ctx: &mut Ctx, v: &Option<Spanned<raw::Int>>, name: &str| {
+        let v = v.as_ref()?;
+        let at = field(name);
+        ctx.int_in(v, &at, 0, MAX_REPLICAS).map(|value| Set {
+            value,
+            origin: ctx.origin(v.referenced, &at),
+        })
+    };
+    let max_surge = count(ctx, &u.max_surge, "max_surge");
+    let max_unavailable = count(ctx, &u.max_unavailable, "max_unavailable");
+    let min_healthy_time = seconds_in(
+        ctx,
+        u.min_healthy_time.as_ref(),
+        &field("min_healthy_time"),
+        0,
+        86_400,
+    );
+    let timeout = seconds_in(
+        ctx,
+        u.timeout.as_ref(),
+        &field("timeout"),
+        1,
+        MAX_UPDATE_SECONDS,
+    );
+    let queue_timeout = seconds_in(
+        ctx,
+        u.queue_timeout.as_ref(),
+        &field("queue_timeout"),
+        1,
+        MAX_UPDATE_SECONDS,
+    );
+    let auto_revert = u.auto_revert.as_ref().and_then(|v| {
+        let at = field("auto_revert");
+        let value = match v.value.as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                ctx.error(
+                    v.referenced,
+                    &at,
+                    format!("must be `true` or `false`, got {other:?}"),
+                );
+                return None;
+            }
+        };
+        Some(Set {
+            value,
+            origin: ctx.origin(v.referenced, &at),
+        })
+    });
+    UpdateDraft {
+        strategy,
+        max_surge,
+        max_unavailable,
+        min_healthy_time,
+        timeout,
+        queue_timeout,
+        auto_revert,
+        renew_before,
+    }
+}
+
+/// An `update:` layer (with `renew_before:`) as validated: each field optional, so a stack
+/// overrides field by field.
+#[derive(Default)]
+struct UpdateDraft {
+    strategy: Option<Set<Strategy>>,
+    max_surge: Option<Set<u32>>,
+    max_unavailable: Option<Set<u32>>,
+    min_healthy_time: Option<Set<u64>>,
+    timeout: Option<Set<u64>>,
+    queue_timeout: Option<Set<u64>>,
+    auto_revert: Option<Set<bool>>,
+    renew_before: Option<Set<Option<u64>>>,
+}
+
+impl UpdateDraft {
+    /// Lays `over` (a stack service's) over `base` (the recipe's) and fills in `defaults` (see
+    /// [`UpdatePolicy::defaults_for`]); an error when `max_surge` and `max_unavailable` are
+    /// both 0 (a rollout could never move) or `renew_before` is not shorter than the time limit
+    /// (`time_limit`, minutes).
+    fn merge(
+        over: UpdateDraft,
+        base: &UpdateDraft,
+        defaults: UpdatePolicy,
+        time_limit: Option<u32>,
+    ) -> Result<UpdatePolicy, SpecError> {
+        fn pick<T: Clone>(over: Option<Set<T>>, base: &Option<Set<T>>) -> Option<Set<T>> {
+            over.or_else(|| base.clone())
+        }
+        // The pair is reported where the stack completed it, if it did, else in the recipe.
+        let pair_in_over = over.max_unavailable.clone().or(over.max_surge.clone());
+        let strategy = pick(over.strategy, &base.strategy);
+        let max_surge = pick(over.max_surge, &base.max_surge);
+        let max_unavailable = pick(over.max_unavailable, &base.max_unavailable);
+        let renew_before = pick(over.renew_before, &base.renew_before);
+        let value =
+            |set: &Option<Set<u64>>, default: u64| set.as_ref().map_or(default, |s| s.value);
+        let policy = UpdatePolicy {
+            strategy: strategy.as_ref().map_or(defaults.strategy, |s| s.value),
+            max_surge: max_surge.as_ref().map_or(defaults.max_surge, |s| s.value),
+            max_unavailable: max_unavailable
+                .as_ref()
+                .map_or(defaults.max_unavailable, |s| s.value),
+            min_healthy_time: value(
+                &pick(over.min_healthy_time, &base.min_healthy_time),
+                defaults.min_healthy_time,
+            ),
+            timeout: value(&pick(over.timeout, &base.timeout), defaults.timeout),
+            queue_timeout: value(
+                &pick(over.queue_timeout, &base.queue_timeout),
+                defaults.queue_timeout,
+            ),
+            auto_revert: pick(over.auto_revert, &base.auto_revert)
+                .map_or(defaults.auto_revert, |s| s.value),
+            renew_before: renew_before
+                .as_ref()
+                .map_or(defaults.renew_before, |s| s.value),
+        };
+        if policy.max_surge == 0
+            && policy.max_unavailable == 0
+            && let Some(at) = pair_in_over.or(max_surge).or(max_unavailable)
+        {
+            return Err(at.origin.error(
+                "max_surge and max_unavailable cannot both be 0: a rolling update could \
+                 neither add a successor nor remove a replica",
+            ));
+        }
+        if let (Some(renew), Some(minutes), Some(at)) =
+            (policy.renew_before, time_limit, renew_before)
+            && renew >= u64::from(minutes) * 60
+        {
+            return Err(at.origin.error(format!(
+                "renew_before ({renew}s) must be shorter than the time limit ({minutes}m): \
+                 every replica would be renewed as soon as it starts"
             )));
         }
         Ok(policy)
@@ -2653,5 +2903,111 @@ mod tests {
         let known = ["inference/vllm".to_string(), "storage/redis".to_string()];
         assert_eq!(nearest("inference/vlm", known.iter()), Some(&known[0]));
         assert_eq!(nearest("something/else", known.iter()), None);
+    }
+
+    /// Loads one service `web.app` from `recipe` and `service` (the lines under `app:`).
+    fn update_of(recipe: &str, service: &str) -> Result<Service, SpecErrors> {
+        let stack = format!("services:\n  app:\n    recipe: demo/svc\n{service}");
+        let repo = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/demo/svc.yaml", recipe),
+                ("stacks/web.yaml", &stack),
+            ],
+            None,
+        )?;
+        Ok(repo.desired.services[&ServiceAddr::new("web", "app")].clone())
+    }
+
+    #[test]
+    fn update_defaults_depend_on_replicas_health_and_time_limit() {
+        let plain = "name: svc\ncommand: serve\n";
+        let one = update_of(plain, "").unwrap().update;
+        assert_eq!(one, UpdatePolicy::default());
+        assert_eq!(one.strategy, Strategy::Recreate);
+        let two = update_of(plain, "    replicas: 2\n").unwrap().update;
+        assert_eq!(two.strategy, Strategy::Rolling);
+        assert_eq!(two.renew_before, None);
+        let healthy = "name: svc\ncommand: serve\nports: [8000]\nhealth: {tcp: {}}\n";
+        assert_eq!(
+            update_of(healthy, "").unwrap().update.strategy,
+            Strategy::Rolling
+        );
+        let limited = "name: svc\ncommand: serve\nresources: {time_limit: 60}\n";
+        assert_eq!(
+            update_of(limited, "").unwrap().update.renew_before,
+            Some(360)
+        );
+    }
+
+    #[test]
+    fn update_is_overridden_field_by_field_and_stays_out_of_the_spec_hash() {
+        let recipe = "name: svc\ncommand: serve\nresources: {time_limit: 10}\nupdate: {max_surge: 2, timeout: 1m}\nrenew_before: 2m\n";
+        let plain = update_of(
+            "name: svc\ncommand: serve\nresources: {time_limit: 10}\n",
+            "",
+        )
+        .unwrap();
+        let service = update_of(
+            recipe,
+            "    update:\n      strategy: rolling\n      queue_timeout: 20s\n      min_healthy_time: 0s\n      auto_revert: true\n    renew_before: 'off'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            service.update,
+            UpdatePolicy {
+                strategy: Strategy::Rolling,
+                max_surge: 2,
+                max_unavailable: 0,
+                min_healthy_time: 0,
+                timeout: 60,
+                queue_timeout: 20,
+                auto_revert: true,
+                renew_before: None,
+            }
+        );
+        assert_eq!(service.hash, plain.hash, "update: is not part of the spec");
+        let renewed = update_of(recipe, "").unwrap().update;
+        assert_eq!(renewed.renew_before, Some(120));
+    }
+
+    #[test]
+    fn update_errors_name_file_line_and_field() {
+        let plain = "name: svc\ncommand: serve\n";
+        let cases = [
+            (
+                "    update: {max_surge: 0, max_unavailable: 0}\n",
+                "services.app.update.max_unavailable",
+                "cannot both be 0",
+            ),
+            (
+                "    update: {strategy: blue-green}\n",
+                "services.app.update.strategy",
+                "neither `rolling` nor `recreate`",
+            ),
+            (
+                "    update: {timeout: soon}\n",
+                "services.app.update.timeout",
+                "is not a duration",
+            ),
+            (
+                "    update: {auto_revert: maybe}\n",
+                "services.app.update.auto_revert",
+                "must be `true` or `false`",
+            ),
+            (
+                "    resources: {time_limit: 3}\n    renew_before: 3m\n",
+                "services.app.renew_before",
+                "must be shorter than the time limit",
+            ),
+        ];
+        for (service, field, says) in cases {
+            let errors = update_of(plain, service).unwrap_err();
+            let shown = errors.to_string();
+            assert!(
+                shown.contains("stacks/web.yaml:") && shown.contains(field) && shown.contains(says),
+                "{service:?}: {shown}"
+            );
+        }
     }
 }

@@ -196,6 +196,9 @@ pub struct Service {
     /// Recorded in the jobs' markers (`protect=1`), not in the spec: changing it never
     /// replaces a replica, it rewrites the markers in place.
     pub protect: bool,
+    /// How a replica is replaced on a spec change or before its time limit (`update:` and
+    /// `renew_before:`). Not part of the spec (nor its hash): changing it never replaces a job.
+    pub update: UpdatePolicy,
     /// Where each effective setting was written, by setting path (`replicas`,
     /// `resources.gpu`, `slurm.partition`, …); `recipe` (the service's `recipe:` line) is
     /// always present.
@@ -329,6 +332,87 @@ impl Default for RestartPolicy {
             backoff: 10,
             max_backoff: 600,
             max_attempts: None,
+        }
+    }
+}
+
+/// How the replicas of a service are replaced: `update: {strategy: rolling, max_surge: 1,
+/// max_unavailable: 0, min_healthy_time: 10s, timeout: 15m, queue_timeout: 15m, auto_revert:
+/// false}` and `renew_before: 30m`.
+///
+/// The defaults depend on the service ([`UpdatePolicy::defaults_for`]): rolling when it has
+/// more than one replica or a health check, and renewal 10% of `time_limit` before the end when a
+/// time limit is set. [`Default`] is the policy of a single replica without health check or
+/// time limit: recreate, no renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UpdatePolicy {
+    /// Create before destroy (rolling) or destroy before create (recreate).
+    pub strategy: Strategy,
+    /// How many successors may exist at once, beyond `replicas` (rolling only).
+    pub max_surge: u32,
+    /// How many of `replicas` may be not ready during a rollout (rolling only).
+    pub max_unavailable: u32,
+    /// How long, in seconds, a successor must have been ready before its predecessor goes.
+    pub min_healthy_time: u64,
+    /// How long, in seconds, a successor may take from RUNNING to ready.
+    pub timeout: u64,
+    /// How long, in seconds, a successor may stay PENDING after its submission.
+    pub queue_timeout: u64,
+    /// Whether a stopped rollout swaps back the replicas it already replaced.
+    pub auto_revert: bool,
+    /// Seconds before a running replica's end time at which its successor is submitted (the
+    /// walltime renewal); none means off.
+    pub renew_before: Option<u64>,
+}
+
+/// [`UpdatePolicy::strategy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Submit a successor, wait until it has been ready for `min_healthy_time`, then cancel
+    /// its predecessor.
+    Rolling,
+    /// Cancel the old replica, then submit the new one.
+    Recreate,
+}
+
+impl Strategy {
+    /// The word written in files and plans: `rolling` or `recreate`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::Recreate => "recreate",
+        }
+    }
+}
+
+impl UpdatePolicy {
+    /// The policy of a service none of whose `update:` fields are written: rolling for more
+    /// than one replica or a health check, renewal 10% of `time_limit` (minutes) when set.
+    pub fn defaults_for(replicas: u32, has_health: bool, time_limit: Option<u32>) -> Self {
+        UpdatePolicy {
+            strategy: if replicas > 1 || has_health {
+                Strategy::Rolling
+            } else {
+                Strategy::Recreate
+            },
+            renew_before: time_limit.map(|minutes| u64::from(minutes) * 6),
+            ..UpdatePolicy::default()
+        }
+    }
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        UpdatePolicy {
+            strategy: Strategy::Recreate,
+            max_surge: 1,
+            max_unavailable: 0,
+            min_healthy_time: 10,
+            timeout: 900,
+            queue_timeout: 900,
+            auto_revert: false,
+            renew_before: None,
         }
     }
 }

@@ -101,6 +101,10 @@ pub struct Recipe {
     pub health: Option<Spanned<Health>>,
     /// Crash-loop backoff.
     pub restart: Option<Spanned<Restart>>,
+    /// How replicas are replaced.
+    pub update: Option<Spanned<Update>>,
+    /// How long before its time limit a replica gets a successor: a duration or `off`.
+    pub renew_before: Option<Spanned<String>>,
 }
 
 /// A `restart:` block, in a recipe or overriding the recipe's field by field in a stack.
@@ -113,6 +117,26 @@ pub struct Restart {
     pub max_backoff: Option<Spanned<String>>,
     /// `none`, or how many restarts before giving up.
     pub max_attempts: Option<Spanned<Attempts>>,
+}
+
+/// An `update:` block, in a recipe or overriding the recipe's field by field in a stack.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    /// `rolling` or `recreate`.
+    pub strategy: Option<Spanned<String>>,
+    /// Successors at once beyond `replicas`.
+    pub max_surge: Option<Spanned<Int>>,
+    /// Replicas that may be not ready during a rollout.
+    pub max_unavailable: Option<Spanned<Int>>,
+    /// How long a successor must have been ready, e.g. `10s`.
+    pub min_healthy_time: Option<Spanned<String>>,
+    /// How long a successor may take from RUNNING to ready.
+    pub timeout: Option<Spanned<String>>,
+    /// How long a successor may stay PENDING.
+    pub queue_timeout: Option<Spanned<String>>,
+    /// `true` or `false`, as a string so that anything else is reported with its position.
+    pub auto_revert: Option<Spanned<String>>,
 }
 
 /// `max_attempts`: an integer, or the word `none`; anything else is kept as a description.
@@ -307,6 +331,10 @@ pub struct Service {
     pub health: Option<Spanned<Health>>,
     /// Crash-loop backoff, field by field over the recipe's.
     pub restart: Option<Spanned<Restart>>,
+    /// How replicas are replaced, field by field over the recipe's.
+    pub update: Option<Spanned<Update>>,
+    /// How long before its time limit a replica gets a successor: a duration or `off`.
+    pub renew_before: Option<Spanned<String>>,
     /// Environment variables set at submit time from another service's ready replicas.
     #[serde(default)]
     pub endpoint_env: BTreeMap<String, Spanned<EndpointEnv>>,
