@@ -145,6 +145,7 @@ pub fn apply(
                 report: Default::default(),
                 restart: backoff.map(restart_record).unwrap_or_default(),
                 protect: service.protect,
+                pred: None,
             };
             let job = match backoff {
                 None => script::render_with_endpoints(

@@ -479,6 +479,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         indexes: index_ranges(&indexes),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     };
     let ctx = reconcile::script_context(&repo, backend(&repo)?.as_ref())?;
     print_stdout(&script::render(&addr, &found.spec, &marker, &ctx).batch_script())?;

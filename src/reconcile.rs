@@ -218,6 +218,7 @@ fn estimate_starts(plan: &mut Plan, repo: &Repo, backend: &dyn Backend) {
             report: Default::default(),
             restart: Default::default(),
             protect: service.protect,
+            pred: None,
         };
         let script = script::render_with_endpoints(
             &service_plan.service,

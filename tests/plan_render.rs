@@ -102,6 +102,7 @@ fn marker(addr: &ServiceAddr, hash: &SpecHash, indexes: &str) -> String {
         indexes: indexes.into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     }
     .to_string()
 }
@@ -718,6 +719,7 @@ fn foreign_and_look_alike_jobs_are_invisible() {
         indexes: "0".into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     }
     .to_string();
     let mut foreign = job_in(20, &llm(), 0, &hash, "RUNNING");
@@ -878,6 +880,7 @@ fn script_with_container_gpu_and_hostile_environment() {
         indexes: "0-2,5".into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     };
     let text = script::render(&llm(), &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec.clone()));
@@ -923,6 +926,7 @@ fn script_without_container_runs_the_command_directly() {
         indexes: "0".into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     };
     let text = script::render(&addr, &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec));
@@ -963,6 +967,7 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
         indexes: "0-1".into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     };
     let text = script::render(&addr, &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec));
@@ -1179,6 +1184,7 @@ fn status_log_paths_are_the_files_the_script_names() {
         indexes: "0-3".into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     };
     let text = script::render(&llm(), &spec, &marker, &ctx()).batch_script();
     let slurm_expands = |flag: &str| {
@@ -1211,6 +1217,7 @@ fn script_escapes_percent_in_the_log_dir() {
         indexes: "0".into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     };
     let ctx = ScriptContext {
         log_dir: "/logs/100%".into(),
@@ -1512,6 +1519,7 @@ fn render_for(spec: &ReplicaSpec) -> String {
         indexes: "0-1".into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     };
     script::render(&web(), spec, &marker, &ctx()).batch_script()
 }
@@ -2190,6 +2198,7 @@ fn endpoint_env_holds_the_client_until_its_target_is_ready() {
         indexes: "0".into(),
         report: Default::default(),
         restart: Default::default(),
+        pred: None,
     };
     let submitted = script::render_with_endpoints(
         &llm(),

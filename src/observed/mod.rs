@@ -44,6 +44,10 @@ pub struct Marker {
     /// `protect=1`: the service was `protect: true` when stackctl last wrote the marker, so a
     /// plan must not reduce it even once it is gone from the repo. Never part of the spec hash.
     pub protect: bool,
+    /// The job this one replaces in a rolling update or a walltime renewal (`pred=<jobid>`),
+    /// written by stackctl at submit on a successor. Two alive jobs on one index are a
+    /// rollout pair only when one names the other here. Twice or unreadable counts as absent.
+    pub pred: Option<JobId>,
 }
 
 /// The crash-loop record in a successor's marker: Slurm forgets ended jobs after MinJobAge,
@@ -200,6 +204,9 @@ impl fmt::Display for Marker {
         if self.protect {
             write!(f, ";protect=1")?;
         }
+        if let Some(pred) = self.pred {
+            write!(f, ";pred={pred}")?;
+        }
         let report = &self.report;
         if let Some(health) = report.health {
             write!(f, ";health={}", health.as_str())?;
@@ -242,12 +249,17 @@ impl Marker {
         let mut restart_fields: [(Option<&str>, bool); 3] = [(None, false); 3];
         // `protect=1`; any other value, or the field twice, counts as unprotected.
         let mut protect: (Option<&str>, bool) = (None, false);
+        let mut pred: (Option<&str>, bool) = (None, false);
         for field in fields {
             let Some((key, value)) = field.split_once('=') else {
                 continue;
             };
             if key == "protect" {
                 protect.1 |= protect.0.replace(value).is_some();
+                continue;
+            }
+            if key == "pred" {
+                pred.1 |= pred.0.replace(value).is_some();
                 continue;
             }
             if let Some(slot) = Self::RESTART_KEYS.iter().position(|k| *k == key) {
@@ -292,6 +304,7 @@ impl Marker {
             report,
             restart,
             protect: protect.0 == Some("1") && !protect.1,
+            pred: pred.0.filter(|_| !pred.1).and_then(JobId::parse),
         })
     }
 
@@ -341,6 +354,25 @@ pub struct JobId {
     pub array: u64,
     /// The array task id, if the job is an array task.
     pub task: Option<u32>,
+}
+
+impl JobId {
+    /// Parses `<array>_<task>` or `<array>` as [`JobId`]'s Display writes it; `None` for
+    /// anything else.
+    pub fn parse(text: &str) -> Option<JobId> {
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        match text.split_once('_') {
+            Some((array, task)) if digits(array) && digits(task) => Some(JobId {
+                array: array.parse().ok()?,
+                task: Some(task.parse().ok()?),
+            }),
+            None if digits(text) => Some(JobId {
+                array: text.parse().ok()?,
+                task: None,
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for JobId {
@@ -788,6 +820,7 @@ mod tests {
             report: SelfReport::default(),
             restart: Default::default(),
             protect: false,
+            pred: None,
         }
     }
 
@@ -919,6 +952,47 @@ mod tests {
         ] {
             let parsed = Marker::parse(&format!("{base}{tail}")).unwrap();
             assert_eq!(parsed.restart, RestartRecord::default(), "{tail}");
+        }
+    }
+
+    #[test]
+    fn pred_round_trips_after_the_restart_fields_and_unreadable_counts_as_absent() {
+        let successor = Marker {
+            pred: Some(JobId {
+                array: 1234,
+                task: Some(2),
+            }),
+            restart: RestartRecord {
+                restarts: 1,
+                ..RestartRecord::default()
+            },
+            ..marker()
+        };
+        let text = successor.to_string();
+        assert_eq!(text, format!("{};restarts=1;pred=1234_2", marker()));
+        assert_eq!(Marker::parse(&text).unwrap(), successor);
+        let reported = Marker::parse(&format!("{text};health=ready")).unwrap();
+        assert_eq!(reported.pred, successor.pred);
+        let plain = Marker::parse(&format!("{};pred=77", marker())).unwrap();
+        assert_eq!(
+            plain.pred,
+            Some(JobId {
+                array: 77,
+                task: None
+            })
+        );
+        let base = marker().to_string();
+        for tail in [
+            ";pred=",
+            ";pred=x",
+            ";pred=12_",
+            ";pred=_3",
+            ";pred=1_2_3",
+            ";pred=1;pred=2",
+        ] {
+            let parsed = Marker::parse(&format!("{base}{tail}")).unwrap();
+            assert_eq!(parsed.pred, None, "{tail}");
+            assert_eq!(parsed.spec, marker().spec, "{tail}: still a marker");
         }
     }
 
