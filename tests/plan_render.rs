@@ -1845,6 +1845,7 @@ fn crashed(
         start: times.0,
         end: times.1,
         exit: times.2,
+        submit: None,
     };
     if state == "FAILED" {
         record.nodes = "node2".into();

@@ -118,6 +118,11 @@ pub struct SelfReport {
     pub addr: Option<String>,
     /// The actual ports, in declared order; empty when not reported.
     pub ports: Vec<u16>,
+    /// When the job first reported `health=ready` in its current ready spell (`ready_at=<unix
+    /// time>`, the node's clock), written by the supervisor with `health=ready` and dropped
+    /// with any other verdict. A rollout measures `min_healthy_time` from it: it lives on the
+    /// job, so it survives a restart of apply or watch.
+    pub ready_at: Option<i64>,
 }
 
 /// A job's own health verdict.
@@ -156,7 +161,10 @@ impl Health {
 impl SelfReport {
     /// Returns whether the job reported nothing.
     pub fn is_empty(&self) -> bool {
-        self.health.is_none() && self.addr.is_none() && self.ports.is_empty()
+        self.health.is_none()
+            && self.addr.is_none()
+            && self.ports.is_empty()
+            && self.ready_at.is_none()
     }
 }
 
@@ -211,6 +219,9 @@ impl fmt::Display for Marker {
         if let Some(health) = report.health {
             write!(f, ";health={}", health.as_str())?;
         }
+        if let Some(ready_at) = report.ready_at {
+            write!(f, ";ready_at={ready_at}")?;
+        }
         if let Some(addr) = &report.addr {
             write!(f, ";addr={addr}")?;
         }
@@ -244,7 +255,7 @@ impl Marker {
         }
         let mut values: [Option<&str>; 6] = [None; 6];
         // The job's own report: a value given twice, or unreadable, counts as absent.
-        let mut reported: [(Option<&str>, bool); 3] = [(None, false); 3];
+        let mut reported: [(Option<&str>, bool); 4] = [(None, false); 4];
         // stackctl's crash-loop record: likewise, twice or unreadable counts as absent.
         let mut restart_fields: [(Option<&str>, bool); 3] = [(None, false); 3];
         // `protect=1`; any other value, or the field twice, counts as unprotected.
@@ -279,11 +290,13 @@ impl Marker {
                 return None;
             }
         }
-        let [health, addr, ports] = reported.map(|(value, twice)| value.filter(|_| !twice));
+        let [health, addr, ports, ready_at] =
+            reported.map(|(value, twice)| value.filter(|_| !twice));
         let report = SelfReport {
             health: health.and_then(Health::parse),
             addr: addr.filter(|a| is_addr(a)).map(str::to_owned),
             ports: ports.and_then(parse_ports).unwrap_or_default(),
+            ready_at: ready_at.and_then(|t| t.parse().ok()),
         };
         let [restarts, fail, begin] = restart_fields.map(|(value, twice)| value.filter(|_| !twice));
         let restart = RestartRecord {
@@ -312,7 +325,7 @@ impl Marker {
     const KEYS: [&'static str; 6] = ["owner", "stack", "svc", "spec", "nonce", "idx"];
 
     /// The names of the fields a job writes about itself, after [`Marker::KEYS`].
-    pub const REPORT_KEYS: [&'static str; 3] = ["health", "addr", "ports"];
+    pub const REPORT_KEYS: [&'static str; 4] = ["health", "addr", "ports", "ready_at"];
 
     /// The names of stackctl's crash-loop fields ([`RestartRecord`]), written after
     /// [`Marker::KEYS`] and before the job's own report.
@@ -457,10 +470,13 @@ impl StartEstimate {
 pub struct JobTimes {
     /// Start time (unix seconds): actual once running, expected while pending.
     pub start: Option<i64>,
-    /// End time (unix seconds) of an ended job.
+    /// End time (unix seconds): actual once ended; while running, the expected end (start plus
+    /// time limit), what walltime renewal measures against.
     pub end: Option<i64>,
     /// The batch script's exit code, once ended (none when killed by a signal or unknown).
     pub exit: Option<i32>,
+    /// Submit time (unix seconds): what a successor's `queue_timeout` is measured from.
+    pub submit: Option<i64>,
 }
 
 impl JobTimes {
@@ -871,13 +887,17 @@ mod tests {
                 health: Some(Health::Ready),
                 addr: Some("10.1.2.3".into()),
                 ports: vec![20001, 9100],
+                ready_at: Some(1_700_000_000),
             },
             ..marker()
         };
         let text = reported.to_string();
         assert_eq!(
             text,
-            format!("{};health=ready;addr=10.1.2.3;ports=20001,9100", marker())
+            format!(
+                "{};health=ready;ready_at=1700000000;addr=10.1.2.3;ports=20001,9100",
+                marker()
+            )
         );
         assert_eq!(Marker::parse(&text), Some(reported));
         // Only what was reported is written.
@@ -1037,6 +1057,7 @@ mod tests {
             health: None,
             addr: Some("10.0.0.7".into()),
             ports: vec![20000, 20001],
+            ready_at: None,
         };
         assert_eq!(
             live("RUNNING", report).endpoint(),

@@ -255,15 +255,20 @@ stackctl_addr() {
   echo "$addr"
 }
 stackctl_report() {
-  local current new field fields
+  local current new field fields ready_at=""
   current=$(squeue -h -j "$STACKCTL_TASK" -o %k 2>/dev/null) || return 1
   case "$current" in stackctl/v1\;*) ;; *) stackctl_log "no marker in this job's comment; not recording"; return 1 ;; esac
   IFS=';' read -ra fields <<< "$current"
   new=""
   for field in "${fields[@]}"; do
-    case "$field" in health=* | addr=* | ports=*) ;; *) new+="${new:+;}$field" ;; esac
+    case "$field" in
+      ready_at=*) ready_at=${field#ready_at=} ;;
+      health=* | addr=* | ports=*) ;;
+      *) new+="${new:+;}$field" ;;
+    esac
   done
   [ -n "$1" ] && new+=";health=$1"
+  [ "$1" = ready ] && new+=";ready_at=${ready_at:-$(date +%s)}"
   new+=";addr=$STACKCTL_ADDR"
   [ -n "$STACKCTL_PORTS" ] && new+=";ports=$STACKCTL_PORTS"
   if [ "${#new}" -gt 1024 ]; then

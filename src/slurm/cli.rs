@@ -29,7 +29,7 @@ use wait_timeout::ChildExt;
 /// `StartTime`, `EndTime` print as unix seconds (`SLURM_TIME_FORMAT=%s`, set for every squeue
 /// call) and `exit_code` is Slurm's raw wait status: the crash-loop backoff reads when a job
 /// failed, how long it ran and how it exited from this one listing, with no extra RPC.
-const SQUEUE_FORMAT: &str = "ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,StartTime:|,EndTime:|,exit_code:|,Comment:|";
+const SQUEUE_FORMAT: &str = "ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,StartTime:|,EndTime:|,exit_code:|,SubmitTime:|,Comment:|";
 
 /// Every Slurm command prints times as unix seconds.
 const TIME_FORMAT: (&str, &str) = ("SLURM_TIME_FORMAT", "%s");
@@ -415,7 +415,7 @@ fn parse_submit_output(output: &str) -> Result<u64, SlurmError> {
 
 /// Parses one line of [`SQUEUE_FORMAT`] output.
 fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecord> {
-    let mut fields = line.splitn(9, '|');
+    let mut fields = line.splitn(10, '|');
     let mut next = || fields.next().map(str::trim);
     // ArrayJobID is the job's own id when it is no array task. JobID is not listed: for an
     // array task it is the task's own id, and the last task shares the array's id, so
@@ -431,6 +431,7 @@ fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecor
     let start = next()?.parse().ok().filter(|&t: &i64| t > 0);
     let end = next()?.parse().ok().filter(|&t: &i64| t > 0);
     let status: Option<u32> = next()?.parse().ok();
+    let submit = next()?.parse().ok().filter(|&t: &i64| t > 0);
     let comment = next()?;
     let comment = comment.strip_suffix('|').unwrap_or(comment);
     if **last_comment != *comment {
@@ -447,6 +448,7 @@ fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecor
             start,
             end,
             exit: status.and_then(JobTimes::exit_from_wait_status),
+            submit,
         },
     })
 }
@@ -727,7 +729,7 @@ mod tests {
     #[test]
     fn parses_array_tasks_and_plain_jobs() {
         let task = parse_squeue_line(
-            "12|3|RUNNING|None|node1|1700000000|NONE|0|stackctl/v1;owner=a|",
+            "12|3|RUNNING|None|node1|1700000000|NONE|0|1699999990|stackctl/v1;owner=a|",
             &mut Arc::from(""),
         )
         .unwrap();
@@ -738,11 +740,12 @@ mod tests {
             JobTimes {
                 start: Some(1_700_000_000),
                 end: None,
-                exit: Some(0)
+                exit: Some(0),
+                submit: Some(1_699_999_990),
             }
         );
         let plain = parse_squeue_line(
-            "40|N/A|PENDING|Resources||N/A|Unknown|0|a|b|c|",
+            "40|N/A|PENDING|Resources||N/A|Unknown|0|Unknown|a|b|c|",
             &mut Arc::from(""),
         )
         .unwrap();
@@ -757,7 +760,7 @@ mod tests {
         assert_eq!((plain.times.start, plain.times.end), (None, None));
         // `exit 1` is wait status 256; a SIGKILL is 9 (no exit code); the unhealthy exit 97.
         let failed = parse_squeue_line(
-            "41|0|FAILED|NonZeroExitCode|node2|1700000000|1700000005|256|x|",
+            "41|0|FAILED|NonZeroExitCode|node2|1700000000|1700000005|256|1699999000|x|",
             &mut Arc::from(""),
         )
         .unwrap();
