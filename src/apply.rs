@@ -8,10 +8,12 @@
 //!    the cancel fails, the jobs are listed again to learn exactly which ones ended.
 //! 3. One submission per service and index group (an array each), new indexes and the
 //!    replacements whose predecessor is known to be gone; a replacement whose predecessor may
-//!    still run is not submitted, so an index never runs twice. Services go in the plan's
-//!    dependency order; a service with `condition: started` dependencies is submitted with
-//!    `--dependency=after:<the job ids just submitted for them>`, and not at all when one of
-//!    them failed to submit.
+//!    still run is not submitted, so an index never runs twice. A rolling replace
+//!    ([`Order::CreateFirst`]) is the exception: its successor is submitted alone, with
+//!    `pred=<old job>` in its marker, and the old job is left to a later pass. Services go in
+//!    the plan's dependency order; a service with `condition: started` dependencies is
+//!    submitted with `--dependency=after:<the job ids just submitted for them>`, and not at
+//!    all when one of them failed to submit.
 //!
 //! 4. The markers of [`Action::Update`] changes are rewritten in place (`protect=`).
 //!
@@ -21,7 +23,7 @@
 use crate::desired::{Desired, ServiceAddr};
 use crate::job::JobRequest;
 use crate::observed::{JobId, JobState, Marker, RestartRecord, index_groups, index_ranges};
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Order, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, submit_once};
 use std::collections::{BTreeMap, BTreeSet};
@@ -118,24 +120,38 @@ pub fn apply(
             continue;
         };
         // New replicas go as arrays; the successor of a failed job goes alone, with its own
-        // crash-loop record, begin time and excluded nodes.
+        // crash-loop record, begin time and excluded nodes; so does a rolling successor, whose
+        // marker names its predecessor (`pred=`).
+        let rolling = |c: &crate::plan::Change| c.order == Order::CreateFirst;
         let indexes: Vec<u32> = service_plan
             .changes
             .iter()
-            .filter(|c| matches!(c.action, Action::Create | Action::Replace) && c.backoff.is_none())
+            .filter(|c| {
+                matches!(c.action, Action::Create | Action::Replace)
+                    && c.backoff.is_none()
+                    && !rolling(c)
+            })
             .map(|c| c.index)
             .collect();
-        let mut planned: Vec<(Vec<u32>, Option<&crate::plan::Backoff>)> = index_groups(&indexes)
+        type Planned<'p> = (Vec<u32>, Option<&'p crate::plan::Backoff>, Option<JobId>);
+        let mut planned: Vec<Planned> = index_groups(&indexes)
             .into_iter()
-            .map(|group| (group, None))
+            .map(|group| (group, None, None))
             .collect();
         planned.extend(
             service_plan
                 .changes
                 .iter()
-                .filter_map(|c| Some((vec![c.index], Some(c.backoff.as_ref()?)))),
+                .filter_map(|c| Some((vec![c.index], Some(c.backoff.as_ref()?), None))),
         );
-        for (group, backoff) in planned {
+        planned.extend(
+            service_plan
+                .changes
+                .iter()
+                .filter(|c| c.action == Action::Replace && rolling(c))
+                .filter_map(|c| Some((vec![c.index], None, Some(c.job.as_ref()?.job_id)))),
+        );
+        for (group, backoff, pred) in planned {
             let marker = Marker {
                 owner: plan.owner.clone(),
                 service: service_plan.service.clone(),
@@ -145,7 +161,7 @@ pub fn apply(
                 report: Default::default(),
                 restart: backoff.map(restart_record).unwrap_or_default(),
                 protect: service.protect,
-                pred: None,
+                pred,
             };
             let job = match backoff {
                 None => script::render_with_endpoints(
@@ -209,6 +225,8 @@ pub fn apply(
             let Some(job) = &change.job else { continue };
             match change.action {
                 Action::Destroy => cancels.push(job.job_id),
+                // A rolling replace keeps the old job: a later pass retires it.
+                Action::Replace if change.order == Order::CreateFirst => {}
                 Action::Replace => {
                     cancels.push(job.job_id);
                     predecessor.insert((&service_plan.service, change.index), job.job_id);

@@ -964,13 +964,17 @@ mod tests {
                         },
                         exclude: Some(exclude.into()),
                     }),
+                    order: Default::default(),
                 }],
+                rolling_batch: None,
             }],
             source: None,
             not_pruned: vec![],
             warnings: vec![],
             waiting: vec![],
             held: vec![],
+            rollouts: vec![],
+            stopped: vec![],
         }
     }
 

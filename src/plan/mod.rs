@@ -5,9 +5,12 @@
 pub mod backoff;
 pub mod diff;
 pub mod protection;
+pub mod rolling;
 pub mod scope;
 
-use crate::desired::{Condition, Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
+pub use rolling::{Rollout, Stopped};
+
+use crate::desired::{Condition, Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash, Strategy};
 use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed, StartEstimate};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,6 +38,12 @@ pub struct Plan {
     /// Services whose submits wait for another service's endpoint or for a dependency
     /// ([`Held`]).
     pub held: Vec<Held>,
+    /// Rollouts in progress (successor not yet ready long enough, or waiting for a slot);
+    /// the cluster has not converged while any is.
+    pub rollouts: Vec<Rollout>,
+    /// Successors that stopped their service's rollout: the pass that applies this plan
+    /// fails, naming each.
+    pub stopped: Vec<Stopped>,
 }
 
 /// A crash-looping replica the plan leaves as it is.
@@ -69,7 +78,7 @@ pub enum WaitingKind {
     GaveUp,
 }
 
-fn serialize_display<S: serde::Serializer>(
+pub(crate) fn serialize_display<S: serde::Serializer>(
     value: &ServiceAddr,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
@@ -139,6 +148,9 @@ pub struct ServicePlan {
     /// plan asked (`stackctl plan` does, for every service it submits jobs for; the plans of
     /// an apply do not).
     pub start_estimate: Option<StartEstimate>,
+    /// When some replaces are rolling ([`Order::CreateFirst`]): how many successors at once
+    /// (`max_surge`).
+    pub rolling_batch: Option<u32>,
 }
 
 /// A service whose new replicas wait for another service's endpoint: nothing is submitted
@@ -166,6 +178,21 @@ pub struct Change {
     pub job: Option<JobRef>,
     /// For the successor of a failed job with the desired spec: its crash-loop backoff.
     pub backoff: Option<Backoff>,
+    /// For a replace: whether the old job goes first (recreate) or its successor does
+    /// (rolling, renewal). [`Order::DestroyFirst`] for creates and destroys.
+    pub order: Order,
+}
+
+/// The order of a replace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Cancel the old job, then submit its successor (`-/+`, recreate).
+    #[default]
+    DestroyFirst,
+    /// Submit the successor naming the old job (`pred=`); the old job is cancelled by a later
+    /// pass once the successor has been ready for `min_healthy_time` (`+/-`, rolling).
+    CreateFirst,
 }
 
 /// A reference to an observed job.
@@ -216,6 +243,12 @@ pub enum Reason {
     ProtectChanged,
     /// `--replace` names the replica.
     Forced,
+    /// The job nears its time limit (`renew_before`): a successor takes over.
+    Renewal,
+    /// Its successor has been ready for `min_healthy_time`: the rolled-over job goes.
+    Superseded,
+    /// A successor that stopped its service's rollout ([`Stopped`]).
+    RolloutStopped,
 }
 
 /// Job counts, as Terraform counts them: a replace adds one and destroys one.
@@ -293,7 +326,11 @@ impl Plan {
     /// Returns whether the cluster matches the repo: no changes and no replica backing off
     /// or given up on (`plan --detailed-exitcode` exits 2 otherwise).
     pub fn is_converged(&self) -> bool {
-        self.is_empty() && self.waiting.is_empty() && self.held.is_empty()
+        self.is_empty()
+            && self.waiting.is_empty()
+            && self.held.is_empty()
+            && self.rollouts.is_empty()
+            && self.stopped.is_empty()
     }
 }
 
@@ -361,6 +398,8 @@ pub fn compute_with(
         .chain(jobs.keys().copied())
         .collect();
     let mut waiting = Vec::new();
+    let mut rollouts = Vec::new();
+    let mut stopped = Vec::new();
     let mut services: Vec<ServicePlan> = addresses
         .into_iter()
         .filter_map(|addr| {
@@ -372,6 +411,7 @@ pub fn compute_with(
                 observed,
                 &mut waiting,
                 &|index| scope.forces(addr, index),
+                (&mut rollouts, &mut stopped),
             )
         })
         .collect();
@@ -391,6 +431,8 @@ pub fn compute_with(
         warnings: port_conflicts(desired),
         waiting,
         held,
+        rollouts,
+        stopped,
     };
     scope.restrict(&mut plan);
     plan
@@ -572,7 +614,9 @@ fn plan_service(
     observed: &Observed,
     waiting: &mut Vec<Waiting>,
     forced: &dyn Fn(u32) -> bool,
+    (rollouts, stopped): (&mut Vec<Rollout>, &mut Vec<Stopped>),
 ) -> Option<ServicePlan> {
+    let now = observed.listed_at;
     let wanted = desired.map_or(0, |s| s.replicas);
     let wanted_hash = desired.map(|s| &s.hash);
     let mut alive: BTreeMap<u32, Vec<&LiveJob>> = BTreeMap::new();
@@ -586,6 +630,10 @@ fn plan_service(
     }
     let mut changes = Vec::new();
     let mut destroys = Vec::new();
+    let rolling = desired.filter(|s| s.update.strategy == Strategy::Rolling);
+    let mut pairs = Vec::new();
+    let mut due = Vec::new();
+    let mut ready_now = 0u32;
     for index in 0..wanted {
         let Some(candidates) = alive.get(&index) else {
             let (reason, job) = match ended.get(&index) {
@@ -635,9 +683,29 @@ fn plan_service(
                 reason,
                 job: job.map(job_ref),
                 backoff,
+                order: Order::DestroyFirst,
             });
             continue;
         };
+        let spec_for = |job: &LiveJob| match desired {
+            Some(s) if s.hash == job.marker.spec => Some(&s.spec),
+            _ => observed.specs.get(&job.marker.spec),
+        };
+        if candidates.iter().any(|j| j.is_ready_running(spec_for(j))) {
+            ready_now += 1;
+        }
+        if desired.is_some()
+            && let Some((pred, succ)) = rolling::pair(candidates)
+        {
+            for &job in candidates
+                .iter()
+                .filter(|j| j.id != pred.id && j.id != succ.id)
+            {
+                destroys.push(rolling::destroy(index, job, Reason::Duplicate));
+            }
+            pairs.push((index, pred, succ));
+            continue;
+        }
         let keeper = keeper(candidates, wanted_hash);
         // A successor queued with `--begin` for its backoff, with the desired spec: wait.
         if Some(&keeper.marker.spec) == wanted_hash
@@ -655,30 +723,54 @@ fn plan_service(
             });
         }
         for &job in candidates.iter().filter(|j| j.id != keeper.id) {
-            destroys.push(Change {
-                index,
-                action: Action::Destroy,
-                reason: Reason::Duplicate,
-                job: Some(job_ref(job)),
-                backoff: None,
-            });
+            destroys.push(rolling::destroy(index, job, Reason::Duplicate));
         }
         if Some(&keeper.marker.spec) != wanted_hash {
-            changes.push(Change {
+            // A rolling service replaces a running replica create-first; one that is not
+            // running serves nothing and goes first.
+            if rolling.is_some() && keeper.state == JobState::Running {
+                due.push(rolling::Due {
+                    index,
+                    job: keeper,
+                    reason: Reason::SpecChanged,
+                });
+            } else {
+                changes.push(Change {
+                    index,
+                    action: Action::Replace,
+                    reason: Reason::SpecChanged,
+                    job: Some(job_ref(keeper)),
+                    backoff: None,
+                    order: Order::DestroyFirst,
+                });
+            }
+        } else if let Some(service) = desired
+            && rolling::renewal_due(service, keeper, now)
+        {
+            due.push(rolling::Due {
                 index,
-                action: Action::Replace,
-                reason: Reason::SpecChanged,
-                job: Some(job_ref(keeper)),
-                backoff: None,
+                job: keeper,
+                reason: Reason::Renewal,
             });
         } else if forced(index) {
-            changes.push(Change {
-                index,
-                action: Action::Replace,
-                reason: Reason::Forced,
-                job: Some(job_ref(keeper)),
-                backoff: None,
-            });
+            // Forced like a spec change: rolling services replace a running replica
+            // create-first.
+            if rolling.is_some() && keeper.state == JobState::Running {
+                due.push(rolling::Due {
+                    index,
+                    job: keeper,
+                    reason: Reason::Forced,
+                });
+            } else {
+                changes.push(Change {
+                    index,
+                    action: Action::Replace,
+                    reason: Reason::Forced,
+                    job: Some(job_ref(keeper)),
+                    backoff: None,
+                    order: Order::DestroyFirst,
+                });
+            }
         } else if let Some(service) = desired
             && keeper.marker.protect != service.protect
         {
@@ -688,8 +780,31 @@ fn plan_service(
                 reason: Reason::ProtectChanged,
                 job: Some(job_ref(keeper)),
                 backoff: None,
+                order: Order::DestroyFirst,
             });
         }
+    }
+    let mut rolling_batch = None;
+    if let Some(service) = desired {
+        let ended_jobs: Vec<&LiveJob> = jobs
+            .iter()
+            .copied()
+            .filter(|j| !j.state.is_alive())
+            .collect();
+        let step = rolling::step(addr, service, &pairs, due, &ended_jobs, ready_now, now);
+        if step.changes.iter().any(|c| c.order == Order::CreateFirst) {
+            rolling_batch = Some(service.update.max_surge.max(1));
+        }
+        for change in step.changes {
+            if change.action == Action::Destroy {
+                destroys.push(change);
+            } else {
+                changes.push(change);
+            }
+        }
+        changes.sort_by_key(|c| c.index);
+        rollouts.extend(step.rollouts);
+        stopped.extend(step.stopped);
     }
     let extra_reason = if desired.is_some() {
         Reason::ScaleDown
@@ -698,13 +813,7 @@ fn plan_service(
     };
     for (&index, candidates) in alive.range(wanted..) {
         for &job in candidates {
-            destroys.push(Change {
-                index,
-                action: Action::Destroy,
-                reason: extra_reason,
-                job: Some(job_ref(job)),
-                backoff: None,
-            });
+            destroys.push(rolling::destroy(index, job, extra_reason));
         }
     }
     if changes.is_empty() && destroys.is_empty() {
@@ -745,6 +854,7 @@ fn plan_service(
         spec_after: desired.map(|s| s.spec.clone()),
         hash_after: wanted_hash.cloned(),
         changes,
+        rolling_batch,
     })
 }
 
@@ -764,7 +874,7 @@ fn keeper<'a>(candidates: &[&'a LiveJob], wanted: Option<&SpecHash>) -> &'a Live
         .expect("an index with alive jobs has at least one")
 }
 
-fn job_ref(job: &LiveJob) -> JobRef {
+pub(crate) fn job_ref(job: &LiveJob) -> JobRef {
     JobRef {
         job_id: job.id,
         state: job.state.to_string(),

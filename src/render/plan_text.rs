@@ -5,7 +5,7 @@ use super::Style;
 use crate::observed::FailRecord;
 use crate::observed::{Nearness, StartEstimate};
 use crate::plan::diff::AttributeChange;
-use crate::plan::{Action, Change, Plan, Reason, ServicePlan, WaitingKind};
+use crate::plan::{Action, Change, Order, Plan, Reason, ServicePlan, WaitingKind};
 use std::fmt::Write;
 
 /// The line printed for an empty plan.
@@ -22,11 +22,14 @@ enum ServiceAction {
     Destroy,
     Scale,
     Replace,
+    Roll,
 }
 
 impl ServiceAction {
     fn of(service: &ServicePlan) -> ServiceAction {
-        if service.changes.iter().any(|c| c.action == Action::Replace) {
+        if service.rolling_batch.is_some() {
+            ServiceAction::Roll
+        } else if service.changes.iter().any(|c| c.action == Action::Replace) {
             ServiceAction::Replace
         } else if !service.in_repo {
             ServiceAction::Destroy
@@ -45,6 +48,7 @@ impl ServiceAction {
             ServiceAction::Destroy => "-",
             ServiceAction::Scale => "~",
             ServiceAction::Replace => "-/+",
+            ServiceAction::Roll => "+/-",
         }
     }
 
@@ -54,6 +58,9 @@ impl ServiceAction {
             ServiceAction::Destroy => "  - destroy",
             ServiceAction::Scale => "  ~ scale (replicas added or removed)",
             ServiceAction::Replace => "-/+ replace (cancel, then submit anew)",
+            ServiceAction::Roll => {
+                "+/- replace (submit first, cancel the old job once the new one is ready)"
+            }
         }
     }
 }
@@ -87,7 +94,8 @@ pub fn render(plan: &Plan, style: Style) -> String {
         out.push('\n');
     }
     if plan.is_empty() {
-        if plan.waiting.is_empty() && plan.held.is_empty() {
+        render_rollouts(&mut out, plan);
+        if plan.is_converged() {
             out.push_str(NO_CHANGES);
             out.push('\n');
         } else {
@@ -140,6 +148,7 @@ pub fn render(plan: &Plan, style: Style) -> String {
     if !plan.waiting.is_empty() {
         render_waiting(&mut out, plan);
     }
+    render_rollouts(&mut out, plan);
     out.push_str(&summary_line(plan));
     out.push('\n');
     out
@@ -174,6 +183,37 @@ fn render_waiting(out: &mut String, plan: &Plan) {
         let _ = writeln!(out, "  # {}[{}] {what}", w.service, w.index);
     }
     out.push('\n');
+}
+
+/// Writes one line per rollout in progress and per stopped rollout, then a blank line; nothing
+/// when there are none.
+fn render_rollouts(out: &mut String, plan: &Plan) {
+    for r in &plan.rollouts {
+        let successor = r
+            .successor
+            .map(|s| format!("successor {s} "))
+            .unwrap_or_default();
+        let why = if r.reason == Reason::Renewal {
+            "renewal"
+        } else {
+            "rolling"
+        };
+        let _ = writeln!(
+            out,
+            "  # {}[{}] {why}: job {} stays until its {successor}is ready: {}",
+            r.service, r.index, r.predecessor, r.progress
+        );
+    }
+    for s in &plan.stopped {
+        let _ = writeln!(
+            out,
+            "  # {}[{}] rollout stopped: {}; job {} keeps running",
+            s.service, s.index, s.why, s.predecessor
+        );
+    }
+    if !plan.rollouts.is_empty() || !plan.stopped.is_empty() {
+        out.push('\n');
+    }
 }
 
 /// `ended FAILED exit 1 at 12:03:07`.
@@ -245,13 +285,20 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
     let header = match kind {
         ServiceAction::Create => format!("will be created with {after} {}", plural(after)),
         ServiceAction::Destroy => "will be destroyed (no longer in the repo)".to_owned(),
-        ServiceAction::Replace | ServiceAction::Scale => {
+        ServiceAction::Replace | ServiceAction::Roll | ServiceAction::Scale => {
             let mut parts = Vec::new();
             if before != after {
                 parts.push(format!("scaled from {before} to {after} {}", plural(after)));
             }
             if replaced > 0 {
-                parts.push(format!("{replaced} of {after} {} replaced", plural(after)));
+                let how = service
+                    .rolling_batch
+                    .map(|n| format!(" (rolling, {n} at a time)"))
+                    .unwrap_or_default();
+                parts.push(format!(
+                    "{replaced} of {after} {} replaced{how}",
+                    plural(after)
+                ));
             }
             if recreated > 0 {
                 parts.push(format!("{recreated} ended {} recreated", plural(recreated)));
@@ -306,7 +353,8 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
         let _ = writeln!(out, "{pad}{} replicas = {value}", style.paint(sym));
     }
     match kind {
-        ServiceAction::Create | ServiceAction::Replace => match &service.diff {
+        ServiceAction::Create | ServiceAction::Replace | ServiceAction::Roll => match &service.diff
+        {
             Some(diff) => render_diff(out, pad, diff, style),
             None => {
                 let old = service
@@ -370,6 +418,7 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
     let symbol = match change.action {
         Action::Create => "+",
         Action::Destroy => "-",
+        Action::Replace if change.order == Order::CreateFirst => "+/-",
         Action::Replace => "-/+",
         Action::Update => "~",
     };
@@ -404,6 +453,9 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
             true => " (protect: false; marker rewritten in place)".to_owned(),
             false => " (protect: true; marker rewritten in place)".to_owned(),
         },
+        Reason::Renewal => " (renewal: its time limit nears)".to_owned(),
+        Reason::Superseded => " (its successor is ready: rolled over)".to_owned(),
+        Reason::RolloutStopped => " (rollout stopped: successor cancelled)".to_owned(),
     };
     let job = change
         .job

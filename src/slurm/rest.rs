@@ -682,6 +682,8 @@ struct RestJob {
     #[serde(default)]
     nodes: Option<String>,
     #[serde(default)]
+    submit_time: Option<Number>,
+    #[serde(default)]
     start_time: Option<Number>,
     #[serde(default)]
     end_time: Option<Number>,
@@ -738,6 +740,7 @@ impl RestJob {
         };
         let positive = |n: &Option<Number>| n.as_ref()?.value().filter(|&t| t > 0);
         let times = JobTimes {
+            submit: positive(&self.submit_time),
             start: positive(&self.start_time),
             end: positive(&self.end_time),
             exit: self
