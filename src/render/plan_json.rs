@@ -15,9 +15,13 @@
 //!                                       // because pruning is off (`watch --no-prune`)
 //!   "changes": [{
 //!     "address": "inference.llm[2]", "service": "inference.llm", "index": 2,
-//!     "actions": ["create"],            // or ["delete"], or ["delete", "create"] for a replace
+//!     "actions": ["create"],            // or ["delete"], or ["delete", "create"] for a replace,
+//!                                       // ["create", "delete"] for a rolling one (the old job
+//!                                       // is deleted by a later pass, see `rollouts`)
 //!     "reason": "missing",              // missing | ended | scale_down | service_removed
-//!                                       // | duplicate | spec_changed
+//!                                       // | duplicate | spec_changed | renewal | superseded
+//!                                       // | rollout_stopped (added without a format bump:
+//!                                       // the coordinator bumps)
 //!     "before": {"job_id": "41_2", "state": "FAILED", "spec_hash": "…", "spec": {…} | null} | null,
 //!     "after": {"spec_hash": "…", "spec": {…}} | null,
 //!     // the successor of a failed replica (else null): which restart in a row, its earliest
@@ -40,11 +44,20 @@
 //!     "kind": {"state": "backing_off", "not_before": 1700000160} | {"state": "gave_up"},
 //!     "last_failure": {…} | null
 //!   }],
+//!   "rollouts": [{                      // rolling replaces and renewals in progress
+//!     "service": "inference.llm", "index": 0, "predecessor": "41_0",
+//!     "successor": "57" | null,         // null: waiting for a slot (max_surge)
+//!     "reason": "spec_changed" | "renewal", "progress": "ready 4s of 10s"
+//!   }],
+//!   "stopped": [{                       // successors that stopped a rollout (apply fails)
+//!     "service": "inference.llm", "index": 0, "successor": "57", "predecessor": "41_0",
+//!     "why": "successor 57 still PENDING after 901s (queue_timeout 900s), Slurm's reason: Resources"
+//!   }],
 //!   "summary": {"add": 1, "change": 0, "destroy": 0}
 //! }
 //! ```
 
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Order, Plan};
 use serde_json::{Value, json};
 
 /// The version of the JSON plan format.
@@ -58,6 +71,8 @@ pub fn render(plan: &Plan) -> String {
             let actions: &[&str] = match change.action {
                 Action::Create => &["create"],
                 Action::Destroy => &["delete"],
+                // Terraform's order for create_before_destroy: a rolling replace.
+                Action::Replace if change.order == Order::CreateFirst => &["create", "delete"],
                 Action::Replace => &["delete", "create"],
                 Action::Update => &["update"],
             };
@@ -122,6 +137,8 @@ pub fn render(plan: &Plan) -> String {
         "changes": changes,
         "waiting": plan.waiting,
         "held": plan.held,
+        "rollouts": plan.rollouts,
+        "stopped": plan.stopped,
         "summary": plan.summary(),
     });
     let mut text = serde_json::to_string_pretty(&document).expect("JSON values serialize");
