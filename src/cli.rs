@@ -6,7 +6,7 @@ use crate::apply::Progress;
 use crate::desired::{Repo, ServiceAddr};
 use crate::observed::{self, Marker, index_ranges};
 use crate::plan::scope::{Scope, Selector};
-use crate::reconcile::{self, ApplyOptions, Outcome, PlanOptions, Planned};
+use crate::reconcile::{self, ApplyOptions, DriveEnd, PlanOptions, Planned};
 use crate::render::endpoints::{self, Format};
 use crate::render::{Style, plan_json, plan_markdown, plan_text, script, status};
 use crate::saved;
@@ -116,6 +116,10 @@ pub enum Commands {
         /// How long to wait for another apply's lock (e.g. 60s, 5m); 0s fails at once
         #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
         lock_timeout: Duration,
+        /// Return only when every desired replica is ready (or running, without a health
+        /// check); fail after TIMEOUT (default 15m) listing those that are not
+        #[arg(long, value_name = "TIMEOUT", num_args = 0..=1, require_equals = true, default_missing_value = "15m", value_parser = parse_duration)]
+        wait: Option<Duration>,
         /// Limits on what the apply may cancel
         #[command(flatten)]
         belt: BeltArgs,
@@ -353,6 +357,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             auto_approve,
             lock_timeout,
             belt,
+            wait,
         } => {
             let plan_file = plan_file.map(|file| dir.join(file));
             apply(
@@ -362,6 +367,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 lock_timeout,
                 plan_file.as_deref(),
                 &belt,
+                wait,
             )
         }
         Commands::Destroy {
@@ -575,6 +581,7 @@ fn apply(
     lock_wait: Duration,
     plan_file: Option<&Path>,
     belt: &BeltArgs,
+    wait: Option<Duration>,
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
     let mut options = ApplyOptions {
@@ -604,7 +611,7 @@ fn apply(
         );
     }
     let auto_approve = auto_approve || plan_file.is_some();
-    execute(&repo, &options, style, auto_approve)
+    execute(&repo, &options, style, auto_approve, wait)
 }
 
 /// `stackctl destroy`: the apply pass with the targeted services (every one without
@@ -642,7 +649,7 @@ fn destroy(
             service.replicas = 0;
         }
     }
-    execute(&repo, &options, style, auto_approve)
+    execute(&repo, &options, style, auto_approve, None)
 }
 
 /// The files `stackctl init` writes: a repo that validates and plans on any Slurm cluster,
@@ -709,6 +716,7 @@ fn execute(
     options: &ApplyOptions,
     style: Style,
     auto_approve: bool,
+    wait: Option<Duration>,
 ) -> Result<ExitCode> {
     let backend = backend(repo)?;
     let mut printed = Ok(());
@@ -716,18 +724,99 @@ fn execute(
         printed = print_stdout(&plan_text::render(&planned.plan, style));
         printed.is_ok() && (auto_approve || confirm())
     };
-    let outcome = reconcile::apply(repo, backend.as_ref(), options, &mut approve, &mut Printer)?;
+    // One line per state change of a rollout (or, with --wait, of a replica not ready).
+    let mut shown: std::collections::BTreeSet<String> = Default::default();
+    let mut on_pass = |planned: &Planned| {
+        let mut lines: std::collections::BTreeSet<String> = planned
+            .plan
+            .rollouts
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}[{}] {}: {}",
+                    r.service,
+                    r.index,
+                    if r.reason == crate::plan::Reason::Renewal {
+                        "renewal"
+                    } else {
+                        "rolling"
+                    },
+                    r.progress
+                )
+            })
+            .collect();
+        if wait.is_some() {
+            lines.extend(
+                crate::plan::rolling::not_ready(&repo.desired, &planned.observed)
+                    .into_iter()
+                    .map(|l| format!("waiting: {l}")),
+            );
+        }
+        for line in lines.difference(&shown) {
+            eprintln!("{line}");
+        }
+        shown = lines;
+    };
+    let drive = reconcile::DriveOptions {
+        poll: Duration::from_secs(3),
+        wait,
+    };
+    let driven = reconcile::drive(
+        repo,
+        backend.as_ref(),
+        options,
+        &drive,
+        &mut approve,
+        &mut Printer,
+        &mut on_pass,
+    )?;
     printed?;
-    match outcome {
-        Outcome::NoChanges(planned) => {
-            print_stdout(&plan_text::render(&planned.plan, style))?;
+    let totals = |what: &str| {
+        format!(
+            "{what} Jobs: {} added, 0 changed, {} destroyed ({} {}).\n",
+            driven.added,
+            driven.destroyed,
+            driven.passes,
+            if driven.passes == 1 { "pass" } else { "passes" }
+        )
+    };
+    match driven.end {
+        DriveEnd::Done if driven.added + driven.destroyed == 0 => {
+            print_stdout(&plan_text::render(&driven.last.plan, style))?;
             Ok(0)
         }
-        Outcome::Declined(_) => {
+        DriveEnd::Done => {
+            print_stdout(&format!("\n{}", totals("Apply complete!")))?;
+            Ok(0)
+        }
+        DriveEnd::Declined => {
             eprintln!("\nApply cancelled; nothing was changed.");
             Ok(0)
         }
-        Outcome::Applied(_, report) => {
+        DriveEnd::Stopped(stopped) => {
+            for s in &stopped {
+                eprintln!(
+                    "error: {}[{}]: rollout stopped: {}; job {} keeps running",
+                    s.service, s.index, s.why, s.predecessor
+                );
+            }
+            print_stdout(&format!("\n{}", totals("Rollout stopped!")))?;
+            Ok(1)
+        }
+        DriveEnd::TimedOut(not_ready) => {
+            for line in &not_ready {
+                eprintln!("error: not ready: {line}");
+            }
+            print_stdout(&format!(
+                "\n{}",
+                totals(&format!(
+                    "Wait timed out after {}s!",
+                    wait.unwrap_or_default().as_secs()
+                ))
+            ))?;
+            Ok(1)
+        }
+        DriveEnd::Incomplete(report) => {
             let mut out = String::from("\n");
             if report.is_complete() {
                 out.push_str(&format!(

@@ -422,6 +422,127 @@ fn apply_locked(
     Ok(Outcome::Applied(planned, report))
 }
 
+/// How [`drive`] repeats apply passes.
+#[derive(Debug, Clone)]
+pub struct DriveOptions {
+    /// The pause between two passes.
+    pub poll: Duration,
+    /// `apply --wait`: also repeat until every desired replica is ready, and give up after
+    /// this long.
+    pub wait: Option<Duration>,
+}
+
+/// How a driven apply ended.
+#[derive(Debug)]
+pub enum DriveEnd {
+    /// The first plan was not approved; nothing was done.
+    Declined,
+    /// A pass failed some of its steps (see the report); the passes stopped there.
+    Incomplete(ApplyReport),
+    /// Converged: no rollout in progress (and with `wait`, every desired replica ready).
+    Done,
+    /// A rollout stopped: its failed successors were cancelled, the old replicas kept.
+    Stopped(Vec<plan::Stopped>),
+    /// `wait` ran out; the replicas that are not ready, with what Slurm shows.
+    TimedOut(Vec<String>),
+}
+
+/// What a driven apply did in all its passes.
+#[derive(Debug)]
+pub struct Driven {
+    /// The last pass's plan.
+    pub last: Planned,
+    /// How it ended.
+    pub end: DriveEnd,
+    /// Jobs submitted over all passes.
+    pub added: usize,
+    /// Jobs cancelled over all passes.
+    pub destroyed: usize,
+    /// Passes run.
+    pub passes: usize,
+}
+
+/// Applies, then repeats the pass (each one takes the lock and plans again under it, as
+/// [`apply`] does) every `drive.poll` while a rollout is in progress, and with `drive.wait`
+/// until every desired replica is ready. `approve` is asked for the first pass only: later
+/// passes carry out the rollout it approved. A saved plan (`options.expect`) is checked by
+/// the first pass only. `on_pass` sees each pass's plan, for progress.
+///
+/// Ends at the first pass whose plan has no rollout (nor, with `wait`, a replica not ready),
+/// at a stopped rollout, at a failed step, or when `wait` runs out. A watch does not use this:
+/// it makes one pass per tick, and a rollout advances across ticks.
+pub fn drive(
+    repo: &Repo,
+    backend: &dyn Backend,
+    options: &ApplyOptions,
+    drive: &DriveOptions,
+    approve: &mut dyn FnMut(&Planned) -> bool,
+    progress: &mut dyn Progress,
+    on_pass: &mut dyn FnMut(&Planned),
+) -> Result<Driven, Error> {
+    let started = std::time::Instant::now();
+    let mut options = options.clone();
+    let (mut added, mut destroyed, mut passes) = (0, 0, 0);
+    loop {
+        let first = passes == 0;
+        let mut approve_pass = |p: &Planned| !first || approve(p);
+        let outcome = apply(repo, backend, &options, &mut approve_pass, progress)?;
+        passes += 1;
+        options.expect = None;
+        let (last, report) = match outcome {
+            Outcome::Declined(last) => {
+                return Ok(Driven {
+                    last,
+                    end: DriveEnd::Declined,
+                    added,
+                    destroyed,
+                    passes,
+                });
+            }
+            Outcome::NoChanges(last) => (last, None),
+            Outcome::Applied(last, report) => (last, Some(report)),
+        };
+        on_pass(&last);
+        if let Some(report) = &report {
+            added += report.added;
+            destroyed += report.destroyed;
+        }
+        let done = move |last, end| Driven {
+            last,
+            end,
+            added,
+            destroyed,
+            passes,
+        };
+        if let Some(report) = report.filter(|r| !r.is_complete()) {
+            return Ok(done(last, DriveEnd::Incomplete(report)));
+        }
+        if !last.plan.stopped.is_empty() {
+            let stopped = last.plan.stopped.clone();
+            return Ok(done(last, DriveEnd::Stopped(stopped)));
+        }
+        let rolling = plan::rolling::in_rollout(&last.plan);
+        let waiting = match drive.wait {
+            Some(_) => {
+                let not_ready = plan::rolling::not_ready(&repo.desired, &last.observed);
+                // A pass that changed something planned from the state before the change.
+                (!not_ready.is_empty() || !last.plan.is_empty()).then_some(not_ready)
+            }
+            None => None,
+        };
+        if !rolling && waiting.is_none() {
+            return Ok(done(last, DriveEnd::Done));
+        }
+        if let (Some(limit), Some(not_ready)) = (drive.wait, &waiting)
+            && started.elapsed() >= limit
+        {
+            let not_ready = not_ready.clone();
+            return Ok(done(last, DriveEnd::TimedOut(not_ready)));
+        }
+        std::thread::sleep(drive.poll);
+    }
+}
+
 /// Returns a fresh nonce: 12 hex digits of SHA-256 over the time, process id and a counter.
 pub fn new_nonce() -> String {
     use sha2::{Digest, Sha256};

@@ -296,6 +296,58 @@ pub(super) fn step(
     out
 }
 
+/// Returns whether `plan` is part of a rollout: one in progress, or a change that starts a
+/// successor or retires a predecessor. An apply repeats its pass while this holds.
+pub fn in_rollout(plan: &super::Plan) -> bool {
+    !plan.rollouts.is_empty()
+        || plan
+            .services
+            .iter()
+            .flat_map(|s| &s.changes)
+            .any(|c| c.order == Order::CreateFirst || c.reason == Reason::Superseded)
+}
+
+/// Returns every desired replica that is not ready (RUNNING, and reporting `health=ready`
+/// when its spec has a health check), as `stack.service[index]: what Slurm shows`, e.g.
+/// `web.api[2]: job 41_2 PENDING (Resources)` or `web.api[3]: no job`.
+pub fn not_ready(
+    desired: &crate::desired::Desired,
+    observed: &crate::observed::Observed,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (addr, service) in &desired.services {
+        for index in 0..service.replicas {
+            let jobs: Vec<&LiveJob> = observed
+                .alive()
+                .filter(|j| &j.marker.service == addr && j.index == index)
+                .collect();
+            if jobs
+                .iter()
+                .any(|j| j.is_ready_running(observed.spec_of(j, desired)))
+            {
+                continue;
+            }
+            let what = match jobs.iter().max_by_key(|j| j.id) {
+                None => "no job".to_owned(),
+                Some(j) => match &j.state {
+                    JobState::Pending => format!("job {} PENDING ({})", j.id, pending_reason(j)),
+                    JobState::Running => format!(
+                        "job {} RUNNING, health {}",
+                        j.id,
+                        j.marker
+                            .report
+                            .health
+                            .map_or("not reported", |h| h.as_str())
+                    ),
+                    other => format!("job {} {other}", j.id),
+                },
+            };
+            out.push(format!("{addr}[{index}]: {what}"));
+        }
+    }
+    out
+}
+
 /// Slurm's pending reason, or `none given`.
 fn pending_reason(job: &LiveJob) -> &str {
     match job.reason.trim() {

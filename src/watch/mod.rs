@@ -382,10 +382,18 @@ fn note_not_pruned(planned: &Planned) {
     for (service, replicas) in &planned.plan.not_pruned {
         tracing::info!(%service, replicas, "not pruned: gone from the repo, left running (--no-prune)");
     }
+    // A rollout advances one step per pass; say where it stands, and when it stopped.
+    for r in &planned.plan.rollouts {
+        tracing::info!(service = %r.service, index = r.index, predecessor = %r.predecessor, progress = %r.progress, "rollout in progress");
+    }
+    for s in &planned.plan.stopped {
+        tracing::error!(service = %s.service, index = s.index, successor = %s.successor, why = %s.why, "rollout stopped; the old replica keeps running");
+    }
 }
 
-/// The jobs `planned` observed, less those its plan cancels (destroys and replaces), which
-/// must not be published as endpoints until the next listing.
+/// The jobs `planned` observed, less those its plan cancels (destroys and recreate-style
+/// replaces; a rolling replace keeps its job), which must not be published as endpoints until
+/// the next listing.
 fn without_cancelled(planned: &Planned) -> Observed {
     let cancelled: BTreeSet<JobId> = planned
         .plan
@@ -393,6 +401,7 @@ fn without_cancelled(planned: &Planned) -> Observed {
         .iter()
         .flat_map(|s| &s.changes)
         .filter(|c| c.action != crate::plan::Action::Create)
+        .filter(|c| c.order != crate::plan::Order::CreateFirst)
         .filter_map(|c| c.job.as_ref().map(|j| j.job_id))
         .collect();
     let mut observed = planned.observed.clone();
