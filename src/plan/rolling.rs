@@ -172,13 +172,15 @@ pub(super) fn step(
             continue;
         }
         let stopped = match succ.state {
-            JobState::Pending => waited(succ.times.submit)
+            // A held (stuck) successor will not start by itself: it times out likewise.
+            JobState::Pending | JobState::Stuck(_) => waited(succ.times.submit)
                 .filter(|&w| w > policy.queue_timeout as i64)
                 .map(|w| {
                     format!(
-                        "successor {} still PENDING after {w}s (queue_timeout {}s), Slurm's \
+                        "successor {} still {} after {w}s (queue_timeout {}s), Slurm's \
                          reason: {}",
                         succ.id,
+                        succ.state,
                         policy.queue_timeout,
                         pending_reason(succ)
                     )
