@@ -14,7 +14,7 @@
 # On this machine a job's script starts ~60 s after it turns RUNNING: a rolling replace takes
 # about REPLICAS / MAX_SURGE of those delays, a recreate about one.
 #
-# Usage: benches/rolling.sh [REPLICAS] [MAX_SURGE]   (needs the dev cluster up)
+# Usage: [STACKCTL_BIN=path] benches/rolling.sh [REPLICAS] [MAX_SURGE]   (needs the dev cluster up)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source benches/lib.sh
@@ -31,8 +31,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet
-bin=$PWD/target/release/stackctl
+# STACKCTL_BIN: a binary already built (wall time here is Slurm's, not stackctl's).
+if [ -n "${STACKCTL_BIN:-}" ]; then
+  bin=$STACKCTL_BIN
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/stackctl
+fi
 
 make_repo() { # DIR OWNER UPDATE VERSION
   mkdir -p "$1/recipes/bench" "$1/stacks"
