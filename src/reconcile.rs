@@ -526,7 +526,7 @@ pub fn drive(
             Some(_) => {
                 let not_ready = plan::rolling::not_ready(&repo.desired, &last.observed);
                 // A pass that changed something planned from the state before the change.
-                (!not_ready.is_empty() || !last.plan.is_empty()).then_some(not_ready)
+                (!not_ready.is_empty() || plan::rolling::settles(&last.plan)).then_some(not_ready)
             }
             None => None,
         };

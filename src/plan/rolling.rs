@@ -298,15 +298,27 @@ pub(super) fn step(
     out
 }
 
-/// Returns whether `plan` is part of a rollout: one in progress, or a change that starts a
-/// successor or retires a predecessor. An apply repeats its pass while this holds.
+/// Returns whether `plan` is part of a spec-change rollout: one in progress, or a change that
+/// starts a successor. An apply repeats its pass while this holds. Walltime renewals do not
+/// count: with a short time limit a service renews for ever, and a renewal left half-way is
+/// finished by the next apply or watch pass (or the old job simply reaches its limit).
 pub fn in_rollout(plan: &super::Plan) -> bool {
-    !plan.rollouts.is_empty()
+    plan.rollouts.iter().any(|r| r.reason != Reason::Renewal)
         || plan
             .services
             .iter()
             .flat_map(|s| &s.changes)
-            .any(|c| c.order == Order::CreateFirst || c.reason == Reason::Superseded)
+            .any(|c| c.order == Order::CreateFirst && c.reason != Reason::Renewal)
+}
+
+/// Returns whether `plan` changes anything besides renewals (a renewal's successor or the
+/// retirement of a predecessor): what `apply --wait` must see settle before it trusts a
+/// listing.
+pub fn settles(plan: &super::Plan) -> bool {
+    plan.services
+        .iter()
+        .flat_map(|s| &s.changes)
+        .any(|c| !matches!(c.reason, Reason::Renewal | Reason::Superseded))
 }
 
 /// Returns every desired replica that is not ready (RUNNING, and reporting `health=ready`
@@ -531,6 +543,7 @@ mod tests {
         assert_eq!(plan.rollouts.len(), 3, "the other three wait for a slot");
         assert!(plan.rollouts.iter().all(|r| r.successor.is_none()));
         assert!(!plan.is_converged());
+        assert!(in_rollout(&plan));
         let summary = plan.summary();
         assert_eq!((summary.add, summary.destroy), (1, 1));
         let two = service(
@@ -699,6 +712,9 @@ mod tests {
             changes(&plan),
             vec![(2, Action::Replace, Reason::Renewal, Order::CreateFirst)]
         );
+        // A renewal is no rollout an apply drives to its end: it would never end.
+        assert!(!in_rollout(&plan));
+        assert!(!settles(&plan));
     }
 
     #[test]
