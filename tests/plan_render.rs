@@ -265,7 +265,7 @@ fn new_service_creates_every_replica() {
 
     let json = plan_json::render(&plan);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], "1.3");
+    assert_eq!(doc["format_version"], "1.4");
     assert_eq!(doc["changes"].as_array().unwrap().len(), 3);
     assert_eq!(doc["summary"]["add"], 3);
     insta::assert_snapshot!("new_service_json", json);
@@ -1041,7 +1041,7 @@ fn status_counts_states_and_lists_endpoints_of_running_replicas() {
     let json = status::render_json(&statuses);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["format_version"], status::FORMAT_VERSION);
-    assert_eq!(status::FORMAT_VERSION, "1.3");
+    assert_eq!(status::FORMAT_VERSION, "1.4");
     insta::assert_snapshot!("status_json", json);
 }
 

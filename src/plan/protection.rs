@@ -9,20 +9,20 @@
 //! the service is in the repo, the repo decides: a commit setting `protect: false` lifts the
 //! protection (and rewrites the markers), and only then can a later commit remove it.
 
-use super::{Action, Change, Plan, Reason, ServicePlan};
+use super::{Action, Change, Order, Plan, Reason, ServicePlan};
 use crate::desired::Desired;
 use crate::observed::Observed;
 
 /// Returns whether `change` reduces its service: a destroy of a replica the service still
-/// counts (scale-down, service removed; a duplicate's does not), or a replace.
-///
-/// Every replace counts as reducing for now: a replace cancels the replica before its
-/// successor is submitted, so the service runs one short until the successor starts.
-/// Create-before-destroy replacements (rolling updates, renewals) will be exempted here.
+/// counts (scale-down, service removed; a duplicate's, a rolled-over predecessor's or a
+/// stopped successor's does not), or a recreate-style replace, which cancels the replica
+/// before its successor is submitted. A create-before-destroy replace (a rolling update or a
+/// walltime renewal, [`Order::CreateFirst`]) keeps the replica running until its successor is
+/// ready, so it does not.
 pub fn reduces(change: &Change) -> bool {
     match change.action {
         Action::Destroy => matches!(change.reason, Reason::ScaleDown | Reason::ServiceRemoved),
-        Action::Replace => true,
+        Action::Replace => change.order == Order::DestroyFirst,
         Action::Create | Action::Update => false,
     }
 }
@@ -109,10 +109,24 @@ impl Default for DestroyLimits {
     }
 }
 
-/// Returns how many jobs the plan cancels without a ready successor: every destroy, and
-/// every replace (a replace cancels before it submits, so no successor is ready yet).
+/// Returns how many jobs the plan cancels without a ready successor: every destroy but a
+/// duplicate's (its index keeps another job), a rolled-over predecessor's (its successor is
+/// ready) and a stopped successor's (its predecessor keeps running), and every recreate-style
+/// replace (it cancels before it submits). Rolling replacements and renewals cancel nothing
+/// in the pass that submits their successor.
 pub fn unreplaced_cancels(plan: &Plan) -> usize {
-    plan.summary().destroy
+    plan.services
+        .iter()
+        .flat_map(|s| &s.changes)
+        .filter(|c| match c.action {
+            Action::Destroy => !matches!(
+                c.reason,
+                Reason::Duplicate | Reason::Superseded | Reason::RolloutStopped
+            ),
+            Action::Replace => c.order == Order::DestroyFirst,
+            Action::Create | Action::Update => false,
+        })
+        .count()
 }
 
 /// Returns one message per limit the plan exceeds; empty when it may go ahead.

@@ -1,12 +1,14 @@
 //! The plan for machines: a versioned JSON document.
 //!
-//! Format `1.3` (minor versions only add fields; readers ignore fields they do not know;
+//! Format `1.4` (minor versions only add fields; readers ignore fields they do not know;
 //! 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`, 1.3 `waiting`,
-//! `held`
-//! and a change's `restart`, `not_before` and `last_failure`):
+//! `held` and a change's `restart`, `not_before` and `last_failure`; 1.4 `rollouts`,
+//! `stopped`, the `update` action (a marker rewritten in place), the reasons `forced`,
+//! `protect_changed`, `renewal`, `superseded` and `rollout_stopped`, the `["create","delete"]`
+//! order of a rolling replace, and a change's `start_after` and `start_estimate`):
 //! ```json
 //! {
-//!   "format_version": "1.3",
+//!   "format_version": "1.4",
 //!   "owner": "team-llm",
 //!   "source": {"commit": "0123abcd4567", "dirty": false} | null,
 //!   "removed_services": ["old.web"],    // destroyed because the repo no longer declares them
@@ -61,7 +63,7 @@ use crate::plan::{Action, Order, Plan};
 use serde_json::{Value, json};
 
 /// The version of the JSON plan format.
-pub const FORMAT_VERSION: &str = "1.3";
+pub const FORMAT_VERSION: &str = "1.4";
 
 /// Renders the plan as pretty-printed JSON.
 pub fn render(plan: &Plan) -> String {

@@ -1,12 +1,12 @@
 //! Per-service status: desired and observed replica counts, why replicas wait or are stuck,
 //! failed replicas with their log files, nodes and endpoints.
 //!
-//! `status --json` prints `{"format_version": "1.3", "services": [...]}` with one object per
+//! `status --json` prints `{"format_version": "1.4", "services": [...]}` with one object per
 //! service, the fields of [`ServiceStatus`]. Minor versions only add fields: 1.1 added
 //! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
 //! of a multi-node replica in `nodes` and `endpoints`; 1.2 added `ready`, `not_ready` and
 //! `failures[].unhealthy`, and `endpoints` lists ready replicas only, at the address and
-//! ports each job reported about itself; 1.3 added `crash_loops`.
+//! ports each job reported about itself; 1.3 added `crash_loops`, 1.4 `time_left`.
 
 use crate::desired::{Desired, ServiceAddr};
 use crate::hostlist;
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The version of the JSON status format; minor versions only add fields.
-pub const FORMAT_VERSION: &str = "1.3";
+pub const FORMAT_VERSION: &str = "1.4";
 
 /// The status of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -59,8 +59,7 @@ pub struct ServiceStatus {
     /// a failed one. Added in 1.3.
     pub crash_loops: Vec<CrashLoop>,
     /// How long each running replica has left before Slurm's time limit ends it, by index.
-    /// Left out when no running replica has a known end (added after 1.3; the format number
-    /// is the coordinator's to bump).
+    /// Left out when no running replica has a known end. Added in 1.4.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub time_left: Vec<TimeLeft>,
 }
@@ -458,7 +457,7 @@ fn render_crash_loop(out: &mut String, service: &str, c: &CrashLoop) {
     }
 }
 
-/// Renders the status as JSON: `{"format_version": "1.3", "services": [...]}`.
+/// Renders the status as JSON: `{"format_version": "1.4", "services": [...]}`.
 pub fn render_json(statuses: &[ServiceStatus]) -> String {
     let doc = serde_json::json!({"format_version": FORMAT_VERSION, "services": statuses});
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
