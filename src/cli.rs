@@ -771,17 +771,19 @@ fn execute(
         &mut on_pass,
     )?;
     printed?;
+    // The pass count only when a rollout or --wait took more than one.
     let totals = |what: &str| {
+        let passes = match driven.passes {
+            1 => String::new(),
+            n => format!(" ({n} passes)"),
+        };
         format!(
-            "{what} Jobs: {} added, 0 changed, {} destroyed ({} {}).\n",
-            driven.added,
-            driven.destroyed,
-            driven.passes,
-            if driven.passes == 1 { "pass" } else { "passes" }
+            "{what} Jobs: {} added, {} changed, {} destroyed{passes}.\n",
+            driven.added, driven.changed, driven.destroyed
         )
     };
     match driven.end {
-        DriveEnd::Done if driven.added + driven.destroyed == 0 => {
+        DriveEnd::Done if driven.added + driven.destroyed + driven.changed == 0 => {
             print_stdout(&plan_text::render(&driven.last.plan, style))?;
             Ok(0)
         }

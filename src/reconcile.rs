@@ -458,6 +458,8 @@ pub struct Driven {
     pub added: usize,
     /// Jobs cancelled over all passes.
     pub destroyed: usize,
+    /// Jobs changed in place (markers rewritten) over all passes.
+    pub changed: usize,
     /// Passes run.
     pub passes: usize,
 }
@@ -482,7 +484,7 @@ pub fn drive(
 ) -> Result<Driven, Error> {
     let started = std::time::Instant::now();
     let mut options = options.clone();
-    let (mut added, mut destroyed, mut passes) = (0, 0, 0);
+    let (mut added, mut destroyed, mut changed, mut passes) = (0, 0, 0, 0);
     loop {
         let first = passes == 0;
         let mut approve_pass = |p: &Planned| !first || approve(p);
@@ -496,6 +498,7 @@ pub fn drive(
                     end: DriveEnd::Declined,
                     added,
                     destroyed,
+                    changed,
                     passes,
                 });
             }
@@ -506,12 +509,14 @@ pub fn drive(
         if let Some(report) = &report {
             added += report.added;
             destroyed += report.destroyed;
+            changed += report.changed;
         }
         let done = move |last, end| Driven {
             last,
             end,
             added,
             destroyed,
+            changed,
             passes,
         };
         if let Some(report) = report.filter(|r| !r.is_complete()) {
@@ -731,11 +736,22 @@ mod tests {
             "name: sleeper\ncommand: exec sleep 601\n",
         )
         .unwrap();
-        let error = run(dir, &load(dir).unwrap(), &backend).unwrap_err();
+        // A recreate-style replace cancels before it submits: refused.
+        let recreate = rewrite(
+            dir,
+            Some((2, "    protect: true\n    update: {strategy: recreate}\n")),
+        );
+        let error = run(dir, &recreate, &backend).unwrap_err();
         assert!(
             error.to_string().contains("would replace 2 replicas"),
             "{error}"
         );
+        // A rolling replace keeps every replica until its successor is ready: allowed.
+        let rolling = rewrite(dir, Some((2, "    protect: true\n")));
+        assert!(matches!(
+            run(dir, &rolling, &backend),
+            Ok(Outcome::Applied(..))
+        ));
     }
 
     #[test]
