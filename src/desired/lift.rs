@@ -1713,7 +1713,18 @@ fn lift_update(
     let auto_revert = u.auto_revert.as_ref().and_then(|v| {
         let at = field("auto_revert");
         let value = match v.value.as_str() {
-            "true" => true,
+            "true" => {
+                // Refused rather than accepted and ignored.
+                ctx.error(
+                    v.referenced,
+                    &at,
+                    "`auto_revert: true` is not supported yet: a stopped rollout keeps the \
+                     replicas not yet replaced and cancels its failed successors, but does not \
+                     roll back the ones already swapped in"
+                        .to_owned(),
+                );
+                return None;
+            }
             "false" => false,
             other => {
                 ctx.error(
@@ -2950,7 +2961,7 @@ mod tests {
         .unwrap();
         let service = update_of(
             recipe,
-            "    update:\n      strategy: rolling\n      queue_timeout: 20s\n      min_healthy_time: 0s\n      auto_revert: true\n    renew_before: 'off'\n",
+            "    update:\n      strategy: rolling\n      queue_timeout: 20s\n      min_healthy_time: 0s\n      auto_revert: false\n    renew_before: 'off'\n",
         )
         .unwrap();
         assert_eq!(
@@ -2962,7 +2973,7 @@ mod tests {
                 min_healthy_time: 0,
                 timeout: 60,
                 queue_timeout: 20,
-                auto_revert: true,
+                auto_revert: false,
                 renew_before: None,
             }
         );
@@ -2994,6 +3005,11 @@ mod tests {
                 "    update: {auto_revert: maybe}\n",
                 "services.app.update.auto_revert",
                 "must be `true` or `false`",
+            ),
+            (
+                "    update: {auto_revert: true}\n",
+                "services.app.update.auto_revert",
+                "not supported yet",
             ),
             (
                 "    resources: {time_limit: 3}\n    renew_before: 3m\n",
