@@ -50,15 +50,7 @@ fn run(repo: &TestRepo, token: &str, args: &[&str]) -> Output {
 }
 
 fn expect(repo: &TestRepo, token: &str, args: &[&str], code: i32) -> String {
-    let output = run(repo, token, args);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stackctl {args:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    common::stdout_of(&run(repo, token, args), args, code)
 }
 
 fn sleepers(replicas: u32, mode: &str) -> String {

@@ -188,15 +188,7 @@ impl TestRepo {
 
     /// Runs a command that must exit with `code`; returns its stdout.
     pub fn expect(&self, args: &[&str], code: i32) -> String {
-        let output = self.run(args);
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert_eq!(
-            output.status.code(),
-            Some(code),
-            "stackctl {args:?}\nstdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        stdout
+        stdout_of(&self.run(args), args, code)
     }
 
     pub fn apply(&self) -> String {
@@ -252,6 +244,19 @@ impl Drop for TestRepo {
         ids.extend(self.extra.borrow().iter().cloned());
         scancel(&ids);
     }
+}
+
+/// The stdout of a finished `stackctl args`, which must have exited with `code` (else the
+/// assertion shows both streams).
+pub fn stdout_of(output: &Output, args: &[&str], code: i32) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stackctl {args:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
 }
 
 pub fn require_cluster() {
