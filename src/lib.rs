@@ -24,4 +24,5 @@ pub mod reconcile;
 pub mod render;
 pub mod saved;
 pub mod slurm;
+pub mod utc;
 pub mod watch;

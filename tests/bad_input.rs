@@ -7,7 +7,10 @@
 //! Fixtures are copied to a temp dir before running, so the tests never depend on whether the
 //! checkout is a git repo. The 10 MB file is generated at test time, not committed.
 
+mod common;
+
 use assert_cmd::Command;
+use common::copy_dir;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -98,20 +101,6 @@ fn write_fake_slurm_command(path: &Path, name: &str, log: &Path) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
             .expect("make fake slurm command executable");
-    }
-}
-
-/// Copies a directory tree (regular files and directories only).
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create dir");
-    for entry in std::fs::read_dir(from).expect("read fixture dir") {
-        let entry = entry.expect("fixture dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy fixture file");
-        }
     }
 }
 

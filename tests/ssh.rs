@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{TestRepo, slurm_conf, wait_for};
+use common::{TestRepo, copy_dir, slurm_conf, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -163,19 +163,6 @@ impl Drop for SshRepo {
 
 fn is_alive(state: &str) -> bool {
     matches!(state, "PENDING" | "RUNNING" | "CONFIGURING" | "SUSPENDED")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn sleepers(replicas: u32, mode: &str) -> String {

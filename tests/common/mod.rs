@@ -259,6 +259,20 @@ pub fn stdout_of(output: &Output, args: &[&str], code: i32) -> String {
     stdout
 }
 
+/// Copies a directory tree (regular files and directories only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
 pub fn require_cluster() {
     let ok = Command::new("sinfo")
         .env("SLURM_CONF", slurm_conf())
