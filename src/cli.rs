@@ -433,7 +433,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn backend(repo: &Repo) -> Result<Box<dyn Backend>> {
-    Ok(crate::slurm::for_settings(&repo.settings)?)
+    Ok(crate::slurm::for_settings(&repo.settings, None)?)
 }
 
 fn validate(dir: &Path) -> Result<ExitCode> {

@@ -15,6 +15,9 @@ pub struct ClusterFacts {
     pub nodes: Vec<NodeFacts>,
     /// Largest array index + 1 (`MaxArraySize`), when the backend could read it.
     pub max_array_size: Option<u32>,
+    /// Whether `partitions` cannot say which one is the default (slurmrestd v0.0.39+): then a
+    /// service that names no partition is not checked against any.
+    pub default_partition_unknown: bool,
 }
 
 /// One partition and its limits; `None` means unlimited (or not known).
@@ -239,6 +242,9 @@ fn check_service(service: &Service, facts: &ClusterFacts, errors: &mut Vec<SpecE
         )));
     }
     if facts.partitions.is_empty() {
+        return;
+    }
+    if service.spec.slurm.partition.is_none() && facts.default_partition_unknown {
         return;
     }
     let request = per_node(service);
@@ -528,6 +534,7 @@ mod tests {
                 node("node3", "h100"),
             ],
             max_array_size: Some(1001),
+            default_partition_unknown: false,
         }
     }
 
@@ -677,6 +684,10 @@ mod tests {
             ]
         );
         assert!(problems_with(&facts, |s| partition(s, "debug")).is_empty());
+        // A backend that cannot tell the default checks no partition for such a service.
+        facts.default_partition_unknown = true;
+        assert!(problems_with(&facts, |s| s.spec.resources.cpu = 17).is_empty());
+        assert_eq!(problems_with(&facts, |s| partition(s, "nope")).len(), 1);
     }
 
     #[test]

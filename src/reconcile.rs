@@ -623,6 +623,7 @@ mod tests {
                 gpus: vec![],
             }],
             max_array_size: Some(1001),
+            default_partition_unknown: false,
         };
         backend
     }

@@ -85,7 +85,7 @@ pub enum TokenSource {
 }
 
 /// The slurmrestd API versions stackctl speaks, oldest first.
-pub const REST_API_VERSIONS: [&str; 1] = ["v0.0.38"];
+pub const REST_API_VERSIONS: [&str; 5] = ["v0.0.38", "v0.0.39", "v0.0.40", "v0.0.41", "v0.0.42"];
 
 /// A login node reached over SSH (`cluster.ssh` in `stackctl.yaml`), validated: the host and
 /// user cannot be taken for options, and every path is expanded.

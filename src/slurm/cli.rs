@@ -358,6 +358,7 @@ impl Backend for CliBackend {
             partitions,
             nodes,
             max_array_size,
+            default_partition_unknown: false,
         })
     }
 

@@ -1,6 +1,6 @@
 //! The only code that talks to Slurm. [`Backend`] is what the rest of stackctl sees; the
-//! adapters behind it (the local CLI today, an in-memory fake for tests) decide how Slurm is
-//! reached.
+//! adapters behind it (the CLI, locally or over SSH; slurmrestd; an in-memory fake for unit
+//! tests) decide how Slurm is reached.
 
 mod cli;
 pub mod fake;
@@ -50,12 +50,16 @@ pub fn local_home() -> Option<String> {
     std::env::var("HOME").ok().filter(|h| !h.is_empty())
 }
 
-/// Returns the adapter `stackctl.yaml` asks for. Fails when a login node's session has no
-/// temporary directory for its control socket, or slurmrestd's token cannot be read.
-pub fn for_settings(settings: &crate::desired::Settings) -> Result<Box<dyn Backend>, SlurmError> {
+/// Returns the adapter `stackctl.yaml` asks for; a long-running caller passes the `memo` it
+/// keeps, so slurmrestd listings ask only for changes. Fails when a login node's session has
+/// no temporary directory for its control socket, or slurmrestd's token cannot be read.
+pub fn for_settings(
+    settings: &crate::desired::Settings,
+    memo: Option<&std::sync::Arc<rest::ListingMemo>>,
+) -> Result<Box<dyn Backend>, SlurmError> {
     match (settings.backend, &settings.rest) {
         (crate::desired::BackendKind::Rest, Some(target)) => {
-            Ok(Box::new(rest::RestBackend::new(target)?))
+            Ok(Box::new(rest::RestBackend::new(target, memo.cloned())?))
         }
         _ => Ok(Box::new(CliBackend {
             remote: match settings.ssh.clone() {

@@ -105,6 +105,8 @@ pub fn run(options: &Options) -> Result<u8> {
     );
     let mut backoff = Backoff::default();
     let mut applied: Option<String> = None;
+    // The last slurmrestd listing, so an unchanged cluster is not listed in full every tick.
+    let memo = Arc::new(crate::slurm::rest::ListingMemo::default());
     let mut files_changed = false;
     let mut next_tick = Instant::now();
     let code = loop {
@@ -114,7 +116,7 @@ pub fn run(options: &Options) -> Result<u8> {
         let mut result = PassResult::Error;
         match follow.target() {
             Some(target) if due => {
-                result = reconcile_once(target, options, &state, &mut applied);
+                result = reconcile_once(target, options, &state, &memo, &mut applied);
                 match result {
                     PassResult::Ok => backoff.reset(),
                     PassResult::Error => {
@@ -211,10 +213,11 @@ fn reconcile_once(
     target: &Target,
     options: &Options,
     state: &Arc<Mutex<WatchState>>,
+    memo: &Arc<crate::slurm::rest::ListingMemo>,
     applied: &mut Option<String>,
 ) -> PassResult {
     let started = Instant::now();
-    let backend = match crate::slurm::for_settings(&target.repo.settings) {
+    let backend = match crate::slurm::for_settings(&target.repo.settings, Some(memo)) {
         Ok(backend) => timed::Timed::new(backend, state.clone()),
         Err(error) => {
             tracing::error!(%error, "cannot reach Slurm");

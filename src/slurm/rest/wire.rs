@@ -1,0 +1,870 @@
+//! What goes over the wire to slurmrestd and back, per API version; pure (no IO), so every
+//! version is tested against SchedMD's own OpenAPI documents (`tests/rest_versions.rs`).
+//!
+//! - **v0.0.38** (Slurm 22.05–23.11): plain numbers, `job_state` a string, `environment` a
+//!   dict, `nodes: [min, max]`, `gres`, errors `{error, error_number}`.
+//! - **v0.0.39** (23.02–24.05): the data_parser family. Numbers Slurm may leave unset become
+//!   `{set, infinite, number}` (`time_limit`, `memory_per_node`, array ids, exit code),
+//!   `environment` is a list of `K=V` and required, `tres_per_node` replaces `gres`,
+//!   `excluded_nodes` exists, errors add `description` and `source`.
+//! - **v0.0.40** (23.11–25.05): `job_state` becomes a list (base state, then flags), every time
+//!   is `{set, infinite, number}`, the exit code is `{status, return_code, signal}`.
+//! - **v0.0.41** (24.05–25.11): the top-level `script` is deprecated for `job.script`.
+//! - **v0.0.42** (24.11–): the deprecated fields are gone; cancel answers `status[]`.
+//!
+//! Partitions from v0.0.39 on carry no default flag; [`partitions_of`] says so.
+
+use crate::cluster::{NodeFacts, PartitionFacts};
+use crate::job::JobRequest;
+use crate::observed::{COMMENT_TAG, JobId, JobRecord, JobTimes};
+use serde::Deserialize;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// A slurmrestd API version this adapter speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Api {
+    /// `v0.0.38`: Slurm 22.05 to 23.11.
+    V0038,
+    /// `v0.0.39`: Slurm 23.02 to 24.05.
+    V0039,
+    /// `v0.0.40`: Slurm 23.11 to 25.05.
+    V0040,
+    /// `v0.0.41`: Slurm 24.05 to 25.11.
+    V0041,
+    /// `v0.0.42`: Slurm 24.11 on.
+    V0042,
+}
+
+impl Api {
+    /// Every version, oldest first.
+    pub const ALL: [Api; 5] = [Api::V0038, Api::V0039, Api::V0040, Api::V0041, Api::V0042];
+
+    /// `v0.0.38` and so on, as paths and `stackctl.yaml` spell it
+    /// ([`crate::desired::REST_API_VERSIONS`], in the same order).
+    pub fn name(self) -> &'static str {
+        crate::desired::REST_API_VERSIONS[self as usize]
+    }
+
+    /// The version named `name`, if this adapter speaks it.
+    pub fn parse(name: &str) -> Option<Api> {
+        Api::ALL.into_iter().find(|api| api.name() == name)
+    }
+
+    /// Whether numbers Slurm may leave unset are `{set, infinite, number}` objects.
+    fn no_val_objects(self) -> bool {
+        self >= Api::V0039
+    }
+}
+
+impl std::fmt::Display for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The `/slurm/vX` versions an OpenAPI document's paths serve, oldest first. Pure.
+pub fn offered_versions(spec: &Value) -> Vec<String> {
+    let mut versions: Vec<String> = spec
+        .get("paths")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|paths| paths.keys())
+        .filter_map(|path| path.strip_prefix("/slurm/")?.split('/').next())
+        .filter(|v| v.starts_with('v'))
+        .map(str::to_owned)
+        .collect();
+    versions.sort_by_key(|v| {
+        v.trim_start_matches('v')
+            .split('.')
+            .map(|n| n.parse::<u32>().unwrap_or(0))
+            .collect::<Vec<_>>()
+    });
+    versions.dedup();
+    versions
+}
+
+/// One entry of Slurm's `errors[]` (or of a v0.0.42 cancel's `status[].error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestError {
+    /// `error_number` (or `error_code`, `code`), when given.
+    pub number: Option<i64>,
+    /// `error` and `description` (or `string` and `message`), joined.
+    pub text: String,
+}
+
+impl<'de> Deserialize<'de> for RestError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RestError, D::Error> {
+        let value = Value::deserialize(d)?;
+        Ok(error_of(&value))
+    }
+}
+
+fn error_of(value: &Value) -> RestError {
+    let number = ["error_number", "error_code", "code"]
+        .iter()
+        .find_map(|k| value.get(*k)?.as_i64());
+    let mut parts: Vec<&str> = Vec::new();
+    for key in ["error", "string", "description", "message"] {
+        if let Some(text) = value.get(key).and_then(Value::as_str)
+            && !text.is_empty()
+            && !parts.contains(&text)
+        {
+            parts.push(text);
+        }
+    }
+    RestError {
+        number,
+        text: parts.join(": "),
+    }
+}
+
+/// The errors of an answer: `errors[]`, and the per-job `status[].error` of a v0.0.42 cancel
+/// (code 0 there is success). Pure.
+pub fn errors_of(value: &Value) -> Vec<RestError> {
+    let listed = value
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(error_of);
+    let per_job = value
+        .get("status")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("error"))
+        .map(error_of)
+        .filter(|e| e.number.is_some_and(|n| n != 0));
+    listed.chain(per_job).collect()
+}
+
+/// The text slurmrestd v0.0.39+ puts in `warnings[]` instead of jobs when nothing changed
+/// since the `update_time` asked for (v0.0.38 answers HTTP 304 instead).
+pub const NO_CHANGE_WARNING: &str = "No job changes since";
+
+/// `{set: true, infinite: false, number: n}`, or plain `n` before v0.0.39.
+fn number(api: Api, n: i64) -> Value {
+    if api.no_val_objects() {
+        json!({"set": true, "infinite": false, "number": n})
+    } else {
+        json!(n)
+    }
+}
+
+/// The `PATH` a REST-submitted job gets. Nothing else comes from the submitter: v0.0.38
+/// refuses `get_user_environment` (what `--export=NONE` implies on the CLI), so the job gets
+/// PATH and its script, on every version alike.
+const JOB_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The submit request for `job` in `api`'s JSON: the script (shebang and body, no `#SBATCH`
+/// lines) and the job description. `--begin=now+N` becomes `begin_time` from `now`. Never
+/// `test_only`: on v0.0.38 it submits a real job. Pure.
+pub fn submit_body(job: &JobRequest, api: Api, now: i64) -> Value {
+    let o = &job.options;
+    let mut props = serde_json::Map::new();
+    let mut set = |key: &str, value: Value| {
+        props.insert(key.to_owned(), value);
+    };
+    set("name", json!(o.name));
+    set("comment", json!(o.comment));
+    if let Some(array) = &o.array {
+        set("array", json!(array));
+    }
+    if let Some(begin) = &o.begin {
+        let delay = begin
+            .strip_prefix("now+")
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0);
+        // v0.0.39 still has a plain begin_time.
+        let at = now + delay;
+        set(
+            "begin_time",
+            if api >= Api::V0040 {
+                number(api, at)
+            } else {
+                json!(at)
+            },
+        );
+    }
+    if let Some(dependency) = &o.dependency {
+        set("dependency", json!(dependency));
+    }
+    if o.hold {
+        set("hold", json!(true));
+    }
+    if let Some(nodes) = o.nodes {
+        if api == Api::V0038 {
+            set("nodes", json!([nodes, nodes]));
+        } else {
+            set("minimum_nodes", json!(nodes));
+            set("maximum_nodes", json!(nodes));
+        }
+    }
+    if let Some(n) = o.ntasks {
+        set("tasks", json!(n));
+    }
+    if let Some(n) = o.ntasks_per_node {
+        set("tasks_per_node", json!(n));
+    }
+    if let Some(n) = o.cpus_per_task {
+        set("cpus_per_task", json!(n));
+    }
+    if let Some(mib) = o.memory.as_deref().and_then(crate::desired::memory_mib) {
+        set("memory_per_node", number(api, mib as i64));
+    }
+    if let Some(mib) = o
+        .memory_per_cpu
+        .as_deref()
+        .and_then(crate::desired::memory_mib)
+    {
+        set("memory_per_cpu", number(api, mib as i64));
+    }
+    if let Some(gres) = &o.gres {
+        if api == Api::V0038 {
+            set("gres", json!(gres));
+        } else {
+            // `--gres=gpu:a100:1` is `--tres-per-node=gres/gpu:a100:1`.
+            let tres: Vec<String> = gres
+                .split(',')
+                .filter(|g| !g.is_empty())
+                .map(|g| format!("gres/{}", g.trim_start_matches("gres/")))
+                .collect();
+            set("tres_per_node", json!(tres.join(",")));
+        }
+    }
+    if let Some(minutes) = o.time_limit {
+        set("time_limit", number(api, i64::from(minutes)));
+    }
+    for (key, value) in [
+        ("partition", &o.partition),
+        ("qos", &o.qos),
+        ("account", &o.account),
+        ("standard_output", &o.output),
+        ("standard_error", &o.error),
+    ] {
+        if let Some(value) = value {
+            set(key, json!(value));
+        }
+    }
+    if let Some(exclude) = &o.exclude
+        && api >= Api::V0039
+    {
+        set("excluded_nodes", json!([exclude]));
+    }
+    // The job's directory: where its logs go (v0.0.38 needs one; there is no submit dir).
+    let cwd = o
+        .output
+        .as_deref()
+        .and_then(|p| std::path::Path::new(p).parent())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or_else(|| "/tmp".to_owned());
+    set("current_working_directory", json!(cwd));
+    set("environment", environment(api));
+    let script = format!("#!/bin/bash\n{}", job.body);
+    if api >= Api::V0041 {
+        // The top-level `script` is deprecated from v0.0.41 on.
+        set("script", json!(script));
+        json!({ "job": Value::Object(props) })
+    } else {
+        json!({ "script": script, "job": Value::Object(props) })
+    }
+}
+
+/// The environment field: a dict in v0.0.38, a `K=V` list from v0.0.39.
+fn environment(api: Api) -> Value {
+    if api == Api::V0038 {
+        json!({ "PATH": JOB_PATH })
+    } else {
+        json!([format!("PATH={JOB_PATH}")])
+    }
+}
+
+/// The body of `POST job/{id}` that rewrites a job's comment. v0.0.39's job description
+/// requires `environment` even in an update; slurmctld does not change a job's environment on
+/// update, so sending it there changes nothing. Pure.
+pub fn comment_update(comment: &str, api: Api) -> Value {
+    if api == Api::V0039 {
+        json!({ "comment": comment, "environment": environment(api) })
+    } else {
+        json!({ "comment": comment })
+    }
+}
+
+/// A non-negative count from a plain number or a set `{set, infinite, number}`; `None` for
+/// unset, infinite or negative (Slurm's "unlimited").
+fn limit(value: Option<&Value>) -> Option<u64> {
+    let value = value?;
+    let n = match value {
+        Value::Object(o) => {
+            if o.get("set") != Some(&Value::Bool(true))
+                || o.get("infinite") == Some(&Value::Bool(true))
+            {
+                return None;
+            }
+            o.get("number")?.as_i64()?
+        }
+        other => other.as_i64()?,
+    };
+    u64::try_from(n).ok()
+}
+
+/// Partitions from a `partitions` answer of any version. From v0.0.39 on a partition carries
+/// no default flag: none is marked default there (see [`default_partition_known`]). Pure.
+pub fn partitions_of(value: &Value) -> Vec<PartitionFacts> {
+    let u32_of = |v: Option<&Value>| limit(v).and_then(|n| u32::try_from(n).ok());
+    value
+        .get("partitions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let max = |key: &str| p.get("maximums").and_then(|m| m.get(key));
+            let hosts = p["nodes"]
+                .as_str()
+                .or_else(|| p["nodes"]["configured"].as_str())
+                .unwrap_or_default();
+            PartitionFacts {
+                name: p["name"].as_str().unwrap_or_default().to_owned(),
+                is_default: p["flags"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|f| f == "default")),
+                max_time_minutes: u32_of(p.get("max_time_limit").or(max("time"))),
+                max_nodes: u32_of(p.get("maximum_nodes_per_job").or(max("nodes"))),
+                max_cpus_per_node: u32_of(p.get("maximum_cpus_per_node").or(max("cpus_per_node"))),
+                max_mem_per_node_mb: limit(
+                    p.get("maximum_memory_per_node")
+                        .or(max("partition_memory_per_node")),
+                )
+                .filter(|&m| m > 0),
+                nodes: crate::hostlist::expand(hosts),
+            }
+        })
+        .collect()
+}
+
+/// Whether `api`'s partitions say which one is the default (v0.0.38 only).
+pub fn default_partition_known(api: Api) -> bool {
+    api == Api::V0038
+}
+
+/// Nodes from a `nodes` answer of any version. Pure.
+pub fn nodes_of(value: &Value) -> Vec<NodeFacts> {
+    value
+        .get("nodes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let number = |key: &str| n.get(key).and_then(Value::as_u64);
+            NodeFacts {
+                name: n["name"].as_str().unwrap_or_default().to_owned(),
+                cpus: number("effective_cpus")
+                    .filter(|&c| c > 0)
+                    .or(number("cpus"))
+                    .unwrap_or(0) as u32,
+                memory_mb: number("real_memory").unwrap_or(0),
+                cpus_idle: number("idle_cpus")
+                    .or(number("alloc_idle_cpus"))
+                    .map(|c| c as u32),
+                gpus: super::super::cli::parse_gres(n["gres"].as_str().unwrap_or_default())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+/// A listing: this user's stackctl jobs, the answer's errors, and what says whether anything
+/// changed.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The jobs kept.
+    pub jobs: Vec<JobRecord>,
+    /// `errors[]`.
+    pub errors: Vec<RestError>,
+    /// Whether `warnings[]` said no job changed since the `update_time` asked for: `jobs` is
+    /// then empty, and the previous listing still holds.
+    pub unchanged: bool,
+    /// `last_update` (v0.0.40+): slurmctld's time of the last job change it reports, the
+    /// `update_time` to ask with next.
+    pub last_update: Option<i64>,
+}
+
+/// Decodes a `jobs` answer of any version as a stream, keeping only `user`'s jobs with a
+/// stackctl comment; every other job and field is skipped unread.
+pub struct JobsSeed<'a> {
+    /// The Slurm user whose jobs are kept.
+    pub user: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for JobsSeed<'_> {
+    type Value = Listing;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Listing, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JobsSeed<'_> {
+    type Value = Listing;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a slurmrestd jobs answer")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Listing, A::Error> {
+        let mut listing = Listing::default();
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "jobs" => listing.jobs = map.next_value_seed(KeptJobs { user: self.user })?,
+                "errors" => listing.errors = map.next_value()?,
+                "warnings" => {
+                    let warnings: Vec<RestError> = map.next_value()?;
+                    listing.unchanged |=
+                        warnings.iter().any(|w| w.text.contains(NO_CHANGE_WARNING));
+                }
+                "last_update" => {
+                    let n: Number = map.next_value()?;
+                    listing.last_update = n.value().filter(|&t| t > 0);
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(listing)
+    }
+}
+
+/// The `jobs` array, filtered element by element.
+struct KeptJobs<'a> {
+    user: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for KeptJobs<'_> {
+    type Value = Vec<JobRecord>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<JobRecord>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeptJobs<'_> {
+    type Value = Vec<JobRecord>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of jobs")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<JobRecord>, A::Error> {
+        let mut kept = Vec::new();
+        let mut last_comment: Arc<str> = Arc::from("");
+        while let Some(job) = seq.next_element::<RestJob>()? {
+            if job.user_name.as_deref() != Some(self.user)
+                || !job.comment.as_deref().unwrap_or("").contains(COMMENT_TAG)
+            {
+                continue;
+            }
+            job.records(&mut last_comment, &mut kept);
+        }
+        Ok(kept)
+    }
+}
+
+/// The fields of one job a plan reads; every other field is skipped unread.
+#[derive(Debug, Deserialize)]
+struct RestJob {
+    job_id: u64,
+    #[serde(default)]
+    array_job_id: Option<Number>,
+    #[serde(default)]
+    array_task_id: Option<Number>,
+    #[serde(default)]
+    array_task_string: Option<String>,
+    #[serde(default)]
+    job_state: Option<State>,
+    #[serde(default)]
+    state_reason: Option<String>,
+    #[serde(default)]
+    nodes: Option<String>,
+    #[serde(default)]
+    submit_time: Option<Number>,
+    #[serde(default)]
+    start_time: Option<Number>,
+    #[serde(default)]
+    end_time: Option<Number>,
+    #[serde(default)]
+    exit_code: Option<ExitCode>,
+    #[serde(default)]
+    comment: Option<String>,
+    #[serde(default)]
+    user_name: Option<String>,
+}
+
+/// A number as the versions write it: plain (v0.0.38), or `{set, infinite, number}` (v0.0.39+).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Plain(i64),
+    Object {
+        #[serde(default)]
+        set: bool,
+        #[serde(default)]
+        infinite: bool,
+        #[serde(default)]
+        number: i64,
+    },
+}
+
+impl Number {
+    fn value(&self) -> Option<i64> {
+        match *self {
+            Number::Plain(n) => Some(n),
+            Number::Object {
+                set,
+                infinite,
+                number,
+            } => (set && !infinite).then_some(number),
+        }
+    }
+}
+
+/// An exit code: a wait status (plain or `{set, number}`, to v0.0.39), or
+/// `{status, return_code, signal}` (v0.0.40+).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ExitCode {
+    Verbose {
+        status: Vec<String>,
+        #[serde(default)]
+        return_code: Option<Number>,
+    },
+    WaitStatus(Number),
+}
+
+impl ExitCode {
+    /// The exit status of a job that exited (not one killed by a signal).
+    fn exit(&self) -> Option<i32> {
+        match self {
+            ExitCode::WaitStatus(n) => n
+                .value()
+                .and_then(|s| u32::try_from(s).ok())
+                .and_then(JobTimes::exit_from_wait_status),
+            ExitCode::Verbose {
+                status,
+                return_code,
+            } => {
+                let exited = status.iter().any(|s| s == "SUCCESS" || s == "ERROR")
+                    && !status.iter().any(|s| s == "SIGNALED" || s == "CORE_DUMPED");
+                if !exited {
+                    return None;
+                }
+                return_code
+                    .as_ref()
+                    .and_then(Number::value)
+                    .and_then(|c| i32::try_from(c).ok())
+            }
+        }
+    }
+}
+
+/// A job state: a string (to v0.0.39), or a base state and flags (v0.0.40+).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum State {
+    One(String),
+    Flags(Vec<String>),
+}
+
+/// The flags that name a job's state ahead of its base state, in the order squeue's
+/// `job_state_string` tests them, so a v0.0.40+ list reads as the CLI prints it.
+const STATE_FLAGS: [&str; 12] = [
+    "COMPLETING",
+    "STAGE_OUT",
+    "CONFIGURING",
+    "RESIZING",
+    "REQUEUED",
+    "REQUEUE_FED",
+    "REQUEUE_HOLD",
+    "SPECIAL_EXIT",
+    "STOPPED",
+    "REVOKED",
+    "RESV_DEL_HOLD",
+    "SIGNALING",
+];
+
+impl State {
+    /// The state as `squeue -o %T` prints it.
+    fn name(self) -> String {
+        match self {
+            State::One(s) => s,
+            State::Flags(flags) => STATE_FLAGS
+                .iter()
+                .find(|f| flags.iter().any(|s| s == *f))
+                .map(|f| (*f).to_owned())
+                .or_else(|| flags.into_iter().next())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl RestJob {
+    /// The job as squeue `--array` lists it: one record, or one per task of an unsplit
+    /// pending array.
+    fn records(self, last_comment: &mut Arc<str>, out: &mut Vec<JobRecord>) {
+        let comment = self.comment.unwrap_or_default();
+        if **last_comment != *comment {
+            *last_comment = Arc::from(comment.as_str());
+        }
+        let state = self.job_state.map(State::name).unwrap_or_default();
+        let positive = |n: &Option<Number>| n.as_ref()?.value().filter(|&t| t > 0);
+        let times = JobTimes {
+            submit: positive(&self.submit_time),
+            start: positive(&self.start_time),
+            end: positive(&self.end_time),
+            exit: self.exit_code.as_ref().and_then(ExitCode::exit),
+        };
+        let array = positive(&self.array_job_id).map(|a| a as u64);
+        let task = self
+            .array_task_id
+            .as_ref()
+            .and_then(Number::value)
+            .filter(|&t| t >= 0)
+            .map(|t| t as u32);
+        let tasks: Vec<Option<u32>> = match (array, task, &self.array_task_string) {
+            (Some(_), Some(task), _) => vec![Some(task)],
+            (Some(_), None, Some(text)) => array_tasks(text).into_iter().map(Some).collect(),
+            _ => vec![None],
+        };
+        for task in tasks {
+            out.push(JobRecord {
+                id: JobId {
+                    array: array.unwrap_or(self.job_id),
+                    task,
+                },
+                comment: last_comment.clone(),
+                state: state.clone(),
+                reason: self.state_reason.clone().unwrap_or_default(),
+                nodes: self.nodes.clone().unwrap_or_default(),
+                times,
+            });
+        }
+    }
+}
+
+/// The task indexes of `0-3,7` (a `%4` throttle ignored). Pure.
+pub fn array_tasks(text: &str) -> Vec<u32> {
+    let text = text.split('%').next().unwrap_or_default();
+    let mut tasks = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (range, step) = match part.split_once(':') {
+            Some((range, step)) => (range, step.parse().unwrap_or(1).max(1)),
+            None => (part, 1),
+        };
+        match range.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    tasks.extend((a..=b).step_by(step));
+                }
+            }
+            None => tasks.extend(range.parse::<u32>().ok()),
+        }
+    }
+    tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobOptions;
+
+    const HELD_ERROR: i64 = 2042;
+
+    #[test]
+    fn the_newest_offered_version_this_adapter_speaks() {
+        let spec = json!({"paths": {
+            "/slurm/v0.0.37/jobs": {}, "/slurm/v0.0.38/ping": {}, "/slurm/v0.0.38/jobs": {},
+            "/slurmdb/v0.0.38/jobs": {}, "/openapi": {}
+        }});
+        assert_eq!(offered_versions(&spec), ["v0.0.37", "v0.0.38"]);
+        let newer = json!({"paths": {"/slurm/v0.0.40/jobs": {}, "/slurm/v0.0.9/x": {}}});
+        assert_eq!(offered_versions(&newer), ["v0.0.9", "v0.0.40"]);
+    }
+
+    /// A real v0.0.38 answer of the test cluster (Slurm 22.05.8), cut to three jobs: one of
+    /// ours split into a task, one pending array not yet split, one of another user.
+    const JOBS_V0038: &str = r#"{"meta":{"plugin":{"type":"openapi\/v0.0.38"}},"errors":[],"jobs":[
+      {"account":"","job_id":101,"array_job_id":100,"array_task_id":0,"array_task_string":"",
+       "job_state":"RUNNING","state_reason":"None","nodes":"node1","start_time":1795742000,
+       "end_time":1795742900,"exit_code":0,"comment":"stackctl;owner=o;stack=a;svc=web;spec=s;nonce=n;idx=0-2",
+       "user_name":"alice","gres_detail":["gpu:a100:1(IDX:0)"]},
+      {"job_id":100,"array_job_id":100,"array_task_id":null,"array_task_string":"1-2%4",
+       "job_state":"PENDING","state_reason":"Resources","nodes":"","start_time":0,"end_time":0,
+       "exit_code":0,"comment":"stackctl;owner=o;stack=a;svc=web;spec=s;nonce=n;idx=0-2","user_name":"alice"},
+      {"job_id":7,"array_job_id":0,"array_task_id":null,"job_state":"FAILED","state_reason":"NonZeroExitCode",
+       "nodes":"node2","start_time":5,"end_time":9,"exit_code":256,"comment":"stackctl;owner=o","user_name":"bob"}
+    ]}"#;
+
+    fn decode(text: &str, user: &str) -> Listing {
+        let mut d = serde_json::Deserializer::from_str(text);
+        JobsSeed { user }.deserialize(&mut d).unwrap()
+    }
+
+    #[test]
+    fn v0038_listing_keeps_the_users_stackctl_jobs_one_record_per_task() {
+        let listing = decode(JOBS_V0038, "alice");
+        let ids: Vec<String> = listing.jobs.iter().map(|j| j.id.to_string()).collect();
+        assert_eq!(ids, ["100_0", "100_1", "100_2"]);
+        let running = &listing.jobs[0];
+        assert_eq!(
+            (
+                running.state.as_str(),
+                running.nodes.as_str(),
+                running.times.start
+            ),
+            ("RUNNING", "node1", Some(1795742000))
+        );
+        assert_eq!(listing.jobs[1].reason, "Resources");
+        assert_eq!(listing.jobs[1].times.start, None);
+        let bob = decode(JOBS_V0038, "bob");
+        assert_eq!(bob.jobs.len(), 1);
+        assert_eq!(bob.jobs[0].times.exit, Some(1), "wait status 256 is exit 1");
+    }
+
+    #[test]
+    fn newer_numbers_and_state_lists_decode_too() {
+        let text = r#"{"jobs":[{"job_id":5,"array_job_id":{"set":false,"infinite":false,"number":0},
+          "array_task_id":{"set":false,"number":0},"job_state":["PENDING","REQUEUED"],
+          "start_time":{"set":true,"infinite":false,"number":77},"comment":"stackctl;x","user_name":"u"}],
+          "errors":[{"error":"e","error_number":1}]}"#;
+        let listing = decode(text, "u");
+        assert_eq!(listing.jobs[0].id.to_string(), "5");
+        // As squeue prints it: the REQUEUED flag names the state, not the base PENDING.
+        assert_eq!(listing.jobs[0].state, "REQUEUED");
+        assert_eq!(listing.jobs[0].times.start, Some(77));
+        assert_eq!(
+            listing.errors,
+            [RestError {
+                number: Some(1),
+                text: "e".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn array_task_strings() {
+        assert_eq!(array_tasks("0-3,7"), [0, 1, 2, 3, 7]);
+        assert_eq!(array_tasks("1-2%4"), [1, 2]);
+        assert_eq!(array_tasks("0-6:3"), [0, 3, 6]);
+        assert!(array_tasks("").is_empty());
+    }
+
+    #[test]
+    fn errors_read_both_spellings() {
+        let value = json!({"errors": [
+            {"error": "Job is in held state, pending scheduler release", "error_number": 2042},
+            {"error_code": 2127, "error": "environment must be set"},
+            {"description": "Unable to find JobId=9", "error_number": 2017, "error": "Invalid job id specified"}
+        ]});
+        let errors = errors_of(&value);
+        assert_eq!(errors[0].number, Some(HELD_ERROR));
+        assert_eq!(errors[1].number, Some(2127));
+        assert_eq!(
+            errors[2].text,
+            "Invalid job id specified: Unable to find JobId=9"
+        );
+    }
+
+    #[test]
+    fn submit_body_maps_every_option_to_v0038_keys() {
+        let job = JobRequest {
+            options: JobOptions {
+                name: "a.web".into(),
+                comment: "stackctl;owner=o".into(),
+                array: Some("0-1".into()),
+                begin: Some("now+30".into()),
+                nodes: Some(1),
+                ntasks_per_node: Some(1),
+                cpus_per_task: Some(2),
+                memory: Some("1G".into()),
+                gres: Some("gpu:a100:1".into()),
+                time_limit: Some(60),
+                partition: Some("debug".into()),
+                output: Some("/logs/a.web-%A_%a.out".into()),
+                error: Some("/logs/a.web-%A_%a.err".into()),
+                export_none: true,
+                hold: true,
+                ..Default::default()
+            },
+            body: "exec sleep 1\n".into(),
+        };
+        let body = submit_body(&job, Api::V0038, 1000);
+        assert_eq!(body["script"], "#!/bin/bash\nexec sleep 1\n");
+        let j = &body["job"];
+        assert_eq!(j["begin_time"], 1030);
+        assert_eq!(j["nodes"], json!([1, 1]));
+        assert_eq!(j["memory_per_node"], 1024);
+        assert_eq!(j["tasks_per_node"], 1);
+        assert_eq!(j["gres"], "gpu:a100:1");
+        assert_eq!(j["current_working_directory"], "/logs");
+        assert_eq!(j["hold"], true);
+        assert!(j["environment"].is_object(), "v0.0.38 requires a dict");
+        // Every key is one v0.0.38 `job_properties` knows (unknown keys are rejected).
+        let known = [
+            "name",
+            "comment",
+            "array",
+            "begin_time",
+            "dependency",
+            "hold",
+            "nodes",
+            "tasks",
+            "tasks_per_node",
+            "cpus_per_task",
+            "memory_per_node",
+            "memory_per_cpu",
+            "gres",
+            "time_limit",
+            "partition",
+            "qos",
+            "account",
+            "standard_output",
+            "standard_error",
+            "current_working_directory",
+            "environment",
+        ];
+        for key in j.as_object().unwrap().keys() {
+            assert!(known.contains(&key.as_str()), "{key}");
+        }
+    }
+
+    #[test]
+    fn v0038_partitions_and_nodes() {
+        let partitions = json!({"partitions": [
+            {"flags": ["default"], "name": "debug", "nodes": "node[1-3]", "max_time_limit": -1,
+             "maximum_nodes_per_job": -1, "maximum_cpus_per_node": -1, "maximum_memory_per_node": null},
+            {"flags": [], "name": "short", "nodes": "node[1-2]", "max_time_limit": 60,
+             "maximum_nodes_per_job": 2, "maximum_cpus_per_node": 8, "maximum_memory_per_node": 4000}
+        ]});
+        let p = partitions_of(&partitions);
+        assert!(p[0].is_default && p[0].max_time_minutes.is_none());
+        assert_eq!(p[0].nodes, ["node1", "node2", "node3"]);
+        assert_eq!(
+            (
+                p[1].max_time_minutes,
+                p[1].max_nodes,
+                p[1].max_cpus_per_node,
+                p[1].max_mem_per_node_mb
+            ),
+            (Some(60), Some(2), Some(8), Some(4000))
+        );
+        let nodes = json!({"nodes": [{"name": "node1", "cpus": 16, "real_memory": 16000,
+            "idle_cpus": 12, "gres": "gpu:a100:4"}]});
+        let n = &nodes_of(&nodes)[0];
+        assert_eq!((n.cpus, n.memory_mb, n.cpus_idle), (16, 16000, Some(12)));
+        assert_eq!(n.gpus.len(), 1);
+        assert_eq!(n.gpus[0].count, 4);
+    }
+}
