@@ -282,11 +282,12 @@ fn environment(api: Api) -> Value {
     }
 }
 
-/// The body of `POST job/{id}` that rewrites a job's comment. v0.0.39's job description
-/// requires `environment` even in an update; slurmctld does not change a job's environment on
-/// update, so sending it there changes nothing. Pure.
+/// The body of `POST job/{id}` that rewrites a job's comment. The job descriptions of v0.0.38
+/// and v0.0.39 require `environment`, even in an update; slurmctld does not change a job's
+/// environment on update (checked on 22.05: the comment changes, nothing else), so it is sent
+/// there to satisfy the schema. Pure.
 pub fn comment_update(comment: &str, api: Api) -> Value {
-    if api == Api::V0039 {
+    if api <= Api::V0039 {
         json!({ "comment": comment, "environment": environment(api) })
     } else {
         json!({ "comment": comment })
@@ -556,9 +557,8 @@ impl ExitCode {
                 status,
                 return_code,
             } => {
-                let exited = status.iter().any(|s| s == "SUCCESS" || s == "ERROR")
-                    && !status.iter().any(|s| s == "SIGNALED" || s == "CORE_DUMPED");
-                if !exited {
+                // As squeue's `exit_code`: the return code unless a signal ended the job.
+                if status.iter().any(|s| s == "SIGNALED" || s == "CORE_DUMPED") {
                     return None;
                 }
                 return_code
