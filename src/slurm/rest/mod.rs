@@ -566,6 +566,32 @@ mod tests {
     }
 
     #[test]
+    fn a_remembered_listing_answers_only_for_its_own_server_user_and_version() {
+        let memo = ListingMemo::default();
+        assert!(memo.recall("url alice v0.0.38").is_none());
+        let job = JobRecord {
+            id: JobId {
+                array: 5,
+                task: None,
+            },
+            comment: std::sync::Arc::from("stackctl;owner=o"),
+            state: "RUNNING".into(),
+            reason: "None".into(),
+            nodes: "node1".into(),
+            times: Default::default(),
+        };
+        memo.remember(Remembered {
+            source: "url alice v0.0.38".into(),
+            update_time: 1000,
+            taken: std::time::Instant::now(),
+            jobs: vec![job.clone()],
+        });
+        assert_eq!(memo.recall("url alice v0.0.38"), Some((1000, vec![job])));
+        assert!(memo.recall("url bob v0.0.38").is_none());
+        assert!(memo.recall("other alice v0.0.38").is_none());
+    }
+
+    #[test]
     fn the_token_never_shows_in_debug_output() {
         let token = Token("eyJsecret".into());
         assert_eq!(format!("{token:?}"), "Token(<redacted>)");
