@@ -246,6 +246,21 @@ fn rest_failures_are_one_clear_line_and_never_show_the_token() {
         "{unreachable}"
     );
 
+    // A version the server does not serve (22.05 has none past v0.0.38): named, with what it
+    // offers.
+    configure(&repo, REST_URL);
+    let yaml = std::fs::read_to_string(repo.path().join("stackctl.yaml")).unwrap();
+    std::fs::write(
+        repo.path().join("stackctl.yaml"),
+        format!("{yaml}  api: v0.0.40\n"),
+    )
+    .unwrap();
+    let unserved = one_line_failure(&repo, &jwt, &["plan"]);
+    assert!(
+        unserved.contains("does not serve API v0.0.40") && unserved.contains("v0.0.38"),
+        "{unserved}"
+    );
+
     // Slurm refuses the submit (the test cluster's `closed` partition is drained; no
     // pre-check over REST can tell) with errors[]: reported, exit 1, nothing left behind (the
     // lock's placeholder is released).

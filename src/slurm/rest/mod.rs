@@ -245,14 +245,52 @@ impl RestBackend {
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, SlurmError> {
         let command = format!("{method} {path}");
         let (status, response) = self.send(method, path, body, true)?;
-        let value: Value = response
-            .json()
-            .map_err(|e| parse(&command, format!("HTTP {}: not JSON: {e}", status.as_u16())))?;
+        let value = self.json_answer(&command, status, response)?;
         let errors = wire::errors_of(&value);
         if !errors.is_empty() || !status.is_success() {
             return Err(failed(&command, describe(status, &errors)));
         }
         Ok(value)
+    }
+
+    /// The JSON of an answer. A 404 that is not JSON is slurmrestd not knowing the path: the
+    /// version in use is not one it serves.
+    fn json_answer(
+        &self,
+        command: &str,
+        status: reqwest::StatusCode,
+        response: Response,
+    ) -> Result<Value, SlurmError> {
+        let text = response
+            .text()
+            .map_err(|e| transport(command, &self.target.url, &e))?;
+        match serde_json::from_str(&text) {
+            Ok(value) => Ok(value),
+            Err(_) if status == reqwest::StatusCode::NOT_FOUND => {
+                Err(failed(command, self.not_served()))
+            }
+            Err(e) => Err(parse(
+                command,
+                format!("HTTP {}: not JSON: {e}", status.as_u16()),
+            )),
+        }
+    }
+
+    /// Why a path got 404: the version in use, and the ones the server offers.
+    fn not_served(&self) -> String {
+        let api = self.api.get().map_or("?", |a| a.name());
+        let offered = self
+            .send(Method::GET, "/openapi/v3", None, true)
+            .ok()
+            .and_then(|(_, r)| r.json::<Value>().ok())
+            .map(|spec| wire::offered_versions(&spec).join(", "))
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| "versions it did not say".to_owned());
+        format!(
+            "slurmrestd at {} does not serve API {api} (HTTP 404; it offers {offered}): set \
+             cluster.api to `auto` or to one of those",
+            self.target.url
+        )
     }
 }
 
@@ -274,6 +312,9 @@ impl Backend for RestBackend {
         {
             tracing::debug!("slurmrestd: no job changed since the last listing (HTTP 304)");
             return Ok(jobs);
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(failed(&command, self.not_served()));
         }
         let reader = std::io::BufReader::with_capacity(64 * 1024, response);
         let mut deserializer = serde_json::Deserializer::from_reader(reader);
@@ -315,9 +356,7 @@ impl Backend for RestBackend {
         let command = format!("POST {path}");
         let body = wire::submit_body(job, api, now());
         let (status, response) = self.send(Method::POST, &path, Some(&body), false)?;
-        let value: Value = response
-            .json()
-            .map_err(|e| parse(&command, format!("HTTP {}: not JSON: {e}", status.as_u16())))?;
+        let value = self.json_answer(&command, status, response)?;
         let errors = wire::errors_of(&value);
         let job_id = value
             .get("job_id")
