@@ -102,6 +102,35 @@ impl ListingMemo {
     }
 }
 
+/// An answer's body: still streaming, or already read (a 5xx read to decide on a retry).
+enum Body {
+    Stream(Response),
+    Read(std::io::Cursor<Vec<u8>>),
+}
+
+impl std::io::Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Body::Stream(response) => response.read(buf),
+            Body::Read(cursor) => cursor.read(buf),
+        }
+    }
+}
+
+/// Whether a 5xx answer is Slurm refusing the request for a reason a retry cannot change
+/// (slurmrestd answers 500 for Invalid job id, for one): its `errors[]` carry Slurm error
+/// numbers, none of them the controller being unreachable or slow.
+fn definite(text: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    let errors = wire::errors_of(&value);
+    !errors.is_empty()
+        && errors
+            .iter()
+            .all(|e| e.number.is_some_and(|n| n > 0) && !super::is_transient_message(&e.text))
+}
+
 /// Slurm reached through slurmrestd.
 #[derive(Debug)]
 pub struct RestBackend {
@@ -148,10 +177,9 @@ impl RestBackend {
         if let Some(api) = self.api.get() {
             return Ok(*api);
         }
-        let (_, response) = self.send(Method::GET, "/openapi/v3", None, true)?;
-        let spec: Value = response
-            .json()
-            .map_err(|e| parse("GET /openapi/v3", e.to_string()))?;
+        let (_, body) = self.send(Method::GET, "/openapi/v3", None, true)?;
+        let spec: Value =
+            serde_json::from_reader(body).map_err(|e| parse("GET /openapi/v3", e.to_string()))?;
         let offered = wire::offered_versions(&spec);
         let api = offered
             .iter()
@@ -180,16 +208,17 @@ impl RestBackend {
         Ok(format!("/slurm/{}/{rest}", self.api()?))
     }
 
-    /// Sends one request; retries connection failures and 5xx answers when `idempotent`. A
-    /// 401 or 403 is a clear authentication error. Returns the status and the response, whose
-    /// body the caller reads (other 4xx and 5xx included: their `errors[]` say why).
+    /// Sends one request; retries connection failures and 5xx answers when `idempotent`, except
+    /// a 5xx that is Slurm's definite refusal ([`definite`]). A 401 or 403 is a clear
+    /// authentication error. Returns the status and the body, which the caller reads (other
+    /// 4xx and 5xx included: their `errors[]` say why).
     fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
         idempotent: bool,
-    ) -> Result<(reqwest::StatusCode, Response), SlurmError> {
+    ) -> Result<(reqwest::StatusCode, Body), SlurmError> {
         let command = format!("{method} {path}");
         let url = format!("{}{path}", self.target.url);
         let mut attempt = 1;
@@ -222,7 +251,11 @@ impl RestBackend {
                         ));
                     }
                     if !status.is_server_error() || !idempotent || attempt >= ATTEMPTS {
-                        return Ok((status, response));
+                        return Ok((status, Body::Stream(response)));
+                    }
+                    let text = response.text().unwrap_or_default();
+                    if definite(&text) {
+                        return Ok((status, Body::Read(std::io::Cursor::new(text.into_bytes()))));
                     }
                     format!("HTTP {}", status.as_u16())
                 }
@@ -244,8 +277,8 @@ impl RestBackend {
     /// Sends a request whose answer is JSON with `errors[]`; any error is a failure.
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, SlurmError> {
         let command = format!("{method} {path}");
-        let (status, response) = self.send(method, path, body, true)?;
-        let value = self.json_answer(&command, status, response)?;
+        let (status, answer) = self.send(method, path, body, true)?;
+        let value = self.json_answer(&command, status, answer)?;
         let errors = wire::errors_of(&value);
         if !errors.is_empty() || !status.is_success() {
             return Err(failed(&command, describe(status, &errors)));
@@ -259,11 +292,20 @@ impl RestBackend {
         &self,
         command: &str,
         status: reqwest::StatusCode,
-        response: Response,
+        mut body: Body,
     ) -> Result<Value, SlurmError> {
-        let text = response
-            .text()
-            .map_err(|e| transport(command, &self.target.url, &e))?;
+        let mut text = String::new();
+        // A body that breaks off leaves the request's effect unknown: a parse error, never a
+        // definite refusal (a submit's nonce lookup depends on it).
+        std::io::Read::read_to_string(&mut body, &mut text).map_err(|e| {
+            parse(
+                command,
+                format!(
+                    "the answer from slurmrestd at {} broke off: {e}",
+                    self.target.url
+                ),
+            )
+        })?;
         match serde_json::from_str(&text) {
             Ok(value) => Ok(value),
             Err(_) if status == reqwest::StatusCode::NOT_FOUND => {
@@ -282,7 +324,7 @@ impl RestBackend {
         let offered = self
             .send(Method::GET, "/openapi/v3", None, true)
             .ok()
-            .and_then(|(_, r)| r.json::<Value>().ok())
+            .and_then(|(_, body)| serde_json::from_reader::<_, Value>(body).ok())
             .map(|spec| wire::offered_versions(&spec).join(", "))
             .filter(|o| !o.is_empty())
             .unwrap_or_else(|| "versions it did not say".to_owned());
@@ -306,7 +348,7 @@ impl Backend for RestBackend {
         let command = format!("GET {path}");
         let started = now();
         let taken = std::time::Instant::now();
-        let (status, response) = self.send(Method::GET, &asked, None, true)?;
+        let (status, body) = self.send(Method::GET, &asked, None, true)?;
         if status == reqwest::StatusCode::NOT_MODIFIED
             && let Some((_, jobs)) = recalled
         {
@@ -316,7 +358,7 @@ impl Backend for RestBackend {
         if status == reqwest::StatusCode::NOT_FOUND {
             return Err(failed(&command, self.not_served()));
         }
-        let reader = std::io::BufReader::with_capacity(64 * 1024, response);
+        let reader = std::io::BufReader::with_capacity(64 * 1024, body);
         let mut deserializer = serde_json::Deserializer::from_reader(reader);
         let listing = wire::JobsSeed {
             user: &self.target.user,
@@ -355,8 +397,8 @@ impl Backend for RestBackend {
         let path = self.path("job/submit")?;
         let command = format!("POST {path}");
         let body = wire::submit_body(job, api, now());
-        let (status, response) = self.send(Method::POST, &path, Some(&body), false)?;
-        let value = self.json_answer(&command, status, response)?;
+        let (status, answer) = self.send(Method::POST, &path, Some(&body), false)?;
+        let value = self.json_answer(&command, status, answer)?;
         let errors = wire::errors_of(&value);
         let job_id = value
             .get("job_id")
@@ -628,6 +670,23 @@ mod tests {
         assert_eq!(memo.recall("url alice v0.0.38"), Some((1000, vec![job])));
         assert!(memo.recall("url bob v0.0.38").is_none());
         assert!(memo.recall("other alice v0.0.38").is_none());
+    }
+
+    #[test]
+    fn only_slurms_own_refusals_are_not_retried() {
+        // 22.05 answers a DELETE of a job it no longer knows with HTTP 500 and this.
+        let gone = r#"{"errors":[{"description":"unable to kill JobId=9 with signal 9: Invalid job id specified","error_number":2017,"error":"Invalid job id specified","source":"slurm_kill_job"}]}"#;
+        assert!(definite(gone));
+        let unreachable = r#"{"errors":[{"error":"Unable to contact slurm controller (connect failure)","error_number":1001}]}"#;
+        assert!(
+            !definite(unreachable),
+            "the controller being away is worth a retry"
+        );
+        assert!(!definite(r#"{"errors":[]}"#));
+        assert!(!definite(
+            r#"{"errors":[{"error":"Unspecified error","error_number":-1}]}"#
+        ));
+        assert!(!definite("Internal Server Error"));
     }
 
     #[test]
