@@ -507,6 +507,12 @@ fn every_version_accepts_the_submit_and_update_stackctl_sends() {
         assert_eq!(count(&job["time_limit"]), Some(60), "{api}");
         assert_eq!(count(&job["memory_per_node"]), Some(1024), "{api}");
         assert_eq!(count(&job["begin_time"]), Some(1030), "{api}");
+        assert_eq!(job["current_working_directory"], "/logs", "{api}");
+        assert_eq!(
+            (&job["hold"], &job["tasks_per_node"]),
+            (&json!(true), &json!(1)),
+            "{api}"
+        );
         if api == Api::V0038 {
             assert_eq!(job["gres"], "gpu:a100:1");
             assert_eq!(job["nodes"], json!([1, 1]));

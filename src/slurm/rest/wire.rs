@@ -678,7 +678,6 @@ pub fn array_tasks(text: &str) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::JobOptions;
 
     const HELD_ERROR: i64 = 2042;
 
@@ -775,69 +774,6 @@ mod tests {
             errors[2].text,
             "Invalid job id specified: Unable to find JobId=9"
         );
-    }
-
-    #[test]
-    fn submit_body_maps_every_option_to_v0038_keys() {
-        let job = JobRequest {
-            options: JobOptions {
-                name: "a.web".into(),
-                comment: "stackctl;owner=o".into(),
-                array: Some("0-1".into()),
-                begin: Some("now+30".into()),
-                nodes: Some(1),
-                ntasks_per_node: Some(1),
-                cpus_per_task: Some(2),
-                memory: Some("1G".into()),
-                gres: Some("gpu:a100:1".into()),
-                time_limit: Some(60),
-                partition: Some("debug".into()),
-                output: Some("/logs/a.web-%A_%a.out".into()),
-                error: Some("/logs/a.web-%A_%a.err".into()),
-                export_none: true,
-                hold: true,
-                ..Default::default()
-            },
-            body: "exec sleep 1\n".into(),
-        };
-        let body = submit_body(&job, Api::V0038, 1000);
-        assert_eq!(body["script"], "#!/bin/bash\nexec sleep 1\n");
-        let j = &body["job"];
-        assert_eq!(j["begin_time"], 1030);
-        assert_eq!(j["nodes"], json!([1, 1]));
-        assert_eq!(j["memory_per_node"], 1024);
-        assert_eq!(j["tasks_per_node"], 1);
-        assert_eq!(j["gres"], "gpu:a100:1");
-        assert_eq!(j["current_working_directory"], "/logs");
-        assert_eq!(j["hold"], true);
-        assert!(j["environment"].is_object(), "v0.0.38 requires a dict");
-        // Every key is one v0.0.38 `job_properties` knows (unknown keys are rejected).
-        let known = [
-            "name",
-            "comment",
-            "array",
-            "begin_time",
-            "dependency",
-            "hold",
-            "nodes",
-            "tasks",
-            "tasks_per_node",
-            "cpus_per_task",
-            "memory_per_node",
-            "memory_per_cpu",
-            "gres",
-            "time_limit",
-            "partition",
-            "qos",
-            "account",
-            "standard_output",
-            "standard_error",
-            "current_working_directory",
-            "environment",
-        ];
-        for key in j.as_object().unwrap().keys() {
-            assert!(known.contains(&key.as_str()), "{key}");
-        }
     }
 
     #[test]
