@@ -181,25 +181,21 @@ impl RestBackend {
         let spec: Value =
             serde_json::from_reader(body).map_err(|e| parse("GET /openapi/v3", e.to_string()))?;
         let offered = wire::offered_versions(&spec);
-        let api = offered
-            .iter()
-            .rev()
-            .find_map(|v| Api::parse(v))
-            .ok_or_else(|| {
-                failed(
-                    "GET /openapi/v3",
-                    format!(
-                        "slurmrestd at {} offers {}; this stackctl speaks {}",
-                        self.target.url,
-                        if offered.is_empty() {
-                            "no /slurm/ API".to_owned()
-                        } else {
-                            offered.join(", ")
-                        },
-                        Api::ALL.map(Api::name).join(", ")
-                    ),
-                )
-            })?;
+        let api = wire::newest_spoken(&offered).ok_or_else(|| {
+            failed(
+                "GET /openapi/v3",
+                format!(
+                    "slurmrestd at {} offers {}; this stackctl speaks {}",
+                    self.target.url,
+                    if offered.is_empty() {
+                        "no /slurm/ API".to_owned()
+                    } else {
+                        offered.join(", ")
+                    },
+                    Api::ALL.map(Api::name).join(", ")
+                ),
+            )
+        })?;
         Ok(*self.api.get_or_init(|| api))
     }
 

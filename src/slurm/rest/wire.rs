@@ -85,6 +85,11 @@ pub fn offered_versions(spec: &Value) -> Vec<String> {
     versions
 }
 
+/// The newest of the `offered` versions this adapter speaks. Pure.
+pub fn newest_spoken(offered: &[String]) -> Option<Api> {
+    offered.iter().filter_map(|v| Api::parse(v)).max()
+}
+
 /// One entry of Slurm's `errors[]` (or of a v0.0.42 cancel's `status[].error`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestError {
@@ -690,6 +695,15 @@ mod tests {
         assert_eq!(offered_versions(&spec), ["v0.0.37", "v0.0.38"]);
         let newer = json!({"paths": {"/slurm/v0.0.40/jobs": {}, "/slurm/v0.0.9/x": {}}});
         assert_eq!(offered_versions(&newer), ["v0.0.9", "v0.0.40"]);
+        let offered = |list: &[&str]| list.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            newest_spoken(&offered(&["v0.0.36", "v0.0.37", "v0.0.38"])),
+            Some(Api::V0038)
+        );
+        // Slurm 25.05 serves v0.0.40 to v0.0.43: the newest spoken here is v0.0.42.
+        let slurm_25_05 = offered(&["v0.0.40", "v0.0.41", "v0.0.42", "v0.0.43"]);
+        assert_eq!(newest_spoken(&slurm_25_05), Some(Api::V0042));
+        assert_eq!(newest_spoken(&offered(&["v0.0.43", "v0.0.44"])), None);
     }
 
     /// A real v0.0.38 answer of the test cluster (Slurm 22.05.8), cut to three jobs: one of
