@@ -8,62 +8,33 @@
 
 mod common;
 
-use common::{TestRepo, slurm_conf, wait_for};
+use common::rest::{REST_URL, token};
+use common::{TestRepo, sleepers, wait_for};
 use std::process::{Command, Output};
 
-const REST_URL: &str = "http://127.0.0.1:16820";
-
-/// A fresh JWT for root from `scontrol token`.
-fn token(lifespan: u32) -> String {
-    let output = Command::new("scontrol")
-        .env("SLURM_CONF", slurm_conf())
-        .args(["token", "username=root", &format!("lifespan={lifespan}")])
-        .output()
-        .expect("scontrol runs");
-    assert!(output.status.success(), "{output:?}");
-    let text = String::from_utf8(output.stdout).unwrap();
-    text.trim().strip_prefix("SLURM_JWT=").unwrap().to_owned()
-}
-
-/// Writes `stackctl.yaml` for slurmrestd at `url`, logs in the repo (which exists: nothing
-/// over REST can create it).
+/// Writes `stackctl.yaml` for slurmrestd at `url` as root, logs in the repo.
 fn configure(repo: &TestRepo, url: &str) {
     let logs = repo.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    std::fs::write(
-        repo.path().join("stackctl.yaml"),
-        format!(
-            "owner: {}\nlog_dir: {}\ncluster:\n  backend: rest\n  url: {url}\n  user: root\n",
-            repo.owner,
-            logs.display()
-        ),
-    )
-    .unwrap();
+    common::rest::configure(repo.path(), &repo.owner, &logs, url, "root");
 }
 
-/// stackctl over REST with `token` in `SLURM_JWT` and no `SLURM_CONF`, so nothing it does can
-/// reach Slurm but through slurmrestd.
+/// stackctl over REST on the repo (see [`common::rest::command`]).
 fn run(repo: &TestRepo, token: &str, args: &[&str]) -> Output {
-    let mut command = repo.command(args);
-    command.env_remove("SLURM_CONF").env("SLURM_JWT", token);
-    command.output().unwrap()
+    common::rest::command(repo.path(), token, args)
+        .output()
+        .unwrap()
 }
 
 fn expect(repo: &TestRepo, token: &str, args: &[&str], code: i32) -> String {
     common::stdout_of(&run(repo, token, args), args, code)
 }
 
-fn sleepers(replicas: u32, mode: &str) -> String {
-    format!(
-        "services:\n  web:\n    recipe: test/sleeper\n    replicas: {replicas}\n    environment: {{MODE: {mode}}}\n"
-    )
-}
-
 #[test]
 fn over_rest_apply_creates_scales_replaces_heals_and_destroys() {
     let repo = TestRepo::new("rest-lifecycle");
     configure(&repo, REST_URL);
-    let jwt = token(900);
+    let jwt = token("root", 900);
     repo.write_stack("s", &sleepers(2, "a"));
     let plan = expect(&repo, &jwt, &["plan"], 0);
     assert!(plan.contains("2 to add"), "{plan}");
@@ -119,7 +90,7 @@ fn over_rest_apply_creates_scales_replaces_heals_and_destroys() {
 fn rest_and_cli_plans_are_byte_identical_and_concurrent_applies_never_exceed_replicas() {
     let repo = TestRepo::new("rest-same-plan");
     configure(&repo, REST_URL);
-    let jwt = token(900);
+    let jwt = token("root", 900);
     repo.write_stack("s", &sleepers(2, "a"));
     expect(&repo, &jwt, &["apply", "--auto-approve"], 0);
     let alive = repo.alive("s.web");
@@ -200,11 +171,8 @@ fn rest_and_cli_plans_are_byte_identical_and_concurrent_applies_never_exceed_rep
 
 /// Runs `args` expecting exit 1 with one line on stderr; returns that line.
 fn one_line_failure(repo: &TestRepo, token: &str, args: &[&str]) -> String {
-    let mut command = repo.command(args);
-    command
-        .env_remove("SLURM_CONF")
-        .env("SLURM_JWT", token)
-        .env("STACKCTL_LOG", "debug");
+    let mut command = common::rest::command(repo.path(), token, args);
+    command.env("STACKCTL_LOG", "debug");
     let output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -227,13 +195,13 @@ fn rest_failures_are_one_clear_line_and_never_show_the_token() {
     let wrong = one_line_failure(&repo, "not-a-token", &["plan"]);
     assert!(wrong.contains("the token is not a JWT"), "{wrong}");
 
-    let short = token(1);
+    let short = token("root", 1);
     std::thread::sleep(std::time::Duration::from_secs(3));
     let expired = one_line_failure(&repo, &short, &["plan"]);
     assert!(expired.contains("the token expired"), "{expired}");
 
     // A token slurmctld cannot verify (its signature altered): Slurm's own answer, one line.
-    let jwt = token(900);
+    let jwt = token("root", 900);
     let (unsigned, _) = jwt.rsplit_once('.').unwrap();
     let forged = format!("{unsigned}.AAAA");
     let refused = one_line_failure(&repo, &forged, &["plan"]);

@@ -9,167 +9,10 @@
 
 mod common;
 
-use common::{TestRepo, copy_dir, slurm_conf, wait_for};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-/// The test login node, as `scripts/slurm-dev-cluster` sets it up.
-const SSH_DIR: &str = "/etc/stackctl-dev-slurm/ssh";
-const SSH_PORT: u16 = 16922;
-const SSH_USER: &str = "stackctl-ssh";
-
-/// A job of the SSH user, as plain squeue shows it.
-#[derive(Debug)]
-struct UserJob {
-    id: String,
-    state: String,
-    comment: String,
-}
-
-/// Every job of the SSH user (listed as root with `-u`, read-only), ended ones included.
-fn user_jobs() -> Vec<UserJob> {
-    let output = Command::new("squeue")
-        .env("SLURM_CONF", slurm_conf())
-        .args(["-u", SSH_USER, "-h", "-r", "-t", "all", "-o", "%i|%T|%k"])
-        .output()
-        .expect("squeue runs");
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, '|');
-            Some(UserJob {
-                id: parts.next()?.to_owned(),
-                state: parts.next()?.to_owned(),
-                comment: parts.next()?.to_owned(),
-            })
-        })
-        .collect()
-}
-
-/// A test repo whose stackctl reaches Slurm over SSH as `stackctl-ssh`; cancels its owner's
-/// jobs (by id) when dropped.
-struct SshRepo {
-    repo: TestRepo,
-    /// A directory holding only a link to `ssh`: stackctl's whole `PATH`.
-    bin: PathBuf,
-}
-
-impl SshRepo {
-    fn new(name: &str) -> SshRepo {
-        let repo = TestRepo::new(name);
-        Self::configure(&repo, &format!("{SSH_DIR}/known_hosts"), SSH_PORT, "");
-        let bin = repo.path().join("ssh-only-bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(common::which("ssh"), bin.join("ssh")).unwrap();
-        // The local run as the SSH user (plan comparison, concurrent applies) reads the repo.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(repo.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        SshRepo { repo, bin }
-    }
-
-    /// Writes `stackctl.yaml` for the login node; `extra_env` adds YAML to `cluster.ssh.env`.
-    fn configure(repo: &TestRepo, known_hosts: &str, port: u16, extra_env: &str) {
-        let owner = &repo.owner;
-        std::fs::write(
-            repo.path().join("stackctl.yaml"),
-            format!(
-                "owner: {owner}\n\
-                 log_dir: ~/logs/{owner}\n\
-                 cluster:\n  ssh:\n    host: 127.0.0.1\n    port: {port}\n    user: {SSH_USER}\n    \
-                 identity_file: {SSH_DIR}/client_ed25519\n    known_hosts_file: {known_hosts}\n    \
-                 env: {{SLURM_CONF: {}{extra_env}}}\n",
-                slurm_conf()
-            ),
-        )
-        .unwrap();
-    }
-
-    /// stackctl over SSH, with no Slurm command on `PATH` and no `SLURM_CONF` here.
-    fn run(&self, args: &[&str]) -> Output {
-        let mut command = self.repo.command(args);
-        command.env_remove("SLURM_CONF").env("PATH", &self.bin);
-        command.output().unwrap()
-    }
-
-    /// Runs a command that must exit with `code`; returns its stdout.
-    fn expect(&self, args: &[&str], code: i32) -> String {
-        common::stdout_of(&self.run(args), args, code)
-    }
-
-    /// stackctl with the local CLI backend, run as the SSH user (the same Slurm user).
-    fn local_as_user(&self, args: &[&str]) -> Command {
-        let dir = self.repo.path().join("local-config");
-        std::fs::create_dir_all(&dir).unwrap();
-        // The same repo, its config without `cluster.ssh`, and the same owner and log dir.
-        let mut command = Command::new("runuser");
-        command
-            .args(["-u", SSH_USER, "--", env!("CARGO_BIN_EXE_stackctl")])
-            .env("SLURM_CONF", slurm_conf())
-            .env("NO_COLOR", "1")
-            .env("HOME", "/var/lib/stackctl-dev-slurm/ssh-home")
-            .arg("-C")
-            .arg(self.local_copy())
-            .args(args);
-        command
-    }
-
-    /// A copy of the repo with the local backend: the same stacks, recipes, owner and logs.
-    fn local_copy(&self) -> PathBuf {
-        let copy = self.repo.path().join("local");
-        let _ = std::fs::remove_dir_all(&copy);
-        copy_dir(&self.repo.path().join("stacks"), &copy.join("stacks"));
-        copy_dir(&self.repo.path().join("recipes"), &copy.join("recipes"));
-        let owner = &self.repo.owner;
-        std::fs::write(
-            copy.join("stackctl.yaml"),
-            format!("owner: {owner}\nlog_dir: ~/logs/{owner}\n"),
-        )
-        .unwrap();
-        copy
-    }
-
-    /// This owner's jobs.
-    fn jobs(&self) -> Vec<UserJob> {
-        let tag = format!(";owner={};", self.repo.owner);
-        user_jobs()
-            .into_iter()
-            .filter(|j| j.comment.contains(&tag))
-            .collect()
-    }
-
-    /// This owner's alive jobs of `stack.service`.
-    fn alive(&self, service: &str) -> Vec<UserJob> {
-        let (stack, svc) = service.split_once('.').unwrap();
-        let tag = format!(";stack={stack};svc={svc};");
-        self.jobs()
-            .into_iter()
-            .filter(|j| j.comment.contains(&tag) && is_alive(&j.state))
-            .collect()
-    }
-}
-
-impl Drop for SshRepo {
-    fn drop(&mut self) {
-        let ids: Vec<String> = self
-            .jobs()
-            .into_iter()
-            .filter(|j| is_alive(&j.state))
-            .map(|j| j.id)
-            .collect();
-        common::scancel(&ids);
-    }
-}
-
-fn is_alive(state: &str) -> bool {
-    matches!(state, "PENDING" | "RUNNING" | "CONFIGURING" | "SUSPENDED")
-}
-
-fn sleepers(replicas: u32, mode: &str) -> String {
-    format!(
-        "services:\n  web:\n    recipe: test/sleeper\n    replicas: {replicas}\n    environment: {{MODE: {mode}}}\n"
-    )
-}
+use common::ssh::{SSH_DIR, SSH_HOME, SSH_PORT, SshRepo};
+use common::{sleepers, slurm_conf, wait_for};
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn over_ssh_apply_creates_scales_replaces_and_heals() {
@@ -182,7 +25,7 @@ fn over_ssh_apply_creates_scales_replaces_and_heals() {
     assert_eq!(first.len(), 2, "{first:?}");
     r.expect(&["plan", "--detailed-exitcode"], 0);
     // The log directory was made on the login node, in its user's home.
-    let logs = Path::new("/var/lib/stackctl-dev-slurm/ssh-home/logs").join(&r.repo.owner);
+    let logs = Path::new(SSH_HOME).join("logs").join(&r.repo.owner);
     assert!(logs.is_dir(), "{} exists", logs.display());
 
     r.repo.write_stack("s", &sleepers(3, "a"));

@@ -1,7 +1,11 @@
 //! Helpers shared by the end-to-end suites against the real Slurm test cluster: plain
 //! `squeue`/`scancel` (independent of stackctl's own listing code), throwaway repos with an
-//! owner of their own, and waiting.
+//! owner of their own, and waiting. [`ssh`] and [`rest`] reach the same cluster through the
+//! other two backends.
 #![allow(dead_code)] // each test binary uses its own subset
+
+pub mod rest;
+pub mod ssh;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -48,9 +52,20 @@ impl Job {
 
 /// Lists every job of this user, ended ones included, with plain squeue.
 pub fn squeue() -> Vec<Job> {
+    squeue_of(&["--me"])
+}
+
+/// Lists every job of `user`, ended ones included, with plain squeue (read-only).
+pub fn user_jobs(user: &str) -> Vec<Job> {
+    squeue_of(&["-u", user])
+}
+
+/// Plain squeue over every job `selector` picks (`--me`, `-u USER`), array tasks one a line.
+fn squeue_of(selector: &[&str]) -> Vec<Job> {
     let output = Command::new("squeue")
         .env("SLURM_CONF", slurm_conf())
-        .args(["--me", "-h", "-r", "-t", "all", "-o", "%F|%K|%T|%b|%j|%k"])
+        .args(selector)
+        .args(["-h", "-r", "-t", "all", "-o", "%F|%K|%T|%b|%j|%k"])
         .output()
         .expect("squeue runs");
     assert!(
@@ -173,13 +188,7 @@ impl TestRepo {
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
-        cmd.env("SLURM_CONF", slurm_conf())
-            .env("NO_COLOR", "1")
-            .arg("-C")
-            .arg(self.path())
-            .args(args);
-        cmd
+        stackctl(self.path(), args)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -244,6 +253,17 @@ impl Drop for TestRepo {
         ids.extend(self.extra.borrow().iter().cloned());
         scancel(&ids);
     }
+}
+
+/// `stackctl -C dir args` on the test cluster, without colour.
+pub fn stackctl(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stackctl"));
+    cmd.env("SLURM_CONF", slurm_conf())
+        .env("NO_COLOR", "1")
+        .arg("-C")
+        .arg(dir)
+        .args(args);
+    cmd
 }
 
 /// The stdout of a finished `stackctl args`, which must have exited with `code` (else the
@@ -419,13 +439,27 @@ pub fn stack(replicas: u32) -> String {
     format!("services:\n  app:\n    recipe: test/sleeper\n    replicas: {replicas}\n")
 }
 
+/// A stack of one service `web`: `replicas` sleepers with `MODE` (a change of it replaces them).
+pub fn sleepers(replicas: u32, mode: &str) -> String {
+    format!(
+        "services:\n  web:\n    recipe: test/sleeper\n    replicas: {replicas}\n    environment: {{MODE: {mode}}}\n"
+    )
+}
+
 /// The alive lock placeholders of the repo's owner.
 pub fn locks(repo: &TestRepo) -> usize {
-    let tag = format!("stackctl-lock/v1;owner={};", repo.owner);
-    squeue()
+    lock_placeholders(squeue(), &repo.owner).len()
+}
+
+/// The alive lock placeholders of `owner` among `jobs`, lowest id (the holder) first.
+pub fn lock_placeholders(jobs: Vec<Job>, owner: &str) -> Vec<Job> {
+    let tag = format!("stackctl-lock/v1;owner={owner};");
+    let mut locks: Vec<Job> = jobs
         .into_iter()
         .filter(|j| j.alive() && j.comment.starts_with(&tag))
-        .count()
+        .collect();
+    locks.sort_by_key(|j| j.id.parse::<u64>().unwrap_or(u64::MAX));
+    locks
 }
 
 /// `GET /` over HTTP/1.0 to `host:port`; returns the status line.
