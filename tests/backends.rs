@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::ssh::SshRepo;
+use common::ssh::{SSH_DIR, SSH_PORT, SSH_USER, SshRepo};
 use common::{Job, sleepers, stdout_of, wait_for};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -33,22 +33,49 @@ const ALL: [Via; 3] = [Via::Local, Via::Ssh, Via::Rest];
 struct Backends {
     r: SshRepo,
     jwt: String,
+    /// The local CLI's `PATH`, when it is not this process's.
+    local_path: Option<String>,
+    /// Where slurmrestd is reached: the test cluster's, or a proxy in front of it.
+    rest_url: String,
 }
 
 impl Backends {
     fn new(name: &str) -> Backends {
         Backends {
             r: SshRepo::new(name),
-            jwt: common::rest::token(common::ssh::SSH_USER, 900),
+            jwt: common::rest::token(SSH_USER, 900),
+            local_path: None,
+            rest_url: common::rest::REST_URL.to_owned(),
         }
+    }
+
+    /// Makes every real submit, through any backend, wait `seconds` first
+    /// ([`common::slow_submits`], [`common::rest::slow_submits_proxy`]).
+    fn slow_submits(&mut self, seconds: u32) {
+        self.rest_url = common::rest::slow_submits_proxy(Duration::from_secs(seconds.into()));
+        let path = common::slow_submits(&self.r.repo.path().join("slow"), seconds);
+        let known_hosts = format!("{SSH_DIR}/known_hosts");
+        SshRepo::configure(
+            &self.r.repo,
+            &known_hosts,
+            SSH_PORT,
+            &format!(", PATH: '{path}'"),
+        );
+        self.local_path = Some(path);
     }
 
     /// `stackctl args` through `via`, on the repo's stacks as they are now.
     fn command(&self, via: Via, args: &[&str]) -> Command {
         match via {
-            Via::Local => self.r.local_as_user(args),
+            Via::Local => {
+                let mut command = self.r.local_as_user(args);
+                if let Some(path) = &self.local_path {
+                    command.env("PATH", path);
+                }
+                command
+            }
             Via::Ssh => self.r.over_ssh(args),
-            Via::Rest => self.r.rest_as_user(&self.jwt, args),
+            Via::Rest => self.r.rest_as_user(&self.rest_url, &self.jwt, args),
         }
     }
 
@@ -78,20 +105,6 @@ impl Backends {
     fn lock_ids(&self) -> Vec<String> {
         self.r.locks().into_iter().map(|j| j.id).collect()
     }
-
-    /// Asserts that `s.web` and `s.api` run exactly indexes `0..web` and `0..api`, nothing
-    /// else of this owner is alive, and every backend plans no changes.
-    fn assert_exactly(&self, web: u32, api: u32) {
-        assert_eq!(self.r.indexes("s.web"), (0..web).collect::<Vec<_>>());
-        assert_eq!(self.r.indexes("s.api"), (0..api).collect::<Vec<_>>());
-        let replicas = self.replicas();
-        assert_eq!(replicas.len(), (web + api) as usize, "{replicas:?}");
-        assert!(self.lock_ids().is_empty(), "every lock was released");
-        for via in ALL {
-            let plan = self.expect(via, &["plan", "--detailed-exitcode"], 0);
-            assert!(plan.contains(NO_CHANGES), "{via:?}: {plan}");
-        }
-    }
 }
 
 fn two_services(web: u32, api: u32) -> String {
@@ -102,11 +115,16 @@ fn two_services(web: u32, api: u32) -> String {
 }
 
 /// Starts one `apply --auto-approve --lock-timeout 120s` through each backend together and
-/// waits for all three. The timeout is far longer than an apply takes, so (see `lock.rs`) a
-/// contender that finds another's lock withdraws its placeholder and waits, takes the lock
-/// once it is released, plans again under it and finds nothing to do: every apply exits 0,
-/// exactly one reports `added` jobs and the other two print no changes.
-fn race(b: &Backends, added: u32) {
+/// waits for all three; then `s.web` and `s.api` must run exactly indexes `0..web` and
+/// `0..api`, with no other replica of this owner alive and no lock left.
+///
+/// The timeout is far longer than an apply takes, so (see `lock.rs`) a contender that finds
+/// another's lock withdraws its placeholder and waits, takes the lock once it is released,
+/// plans again under it and finds nothing to do: every apply exits 0, exactly one reports
+/// `added` jobs, the other two print no changes, and so does a plan through
+/// each backend afterwards. (Without the lock, all three would plan before the first slowed
+/// submit lands, and each would submit.)
+fn race(b: &Backends, web: u32, api: u32, added: u32) {
     let args = ["apply", "--auto-approve", "--lock-timeout", "120s"];
     // The copies for the local CLI and REST are made before anything starts.
     let mut commands: Vec<(Via, Command)> = ALL.map(|via| (via, b.command(via, &args))).into();
@@ -129,30 +147,44 @@ fn race(b: &Backends, added: u32) {
             (via, stdout)
         })
         .collect();
+
+    assert_eq!(
+        b.r.indexes("s.web"),
+        (0..web).collect::<Vec<_>>(),
+        "{outputs:#?}"
+    );
+    assert_eq!(
+        b.r.indexes("s.api"),
+        (0..api).collect::<Vec<_>>(),
+        "{outputs:#?}"
+    );
+    let replicas = b.replicas();
+    assert_eq!(replicas.len(), (web + api) as usize, "{replicas:#?}");
+    assert!(b.lock_ids().is_empty(), "every lock was released");
+
     let summary = format!("Apply complete! Jobs: {added} added, 0 changed, 0 destroyed.");
-    let applied: Vec<Via> = outputs
-        .iter()
-        .filter(|(_, out)| out.contains(&summary))
-        .map(|(via, _)| *via)
-        .collect();
+    let applied = outputs.iter().filter(|(_, out)| out.contains(&summary));
     let idle = outputs
         .iter()
-        .filter(|(_, out)| out.contains(NO_CHANGES) && !out.contains("Apply complete!"))
-        .count();
+        .filter(|(_, out)| out.contains(NO_CHANGES) && !out.contains("Apply complete!"));
     assert_eq!(
-        (applied.len(), idle),
+        (applied.count(), idle.count()),
         (1, 2),
         "one apply converges, the others find nothing to do: {outputs:#?}"
     );
+    for via in ALL {
+        let plan = b.expect(via, &["plan", "--detailed-exitcode"], 0);
+        assert!(plan.contains(NO_CHANGES), "{via:?}: {plan}");
+    }
 }
 
 #[test]
 fn three_applies_at_once_through_local_ssh_and_rest_never_exceed_the_replicas() {
-    let b = Backends::new("backends-race");
+    let mut b = Backends::new("backends-race");
+    b.slow_submits(3);
     // From nothing: every replica is a create.
     b.r.repo.write_stack("s", &two_services(3, 2));
-    race(&b, 5);
-    b.assert_exactly(3, 2);
+    race(&b, 3, 2, 5);
 
     // A replica cancelled by hand and a scale-up, both at once.
     let web = b.r.alive("s.web");
@@ -161,8 +193,7 @@ fn three_applies_at_once_through_local_ssh_and_rest_never_exceed_the_replicas() 
         b.r.indexes("s.web") == [0, 2]
     });
     b.r.repo.write_stack("s", &two_services(3, 4));
-    race(&b, 3);
-    b.assert_exactly(3, 4);
+    race(&b, 3, 4, 3);
 }
 
 /// Runs an apply through `via` with `--lock-timeout 2s` that must lose to the held lock;

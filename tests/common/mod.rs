@@ -334,6 +334,20 @@ pub fn wrapped_path(dir: &Path, script: &str) -> String {
     format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
 }
 
+/// A `PATH` (see [`wrapped_path`]) whose `sbatch` waits `seconds` before each real submit;
+/// the lock's placeholders and `--test-only` go through at once. Widens the window between an
+/// apply's last listing and its submit, where two applies without the lock would both submit.
+pub fn slow_submits(dir: &Path, seconds: u32) -> String {
+    wrapped_path(
+        dir,
+        &format!(
+            "#!/bin/sh\nscript=$(mktemp)\ncat >\"$script\"\n\
+             case \"$*\" in *--test-only*) ;; *) grep -q stackctl-lock \"$script\" || sleep {seconds} ;; esac\n\
+             REAL_SBATCH \"$@\" <\"$script\"\nstatus=$?\nrm -f \"$script\"\nexit $status\n"
+        ),
+    )
+}
+
 pub fn which(program: &str) -> PathBuf {
     let out = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])

@@ -94,10 +94,10 @@ impl SshRepo {
         command
     }
 
-    /// stackctl over slurmrestd acting as the SSH user with `token` (minted for that user),
-    /// on a copy of the repo made now, logging where `~/logs/<owner>` points over SSH. Creates
-    /// that directory as the SSH user first: nothing over REST can.
-    pub fn rest_as_user(&self, token: &str, args: &[&str]) -> Command {
+    /// stackctl over slurmrestd at `url` acting as the SSH user with `token` (minted for that
+    /// user), on a copy of the repo made now, logging where `~/logs/<owner>` points over SSH.
+    /// Creates that directory as the SSH user first: nothing over REST can.
+    pub fn rest_as_user(&self, url: &str, token: &str, args: &[&str]) -> Command {
         let log_dir = self.log_dir();
         let made = Command::new("runuser")
             .args(["-u", SSH_USER, "--", "mkdir", "-p"])
@@ -110,13 +110,7 @@ impl SshRepo {
             log_dir.display()
         );
         let copy = self.copy_with("rest", "");
-        super::rest::configure(
-            &copy,
-            &self.repo.owner,
-            &log_dir,
-            super::rest::REST_URL,
-            SSH_USER,
-        );
+        super::rest::configure(&copy, &self.repo.owner, &log_dir, url, SSH_USER);
         super::rest::command(&copy, token, args)
     }
 
