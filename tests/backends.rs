@@ -221,7 +221,7 @@ fn a_lock_held_over_ssh_stops_rest_and_local_applies_until_released_or_force_unl
     // The lock taken through the SSH backend, by this process under a host name of its own.
     let settings = stackctl::reconcile::load(b.r.repo.path()).unwrap().settings;
     assert!(settings.ssh.is_some());
-    let over_ssh = stackctl::slurm::for_settings(&settings).unwrap();
+    let over_ssh = stackctl::slurm::for_settings(&settings, None).unwrap();
     let hold = || {
         lock::acquire(
             over_ssh.as_ref(),
