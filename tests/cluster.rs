@@ -770,15 +770,6 @@ fn repos_whose_remotes_differ_only_by_host_never_see_each_others_jobs() {
     scancel(&ids);
 }
 
-/// This owner's live lock placeholders, as plain squeue shows them.
-fn lock_jobs(repo: &TestRepo) -> Vec<Job> {
-    let tag = format!("stackctl-lock/v1;owner={};", repo.owner);
-    squeue()
-        .into_iter()
-        .filter(|j| j.alive() && j.comment.starts_with(&tag))
-        .collect()
-}
-
 #[test]
 fn concurrent_applies_take_turns_and_never_duplicate_a_replica() {
     let repo = TestRepo::new("concurrent");
@@ -823,7 +814,7 @@ fn concurrent_applies_take_turns_and_never_duplicate_a_replica() {
             );
         }
         assert!(
-            lock_jobs(&repo).is_empty(),
+            lock_placeholders(squeue(), &repo.owner).is_empty(),
             "round {round}: a lock was left behind"
         );
         // Back to an empty cluster, by job id.
@@ -873,7 +864,7 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
     );
     repo.expect(&["force-unlock", &lock_id], 0);
     assert!(
-        lock_jobs(&repo).is_empty(),
+        lock_placeholders(squeue(), &repo.owner).is_empty(),
         "force-unlock cancels the placeholder"
     );
     assert!(
@@ -882,7 +873,10 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
     );
     repo.apply();
     assert_eq!(repo.indexes("s.web"), [0]);
-    assert!(lock_jobs(&repo).is_empty(), "apply releases its own lock");
+    assert!(
+        lock_placeholders(squeue(), &repo.owner).is_empty(),
+        "apply releases its own lock"
+    );
 }
 
 /// Checks that the library, which reads `SLURM_CONF` from this process's environment as the
@@ -936,7 +930,7 @@ fn a_lock_from_another_host_is_broken_only_after_its_expiry() {
         "a live-looking lock from another host must be respected until it expires ({waited:?})"
     );
     assert_eq!(repo.indexes("s.web"), [0]);
-    assert!(lock_jobs(&repo).is_empty());
+    assert!(lock_placeholders(squeue(), &repo.owner).is_empty());
 }
 
 #[test]
@@ -960,7 +954,7 @@ fn a_holder_killed_with_sigkill_does_not_block_the_next_apply_on_its_host() {
         .spawn()
         .unwrap();
     wait_for("the apply to hold its lock", 60, || {
-        !lock_jobs(&repo).is_empty()
+        !lock_placeholders(squeue(), &repo.owner).is_empty()
     });
     child.kill().unwrap();
     child.wait().unwrap();
@@ -977,5 +971,5 @@ fn a_holder_killed_with_sigkill_does_not_block_the_next_apply_on_its_host() {
         [0, 1],
         "the killed apply's sbatch must not submit"
     );
-    assert!(lock_jobs(&repo).is_empty());
+    assert!(lock_placeholders(squeue(), &repo.owner).is_empty());
 }
