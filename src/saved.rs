@@ -134,7 +134,7 @@ impl SavedPlan {
         format!(
             "Saved plan for owner \"{}\" from {commit}, made {} by stackctl {}.\n",
             self.owner,
-            utc_time(self.created_at),
+            crate::utc::date_time(self.created_at),
             self.stackctl_version
         )
     }
@@ -303,12 +303,6 @@ pub fn staleness(
         );
     }
     None
-}
-
-/// `YYYY-MM-DD HH:MM:SS UTC` for unix seconds (proleptic Gregorian calendar).
-pub fn utc_time(unix: i64) -> String {
-    let (year, month, day, hour, minute, second) = crate::utc::fields(unix);
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -547,12 +541,5 @@ mod tests {
             saved.header(),
             "Saved plan for owner \"team/a\" from commit 0123abcd, made 2023-11-14 22:13:20 UTC by stackctl 0.2.0.\n"
         );
-    }
-
-    #[test]
-    fn utc_times_across_leap_days() {
-        assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc_time(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc_time(1_709_251_199), "2024-02-29 23:59:59 UTC");
     }
 }

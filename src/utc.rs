@@ -16,3 +16,21 @@ pub fn fields(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day, secs / 3600, secs % 3600 / 60, secs % 60)
 }
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for unix seconds.
+pub fn date_time(unix: i64) -> String {
+    let (year, month, day, hour, minute, second) = fields(unix);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_times_across_leap_days() {
+        assert_eq!(date_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(date_time(951_782_400), "2000-02-29 00:00:00 UTC");
+        assert_eq!(date_time(1_709_251_199), "2024-02-29 23:59:59 UTC");
+    }
+}

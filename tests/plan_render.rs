@@ -2486,9 +2486,9 @@ fn status_shows_each_running_replicas_time_left() {
     running.times.start = Some(1_700_000_000 - 600);
     running.times.end = Some(1_700_000_000 + 2 * 3600 + 5 * 60 + 7);
     let pending = job(&llm(), 1, &hash, "PENDING");
-    let mut observed = observed(vec![running, pending]);
-    observed.listed_at = 1_700_000_000;
-    let statuses = status::summarize(&desired, &observed, &ctx());
+    let mut listed = observed(vec![running, pending]);
+    listed.listed_at = 1_700_000_000;
+    let statuses = status::summarize(&desired, &listed, &ctx());
     assert_eq!(statuses[0].time_left.len(), 1, "running replicas only");
     assert_eq!(statuses[0].time_left[0].seconds, 2 * 3600 + 5 * 60 + 7);
     let text = status::render_text(&statuses);
@@ -2500,6 +2500,18 @@ fn status_shows_each_running_replicas_time_left() {
     assert_eq!(
         json["services"][0]["time_left"][0]["ends_at"],
         1_700_007_507
+    );
+    // A limit more than a day away says its date: a 365-day partition default is not "at
+    // 05:16 today".
+    let mut far = job(&llm(), 0, &hash, "RUNNING");
+    far.times.start = Some(1_700_000_000 - 600);
+    far.times.end = Some(1_700_000_000 + 365 * 86_400);
+    let mut far_observed = observed(vec![far]);
+    far_observed.listed_at = 1_700_000_000;
+    let text = status::render_text(&status::summarize(&desired, &far_observed, &ctx()));
+    assert!(
+        text.contains("365d00h left (time limit ends it at 2024-11-13 22:13:20 UTC)"),
+        "{text}"
     );
     assert_eq!(status::duration_words(45), "45s");
     assert_eq!(status::duration_words(14 * 60 + 59), "14m");

@@ -384,14 +384,19 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
         out.push('\n');
     }
     for (s, t) in left {
+        // The time of day alone when that is within a day; the date too when not.
+        let at = if t.seconds < 86_400 {
+            format!("{} UTC", crate::render::plan_text::clock(t.ends_at))
+        } else {
+            crate::utc::date_time(t.ends_at)
+        };
         let _ = writeln!(
             out,
-            "{}[{}] job {}: {} left (time limit ends it at {} UTC)",
+            "{}[{}] job {}: {} left (time limit ends it at {at})",
             s.service,
             t.index,
             t.job_id,
             duration_words(t.seconds),
-            crate::render::plan_text::clock(t.ends_at)
         );
     }
     out
