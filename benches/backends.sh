@@ -29,9 +29,10 @@
 # Every job belongs to the SSH test user (`stackctl-ssh`, see scripts/slurm-dev-cluster), so all
 # three list the same jobs: the local CLI runs as that user (runuser), SSH logs in as it, REST
 # acts as it with a token minted for it. Each shape has its own owner; everything submitted is
-# cancelled by id on exit (trap). Cancelled jobs stay listed for MinJobAge (300 s here), which
-# is why the array shape's jobs are cancelled as whole arrays (one record each) before the
-# separate shape runs.
+# cancelled by id on exit (trap). Cancelled jobs stay listed for MinJobAge (300 s here, and a
+# cancelled pending array as one line per task under `--array`), so with SHAPE=both the array
+# shape's jobs are cancelled and purged (a wait of about MinJobAge) before the separate shape
+# runs, and a second run should wait as long after the first.
 #
 # Usage: benches/backends.sh [RUNS]   (RUNS defaults to 5; SIZES="10 1000 10000";
 #        SHAPE=array|separate|both)
@@ -135,6 +136,18 @@ foreign_up_to() {
   [ "$live" -eq "$1" ] || { echo "expected $1 held foreign jobs, squeue shows $live" >&2; exit 1; }
 }
 
+# Waits until slurmctld has purged owner $1's ended jobs (MinJobAge after they ended), so the
+# next shape's listings do not carry them: `--array` prints a cancelled pending array as one line
+# per task until then.
+wait_purged() {
+  local limit t0=$SECONDS
+  limit=$(($(scontrol show config | awk '$1 == "MinJobAge" {print $3}') + 180))
+  while [ -n "$(owned_arrays "$1")" ]; do
+    ((SECONDS - t0 < limit)) || { echo "jobs of $1 still listed after ${limit}s" >&2; exit 1; }
+    sleep 10
+  done
+}
+
 # Seconds of one run.
 seconds() {
   local t0 t1
@@ -203,6 +216,9 @@ for s in $shapes; do
     fi
     measure "$s" "$n"
   done
-  # The array shape's jobs go before the separate shape runs (as whole arrays: one record each).
-  if [ "$s" = array ]; then cancel_owner "$run_id-array"; fi
+  # The array shape's jobs are gone before the separate shape runs.
+  if [ "$s" = array ] && [ "$shape" = both ]; then
+    cancel_owner "$run_id-array"
+    wait_purged "$run_id-array"
+  fi
 done
