@@ -6,8 +6,11 @@
 # backend plans the same repo; the baseline is a bare `squeue --me` listing by the same user,
 # measured in the same run. Printed per shape, size and backend: median plan wall time of RUNS
 # interleaved runs, the ratio to the baseline, the slurmctld RPCs of one plan (sdiag's per-user
-# count, so other users' traffic does not count) and, for REST, slurmrestd's peak resident
-# memory during a plan.
+# count, so other users' traffic does not count, but the e2e suites' traffic as the same user
+# does) and, for REST, slurmrestd's peak resident memory during a plan and the size of the
+# listing it answers. slurmrestd keeps what it once allocated: its peak is the process's high
+# water mark, which concurrent listings (the REST e2e suite) may already have raised, not the
+# cost of one listing; that shows only on a slurmrestd still below it.
 #
 # Shapes (SHAPE=array|separate|both, default both, array first):
 # - array: the N jobs are stackctl's own, one service with N replicas. stackctl submits them as
@@ -179,7 +182,12 @@ rest_peak_mib() {
   wait "$run" || true
   echo "scale=1; $peak / 1024" | bc
 }
-row() { printf '%-8s %7s | %-8s %9s %7s %6s %12s\n' "$@"; }
+# The size (MiB) of one GET /slurm/v0.0.38/jobs answer, the listing the REST plan reads.
+rest_body_mib() {
+  curl -sf -H "X-SLURM-USER-NAME: $user" -H "X-SLURM-USER-TOKEN: $jwt" "$rest_url/slurm/v0.0.38/jobs" \
+    | wc -c | awk '{printf "%.1f", $1 / 1048576}'
+}
+row() { printf '%-8s %7s | %-8s %9s %7s %6s %12s %9s\n' "$@"; }
 
 # Times the four listings RUNS times, interleaved, and prints one row each for shape $1, size $2.
 measure() {
@@ -191,21 +199,24 @@ measure() {
     seconds plan_ssh >> "$work/ssh.t"
     seconds plan_rest >> "$work/rest.t"
   done
-  local base t ratio peak backend
+  local base t ratio peak body backend
   base=$(median < "$work/base.t")
-  row "$1" "$2" squeue "$base" 1.00 "$(rpcs_of baseline)" -
+  row "$1" "$2" squeue "$base" 1.00 "$(rpcs_of baseline)" - -
   for backend in cli ssh rest; do
     t=$(median < "$work/$backend.t")
     ratio=$(awk -v a="$t" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
-    peak=-
-    [ "$backend" = rest ] && peak=$(rest_peak_mib plan_rest)
-    row "$1" "$2" "$backend" "$t" "$ratio" "$(rpcs_of "plan_$backend")" "$peak"
+    peak=- body=-
+    if [ "$backend" = rest ]; then
+      peak=$(rest_peak_mib plan_rest)
+      body=$(rest_body_mib)
+    fi
+    row "$1" "$2" "$backend" "$t" "$ratio" "$(rpcs_of "plan_$backend")" "$peak" "$body"
   done
 }
 
 printf 'Plan wall time by backend; baseline: bare squeue --me by the same user (%s interleaved runs, median)\n' "$runs"
 printf 'array: N owned replicas (one job array); separate: %s owned replicas + N held foreign jobs of the same user\n' "$owned_separate"
-row shape N backend median_s ratio rpcs restd_MiB
+row shape N backend median_s ratio rpcs restd_MiB body_MiB
 for s in $shapes; do
   for n in $sizes; do
     if [ "$s" = array ]; then
