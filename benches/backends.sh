@@ -7,10 +7,9 @@
 # measured in the same run. Printed per shape, size and backend: median plan wall time of RUNS
 # interleaved runs, the ratio to the baseline, the slurmctld RPCs of one plan (sdiag's per-user
 # count, so other users' traffic does not count, but the e2e suites' traffic as the same user
-# does) and, for REST, slurmrestd's peak resident memory during a plan and the size of the
-# listing it answers. slurmrestd keeps what it once allocated: its peak is the process's high
-# water mark, which concurrent listings (the REST e2e suite) may already have raised, not the
-# cost of one listing; that shows only on a slurmrestd still below it.
+# does) and, for REST, slurmrestd's resident memory idle and at its peak over one plan (on a
+# slurmrestd of the bench's own, started fresh for that plan: see rest_peak_mib) and the size of
+# the listing it answers.
 #
 # Shapes (SHAPE=array|separate|both, default both, array first):
 # - array: the N jobs are stackctl's own, one service with N replicas. stackctl submits them as
@@ -55,6 +54,8 @@ source benches/lib.sh
 user=stackctl-ssh
 ssh_dir=/etc/stackctl-dev-slurm/ssh
 rest_url=http://127.0.0.1:16820
+# The bench's own slurmrestd, started fresh for each memory measurement (rest_peak_mib).
+own_rest_addr=127.0.0.1:16830
 home=/var/lib/stackctl-dev-slurm/ssh-home
 # The owned stack's replicas in the separate shape.
 owned_separate=10
@@ -78,6 +79,7 @@ cleanup() {
   cancel_owner "$run_id-array"
   cancel_owner "$run_id-separate"
   cancel_foreign
+  pkill -f "slurmrestd .*$own_rest_addr" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -168,26 +170,40 @@ rpcs_of() {
   after=$(user_rpcs "$user")
   echo $((after - before))
 }
-# slurmrestd's peak RSS (MiB) while one run lasts, sampled every 20 ms.
+# slurmrestd's peak resident memory (MiB) over one REST plan, on a slurmrestd of the bench's own,
+# started fresh for it on $own_rest_addr and stopped after: slurmrestd keeps what it once
+# allocated, so the shared one's high-water mark says what the busiest listing so far cost, not
+# this one. Started as the dev cluster starts its own (scripts/slurm-dev-cluster): as the
+# `slurm` user, JWT auth, v0.0.38. Prints "idle/peak": VmHWM before and after the plan.
 rest_peak_mib() {
-  local pid peak=0 rss
-  pid=$(pgrep -f 'slurmrestd .*16820' | head -1)
-  "$@" >/dev/null 2>&1 &
-  local run=$!
-  while kill -0 "$run" 2>/dev/null; do
-    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-    ((rss > peak)) && peak=$rss
-    sleep 0.02
+  local pid idle peak i
+  setsid setpriv --reuid=slurm --regid=slurm --init-groups \
+    env SLURM_JWT=daemon SLURM_CONF="$SLURM_CONF" \
+    /usr/sbin/slurmrestd -f "$SLURM_CONF" -a rest_auth/jwt -s openapi/v0.0.38 "$own_rest_addr" \
+    </dev/null >/dev/null 2>&1 &
+  for i in $(seq 100); do
+    curl -s -o /dev/null "http://$own_rest_addr/openapi/v3" && break
+    sleep 0.1
   done
-  wait "$run" || true
-  echo "scale=1; $peak / 1024" | bc
+  pid=$(pgrep -f "slurmrestd .*$own_rest_addr" | head -1)
+  [ -n "$pid" ] || { echo "the bench's own slurmrestd did not start" >&2; exit 1; }
+  idle=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  sed "s#$rest_url#http://$own_rest_addr#" "$work/rest/stackctl.yaml" > "$work/rest-own.yaml"
+  cp -r "$work/rest" "$work/rest-own"
+  mv "$work/rest-own.yaml" "$work/rest-own/stackctl.yaml"
+  SLURM_JWT=$jwt "$bin" plan -C "$work/rest-own" >/dev/null 2>&1 || true
+  peak=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  kill "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  rm -rf "$work/rest-own"
+  awk -v a="$idle" -v b="$peak" 'BEGIN { printf "%.1f/%.1f", a / 1024, b / 1024 }'
 }
 # The size (MiB) of one GET /slurm/v0.0.38/jobs answer, the listing the REST plan reads.
 rest_body_mib() {
   curl -sf -H "X-SLURM-USER-NAME: $user" -H "X-SLURM-USER-TOKEN: $jwt" "$rest_url/slurm/v0.0.38/jobs" \
     | wc -c | awk '{printf "%.1f", $1 / 1048576}'
 }
-row() { printf '%-8s %7s | %-8s %9s %7s %6s %12s %9s\n' "$@"; }
+row() { printf '%-8s %7s | %-8s %9s %7s %6s %20s %9s\n' "$@"; }
 
 # Times the four listings RUNS times, interleaved, and prints one row each for shape $1, size $2.
 measure() {
@@ -207,7 +223,7 @@ measure() {
     ratio=$(awk -v a="$t" -v b="$base" 'BEGIN { printf "%.2f", a / b }')
     peak=- body=-
     if [ "$backend" = rest ]; then
-      peak=$(rest_peak_mib plan_rest)
+      peak=$(rest_peak_mib)
       body=$(rest_body_mib)
     fi
     row "$1" "$2" "$backend" "$t" "$ratio" "$(rpcs_of "plan_$backend")" "$peak" "$body"
@@ -216,7 +232,7 @@ measure() {
 
 printf 'Plan wall time by backend; baseline: bare squeue --me by the same user (%s interleaved runs, median)\n' "$runs"
 printf 'array: N owned replicas (one job array); separate: %s owned replicas + N held foreign jobs of the same user\n' "$owned_separate"
-row shape N backend median_s ratio rpcs restd_MiB body_MiB
+row shape N backend median_s ratio rpcs restd_idle/peak_MiB body_MiB
 for s in $shapes; do
   for n in $sizes; do
     if [ "$s" = array ]; then
