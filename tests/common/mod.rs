@@ -214,32 +214,46 @@ impl TestRepo {
 
     /// This owner's jobs, ended ones included.
     pub fn jobs(&self) -> Vec<Job> {
-        let tag = format!(";owner={};", self.owner);
-        squeue()
-            .into_iter()
-            .filter(|j| j.comment.contains(&tag))
-            .collect()
+        of_owner(squeue(), &self.owner)
     }
 
     /// This owner's alive jobs of one service, sorted by replica index.
     pub fn alive(&self, service: &str) -> Vec<Job> {
-        let (stack, svc) = service.split_once('.').unwrap();
-        let tag = format!(";stack={stack};svc={svc};");
-        let mut jobs: Vec<Job> = self
-            .jobs()
-            .into_iter()
-            .filter(|j| j.alive() && j.comment.contains(&tag))
-            .collect();
-        jobs.sort_by_key(|j| j.task);
-        jobs
+        alive_of(self.jobs(), service)
     }
 
+    /// The replica indexes of this owner's alive jobs of one service, sorted: an index
+    /// submitted twice shows twice.
     pub fn indexes(&self, service: &str) -> Vec<u32> {
-        self.alive(service)
-            .iter()
-            .map(|j| j.task.unwrap())
-            .collect()
+        indexes_of(&self.alive(service))
     }
+}
+
+/// The jobs among `jobs` whose marker or lock names `owner`, ended ones included.
+pub fn of_owner(jobs: Vec<Job>, owner: &str) -> Vec<Job> {
+    let tag = format!(";owner={owner};");
+    jobs.into_iter()
+        .filter(|j| j.comment.contains(&tag))
+        .collect()
+}
+
+/// The alive jobs of `stack.service` among `jobs`, sorted by replica index.
+pub fn alive_of(jobs: Vec<Job>, service: &str) -> Vec<Job> {
+    let (stack, svc) = service.split_once('.').unwrap();
+    let tag = format!(";stack={stack};svc={svc};");
+    let mut alive: Vec<Job> = jobs
+        .into_iter()
+        .filter(|j| j.alive() && j.comment.contains(&tag))
+        .collect();
+    alive.sort_by_key(|j| j.task);
+    alive
+}
+
+/// The replica indexes (array task ids) of `jobs`.
+pub fn indexes_of(jobs: &[Job]) -> Vec<u32> {
+    jobs.iter()
+        .map(|j| j.task.expect("replicas are array tasks"))
+        .collect()
 }
 
 impl Drop for TestRepo {

@@ -132,33 +132,18 @@ impl SshRepo {
 
     /// This owner's jobs of the SSH user (replicas and lock placeholders), ended ones included.
     pub fn jobs(&self) -> Vec<Job> {
-        let tag = format!(";owner={};", self.repo.owner);
-        super::user_jobs(SSH_USER)
-            .into_iter()
-            .filter(|j| j.comment.contains(&tag))
-            .collect()
+        super::of_owner(super::user_jobs(SSH_USER), &self.repo.owner)
     }
 
     /// This owner's alive jobs of `stack.service`, sorted by replica index.
     pub fn alive(&self, service: &str) -> Vec<Job> {
-        let (stack, svc) = service.split_once('.').unwrap();
-        let tag = format!(";stack={stack};svc={svc};");
-        let mut jobs: Vec<Job> = self
-            .jobs()
-            .into_iter()
-            .filter(|j| j.alive() && j.comment.contains(&tag))
-            .collect();
-        jobs.sort_by_key(|j| j.task);
-        jobs
+        super::alive_of(self.jobs(), service)
     }
 
     /// The replica indexes (array task ids) of this owner's alive jobs of `stack.service`,
     /// sorted: an index submitted twice shows twice.
     pub fn indexes(&self, service: &str) -> Vec<u32> {
-        self.alive(service)
-            .iter()
-            .map(|j| j.task.expect("replicas are array tasks"))
-            .collect()
+        super::indexes_of(&self.alive(service))
     }
 
     /// This owner's alive lock placeholders, the holder first.
