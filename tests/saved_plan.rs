@@ -7,19 +7,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-/// Runs `stackctl args` in `repo`, which must exit 1; returns its stderr.
-fn refused(repo: &TestRepo, args: &[&str]) -> String {
-    let output = repo.run(args);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "stackctl {args:?}\nstdout:\n{}\nstderr:\n{stderr}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    stderr
-}
-
 /// Runs git in `dir` with a fixed identity; panics when it fails.
 fn git(dir: &Path, args: &[&str]) {
     let output = std::process::Command::new("git")
@@ -82,7 +69,7 @@ fn a_saved_plan_is_shown_and_applied_without_a_prompt() {
     repo.assert_converged();
 
     // The same file again: the replicas it was made without now exist.
-    let stale = refused(&repo, &["apply", "p.json"]);
+    let stale = repo.refused(&["apply", "p.json"]);
     assert!(
         stale.contains("stale plan: the live replicas changed"),
         "{stale}"
@@ -97,7 +84,7 @@ fn a_saved_plan_is_shown_and_applied_without_a_prompt() {
     );
     assert_ne!(other, text);
     std::fs::write(repo.path().join("other.json"), other).unwrap();
-    let error = refused(&repo, &["apply", "other.json"]);
+    let error = repo.refused(&["apply", "other.json"]);
     assert!(
         error.contains("this plan is for owner \"someone-else\""),
         "{error}"
@@ -108,7 +95,7 @@ fn a_saved_plan_is_shown_and_applied_without_a_prompt() {
     );
     assert_ne!(old, text);
     std::fs::write(repo.path().join("old.json"), old).unwrap();
-    let error = refused(&repo, &["apply", "old.json"]);
+    let error = repo.refused(&["apply", "old.json"]);
     assert!(error.contains("saved by stackctl 0.0.1"), "{error}");
 }
 
@@ -124,7 +111,7 @@ fn a_replica_cancelled_by_hand_makes_the_saved_plan_stale() {
     wait_for("the cancelled replica to end", 120, || {
         repo.alive("s.app").len() == 1
     });
-    let stale = refused(&repo, &["apply", "p.json"]);
+    let stale = repo.refused(&["apply", "p.json"]);
     assert!(
         stale.contains(
             "stale plan: the live replicas changed since the plan was made (2 then, 1 now)"
@@ -146,7 +133,7 @@ fn a_new_commit_changing_a_stack_makes_the_saved_plan_stale_and_one_with_the_sam
     assert!(repo.path().join(file).is_file(), "relative to -C");
     repo.write_stack("s", &stack(2));
     commit(&repo, "two replicas");
-    let stale = refused(&repo, &["apply", file]);
+    let stale = repo.refused(&["apply", file]);
     assert!(
         stale.contains("stale plan: the desired state changed since the plan was made"),
         "{stale}"
@@ -166,7 +153,7 @@ fn another_apply_between_plan_and_apply_makes_the_saved_plan_stale() {
     repo.write_stack("s", &stack(2));
     repo.expect(&["plan", "-out", "p.json"], 0);
     repo.apply();
-    let stale = refused(&repo, &["apply", "p.json"]);
+    let stale = repo.refused(&["apply", "p.json"]);
     assert!(
         stale.contains(
             "stale plan: the live replicas changed since the plan was made (0 then, 2 now)"

@@ -200,6 +200,19 @@ impl TestRepo {
         stdout_of(&self.run(args), args, code)
     }
 
+    /// Runs a command that must be refused (exit 1); returns its stderr.
+    pub fn refused(&self, args: &[&str]) -> String {
+        let output = self.run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "stackctl {args:?}\nstdout:\n{}\nstderr:\n{stderr}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        stderr
+    }
+
     pub fn apply(&self) -> String {
         self.expect(&["apply", "--auto-approve"], 0)
     }
