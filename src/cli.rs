@@ -245,6 +245,7 @@ impl BeltArgs {
             targets: self.target.clone(),
             excludes: self.exclude.clone(),
             replace: self.replace.clone(),
+            replace_jobs: None,
         }
     }
 

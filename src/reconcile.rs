@@ -506,6 +506,8 @@ pub fn drive(
             Outcome::Applied(last, report) => (last, Some(report)),
         };
         on_pass(&last);
+        // `--replace` means the jobs this first pass saw, not the successors it starts.
+        options.plan.scope.pin(&last.observed);
         if let Some(report) = &report {
             added += report.added;
             destroyed += report.destroyed;

@@ -246,6 +246,25 @@ fn a_protect_change_rewrites_markers_in_place_and_replace_is_forced_by_scope() {
     let refused = stackctl::plan::protection::violations(&plan, &desired, &jobs);
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(refused[0].contains("replace 1 replica"), "{refused:?}");
+
+    // Pinned to the jobs an apply's first pass saw, --replace still forces them, but not the
+    // job that replaced replica 1 (a later pass of the same apply).
+    let mut pinned = scope.clone();
+    pinned.pin(&jobs);
+    let plan = plan::compute_with(&owner(), &desired, &jobs, &pinned);
+    assert!(changes(&plan).contains(&(1, Action::Replace, Reason::Forced)));
+    let replaced = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        job_in(40, &llm(), 1, &hash, "RUNNING"),
+    ]);
+    let plan = plan::compute_with(&owner(), &desired, &replaced, &pinned);
+    assert!(
+        !changes(&plan).iter().any(|c| c.2 == Reason::Forced),
+        "{:?}",
+        changes(&plan)
+    );
+    let unpinned = plan::compute_with(&owner(), &desired, &replaced, &scope);
+    assert!(changes(&unpinned).contains(&(1, Action::Replace, Reason::Forced)));
 }
 
 #[test]

@@ -8,19 +8,6 @@ mod common;
 
 use common::*;
 
-/// Runs a command that must be refused (exit 1); returns its stderr.
-fn refused(repo: &TestRepo, args: &[&str]) -> String {
-    let output = repo.run(args);
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(
-        output.status.code(),
-        Some(1),
-        "stackctl {args:?}\nstdout:\n{}\nstderr:\n{stderr}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    stderr
-}
-
 fn ids(jobs: &[Job]) -> Vec<String> {
     jobs.iter().map(|j| j.id.clone()).collect()
 }
@@ -49,7 +36,7 @@ fn a_protected_service_survives_scale_down_and_removal_until_a_commit_unprotects
     );
 
     repo.write_stack("s", &protected(1, true));
-    let error = refused(&repo, &["apply", "--auto-approve"]);
+    let error = repo.refused(&["apply", "--auto-approve"]);
     assert!(
         error.contains("s.app is protected")
             && error.contains("scale it down from 2 to 1 replica")
@@ -58,13 +45,13 @@ fn a_protected_service_survives_scale_down_and_removal_until_a_commit_unprotects
     );
     // Gone from the repo: the markers still protect it, in plan and apply.
     repo.remove_stack("s");
-    let error = refused(&repo, &["plan"]);
+    let error = repo.refused(&["plan"]);
     assert!(
         error.contains("s.app is protected")
             && error.contains("destroy it (gone from the repo; 2 running replicas)"),
         "{error}"
     );
-    refused(&repo, &["apply", "--auto-approve"]);
+    repo.refused(&["apply", "--auto-approve"]);
     assert_eq!(ids(&repo.alive("s.app")), ids(&before), "nothing cancelled");
 
     // The un-protect commit rewrites the markers in place: no job is replaced.
@@ -105,7 +92,7 @@ fn max_destroy_and_an_emptied_stacks_dir_are_refused_before_anything_is_cancelle
     assert_eq!(before.len(), 3);
 
     repo.write_stack("s", &stack(1));
-    let error = refused(&repo, &["apply", "--auto-approve", "--max-destroy", "1"]);
+    let error = repo.refused(&["apply", "--auto-approve", "--max-destroy", "1"]);
     assert!(
         error.contains("would cancel 2 jobs without a ready successor, more than --max-destroy 1"),
         "{error}"
@@ -117,7 +104,7 @@ fn max_destroy_and_an_emptied_stacks_dir_are_refused_before_anything_is_cancelle
 
     repo.remove_stack("s");
     for args in [&["plan"][..], &["apply", "--auto-approve"]] {
-        let error = refused(&repo, args);
+        let error = repo.refused(args);
         assert!(
             error.contains("every job owner") && error.contains("--allow-destroy-all"),
             "{error}"
@@ -167,14 +154,51 @@ fn target_exclude_replace_and_destroy_touch_only_what_they_name() {
     assert_ne!(after[1].id, before[1].id, "replica 1 was replaced");
     assert_eq!(ids(&repo.alive("b.app")).len(), 2);
 
-    // A protected service refuses --replace and destroy.
-    repo.write_stack("b", &protected(2, true));
+    // --replace on a rolling service (two replicas) replaces each replica once and ends: the
+    // passes that finish the rollout leave the successors alone. Running replicas, so the
+    // replace is create-first.
+    wait_for("both replicas of b running", 120, || {
+        let alive = repo.alive("b.app");
+        alive.len() == 2 && alive.iter().all(|j| j.state == "RUNNING")
+    });
+    let before = ids(&repo.alive("b.app"));
+    let mut child = repo
+        .command(&["apply", "--auto-approve", "--replace", "b/app"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("apply --replace b/app did not end within 240 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    assert!(status.success());
+    let after = ids(&repo.alive("b.app"));
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(
+        after.iter().all(|id| !before.contains(id)),
+        "{before:?} -> {after:?}"
+    );
+    repo.assert_converged();
+
+    // A protected service refuses --replace and destroy. Recreate-style, so the replace would
+    // cancel before it submits whatever state the jobs are in.
+    repo.write_stack(
+        "b",
+        &format!("{}    update: {{strategy: recreate}}\n", protected(2, true)),
+    );
     let out = repo.apply();
     assert!(out.contains("0 added, 2 changed, 0 destroyed"), "{out}");
     let b = ids(&repo.alive("b.app"));
-    let error = refused(&repo, &["apply", "--auto-approve", "--replace", "b/app"]);
+    let error = repo.refused(&["apply", "--auto-approve", "--replace", "b/app"]);
     assert!(error.contains("replace 2 replicas"), "{error}");
-    let error = refused(&repo, &["destroy", "--auto-approve", "--target", "b"]);
+    let error = repo.refused(&["destroy", "--auto-approve", "--target", "b"]);
     assert!(error.contains("b.app is protected"), "{error}");
     assert_eq!(ids(&repo.alive("b.app")), b, "nothing cancelled");
 

@@ -410,7 +410,7 @@ pub fn compute_with(
                 service_jobs,
                 observed,
                 &mut waiting,
-                &|index| scope.forces(addr, index),
+                &|index, job| scope.forces(addr, index, job),
                 (&mut rollouts, &mut stopped),
             )
         })
@@ -613,7 +613,7 @@ fn plan_service(
     jobs: &[&LiveJob],
     observed: &Observed,
     waiting: &mut Vec<Waiting>,
-    forced: &dyn Fn(u32) -> bool,
+    forced: &dyn Fn(u32, &JobId) -> bool,
     (rollouts, stopped): (&mut Vec<Rollout>, &mut Vec<Stopped>),
 ) -> Option<ServicePlan> {
     let now = observed.listed_at;
@@ -703,7 +703,7 @@ fn plan_service(
             {
                 destroys.push(rolling::destroy(index, job, Reason::Duplicate));
             }
-            pairs.push((index, pred, succ));
+            pairs.push((index, pred, succ, forced(index, &pred.id)));
             continue;
         }
         let keeper = keeper(candidates, wanted_hash);
@@ -752,7 +752,7 @@ fn plan_service(
                 job: keeper,
                 reason: Reason::Renewal,
             });
-        } else if forced(index) {
+        } else if forced(index, &keeper.id) {
             // Forced like a spec change: rolling services replace a running replica
             // create-first.
             if rolling.is_some() && keeper.state == JobState::Running {

@@ -119,14 +119,15 @@ pub(super) struct Step {
     pub stopped: Vec<Stopped>,
 }
 
-/// One step of the rollouts of `service`: `pairs` are the rollout pairs found, `due` the
+/// One step of the rollouts of `service`: `pairs` are the rollout pairs found (index,
+/// predecessor, successor, and whether `--replace` named the predecessor), `due` the
 /// replicas that need a successor, `ended` every ended job of the service (to find a
 /// successor that failed), `ready_now` how many of the first `replicas` indexes have a ready
 /// job, `now` the listing time.
 pub(super) fn step(
     addr: &ServiceAddr,
     service: &Service,
-    pairs: &[(u32, &LiveJob, &LiveJob)],
+    pairs: &[(u32, &LiveJob, &LiveJob, bool)],
     due: Vec<Due<'_>>,
     ended: &[&LiveJob],
     ready_now: u32,
@@ -135,11 +136,15 @@ pub(super) fn step(
     let policy = &service.update;
     let mut out = Step::default();
     let mut in_flight = 0u32;
-    for &(index, pred, succ) in pairs {
-        let reason = if succ.marker.spec == pred.marker.spec {
-            Reason::Renewal
-        } else {
+    for &(index, pred, succ, forced) in pairs {
+        // A same-spec pair is a renewal, unless `--replace` started it: then the apply that
+        // started it sees it through.
+        let reason = if succ.marker.spec != pred.marker.spec {
             Reason::SpecChanged
+        } else if forced {
+            Reason::Forced
+        } else {
+            Reason::Renewal
         };
         if succ.marker.spec != service.hash {
             // The desired spec moved on mid-rollout: this successor is obsolete.

@@ -4,6 +4,8 @@
 
 use super::Plan;
 use crate::desired::ServiceAddr;
+use crate::observed::{JobId, Observed};
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// A stack, a service, or (for `--replace`) one replica: `STACK`, `STACK/SERVICE` (or
@@ -91,6 +93,11 @@ pub struct Scope {
     /// `--replace`: replace these replicas even though their spec did not change.
     #[serde(default)]
     pub replace: Vec<Selector>,
+    /// The jobs `--replace` meant, once an apply's first pass has seen them ([`Scope::pin`]):
+    /// the later passes that finish a rolling replace then leave the successors alone. `None`:
+    /// whatever job each named replica runs.
+    #[serde(skip)]
+    pub replace_jobs: Option<BTreeSet<JobId>>,
 }
 
 impl Scope {
@@ -105,9 +112,39 @@ impl Scope {
         !self.targets.is_empty() || !self.excludes.is_empty()
     }
 
-    /// Returns whether `--replace` names replica `index` of `addr`.
-    pub fn forces(&self, addr: &ServiceAddr, index: u32) -> bool {
-        self.includes(addr) && self.replace.iter().any(|r| r.matches_replica(addr, index))
+    /// Returns whether `--replace` forces replica `index` of `addr`, whose job is `job`: the
+    /// replica is named, and the job is one the first pass saw ([`Scope::pin`]), not its
+    /// successor.
+    pub fn forces(&self, addr: &ServiceAddr, index: u32, job: &JobId) -> bool {
+        self.includes(addr)
+            && self.replace.iter().any(|r| r.matches_replica(addr, index))
+            && self
+                .replace_jobs
+                .as_ref()
+                .is_none_or(|jobs| jobs.contains(job))
+    }
+
+    /// Pins `--replace` to the alive jobs of the named replicas in `observed`, so that one
+    /// apply replaces each of them once: without it, every later pass of a rolling replace
+    /// would force the successors again, without end. Does nothing once pinned.
+    pub fn pin(&mut self, observed: &Observed) {
+        if self.replace.is_empty() || self.replace_jobs.is_some() {
+            return;
+        }
+        let jobs = observed
+            .jobs
+            .iter()
+            .filter(|j| j.state.is_alive())
+            .filter(|j| {
+                self.includes(&j.marker.service)
+                    && self
+                        .replace
+                        .iter()
+                        .any(|r| r.matches_replica(&j.marker.service, j.index))
+            })
+            .map(|j| j.id)
+            .collect();
+        self.replace_jobs = Some(jobs);
     }
 
     /// Keeps `plan` to the services in scope (changes, waiting and held replicas, services
@@ -178,6 +215,7 @@ mod tests {
             targets: vec![Selector::parse("web", false).unwrap()],
             excludes: vec![Selector::parse("web/db", false).unwrap()],
             replace: vec![],
+            replace_jobs: None,
         };
         assert!(scope.is_partial());
         assert!(scope.includes(&addr("web", "api")));
