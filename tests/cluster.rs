@@ -423,7 +423,7 @@ fn plan_json_is_versioned_and_lists_one_entry_per_change() {
     );
     let out = repo.expect(&["plan", "--json"], 0);
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(plan["format_version"], "1.4");
+    assert_eq!(plan["format_version"], "1.5");
     assert_eq!(plan["owner"], repo.owner.as_str());
     let changes = plan["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 2);
@@ -460,33 +460,40 @@ fn a_request_no_node_can_satisfy_fails_the_plan_and_a_fixed_repo_then_converges(
 }
 
 #[test]
-fn a_requeued_job_keeps_its_id_and_stays_the_same_replica() {
+fn a_requeued_job_keeps_its_id_and_is_not_copied_while_it_completes() {
     let repo = TestRepo::new("requeue");
-    repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    // A script that outlives SIGTERM keeps the requeued job COMPLETING for KillWait (5 s):
+    // long enough for an apply to see it there.
+    let started = repo.path().join("started");
+    std::fs::write(
+        repo.path().join("recipes/test/stubborn.yaml"),
+        format!(
+            "name: stubborn\ncommand: |\n  trap '' TERM\n  touch {}\n  while :; do sleep 1; done\nresources: {{cpu: 1, memory: 64M, time_limit: 15}}\n",
+            started.display()
+        ),
+    )
+    .unwrap();
+    repo.write_stack("s", "services:\n  web:\n    recipe: test/stubborn\n");
     repo.apply();
     let job = repo.alive("s.web")[0].clone();
-    wait_for("the job to start", 60, || {
-        repo.alive("s.web")[0].state == "RUNNING"
-    });
-    // What Slurm does after a node failure with requeue enabled: same job id, back to PENDING.
-    let output = Command::new("scontrol")
-        .env("SLURM_CONF", slurm_conf())
-        .args(["requeue", &job.id])
-        .output()
-        .unwrap();
+    wait_for("the job's script to start", 240, || started.exists());
+    // What Slurm does after a node failure with requeue enabled: same job id, COMPLETING while
+    // the node cleans up, then back to PENDING.
+    scontrol(&["requeue", &job.id]);
+    let out = repo.expect(&["apply", "--auto-approve"], 0);
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        out.contains(&format!("s.web[0] job {} is still COMPLETING", job.id)),
+        "the apply saw the job completing and left its index alone: {out}"
     );
     wait_for("the requeued job to be pending again", 60, || {
         repo.jobs()
             .iter()
             .any(|j| j.id == job.id && j.state == "PENDING")
     });
+    let alive = repo.alive("s.web");
+    assert_eq!(alive.len(), 1, "no copy beside the requeued job: {alive:?}");
+    assert_eq!(alive[0].id, job.id);
     repo.assert_converged();
-    assert_eq!(repo.alive("s.web").len(), 1);
-    assert_eq!(repo.alive("s.web")[0].id, job.id);
 }
 
 /// Runs `scontrol` with `args`, asserting it succeeds.

@@ -6,7 +6,7 @@ use stackctl::desired::{
     Service, ServiceAddr, SlurmSpec, SpecHash,
 };
 use stackctl::observed::{JobId, JobRecord, Marker, Observed};
-use stackctl::plan::{self, Action, Plan, Reason, Summary};
+use stackctl::plan::{self, Action, Plan, Reason, Summary, WaitingKind};
 use stackctl::render::script::{self, ScriptContext};
 use stackctl::render::{Style, endpoints, plan_json, plan_markdown, plan_text, status};
 use std::collections::BTreeMap;
@@ -284,7 +284,7 @@ fn new_service_creates_every_replica() {
 
     let json = plan_json::render(&plan);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], "1.4");
+    assert_eq!(doc["format_version"], "1.5");
     assert_eq!(doc["changes"].as_array().unwrap().len(), 3);
     assert_eq!(doc["summary"]["add"], 3);
     insta::assert_snapshot!("new_service_json", json);
@@ -656,21 +656,44 @@ fn ended_replica_is_recreated() {
 }
 
 #[test]
-fn completing_replica_counts_as_ended() {
+fn a_completing_replica_is_not_recreated_until_slurm_has_finished_it() {
+    // squeue shows a requeued job as COMPLETING before it is PENDING again: a copy made in
+    // that window would run beside it. So the index waits, and shows why.
     let svc = service(2, base_spec());
     let hash = svc.hash.clone();
     let desired = desired(vec![(llm(), svc)]);
-    let observed = observed(vec![
+    let completing = observed(vec![
+        job_in(11, &llm(), 1, &hash, "FAILED"),
         job(&llm(), 0, &hash, "RUNNING"),
         job(&llm(), 1, &hash, "COMPLETING"),
     ]);
-    let plan = compute(&desired, &observed);
-    assert_eq!(plan.summary(), summary(1, 0, 0));
-    assert_eq!(changes(&plan), vec![(1, Action::Create, Reason::Ended)]);
+    let plan = compute(&desired, &completing);
+    assert_eq!(plan.summary(), summary(0, 0, 0));
+    assert!(plan.services.is_empty(), "{:?}", plan.services);
+    assert_eq!(plan.waiting.len(), 1);
+    let waiting = &plan.waiting[0];
     assert_eq!(
-        plan.services[0].changes[0].job.as_ref().unwrap().state,
-        "COMPLETING"
+        (waiting.index, waiting.job_id.to_string(), waiting.kind),
+        (1, "12_1".to_owned(), WaitingKind::Completing)
     );
+    assert!(
+        text(&plan).contains(
+            "  # inference.llm[1] job 12_1 is still COMPLETING: recreated once Slurm has finished it"
+        ),
+        "{}",
+        text(&plan)
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    assert_eq!(json["waiting"][0]["kind"]["state"], "completing");
+
+    // Once it has ended, the replica is recreated as any ended one.
+    let ended = observed(vec![
+        job(&llm(), 0, &hash, "RUNNING"),
+        job(&llm(), 1, &hash, "CANCELLED"),
+    ]);
+    let plan = compute(&desired, &ended);
+    assert!(plan.waiting.is_empty());
+    assert_eq!(changes(&plan), vec![(1, Action::Create, Reason::Ended)]);
 }
 
 #[test]

@@ -498,7 +498,11 @@ pub enum JobState {
     /// suspended, being signalled, or a state stackctl does not know. Holds the state and,
     /// for held jobs, Slurm's reason.
     Stuck(String),
-    /// Ending or ended: no longer counts as a replica.
+    /// COMPLETING: Slurm is still cleaning up after it. It serves nothing and is no replica,
+    /// but it is not gone either: a requeued job (node failure, `scontrol requeue`) shows
+    /// COMPLETING before it returns to PENDING, so its index is not refilled until it settles.
+    Completing,
+    /// Ended: no longer counts as a replica.
     Ended(String),
 }
 
@@ -518,18 +522,19 @@ impl JobState {
                 JobState::Pending
             }
             "RUNNING" => JobState::Running,
-            "COMPLETED" | "COMPLETING" | "CANCELLED" | "FAILED" | "TIMEOUT" | "NODE_FAIL"
-            | "PREEMPTED" | "BOOT_FAIL" | "DEADLINE" | "OUT_OF_MEMORY" | "SPECIAL_EXIT"
-            | "REVOKED" | "STAGE_OUT" => JobState::Ended(state.to_owned()),
+            "COMPLETING" => JobState::Completing,
+            "COMPLETED" | "CANCELLED" | "FAILED" | "TIMEOUT" | "NODE_FAIL" | "PREEMPTED"
+            | "BOOT_FAIL" | "DEADLINE" | "OUT_OF_MEMORY" | "SPECIAL_EXIT" | "REVOKED"
+            | "STAGE_OUT" => JobState::Ended(state.to_owned()),
             // STOPPED and SIGNALING keep their allocation; SUSPENDED, REQUEUE_HOLD and
             // anything new are alive too.
             other => JobState::Stuck(other.to_owned()),
         }
     }
 
-    /// Returns whether the job counts as a replica (everything but ended jobs).
+    /// Returns whether the job counts as a replica (everything but ending and ended jobs).
     pub fn is_alive(&self) -> bool {
-        !matches!(self, JobState::Ended(_))
+        !matches!(self, JobState::Completing | JobState::Ended(_))
     }
 
     /// Returns whether the job ended in a failure that counts towards crash-loop backoff:
@@ -541,7 +546,7 @@ impl JobState {
 
     /// Returns whether the job ended badly (anything but a clean completion or a cancel).
     pub fn is_failure(&self) -> bool {
-        matches!(self, JobState::Ended(s) if !matches!(s.as_str(), "COMPLETED" | "COMPLETING" | "CANCELLED"))
+        matches!(self, JobState::Ended(s) if !matches!(s.as_str(), "COMPLETED" | "CANCELLED"))
     }
 }
 
@@ -550,6 +555,7 @@ impl fmt::Display for JobState {
         match self {
             JobState::Pending => f.write_str("PENDING"),
             JobState::Running => f.write_str("RUNNING"),
+            JobState::Completing => f.write_str("COMPLETING"),
             JobState::Stuck(s) | JobState::Ended(s) => f.write_str(s),
         }
     }
@@ -1131,7 +1137,12 @@ mod tests {
 
     #[test]
     fn ending_states_do_not_count_and_stopped_held_and_unknown_states_do() {
-        assert!(!JobState::from_slurm("COMPLETING", "None").is_alive());
+        // COMPLETING is its own state: no replica, but not ended (a requeue passes through
+        // it), and no failure or crash before Slurm says how the job ended.
+        let completing = JobState::from_slurm("COMPLETING", "None");
+        assert_eq!(completing, JobState::Completing);
+        assert!(!completing.is_alive() && !completing.is_failure() && !completing.is_crash());
+        assert_eq!(completing.to_string(), "COMPLETING");
         assert!(!JobState::from_slurm("NODE_FAIL", "None").is_alive());
         for state in [
             "REQUEUE_HOLD",

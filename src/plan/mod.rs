@@ -31,9 +31,10 @@ pub struct Plan {
     /// What the reader should know that is no change: fixed ports that replicas placed on
     /// one node would both bind ([`port_conflicts`]).
     pub warnings: Vec<String>,
-    /// Replicas that crash-loop and that this plan does not submit: waiting in Slurm for
-    /// their backoff to pass, or given up on (`max_attempts`). Not changes, but the cluster
-    /// has not converged while any is backing off.
+    /// Replicas this plan does not submit: crash-looping ones waiting in Slurm for their
+    /// backoff to pass or given up on (`max_attempts`), and ones whose job is still
+    /// COMPLETING. Not changes, but the cluster has not converged while any backs off or
+    /// completes.
     pub waiting: Vec<Waiting>,
     /// Services whose submits wait for another service's endpoint or for a dependency
     /// ([`Held`]).
@@ -46,7 +47,7 @@ pub struct Plan {
     pub stopped: Vec<Stopped>,
 }
 
-/// A crash-looping replica the plan leaves as it is.
+/// A replica the plan leaves as it is for now: crash-looping, or its job still completing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Waiting {
     /// The service.
@@ -54,7 +55,8 @@ pub struct Waiting {
     pub service: ServiceAddr,
     /// Replica index.
     pub index: u32,
-    /// The job: the successor waiting in the queue, or the failed job given up on.
+    /// The job: the successor waiting in the queue, the failed job given up on, or the job
+    /// still completing.
     pub job_id: JobId,
     /// Restarts in a row so far.
     pub restarts: u32,
@@ -64,7 +66,7 @@ pub struct Waiting {
     pub last_failure: Option<FailRecord>,
 }
 
-/// Why a crash-looping replica is left alone.
+/// Why a replica is left alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum WaitingKind {
@@ -76,6 +78,9 @@ pub enum WaitingKind {
     /// `max_attempts` restarts failed: it is not recreated until the spec changes or the
     /// record ages out of Slurm.
     GaveUp,
+    /// Its job is COMPLETING: it is recreated once Slurm has finished it, unless it was
+    /// requeued and returns to the queue by itself.
+    Completing,
 }
 
 pub(crate) fn serialize_display<S: serde::Serializer>(
@@ -621,9 +626,12 @@ fn plan_service(
     let wanted_hash = desired.map(|s| &s.hash);
     let mut alive: BTreeMap<u32, Vec<&LiveJob>> = BTreeMap::new();
     let mut ended: BTreeMap<u32, &LiveJob> = BTreeMap::new();
+    let mut completing: BTreeMap<u32, &LiveJob> = BTreeMap::new();
     for &job in jobs {
         if job.state.is_alive() {
             alive.entry(job.index).or_default().push(job);
+        } else if job.state == JobState::Completing {
+            completing.insert(job.index, job);
         } else {
             ended.insert(job.index, job);
         }
@@ -636,6 +644,19 @@ fn plan_service(
     let mut ready_now = 0u32;
     for index in 0..wanted {
         let Some(candidates) = alive.get(&index) else {
+            // Neither gone nor staying: a requeued job passes through COMPLETING, and a copy
+            // made now would run beside it once it is back.
+            if let Some(job) = completing.get(&index) {
+                waiting.push(Waiting {
+                    service: addr.clone(),
+                    index,
+                    job_id: job.id,
+                    restarts: job.marker.restart.restarts,
+                    kind: WaitingKind::Completing,
+                    last_failure: None,
+                });
+                continue;
+            }
             let (reason, job) = match ended.get(&index) {
                 Some(job) => (Reason::Ended, Some(*job)),
                 None => (Reason::Missing, None),

@@ -1,14 +1,15 @@
 //! The plan for machines: a versioned JSON document.
 //!
-//! Format `1.4` (minor versions only add fields; readers ignore fields they do not know;
-//! 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`, 1.3 `waiting`,
-//! `held` and a change's `restart`, `not_before` and `last_failure`; 1.4 `rollouts`,
-//! `stopped`, the `update` action (a marker rewritten in place), the reasons `forced`,
-//! `protect_changed`, `renewal`, `superseded` and `rollout_stopped`, the `["create","delete"]`
-//! order of a rolling replace, and a change's `start_after` and `start_estimate`):
+//! Format `1.5` (minor versions only add fields and values; readers ignore what they do not
+//! know; 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`, 1.3
+//! `waiting`, `held` and a change's `restart`, `not_before` and `last_failure`; 1.4
+//! `rollouts`, `stopped`, the `update` action (a marker rewritten in place), the reasons
+//! `forced`, `protect_changed`, `renewal`, `superseded` and `rollout_stopped`, the
+//! `["create","delete"]` order of a rolling replace, and a change's `start_after` and
+//! `start_estimate`; 1.5 the waiting kind `completing`):
 //! ```json
 //! {
-//!   "format_version": "1.4",
+//!   "format_version": "1.5",
 //!   "owner": "team-llm",
 //!   "source": {"commit": "0123abcd4567", "dirty": false} | null,
 //!   "removed_services": ["old.web"],    // destroyed because the repo no longer declares them
@@ -41,9 +42,10 @@
 //!   "held": [{"service": "web.api", "reason": "REDIS_URL needs a ready replica of cache/redis, …"}],
 //!                                       // services whose new replicas wait for an endpoint
 //!                                       // or a dependency (`depends_on`)
-//!   "waiting": [{                       // crash-looping replicas this plan leaves alone
+//!   "waiting": [{                       // replicas this plan leaves alone for now
 //!     "service": "inference.llm", "index": 2, "job_id": "43_2", "restarts": 4,
-//!     "kind": {"state": "backing_off", "not_before": 1700000160} | {"state": "gave_up"},
+//!     "kind": {"state": "backing_off", "not_before": 1700000160} | {"state": "gave_up"}
+//!           | {"state": "completing"},    // the job is still COMPLETING (maybe requeued)
 //!     "last_failure": {…} | null
 //!   }],
 //!   "rollouts": [{                      // rolling replaces and renewals in progress
@@ -63,7 +65,7 @@ use crate::plan::{Action, Order, Plan};
 use serde_json::{Value, json};
 
 /// The version of the JSON plan format.
-pub const FORMAT_VERSION: &str = "1.4";
+pub const FORMAT_VERSION: &str = "1.5";
 
 /// Renders the plan as pretty-printed JSON.
 pub fn render(plan: &Plan) -> String {

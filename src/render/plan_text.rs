@@ -154,7 +154,7 @@ pub fn render(plan: &Plan, style: Style) -> String {
     out
 }
 
-/// Writes one line per crash-looping replica the plan leaves alone, then a blank line.
+/// Writes one line per replica the plan leaves alone, then a blank line.
 fn render_waiting(out: &mut String, plan: &Plan) {
     for w in &plan.waiting {
         let failure = w
@@ -167,6 +167,11 @@ fn render_waiting(out: &mut String, plan: &Plan) {
                 "backing off until {} (restart {}{failure}): job {} waits in the queue",
                 clock(not_before),
                 w.restarts,
+                w.job_id
+            ),
+            WaitingKind::Completing => format!(
+                "job {} is still COMPLETING: recreated once Slurm has finished it (a requeued \
+                 job returns to the queue by itself)",
                 w.job_id
             ),
             WaitingKind::GaveUp => format!(

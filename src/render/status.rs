@@ -184,7 +184,7 @@ pub fn summarize(
                 status.stuck += 1;
                 push_unique(&mut status.stuck_reasons, stuck_reason(state, &job.reason));
             }
-            JobState::Ended(_) => {}
+            JobState::Completing | JobState::Ended(_) => {}
         }
     }
     for ((addr, index), jobs) in by_index {
