@@ -797,15 +797,16 @@ fn concurrent_applies_take_turns_and_never_duplicate_a_replica() {
                     .unwrap()
             })
             .collect();
+        let mut said = Vec::new();
         for child in children {
             let output = child.wait_with_output().unwrap();
-            assert_eq!(
-                output.status.code(),
-                Some(0),
-                "round {round}: {}\n{}",
+            let text = format!(
+                "{}\n{}",
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
+            assert_eq!(output.status.code(), Some(0), "round {round}: {text}");
+            said.push(text);
         }
         let alive: Vec<Job> = repo
             .jobs()
@@ -814,10 +815,15 @@ fn concurrent_applies_take_turns_and_never_duplicate_a_replica() {
             .collect();
         assert_eq!(alive.len(), 40, "round {round}: {alive:?}");
         for i in 0..10 {
+            let service = format!("s.svc{i}");
+            // On failure: the service's jobs (ids, states, markers with nonces) and what each
+            // apply printed, so a duplicate can be traced to the apply that made it.
             assert_eq!(
-                repo.indexes(&format!("s.svc{i}")),
+                repo.indexes(&service),
                 [0, 1, 2, 3],
-                "round {round}"
+                "round {round}: {:#?}\n{}",
+                repo.alive(&service),
+                said.join("\n----\n")
             );
         }
         assert!(
