@@ -121,8 +121,8 @@ pub(super) struct Step {
 
 /// One step of the rollouts of `service`: `pairs` are the rollout pairs found (index,
 /// predecessor, successor, and whether `--replace` named the predecessor), `due` the
-/// replicas that need a successor, `ended` every ended job of the service (to find a
-/// successor that failed), `ready_now` how many of the first `replicas` indexes have a ready
+/// replicas that need a successor, `ended` every ended or completing job of the service (to
+/// find a successor that failed or is still completing), `ready_now` how many of the first `replicas` indexes have a ready
 /// job, `now` the listing time.
 pub(super) fn step(
     addr: &ServiceAddr,
@@ -226,14 +226,31 @@ pub(super) fn step(
             progress,
         });
     }
-    // A successor that ended stops the rollout while its predecessor runs on.
+    // A successor that ended stops the rollout while its predecessor runs on. One still
+    // COMPLETING has not ended yet (a requeued one comes back): it holds its slot, and no
+    // other successor is started beside it.
     let mut due_now = Vec::new();
     for d in due {
-        let failed = ended
+        let successors = ended
             .iter()
-            .filter(|j| j.marker.pred == Some(d.job.id) && j.marker.spec == service.hash)
-            .max_by_key(|j| j.id);
-        match failed {
+            .filter(|j| j.marker.pred == Some(d.job.id) && j.marker.spec == service.hash);
+        if let Some(completing) = successors
+            .clone()
+            .filter(|j| j.state == JobState::Completing)
+            .max_by_key(|j| j.id)
+        {
+            in_flight += 1;
+            out.rollouts.push(Rollout {
+                service: addr.clone(),
+                index: d.index,
+                predecessor: d.job.id,
+                successor: Some(completing.id),
+                reason: d.reason,
+                progress: "COMPLETING".to_owned(),
+            });
+            continue;
+        }
+        match successors.max_by_key(|j| j.id) {
             Some(failed) => out.stopped.push(Stopped {
                 service: addr.clone(),
                 index: d.index,
@@ -666,6 +683,29 @@ mod tests {
         );
         assert_eq!(plan.stopped[0].predecessor, jobs[0].id);
         assert!(!plan.is_converged());
+    }
+
+    #[test]
+    fn a_successor_still_completing_holds_its_slot_and_stops_nothing() {
+        let old = service("1", rolling());
+        let new = service("2", rolling());
+        let mut jobs = old_replicas(&old);
+        jobs.push(successor(
+            job(20, 0, &new.hash, "COMPLETING", None),
+            &jobs[0],
+        ));
+        let plan = plan(&new, jobs);
+        assert!(plan.stopped.is_empty(), "{:?}", plan.stopped);
+        // max_surge 1 is taken by the completing successor: no other one starts.
+        assert!(
+            !changes(&plan).iter().any(|c| c.1 == Action::Replace),
+            "{:?}",
+            changes(&plan)
+        );
+        let of_index_0 = plan.rollouts.iter().find(|r| r.index == 0).unwrap();
+        assert_eq!(of_index_0.progress, "COMPLETING");
+        assert_eq!(of_index_0.successor.unwrap().array, 20);
+        assert!(in_rollout(&plan), "an apply waits for it to settle");
     }
 
     #[test]
