@@ -122,8 +122,8 @@ pub(super) struct Step {
 /// One step of the rollouts of `service`: `pairs` are the rollout pairs found (index,
 /// predecessor, successor, and whether `--replace` named the predecessor), `due` the
 /// replicas that need a successor, `ended` every ended or completing job of the service (to
-/// find a successor that failed or is still completing), `ready_now` how many of the first `replicas` indexes have a ready
-/// job, `now` the listing time.
+/// find a successor that failed or is still completing), `ready_now` how many of the first
+/// `replicas` indexes have a ready job, `now` the listing time.
 pub(super) fn step(
     addr: &ServiceAddr,
     service: &Service,
