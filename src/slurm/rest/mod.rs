@@ -483,7 +483,7 @@ impl Backend for RestBackend {
         let last = missing.pop().unwrap_or_default();
         Some(format!(
             "over slurmrestd {} stackctl cannot {} or {last}; Slurm's own refusal comes at \
-             submit",
+             submit, and jobs get PATH and their script's variables, not the login environment",
             api.map_or("(version not asked yet)", Api::name),
             missing.join(", ")
         ))
