@@ -167,17 +167,7 @@ fn target_exclude_replace_and_destroy_touch_only_what_they_name() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("apply --replace b/app did not end within 240 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    };
+    let status = wait_child(&mut child, 240, "apply --replace b/app to end");
     assert!(status.success());
     let after = ids(&repo.alive("b.app"));
     assert_eq!(after.len(), 2, "{after:?}");

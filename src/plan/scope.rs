@@ -116,8 +116,7 @@ impl Scope {
     /// replica is named, and the job is one the first pass saw ([`Scope::pin`]), not its
     /// successor.
     pub fn forces(&self, addr: &ServiceAddr, index: u32, job: &JobId) -> bool {
-        self.includes(addr)
-            && self.replace.iter().any(|r| r.matches_replica(addr, index))
+        self.names_for_replace(addr, index)
             && self
                 .replace_jobs
                 .as_ref()
@@ -132,19 +131,16 @@ impl Scope {
             return;
         }
         let jobs = observed
-            .jobs
-            .iter()
-            .filter(|j| j.state.is_alive())
-            .filter(|j| {
-                self.includes(&j.marker.service)
-                    && self
-                        .replace
-                        .iter()
-                        .any(|r| r.matches_replica(&j.marker.service, j.index))
-            })
+            .alive()
+            .filter(|j| self.names_for_replace(&j.marker.service, j.index))
             .map(|j| j.id)
             .collect();
         self.replace_jobs = Some(jobs);
+    }
+
+    /// Returns whether `--replace` names replica `index` of `addr`, in scope.
+    fn names_for_replace(&self, addr: &ServiceAddr, index: u32) -> bool {
+        self.includes(addr) && self.replace.iter().any(|r| r.matches_replica(addr, index))
     }
 
     /// Keeps `plan` to the services in scope (changes, waiting and held replicas, services

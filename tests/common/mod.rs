@@ -9,7 +9,7 @@ pub mod ssh;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The test cluster's config, unless the environment names another.
@@ -452,17 +452,23 @@ impl Watch {
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "watch did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        wait_child(&mut child, 60, "watch to exit after SIGTERM").code()
+    }
+}
+
+/// Waits up to `seconds` for `child` to end and returns its status; kills it and fails the
+/// test, naming `what`, when it does not.
+pub fn wait_child(child: &mut Child, seconds: u64, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("timed out after {seconds} s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
