@@ -8,6 +8,7 @@
 //! left to do; and a lock held through SSH that stops an apply through REST and one through the
 //! local CLI (`--lock-timeout 2s`: exit 1, one line naming the holder) until it is released,
 //! or removed with `force-unlock` through REST.
+#![cfg(feature = "cluster")]
 
 mod common;
 

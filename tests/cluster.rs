@@ -3,6 +3,7 @@
 //! Every test gets its own owner, so no test can see or cancel another's jobs, and it cleans
 //! up by cancelling its own job ids, never by user or name. Jobs are read back with plain
 //! `squeue`, independently of stackctl's own listing code.
+#![cfg(feature = "cluster")]
 
 mod common;
 

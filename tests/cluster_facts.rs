@@ -3,6 +3,7 @@
 //!
 //! Nothing here submits a job: the `--test-only` scripts carry a comment unique to the test,
 //! and plain `squeue` (independent of stackctl's listing code) must never show it.
+#![cfg(feature = "cluster")]
 
 use stackctl::cluster::GpuFacts;
 use stackctl::job::{JobOptions, JobRequest};

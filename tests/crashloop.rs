@@ -8,6 +8,7 @@
 //! `max_backoff` starts the count over, so with 20s every failure would be restart 1.
 //!
 //! The test has its own owner and cancels only its own job ids (see `common::TestRepo`).
+#![cfg(feature = "cluster")]
 
 mod common;
 

@@ -5,6 +5,7 @@
 //! Every test has its own owner and cancels only its own job ids (see `common::TestRepo`).
 //! Waits are generous: the cluster is shared, and a job's script starts about a minute after
 //! the job turns RUNNING on this machine.
+#![cfg(feature = "cluster")]
 
 mod common;
 

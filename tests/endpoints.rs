@@ -3,6 +3,7 @@
 //!
 //! Every test has its own owner and cancels only its own job ids (see `common::TestRepo`).
 //! Waits are generous: the cluster is shared and readiness can take a minute.
+#![cfg(feature = "cluster")]
 
 mod common;
 

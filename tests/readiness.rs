@@ -4,6 +4,7 @@
 //!
 //! Every test has its own owner and cancels only its own job ids (see `common::TestRepo`).
 //! Waits are generous: the cluster is shared and job launch can take a minute.
+#![cfg(feature = "cluster")]
 
 mod common;
 

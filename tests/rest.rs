@@ -5,6 +5,7 @@
 //! REST and the CLI that never exceed the desired replicas; and one clear line for a wrong
 //! token, an unreachable URL and a request Slurm refuses with `errors[]`, with the token in no
 //! output even at debug level.
+#![cfg(feature = "cluster")]
 
 mod common;
 

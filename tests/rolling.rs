@@ -5,6 +5,7 @@
 //! On this machine a job's script starts about 60 s after the job turns RUNNING, so each
 //! successor takes over a minute to become ready: timeouts are generous, and the suite's
 //! tests run in parallel.
+#![cfg(feature = "cluster")]
 
 mod common;
 

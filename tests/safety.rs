@@ -3,6 +3,7 @@
 //!
 //! Every test gets its own owner and cleans up by cancelling its own job ids. Jobs are read
 //! back with plain `squeue`, independently of stackctl's own listing code.
+#![cfg(feature = "cluster")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of saved plans against the real Slurm test cluster: `plan -out FILE`
 //! then `apply FILE`, and every way a saved plan goes stale between the two. Each test has its
 //! own owner and cancels only its own job ids.
+#![cfg(feature = "cluster")]
 
 mod common;
 

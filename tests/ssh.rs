@@ -6,6 +6,7 @@
 //! Covered: create, scale, replace and self-heal; byte-identical `plan --json` against the
 //! local CLI run as the same user; two concurrent applies (one over SSH, one local) that never
 //! exceed the desired replicas; and one clear line for each way SSH can fail.
+#![cfg(feature = "cluster")]
 
 mod common;
 

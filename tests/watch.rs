@@ -1,6 +1,7 @@
 //! End-to-end tests of `stackctl watch` against the real Slurm test cluster: following a bare
 //! git remote, following local files, healing drift, skipping invalid commits, the lock, and
 //! signals. Each test has its own owner and cancels only its own job ids.
+#![cfg(feature = "cluster")]
 
 mod common;
 

@@ -4,6 +4,8 @@
 //!
 //! promtool and prometheus come from Debian's `prometheus` package, which
 //! `scripts/slurm-dev-cluster up` installs; without them these tests fail, never skip.
+// Without the cluster tier, the helpers of its tests are unused.
+#![cfg_attr(not(feature = "cluster"), allow(dead_code, unused_imports))]
 
 mod common;
 
@@ -255,6 +257,7 @@ fn an_address_in_use_is_an_error_naming_it() {
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
 
+#[cfg(feature = "cluster")]
 #[test]
 fn promtool_accepts_the_metrics() {
     let (server, _shared) = start(filled_state());
@@ -419,6 +422,7 @@ impl Drop for Prometheus {
     }
 }
 
+#[cfg(feature = "cluster")]
 #[test]
 fn prometheus_scrapes_the_replica_counts() {
     let (server, shared) = start(filled_state());
@@ -444,6 +448,7 @@ fn prometheus_scrapes_the_replica_counts() {
 
 /// `examples/watch/`: the scrape config passes `promtool check config`, and every metric the
 /// Grafana dashboard queries is one `/metrics` serves.
+#[cfg(feature = "cluster")]
 #[test]
 fn the_shipped_watch_examples_fit_the_metrics() {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/watch");
@@ -495,6 +500,7 @@ fn the_shipped_watch_examples_fit_the_metrics() {
 
 /// The real loop against the real cluster: `watch --listen` serves metrics that promtool
 /// accepts, and Prometheus scraping it reports as running what squeue shows running.
+#[cfg(feature = "cluster")]
 #[test]
 fn prometheus_sees_the_live_replica_count_of_a_real_watch() {
     let repo = common::TestRepo::new("watch-metrics");

@@ -3,6 +3,7 @@
 //! This binary stops the cluster's controller, which every other test needs: it holds one test
 //! only, and `cargo test` runs test binaries one after another, so nothing else runs during
 //! the outage. Do not run it under a runner that runs binaries in parallel.
+#![cfg(feature = "cluster")]
 
 mod common;
 
