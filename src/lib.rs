@@ -23,6 +23,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod render;
 pub mod saved;
+pub mod secret;
 pub mod slurm;
 pub mod utc;
 pub mod watch;
