@@ -673,8 +673,10 @@ fn ten_megabyte_file() {
         "huge_file",
         Expect::file("stacks/web.yaml").says(&["larger than the 1024 KiB limit"]),
     );
+    // Refused by its size before it is parsed: a parse of 10 MiB would take minutes in a debug
+    // build; the margin holds on a loaded 2-core machine.
     assert!(
-        slowest < Duration::from_secs(2),
+        slowest < Duration::from_secs(30),
         "a 10 MB file took {slowest:?}"
     );
 }
@@ -839,7 +841,8 @@ fn assert_loops_reported_once(sandbox: &Sandbox, case: &str, links: &[&'static s
         .stackctl(&["validate"])
         .output()
         .expect("run stackctl");
-    assert!(started.elapsed() < Duration::from_secs(10));
+    // A loop followed without end would never return; the margin holds on a loaded machine.
+    assert!(started.elapsed() < Duration::from_secs(60));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{case}: {stderr}");
     for link in links {

