@@ -1615,7 +1615,7 @@ fn tcp_command_and_auto_port_only_scripts() {
     });
     let script = render_for(&command);
     assert!(script.contains(
-        "stackctl_probe() { timeout \"$STACKCTL_TIMEOUT\" bash -c 'pg_isready -h 127.0.0.1' >/dev/null 2>&1; }\n"
+        "stackctl_probe() { (stackctl_user_env; exec \"$STACKCTL_TIMEOUT_BIN\" \"$STACKCTL_TIMEOUT\" \"$STACKCTL_BASH\" -c 'pg_isready -h 127.0.0.1') >/dev/null 2>&1; }\n"
     ));
     // Fixed ports only: nothing to pick, no lock taken.
     assert!(!script.contains("stackctl_ports_begin\n"));
