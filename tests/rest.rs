@@ -487,3 +487,30 @@ fn over_rest_a_missing_log_dir_is_made_by_the_job_and_a_failed_replica_restarts_
     });
     common::scancel(std::slice::from_ref(&successor.id));
 }
+
+/// `stackctl logs` over REST after `log_dir` moved: the job's own directory (its working
+/// directory, where it logs itself) is read, not the new one.
+#[test]
+fn over_rest_logs_after_a_log_dir_change_read_the_files_the_job_writes() {
+    let repo = TestRepo::new("rest-logs-moved");
+    let old = repo.path().join("first-logs");
+    common::rest::configure(repo.path(), &repo.owner, &old, REST_URL, "root");
+    let jwt = token("root", 900);
+    repo.write_stack(
+        "s",
+        "services:\n  app:\n    recipe: test/echo\n    environment: {VALUE: \"logged where it started\"}\n",
+    );
+    expect(&repo, &jwt, &["apply", "--auto-approve"], 0);
+    wait_for("the replica's line in the first log_dir", 240, || {
+        std::fs::read_dir(&old).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("where it started"))
+            })
+        })
+    });
+    let moved = repo.path().join("second-logs");
+    std::fs::create_dir_all(&moved).unwrap();
+    common::rest::configure(repo.path(), &repo.owner, &moved, REST_URL, "root");
+    let read = expect(&repo, &jwt, &["logs", "s/app"], 0);
+    assert_eq!(read, "logged where it started");
+}

@@ -8,6 +8,7 @@
 //! Only jobs whose marker names this owner are ever considered or cancelled.
 
 mod collect;
+pub mod output;
 pub use collect::{observe, unix_now};
 
 use crate::desired::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};

@@ -452,6 +452,18 @@ impl Backend for RestBackend {
         }
     }
 
+    fn job_output(
+        &self,
+        job_id: &JobId,
+    ) -> Result<Option<crate::observed::output::JobOutput>, SlurmError> {
+        // `job/{array}_{task}` is not found on 22.05; the tasks of an array share these.
+        let path = self.path(&format!("job/{}", job_id.array))?;
+        let command = format!("GET {path}");
+        let (status, body) = self.send(Method::GET, &path, None, true)?;
+        let value = self.json_answer(&command, status, body)?;
+        Ok(wire::job_output_of(&value))
+    }
+
     fn batch_script(&self, _job_id: &JobId) -> Result<Option<String>, SlurmError> {
         // slurmrestd returns no batch scripts.
         Ok(None)

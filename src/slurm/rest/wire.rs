@@ -389,6 +389,23 @@ pub fn comment_update(comment: &str, api: Api) -> Value {
     }
 }
 
+/// The output settings of the first job of a `job/{id}` answer, if any. Pure.
+pub fn job_output_of(value: &Value) -> Option<crate::observed::output::JobOutput> {
+    let job = value.get("jobs")?.as_array()?.first()?;
+    let text = |key: &str| {
+        job.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    Some(crate::observed::output::JobOutput {
+        stdout: text("standard_output"),
+        stderr: text("standard_error"),
+        work_dir: text("current_working_directory"),
+        name: text("name"),
+    })
+}
+
 /// A non-negative count from a plain number or a set `{set, infinite, number}`; `None` for
 /// unset, infinite or negative (Slurm's "unlimited").
 fn limit(value: Option<&Value>) -> Option<u64> {
