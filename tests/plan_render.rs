@@ -2070,7 +2070,7 @@ fn a_spec_change_resets_the_backoff_and_replaces_a_waiting_successor_at_once() {
 }
 
 #[test]
-fn cancelled_and_completed_replicas_are_recreated_at_once_without_a_restart_count() {
+fn cancelled_replicas_are_recreated_at_once_and_completed_ones_back_off_as_failures() {
     let svc = service(2, base_spec());
     let hash = svc.hash.clone();
     let desired = desired(vec![(llm(), svc)]);
@@ -2103,7 +2103,13 @@ fn cancelled_and_completed_replicas_are_recreated_at_once_without_a_restart_coun
             (1, Action::Create, Reason::Ended)
         ]
     );
-    assert!(plan.services[0].changes.iter().all(|c| c.backoff.is_none()));
+    let backoffs: Vec<Option<u32>> = plan.services[0]
+        .changes
+        .iter()
+        .map(|c| c.backoff.as_ref().map(|b| b.restart))
+        .collect();
+    // A service is not supposed to end: exit 0 is restart 1, as a failure would be.
+    assert_eq!(backoffs, [None, Some(1)]);
 }
 
 #[test]
