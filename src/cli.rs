@@ -1034,8 +1034,22 @@ fn logs(
             job.reason
         );
     }
-    let ctx = reconcile::script_context(&repo, backend.as_ref())?;
-    let (out, err) = script::log_paths(&ctx, &addr, &job.id);
+    // The job's own files, as Slurm recorded them; recomputed from today's log_dir only when
+    // Slurm cannot tell (the job is no longer listed, or a field cannot be expanded).
+    let recorded = match backend.job_output(&job.id) {
+        Ok(output) => output.and_then(|o| o.paths(&job.id)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask Slurm where the job's output went");
+            None
+        }
+    };
+    let (out, err) = match recorded {
+        Some(paths) => paths,
+        None => {
+            let ctx = reconcile::script_context(&repo, backend.as_ref())?;
+            script::log_paths(&ctx, &addr, &job.id)
+        }
+    };
     let path = if stderr { err } else { out };
     let unreadable = |e: std::io::Error| {
         let nodes = crate::hostlist::expand(&job.nodes);

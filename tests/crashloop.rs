@@ -158,3 +158,51 @@ fn a_crashing_service_backs_off_with_growing_delays_until_its_recipe_is_fixed() 
     });
     repo.assert_converged();
 }
+
+/// A service whose process exits 0 ends COMPLETED. A service is not supposed to end: it is
+/// restarted with the same backoff and the same attempt count as a failure, and once
+/// `max_attempts` restarts have ended too, no pass submits another (before, every pass
+/// resubmitted it at once, forever).
+#[test]
+fn a_service_that_exits_0_backs_off_and_stops_at_max_attempts_like_a_failure() {
+    let repo = TestRepo::new("exit-zero");
+    write_recipe(
+        &repo,
+        "name: crash\ncommand: |\n  echo \"done already\"\n  exit 0\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nrestart: {backoff: 3s, max_backoff: 2m, max_attempts: 1}\n",
+    );
+    repo.write_stack("web", "services:\n  app:\n    recipe: test/crash\n");
+    repo.apply();
+    let first = latest(&repo);
+    wait_for("the first job to complete", 240, || {
+        latest(&repo).state == "COMPLETED"
+    });
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(
+        plan.contains("COMPLETED (recreate: ended COMPLETED exit 0 at ")
+            && plan.contains("; restart 1"),
+        "{plan}"
+    );
+    repo.apply();
+    let successor = latest(&repo);
+    assert_ne!(successor.id, first.id, "a successor was submitted");
+    assert!(
+        successor.comment.contains(";restarts=1;fail=COMPLETED:0:"),
+        "{}",
+        successor.comment
+    );
+    // While it has not ended, another pass submits nothing.
+    if successor.alive() {
+        repo.apply();
+        assert_eq!(latest(&repo).id, successor.id);
+    }
+    wait_for("the successor to complete", 240, || {
+        let now = latest(&repo);
+        now.id == successor.id && now.state == "COMPLETED"
+    });
+    // max_attempts: 1 was its one restart: the policy gives up, and no pass submits again.
+    let plan = repo.expect(&["plan", "--detailed-exitcode"], 2);
+    assert!(plan.contains("gave up after 1 restart"), "{plan}");
+    repo.apply();
+    repo.apply();
+    assert_eq!(latest(&repo).id, successor.id, "nothing more was submitted");
+}

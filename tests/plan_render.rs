@@ -1603,7 +1603,7 @@ fn tcp_command_and_auto_port_only_scripts() {
     });
     let script = render_for(&command);
     assert!(script.contains(
-        "stackctl_probe() { timeout \"$STACKCTL_TIMEOUT\" bash -c 'pg_isready -h 127.0.0.1' >/dev/null 2>&1; }\n"
+        "stackctl_probe() { (stackctl_user_env; exec \"$STACKCTL_TIMEOUT_BIN\" \"$STACKCTL_TIMEOUT\" \"$STACKCTL_BASH\" -c 'pg_isready -h 127.0.0.1') >/dev/null 2>&1; }\n"
     ));
     // Fixed ports only: nothing to pick, no lock taken.
     assert!(!script.contains("stackctl_ports_begin\n"));
@@ -2058,7 +2058,7 @@ fn a_spec_change_resets_the_backoff_and_replaces_a_waiting_successor_at_once() {
 }
 
 #[test]
-fn cancelled_and_completed_replicas_are_recreated_at_once_without_a_restart_count() {
+fn cancelled_replicas_are_recreated_at_once_and_completed_ones_back_off_as_failures() {
     let svc = service(2, base_spec());
     let hash = svc.hash.clone();
     let desired = desired(vec![(llm(), svc)]);
@@ -2091,7 +2091,13 @@ fn cancelled_and_completed_replicas_are_recreated_at_once_without_a_restart_coun
             (1, Action::Create, Reason::Ended)
         ]
     );
-    assert!(plan.services[0].changes.iter().all(|c| c.backoff.is_none()));
+    let backoffs: Vec<Option<u32>> = plan.services[0]
+        .changes
+        .iter()
+        .map(|c| c.backoff.as_ref().map(|b| b.restart))
+        .collect();
+    // A service is not supposed to end: exit 0 is restart 1, as a failure would be.
+    assert_eq!(backoffs, [None, Some(1)]);
 }
 
 #[test]

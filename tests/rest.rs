@@ -251,3 +251,267 @@ fn rest_failures_are_one_clear_line_and_never_show_the_token() {
         repo.jobs().iter().all(|j| !j.alive())
     });
 }
+
+/// `scontrol -o show job ID` of the first record, as key=value pairs, times as unix seconds.
+fn show_job(id: &str) -> std::collections::BTreeMap<String, String> {
+    let output = Command::new("scontrol")
+        .env("SLURM_CONF", common::slurm_conf())
+        .env("SLURM_TIME_FORMAT", "%s")
+        .args(["-o", "show", "job", id])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    let first = text.lines().next().unwrap_or_default();
+    first
+        .split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Every option a `JobRequest` can carry, submitted held over slurmrestd and with `sbatch`:
+/// Slurm records the same job both ways (the v0.0.38 document alone was not enough: its
+/// `begin_time` is a number the server refuses, and it lacks the key `--exclude` is). The
+/// one intended difference: over REST the script logs itself (Slurm's output goes to
+/// /dev/null, the working directory is the log directory).
+#[test]
+fn every_option_over_rest_means_what_it_means_over_the_cli() {
+    use stackctl::desired::{RestTarget, TokenSource};
+    use stackctl::job::{JobOptions, JobRequest};
+    use stackctl::observed::JobId;
+    use stackctl::slurm::{Backend, CliBackend, rest::RestBackend};
+
+    common::require_cluster();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("jwt");
+    std::fs::write(&token_file, token("root", 900)).unwrap();
+    let rest = RestBackend::new(
+        &RestTarget {
+            url: REST_URL.into(),
+            user: "root".into(),
+            token: TokenSource::File(token_file),
+            api: None,
+        },
+        None,
+    )
+    .unwrap();
+    let cli = CliBackend::default();
+    // A job to depend on, held so the dependency stays unfulfilled.
+    let anchor = common::sbatch_foreign(&["--hold", "--job-name=rest-options-anchor"]);
+    let logs = dir.path().join("not-yet").join("logs");
+    let owner = format!("test/rest-options-{}", std::process::id());
+    let with = |options: JobOptions| JobRequest {
+        options: JobOptions {
+            name: "rest.options".into(),
+            comment: format!("stackctl;owner={owner};stack=rest;svc=options"),
+            hold: true,
+            output: Some(format!("{}/rest.options-%A_%a.out", logs.display())),
+            error: Some(format!("{}/rest.options-%A_%a.err", logs.display())),
+            export_none: true,
+            ..options
+        },
+        body: "exec sleep 60\n".into(),
+    };
+    let requests = [
+        with(JobOptions {
+            array: Some("0-2%2".into()),
+            dependency: Some(format!("after:{anchor}")),
+            nodes: Some(1),
+            ntasks_per_node: Some(1),
+            cpus_per_task: Some(2),
+            memory: Some("96M".into()),
+            gres: Some("gpu:a100:1".into()),
+            time_limit: Some(7),
+            partition: Some("short".into()),
+            exclude: Some("node2".into()),
+            ..Default::default()
+        }),
+        with(JobOptions {
+            array: Some("3".into()),
+            begin: Some("now+900".into()),
+            ntasks: Some(2),
+            cpus_per_task: Some(1),
+            memory_per_cpu: Some("48M".into()),
+            gres: Some("gpu:h100:2".into()),
+            time_limit: Some(90),
+            partition: Some("debug".into()),
+            exclude: Some("node[1-2]".into()),
+            qos: Some("normal".into()),
+            account: Some("research".into()),
+            ..Default::default()
+        }),
+    ];
+    /// Cancels what was submitted, even when an assertion fails.
+    struct Cancel(Vec<String>);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            common::scancel(&self.0);
+        }
+    }
+    let mut submitted = Cancel(vec![anchor.clone()]);
+    let same = [
+        "JobName",
+        "Priority",
+        "Reason",
+        "Dependency",
+        "ArrayTaskId",
+        "Partition",
+        "TimeLimit",
+        "NumNodes",
+        "NumCPUs",
+        "NumTasks",
+        "CPUs/Task",
+        "ExcNodeList",
+        "MinCPUsNode",
+        "MinMemoryNode",
+        "MinMemoryCPU",
+        "TresPerNode",
+        "Comment",
+        "Account",
+        "QOS",
+    ];
+    for request in &requests {
+        let over_rest = rest.submit(request).unwrap().to_string();
+        submitted.0.push(over_rest.clone());
+        let over_cli = cli.submit(request).unwrap().to_string();
+        submitted.0.push(over_cli.clone());
+        let (r, c) = (show_job(&over_rest), show_job(&over_cli));
+        for key in same {
+            assert_eq!(r.get(key), c.get(key), "{key}: REST {r:?}\nCLI {c:?}");
+        }
+        assert_eq!(r["Priority"], "0", "held: {r:?}");
+        assert_eq!(r["JobName"], "rest.options");
+        // Begin time: the same delay after submission both ways.
+        let delay = |job: &std::collections::BTreeMap<String, String>| {
+            let at = |k: &str| job[k].parse::<i64>().ok();
+            at("EligibleTime").zip(at("SubmitTime")).map(|(e, s)| e - s)
+        };
+        if request.options.begin.is_some() {
+            let (rd, cd) = (delay(&r).unwrap(), delay(&c).unwrap());
+            assert!(
+                (895..=905).contains(&rd) && (rd - cd).abs() <= 2,
+                "{r:?}\n{c:?}"
+            );
+        }
+        assert_eq!(
+            (r["StdOut"].as_str(), r["StdErr"].as_str()),
+            ("/dev/null", "/dev/null")
+        );
+        assert_eq!(r["WorkDir"], logs.display().to_string());
+        assert!(
+            c["StdOut"].starts_with(&logs.display().to_string()),
+            "{c:?}"
+        );
+        // The comment update (the readiness record) over REST: one task, nothing else.
+        let first = JobId {
+            array: over_rest.parse().unwrap(),
+            task: Some(
+                r["ArrayTaskId"]
+                    .split(['-', '%'])
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            ),
+        };
+        let comment = format!("{};health=ready", request.options.comment);
+        rest.update_comment(&first, &comment).unwrap();
+        let updated = show_job(&first.to_string());
+        assert_eq!(updated["Comment"], comment);
+        assert_eq!(updated["TimeLimit"], r["TimeLimit"]);
+    }
+}
+
+/// The last job of `svc` in the repo's stack `s`, ended ones included (highest array id).
+fn latest_of(repo: &TestRepo, svc: &str) -> common::Job {
+    let mut jobs: Vec<common::Job> = repo
+        .jobs()
+        .into_iter()
+        .filter(|j| j.comment.contains(&format!(";svc={svc};")))
+        .collect();
+    jobs.sort_by_key(|j| j.id.split('_').next().unwrap().parse::<u64>().unwrap());
+    jobs.pop().expect("the service has a job")
+}
+
+/// A REST apply into a log directory that does not exist yet: the replica runs and logs
+/// (`stackctl logs` reads it), and once it fails, the next apply restarts it over REST with a
+/// delayed start (slurmrestd 22.05 refused the `begin_time` stackctl sent).
+#[test]
+fn over_rest_a_missing_log_dir_is_made_by_the_job_and_a_failed_replica_restarts_backed_off() {
+    let repo = TestRepo::new("rest-new-logdir");
+    let logs = repo.path().join("made").join("by-the-job");
+    common::rest::configure(repo.path(), &repo.owner, &logs, REST_URL, "root");
+    let jwt = token("root", 1800);
+    std::fs::write(
+        repo.path().join("recipes/test/flaky.yaml"),
+        "name: flaky\ncommand: |\n  echo \"out of replica $STACKCTL_REPLICA\"\n  echo \"err of replica $STACKCTL_REPLICA\" >&2\n  sleep 5\n  exit 4\nresources: {cpu: 1, memory: 64M, time_limit: 10}\nrestart: {backoff: 5m, max_backoff: 10m}\n",
+    )
+    .unwrap();
+    repo.write_stack("s", "services:\n  flaky:\n    recipe: test/flaky\n");
+    expect(&repo, &jwt, &["apply", "--auto-approve"], 0);
+    let first = latest_of(&repo, "flaky");
+    wait_for("the replica to fail", 240, || {
+        latest_of(&repo, "flaky").state == "FAILED"
+    });
+    let out = logs.join(format!("s.flaky-{}.out", first.id));
+    let err = logs.join(format!("s.flaky-{}.err", first.id));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "out of replica 0\n",
+        "{}",
+        out.display()
+    );
+    assert_eq!(std::fs::read_to_string(&err).unwrap(), "err of replica 0\n");
+    let read = expect(&repo, &jwt, &["logs", "s/flaky", "--stderr"], 0);
+    assert_eq!(read, "err of replica 0\n");
+
+    // The failure is restarted over REST, backed off: a successor waits for its begin time.
+    let plan = expect(&repo, &jwt, &["plan"], 0);
+    assert!(plan.contains("recreate: ended FAILED exit 4"), "{plan}");
+    expect(&repo, &jwt, &["apply", "--auto-approve"], 0);
+    let successor = latest_of(&repo, "flaky");
+    assert_ne!(successor.id, first.id);
+    assert!(
+        successor.comment.contains(";restarts=1;fail=FAILED:4:"),
+        "{}",
+        successor.comment
+    );
+    // Until the scheduler has looked at it, its reason is None.
+    wait_for("the successor to wait for its begin time", 60, || {
+        let listed = Command::new("squeue")
+            .env("SLURM_CONF", common::slurm_conf())
+            .args(["-h", "-j", &successor.id, "-o", "%T %r"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&listed.stdout).trim() == "PENDING BeginTime"
+    });
+    common::scancel(std::slice::from_ref(&successor.id));
+}
+
+/// `stackctl logs` over REST after `log_dir` moved: the job's own directory (its working
+/// directory, where it logs itself) is read, not the new one.
+#[test]
+fn over_rest_logs_after_a_log_dir_change_read_the_files_the_job_writes() {
+    let repo = TestRepo::new("rest-logs-moved");
+    let old = repo.path().join("first-logs");
+    common::rest::configure(repo.path(), &repo.owner, &old, REST_URL, "root");
+    let jwt = token("root", 900);
+    repo.write_stack(
+        "s",
+        "services:\n  app:\n    recipe: test/echo\n    environment: {VALUE: \"logged where it started\"}\n",
+    );
+    expect(&repo, &jwt, &["apply", "--auto-approve"], 0);
+    wait_for("the replica's line in the first log_dir", 240, || {
+        std::fs::read_dir(&old).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("where it started"))
+            })
+        })
+    });
+    let moved = repo.path().join("second-logs");
+    std::fs::create_dir_all(&moved).unwrap();
+    common::rest::configure(repo.path(), &repo.owner, &moved, REST_URL, "root");
+    let read = expect(&repo, &jwt, &["logs", "s/app"], 0);
+    assert_eq!(read, "logged where it started");
+}

@@ -491,7 +491,17 @@ fn every_option() -> JobRequest {
 fn every_version_accepts_the_submit_and_update_stackctl_sends() {
     for api in Api::ALL {
         let spec = Spec::load(api);
-        let body = wire::submit_body(&every_option(), api, 1000);
+        let mut body = wire::submit_body(&every_option(), api, 1000);
+        if api == Api::V0038 {
+            // v0.0.38's document and its server disagree; the server, checked live in
+            // `tests/rest.rs` (every_option_over_rest_means_what_it_means_over_the_cli), wins:
+            // `begin_time` is a time string, `nodes` a string (`[2, 2]` is read as one node)
+            // and `exclude_nodes` is `--exclude`.
+            let job = body["job"].as_object_mut().unwrap();
+            assert_eq!(job.remove("begin_time"), Some(json!("now+30")));
+            assert_eq!(job.remove("exclude_nodes"), Some(json!("node[1-2]")));
+            assert_eq!(job.remove("nodes"), Some(json!("1")));
+        }
         let problems = spec.problems(&body, spec.request("post", "job/submit"));
         assert!(problems.is_empty(), "{api}: {problems:?}\n{body:#}");
         let job = &body["job"];
@@ -500,14 +510,30 @@ fn every_version_accepts_the_submit_and_update_stackctl_sends() {
         } else {
             &body["script"]
         };
-        assert_eq!(script, "#!/bin/bash\nexec sleep 1\n", "{api}");
+        assert!(
+            script.as_str().unwrap().starts_with("#!/bin/bash\n")
+                && script.as_str().unwrap().ends_with("\nexec sleep 1\n"),
+            "{api}: {script}"
+        );
         assert!(job.get("test_only").is_none(), "{api}: never test_only");
         // The options that change shape between versions, read back in each one's terms.
         let count = |v: &Value| v.get("number").unwrap_or(v).as_i64();
         assert_eq!(count(&job["time_limit"]), Some(60), "{api}");
         assert_eq!(count(&job["memory_per_node"]), Some(1024), "{api}");
-        assert_eq!(count(&job["begin_time"]), Some(1030), "{api}");
+        if api != Api::V0038 {
+            assert_eq!(count(&job["begin_time"]), Some(1030), "{api}");
+        }
         assert_eq!(job["current_working_directory"], "/logs", "{api}");
+        // The script makes its log directory and logs itself; Slurm's output goes nowhere.
+        assert_eq!(
+            (&job["standard_output"], &job["standard_error"]),
+            (&json!("/dev/null"), &json!("/dev/null")),
+            "{api}"
+        );
+        assert!(
+            script.as_str().unwrap().contains("mkdir -p '/logs'"),
+            "{api}"
+        );
         assert_eq!(
             (&job["hold"], &job["tasks_per_node"]),
             (&json!(true), &json!(1)),
@@ -515,11 +541,8 @@ fn every_version_accepts_the_submit_and_update_stackctl_sends() {
         );
         if api == Api::V0038 {
             assert_eq!(job["gres"], "gpu:a100:1");
-            assert_eq!(job["nodes"], json!([1, 1]));
-            assert!(
-                job.get("excluded_nodes").is_none(),
-                "v0.0.38 has no exclude"
-            );
+
+            assert!(job.get("excluded_nodes").is_none(), "refused by v0.0.38");
         } else {
             assert_eq!(job["tres_per_node"], "gres/gpu:a100:1", "{api}");
             assert_eq!(

@@ -8,6 +8,7 @@
 //! Only jobs whose marker names this owner are ever considered or cancelled.
 
 mod collect;
+pub mod output;
 pub use collect::{observe, unix_now};
 
 use crate::desired::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
@@ -537,11 +538,14 @@ impl JobState {
         !matches!(self, JobState::Completing | JobState::Ended(_))
     }
 
-    /// Returns whether the job ended in a failure that counts towards crash-loop backoff:
-    /// FAILED (the unhealthy exit included), NODE_FAIL, OUT_OF_MEMORY, TIMEOUT, BOOT_FAIL,
-    /// DEADLINE. A cancel, a clean completion and a preemption are not the service's fault.
+    /// Returns whether the job's service stopped by itself, which counts towards crash-loop
+    /// backoff and `max_attempts`: FAILED (the unhealthy exit included), NODE_FAIL,
+    /// OUT_OF_MEMORY, TIMEOUT, BOOT_FAIL, DEADLINE, and COMPLETED: a service is not supposed
+    /// to end, so an exit 0 is restarted like a failure (else one that exits at once would be
+    /// resubmitted on every pass, forever). A cancel and a preemption are not the service's
+    /// doing.
     pub fn is_crash(&self) -> bool {
-        matches!(self, JobState::Ended(s) if matches!(s.as_str(), "FAILED" | "NODE_FAIL" | "OUT_OF_MEMORY" | "TIMEOUT" | "BOOT_FAIL" | "DEADLINE"))
+        matches!(self, JobState::Ended(s) if matches!(s.as_str(), "FAILED" | "NODE_FAIL" | "OUT_OF_MEMORY" | "TIMEOUT" | "BOOT_FAIL" | "DEADLINE" | "COMPLETED"))
     }
 
     /// Returns whether the job ended badly (anything but a clean completion or a cancel).
@@ -1166,5 +1170,21 @@ mod tests {
         );
         assert!(JobState::from_slurm("OUT_OF_MEMORY", "None").is_failure());
         assert!(!JobState::from_slurm("CANCELLED", "None").is_failure());
+    }
+
+    #[test]
+    fn a_service_that_ended_by_itself_backs_off_even_with_exit_0() {
+        for state in [
+            "COMPLETED",
+            "FAILED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        ] {
+            assert!(JobState::from_slurm(state, "None").is_crash(), "{state}");
+        }
+        for state in ["CANCELLED", "PREEMPTED", "COMPLETING", "RUNNING"] {
+            assert!(!JobState::from_slurm(state, "None").is_crash(), "{state}");
+        }
     }
 }

@@ -7,7 +7,9 @@
 //! the service in the background, forwards SIGTERM and SIGCONT to it, probes it, records
 //! `health=`, `addr=` and `ports=` in this task's own comment when they change, and exits with
 //! the service's exit code, or [`UNHEALTHY_EXIT_CODE`] after stopping a service that stayed
-//! unhealthy with `on_failure: restart`.
+//! unhealthy with `on_failure: restart`. The service's own environment is exported only in the
+//! service's process (and a `command` check's), so no value of it (`PATH`, `IFS`, `LD_PRELOAD`,
+//! …) reaches the supervisor's tools.
 
 use crate::desired::{
     HealthSpec, OnFailure, PortValue, Probe, ReplicaSpec, ServiceAddr, UNHEALTHY_EXIT_CODE,
@@ -90,8 +92,47 @@ pub fn render_with_endpoints(
     if let Some(bind) = &res.cpu_bind {
         let _ = writeln!(s, "export SLURM_CPU_BIND={}", quote(bind));
     }
+    let supervised = spec.health.is_some() || spec.has_auto_ports();
+    // A plain script stays exactly as it was before supervisors existed (no `PORT`
+    // variables either, which a recipe's own environment may set): the service's environment
+    // is exported at the top, and the service is all the script runs.
+    if !supervised {
+        user_environment(&mut s, spec, endpoints, &[]);
+        service_lines(&mut s, spec, ctx);
+        return JobRequest { options, body: s };
+    }
+    // A supervisor runs its own tools (awk, hostname, flock, squeue, scontrol, timeout…): the
+    // service's environment (`PATH`, `IFS`, `LD_PRELOAD`, `HOME`…, passed literally) is
+    // exported only in the service's own process and a `command` health check's, never in
+    // the supervisor's. The `PORT` variables stackctl sets win over the service's own.
+    s.push_str("stackctl_user_env() {\n");
+    let ports = port_variables(spec);
+    let before = s.len();
+    user_environment(&mut s, spec, endpoints, &ports);
+    if s.len() == before {
+        s.push_str(":\n");
+    }
+    s.push_str("}\n");
+    supervisor_prelude(&mut s, spec);
+    s.push_str("stackctl_service() {\nstackctl_user_env\n");
+    service_lines(&mut s, spec, ctx);
+    s.push_str("}\n");
+    supervisor_main(&mut s, spec);
+    JobRequest { options, body: s }
+}
+
+/// Writes the `export` lines of the service's own environment and its resolved `endpoint_env`
+/// (a comment for one not resolved yet), leaving out the names in `skip`.
+fn user_environment(
+    s: &mut String,
+    spec: &ReplicaSpec,
+    endpoints: &BTreeMap<String, String>,
+    skip: &[String],
+) {
     for (key, value) in &spec.environment {
-        let _ = writeln!(s, "export {key}={}", quote(value));
+        if !skip.contains(key) {
+            let _ = writeln!(s, "export {key}={}", quote(value));
+        }
     }
     for (key, reference) in &spec.endpoint_env {
         match endpoints.get(key) {
@@ -107,19 +148,21 @@ pub fn render_with_endpoints(
             }
         }
     }
-    let supervised = spec.health.is_some() || spec.has_auto_ports();
-    // A plain script stays exactly as it was before supervisors existed (no `PORT`
-    // variables either, which a recipe's own environment may set).
-    if supervised {
-        supervisor_prelude(&mut s, spec);
-        s.push_str("stackctl_service() {\n");
+}
+
+/// The names of the `PORT` variables a supervised script exports ([`port_exports`]).
+fn port_variables(spec: &ReplicaSpec) -> Vec<String> {
+    let mut names = Vec::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        names.push(format!("PORT_{i}"));
+        if let Some(name) = &port.name {
+            names.push(format!("PORT_{}", name.to_ascii_uppercase()));
+        }
     }
-    service_lines(&mut s, spec, ctx);
-    if supervised {
-        s.push_str("}\n");
-        supervisor_main(&mut s, spec);
+    if !spec.ports.is_empty() {
+        names.push("PORT".to_owned());
     }
-    JobRequest { options, body: s }
+    names
 }
 
 /// The job of the successor of a failed replica (one index): [`render`]'s, plus
@@ -378,11 +421,14 @@ fn health_settings(s: &mut String, health: &HealthSpec) {
             format!("stackctl_http_probe \"$PORT_{port}\" {}", quote(path))
         }
         Probe::Tcp { port } => format!("stackctl_tcp_probe \"$PORT_{port}\""),
+        // The check runs with the service's environment; `timeout` and bash are found first,
+        // with the supervisor's.
         Probe::Command(command) => format!(
-            "timeout \"$STACKCTL_TIMEOUT\" bash -c {} >/dev/null 2>&1",
+            "(stackctl_user_env; exec \"$STACKCTL_TIMEOUT_BIN\" \"$STACKCTL_TIMEOUT\" \"$STACKCTL_BASH\" -c {}) >/dev/null 2>&1",
             quote(command)
         ),
     };
+    s.push_str("STACKCTL_TIMEOUT_BIN=$(command -v timeout || echo timeout)\nSTACKCTL_BASH=$BASH\n");
     let _ = writeln!(s, "stackctl_probe() {{ {probe}; }}");
 }
 

@@ -12,6 +12,7 @@ use super::ssh::SshSession;
 use super::{Backend, SlurmError};
 use crate::cluster::{ClusterFacts, GpuFacts, NodeFacts, PartitionFacts};
 use crate::job::JobRequest;
+use crate::observed::output::JobOutput;
 use crate::observed::{JobId, JobRecord, JobTimes, StartEstimate, compact_job_ids, unix_now};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -325,6 +326,20 @@ impl Backend for CliBackend {
         Ok(parse_start_estimate(&stderr, unix_now()))
     }
 
+    fn job_output(&self, job_id: &JobId) -> Result<Option<JobOutput>, SlurmError> {
+        let id = job_id.to_string();
+        let args = [
+            "--noheader",
+            "--states=all",
+            "--jobs",
+            &id,
+            "--Format",
+            "STDOUT:|,STDERR:|,WORKDIR:|,NAME:|",
+        ];
+        let output = self.run("squeue", &args, None, Effect::ReadOnly)?;
+        Ok(output.lines().next().and_then(parse_job_output))
+    }
+
     fn update_comment(&self, job_id: &JobId, comment: &str) -> Result<(), SlurmError> {
         let id = format!("JobId={job_id}");
         let comment = format!("Comment={comment}");
@@ -415,6 +430,28 @@ fn parse_submit_output(output: &str) -> Result<u64, SlurmError> {
 }
 
 /// Parses one line of [`SQUEUE_FORMAT`] output.
+/// Reads `STDOUT|STDERR|WORKDIR|NAME|`; squeue prints `(null)` for an unset field.
+fn parse_job_output(line: &str) -> Option<JobOutput> {
+    let fields: Vec<&str> = line.split('|').collect();
+    let [stdout, stderr, work_dir, name, ..] = fields[..] else {
+        return None;
+    };
+    let field = |f: &str| {
+        if f == "(null)" {
+            String::new()
+        } else {
+            f.to_owned()
+        }
+    };
+    let output = JobOutput {
+        stdout: field(stdout),
+        stderr: field(stderr),
+        work_dir: field(work_dir),
+        name: field(name),
+    };
+    (!output.stdout.is_empty() || !output.work_dir.is_empty()).then_some(output)
+}
+
 fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecord> {
     let mut fields = line.splitn(10, '|');
     let mut next = || fields.next().map(str::trim);
@@ -709,6 +746,23 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn job_output_lines_read_the_recorded_patterns() {
+        let output =
+            parse_job_output("/l 1/s.a-%A_%a.out|/l 1/s.a-%A_%a.err|/home/u|s.a|").unwrap();
+        assert_eq!(output.stdout, "/l 1/s.a-%A_%a.out");
+        assert_eq!(output.stderr, "/l 1/s.a-%A_%a.err");
+        assert_eq!(
+            (output.work_dir.as_str(), output.name.as_str()),
+            ("/home/u", "s.a")
+        );
+        assert_eq!(
+            parse_job_output("(null)|(null)|(null)|x|").map(|o| o.name),
+            None
+        );
+        assert_eq!(parse_job_output("only|two"), None);
+    }
 
     /// Real output of the test cluster (Slurm 22.05), captured with the commands
     /// `cluster_facts` runs.

@@ -40,6 +40,14 @@ pub trait Backend: Send + Sync {
     fn home_dir(&self) -> Result<Option<String>, SlurmError>;
     /// Creates a directory the jobs write to, with its parents, where the Slurm commands run.
     fn create_dir(&self, path: &std::path::Path) -> Result<(), String>;
+    /// Where the job's output went, as Slurm recorded it at submission (`stackctl logs`);
+    /// `None` when Slurm no longer lists the job or this backend cannot tell.
+    fn job_output(
+        &self,
+        _job_id: &JobId,
+    ) -> Result<Option<crate::observed::output::JobOutput>, SlurmError> {
+        Ok(None)
+    }
     /// What this backend cannot check or show that the CLI can, said in a plan's warnings;
     /// `None` for a backend that lacks nothing.
     fn unchecked(&self) -> Option<String>;

@@ -2,7 +2,11 @@
 //! version is tested against SchedMD's own OpenAPI documents (`tests/rest_versions.rs`).
 //!
 //! - **v0.0.38** (Slurm 22.05–23.11): plain numbers, `job_state` a string, `environment` a
-//!   dict, `nodes: [min, max]`, `gres`, errors `{error, error_number}`.
+//!   dict, `nodes: [min, max]`, `gres`, errors `{error, error_number}`. Its submit reads each
+//!   key with sbatch's own option parser, which its OpenAPI document does not tell: checked
+//!   live (`tests/rest.rs`), `begin_time` is a time string (`now+30`; a number is refused),
+//!   `nodes` a string (`[2, 2]` gives one node), and `exclude_nodes`, a key the document
+//!   lacks, is `--exclude`.
 //! - **v0.0.39** (23.02–24.05): the data_parser family. Numbers Slurm may leave unset become
 //!   `{set, infinite, number}` (`time_limit`, `memory_per_node`, array ids, exit code),
 //!   `environment` is a list of `K=V` and required, `tres_per_node` replaces `gres`,
@@ -182,14 +186,17 @@ pub fn submit_body(job: &JobRequest, api: Api, now: i64) -> Value {
             .strip_prefix("now+")
             .and_then(|s| s.parse::<i64>().ok())
             .unwrap_or(0);
-        // v0.0.39 still has a plain begin_time.
         let at = now + delay;
         set(
             "begin_time",
-            if api >= Api::V0040 {
-                number(api, at)
-            } else {
-                json!(at)
+            match api {
+                // v0.0.38 reads each key as sbatch reads its option (Slurm's `parse_time`): a
+                // number is refused ("Unable to parse time"), whatever its schema says. The
+                // delay is then counted from slurmctld's clock, as on the CLI.
+                Api::V0038 => json!(format!("now+{delay}")),
+                // v0.0.39 still has a plain begin_time.
+                Api::V0039 => json!(at),
+                _ => number(api, at),
             },
         );
     }
@@ -201,7 +208,9 @@ pub fn submit_body(job: &JobRequest, api: Api, now: i64) -> Value {
     }
     if let Some(nodes) = o.nodes {
         if api == Api::V0038 {
-            set("nodes", json!([nodes, nodes]));
+            // As `--nodes=N`. The document's `[min, max]` is read as the minimum alone
+            // (`[2, 2]` gives a one-node job on 22.05).
+            set("nodes", json!(nodes.to_string()));
         } else {
             set("minimum_nodes", json!(nodes));
             set("maximum_nodes", json!(nodes));
@@ -253,22 +262,40 @@ pub fn submit_body(job: &JobRequest, api: Api, now: i64) -> Value {
             set(key, json!(value));
         }
     }
-    if let Some(exclude) = &o.exclude
-        && api >= Api::V0039
-    {
-        set("excluded_nodes", json!([exclude]));
+    if let Some(exclude) = &o.exclude {
+        if api == Api::V0038 {
+            // Not in v0.0.38's schema, but what its option parser knows (sbatch's
+            // `--exclude`); `exclude` and `excluded_nodes` are refused there.
+            set("exclude_nodes", json!(exclude));
+        } else {
+            set("excluded_nodes", json!([exclude]));
+        }
     }
-    // The job's directory: where its logs go (v0.0.38 needs one; there is no submit dir).
-    let cwd = o
+    // The job's directory: its log directory (v0.0.38 needs one; there is no submit dir).
+    // slurmstepd starts a job whose directory is missing in /tmp.
+    let log_dir = o
         .output
         .as_deref()
+        .filter(|p| *p != DEV_NULL)
         .and_then(|p| std::path::Path::new(p).parent())
-        .map(|p| p.display().to_string())
-        .filter(|p| p.starts_with('/'))
-        .unwrap_or_else(|| "/tmp".to_owned());
-    set("current_working_directory", json!(cwd));
+        // The directory part of a pattern is literal but for `%%` (a `%`).
+        .map(|p| p.display().to_string().replace("%%", "%"))
+        .filter(|p| p.starts_with('/'));
+    set(
+        "current_working_directory",
+        json!(log_dir.as_deref().unwrap_or("/tmp")),
+    );
     set("environment", environment(api));
-    let script = format!("#!/bin/bash\n{}", job.body);
+    let mut script = String::from("#!/bin/bash\n");
+    if let (Some(dir), Some(out), Some(err)) = (&log_dir, &o.output, &o.error) {
+        // Nothing over REST can create the log directory, and slurmstepd fails a job whose
+        // output file cannot be opened: Slurm's own output goes to /dev/null, and the script
+        // creates the directory and sends itself to the per-job files.
+        set("standard_output", json!(DEV_NULL));
+        set("standard_error", json!(DEV_NULL));
+        script.push_str(&self_logging(dir, out, err));
+    }
+    script.push_str(&job.body);
     if api >= Api::V0041 {
         // The top-level `script` is deprecated from v0.0.41 on.
         set("script", json!(script));
@@ -276,6 +303,69 @@ pub fn submit_body(job: &JobRequest, api: Api, now: i64) -> Value {
     } else {
         json!({ "script": script, "job": Value::Object(props) })
     }
+}
+
+/// Where a job's output goes when nothing should be kept.
+pub const DEV_NULL: &str = "/dev/null";
+
+/// The first lines of a script that logs itself: create `dir` (and enter it), then append
+/// stdout and stderr to the files the Slurm patterns `out` and `err` name. A directory that
+/// cannot be created leaves the output where Slurm sends it; the service still runs.
+pub fn self_logging(dir: &str, out: &str, err: &str) -> String {
+    let quote = crate::render::script::quote;
+    format!(
+        "# stackctl: the log directory is made here (slurmrestd cannot)\n\
+         if mkdir -p {dir} 2>/dev/null && cd {dir}; then exec >>{} 2>>{}; fi\n",
+        shell_pattern(out),
+        shell_pattern(err),
+        dir = quote(dir),
+    )
+}
+
+/// A Slurm file name pattern (`%A_%a`, `%j`, `%x`, `%u`, `%%`) as a bash word that expands to
+/// the same name inside the job. Pure.
+pub fn shell_pattern(pattern: &str) -> String {
+    let quote = crate::render::script::quote;
+    let mut word = String::new();
+    let mut literal = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            literal.push(c);
+            continue;
+        }
+        let variable = match chars.next() {
+            Some('%') => {
+                literal.push('%');
+                continue;
+            }
+            Some('A') => "${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}",
+            Some('a') => "${SLURM_ARRAY_TASK_ID:-4294967294}",
+            Some('j') => "$SLURM_JOB_ID",
+            Some('x') => "$SLURM_JOB_NAME",
+            Some('u') => "$SLURM_JOB_USER",
+            Some(other) => {
+                literal.push('%');
+                literal.push(other);
+                continue;
+            }
+            None => {
+                literal.push('%');
+                break;
+            }
+        };
+        if !literal.is_empty() {
+            word.push_str(&quote(&literal));
+            literal.clear();
+        }
+        word.push('"');
+        word.push_str(variable);
+        word.push('"');
+    }
+    if !literal.is_empty() || word.is_empty() {
+        word.push_str(&quote(&literal));
+    }
+    word
 }
 
 /// The environment field: a dict in v0.0.38, a `K=V` list from v0.0.39.
@@ -297,6 +387,23 @@ pub fn comment_update(comment: &str, api: Api) -> Value {
     } else {
         json!({ "comment": comment })
     }
+}
+
+/// The output settings of the first job of a `job/{id}` answer, if any. Pure.
+pub fn job_output_of(value: &Value) -> Option<crate::observed::output::JobOutput> {
+    let job = value.get("jobs")?.as_array()?.first()?;
+    let text = |key: &str| {
+        job.get(key)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    };
+    Some(crate::observed::output::JobOutput {
+        stdout: text("standard_output"),
+        stderr: text("standard_error"),
+        work_dir: text("current_working_directory"),
+        name: text("name"),
+    })
 }
 
 /// A non-negative count from a plain number or a set `{set, infinite, number}`; `None` for
@@ -764,6 +871,86 @@ mod tests {
                 text: "e".into()
             }]
         );
+    }
+
+    #[test]
+    fn slurm_file_patterns_become_bash_words_that_expand_the_same() {
+        assert_eq!(
+            shell_pattern("/l/a.web-%A_%a.out"),
+            r#"'/l/a.web-'"${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}"'_'"${SLURM_ARRAY_TASK_ID:-4294967294}"'.out'"#
+        );
+        assert_eq!(shell_pattern("/l/100%%-%j"), r#"'/l/100%-'"$SLURM_JOB_ID""#);
+        assert_eq!(shell_pattern("/it's/%q"), r#"'/it'\''s/%q'"#);
+        // Run through bash with a job's variables, it names the file Slurm would.
+        let word = shell_pattern("/l/%x %u-%A_%a.%%");
+        let output = std::process::Command::new("bash")
+            .args(["-c", &format!("printf %s {word}")])
+            .env("SLURM_ARRAY_JOB_ID", "41")
+            .env("SLURM_ARRAY_TASK_ID", "2")
+            .env("SLURM_JOB_NAME", "s.$web")
+            .env("SLURM_JOB_USER", "alice")
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "/l/s.$web alice-41_2.%"
+        );
+    }
+
+    #[test]
+    fn a_logging_job_over_rest_sends_slurms_output_nowhere_and_logs_itself() {
+        let job = JobRequest {
+            options: crate::job::JobOptions {
+                name: "s.web".into(),
+                output: Some("/new/50%% logs/s.web-%A_%a.out".into()),
+                error: Some("/new/50%% logs/s.web-%A_%a.err".into()),
+                ..Default::default()
+            },
+            body: "exec sleep 1\n".into(),
+        };
+        let body = submit_body(&job, Api::V0038, 0);
+        assert_eq!(body["job"]["standard_output"], "/dev/null");
+        assert_eq!(body["job"]["standard_error"], "/dev/null");
+        assert_eq!(body["job"]["current_working_directory"], "/new/50% logs");
+        let script = body["script"].as_str().unwrap();
+        assert!(
+            script.contains("mkdir -p '/new/50% logs' 2>/dev/null && cd '/new/50% logs'"),
+            "{script}"
+        );
+        assert!(script.ends_with("exec sleep 1\n"), "{script}");
+        // The lock's placeholder writes nowhere and needs no directory.
+        let mut placeholder = job.clone();
+        placeholder.options.output = Some(DEV_NULL.into());
+        placeholder.options.error = Some(DEV_NULL.into());
+        let body = submit_body(&placeholder, Api::V0038, 0);
+        assert_eq!(body["script"], "#!/bin/bash\nexec sleep 1\n");
+        assert_eq!(body["job"]["current_working_directory"], "/tmp");
+    }
+
+    #[test]
+    fn v0038_begin_time_is_a_time_string_and_exclude_its_option_name() {
+        let job = JobRequest {
+            options: crate::job::JobOptions {
+                begin: Some("now+45".into()),
+                exclude: Some("node[1-2]".into()),
+                ..Default::default()
+            },
+            body: String::new(),
+        };
+        let old = submit_body(&job, Api::V0038, 1000);
+        assert_eq!(old["job"]["begin_time"], "now+45");
+        assert_eq!(old["job"]["exclude_nodes"], "node[1-2]");
+        let two = JobRequest {
+            options: crate::job::JobOptions {
+                nodes: Some(2),
+                ..Default::default()
+            },
+            body: String::new(),
+        };
+        assert_eq!(submit_body(&two, Api::V0038, 0)["job"]["nodes"], "2");
+        let newer = submit_body(&job, Api::V0039, 1000);
+        assert_eq!(newer["job"]["begin_time"], 1045);
+        assert_eq!(newer["job"]["excluded_nodes"], json!(["node[1-2]"]));
     }
 
     #[test]
