@@ -3,6 +3,7 @@
 //! The REST counterpart is in `tests/rest.rs`.
 //!
 //! The test has its own owner and cancels only its own job ids (see `common::TestRepo`).
+#![cfg(feature = "cluster")]
 
 mod common;
 

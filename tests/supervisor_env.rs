@@ -5,6 +5,7 @@
 //! values.
 //!
 //! The test has its own owner and cancels only its own job ids (see `common::TestRepo`).
+#![cfg(feature = "cluster")]
 
 mod common;
 
