@@ -748,11 +748,8 @@ fn execute(
             })
             .collect();
         if wait.is_some() {
-            lines.extend(
-                crate::plan::rolling::not_ready(&repo.desired, &planned.observed)
-                    .into_iter()
-                    .map(|l| format!("waiting: {l}")),
-            );
+            let not_ready = crate::plan::rolling::not_ready(&repo.desired, &planned.observed);
+            lines.extend(plan_text::waiting_lines(&planned.plan, &not_ready));
         }
         for line in lines.difference(&shown) {
             eprintln!("{line}");

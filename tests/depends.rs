@@ -286,3 +286,52 @@ fn apply_and_status_name_a_service_held_by_its_dependency() {
     assert_eq!(find("h.worker")["desired"], 2);
     assert!(find("h.store").get("held").is_none(), "{doc}");
 }
+
+/// A crash-looping replica's successor is estimated as apply submits it: with its `--exclude`
+/// (the estimate never names the node it avoids) and its `--begin` (it starts no earlier than
+/// its backoff allows).
+#[test]
+fn a_successors_start_estimate_honours_its_exclude_and_begin() {
+    let repo = TestRepo::new("estimate-successor");
+    write_recipe(
+        &repo,
+        "test/boom",
+        "name: boom\ncommand: exit 4\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nrestart: {backoff: 10m, max_backoff: 1h}\n",
+    );
+    repo.write_stack("c", "services:\n  boom:\n    recipe: test/boom\n");
+    repo.apply();
+    let job = repo.alive("c.boom").remove(0).id;
+    wait_for("the replica to fail", 400, || {
+        repo.jobs()
+            .iter()
+            .any(|j| j.id == job && j.state == "FAILED")
+    });
+    let plan: Value = serde_json::from_str(&repo.expect(&["plan", "--json"], 0)).unwrap();
+    let change = &plan["changes"][0];
+    let exclude = change["exclude"]
+        .as_str()
+        .unwrap_or_else(|| panic!("three nodes fit it, so it avoids the failed one: {change}"));
+    let estimate = &change["start_estimate"];
+    let nodes = estimate["nodes"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{change}"));
+    assert!(nodes.starts_with("node"), "{change}");
+    assert!(
+        !nodes.contains(exclude),
+        "estimated on {nodes}, the node it avoids ({exclude}): {change}"
+    );
+    let not_before = change["not_before"].as_i64().unwrap();
+    let at = estimate["at"].as_i64().unwrap();
+    assert!(
+        at >= not_before - 60,
+        "estimated at {at}, before its backoff ends at {not_before}: {change}"
+    );
+    let text = repo.expect(&["plan"], 0);
+    assert!(text.contains(&format!("avoiding {exclude})")), "{text}");
+    assert!(
+        !text.contains(&format!(" on {exclude}\n"))
+            && !text.contains(&format!(" on {exclude},"))
+            && !text.contains("# starts now"),
+        "{text}"
+    );
+}

@@ -2939,6 +2939,49 @@ fn start_estimates_render_per_service_in_text_markdown_and_json() {
     );
 }
 
+/// A rolling plan says the old job stays until its successor is ready, and a replica waiting
+/// for a free slot reads as English ("until a successor", not "until its is ready").
+/// `apply --wait` prints no `no job` line for a replica its pass has just submitted.
+#[test]
+fn a_rolling_plan_says_the_old_job_stays_until_its_successor_is_ready() {
+    let old = spec_with_env(&[("MODE", "old")]);
+    let mut svc = service(3, spec_with_env(&[("MODE", "new")]));
+    svc.update.strategy = stackctl::desired::Strategy::Rolling;
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job(&llm(), 0, &old.hash(), "RUNNING"),
+        job(&llm(), 1, &old.hash(), "RUNNING"),
+    ]);
+    let plan = compute(&desired, &observed);
+    let text = text(&plan);
+    assert!(
+        text.contains("+/- replica[0] job 12_0 RUNNING (stays until its successor is ready)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  # inference.llm[1] rolling: job 12_1 stays until a successor is ready: waiting \
+             for a free slot (max_surge 1)\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("its is"), "{text}");
+
+    // The pass submitted replica 0's successor and replica 2: only replica 1's line is left.
+    let not_ready = vec![
+        "inference.llm[1]: job 12_1 RUNNING, health not reported".to_owned(),
+        "inference.llm[2]: no job".to_owned(),
+        "inference.llm[10]: no job".to_owned(),
+    ];
+    assert_eq!(
+        plan_text::waiting_lines(&plan, &not_ready),
+        [
+            "waiting: inference.llm[1]: job 12_1 RUNNING, health not reported",
+            "waiting: inference.llm[10]: no job"
+        ]
+    );
+}
+
 /// Slurm's will-run answer can be absurd (170 years ahead on an idle cluster, seen live): an
 /// estimate more than a year away is shown as unknown, in text and JSON; one a few days away
 /// names its date.

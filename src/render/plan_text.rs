@@ -194,10 +194,10 @@ fn render_waiting(out: &mut String, plan: &Plan) {
 /// when there are none.
 fn render_rollouts(out: &mut String, plan: &Plan) {
     for r in &plan.rollouts {
-        let successor = r
-            .successor
-            .map(|s| format!("successor {s} "))
-            .unwrap_or_default();
+        let successor = match r.successor {
+            Some(s) => format!("its successor {s}"),
+            None => "a successor".to_owned(),
+        };
         let why = if r.reason == Reason::Renewal {
             "renewal"
         } else {
@@ -205,7 +205,7 @@ fn render_rollouts(out: &mut String, plan: &Plan) {
         };
         let _ = writeln!(
             out,
-            "  # {}[{}] {why}: job {} stays until its {successor}is ready: {}",
+            "  # {}[{}] {why}: job {} stays until {successor} is ready: {}",
             r.service, r.index, r.predecessor, r.progress
         );
     }
@@ -219,6 +219,28 @@ fn render_rollouts(out: &mut String, plan: &Plan) {
     if !plan.rollouts.is_empty() || !plan.stopped.is_empty() {
         out.push('\n');
     }
+}
+
+/// The lines `apply --wait` prints for replicas that are not ready (`web.app[2]: job 41_2
+/// PENDING (Resources)`, from [`crate::plan::rolling::not_ready`]), without the replicas
+/// `plan`'s pass has just submitted: the listing it was made from predates their job, so
+/// they would read `no job`; the next pass shows their job.
+pub fn waiting_lines(plan: &Plan, not_ready: &[String]) -> Vec<String> {
+    let submitted: Vec<String> = plan
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.changes
+                .iter()
+                .filter(|c| c.submits())
+                .map(move |c| format!("{}[{}]: ", s.service, c.index))
+        })
+        .collect();
+    not_ready
+        .iter()
+        .filter(|line| !submitted.iter().any(|p| line.starts_with(p.as_str())))
+        .map(|line| format!("waiting: {line}"))
+        .collect()
 }
 
 /// `ended FAILED exit 1 at 12:03:07`.
@@ -498,6 +520,14 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
         Reason::Superseded => " (its successor is ready: rolled over)".to_owned(),
         Reason::RolloutStopped => " (rollout stopped: successor cancelled)".to_owned(),
         Reason::EndpointMoved => " (endpoint moved: gets the new address)".to_owned(),
+    };
+    // A create-first replace keeps the old job: say for how long.
+    let why = match (change.order, why.strip_suffix(')')) {
+        (Order::CreateFirst, Some(open)) => {
+            format!("{open}; stays until its successor is ready)")
+        }
+        (Order::CreateFirst, None) => " (stays until its successor is ready)".to_owned(),
+        _ => why,
     };
     let job = change
         .job
