@@ -1398,6 +1398,27 @@ fn a_client_whose_endpoint_moved_is_replaced_unless_the_stack_keeps_it() {
         plan.warnings
     );
 
+    // A protected client is not replaced either (protection would refuse the plan).
+    let mut protected = build(false, false);
+    protected.services.get_mut(&client).unwrap().protect = true;
+    let plan = plan::compute(&owner(), &protected, &observed_now);
+    assert!(
+        plan.services
+            .iter()
+            .flat_map(|s| &s.changes)
+            .all(|c| c.reason == Reason::ProtectChanged),
+        "only the markers' protect= is rewritten: {:?}",
+        plan.services
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("shop.client[0] job 20_0 keeps STORE_URL")
+                && w.ends_with("(protect: true)")),
+        "{:?}",
+        plan.warnings
+    );
+
     // Status names the moved endpoint, and whether it is replaced.
     for (desired_state, replaced) in [(&desired_now, true), (&kept, false)] {
         let statuses = status::summarize(desired_state, &observed_now, &ctx());

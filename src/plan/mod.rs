@@ -428,13 +428,21 @@ pub fn compute_with(
                     _ => Vec::new(),
                 }
             };
-            if let Some(s) = service.filter(|s| !s.replace_on_endpoint_move) {
+            // A protected service is never replaced for it (protection would refuse the
+            // plan): like `keep`, the plan only warns.
+            let follows = |s: &crate::desired::Service| s.replace_on_endpoint_move && !s.protect;
+            if let Some(s) = service.filter(|s| !follows(s)) {
+                let why = if s.protect {
+                    "protect: true"
+                } else {
+                    "on_endpoint_move: keep"
+                };
                 for job in service_jobs.iter().filter(|j| j.state.is_alive()) {
                     let keys = moved(job);
                     if !keys.is_empty() {
                         warnings.push(format!(
                             "{addr}[{}] job {} keeps {} pointing at an address {} no longer \
-                             serves (on_endpoint_move: keep)",
+                             serves ({why})",
                             job.index,
                             job.id,
                             keys.join(", "),
@@ -444,7 +452,7 @@ pub fn compute_with(
                 }
             }
             let follow = |job: &LiveJob| -> Vec<String> {
-                if service.is_some_and(|s| s.replace_on_endpoint_move) {
+                if service.is_some_and(follows) {
                     moved(job)
                 } else {
                     Vec::new()

@@ -102,7 +102,8 @@ pub struct EndpointMoved {
     pub variables: Vec<String>,
     /// The services they name (`stack/service`), in the same order.
     pub services: Vec<String>,
-    /// Whether a plan replaces the replica for it: false with `on_endpoint_move: keep`.
+    /// Whether a plan replaces the replica for it: false with `on_endpoint_move: keep` and
+    /// for a protected service.
     pub replaced: bool,
 }
 
@@ -309,7 +310,7 @@ pub fn summarize(
                         .map(|r| r.service.clone())
                         .collect(),
                     variables,
-                    replaced: service.replace_on_endpoint_move,
+                    replaced: service.replace_on_endpoint_move && !service.protect,
                 });
             }
         }
@@ -624,7 +625,7 @@ fn render_notes(out: &mut String, statuses: &[ServiceStatus]) {
                 if m.replaced {
                     "the next apply or watch reconcile replaces it"
                 } else {
-                    "kept as it is (on_endpoint_move: keep)"
+                    "kept as it is (on_endpoint_move: keep, or protected)"
                 }
             ));
         }
