@@ -162,6 +162,7 @@ pub fn apply(
                 restart: backoff.map(restart_record).unwrap_or_default(),
                 protect: service.protect,
                 pred,
+                endpoints: crate::plan::endpoint_fingerprints(&service_plan.endpoint_env),
             };
             let job = match backoff {
                 None => script::render_with_endpoints(
@@ -489,6 +490,7 @@ mod tests {
             )]
             .into(),
             depends_on: Vec::new(),
+            replace_on_endpoint_move: true,
         }
     }
 

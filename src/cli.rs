@@ -487,6 +487,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     };
     let ctx = reconcile::script_context(&repo, backend(&repo)?.as_ref())?;
     print_stdout(&script::render(&addr, &found.spec, &marker, &ctx).batch_script())?;
@@ -747,11 +748,8 @@ fn execute(
             })
             .collect();
         if wait.is_some() {
-            lines.extend(
-                crate::plan::rolling::not_ready(&repo.desired, &planned.observed)
-                    .into_iter()
-                    .map(|l| format!("waiting: {l}")),
-            );
+            let not_ready = crate::plan::rolling::not_ready(&repo.desired, &planned.observed);
+            lines.extend(plan_text::waiting_lines(&planned.plan, &not_ready));
         }
         for line in lines.difference(&shown) {
             eprintln!("{line}");
@@ -789,7 +787,11 @@ fn execute(
             Ok(0)
         }
         DriveEnd::Done => {
-            print_stdout(&format!("\n{}", totals("Apply complete!")))?;
+            print_stdout(&format!(
+                "\n{}{}",
+                totals("Apply complete!"),
+                held_lines(&driven.last.plan)
+            ))?;
             Ok(0)
         }
         DriveEnd::Declined => {
@@ -826,6 +828,7 @@ fn execute(
                     "Apply complete! Jobs: {} added, {} changed, {} destroyed.\n",
                     report.added, report.changed, report.destroyed
                 ));
+                out.push_str(&held_lines(&driven.last.plan));
             } else {
                 for error in &report.errors {
                     eprintln!("error: {error}");
@@ -861,6 +864,21 @@ fn execute(
     }
 }
 
+/// One line per service the plan held (nothing was submitted for it), for the summary that
+/// closes an apply: `Held: web.api: waits for a ready replica of web/db (depends_on); …`.
+fn held_lines(plan: &crate::plan::Plan) -> String {
+    plan.held
+        .iter()
+        .map(|h| {
+            format!(
+                "Held: {}: {}; its new replicas were not submitted (the next apply or watch \
+                 reconcile submits them).\n",
+                h.service, h.reason
+            )
+        })
+        .collect()
+}
+
 /// Asks on the terminal; only `yes` approves.
 fn confirm() -> bool {
     eprint!(
@@ -891,6 +909,9 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
     let observed = observe_live(&repo, backend.as_ref())?;
     let ctx = reconcile::script_context(&repo, backend.as_ref())?;
     let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
+    // What a plan would hold or has stopped, from the same listing.
+    let plan = crate::plan::compute(&repo.settings.owner, &repo.desired, &observed);
+    status::add_plan(&mut statuses, &plan);
     for crash_loop in statuses.iter_mut().flat_map(|s| &mut s.crash_loops) {
         if let Some(path) = &crash_loop.stderr {
             match crate::logs::tail(Path::new(path), 5) {

@@ -581,6 +581,7 @@ mod tests {
             update: Default::default(),
             origins,
             depends_on: Vec::new(),
+            replace_on_endpoint_move: true,
         };
         edit(&mut service);
         let mut desired = Desired::default();
@@ -951,6 +952,7 @@ mod tests {
                 start_after: Vec::new(),
                 start_after_jobs: Vec::new(),
                 start_estimate: None,
+                endpoint_moved: Vec::new(),
                 service: ServiceAddr::new("s", "svc"),
                 replicas_before: 0,
                 replicas_after: 1,

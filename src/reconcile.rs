@@ -189,8 +189,11 @@ pub fn plan(repo: &Repo, options: &PlanOptions, backend: &dyn Backend) -> Result
 }
 
 /// Fills in [`plan::ServicePlan::start_estimate`] of every service the plan submits jobs for.
-/// A question Slurm cannot answer leaves the estimate out (apply's pre-check reports a
-/// rejection); it never fails the plan.
+/// Slurm is asked about the jobs apply would submit ([`estimate_jobs`]); the service has
+/// started once its last job has, so the latest estimate is kept. A question Slurm cannot
+/// answer leaves the estimate out (apply's pre-check reports a rejection); it never fails the
+/// plan. An estimate more than a year away is kept and rendered as unknown
+/// ([`crate::observed::StartEstimate::PLAUSIBLE_SECONDS`]).
 fn estimate_starts(plan: &mut Plan, repo: &Repo, backend: &dyn Backend) {
     let Ok(ctx) = script_context(repo, backend) else {
         return;
@@ -200,39 +203,156 @@ fn estimate_starts(plan: &mut Plan, repo: &Repo, backend: &dyn Backend) {
         let Some(service) = repo.desired.services.get(&service_plan.service) else {
             continue;
         };
-        let indexes: Vec<u32> = service_plan
-            .changes
-            .iter()
-            .filter(|c| c.action != plan::Action::Destroy)
-            .map(|c| c.index)
-            .collect();
-        if indexes.is_empty() {
-            continue;
-        }
-        let marker = Marker {
-            owner: owner.clone(),
-            service: service_plan.service.clone(),
-            spec: service.hash.clone(),
-            nonce: "estimate".into(),
-            indexes: crate::observed::index_ranges(&indexes),
-            report: Default::default(),
-            restart: Default::default(),
-            protect: service.protect,
-            pred: None,
-        };
-        let script = script::render_with_endpoints(
-            &service_plan.service,
-            &service.spec,
-            &marker,
-            &ctx,
-            &service_plan.endpoint_env,
-        );
-        match backend.test_submit(&script) {
-            Ok(estimate) => service_plan.start_estimate = estimate,
-            Err(error) => {
-                tracing::warn!(service = %service_plan.service, %error, "no start estimate");
+        let mut latest: Option<crate::observed::StartEstimate> = None;
+        for job in estimate_jobs(service_plan, service, &owner, &ctx) {
+            match backend.test_submit(&job) {
+                Ok(Some(estimate)) => {
+                    if latest.as_ref().is_none_or(|l| estimate.at > l.at) {
+                        latest = Some(estimate);
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(service = %service_plan.service, %error, "no start estimate");
+                    latest = None;
+                    break;
+                }
             }
         }
+        service_plan.start_estimate = latest;
+    }
+}
+
+/// The jobs apply would submit for `service_plan`, as Slurm is asked about them: the new
+/// replicas in one array, and each successor of a failed replica alone with its `--begin`
+/// and `--exclude` (so an estimate never names the node the successor avoids).
+fn estimate_jobs(
+    service_plan: &plan::ServicePlan,
+    service: &desired::Service,
+    owner: &desired::Owner,
+    ctx: &ScriptContext,
+) -> Vec<crate::job::JobRequest> {
+    let marker = |indexes: &[u32]| Marker {
+        owner: owner.clone(),
+        service: service_plan.service.clone(),
+        spec: service.hash.clone(),
+        nonce: "estimate".into(),
+        indexes: crate::observed::index_ranges(indexes),
+        report: Default::default(),
+        restart: Default::default(),
+        protect: service.protect,
+        pred: None,
+        endpoints: plan::endpoint_fingerprints(&service_plan.endpoint_env),
+    };
+    let submits = service_plan.changes.iter().filter(|c| c.submits());
+    let plain: Vec<u32> = submits
+        .clone()
+        .filter(|c| c.backoff.is_none())
+        .map(|c| c.index)
+        .collect();
+    let mut jobs = Vec::new();
+    if !plain.is_empty() {
+        jobs.push(script::render_with_endpoints(
+            &service_plan.service,
+            &service.spec,
+            &marker(&plain),
+            ctx,
+            &service_plan.endpoint_env,
+        ));
+    }
+    for change in submits {
+        if let Some(backoff) = &change.backoff {
+            jobs.push(script::render_successor(
+                &service_plan.service,
+                &service.spec,
+                &marker(&[change.index]),
+                ctx,
+                backoff.wait,
+                backoff.exclude.as_deref(),
+                &service_plan.endpoint_env,
+            ));
+        }
+    }
+    jobs
+}
+
+#[cfg(test)]
+mod estimate_tests {
+    use super::*;
+    use crate::observed::{JobId, JobRecord, JobTimes};
+
+    const NOW: i64 = 1_796_000_000;
+
+    /// A crash-looping replica's successor avoids the node it failed on: Slurm is asked about
+    /// that job, `--exclude` and `--begin` included, apart from the plain new replica.
+    #[test]
+    fn the_estimate_asks_about_the_successor_with_its_exclude_and_begin() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("recipes/test")).unwrap();
+        std::fs::create_dir_all(root.join("stacks")).unwrap();
+        std::fs::write(
+            root.join("stackctl.yaml"),
+            "owner: test/estimate\nlog_dir: /logs\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("recipes/test/flaky.yaml"),
+            "name: flaky\ncommand: exit 3\nrestart: {backoff: 5m}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.join("stacks/s.yaml"),
+            "services:\n  api:\n    recipe: test/flaky\n    replicas: 2\n",
+        )
+        .unwrap();
+        let repo = load(root).unwrap();
+        let addr = desired::ServiceAddr::new("s", "api");
+        let service = &repo.desired.services[&addr];
+        let owner = &repo.settings.owner;
+        let comment = Marker {
+            owner: owner.clone(),
+            service: addr.clone(),
+            spec: service.hash.clone(),
+            nonce: "n".into(),
+            indexes: "0".into(),
+            report: Default::default(),
+            restart: Default::default(),
+            protect: false,
+            pred: None,
+            endpoints: Vec::new(),
+        }
+        .to_string();
+        let failed = JobRecord {
+            id: JobId {
+                array: 70,
+                task: Some(0),
+            },
+            comment: comment.into(),
+            state: "FAILED".into(),
+            reason: "NonZeroExitCode".into(),
+            nodes: "node2".into(),
+            times: JobTimes {
+                start: Some(NOW - 100),
+                end: Some(NOW - 10),
+                exit: Some(3),
+                submit: Some(NOW - 120),
+            },
+        };
+        let mut observed = Observed::from_records([failed], owner);
+        observed.listed_at = NOW;
+        let plan = plan::compute(owner, &repo.desired, &observed);
+        let ctx = ScriptContext {
+            log_dir: "/logs".into(),
+            image_dir: "/images".into(),
+        };
+        let jobs = estimate_jobs(&plan.services[0], service, owner, &ctx);
+        let asked: Vec<(Option<&str>, bool)> = jobs
+            .iter()
+            .map(|j| (j.options.exclude.as_deref(), j.options.begin.is_some()))
+            .collect();
+        // Index 1 is new (plain); index 0 restarts away from node2, after its backoff.
+        assert_eq!(asked, [(None, false), (Some("node2"), true)]);
     }
 }
 

@@ -1520,6 +1520,28 @@ fn endpoint_env_also_set_in_environment() {
 }
 
 #[test]
+fn on_endpoint_move_is_replace_or_keep() {
+    assert_rejected(
+        "on_endpoint_move_bad_value",
+        Expect::file("stacks/web.yaml")
+            .at(10, 23)
+            .field("services.app.on_endpoint_move")
+            .says(&["\"restart\" is neither `replace` nor `keep`"]),
+    );
+}
+
+#[test]
+fn on_endpoint_move_without_endpoint_env() {
+    assert_rejected(
+        "on_endpoint_move_without_endpoint_env",
+        Expect::file("stacks/web.yaml")
+            .at(9, 23)
+            .field("services.app.on_endpoint_move")
+            .says(&["applies only to a service with `endpoint_env`"]),
+    );
+}
+
+#[test]
 fn endpoint_env_naming_a_port_the_service_lacks() {
     assert_rejected(
         "endpoint_env_unknown_port",

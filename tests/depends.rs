@@ -248,3 +248,91 @@ fn plan_says_when_slurm_expects_the_new_replicas_to_start() {
     // Nothing was submitted to learn it.
     assert!(repo.jobs().is_empty());
 }
+
+/// A service held by its dependency is not "RUNNING 0" with no reason: apply's summary and
+/// status (text and JSON) say it is held and why.
+#[test]
+fn apply_and_status_name_a_service_held_by_its_dependency() {
+    let repo = TestRepo::new("depends-held-status");
+    // Never ready: its check fails, and counts only after a start period longer than the test.
+    write_recipe(
+        &repo,
+        "test/slowdb",
+        "name: slowdb\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nhealth:\n  command: \"false\"\n  start_period: 600s\n",
+    );
+    repo.write_stack(
+        "h",
+        "services:\n  worker:\n    recipe: test/echo\n    replicas: 2\n    depends_on: [store]\n  store:\n    recipe: test/slowdb\n",
+    );
+    let out = repo.apply();
+    assert!(out.contains("Apply complete!"), "{out}");
+    assert!(
+        out.contains("Held: h.worker: waits for a ready replica of h/store (depends_on); its new replicas were not submitted"),
+        "{out}"
+    );
+    assert!(repo.alive("h.worker").is_empty());
+
+    let text = repo.expect(&["status"], 0);
+    assert!(
+        text.contains("h.worker: held: waits for a ready replica of h/store (depends_on)"),
+        "{text}"
+    );
+    let doc: Value = serde_json::from_str(&repo.expect(&["status", "--json"], 0)).unwrap();
+    let services = doc["services"].as_array().unwrap();
+    let find = |name: &str| services.iter().find(|s| s["service"] == name).unwrap();
+    assert_eq!(
+        find("h.worker")["held"],
+        "waits for a ready replica of h/store (depends_on)"
+    );
+    assert_eq!(find("h.worker")["desired"], 2);
+    assert!(find("h.store").get("held").is_none(), "{doc}");
+}
+
+/// A crash-looping replica's successor is estimated as apply submits it: with its `--exclude`
+/// (the estimate never names the node it avoids) and its `--begin` (it starts no earlier than
+/// its backoff allows).
+#[test]
+fn a_successors_start_estimate_honours_its_exclude_and_begin() {
+    let repo = TestRepo::new("estimate-successor");
+    write_recipe(
+        &repo,
+        "test/boom",
+        "name: boom\ncommand: exit 4\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nrestart: {backoff: 10m, max_backoff: 1h}\n",
+    );
+    repo.write_stack("c", "services:\n  boom:\n    recipe: test/boom\n");
+    repo.apply();
+    let job = repo.alive("c.boom").remove(0).id;
+    wait_for("the replica to fail", 400, || {
+        repo.jobs()
+            .iter()
+            .any(|j| j.id == job && j.state == "FAILED")
+    });
+    let plan: Value = serde_json::from_str(&repo.expect(&["plan", "--json"], 0)).unwrap();
+    let change = &plan["changes"][0];
+    let exclude = change["exclude"]
+        .as_str()
+        .unwrap_or_else(|| panic!("three nodes fit it, so it avoids the failed one: {change}"));
+    let estimate = &change["start_estimate"];
+    let nodes = estimate["nodes"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{change}"));
+    assert!(nodes.starts_with("node"), "{change}");
+    assert!(
+        !nodes.contains(exclude),
+        "estimated on {nodes}, the node it avoids ({exclude}): {change}"
+    );
+    let not_before = change["not_before"].as_i64().unwrap();
+    let at = estimate["at"].as_i64().unwrap();
+    assert!(
+        at >= not_before - 60,
+        "estimated at {at}, before its backoff ends at {not_before}: {change}"
+    );
+    let text = repo.expect(&["plan"], 0);
+    assert!(text.contains(&format!("avoiding {exclude})")), "{text}");
+    assert!(
+        !text.contains(&format!(" on {exclude}\n"))
+            && !text.contains(&format!(" on {exclude},"))
+            && !text.contains("# starts now"),
+        "{text}"
+    );
+}

@@ -232,3 +232,96 @@ fn a_client_gets_the_address_of_a_ready_replica_of_the_service_it_names() {
     assert!(http_get(&endpoint).contains("200"), "and it answers");
     repo.assert_converged();
 }
+
+/// What the client job `id` printed (its VALUE), once it has.
+fn printed_by(repo: &TestRepo, id: &str) -> String {
+    let path = repo.path().join("logs").join(format!("s.client-{id}.out"));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&path)
+            && !text.is_empty()
+        {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client {id} never printed to {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A client keeps the address it was started with. Once the service it names rolls to a new
+/// replica (a new port), plan and status say the client's endpoint moved, and apply replaces
+/// the client, which then gets the new address.
+#[test]
+fn a_client_is_replaced_once_the_service_it_names_has_rolled_to_a_new_address() {
+    let repo = TestRepo::new("endpoint-moved");
+    write_recipe(&repo, "test/web", WEB);
+    let stack = |v: &str| {
+        format!(
+            "services:\n  web:\n    recipe: test/web\n    environment: {{V: \"{v}\"}}\n    \
+             update: {{strategy: rolling, min_healthy_time: 1s}}\n  client:\n    recipe: test/echo\n    \
+             endpoint_env:\n      VALUE: {{service: s/web, format: \"http://{{host}}:{{port}}/\"}}\n"
+        )
+    };
+    repo.write_stack("s", &stack("1"));
+    repo.expect(&["apply", "--auto-approve", "--wait=8m"], 0);
+    let first = listed(&repo);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let client: Vec<String> = repo.alive("s.client").into_iter().map(|j| j.id).collect();
+    assert_eq!(client.len(), 1);
+    assert_eq!(
+        printed_by(&repo, &client[0]),
+        format!("http://{}/", first[0])
+    );
+    assert!(!repo.expect(&["plan"], 0).contains("endpoint moved"));
+
+    // The web service rolls: its new replica serves elsewhere, the old one is cancelled.
+    repo.write_stack("s", &stack("2"));
+    repo.expect(&["apply", "--auto-approve", "--wait=8m"], 0);
+    let second = listed(&repo);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "the rolled replica serves on another port");
+    let plan = repo.expect(&["plan"], 0);
+    assert!(
+        plan.contains("# endpoint moved: VALUE (s/web): no ready replica serves the address"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains(&format!(
+            "replica[0] job {} RUNNING (endpoint moved: gets the new address)",
+            client[0]
+        )),
+        "{plan}"
+    );
+    let doc: Value = serde_json::from_str(&repo.expect(&["status", "--json"], 0)).unwrap();
+    let status = doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "s.client")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        status["endpoint_moved"][0]["variables"][0], "VALUE",
+        "{status}"
+    );
+    assert_eq!(status["endpoint_moved"][0]["job_id"], client[0].as_str());
+    let text = repo.expect(&["status"], 0);
+    assert!(
+        text.contains(&format!(
+            "s.client[0] job {} endpoint moved: VALUE (s/web)",
+            client[0]
+        )),
+        "{text}"
+    );
+
+    repo.apply();
+    let now: Vec<String> = repo.alive("s.client").into_iter().map(|j| j.id).collect();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, client, "the client was replaced");
+    assert_eq!(printed_by(&repo, &now[0]), format!("http://{}/", second[0]));
+    repo.assert_converged();
+}

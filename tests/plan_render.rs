@@ -83,6 +83,7 @@ fn service(replicas: u32, spec: ReplicaSpec) -> Service {
         )]
         .into(),
         depends_on: Vec::new(),
+        replace_on_endpoint_move: true,
     }
 }
 
@@ -103,6 +104,7 @@ fn marker(addr: &ServiceAddr, hash: &SpecHash, indexes: &str) -> String {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     }
     .to_string()
 }
@@ -284,7 +286,7 @@ fn new_service_creates_every_replica() {
 
     let json = plan_json::render(&plan);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], "1.5");
+    assert_eq!(doc["format_version"], "1.6");
     assert_eq!(doc["changes"].as_array().unwrap().len(), 3);
     assert_eq!(doc["summary"]["add"], 3);
     insta::assert_snapshot!("new_service_json", json);
@@ -762,6 +764,7 @@ fn foreign_and_look_alike_jobs_are_invisible() {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     }
     .to_string();
     let mut foreign = job_in(20, &llm(), 0, &hash, "RUNNING");
@@ -923,6 +926,7 @@ fn script_with_container_gpu_and_hostile_environment() {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     };
     let text = script::render(&llm(), &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec.clone()));
@@ -969,6 +973,7 @@ fn script_without_container_runs_the_command_directly() {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     };
     let text = script::render(&addr, &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec));
@@ -1010,6 +1015,7 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     };
     let text = script::render(&addr, &spec, &marker, &ctx()).batch_script();
     assert_eq!(script::spec_of_script(&text), Some(spec));
@@ -1083,7 +1089,7 @@ fn status_counts_states_and_lists_endpoints_of_running_replicas() {
     let json = status::render_json(&statuses);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["format_version"], status::FORMAT_VERSION);
-    assert_eq!(status::FORMAT_VERSION, "1.4");
+    assert_eq!(status::FORMAT_VERSION, "1.5");
     insta::assert_snapshot!("status_json", json);
 }
 
@@ -1167,6 +1173,273 @@ fn status_does_not_count_an_index_that_failed_and_was_recreated() {
     assert_eq!(text.lines().count(), 2, "no failure lines: {text}");
 }
 
+/// After a rollout stopped, the old replicas run on and are all ready: status must still say
+/// that the rollout stopped and which replicas run an out-of-date spec, and that a service
+/// waiting for its dependency is held (not just "RUNNING 0").
+#[test]
+fn status_shows_a_stopped_rollout_out_of_date_replicas_and_held_services() {
+    let old = spec_with_env(&[("MODE", "a")]);
+    let mut web = service(3, spec_with_env(&[("MODE", "b")]));
+    web.update.strategy = stackctl::desired::Strategy::Rolling;
+    let new_hash = web.hash.clone();
+    let old_hash = old.hash();
+    let web_addr = ServiceAddr::new("shop", "web");
+    let db = ServiceAddr::new("shop", "db");
+    let api = ServiceAddr::new("shop", "api");
+    let mut api_svc = service(2, base_spec());
+    api_svc.depends_on = vec![stackctl::desired::Dependency {
+        service: db.clone(),
+        condition: stackctl::desired::Condition::Ready,
+    }];
+    let desired = desired(vec![
+        (web_addr.clone(), web),
+        (db.clone(), service(1, base_spec())),
+        (api.clone(), api_svc),
+    ]);
+    let db_hash = desired.services[&db].hash.clone();
+    // The successor of 50_1 was cancelled while PENDING (its rollout was stopped): Slurm lists
+    // such an array without a task id. Both old replicas run on.
+    let mut successor = job_in(61, &web_addr, 1, &new_hash, "CANCELLED");
+    successor.id.task = None;
+    successor.comment = format!("{};pred=50_1", marker(&web_addr, &new_hash, "1")).into();
+    let observed = observed(vec![
+        job_in(50, &web_addr, 0, &old_hash, "RUNNING"),
+        job_in(50, &web_addr, 1, &old_hash, "RUNNING"),
+        job_in(51, &web_addr, 2, &new_hash, "RUNNING"),
+        successor,
+        job_in(52, &db, 0, &db_hash, "PENDING"),
+    ]);
+    let mut statuses = status::summarize(&desired, &observed, &ctx());
+    let plan = plan::compute(&owner(), &desired, &observed);
+    status::add_plan(&mut statuses, &plan);
+    let by_name = |name: &str| statuses.iter().find(|s| s.service == name).unwrap();
+    let web = by_name("shop.web");
+    assert_eq!(web.ready, 3, "every replica runs and is ready");
+    let stale: Vec<(u32, String)> = web
+        .out_of_date
+        .iter()
+        .map(|o| (o.index, o.job_id.to_string()))
+        .collect();
+    assert_eq!(stale, [(0, "50_0".into()), (1, "50_1".into())]);
+    assert_eq!(web.out_of_date[0].spec, old_hash);
+    assert_eq!(web.out_of_date[0].desired_spec, new_hash);
+    assert_eq!(web.rollouts_stopped.len(), 1, "{:?}", web.rollouts_stopped);
+    assert_eq!(web.rollouts_stopped[0].index, 1);
+    assert_eq!(web.rollouts_stopped[0].successor.to_string(), "61");
+    assert_eq!(web.rollouts_stopped[0].predecessor.to_string(), "50_1");
+    assert!(web.held.is_none());
+    let api_status = by_name("shop.api");
+    assert_eq!(api_status.running, 0);
+    assert_eq!(
+        api_status.held.as_deref(),
+        Some("waits for a ready replica of shop/db (depends_on)")
+    );
+    assert!(by_name("shop.db").held.is_none() && by_name("shop.db").out_of_date.is_empty());
+
+    let text = status::render_text(&statuses);
+    assert!(
+        text.contains(
+            "shop.api: held: waits for a ready replica of shop/db (depends_on); its new \
+             replicas are not submitted until then\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "shop.web[1] rollout stopped: successor 61 ended CANCELLED; job 50_1 keeps running\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "shop.web[0] job 50_0 RUNNING runs an out-of-date spec {old_hash} (the repo's is {new_hash})\n"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("shop.web[2] job"),
+        "index 2 is up to date: {text}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&status::render_json(&statuses)).unwrap();
+    assert_eq!(doc["format_version"], "1.5");
+    let services = doc["services"].as_array().unwrap();
+    let find = |name: &str| services.iter().find(|s| s["service"] == name).unwrap();
+    assert_eq!(
+        find("shop.api")["held"],
+        "waits for a ready replica of shop/db (depends_on)"
+    );
+    assert_eq!(find("shop.web")["out_of_date"][1]["job_id"], "50_1");
+    assert_eq!(find("shop.web")["rollouts_stopped"][0]["successor"], "61");
+    assert!(
+        find("shop.db").get("held").is_none(),
+        "left out when not held"
+    );
+}
+
+/// A client given a service's address through `endpoint_env` records its fingerprint; once no
+/// ready replica of that service serves it any more, plan and status say the endpoint moved
+/// and the client is replaced (create-first when it rolls), unless the stack keeps it.
+#[test]
+fn a_client_whose_endpoint_moved_is_replaced_unless_the_stack_keeps_it() {
+    let store = ServiceAddr::new("shop", "store");
+    let client = ServiceAddr::new("shop", "client");
+    let mut store_spec = base_spec();
+    store_spec.ports = vec![PortSpec::fixed(6379)];
+    let store_svc = service(1, store_spec);
+    let store_hash = store_svc.hash.clone();
+    let mut client_spec = base_spec();
+    client_spec.endpoint_env = [(
+        "STORE_URL".to_owned(),
+        stackctl::desired::EndpointRef {
+            service: "shop/store".into(),
+            format: "tcp://{host}:{port}".into(),
+            port: None,
+        },
+    )]
+    .into();
+    let build = |rolling: bool, keep: bool| {
+        let mut svc = service(2, client_spec.clone());
+        if rolling {
+            svc.update.strategy = stackctl::desired::Strategy::Rolling;
+        }
+        svc.replace_on_endpoint_move = !keep;
+        desired(vec![
+            (store.clone(), store_svc.clone()),
+            (client.clone(), svc),
+        ])
+    };
+    let client_hash = build(false, false).services[&client].hash.clone();
+    // Client 0 was given the store on node7 (gone); client 1 the store where it runs now
+    // (node1, the fixed port: job_in places index 0 on node1).
+    let client_job = |index: u32, value: &str| {
+        let mut record = job_in(20, &client, index, &client_hash, "RUNNING");
+        record.comment = format!(
+            "{};ep={}",
+            marker(&client, &client_hash, &index.to_string()),
+            plan::endpoint_fingerprint(value)
+        )
+        .into();
+        record
+    };
+    let records = |store_state: &str| {
+        vec![
+            job_in(10, &store, 0, &store_hash, store_state),
+            client_job(0, "tcp://node7:6379"),
+            client_job(1, "tcp://node1:6379"),
+        ]
+    };
+    let observed_now = observed(records("RUNNING"));
+
+    let desired_now = build(false, false);
+    let plan = plan::compute(&owner(), &desired_now, &observed_now);
+    let client_plan = plan
+        .services
+        .iter()
+        .find(|s| s.service == client)
+        .expect("the client is replaced");
+    let changes: Vec<(u32, Action, Reason, plan::Order)> = client_plan
+        .changes
+        .iter()
+        .map(|c| (c.index, c.action, c.reason, c.order))
+        .collect();
+    assert_eq!(
+        changes,
+        [(
+            0,
+            Action::Replace,
+            Reason::EndpointMoved,
+            plan::Order::DestroyFirst
+        )]
+    );
+    assert_eq!(client_plan.endpoint_moved, ["STORE_URL"]);
+    assert_eq!(client_plan.endpoint_env["STORE_URL"], "tcp://node1:6379");
+    let text = plan_text::render(&plan, Style::PLAIN);
+    assert!(
+        text.contains("# endpoint moved: STORE_URL (shop/store): no ready replica serves"),
+        "{text}"
+    );
+    assert!(
+        text.contains("replica[0] job 20_0 RUNNING (endpoint moved: gets the new address)"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    assert!(json.to_string().contains("\"endpoint_moved\""), "{json}");
+
+    // A rolling client gets its successor first.
+    let plan = plan::compute(&owner(), &build(true, false), &observed_now);
+    let change = &plan
+        .services
+        .iter()
+        .find(|s| s.service == client)
+        .unwrap()
+        .changes[0];
+    assert_eq!(
+        (change.index, change.reason, change.order),
+        (0, Reason::EndpointMoved, plan::Order::CreateFirst)
+    );
+
+    // The store has no ready replica: nothing to move to, nothing replaced.
+    let plan = plan::compute(&owner(), &desired_now, &observed(records("PENDING")));
+    assert!(
+        !plan.services.iter().any(|s| s.service == client),
+        "{:?}",
+        plan.services
+    );
+
+    // `on_endpoint_move: keep`: no change, but the plan says so.
+    let kept = build(false, true);
+    let plan = plan::compute(&owner(), &kept, &observed_now);
+    assert!(plan.is_empty(), "{:?}", plan.services);
+    assert!(
+        plan.warnings.iter().any(|w| w.contains(
+            "shop.client[0] job 20_0 keeps STORE_URL pointing at an address shop/store no longer serves"
+        )),
+        "{:?}",
+        plan.warnings
+    );
+
+    // A protected client is not replaced either (protection would refuse the plan).
+    let mut protected = build(false, false);
+    protected.services.get_mut(&client).unwrap().protect = true;
+    let plan = plan::compute(&owner(), &protected, &observed_now);
+    assert!(
+        plan.services
+            .iter()
+            .flat_map(|s| &s.changes)
+            .all(|c| c.reason == Reason::ProtectChanged),
+        "only the markers' protect= is rewritten: {:?}",
+        plan.services
+    );
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("shop.client[0] job 20_0 keeps STORE_URL")
+                && w.ends_with("(protect: true)")),
+        "{:?}",
+        plan.warnings
+    );
+
+    // Status names the moved endpoint, and whether it is replaced.
+    for (desired_state, replaced) in [(&desired_now, true), (&kept, false)] {
+        let statuses = status::summarize(desired_state, &observed_now, &ctx());
+        let s = statuses
+            .iter()
+            .find(|s| s.service == "shop.client")
+            .unwrap();
+        assert_eq!(s.endpoint_moved.len(), 1, "{:?}", s.endpoint_moved);
+        assert_eq!(s.endpoint_moved[0].index, 0);
+        assert_eq!(s.endpoint_moved[0].variables, ["STORE_URL"]);
+        assert_eq!(s.endpoint_moved[0].replaced, replaced);
+        let text = status::render_text(&statuses);
+        assert!(
+            text.contains(
+                "shop.client[0] job 20_0 endpoint moved: STORE_URL (shop/store) no longer served"
+            ),
+            "{text}"
+        );
+    }
+}
+
 #[test]
 fn status_counts_a_failed_index_once_and_shows_its_latest_job_and_logs() {
     let svc = service(2, base_spec());
@@ -1227,6 +1500,7 @@ fn status_log_paths_are_the_files_the_script_names() {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     };
     let text = script::render(&llm(), &spec, &marker, &ctx()).batch_script();
     let slurm_expands = |flag: &str| {
@@ -1260,6 +1534,7 @@ fn script_escapes_percent_in_the_log_dir() {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     };
     let ctx = ScriptContext {
         log_dir: "/logs/100%".into(),
@@ -1550,6 +1825,7 @@ fn render_for(spec: &ReplicaSpec) -> String {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     };
     script::render(&web(), spec, &marker, &ctx()).batch_script()
 }
@@ -1814,6 +2090,88 @@ fn endpoints_list_ready_replicas_with_named_ports_and_the_status_rule() {
     assert_eq!(doc["endpoints"][0]["job_id"], "30_0");
     insta::assert_snapshot!("endpoints_json", json);
     insta::assert_snapshot!("endpoints_text", endpoints::render_text(&services));
+}
+
+/// A ready service without ports is ready, not "(no ready replica)"; status groups its
+/// endpoints per replica and names the ports.
+#[test]
+fn a_ready_service_without_ports_is_ready_and_status_groups_endpoints_per_replica() {
+    let worker = ServiceAddr::new("jobs", "worker");
+    let mut worker_spec = base_spec();
+    worker_spec.ports = Vec::new();
+    let worker_svc = service(2, worker_spec);
+    let worker_hash = worker_svc.hash.clone();
+    let api = ServiceAddr::new("jobs", "api");
+    let mut api_spec = base_spec();
+    let named = |name: &str| PortSpec {
+        name: Some(name.into()),
+        port: PortValue::Auto,
+    };
+    api_spec.ports = vec![named("http"), named("admin")];
+    let api_svc = service(2, api_spec);
+    let api_hash = api_svc.hash.clone();
+    let desired = desired(vec![(worker.clone(), worker_svc), (api.clone(), api_svc)]);
+    let reported = |index: u32, ports: &str| {
+        let mut record = job_in(31, &api, index, &api_hash, "RUNNING");
+        record.comment = format!(
+            "{};health=ready;addr=10.1.0.{};ports={ports}",
+            marker(&api, &api_hash, &index.to_string()),
+            index + 1
+        )
+        .into();
+        record
+    };
+    let observed = observed(vec![
+        job_in(30, &worker, 0, &worker_hash, "RUNNING"),
+        job_in(30, &worker, 1, &worker_hash, "PENDING"),
+        reported(0, "20001,20002"),
+        reported(1, "20003,20004"),
+    ]);
+    let services = endpoints::collect(&desired, &observed);
+    let text = endpoints::render_text(&services);
+    let worker_rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("jobs.worker"))
+        .collect();
+    assert_eq!(worker_rows.len(), 1, "{text}");
+    assert!(
+        worker_rows[0].contains("30_0") && worker_rows[0].ends_with("ready, no ports"),
+        "{text}"
+    );
+    assert!(!text.contains("(no ready replica)"), "{text}");
+
+    let statuses = status::summarize(&desired, &observed, &ctx());
+    let text = status::render_text(&statuses);
+    let row = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        row("jobs.api").ends_with(
+            "[0] 10.1.0.1:20001 (http), 10.1.0.1:20002 (admin); \
+             [1] 10.1.0.2:20003 (http), 10.1.0.2:20004 (admin)"
+        ),
+        "{text}"
+    );
+    assert!(
+        row("jobs.worker").ends_with("[0] ready, no ports"),
+        "{text}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&status::render_json(&statuses)).unwrap();
+    let api_doc = doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "jobs.api")
+        .unwrap();
+    assert_eq!(
+        api_doc["replica_endpoints"][1],
+        serde_json::json!({"index": 1, "job_id": "31_1", "ports": [
+            {"host": "10.1.0.2", "port": 20003, "name": "http"},
+            {"host": "10.1.0.2", "port": 20004, "name": "admin"}], "ports_known": true})
+    );
 }
 
 #[test]
@@ -2236,6 +2594,7 @@ fn endpoint_env_holds_the_client_until_its_target_is_ready() {
         report: Default::default(),
         restart: Default::default(),
         pred: None,
+        endpoints: Vec::new(),
     };
     let submitted = script::render_with_endpoints(
         &llm(),
@@ -2593,6 +2952,103 @@ fn start_estimates_render_per_service_in_text_markdown_and_json() {
         json["changes"][2]["start_estimate"]["at"],
         asked_at + 25 * 60
     );
+}
+
+/// A rolling plan says the old job stays until its successor is ready, and a replica waiting
+/// for a free slot reads as English ("until a successor", not "until its is ready").
+/// `apply --wait` prints no `no job` line for a replica its pass has just submitted.
+#[test]
+fn a_rolling_plan_says_the_old_job_stays_until_its_successor_is_ready() {
+    let old = spec_with_env(&[("MODE", "old")]);
+    let mut svc = service(3, spec_with_env(&[("MODE", "new")]));
+    svc.update.strategy = stackctl::desired::Strategy::Rolling;
+    let desired = desired(vec![(llm(), svc)]);
+    let observed = observed(vec![
+        job(&llm(), 0, &old.hash(), "RUNNING"),
+        job(&llm(), 1, &old.hash(), "RUNNING"),
+    ]);
+    let plan = compute(&desired, &observed);
+    let text = text(&plan);
+    assert!(
+        text.contains("+/- replica[0] job 12_0 RUNNING (stays until its successor is ready)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "  # inference.llm[1] rolling: job 12_1 stays until a successor is ready: waiting \
+             for a free slot (max_surge 1)\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("its is"), "{text}");
+
+    // The pass submitted replica 0's successor and replica 2: only replica 1's line is left.
+    let not_ready = vec![
+        "inference.llm[1]: job 12_1 RUNNING, health not reported".to_owned(),
+        "inference.llm[2]: no job".to_owned(),
+        "inference.llm[10]: no job".to_owned(),
+    ];
+    assert_eq!(
+        plan_text::waiting_lines(&plan, &not_ready),
+        [
+            "waiting: inference.llm[1]: job 12_1 RUNNING, health not reported",
+            "waiting: inference.llm[10]: no job"
+        ]
+    );
+}
+
+/// Slurm's will-run answer can be absurd (170 years ahead on an idle cluster, seen live): an
+/// estimate more than a year away is shown as unknown, in text and JSON; one a few days away
+/// names its date.
+#[test]
+fn an_implausible_start_estimate_is_shown_as_unknown() {
+    use stackctl::observed::StartEstimate;
+    let desired = desired(vec![
+        (web(), service(1, web_spec())),
+        (llm(), service(1, base_spec())),
+    ]);
+    let mut plan = compute(&desired, &observed(vec![]));
+    let asked_at = 1_795_788_000; // 2026-11-27 14:00:00 UTC
+    plan.services[0].start_estimate = Some(StartEstimate {
+        at: asked_at + 170 * 365 * 86_400,
+        asked_at,
+        nodes: "node1".into(),
+        partition: "debug".into(),
+    });
+    plan.services[1].start_estimate = Some(StartEstimate {
+        at: asked_at + 3 * 86_400 + 3600,
+        asked_at,
+        nodes: "node2".into(),
+        partition: "debug".into(),
+    });
+    let text = text(&plan);
+    assert!(
+        text.contains("      # start time unknown (Slurm's estimate is more than a year away"),
+        "{text}"
+    );
+    assert!(!text.contains("starts now on node1"), "{text}");
+    assert!(
+        text.contains(
+            "      # queued behind running jobs: Slurm expects 2026-11-30 15:00:00 UTC, in 3 days\n"
+        ),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    let first = &json["changes"][0]["start_estimate"];
+    assert!(first["at"].is_null(), "{first}");
+    assert_eq!(first["implausible_at"], asked_at + 170 * 365 * 86_400);
+    assert_eq!(
+        json["changes"][1]["start_estimate"]["at"],
+        asked_at + 3 * 86_400 + 3600
+    );
+    // Just under the threshold (a year): still a real estimate.
+    let year = StartEstimate {
+        at: asked_at + 365 * 86_400,
+        asked_at,
+        nodes: "node1".into(),
+        partition: "debug".into(),
+    };
+    assert!(plan_text::start_words(&year).contains("Slurm expects 2027-11-27 14:00:00 UTC"));
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn write_recipe(repo: &TestRepo, path: &str, text: &str) {
 fn status(repo: &TestRepo, service: &str) -> Value {
     let out = repo.expect(&["status", "--json"], 0);
     let doc: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["format_version"], "1.4");
+    assert_eq!(doc["format_version"], "1.5");
     doc["services"]
         .as_array()
         .unwrap()
@@ -198,4 +198,51 @@ fn a_replica_that_never_passes_its_probe_ends_itself_with_exit_code_97() {
     assert_eq!(change["restart"], 1, "{plan}");
     assert!(change["not_before"].as_i64().is_some(), "{plan}");
     assert_eq!(change["last_failure"]["exit"], 97, "{plan}");
+}
+
+/// A rollout that stopped leaves every old replica running and ready: status must not look
+/// healthy. It names the stopped rollout and the replicas still on the older spec, in text
+/// and in JSON.
+#[test]
+fn status_shows_a_stopped_rollout_and_the_replicas_on_the_older_spec() {
+    let repo = TestRepo::new("status-stopped");
+    let stack = |resources: &str| {
+        format!(
+            "services:\n  nap:\n    recipe: test/echo\n    replicas: 2\n    environment: {{VALUE: x}}\n    update: {{strategy: rolling, queue_timeout: 10s}}\n{resources}"
+        )
+    };
+    repo.write_stack("r", &stack(""));
+    repo.expect(&["apply", "--auto-approve", "--wait=5m"], 0);
+    let old: Vec<String> = repo.alive("r.nap").into_iter().map(|j| j.id).collect();
+    assert_eq!(old.len(), 2);
+    // All 48 CPUs: the successor cannot start while the old replicas run, so it times out.
+    repo.write_stack("r", &stack("    resources: {nodes: 3, cpu: 16}\n"));
+    let out = repo.run(&["apply", "--auto-approve"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "the rollout stops: {stderr}");
+    let alive: Vec<String> = repo.alive("r.nap").into_iter().map(|j| j.id).collect();
+    assert_eq!(alive, old, "the old replicas run on");
+
+    let s = status(&repo, "r.nap");
+    assert_eq!((count(&s, "running"), count(&s, "ready")), (2, 2), "{s}");
+    let stopped = s["rollouts_stopped"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stopped rollout in {s}\n{stderr}\n{:?}", repo.jobs()));
+    assert_eq!(stopped.len(), 1, "{s}");
+    assert!(old.contains(&stopped[0]["predecessor"].as_str().unwrap().to_owned()));
+    let stale: Vec<&str> = s["out_of_date"]
+        .as_array()
+        .expect("replicas on the older spec")
+        .iter()
+        .map(|o| o["job_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stale, old.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = repo.expect(&["status"], 0);
+    assert!(text.contains("] rollout stopped: successor "), "{text}");
+    for id in &old {
+        assert!(
+            text.contains(&format!("job {id} RUNNING runs an out-of-date spec ")),
+            "{text}"
+        );
+    }
 }

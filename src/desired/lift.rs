@@ -1070,6 +1070,32 @@ fn lift_service(
     let before = ctx.errors.len();
     lift_endpoint_env(ctx, field, &service.endpoint_env, &mut spec, &mut origins);
     let depends_on = lift_depends_on(ctx, stack, field, service.depends_on.as_ref(), &mut origins);
+    let replace_on_endpoint_move = match &service.on_endpoint_move {
+        None => true,
+        Some(value) => {
+            let at = format!("{field}.on_endpoint_move");
+            match value.value.as_str() {
+                _ if service.endpoint_env.is_empty() => {
+                    ctx.error(
+                        value.referenced,
+                        &at,
+                        "applies only to a service with `endpoint_env`",
+                    );
+                    true
+                }
+                "replace" => true,
+                "keep" => false,
+                other => {
+                    ctx.error(
+                        value.referenced,
+                        &at,
+                        format!("{other:?} is neither `replace` nor `keep`"),
+                    );
+                    true
+                }
+            }
+        }
+    };
     if ctx.errors.len() > before {
         return None;
     }
@@ -1107,6 +1133,7 @@ fn lift_service(
         update,
         origins,
         depends_on,
+        replace_on_endpoint_move,
     })
 }
 

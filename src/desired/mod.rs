@@ -207,6 +207,10 @@ pub struct Service {
     /// spec (nor its hash): the order in which replicas are started does not change what a
     /// replica runs, so editing it never restarts a running replica.
     pub depends_on: Vec<Dependency>,
+    /// Whether a replica given another service's address (`endpoint_env`) is replaced once
+    /// that service no longer serves the address (`on_endpoint_move: replace`, the default),
+    /// or keeps running with it (`keep`). Not part of the spec (nor its hash).
+    pub replace_on_endpoint_move: bool,
 }
 
 /// One `depends_on:` entry: a service whose replicas must be started or ready before this

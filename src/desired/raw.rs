@@ -342,6 +342,9 @@ pub struct Service {
     pub depends_on: Option<Spanned<Vec<Spanned<DependsOn>>>>,
     /// `protect: true` refuses every plan that would reduce or remove the service's replicas.
     pub protect: Option<Spanned<bool>>,
+    /// What happens to a replica once a service its `endpoint_env` names no longer serves
+    /// the address it was given: `replace` (default) or `keep`.
+    pub on_endpoint_move: Option<Spanned<String>>,
 }
 
 /// One `depends_on:` entry: `SERVICE`, `STACK/SERVICE`, or

@@ -49,6 +49,12 @@ pub struct Marker {
     /// written by stackctl at submit on a successor. Two alive jobs on one index are a
     /// rollout pair only when one names the other here. Twice or unreadable counts as absent.
     pub pred: Option<JobId>,
+    /// Fingerprints of the `endpoint_env` values the job was given (`ep=a1b2c3d4,…`), one
+    /// per variable in name order ([`crate::plan::endpoint_fingerprint`]), written by
+    /// stackctl at submit; empty for a job without `endpoint_env` or from an older stackctl.
+    /// Compared with the addresses the referenced services serve now, it tells a client
+    /// whose endpoint moved. Twice or unreadable counts as absent. Never part of the spec hash.
+    pub endpoints: Vec<String>,
 }
 
 /// The crash-loop record in a successor's marker: Slurm forgets ended jobs after MinJobAge,
@@ -179,6 +185,18 @@ fn is_addr(text: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
 }
 
+/// Parses `a1b2c3d4,0f0f0f0f` (8 lower-case hex digits each); `None` for anything else.
+fn parse_fingerprints(text: &str) -> Option<Vec<String>> {
+    text.split(',')
+        .map(|f| {
+            (f.len() == 8
+                && f.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| f.to_owned())
+        })
+        .collect()
+}
+
 /// Parses `8000,20001`; `None` for anything else (an empty list included).
 fn parse_ports(text: &str) -> Option<Vec<u16>> {
     let ports: Vec<u16> = text
@@ -215,6 +233,9 @@ impl fmt::Display for Marker {
         }
         if let Some(pred) = self.pred {
             write!(f, ";pred={pred}")?;
+        }
+        if !self.endpoints.is_empty() {
+            write!(f, ";ep={}", self.endpoints.join(","))?;
         }
         let report = &self.report;
         if let Some(health) = report.health {
@@ -262,6 +283,7 @@ impl Marker {
         // `protect=1`; any other value, or the field twice, counts as unprotected.
         let mut protect: (Option<&str>, bool) = (None, false);
         let mut pred: (Option<&str>, bool) = (None, false);
+        let mut endpoints: (Option<&str>, bool) = (None, false);
         for field in fields {
             let Some((key, value)) = field.split_once('=') else {
                 continue;
@@ -272,6 +294,10 @@ impl Marker {
             }
             if key == "pred" {
                 pred.1 |= pred.0.replace(value).is_some();
+                continue;
+            }
+            if key == "ep" {
+                endpoints.1 |= endpoints.0.replace(value).is_some();
                 continue;
             }
             if let Some(slot) = Self::RESTART_KEYS.iter().position(|k| *k == key) {
@@ -319,6 +345,11 @@ impl Marker {
             restart,
             protect: protect.0 == Some("1") && !protect.1,
             pred: pred.0.filter(|_| !pred.1).and_then(JobId::parse),
+            endpoints: endpoints
+                .0
+                .filter(|_| !endpoints.1)
+                .and_then(parse_fingerprints)
+                .unwrap_or_default(),
         })
     }
 
@@ -445,6 +476,9 @@ pub enum Nearness {
     Soon,
     /// Later: it waits behind running jobs.
     Later,
+    /// Further away than Slurm ever plans ([`StartEstimate::PLAUSIBLE_SECONDS`]): not a real
+    /// plan (seen: 170 years ahead on an idle cluster), so shown as unknown.
+    Implausible,
 }
 
 impl StartEstimate {
@@ -453,10 +487,18 @@ impl StartEstimate {
     /// How long after asking a start is still worth a time of day.
     pub const SOON_SECONDS: i64 = 3600;
 
+    /// The furthest start that is a real estimate: a year and a day. A will-run estimate is
+    /// when enough running jobs end (or a reservation does), and slurmctld takes the end of a
+    /// job without a time limit (`UNLIMITED`) to be a year after its start, so no plan it makes
+    /// reaches further; the day covers clock differences and a job started a moment ago.
+    pub const PLAUSIBLE_SECONDS: i64 = 366 * 86_400;
+
     /// How near the expected start is to when Slurm was asked.
     pub fn nearness(&self) -> Nearness {
         let wait = self.at - self.asked_at;
-        if wait <= Self::NOW_SECONDS {
+        if wait > Self::PLAUSIBLE_SECONDS {
+            Nearness::Implausible
+        } else if wait <= Self::NOW_SECONDS {
             Nearness::Now
         } else if wait <= Self::SOON_SECONDS {
             Nearness::Soon
@@ -737,11 +779,24 @@ impl Observed {
                     last = (record.comment, marker);
                 }
                 let marker = last.1.clone()?;
+                // Slurm lists an array that ended before its task started (cancelled while
+                // PENDING) without a task id (`591`, ArrayTaskID N/A). A one-index array (a
+                // rolling or crash-loop successor) still names its index in the marker:
+                // without it, a successor cancelled while PENDING would vanish, and its
+                // stopped rollout with it. An alive job without a task id is none of ours.
+                let state = JobState::from_slurm(&record.state, &record.reason);
+                let index = match record.id.task {
+                    Some(task) => task,
+                    None if !state.is_alive() && state != JobState::Completing => {
+                        marker.indexes.parse().ok()?
+                    }
+                    None => return None,
+                };
                 Some(LiveJob {
                     id: record.id,
-                    index: record.id.task?,
+                    index,
                     marker,
-                    state: JobState::from_slurm(&record.state, &record.reason),
+                    state,
                     reason: record.reason,
                     nodes: record.nodes,
                     times: record.times,
@@ -847,6 +902,7 @@ mod tests {
             restart: Default::default(),
             protect: false,
             pred: None,
+            endpoints: Vec::new(),
         }
     }
 
@@ -1023,6 +1079,34 @@ mod tests {
             let parsed = Marker::parse(&format!("{base}{tail}")).unwrap();
             assert_eq!(parsed.pred, None, "{tail}");
             assert_eq!(parsed.spec, marker().spec, "{tail}: still a marker");
+        }
+    }
+
+    #[test]
+    fn endpoint_fingerprints_round_trip_and_unreadable_counts_as_absent() {
+        let client = Marker {
+            endpoints: vec!["a1b2c3d4".into(), "00ff00ff".into()],
+            pred: Some(JobId {
+                array: 9,
+                task: Some(1),
+            }),
+            ..marker()
+        };
+        let text = client.to_string();
+        assert_eq!(text, format!("{};pred=9_1;ep=a1b2c3d4,00ff00ff", marker()));
+        assert_eq!(Marker::parse(&text).unwrap(), client);
+        let reported = Marker::parse(&format!("{text};health=ready;ports=8000")).unwrap();
+        assert_eq!(reported.endpoints, client.endpoints);
+        let base = marker().to_string();
+        for tail in [
+            ";ep=",
+            ";ep=a1b2c3",
+            ";ep=A1B2C3D4",
+            ";ep=a1b2c3d4,",
+            ";ep=a1b2c3d4;ep=a1b2c3d4",
+        ] {
+            let parsed = Marker::parse(&format!("{base}{tail}")).unwrap();
+            assert!(parsed.endpoints.is_empty(), "{tail}");
         }
     }
 

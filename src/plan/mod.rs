@@ -156,6 +156,9 @@ pub struct ServicePlan {
     /// When some replaces are rolling ([`Order::CreateFirst`]): how many successors at once
     /// (`max_surge`).
     pub rolling_batch: Option<u32>,
+    /// The `endpoint_env` variables whose address moved for the replicas this plan replaces
+    /// with [`Reason::EndpointMoved`] ([`moved_endpoints`]), in name order.
+    pub endpoint_moved: Vec<String>,
 }
 
 /// A service whose new replicas wait for another service's endpoint: nothing is submitted
@@ -254,6 +257,10 @@ pub enum Reason {
     Superseded,
     /// A successor that stopped its service's rollout ([`Stopped`]).
     RolloutStopped,
+    /// The job was given another service's address (`endpoint_env`) that no ready replica
+    /// of that service serves any more: the service moved, so the job is replaced to get
+    /// the new address ([`moved_endpoints`]).
+    EndpointMoved,
 }
 
 /// Job counts, as Terraform counts them: a replace adds one and destroys one.
@@ -405,17 +412,59 @@ pub fn compute_with(
     let mut waiting = Vec::new();
     let mut rollouts = Vec::new();
     let mut stopped = Vec::new();
+    let mut warnings = port_conflicts(desired);
     let mut services: Vec<ServicePlan> = addresses
         .into_iter()
         .filter_map(|addr| {
             let service_jobs = jobs.get(addr).map(Vec::as_slice).unwrap_or_default();
+            let service = desired.services.get(addr);
+            // A job on the desired spec whose endpoint moved; the stack may opt out
+            // (`on_endpoint_move: keep`), and then the plan only says so.
+            let moved = |job: &LiveJob| -> Vec<String> {
+                match service {
+                    Some(s) if s.hash == job.marker.spec => {
+                        moved_endpoints(job, &s.spec, desired, observed)
+                    }
+                    _ => Vec::new(),
+                }
+            };
+            // A protected service is never replaced for it (protection would refuse the
+            // plan): like `keep`, the plan only warns.
+            let follows = |s: &crate::desired::Service| s.replace_on_endpoint_move && !s.protect;
+            if let Some(s) = service.filter(|s| !follows(s)) {
+                let why = if s.protect {
+                    "protect: true"
+                } else {
+                    "on_endpoint_move: keep"
+                };
+                for job in service_jobs.iter().filter(|j| j.state.is_alive()) {
+                    let keys = moved(job);
+                    if !keys.is_empty() {
+                        warnings.push(format!(
+                            "{addr}[{}] job {} keeps {} pointing at an address {} no longer \
+                             serves ({why})",
+                            job.index,
+                            job.id,
+                            keys.join(", "),
+                            targets_of(&s.spec, &keys)
+                        ));
+                    }
+                }
+            }
+            let follow = |job: &LiveJob| -> Vec<String> {
+                if service.is_some_and(follows) {
+                    moved(job)
+                } else {
+                    Vec::new()
+                }
+            };
             plan_service(
                 addr,
-                desired.services.get(addr),
+                service,
                 service_jobs,
                 observed,
                 &mut waiting,
-                &|index, job| scope.forces(addr, index, job),
+                (&|index, job| scope.forces(addr, index, job), &follow),
                 (&mut rollouts, &mut stopped),
             )
         })
@@ -433,7 +482,7 @@ pub fn compute_with(
         services,
         source: None,
         not_pruned: Vec::new(),
-        warnings: port_conflicts(desired),
+        warnings,
         waiting,
         held,
         rollouts,
@@ -612,13 +661,84 @@ pub fn endpoint_values(
     Ok(values)
 }
 
+/// A short fingerprint of one resolved `endpoint_env` value, as a job's marker carries it
+/// (`ep=`): 8 hex digits of its SHA-256. A marker has no room for the values themselves; a
+/// collision (one in 4 billion) would only miss one move.
+pub fn endpoint_fingerprint(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The fingerprints of resolved `endpoint_env` values, in variable name order: what a job's
+/// marker records (`ep=`); empty without values.
+pub fn endpoint_fingerprints(values: &BTreeMap<String, String>) -> Vec<String> {
+    values.values().map(|v| endpoint_fingerprint(v)).collect()
+}
+
+/// Returns the `endpoint_env` variables of `job` (running `spec`) whose address moved: the
+/// referenced service has ready replicas, and none of them serves the address the job was
+/// given (compared by fingerprint, [`Marker::endpoints`](crate::observed::Marker)). A
+/// variable whose service has no ready replica is not counted (nothing to move to; a plan
+/// holds the replacement anyway), nor is a job whose marker records no fingerprints (an
+/// older stackctl submitted it).
+pub fn moved_endpoints(
+    job: &LiveJob,
+    spec: &ReplicaSpec,
+    desired: &Desired,
+    observed: &Observed,
+) -> Vec<String> {
+    if job.marker.endpoints.len() != spec.endpoint_env.len() {
+        return Vec::new();
+    }
+    let mut moved = Vec::new();
+    for ((key, reference), given) in spec.endpoint_env.iter().zip(&job.marker.endpoints) {
+        let target = reference.address();
+        let served: Vec<String> = observed
+            .alive()
+            .filter(|j| j.marker.service == target)
+            .filter(|j| j.is_ready_running(observed.spec_of(j, desired)))
+            .flat_map(|j| j.serving_at(observed.spec_of(j, desired)))
+            .filter_map(|at| {
+                let port = at.port(reference.port.as_deref())?;
+                Some(endpoint_fingerprint(&reference.value(&at.host, port)))
+            })
+            .collect();
+        if !served.is_empty() && !served.contains(given) {
+            moved.push(key.clone());
+        }
+    }
+    moved
+}
+
+/// The services `keys` of `spec`'s `endpoint_env` refer to, e.g. `cache/redis`.
+fn targets_of(spec: &ReplicaSpec, keys: &[String]) -> String {
+    let mut targets: Vec<&str> = keys
+        .iter()
+        .filter_map(|k| spec.endpoint_env.get(k))
+        .map(|r| r.service.as_str())
+        .collect();
+    targets.dedup();
+    targets.join(", ")
+}
+
+/// What makes a plan replace a replica on the desired spec: whether `--replace` names it
+/// (index, job), and which of its `endpoint_env` addresses moved ([`moved_endpoints`]).
+type Replaces<'a> = (
+    &'a dyn Fn(u32, &JobId) -> bool,
+    &'a dyn Fn(&LiveJob) -> Vec<String>,
+);
+
 fn plan_service(
     addr: &ServiceAddr,
     desired: Option<&crate::desired::Service>,
     jobs: &[&LiveJob],
     observed: &Observed,
     waiting: &mut Vec<Waiting>,
-    forced: &dyn Fn(u32, &JobId) -> bool,
+    (forced, moved): Replaces<'_>,
     (rollouts, stopped): (&mut Vec<Rollout>, &mut Vec<Stopped>),
 ) -> Option<ServicePlan> {
     let now = observed.listed_at;
@@ -642,6 +762,7 @@ fn plan_service(
     let mut pairs = Vec::new();
     let mut due = Vec::new();
     let mut ready_now = 0u32;
+    let mut endpoint_moved: BTreeSet<String> = BTreeSet::new();
     for index in 0..wanted {
         let Some(candidates) = alive.get(&index) else {
             // Neither gone nor staying: a requeued job passes through COMPLETING, and a copy
@@ -724,10 +845,13 @@ fn plan_service(
             {
                 destroys.push(rolling::destroy(index, job, Reason::Duplicate));
             }
-            pairs.push((index, pred, succ, forced(index, &pred.id)));
+            // A successor started because the endpoint moved is seen through like a forced one.
+            let moved_pred = !moved(pred).is_empty();
+            pairs.push((index, pred, succ, forced(index, &pred.id) || moved_pred));
             continue;
         }
         let keeper = keeper(candidates, wanted_hash);
+        let moved_keys = moved(keeper);
         // A successor queued with `--begin` for its backoff, with the desired spec: wait.
         if Some(&keeper.marker.spec) == wanted_hash
             && keeper.state == JobState::Pending
@@ -787,6 +911,25 @@ fn plan_service(
                     index,
                     action: Action::Replace,
                     reason: Reason::Forced,
+                    job: Some(job_ref(keeper)),
+                    backoff: None,
+                    order: Order::DestroyFirst,
+                });
+            }
+        } else if !moved_keys.is_empty() {
+            // Like a forced replace: rolling services replace a running replica create-first.
+            endpoint_moved.extend(moved_keys);
+            if rolling.is_some() && keeper.state == JobState::Running {
+                due.push(rolling::Due {
+                    index,
+                    job: keeper,
+                    reason: Reason::EndpointMoved,
+                });
+            } else {
+                changes.push(Change {
+                    index,
+                    action: Action::Replace,
+                    reason: Reason::EndpointMoved,
                     job: Some(job_ref(keeper)),
                     backoff: None,
                     order: Order::DestroyFirst,
@@ -876,6 +1019,7 @@ fn plan_service(
         hash_after: wanted_hash.cloned(),
         changes,
         rolling_batch,
+        endpoint_moved: endpoint_moved.into_iter().collect(),
     })
 }
 

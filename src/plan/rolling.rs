@@ -462,6 +462,7 @@ mod tests {
             protect: false,
             update,
             depends_on: Vec::new(),
+            replace_on_endpoint_move: true,
             origins: [(
                 "recipe".to_owned(),
                 Origin {
@@ -503,6 +504,7 @@ mod tests {
                 restart: Default::default(),
                 protect: false,
                 pred: None,
+                endpoints: Vec::new(),
             }),
             state: JobState::from_slurm(state, "None"),
             reason: if state == "PENDING" {

@@ -52,6 +52,8 @@ pub struct ServiceEndpoints {
     pub service: ServiceAddr,
     /// One entry per host of each ready replica, by index then job id.
     pub endpoints: Vec<Endpoint>,
+    /// Ready replicas that serve no port (index, job): ready, with nothing to publish.
+    pub ready_without_ports: Vec<(u32, JobId)>,
 }
 
 /// The formats endpoints are rendered in.
@@ -101,15 +103,23 @@ impl FromStr for Format {
 /// Lists the ready replicas of every service that is desired or has owned jobs, in address
 /// order; a service without a ready replica has an empty list.
 pub fn collect(desired: &Desired, observed: &Observed) -> Vec<ServiceEndpoints> {
-    let mut table: BTreeMap<&ServiceAddr, Vec<Endpoint>> =
-        desired.services.keys().map(|a| (a, Vec::new())).collect();
+    type Listed = (Vec<Endpoint>, Vec<(u32, JobId)>);
+    let mut table: BTreeMap<&ServiceAddr, Listed> = desired
+        .services
+        .keys()
+        .map(|a| (a, Default::default()))
+        .collect();
     for job in &observed.jobs {
-        let list = table.entry(&job.marker.service).or_default();
+        let (list, portless) = table.entry(&job.marker.service).or_default();
         let spec = observed.spec_of(job, desired);
         if !job.is_ready_running(spec) {
             continue;
         }
-        for at in job.serving_at(spec) {
+        let serving = job.serving_at(spec);
+        if spec.is_some_and(|s| s.ports.is_empty()) {
+            portless.push((job.index, job.id));
+        }
+        for at in serving {
             list.push(Endpoint {
                 stack: job.marker.service.stack.clone(),
                 service: job.marker.service.service.clone(),
@@ -122,10 +132,13 @@ pub fn collect(desired: &Desired, observed: &Observed) -> Vec<ServiceEndpoints> 
     }
     table
         .into_iter()
-        .map(|(service, endpoints)| ServiceEndpoints {
-            service: service.clone(),
-            endpoints,
-        })
+        .map(
+            |(service, (endpoints, ready_without_ports))| ServiceEndpoints {
+                service: service.clone(),
+                endpoints,
+                ready_without_ports,
+            },
+        )
         .collect()
 }
 
@@ -157,20 +170,28 @@ pub fn render(services: &[ServiceEndpoints], format: Format) -> String {
     }
 }
 
-/// Renders a table for people: one line per host of each ready replica, and a line saying so
-/// for a service without one.
+/// Renders a table for people: one line per host of each ready replica (`ready, no ports`
+/// for a replica serving no port), and a line saying so for a service without a ready one.
 pub fn render_text(services: &[ServiceEndpoints]) -> String {
     if services.is_empty() {
         return "No services: the repo declares none and no owned jobs are live.\n".to_owned();
     }
     let mut rows: Vec<[String; 4]> = Vec::new();
     for s in services {
-        if s.endpoints.is_empty() {
+        if s.endpoints.is_empty() && s.ready_without_ports.is_empty() {
             rows.push([
                 s.service.to_string(),
                 "-".into(),
                 "-".into(),
                 "(no ready replica)".into(),
+            ]);
+        }
+        for (index, job_id) in &s.ready_without_ports {
+            rows.push([
+                s.service.to_string(),
+                index.to_string(),
+                job_id.to_string(),
+                "ready, no ports".into(),
             ]);
         }
         for e in &s.endpoints {

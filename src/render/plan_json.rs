@@ -1,15 +1,16 @@
 //! The plan for machines: a versioned JSON document.
 //!
-//! Format `1.5` (minor versions only add fields and values; readers ignore what they do not
+//! Format `1.6` (minor versions only add fields and values; readers ignore what they do not
 //! know; 1.1 added `source` and `removed_services`, 1.2 `not_pruned` and `warnings`, 1.3
 //! `waiting`, `held` and a change's `restart`, `not_before` and `last_failure`; 1.4
 //! `rollouts`, `stopped`, the `update` action (a marker rewritten in place), the reasons
 //! `forced`, `protect_changed`, `renewal`, `superseded` and `rollout_stopped`, the
 //! `["create","delete"]` order of a rolling replace, and a change's `start_after` and
-//! `start_estimate`; 1.5 the waiting kind `completing`):
+//! `start_estimate`; 1.5 the waiting kind `completing`; 1.6 the reason `endpoint_moved` with
+//! `endpoint_moved`, and `start_estimate.implausible_at`):
 //! ```json
 //! {
-//!   "format_version": "1.5",
+//!   "format_version": "1.6",
 //!   "owner": "team-llm",
 //!   "source": {"commit": "0123abcd4567", "dirty": false} | null,
 //!   "removed_services": ["old.web"],    // destroyed because the repo no longer declares them
@@ -37,7 +38,12 @@
 //!     // only on a create or replace when `stackctl plan` asked Slurm (`sbatch --test-only`):
 //!     // expected start and when it was asked (unix seconds), where
 //!     "start_estimate": {"at": 1700000300, "asked_at": 1700000000, "nodes": "node2",
-//!                        "partition": "debug"}
+//!                        "partition": "debug"},
+//!     // `at` is null, and Slurm's answer in `implausible_at`, when Slurm's estimate is more
+//!     // than a year away (no real plan: the start is unknown)
+//!     // only on a replace for reason `endpoint_moved`: the `endpoint_env` variables whose
+//!     // address no ready replica serves any more
+//!     "endpoint_moved": ["REDIS_URL"]
 //!   }],
 //!   "held": [{"service": "web.api", "reason": "REDIS_URL needs a ready replica of cache/redis, …"}],
 //!                                       // services whose new replicas wait for an endpoint
@@ -65,7 +71,7 @@ use crate::plan::{Action, Order, Plan};
 use serde_json::{Value, json};
 
 /// The version of the JSON plan format.
-pub const FORMAT_VERSION: &str = "1.5";
+pub const FORMAT_VERSION: &str = "1.6";
 
 /// Renders the plan as pretty-printed JSON.
 pub fn render(plan: &Plan) -> String {
@@ -125,6 +131,14 @@ pub fn render(plan: &Plan) -> String {
             }
             if let Some(estimate) = service.start_estimate.as_ref().filter(|_| submits) {
                 entry["start_estimate"] = json!(estimate);
+                // No real plan: the start is unknown; what Slurm said is kept aside.
+                if estimate.nearness() == crate::observed::Nearness::Implausible {
+                    entry["start_estimate"]["at"] = serde_json::Value::Null;
+                    entry["start_estimate"]["implausible_at"] = json!(estimate.at);
+                }
+            }
+            if change.reason == crate::plan::Reason::EndpointMoved {
+                entry["endpoint_moved"] = json!(service.endpoint_moved);
             }
             changes.push(entry);
         }

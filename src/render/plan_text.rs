@@ -194,10 +194,10 @@ fn render_waiting(out: &mut String, plan: &Plan) {
 /// when there are none.
 fn render_rollouts(out: &mut String, plan: &Plan) {
     for r in &plan.rollouts {
-        let successor = r
-            .successor
-            .map(|s| format!("successor {s} "))
-            .unwrap_or_default();
+        let successor = match r.successor {
+            Some(s) => format!("its successor {s}"),
+            None => "a successor".to_owned(),
+        };
         let why = if r.reason == Reason::Renewal {
             "renewal"
         } else {
@@ -205,7 +205,7 @@ fn render_rollouts(out: &mut String, plan: &Plan) {
         };
         let _ = writeln!(
             out,
-            "  # {}[{}] {why}: job {} stays until its {successor}is ready: {}",
+            "  # {}[{}] {why}: job {} stays until {successor} is ready: {}",
             r.service, r.index, r.predecessor, r.progress
         );
     }
@@ -219,6 +219,28 @@ fn render_rollouts(out: &mut String, plan: &Plan) {
     if !plan.rollouts.is_empty() || !plan.stopped.is_empty() {
         out.push('\n');
     }
+}
+
+/// The lines `apply --wait` prints for replicas that are not ready (`web.app[2]: job 41_2
+/// PENDING (Resources)`, from [`crate::plan::rolling::not_ready`]), without the replicas
+/// `plan`'s pass has just submitted: the listing it was made from predates their job, so
+/// they would read `no job`; the next pass shows their job.
+pub fn waiting_lines(plan: &Plan, not_ready: &[String]) -> Vec<String> {
+    let submitted: Vec<String> = plan
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.changes
+                .iter()
+                .filter(|c| c.submits())
+                .map(move |c| format!("{}[{}]: ", s.service, c.index))
+        })
+        .collect();
+    not_ready
+        .iter()
+        .filter(|line| !submitted.iter().any(|p| line.starts_with(p.as_str())))
+        .map(|line| format!("waiting: {line}"))
+        .collect()
 }
 
 /// `ended FAILED exit 1 at 12:03:07`.
@@ -235,7 +257,9 @@ pub fn clock(unix: i64) -> String {
 
 /// Says when Slurm expects a service's new jobs to start: `starts now on node2` (within a
 /// minute of asking), `expected to start at 14:05:00 UTC on node2, in 25 min` (within an hour),
-/// otherwise `queued behind running jobs: Slurm expects 18:00:00 UTC, in 4 h`.
+/// otherwise `queued behind running jobs: Slurm expects 18:00:00 UTC, in 4 h` (with the date
+/// and in days from two days on), and `start time unknown (…)` for an estimate more than a
+/// year away ([`StartEstimate::PLAUSIBLE_SECONDS`]).
 pub fn start_words(estimate: &StartEstimate) -> String {
     let on = if estimate.nodes.is_empty() {
         String::new()
@@ -250,11 +274,21 @@ pub fn start_words(estimate: &StartEstimate) -> String {
             clock(estimate.at),
             (wait + 59) / 60
         ),
-        Nearness::Later => format!(
+        Nearness::Later if wait < 2 * 86_400 => format!(
             "queued behind running jobs: Slurm expects {} UTC, in {} h",
             clock(estimate.at),
             (wait + 1799) / 3600
         ),
+        Nearness::Later => format!(
+            "queued behind running jobs: Slurm expects {}, in {} days",
+            crate::utc::date_time(estimate.at),
+            (wait + 43_199) / 86_400
+        ),
+        Nearness::Implausible => {
+            "start time unknown (Slurm's estimate is more than a year away, which is no real \
+             plan)"
+                .to_owned()
+        }
     }
 }
 
@@ -399,6 +433,30 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
             ))
         );
     }
+    if !service.endpoint_moved.is_empty() {
+        let targets: Vec<String> = service
+            .endpoint_moved
+            .iter()
+            .map(|key| {
+                let target = service
+                    .spec_after
+                    .as_ref()
+                    .and_then(|s| s.endpoint_env.get(key))
+                    .map(|r| format!(" ({})", r.service))
+                    .unwrap_or_default();
+                format!("{key}{target}")
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{pad}{}",
+            style.dim(&format!(
+                "# endpoint moved: {}: no ready replica serves the address these replicas were \
+                 given",
+                targets.join(", ")
+            ))
+        );
+    }
     if let Some(estimate) = &service.start_estimate {
         // Slurm estimated the script without its `--dependency`: it starts no earlier than
         // what it waits for.
@@ -461,6 +519,15 @@ fn render_change(out: &mut String, change: &Change, style: Style) {
         Reason::Renewal => " (renewal: its time limit nears)".to_owned(),
         Reason::Superseded => " (its successor is ready: rolled over)".to_owned(),
         Reason::RolloutStopped => " (rollout stopped: successor cancelled)".to_owned(),
+        Reason::EndpointMoved => " (endpoint moved: gets the new address)".to_owned(),
+    };
+    // A create-first replace keeps the old job: say for how long.
+    let why = match (change.order, why.strip_suffix(')')) {
+        (Order::CreateFirst, Some(open)) => {
+            format!("{open}; stays until its successor is ready)")
+        }
+        (Order::CreateFirst, None) => " (stays until its successor is ready)".to_owned(),
+        _ => why,
     };
     let job = change
         .job

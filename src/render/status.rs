@@ -6,9 +6,16 @@
 //! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
 //! of a multi-node replica in `nodes` and `endpoints`; 1.2 added `ready`, `not_ready` and
 //! `failures[].unhealthy`, and `endpoints` lists ready replicas only, at the address and
-//! ports each job reported about itself; 1.3 added `crash_loops`, 1.4 `time_left`.
+//! ports each job reported about itself; 1.3 added `crash_loops`, 1.4 `time_left`, 1.5
+//! `replica_endpoints`, and `out_of_date`, `held`, `rollouts_stopped` and `endpoint_moved`
+//! (each left out when empty).
+//!
+//! What a plan would do is part of the status too ([`add_plan`]): a service whose new
+//! replicas are held (`depends_on`, `endpoint_env`) says why, and a rollout that stopped is
+//! shown with the replicas that still run the older spec, since the counts alone (2/2 ready)
+//! look healthy.
 
-use crate::desired::{Desired, ServiceAddr};
+use crate::desired::{Desired, ServiceAddr, SpecHash};
 use crate::hostlist;
 use crate::observed::{Health, JobId, JobState, LiveJob, Observed};
 use crate::render::script::{self, ScriptContext};
@@ -17,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The version of the JSON status format; minor versions only add fields.
-pub const FORMAT_VERSION: &str = "1.4";
+pub const FORMAT_VERSION: &str = "1.5";
 
 /// The status of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -55,6 +62,9 @@ pub struct ServiceStatus {
     /// replica with each fixed port of its spec (none when the spec is unknown). Ready
     /// replicas only since 1.2.
     pub endpoints: Vec<String>,
+    /// Each ready replica with its ports, named: the same addresses as `endpoints`, grouped
+    /// per replica; a ready replica without ports has an empty list. Added in 1.5.
+    pub replica_endpoints: Vec<ReplicaEndpoints>,
     /// Replicas in a crash loop: the latest job of the index failed, or is the successor of
     /// a failed one. Added in 1.3.
     pub crash_loops: Vec<CrashLoop>,
@@ -62,6 +72,93 @@ pub struct ServiceStatus {
     /// Left out when no running replica has a known end. Added in 1.4.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub time_left: Vec<TimeLeft>,
+    /// Alive replicas running a spec other than the repo's (an older one, or a rollout that
+    /// has not reached them or stopped). Left out when none. Added in 1.5.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub out_of_date: Vec<OutOfDate>,
+    /// Why the service's new replicas are not submitted, when a plan holds them
+    /// (`depends_on`, `endpoint_env`). Left out when not held. Added in 1.5.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+    /// Rollouts of the service that stopped: the successor that stopped it and the job that
+    /// keeps running. Left out when none. Added in 1.5.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rollouts_stopped: Vec<RolloutStopped>,
+    /// Alive replicas given another service's address (`endpoint_env`) that no ready replica
+    /// of that service serves any more ([`crate::plan::moved_endpoints`]). Left out when
+    /// none. Added in 1.5.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub endpoint_moved: Vec<EndpointMoved>,
+}
+
+/// A replica whose `endpoint_env` address moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointMoved {
+    /// The replica index.
+    pub index: u32,
+    /// Its job.
+    pub job_id: JobId,
+    /// The variables whose address moved, in name order.
+    pub variables: Vec<String>,
+    /// The services they name (`stack/service`), in the same order.
+    pub services: Vec<String>,
+    /// Whether a plan replaces the replica for it: false with `on_endpoint_move: keep` and
+    /// for a protected service.
+    pub replaced: bool,
+}
+
+/// Where one ready replica serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaEndpoints {
+    /// The replica index.
+    pub index: u32,
+    /// Its job.
+    pub job_id: JobId,
+    /// Every port on every host, in declared order; empty for a replica without ports.
+    pub ports: Vec<Served>,
+    /// False when the replica reported no ports and its spec could not be read back: its
+    /// `ports` are then unknown, not none.
+    pub ports_known: bool,
+}
+
+/// One port of a ready replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Served {
+    /// The address the job reported, or a node name.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The port's name in the spec, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A replica that runs a spec other than the repo's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutOfDate {
+    /// The replica index.
+    pub index: u32,
+    /// Its job.
+    pub job_id: JobId,
+    /// The job's state (`RUNNING`, `PENDING`, …).
+    pub state: String,
+    /// The spec hash the job runs.
+    pub spec: SpecHash,
+    /// The spec hash the repo wants.
+    pub desired_spec: SpecHash,
+}
+
+/// A rollout that stopped on one replica index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RolloutStopped {
+    /// The replica index.
+    pub index: u32,
+    /// The successor that stopped it.
+    pub successor: JobId,
+    /// The job that keeps running.
+    pub predecessor: JobId,
+    /// Why, with Slurm's pending reason or the health verdict.
+    pub why: String,
 }
 
 /// How long a running replica has left.
@@ -150,14 +247,26 @@ pub fn summarize(
                 let spec = observed.spec_of(job, desired);
                 if job.is_ready_running(spec) {
                     status.ready += 1;
+                    let mut served = Vec::new();
                     for at in job.serving_at(spec) {
                         for port in at.ports {
                             push_unique(
                                 &mut status.endpoints,
                                 format!("{}:{}", at.host, port.port),
                             );
+                            served.push(Served {
+                                host: at.host.clone(),
+                                port: port.port,
+                                name: port.name,
+                            });
                         }
                     }
+                    status.replica_endpoints.push(ReplicaEndpoints {
+                        index: job.index,
+                        job_id: job.id,
+                        ports_known: !served.is_empty() || spec.is_some(),
+                        ports: served,
+                    });
                 } else {
                     status.not_ready += 1;
                 }
@@ -185,6 +294,37 @@ pub fn summarize(
                 push_unique(&mut status.stuck_reasons, stuck_reason(state, &job.reason));
             }
             JobState::Completing | JobState::Ended(_) => {}
+        }
+        if job.state.is_alive()
+            && let Some(service) = desired.services.get(addr)
+            && job.marker.spec == service.hash
+        {
+            let variables = crate::plan::moved_endpoints(job, &service.spec, desired, observed);
+            if !variables.is_empty() {
+                status.endpoint_moved.push(EndpointMoved {
+                    index: job.index,
+                    job_id: job.id,
+                    services: variables
+                        .iter()
+                        .filter_map(|v| service.spec.endpoint_env.get(v))
+                        .map(|r| r.service.clone())
+                        .collect(),
+                    variables,
+                    replaced: service.replace_on_endpoint_move && !service.protect,
+                });
+            }
+        }
+        if job.state.is_alive()
+            && let Some(service) = desired.services.get(addr)
+            && job.marker.spec != service.hash
+        {
+            status.out_of_date.push(OutOfDate {
+                index: job.index,
+                job_id: job.id,
+                state: job.state.to_string(),
+                spec: job.marker.spec.clone(),
+                desired_spec: service.hash.clone(),
+            });
         }
     }
     for ((addr, index), jobs) in by_index {
@@ -216,6 +356,28 @@ pub fn summarize(
         }
     }
     table.into_values().collect()
+}
+
+/// Adds what `plan` (computed from the same desired and observed state) says about each
+/// service: why its new replicas are held, and the rollouts that stopped.
+pub fn add_plan(statuses: &mut [ServiceStatus], plan: &crate::plan::Plan) {
+    for status in statuses.iter_mut() {
+        let is = |addr: &ServiceAddr| addr.to_string() == status.service;
+        if let Some(held) = plan.held.iter().find(|h| is(&h.service)) {
+            status.held = Some(held.reason.clone());
+        }
+        status.rollouts_stopped = plan
+            .stopped
+            .iter()
+            .filter(|s| is(&s.service))
+            .map(|s| RolloutStopped {
+                index: s.index,
+                successor: s.successor,
+                predecessor: s.predecessor,
+                why: s.why.clone(),
+            })
+            .collect();
+    }
 }
 
 /// Returns the crash loop of one index, if it is in one: its latest job failed, or is the
@@ -332,11 +494,7 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
                 } else {
                     s.nodes.join(",")
                 },
-                if s.endpoints.is_empty() {
-                    "-".into()
-                } else {
-                    s.endpoints.join(",")
-                },
+                endpoints_cell(&s.replica_endpoints),
             ]
         })
         .collect();
@@ -352,6 +510,7 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
         "ENDPOINTS",
     ];
     let mut out = super::table(&header, rows);
+    render_notes(&mut out, statuses);
     let mut failures = statuses
         .iter()
         .flat_map(|s| s.failures.iter().map(move |f| (s, f)))
@@ -400,6 +559,90 @@ pub fn render_text(statuses: &[ServiceStatus]) -> String {
         );
     }
     out
+}
+
+/// The ENDPOINTS cell: each ready replica with its ports, named,
+/// `[0] node1:8000 (http); [1] node2:9000 (http), node2:9001 (metrics)`; `[2] ready, no
+/// ports` for one without ports (`ready, ports unknown` when its spec is unknown); `-`
+/// without a ready replica.
+fn endpoints_cell(replicas: &[ReplicaEndpoints]) -> String {
+    if replicas.is_empty() {
+        return "-".into();
+    }
+    let cells: Vec<String> = replicas
+        .iter()
+        .map(|r| {
+            let ports: Vec<String> = r
+                .ports
+                .iter()
+                .map(|p| match &p.name {
+                    Some(name) => format!("{}:{} ({name})", p.host, p.port),
+                    None => format!("{}:{}", p.host, p.port),
+                })
+                .collect();
+            if !r.ports_known {
+                format!("[{}] ready, ports unknown", r.index)
+            } else if ports.is_empty() {
+                format!("[{}] ready, no ports", r.index)
+            } else {
+                format!("[{}] {}", r.index, ports.join(", "))
+            }
+        })
+        .collect();
+    cells.join("; ")
+}
+
+/// Writes, after a blank line, one line per held service, stopped rollout and replica
+/// running a spec other than the repo's; nothing when there are none.
+fn render_notes(out: &mut String, statuses: &[ServiceStatus]) {
+    let mut lines = Vec::new();
+    for s in statuses {
+        if let Some(reason) = &s.held {
+            lines.push(format!(
+                "{}: held: {reason}; its new replicas are not submitted until then",
+                s.service
+            ));
+        }
+        for r in &s.rollouts_stopped {
+            lines.push(format!(
+                "{}[{}] rollout stopped: {}; job {} keeps running",
+                s.service, r.index, r.why, r.predecessor
+            ));
+        }
+        for m in &s.endpoint_moved {
+            let what: Vec<String> = m
+                .variables
+                .iter()
+                .zip(&m.services)
+                .map(|(v, service)| format!("{v} ({service})"))
+                .collect();
+            lines.push(format!(
+                "{}[{}] job {} endpoint moved: {} no longer served; {}",
+                s.service,
+                m.index,
+                m.job_id,
+                what.join(", "),
+                if m.replaced {
+                    "the next apply or watch reconcile replaces it"
+                } else {
+                    "kept as it is (on_endpoint_move: keep, or protected)"
+                }
+            ));
+        }
+        for o in &s.out_of_date {
+            lines.push(format!(
+                "{}[{}] job {} {} runs an out-of-date spec {} (the repo's is {})",
+                s.service, o.index, o.job_id, o.state, o.spec, o.desired_spec
+            ));
+        }
+    }
+    if !lines.is_empty() {
+        out.push('\n');
+    }
+    for line in lines {
+        out.push_str(&line);
+        out.push('\n');
+    }
 }
 
 /// A duration for people: `45s`, `14m`, `2h05m`, `3d04h`.
