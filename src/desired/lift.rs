@@ -6,9 +6,10 @@ use super::layout::{CONFIG_FILE, RECIPES_DIR, STACKS_DIR};
 use super::raw;
 use super::yaml;
 use super::{
-    BackendKind, Condition, Dependency, Desired, EndpointRef, HealthSpec, OnFailure, Origin, Owner,
-    PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestTarget, RestartPolicy,
-    Service, ServiceAddr, Settings, SlurmSpec, SshTarget, Strategy, TokenSource, UpdatePolicy,
+    BackendKind, Condition, Dependency, Desired, EndpointRef, HealthSpec, LegacyOwner, OnFailure,
+    Origin, Owner, PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestTarget,
+    RestartPolicy, Service, ServiceAddr, Settings, SlurmSpec, SshTarget, Strategy, TokenSource,
+    UpdatePolicy,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,19 +62,20 @@ fn load_settings(
     } else {
         raw::Config::default()
     };
-    let (owner, legacy_owner) = match &config.owner {
+    let (owner, legacy_owners) = match &config.owner {
         Some(owner) => (
             Owner::parse(&owner.value)
                 .map_err(|message| SpecError::at(shown, owner.referenced, "owner", message)),
-            None,
+            Vec::new(),
         ),
         None => match remote_url() {
             Some(url) => {
                 let owner =
                     owner_from_remote_url(&url).map_err(|message| SpecError::file(shown, message));
-                let legacy = legacy_owner_from_remote_url(&url)
-                    .and_then(|legacy| Owner::parse(&legacy).ok())
-                    .filter(|legacy| owner.as_ref().is_ok_and(|owner| owner != legacy));
+                let legacy = legacy_owners_from_remote_url(&url)
+                    .into_iter()
+                    .filter(|legacy| owner.as_ref().is_ok_and(|owner| *owner != legacy.owner))
+                    .collect();
                 (owner, legacy)
             }
             None => (
@@ -83,7 +85,7 @@ fn load_settings(
                      be the same on every checkout, so it is never guessed from the directory \
                      name)",
                 )),
-                None,
+                Vec::new(),
             ),
         },
     };
@@ -146,7 +148,7 @@ fn load_settings(
     let lock_partition = take(lock_partition, errors);
     Some(Settings {
         owner: owner?,
-        legacy_owner,
+        legacy_owners,
         log_dir: log_dir?,
         image_dir: image_dir?,
         backend: backend?,
@@ -358,14 +360,36 @@ fn dir_setting(
     Ok(value.value)
 }
 
+/// The hosts whose repository paths are case-insensitive (`Team/Infra` and `team/infra` name
+/// one repository), so the owner derived from them is lower-cased. Other hosts keep the path's
+/// case: a self-hosted server (a plain SSH or file path, Gitea, cgit) may hold both as two
+/// repositories, and stackctl cannot tell which software a host runs; `owner:` in
+/// `stackctl.yaml` settles any other case.
+pub const CASE_INSENSITIVE_HOSTS: [&str; 6] = [
+    "github.com",
+    "ssh.github.com",
+    "gitlab.com",
+    "altssh.gitlab.com",
+    "bitbucket.org",
+    "altssh.bitbucket.org",
+];
+
 /// Returns the owner a git remote URL gives: the host and path, without scheme, user, port,
 /// `.git` or trailing `/` (`git@gitlab.a.example:team/infra` gives `gitlab.a.example/team/infra`,
 /// `https://github.com/team/infra.git` gives `github.com/team/infra`). A local path or
 /// `file://` remote has no host and gives its path without the leading `/`
-/// (`/srv/git/org/repo.git` gives `srv/git/org/repo`).
+/// (`/srv/git/org/repo.git` gives `srv/git/org/repo`). The host is always lower-cased, the
+/// path only on the [`CASE_INSENSITIVE_HOSTS`] (`https://github.com/Team/Infra` gives
+/// `github.com/team/infra`); an `ssh.` or `altssh.` host stands for its site.
 ///
 /// The error, for a URL that gives no usable owner, asks for `owner:` in `stackctl.yaml`.
 pub fn owner_from_remote_url(url: &str) -> Result<Owner, String> {
+    owner_with_case(url, false)
+}
+
+/// [`owner_from_remote_url`], keeping the path's case on every host when `keep_case` (the
+/// rule of stackctl 0.2).
+fn owner_with_case(url: &str, keep_case: bool) -> Result<Owner, String> {
     let ask = "set `owner:` in stackctl.yaml (any name that is the same on every checkout)";
     let (host, path) = split_remote_url(url);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -386,10 +410,17 @@ pub fn owner_from_remote_url(url: &str) -> Result<Owner, String> {
         ));
     }
     let path = segments.join("/");
+    let host = host.to_ascii_lowercase();
     let text = if host.is_empty() {
         path
+    } else if !keep_case && CASE_INSENSITIVE_HOSTS.contains(&host.as_str()) {
+        let site = host
+            .strip_prefix("altssh.")
+            .or_else(|| host.strip_prefix("ssh."))
+            .unwrap_or(&host);
+        format!("{site}/{}", path.to_ascii_lowercase())
     } else {
-        format!("{}/{path}", host.to_ascii_lowercase())
+        format!("{host}/{path}")
     };
     Owner::parse(&text)
         .map_err(|message| format!("cannot use the git remote as the owner: {message}; {ask}"))
@@ -427,7 +458,33 @@ fn split_remote_url(url: &str) -> (&str, &str) {
     }
 }
 
-/// Returns the owner that earlier versions of stackctl derived from a remote URL: its last two path
+/// Returns the owners that earlier versions of stackctl derived from a remote URL, each once:
+/// 0.1's host-less `org/repo` ([`legacy_owner_from_remote_url`]) and 0.2's host and path with
+/// the path's letter case as written. Jobs submitted under them need migrating.
+fn legacy_owners_from_remote_url(url: &str) -> Vec<LegacyOwner> {
+    let mut owners: Vec<LegacyOwner> = Vec::new();
+    let candidates = [
+        (
+            legacy_owner_from_remote_url(url).and_then(|o| Owner::parse(&o).ok()),
+            "stackctl before 0.2 derived from this repo's remote without its host",
+        ),
+        (
+            owner_with_case(url, true).ok(),
+            "stackctl 0.2 derived from this repo's remote with its letter case as written (the \
+             host treats the path case-insensitively, so it is now lower-cased)",
+        ),
+    ];
+    for (owner, rule) in candidates {
+        if let Some(owner) = owner
+            && !owners.iter().any(|o| o.owner == owner)
+        {
+            owners.push(LegacyOwner { owner, rule });
+        }
+    }
+    owners
+}
+
+/// Returns the owner that stackctl 0.1 derived from a remote URL: its last two path
 /// segments, `org/repo`, without the host. Jobs submitted under it need migrating.
 pub fn legacy_owner_from_remote_url(url: &str) -> Option<String> {
     let url = url.trim().trim_end_matches('/');
@@ -2342,7 +2399,8 @@ mod tests {
                 "http://user:secret@git.example:8443/team/infra.git",
                 "git.example/team/infra",
             ),
-            ("https://GitHub.com/Team/infra", "github.com/Team/infra"),
+            ("https://GitHub.com/Team/infra", "github.com/team/infra"),
+            ("https://Git.Example/Team/Infra", "git.example/Team/Infra"),
             (
                 "git@gitlab.a.example:team/infra",
                 "gitlab.a.example/team/infra",
@@ -2379,6 +2437,50 @@ mod tests {
             legacy_owner_from_remote_url("git@gitlab.a.example:team/infra"),
             legacy_owner_from_remote_url("https://github.com/team/infra"),
         );
+    }
+
+    #[test]
+    fn remotes_differing_only_by_case_give_one_owner_on_case_insensitive_hosts() {
+        for urls in [
+            [
+                "https://github.com/Acme/Web-App",
+                "git@github.com:acme/web-app.git",
+            ],
+            [
+                "ssh://git@ssh.github.com:443/ACME/web-app.git",
+                "https://github.com/acme/Web-App",
+            ],
+            [
+                "https://GITLAB.com/Group/Sub/Proj",
+                "git@gitlab.com:group/sub/proj",
+            ],
+            [
+                "ssh://git@altssh.gitlab.com:443/group/Sub/proj",
+                "https://gitlab.com/group/sub/proj",
+            ],
+            [
+                "https://bitbucket.org/Acme/Repo.git",
+                "git@bitbucket.org:acme/repo",
+            ],
+        ] {
+            let [a, b] = urls.map(|url| owner_from_remote_url(url).unwrap());
+            assert_eq!(a, b, "{urls:?}");
+            assert_eq!(a.as_str(), a.as_str().to_ascii_lowercase(), "{urls:?}");
+        }
+        // Elsewhere the path keeps its case (the host never does): `owner:` decides.
+        for (url, owner) in [
+            (
+                "git@GIT.Corp.example:Acme/Repo",
+                "git.corp.example/Acme/Repo",
+            ),
+            (
+                "https://github.example.com/Acme/Repo",
+                "github.example.com/Acme/Repo",
+            ),
+            ("/srv/Git/Acme/Repo.git", "srv/Git/Acme/Repo"),
+        ] {
+            assert_eq!(owner_from_remote_url(url).unwrap().as_str(), owner, "{url}");
+        }
     }
 
     #[test]
@@ -2523,10 +2625,22 @@ mod tests {
     fn settings_derive_the_owner_and_the_legacy_owner_from_the_remote() {
         let repo = load_files(&[], Some("git@gitlab.a.example:team/infra.git")).unwrap();
         assert_eq!(repo.settings.owner.as_str(), "gitlab.a.example/team/infra");
+        let legacy = |repo: &Repo| -> Vec<String> {
+            repo.settings
+                .legacy_owners
+                .iter()
+                .map(|l| l.owner.to_string())
+                .collect()
+        };
+        assert_eq!(legacy(&repo), ["team/infra"]);
+        // A mixed-case path on a case-insensitive host: 0.1's and 0.2's owners both differ.
+        let mixed = load_files(&[], Some("https://GitLab.com/Data-Team/ETL.git")).unwrap();
+        assert_eq!(mixed.settings.owner.as_str(), "gitlab.com/data-team/etl");
         assert_eq!(
-            repo.settings.legacy_owner.as_ref().map(Owner::as_str),
-            Some("team/infra")
+            legacy(&mixed),
+            ["Data-Team/ETL", "gitlab.com/Data-Team/ETL"]
         );
+        assert!(mixed.settings.legacy_owners[1].rule.contains("letter case"));
         assert_eq!(repo.settings.lock_expiry, Duration::from_secs(120));
         assert_eq!(repo.settings.lock_partition, None);
         // An explicit owner has no legacy owner, even with a remote.
@@ -2536,11 +2650,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(repo.settings.owner.as_str(), "team/infra");
-        assert_eq!(repo.settings.legacy_owner, None);
+        assert_eq!(repo.settings.legacy_owners, []);
         // A local remote `/org/repo` gives the old owner itself: nothing to migrate.
         let repo = load_files(&[], Some("/org/repo.git")).unwrap();
         assert_eq!(repo.settings.owner.as_str(), "org/repo");
-        assert_eq!(repo.settings.legacy_owner, None);
+        assert_eq!(repo.settings.legacy_owners, []);
     }
 
     #[test]

@@ -8,7 +8,7 @@ pub mod raw;
 mod yaml;
 
 pub use error::{SpecError, SpecErrors};
-pub use lift::{DEFAULT_LOCK_EXPIRY, MIN_LOCK_EXPIRY, load};
+pub use lift::{CASE_INSENSITIVE_HOSTS, DEFAULT_LOCK_EXPIRY, MIN_LOCK_EXPIRY, load};
 pub use yaml::MAX_FILE_BYTES;
 
 use serde::{Deserialize, Serialize};
@@ -31,11 +31,11 @@ pub struct Repo {
 pub struct Settings {
     /// Ownership namespace: only jobs whose marker names this owner are ever touched.
     pub owner: Owner,
-    /// The host-less `org/repo` owner that earlier versions of stackctl derived from the same
-    /// git remote; set only when `owner` was derived from the remote (never when `owner:` is
-    /// written in `stackctl.yaml`) and differs from it. Live jobs under it were submitted for
-    /// this repo by an older stackctl and need migrating.
-    pub legacy_owner: Option<Owner>,
+    /// The owners that earlier versions of stackctl derived from the same git remote (the
+    /// host-less `org/repo` of 0.1, the letter case as written of 0.2), each different from
+    /// `owner`; empty when `owner:` is written in `stackctl.yaml`. Live jobs under them were
+    /// submitted for this repo by an older stackctl and need migrating.
+    pub legacy_owners: Vec<LegacyOwner>,
     /// Directory for job output, as written (may start with `~`).
     pub log_dir: String,
     /// Directory that relative image paths are resolved against, as written.
@@ -51,6 +51,17 @@ pub struct Settings {
     pub lock_expiry: std::time::Duration,
     /// Partition the lock is taken in (`lock.partition`); none means the cluster default.
     pub lock_partition: Option<String>,
+}
+
+/// An owner an earlier version of stackctl derived from this repo's remote, and which rule
+/// derived it (for the migration message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyOwner {
+    /// The owner the old rule gives.
+    pub owner: Owner,
+    /// How the old rule differs, e.g. "stackctl before 0.2 derived from this repo's remote
+    /// without its host".
+    pub rule: &'static str,
 }
 
 /// The ways stackctl can reach Slurm.
