@@ -284,6 +284,9 @@ fn plan_with(
     let known = std::mem::take(&mut reads.specs);
     let observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
     reads.specs = observed.specs.clone();
+    (options.scope)
+        .check(&repo.desired, &observed)
+        .map_err(|message| Error::Config { message })?;
     let mut plan = plan::compute_with(owner, &repo.desired, &observed, &options.scope);
     plan.source = options.source.clone();
     plan.warnings.extend(backend.unchecked());
