@@ -1614,3 +1614,39 @@ fn depends_on_with_an_unknown_condition() {
             .says(&["condition \"healthy\" must be `started` or `ready`"]),
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Keys written without a value: an error, never the default.
+
+#[test]
+fn replicas_without_a_value() {
+    assert_rejected(
+        "replicas_null",
+        Expect::file("stacks/web.yaml")
+            .at(5, 13)
+            .field("services.app.replicas")
+            .says(&["must be an integer, got no value"]),
+    );
+}
+
+#[test]
+fn time_limit_tilde_in_a_recipe() {
+    assert_rejected(
+        "null_time_limit_recipe",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 15)
+            .field("resources.time_limit")
+            .says(&["no value"]),
+    );
+}
+
+#[test]
+fn protect_null() {
+    assert_rejected(
+        "null_protect",
+        Expect::file("stacks/web.yaml")
+            .at(5, 14)
+            .field("services.db.protect")
+            .says(&["expected `true` or `false`"]),
+    );
+}
