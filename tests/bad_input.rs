@@ -1650,3 +1650,14 @@ fn protect_null() {
             .says(&["expected `true` or `false`"]),
     );
 }
+
+#[test]
+fn time_limit_in_no_slurm_format() {
+    assert_rejected(
+        "time_limit_bad_format",
+        Expect::file("stacks/web.yaml")
+            .at(7, 19)
+            .field("services.app.resources.time_limit")
+            .says(&["\"1-2-3\" is not a time limit", "D-HH:MM:SS"]),
+    );
+}

@@ -1449,7 +1449,19 @@ fn lift_layer(
     let nodes = int(ctx, "nodes", &resources.nodes, 1, 100_000);
     let cpu = int(ctx, "cpu", &resources.cpu, 1, 100_000);
     let gpu = int(ctx, "gpu", &resources.gpu, 0, 1024);
-    let time_limit = int(ctx, "time_limit", &resources.time_limit, 1, 100_000_000);
+    let time_limit = resources.time_limit.as_ref().and_then(|v| {
+        let field = res("time_limit");
+        match super::parse_time_limit(&v.value) {
+            Ok(minutes) => Some(Set {
+                value: minutes,
+                origin: ctx.origin(v.referenced, &field),
+            }),
+            Err(message) => {
+                ctx.error(v.referenced, &field, message);
+                None
+            }
+        }
+    });
     let memory = match (&resources.memory, &resources.memory_per_cpu) {
         (Some(_), Some(v)) => {
             ctx.error(
@@ -2779,6 +2791,45 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(env, expected);
+    }
+
+    #[test]
+    fn time_limits_are_read_in_slurm_formats_and_unlimited_is_never_renewed() {
+        let service = |recipe_limit: &str, stack_limit: &str| {
+            let repo = load_files(
+                &[
+                    ("stackctl.yaml", "owner: t\n"),
+                    (
+                        "recipes/demo/svc.yaml",
+                        &format!(
+                            "name: svc\ncommand: serve\nresources: {{time_limit: {recipe_limit}}}\n"
+                        ),
+                    ),
+                    (
+                        "stacks/s.yaml",
+                        &format!("services:\n  a:\n    recipe: demo/svc\n{stack_limit}"),
+                    ),
+                ],
+                None,
+            )
+            .unwrap();
+            repo.desired.services.into_values().next().unwrap()
+        };
+        let a = service("90", "");
+        assert_eq!(a.spec.resources.time_limit, Some(90));
+        assert_eq!(a.update.renew_before, Some(540));
+        let b = service("90", "    resources: {time_limit: 2-12}\n");
+        assert_eq!(b.spec.resources.time_limit, Some(3600));
+        let c = service("'1:00:00'", "    resources: {time_limit: 45m}\n");
+        assert_eq!(c.spec.resources.time_limit, Some(45));
+        let d = service("2h", "    resources: {time_limit: UNLIMITED}\n");
+        assert_eq!(
+            d.spec.resources.time_limit,
+            Some(crate::desired::UNLIMITED_MINUTES)
+        );
+        assert_eq!(d.update.renew_before, None);
+        // The hash of a limit in minutes does not depend on how it was written.
+        assert_eq!(service("1-00:00:00", "").hash, service("1440", "").hash);
     }
 
     #[test]

@@ -407,7 +407,9 @@ impl UpdatePolicy {
             } else {
                 Strategy::Recreate
             },
-            renew_before: time_limit.map(|minutes| u64::from(minutes) * 6),
+            renew_before: time_limit
+                .filter(|minutes| *minutes != UNLIMITED_MINUTES)
+                .map(|minutes| u64::from(minutes) * 6),
             ..UpdatePolicy::default()
         }
     }
@@ -471,6 +473,83 @@ pub fn memory_mib(text: &str) -> Option<u64> {
         'G' => n.checked_mul(1024),
         'T' => n.checked_mul(1024 * 1024),
         _ => None,
+    }
+}
+
+/// [`ResourceSpec::time_limit`] of `time_limit: UNLIMITED` (Slurm's `INFINITE`): no time limit,
+/// where the partition allows it (its `MaxTime` is `UNLIMITED`).
+pub const UNLIMITED_MINUTES: u32 = u32::MAX;
+
+/// The longest finite time limit a file may ask for, in minutes (about 190 years).
+pub const MAX_TIME_LIMIT_MINUTES: u32 = 100_000_000;
+
+/// Parses a time limit as Slurm's `--time` takes it, or with a unit, into whole minutes
+/// (seconds round up, as Slurm does): `90` (minutes), `30:00` (minutes:seconds),
+/// `1:30:00` (hours:minutes:seconds), `2-12` (days-hours), `2-12:30`, `1-00:00:00`, `90m`,
+/// `2h`, `1h30m`, `1d`, `45s`; `UNLIMITED` or `infinite` (any case) is [`UNLIMITED_MINUTES`].
+/// At least 1 minute (Slurm reads 0 as no limit: write `UNLIMITED` for that) and at most
+/// [`MAX_TIME_LIMIT_MINUTES`].
+pub fn parse_time_limit(text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    let bad = || {
+        format!(
+            "{text:?} is not a time limit: minutes (`90`), Slurm's `MM:SS`, `HH:MM:SS`, \
+             `D-HH`, `D-HH:MM`, `D-HH:MM:SS`, a duration with a unit (`90m`, `2h`, `1d`) or \
+             `UNLIMITED`"
+        )
+    };
+    if text.eq_ignore_ascii_case("unlimited") || text.eq_ignore_ascii_case("infinite") {
+        return Ok(UNLIMITED_MINUTES);
+    }
+    let digits = |part: &str| -> Result<u64, String> {
+        if part.is_empty() || part.len() > 12 || !part.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        part.parse().map_err(|_| bad())
+    };
+    let seconds: u64 = if text.ends_with(['s', 'm', 'h', 'd']) {
+        parse_duration(text).map_err(|_| bad())?.as_secs()
+    } else {
+        let (days, clock) = match text.split_once('-') {
+            Some((days, clock)) => (Some(digits(days)?), clock),
+            None => (None, text),
+        };
+        let parts = clock
+            .split(':')
+            .map(digits)
+            .collect::<Result<Vec<u64>, _>>()?;
+        let hms = |h: u64, m: u64, s: u64| h * 3600 + m * 60 + s;
+        match (days, parts.as_slice()) {
+            (None, [m]) => m.checked_mul(60).ok_or_else(bad)?,
+            (None, [m, s]) => hms(0, *m, *s),
+            (None, [h, m, s]) => hms(*h, *m, *s),
+            (Some(d), [h]) => hms(d * 24 + h, 0, 0),
+            (Some(d), [h, m]) => hms(d * 24 + h, *m, 0),
+            (Some(d), [h, m, s]) => hms(d * 24 + h, *m, *s),
+            _ => return Err(bad()),
+        }
+    };
+    let minutes = seconds.div_ceil(60);
+    if minutes == 0 {
+        return Err(format!(
+            "{text:?} is no time at all; write `UNLIMITED` for no time limit (where the \
+             partition allows it)"
+        ));
+    }
+    if minutes > u64::from(MAX_TIME_LIMIT_MINUTES) {
+        return Err(format!(
+            "{text:?} is longer than the longest time limit, {MAX_TIME_LIMIT_MINUTES} minutes"
+        ));
+    }
+    Ok(u32::try_from(minutes).expect("at most MAX_TIME_LIMIT_MINUTES"))
+}
+
+/// Writes a time limit in minutes as Slurm's `--time` takes it: the minutes, or `UNLIMITED`.
+pub fn slurm_time_limit(minutes: u32) -> String {
+    if minutes == UNLIMITED_MINUTES {
+        "UNLIMITED".to_owned()
+    } else {
+        minutes.to_string()
     }
 }
 
@@ -767,7 +846,8 @@ pub struct ResourceSpec {
     /// GPU type; only set when `gpu` is at least 1.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub gpu_type: Option<String>,
-    /// Time limit in minutes; none means the partition's limit.
+    /// Time limit in minutes ([`UNLIMITED_MINUTES`]: none at all); none means the partition's
+    /// default.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub time_limit: Option<u32>,
     /// CPU binding for tasks.
@@ -837,6 +917,55 @@ pub fn expand_home(path: &str, home: Option<&str>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_limits_in_slurm_formats_and_units() {
+        for (text, minutes) in [
+            ("45", 45),
+            ("30:00", 30),
+            ("30:01", 31),
+            ("2:15:00", 135),
+            ("3-6", 3 * 1440 + 360),
+            ("1-00:00:00", 1440),
+            ("0-00:05", 5),
+            ("1-02:03:04", 1440 + 120 + 4),
+            ("75m", 75),
+            ("3h", 180),
+            ("1h15m", 75),
+            ("2d", 2880),
+            ("10s", 1),
+            ("Unlimited", UNLIMITED_MINUTES),
+            ("INFINITE", UNLIMITED_MINUTES),
+        ] {
+            assert_eq!(parse_time_limit(text), Ok(minutes), "{text:?}");
+        }
+        for text in [
+            "",
+            "0",
+            "00:00",
+            "0m",
+            "-5",
+            "1.5",
+            "1:2:3:4",
+            "1-",
+            "-1",
+            "2x",
+            "1-2-3",
+            "forever",
+            "1 h",
+            "999999999999999",
+        ] {
+            assert!(parse_time_limit(text).is_err(), "{text:?}");
+        }
+        assert!(parse_time_limit("0").unwrap_err().contains("UNLIMITED"));
+        assert_eq!(slurm_time_limit(90), "90");
+        assert_eq!(slurm_time_limit(UNLIMITED_MINUTES), "UNLIMITED");
+        assert_eq!(
+            UpdatePolicy::defaults_for(1, false, Some(UNLIMITED_MINUTES)).renew_before,
+            None,
+            "an unlimited replica is never renewed"
+        );
+    }
 
     #[test]
     fn memory_amounts_in_slurm_notation() {

@@ -342,9 +342,10 @@ pub struct Resources {
     /// GPU type, e.g. `a100`.
     #[serde(default, deserialize_with = "present")]
     pub gpu_type: Option<Spanned<String>>,
-    /// Time limit in minutes.
+    /// Time limit: minutes, Slurm's formats, a duration with a unit, or `UNLIMITED`; read as
+    /// the scalar's own text.
     #[serde(default, deserialize_with = "present")]
-    pub time_limit: Option<Spanned<Int>>,
+    pub time_limit: Option<Spanned<String>>,
     /// CPU binding, e.g. `cores`.
     #[serde(default, deserialize_with = "present")]
     pub cpu_bind: Option<Spanned<String>>,
