@@ -1332,13 +1332,27 @@ fn health_unknown_port_name() {
 }
 
 #[test]
-fn health_port_position_out_of_range() {
+fn health_port_number_not_declared() {
+    // `port: 2` is a port number, not a position in `ports`.
     assert_rejected(
         "health_port_out_of_range",
         Expect::file("recipes/demo/svc.yaml")
             .at(5, 15)
             .field("health.tcp.port")
-            .says(&["port position 2 is out of range", "declares 2 port(s)"]),
+            .says(&["port 2 is not one of the service's ports (auto, 9100)"]),
+    );
+}
+
+/// The stack probes a port number its recipe does not declare; the message lists the ports
+/// with their names.
+#[test]
+fn health_port_number_not_declared_in_a_stack() {
+    assert_rejected(
+        "health_port_number_stack",
+        Expect::file("stacks/web.yaml")
+            .at(6, 20)
+            .field("services.app.health.http.port")
+            .says(&["port 8080 is not one of the service's ports (http=8000, metrics=auto)"]),
     );
 }
 

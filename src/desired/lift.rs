@@ -1339,7 +1339,8 @@ enum ProbeDraft {
     Command(String),
 }
 
-/// A probe's `port:` as written (a name, a position, or nothing: the first port), and where.
+/// A probe's `port:` as written (a name, a port number, or nothing: the first port), and
+/// where.
 #[derive(Clone)]
 struct PortRef {
     which: Option<PortWhich>,
@@ -1349,7 +1350,8 @@ struct PortRef {
 #[derive(Clone)]
 enum PortWhich {
     Name(String),
-    Position(usize),
+    /// A port number, which must be one of the service's fixed ports.
+    Number(u64),
 }
 
 impl HealthDraft {
@@ -1376,12 +1378,22 @@ impl HealthDraft {
                      `ports:` (e.g. `ports: [auto]`)"
                 ))),
                 None => Ok(0),
-                Some(PortWhich::Position(i)) if *i < ports.len() => Ok(*i),
-                Some(PortWhich::Position(i)) => Err(port.origin.error(format!(
-                    "port position {i} is out of range: the service declares {} port(s), \
-                     counted from 0{declared}",
-                    ports.len()
-                ))),
+                Some(PortWhich::Number(n)) => ports
+                    .iter()
+                    .position(|p| p.number().is_some_and(|p| u64::from(p) == *n))
+                    .ok_or_else(|| {
+                        let list: Vec<String> = ports.iter().map(describe_port).collect();
+                        port.origin.error(format!(
+                            "port {n} is not one of the service's ports ({}){declared}; write \
+                             one of their numbers, or the name of a named one (an `auto` \
+                             port has no number until the job starts)",
+                            if list.is_empty() {
+                                "it declares none".to_owned()
+                            } else {
+                                list.join(", ")
+                            }
+                        ))
+                    }),
                 Some(PortWhich::Name(name)) => ports
                     .iter()
                     .position(|p| p.name.as_deref() == Some(name))
@@ -2126,6 +2138,17 @@ fn lift_ports(ctx: &mut Ctx, field: &str, ports: &raw::Ports) -> Option<Set<Vec<
     })
 }
 
+/// A declared port as a file writes it: `8000`, `auto`, `http=8000` or `http=auto`.
+fn describe_port(port: &PortSpec) -> String {
+    let value = port
+        .number()
+        .map_or_else(|| "auto".to_owned(), |n| n.to_string());
+    match &port.name {
+        Some(name) => format!("{name}={value}"),
+        None => value,
+    }
+}
+
 /// Returns whether `name` is a port name: `[a-z][a-z0-9_]*`, at most 32 characters (it
 /// becomes `PORT_<NAME>` in the job).
 fn is_port_name(name: &str) -> bool {
@@ -2183,7 +2206,7 @@ fn lift_health(
             Some(v) => {
                 let text = v.value.trim();
                 let which = if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
-                    PortWhich::Position(text.parse().unwrap_or(usize::MAX))
+                    PortWhich::Number(text.parse().unwrap_or(u64::MAX))
                 } else {
                     PortWhich::Name(text.to_owned())
                 };
@@ -3024,9 +3047,10 @@ mod tests {
             service.spec.health.unwrap().probe,
             Probe::Http { port: 0, .. }
         ));
-        // A stack replaces the whole check; a position and the default (first port) resolve.
+        // A stack replaces the whole check; a port number and the default (first port)
+        // resolve.
         let service = load_with(
-            "services: {app: {recipe: demo/web, health: {tcp: {port: 3}, on_failure: ignore}}}\n",
+            "services: {app: {recipe: demo/web, health: {tcp: {port: 9100}, on_failure: ignore}}}\n",
         )
         .unwrap();
         let health = service.spec.health.unwrap();

@@ -787,7 +787,7 @@ pub struct HealthSpec {
 }
 
 /// What a health check probes. Ports are positions in [`ReplicaSpec::ports`], resolved from
-/// the name, position or default written in the file.
+/// the name, port number or default (the first port) written in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Probe {

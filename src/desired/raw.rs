@@ -278,7 +278,7 @@ pub struct Health {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProbe {
-    /// A port name or position in `ports`; none means the first port.
+    /// A port name, or the number of one of `ports`; none means the first port.
     #[serde(default, deserialize_with = "present")]
     pub port: Option<Spanned<String>>,
     /// The path to GET, default `/`.
@@ -305,7 +305,7 @@ pub struct EndpointEnv {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpProbe {
-    /// A port name or position in `ports`; none means the first port.
+    /// A port name, or the number of one of `ports`; none means the first port.
     #[serde(default, deserialize_with = "present")]
     pub port: Option<Spanned<String>>,
 }
