@@ -577,31 +577,14 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
         );
         return None;
     }
-    let image = recipe.container.as_ref().and_then(|c| {
-        let v = &c.image;
-        if v.value.trim().is_empty() || v.value.contains(['\n', '\0']) {
-            ctx.error(
-                v.referenced,
-                "container.image",
-                "must be a non-empty, single-line path or URI",
-            );
-            None
-        } else {
-            Some(v.value.clone())
-        }
-    });
-    let command = recipe.command.as_ref().and_then(|v| {
-        if v.value.trim().is_empty() || v.value.contains('\0') {
-            ctx.error(
-                v.referenced,
-                "command",
-                "must be a non-empty command without NUL bytes",
-            );
-            None
-        } else {
-            Some(v.value.clone())
-        }
-    });
+    let image = recipe
+        .container
+        .as_ref()
+        .and_then(|c| lift_image(ctx, &c.image, "container.image"));
+    let command = recipe
+        .command
+        .as_ref()
+        .and_then(|v| lift_command(ctx, v, "command"));
     let defaults = lift_layer(
         ctx,
         "",
@@ -641,6 +624,34 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
         command,
         defaults,
     })
+}
+
+/// Validates a container image: a non-empty, single-line path or URI.
+fn lift_image(ctx: &mut Ctx, v: &Spanned<String>, field: &str) -> Option<String> {
+    if v.value.trim().is_empty() || v.value.contains(['\n', '\0']) {
+        ctx.error(
+            v.referenced,
+            field,
+            "must be a non-empty, single-line path or URI",
+        );
+        None
+    } else {
+        Some(v.value.clone())
+    }
+}
+
+/// Validates a command: non-empty, without NUL bytes.
+fn lift_command(ctx: &mut Ctx, v: &Spanned<String>, field: &str) -> Option<String> {
+    if v.value.trim().is_empty() || v.value.contains('\0') {
+        ctx.error(
+            v.referenced,
+            field,
+            "must be a non-empty command without NUL bytes",
+        );
+        None
+    } else {
+        Some(v.value.clone())
+    }
 }
 
 /// Lists the `*.yaml` files under `dir` in sorted order, descending into subdirectories if
@@ -1078,6 +1089,20 @@ fn lift_service(
         service.ports.as_ref(),
         service.health.as_ref(),
     );
+    let image = service.container.as_ref().and_then(|c| {
+        let field = format!("{field}.container.image");
+        lift_image(ctx, &c.image, &field).map(|value| Set {
+            value,
+            origin: ctx.origin(c.image.referenced, &field),
+        })
+    });
+    let command = service.command.as_ref().and_then(|v| {
+        let field = format!("{field}.command");
+        lift_command(ctx, v, &field).map(|value| Set {
+            value,
+            origin: ctx.origin(v.referenced, &field),
+        })
+    });
     overrides.restart = service
         .restart
         .as_ref()
@@ -1114,6 +1139,14 @@ fn lift_service(
     };
     let update_over = std::mem::take(&mut overrides.update);
     let (mut spec, mut origins, health) = recipe.with_overrides(overrides);
+    if let Some(image) = image {
+        spec.image = Some(image.value);
+        origins.insert("container.image".to_owned(), image.origin);
+    }
+    if let Some(command) = command {
+        spec.command = Some(command.value);
+        origins.insert("command".to_owned(), command.origin);
+    }
     if let Some(health) = health {
         let ports_origin = origins.get("ports");
         match health.resolve(&spec.ports, ports_origin) {
@@ -2886,6 +2919,57 @@ mod tests {
                 "{errors}"
             );
         }
+    }
+
+    #[test]
+    fn a_stack_service_overrides_the_command_and_the_image() {
+        let recipe = "name: worker\ncontainer: {image: base.sif}\ncommand: run --queue default\n";
+        let stack = "services:\n  plain:\n    recipe: batch/worker\n  urgent:\n    recipe: batch/worker\n    command: run --queue urgent\n  gpu:\n    recipe: batch/worker\n    container: {image: docker://example/worker:cuda}\n";
+        let repo = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/batch/worker.yaml", recipe),
+                ("stacks/q.yaml", stack),
+            ],
+            None,
+        )
+        .unwrap();
+        let get = |name: &str| &repo.desired.services[&ServiceAddr::new("q", name)];
+        let (plain, urgent, gpu) = (get("plain"), get("urgent"), get("gpu"));
+        assert_eq!(plain.spec.command.as_deref(), Some("run --queue default"));
+        assert_eq!(urgent.spec.command.as_deref(), Some("run --queue urgent"));
+        assert_eq!(urgent.spec.image.as_deref(), Some("base.sif"));
+        assert_eq!(gpu.spec.command.as_deref(), Some("run --queue default"));
+        assert_eq!(
+            gpu.spec.image.as_deref(),
+            Some("docker://example/worker:cuda")
+        );
+        assert_ne!(plain.hash, urgent.hash);
+        assert_ne!(plain.hash, gpu.hash);
+        let origin = &urgent.origins["command"];
+        assert_eq!(
+            (origin.position, origin.field.as_str()),
+            (Some((6, 14)), "services.urgent.command")
+        );
+        assert!(!plain.origins.contains_key("command"));
+        // An empty override is an error naming the stack's field.
+        let errors = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/batch/worker.yaml", recipe),
+                (
+                    "stacks/q.yaml",
+                    "services:\n  a:\n    recipe: batch/worker\n    command: ' '\n",
+                ),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors.0[0].field.as_deref(),
+            Some("services.a.command"),
+            "{errors}"
+        );
     }
 
     #[test]

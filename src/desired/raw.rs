@@ -387,6 +387,12 @@ pub struct Service {
     /// Desired replica count (default 1).
     #[serde(default, deserialize_with = "present")]
     pub replicas: Option<Spanned<Int>>,
+    /// Container replacing the recipe's image (`container: {image: ..}`).
+    #[serde(default, deserialize_with = "present")]
+    pub container: Option<Container>,
+    /// Command replacing the recipe's.
+    #[serde(default, deserialize_with = "present")]
+    pub command: Option<Spanned<String>>,
     /// Resource overrides.
     #[serde(default)]
     pub resources: Resources,
