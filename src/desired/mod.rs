@@ -311,6 +311,61 @@ impl Desired {
     }
 }
 
+impl Desired {
+    /// Returns a warning for every environment value that refers to a variable (`$NAME` or
+    /// `${NAME}`): values are passed literally, never expanded, so the job would see the text
+    /// `$NAME` and not its value (`PATH: /opt/venv/bin:$PATH` would break every command).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (addr, service) in &self.services {
+            for (key, value) in &service.spec.environment {
+                let names = variable_references(value);
+                if names.is_empty() {
+                    continue;
+                }
+                let list: Vec<String> = names.iter().map(|n| format!("${n}")).collect();
+                warnings.push(format!(
+                    "{addr}: environment.{key} = {value:?} refers to {}, but environment values \
+                     are passed literally, never expanded: the job gets the text {}, not its \
+                     value; write the value out in full, or build it in `command` (e.g. \
+                     `export {key}=...; exec ...`)",
+                    list.join(", "),
+                    list[0]
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+/// Returns the variable names a value refers to as `$NAME` or `${NAME}` (a shell would expand
+/// them), each once, in order.
+pub fn variable_references(value: &str) -> Vec<String> {
+    let is_start = |c: char| c.is_ascii_alphabetic() || c == '_';
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let (name, braced) = match rest.strip_prefix('{') {
+            Some(inner) => (inner, true),
+            None => (rest, false),
+        };
+        if !name.starts_with(is_start) {
+            continue;
+        }
+        let end = name.find(|c: char| !is_name(c)).unwrap_or(name.len());
+        if braced && !name[end..].starts_with(['}', ':', '-', '=', '+', '?', '#', '%', '/']) {
+            continue;
+        }
+        let found = &name[..end];
+        if !names.iter().any(|n| n == found) {
+            names.push(found.to_owned());
+        }
+    }
+    names
+}
+
 impl Service {
     /// Returns where `setting` was written, or the service's `recipe:` line when the setting
     /// was not written anywhere (a default).
@@ -822,6 +877,33 @@ pub enum OnFailure {
 pub const UNHEALTHY_EXIT_CODE: i32 = 97;
 
 impl ReplicaSpec {
+    /// How to make fixed port `number` of this spec an `auto` port, in the syntax of `ports:`
+    /// and with the variable the command then reads: `` `{name: http, port: auto}` in `ports:`,
+    /// read as $PORT_HTTP `` for a named port, `` `auto` in place of 8000 in `ports:` (e.g.
+    /// `ports: [auto]`), read as $PORT_0 (or $PORT) `` for an unnamed one.
+    pub fn auto_port_hint(&self, number: u16) -> String {
+        let Some((i, port)) = self
+            .ports
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.number() == Some(number))
+        else {
+            return "declare it `auto` in `ports:`".to_owned();
+        };
+        let first = if i == 0 { " (or $PORT)" } else { "" };
+        match &port.name {
+            Some(name) => format!(
+                "write `{{name: {name}, port: auto}}` in `ports:` and read the port from \
+                 $PORT_{}{first}",
+                name.to_ascii_uppercase()
+            ),
+            None => format!(
+                "write `auto` in place of {number} in `ports:` (e.g. `ports: [auto]`) and read \
+                 the port from $PORT_{i}{first}"
+            ),
+        }
+    }
+
     /// Returns whether any port is picked when the job starts.
     pub fn has_auto_ports(&self) -> bool {
         self.ports.iter().any(|p| p.port == PortValue::Auto)
@@ -917,6 +999,20 @@ pub fn expand_home(path: &str, home: Option<&str>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variable_references_are_found_in_both_forms() {
+        for (value, names) in [
+            ("/opt/venv/bin:$PATH", &["PATH"][..]),
+            ("${HOME}/cache:${HOME}/x", &["HOME"]),
+            ("$A-$b_2 ${C:-d}", &["A", "b_2", "C"]),
+            ("price: 5$", &[]),
+            ("$1 $$ $ {X} ${", &[]),
+            ("plain", &[]),
+        ] {
+            assert_eq!(variable_references(value), names, "{value:?}");
+        }
+    }
 
     #[test]
     fn time_limits_in_slurm_formats_and_units() {
