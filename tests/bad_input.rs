@@ -1675,3 +1675,17 @@ fn time_limit_in_no_slurm_format() {
             .says(&["\"1-2-3\" is not a time limit", "D-HH:MM:SS"]),
     );
 }
+
+/// A long owner, long names, 500 replicas and 60 ports: the comment a running replica writes
+/// (marker plus readiness record) could pass Slurm's 1024 characters, so the service is
+/// refused where its ports are declared, instead of its replicas never counting as ready.
+#[test]
+fn marker_and_readiness_record_too_long_for_a_slurm_comment() {
+    assert_rejected(
+        "marker_too_long",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(3, 8)
+            .field("ports")
+            .says(&["Slurm allows 1024", "declare fewer ports", "60 port(s)"]),
+    );
+}

@@ -33,9 +33,89 @@ pub fn load(root: &Path, remote_url: impl FnOnce() -> Option<String>) -> Result<
     let settings = load_settings(root, remote_url, &mut errors);
     let recipes = load_recipes(root, &mut errors);
     let desired = load_stacks(root, &recipes, &mut errors);
+    if let Some(settings) = &settings {
+        check_marker_lengths(&settings.owner, &desired, &mut errors);
+    }
     match settings {
         Some(settings) if errors.is_empty() => Ok(Repo { settings, desired }),
         _ => Err(SpecErrors(errors)),
+    }
+}
+
+/// The longest address a job records about itself: what `hostname` returns when the node has
+/// no IPv4 address (Linux's `HOST_NAME_MAX`); an IPv4 or IPv6 address is shorter.
+const MAX_RECORDED_ADDR_LEN: usize = 64;
+
+/// Returns the longest comment a job of `service` can carry: its marker with the longest
+/// replica index list its replica count allows (at most [`crate::observed::MAX_INDEXES_LEN`]),
+/// every crash-loop and rollout field at its widest, and the readiness record the job writes
+/// once running (`health=ready;ready_at=…;addr=…;ports=…`, every port 5 digits).
+fn worst_case_comment_len(owner: &Owner, addr: &ServiceAddr, service: &Service) -> usize {
+    use crate::observed::{
+        FailRecord, Health, JobId, MAX_INDEXES_LEN, Marker, RestartRecord, SelfReport,
+    };
+    let all_indexes: usize = (0..service.replicas)
+        .map(|i| i.to_string().len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    let widest_id = JobId {
+        array: u64::from(u32::MAX),
+        task: Some(u32::MAX),
+    };
+    let marker = Marker {
+        owner: owner.clone(),
+        service: addr.clone(),
+        spec: service.hash.clone(),
+        nonce: "f".repeat(12),
+        indexes: "9".repeat(all_indexes.min(MAX_INDEXES_LEN)),
+        report: SelfReport {
+            health: Some(Health::Ready),
+            addr: Some("h".repeat(MAX_RECORDED_ADDR_LEN)),
+            ports: vec![65535; service.spec.ports.len()],
+            ready_at: Some(99_999_999_999),
+        },
+        restart: RestartRecord {
+            restarts: u32::MAX,
+            fail: Some(FailRecord {
+                state: "OUT_OF_MEMORY".into(),
+                exit: Some(i32::MIN),
+                at: 99_999_999_999,
+            }),
+            not_before: Some(99_999_999_999),
+        },
+        protect: true,
+        pred: Some(widest_id),
+    };
+    marker.to_string().len()
+}
+
+/// Refuses every service whose jobs' comment could outgrow Slurm's limit
+/// ([`crate::observed::MAX_COMMENT_LEN`]) once they record their readiness: Slurm would refuse
+/// the record, and the replicas would run but never count as ready.
+fn check_marker_lengths(owner: &Owner, desired: &Desired, errors: &mut Vec<SpecError>) {
+    let limit = crate::observed::MAX_COMMENT_LEN;
+    for (addr, service) in &desired.services {
+        let len = worst_case_comment_len(owner, addr, service);
+        if len <= limit {
+            continue;
+        }
+        let setting = if service.spec.ports.is_empty() {
+            "recipe"
+        } else {
+            "ports"
+        };
+        errors.push(service.origin(setting).error(format!(
+            "{addr}'s jobs could need a Slurm comment of {len} characters once they record their \
+             readiness (Slurm allows {limit}): the comment holds the owner ({} characters), the \
+             stack and service names ({} and {}), {} port(s) of up to 5 digits and the node's \
+             address; declare fewer ports, or use a shorter owner, stack or service name (over \
+             by {})",
+            owner.as_str().len(),
+            addr.stack.len(),
+            addr.service.len(),
+            service.spec.ports.len(),
+            len - limit
+        )));
     }
 }
 
@@ -2919,6 +2999,56 @@ mod tests {
                 "{errors}"
             );
         }
+    }
+
+    #[test]
+    fn a_service_whose_comment_could_pass_slurms_limit_is_refused_at_its_ports() {
+        let with = |owner: &str, service: &str, ports: usize, replicas: u32| {
+            let list = vec!["auto"; ports].join(", ");
+            load_files(
+                &[
+                    ("stackctl.yaml", &format!("owner: {owner}\n")),
+                    ("recipes/demo/svc.yaml", "name: svc\ncommand: serve\n"),
+                    (
+                        "stacks/s.yaml",
+                        &format!(
+                            "services:\n  {service}:\n    recipe: demo/svc\n    replicas: {replicas}\n    ports: [{list}]\n"
+                        ),
+                    ),
+                ],
+                None,
+            )
+        };
+        // Short names leave room for many ports; long ones and a long index list do not.
+        assert!(with("t", "api", 80, 3).is_ok());
+        let long_owner = format!("github.com/{}", "o".repeat(100));
+        let long_name = "s".repeat(60);
+        assert!(with(&long_owner, &long_name, 30, 3).is_ok());
+        let errors = with(&long_owner, &long_name, 30, 2000).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        let error = &errors.0[0];
+        assert_eq!(error.file, Path::new("stacks/s.yaml"));
+        assert_eq!(error.position, Some((5, 12)));
+        assert_eq!(
+            error.field.as_deref(),
+            Some(&*format!("services.{long_name}.ports"))
+        );
+        assert!(error.message.contains("Slurm allows 1024"), "{error}");
+        // The bound holds every comment a job of the service can really carry.
+        let repo = with("t", "api", 3, 12).unwrap();
+        let (addr, service) = repo.desired.services.iter().next().unwrap();
+        let bound = worst_case_comment_len(&repo.settings.owner, addr, service);
+        let real = format!(
+            "stackctl/v1;owner=t;stack=s;svc=api;spec={};nonce=0123456789ab;idx=0-11;\
+             restarts=3;fail=FAILED:1:1764000000;begin=1764000100;protect=1;pred=4242_7;\
+             health=ready;ready_at=1764000200;addr=10.0.0.17;ports=40001,40002,40003",
+            service.hash
+        );
+        assert!(
+            crate::observed::Marker::parse(&real).is_some(),
+            "a real comment"
+        );
+        assert!(real.len() <= bound, "{} > {bound}", real.len());
     }
 
     #[test]
