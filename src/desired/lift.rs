@@ -498,7 +498,10 @@ fn owner_with_case(url: &str, keep_case: bool) -> Result<Owner, String> {
             .strip_prefix("altssh.")
             .or_else(|| host.strip_prefix("ssh."))
             .unwrap_or(&host);
-        format!("{site}/{}", path.to_ascii_lowercase())
+        let path = path.to_ascii_lowercase();
+        // `Infra.GIT` names the repository `infra` too, once the case is gone.
+        let path = path.strip_suffix(".git").unwrap_or(&path);
+        format!("{site}/{path}")
     } else {
         format!("{host}/{path}")
     };
@@ -2609,6 +2612,10 @@ mod tests {
             [
                 "https://bitbucket.org/Acme/Repo.git",
                 "git@bitbucket.org:acme/repo",
+            ],
+            [
+                "https://github.com/Acme/Web-App.GIT",
+                "github.com:acme/web-app",
             ],
         ] {
             let [a, b] = urls.map(|url| owner_from_remote_url(url).unwrap());
