@@ -1541,6 +1541,18 @@ fn endpoint_env_naming_a_port_the_service_lacks() {
     );
 }
 
+/// `endpoint_env` names ports; a number gets the syntax that names it.
+#[test]
+fn endpoint_env_giving_a_port_number() {
+    assert_rejected(
+        "endpoint_env_port_number",
+        Expect::file("stacks/web.yaml")
+            .at(9, 39)
+            .field("services.app.endpoint_env.TARGET.port")
+            .says(&["give port 5432 a name", "`{name: http, port: 5432}`"]),
+    );
+}
+
 #[test]
 fn endpoint_env_entry_with_an_unknown_key() {
     assert_rejected(

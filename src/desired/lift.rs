@@ -2145,10 +2145,19 @@ fn check_endpoint_refs(desired: &Desired, errors: &mut Vec<SpecError>) {
                             .iter()
                             .filter_map(|p| p.name.as_deref())
                             .collect();
+                        let number_hint = if name.chars().all(|c| c.is_ascii_digit()) {
+                            format!(
+                                "; `endpoint_env` names a port, so give port {name} a name in \
+                                 {}'s `ports:` (`{{name: http, port: {name}}}`) and write that name",
+                                reference.service
+                            )
+                        } else {
+                            String::new()
+                        };
                         (
                             at(".port"),
                             format!(
-                                "{} has no port named {name:?} (its named ports: {})",
+                                "{} has no port named {name:?} (its named ports: {}){number_hint}",
                                 reference.service,
                                 if names.is_empty() {
                                     "none".to_owned()
