@@ -357,8 +357,12 @@ fn partition_problems(
         problem(
             "resources.time_limit",
             format!(
-                "asks for a time limit of {minutes} minutes; {label} allows at most {max} \
-                 minutes (MaxTime)"
+                "asks for {}; {label} allows at most {max} minutes (MaxTime)",
+                if minutes == crate::desired::UNLIMITED_MINUTES {
+                    "no time limit (UNLIMITED)".to_owned()
+                } else {
+                    format!("a time limit of {minutes} minutes")
+                }
             ),
         );
     }

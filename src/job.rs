@@ -85,7 +85,10 @@ impl JobOptions {
         flag("mem", self.memory.clone());
         flag("mem-per-cpu", self.memory_per_cpu.clone());
         flag("gres", self.gres.clone());
-        flag("time", self.time_limit.map(|n| n.to_string()));
+        flag(
+            "time",
+            self.time_limit.map(crate::desired::slurm_time_limit),
+        );
         flag("partition", self.partition.clone());
         flag("qos", self.qos.clone());
         flag("account", self.account.clone());

@@ -377,7 +377,8 @@ fn plan_with(
         context: "reading the live jobs from Slurm",
         cause,
     })?;
-    if let Some(legacy) = &repo.settings.legacy_owner {
+    for legacy in &repo.settings.legacy_owners {
+        let (rule, legacy) = (legacy.rule, &legacy.owner);
         let tag = Marker::owner_tag(legacy);
         let legacy_jobs: Vec<crate::observed::JobId> = records
             .iter()
@@ -389,8 +390,7 @@ fn plan_with(
         if !legacy_jobs.is_empty() {
             return Err(Error::Config {
                 message: format!(
-                    "{} live jobs carry the owner \"{legacy}\", which stackctl before 0.2 \
-                     derived from this repo's remote without its host; it now derives \
+                    "{} live jobs carry the owner \"{legacy}\", which {rule}; it now derives \
                      \"{owner}\", and would submit every service a second time. To keep \
                      managing those jobs, set `owner: {legacy}` in stackctl.yaml; to start \
                      afresh, cancel them first (scancel {}). Nothing was planned or submitted.",
@@ -404,6 +404,9 @@ fn plan_with(
     let known = std::mem::take(&mut reads.specs);
     let observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
     reads.specs = observed.specs.clone();
+    (options.scope)
+        .check(&repo.desired, &observed)
+        .map_err(|message| Error::Config { message })?;
     let mut plan = plan::compute_with(owner, &repo.desired, &observed, &options.scope);
     plan.source = options.source.clone();
     plan.warnings.extend(backend.unchecked());
@@ -1036,7 +1039,10 @@ mod tests {
         // The same jobs, seen by an upgraded stackctl whose derived owner now has a host.
         let legacy = repo.settings.owner.clone();
         repo.settings.owner = crate::desired::Owner::parse("git.example/test/reconcile").unwrap();
-        repo.settings.legacy_owner = Some(legacy);
+        repo.settings.legacy_owners = vec![crate::desired::LegacyOwner {
+            owner: legacy,
+            rule: "stackctl before 0.2 derived from this repo's remote without its host",
+        }];
         let error = plan(&repo, &PlanOptions::for_checkout(dir.path()), &backend).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Configuration);
         let text = error.to_string();

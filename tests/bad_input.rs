@@ -1335,13 +1335,27 @@ fn health_unknown_port_name() {
 }
 
 #[test]
-fn health_port_position_out_of_range() {
+fn health_port_number_not_declared() {
+    // `port: 2` is a port number, not a position in `ports`.
     assert_rejected(
         "health_port_out_of_range",
         Expect::file("recipes/demo/svc.yaml")
             .at(5, 15)
             .field("health.tcp.port")
-            .says(&["port position 2 is out of range", "declares 2 port(s)"]),
+            .says(&["port 2 is not one of the service's ports (auto, 9100)"]),
+    );
+}
+
+/// The stack probes a port number its recipe does not declare; the message lists the ports
+/// with their names.
+#[test]
+fn health_port_number_not_declared_in_a_stack() {
+    assert_rejected(
+        "health_port_number_stack",
+        Expect::file("stacks/web.yaml")
+            .at(6, 20)
+            .field("services.app.health.http.port")
+            .says(&["port 8080 is not one of the service's ports (http=8000, metrics=auto)"]),
     );
 }
 
@@ -1552,6 +1566,18 @@ fn endpoint_env_naming_a_port_the_service_lacks() {
     );
 }
 
+/// `endpoint_env` names ports; a number gets the syntax that names it.
+#[test]
+fn endpoint_env_giving_a_port_number() {
+    assert_rejected(
+        "endpoint_env_port_number",
+        Expect::file("stacks/web.yaml")
+            .at(9, 39)
+            .field("services.app.endpoint_env.TARGET.port")
+            .says(&["give port 5432 a name", "`{name: http, port: 5432}`"]),
+    );
+}
+
 #[test]
 fn endpoint_env_entry_with_an_unknown_key() {
     assert_rejected(
@@ -1637,5 +1663,66 @@ fn depends_on_with_an_unknown_condition() {
             .at(6, 9)
             .field("services.app.depends_on[0].condition")
             .says(&["condition \"healthy\" must be `started` or `ready`"]),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys written without a value: an error, never the default.
+
+#[test]
+fn replicas_without_a_value() {
+    assert_rejected(
+        "replicas_null",
+        Expect::file("stacks/web.yaml")
+            .at(5, 13)
+            .field("services.app.replicas")
+            .says(&["must be an integer, got no value"]),
+    );
+}
+
+#[test]
+fn time_limit_tilde_in_a_recipe() {
+    assert_rejected(
+        "null_time_limit_recipe",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(5, 15)
+            .field("resources.time_limit")
+            .says(&["no value"]),
+    );
+}
+
+#[test]
+fn protect_null() {
+    assert_rejected(
+        "null_protect",
+        Expect::file("stacks/web.yaml")
+            .at(5, 14)
+            .field("services.db.protect")
+            .says(&["expected `true` or `false`"]),
+    );
+}
+
+#[test]
+fn time_limit_in_no_slurm_format() {
+    assert_rejected(
+        "time_limit_bad_format",
+        Expect::file("stacks/web.yaml")
+            .at(7, 19)
+            .field("services.app.resources.time_limit")
+            .says(&["\"1-2-3\" is not a time limit", "D-HH:MM:SS"]),
+    );
+}
+
+/// A long owner, long names, 500 replicas and 60 ports: the comment a running replica writes
+/// (marker plus readiness record) could pass Slurm's 1024 characters, so the service is
+/// refused where its ports are declared, instead of its replicas never counting as ready.
+#[test]
+fn marker_and_readiness_record_too_long_for_a_slurm_comment() {
+    assert_rejected(
+        "marker_too_long",
+        Expect::file("recipes/demo/svc.yaml")
+            .at(3, 8)
+            .field("ports")
+            .says(&["Slurm allows 1024", "declare fewer ports", "60 port(s)"]),
     );
 }

@@ -306,7 +306,8 @@ fn running_replicas_matching_the_repo_need_no_changes() {
         text(&plan),
         format!(
             "Warning: inference.llm runs 3 replicas on fixed port 8000: two replicas placed on \
-             one node would both bind it and one would fail; use `port: auto`\n\n{}\n",
+             one node would both bind it and one would fail; write `auto` in place of 8000 in \
+             `ports:` (e.g. `ports: [auto]`) and read the port from $PORT_0 (or $PORT)\n\n{}\n",
             plan_text::NO_CHANGES
         ),
         "a warning shows even when nothing changes"
@@ -541,10 +542,78 @@ fn fixed_ports_two_replicas_or_services_could_share_are_warned_about() {
         plan.warnings,
         vec![
             "inference.llm, web.api all use fixed port 8000: placed on one node, only the first \
-             to bind it runs; use `port: auto` or different ports"
+             to bind it runs; use different ports, or `auto` ones: write `auto` in place of 8000 \
+             in `ports:` (e.g. `ports: [auto]`) and read the port from $PORT_0 (or $PORT)"
                 .to_owned()
         ]
     );
+    // Several fixed ports are all named.
+    let mut named = base_spec();
+    named.ports = vec![
+        PortSpec::fixed(7001),
+        PortSpec {
+            name: Some("grpc".into()),
+            port: PortValue::Fixed(9000),
+        },
+    ];
+    let plan = compute(
+        &desired(vec![(llm(), service(2, named))]),
+        &observed(vec![]),
+    );
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(
+        plan.warnings[0].contains("fixed port 7001, 9000"),
+        "{:?}",
+        plan.warnings
+    );
+    // A named fixed port, second in the list: the hint is the named entry's own syntax.
+    let mut grpc_only = base_spec();
+    grpc_only.ports = vec![
+        PortSpec {
+            name: None,
+            port: PortValue::Auto,
+        },
+        PortSpec {
+            name: Some("grpc".into()),
+            port: PortValue::Fixed(9000),
+        },
+    ];
+    let plan = compute(
+        &desired(vec![(llm(), service(2, grpc_only))]),
+        &observed(vec![]),
+    );
+    assert!(
+        plan.warnings[0].ends_with(
+            "write `{name: grpc, port: auto}` in `ports:` and read the port from $PORT_GRPC"
+        ),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn an_environment_value_naming_a_variable_is_warned_to_be_literal() {
+    let spec = spec_with_env(&[
+        ("LD_LIBRARY_PATH", "/opt/cuda/lib64:${LD_LIBRARY_PATH}"),
+        ("MODE", "fast"),
+        ("PRICE", "5$"),
+    ]);
+    let plan = compute(&desired(vec![(llm(), service(1, spec))]), &observed(vec![]));
+    let literal: Vec<&String> = plan
+        .warnings
+        .iter()
+        .filter(|w| w.contains("literally"))
+        .collect();
+    assert_eq!(literal.len(), 1, "{:?}", plan.warnings);
+    assert!(
+        literal[0].starts_with(
+            "inference.llm: environment.LD_LIBRARY_PATH = \"/opt/cuda/lib64:${LD_LIBRARY_PATH}\" \
+             refers to $LD_LIBRARY_PATH"
+        ),
+        "{}",
+        literal[0]
+    );
+    assert!(text(&plan).contains("Warning: inference.llm: environment.LD_LIBRARY_PATH"));
 }
 
 #[test]

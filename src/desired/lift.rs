@@ -6,9 +6,10 @@ use super::layout::{CONFIG_FILE, RECIPES_DIR, STACKS_DIR};
 use super::raw;
 use super::yaml;
 use super::{
-    BackendKind, Condition, Dependency, Desired, EndpointRef, HealthSpec, OnFailure, Origin, Owner,
-    PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestTarget, RestartPolicy,
-    Service, ServiceAddr, Settings, SlurmSpec, SshTarget, Strategy, TokenSource, UpdatePolicy,
+    BackendKind, Condition, Dependency, Desired, EndpointRef, HealthSpec, LegacyOwner, OnFailure,
+    Origin, Owner, PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestTarget,
+    RestartPolicy, Service, ServiceAddr, Settings, SlurmSpec, SshTarget, Strategy, TokenSource,
+    UpdatePolicy,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,9 +33,91 @@ pub fn load(root: &Path, remote_url: impl FnOnce() -> Option<String>) -> Result<
     let settings = load_settings(root, remote_url, &mut errors);
     let recipes = load_recipes(root, &mut errors);
     let desired = load_stacks(root, &recipes, &mut errors);
+    if let Some(settings) = &settings {
+        check_marker_lengths(&settings.owner, &desired, &mut errors);
+    }
     match settings {
         Some(settings) if errors.is_empty() => Ok(Repo { settings, desired }),
         _ => Err(SpecErrors(errors)),
+    }
+}
+
+/// The longest address a job records about itself: what `hostname` returns when the node has
+/// no IPv4 address (Linux's `HOST_NAME_MAX`); an IPv4 or IPv6 address is shorter.
+const MAX_RECORDED_ADDR_LEN: usize = 64;
+
+/// Returns the longest comment a job of `service` can carry: its marker with the longest
+/// replica index list its replica count allows (at most [`crate::observed::MAX_INDEXES_LEN`]),
+/// every crash-loop, rollout and endpoint field at its widest, and the readiness record the job writes
+/// once running (`health=ready;ready_at=…;addr=…;ports=…`, every port 5 digits).
+fn worst_case_comment_len(owner: &Owner, addr: &ServiceAddr, service: &Service) -> usize {
+    use crate::observed::{
+        FailRecord, Health, JobId, MAX_INDEXES_LEN, Marker, RestartRecord, SelfReport,
+    };
+    let all_indexes: usize = (0..service.replicas)
+        .map(|i| i.to_string().len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    let widest_id = JobId {
+        array: u64::from(u32::MAX),
+        task: Some(u32::MAX),
+    };
+    let marker = Marker {
+        owner: owner.clone(),
+        service: addr.clone(),
+        spec: service.hash.clone(),
+        nonce: "f".repeat(12),
+        indexes: "9".repeat(all_indexes.min(MAX_INDEXES_LEN)),
+        report: SelfReport {
+            health: Some(Health::Ready),
+            addr: Some("h".repeat(MAX_RECORDED_ADDR_LEN)),
+            ports: vec![65535; service.spec.ports.len()],
+            ready_at: Some(99_999_999_999),
+        },
+        restart: RestartRecord {
+            restarts: u32::MAX,
+            fail: Some(FailRecord {
+                state: "OUT_OF_MEMORY".into(),
+                exit: Some(i32::MIN),
+                at: 99_999_999_999,
+            }),
+            not_before: Some(99_999_999_999),
+        },
+        protect: true,
+        pred: Some(widest_id),
+        // One 8-digit fingerprint per `endpoint_env` variable (`ep=`).
+        endpoints: vec!["f".repeat(8); service.spec.endpoint_env.len()],
+    };
+    marker.to_string().len()
+}
+
+/// Refuses every service whose jobs' comment could outgrow Slurm's limit
+/// ([`crate::observed::MAX_COMMENT_LEN`]) once they record their readiness: Slurm would refuse
+/// the record, and the replicas would run but never count as ready.
+fn check_marker_lengths(owner: &Owner, desired: &Desired, errors: &mut Vec<SpecError>) {
+    let limit = crate::observed::MAX_COMMENT_LEN;
+    for (addr, service) in &desired.services {
+        let len = worst_case_comment_len(owner, addr, service);
+        if len <= limit {
+            continue;
+        }
+        let setting = if service.spec.ports.is_empty() {
+            "recipe"
+        } else {
+            "ports"
+        };
+        errors.push(service.origin(setting).error(format!(
+            "{addr}'s jobs could need a Slurm comment of {len} characters once they record their \
+             readiness (Slurm allows {limit}): the comment holds the owner ({} characters), the \
+             stack and service names ({} and {}), {} port(s) of up to 5 digits and the node's \
+             address; declare fewer ports, or use a shorter owner, stack or service name (over \
+             by {})",
+            owner.as_str().len(),
+            addr.stack.len(),
+            addr.service.len(),
+            service.spec.ports.len(),
+            len - limit
+        )));
     }
 }
 
@@ -61,19 +144,20 @@ fn load_settings(
     } else {
         raw::Config::default()
     };
-    let (owner, legacy_owner) = match &config.owner {
+    let (owner, legacy_owners) = match &config.owner {
         Some(owner) => (
             Owner::parse(&owner.value)
                 .map_err(|message| SpecError::at(shown, owner.referenced, "owner", message)),
-            None,
+            Vec::new(),
         ),
         None => match remote_url() {
             Some(url) => {
                 let owner =
                     owner_from_remote_url(&url).map_err(|message| SpecError::file(shown, message));
-                let legacy = legacy_owner_from_remote_url(&url)
-                    .and_then(|legacy| Owner::parse(&legacy).ok())
-                    .filter(|legacy| owner.as_ref().is_ok_and(|owner| owner != legacy));
+                let legacy = legacy_owners_from_remote_url(&url)
+                    .into_iter()
+                    .filter(|legacy| owner.as_ref().is_ok_and(|owner| *owner != legacy.owner))
+                    .collect();
                 (owner, legacy)
             }
             None => (
@@ -83,7 +167,7 @@ fn load_settings(
                      be the same on every checkout, so it is never guessed from the directory \
                      name)",
                 )),
-                None,
+                Vec::new(),
             ),
         },
     };
@@ -146,7 +230,7 @@ fn load_settings(
     let lock_partition = take(lock_partition, errors);
     Some(Settings {
         owner: owner?,
-        legacy_owner,
+        legacy_owners,
         log_dir: log_dir?,
         image_dir: image_dir?,
         backend: backend?,
@@ -358,14 +442,36 @@ fn dir_setting(
     Ok(value.value)
 }
 
+/// The hosts whose repository paths are case-insensitive (`Team/Infra` and `team/infra` name
+/// one repository), so the owner derived from them is lower-cased. Other hosts keep the path's
+/// case: a self-hosted server (a plain SSH or file path, Gitea, cgit) may hold both as two
+/// repositories, and stackctl cannot tell which software a host runs; `owner:` in
+/// `stackctl.yaml` settles any other case.
+pub const CASE_INSENSITIVE_HOSTS: [&str; 6] = [
+    "github.com",
+    "ssh.github.com",
+    "gitlab.com",
+    "altssh.gitlab.com",
+    "bitbucket.org",
+    "altssh.bitbucket.org",
+];
+
 /// Returns the owner a git remote URL gives: the host and path, without scheme, user, port,
 /// `.git` or trailing `/` (`git@gitlab.a.example:team/infra` gives `gitlab.a.example/team/infra`,
 /// `https://github.com/team/infra.git` gives `github.com/team/infra`). A local path or
 /// `file://` remote has no host and gives its path without the leading `/`
-/// (`/srv/git/org/repo.git` gives `srv/git/org/repo`).
+/// (`/srv/git/org/repo.git` gives `srv/git/org/repo`). The host is always lower-cased, the
+/// path only on the [`CASE_INSENSITIVE_HOSTS`] (`https://github.com/Team/Infra` gives
+/// `github.com/team/infra`); an `ssh.` or `altssh.` host stands for its site.
 ///
 /// The error, for a URL that gives no usable owner, asks for `owner:` in `stackctl.yaml`.
 pub fn owner_from_remote_url(url: &str) -> Result<Owner, String> {
+    owner_with_case(url, false)
+}
+
+/// [`owner_from_remote_url`], keeping the path's case on every host when `keep_case` (the
+/// rule of stackctl 0.2).
+fn owner_with_case(url: &str, keep_case: bool) -> Result<Owner, String> {
     let ask = "set `owner:` in stackctl.yaml (any name that is the same on every checkout)";
     let (host, path) = split_remote_url(url);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -386,10 +492,20 @@ pub fn owner_from_remote_url(url: &str) -> Result<Owner, String> {
         ));
     }
     let path = segments.join("/");
+    let host = host.to_ascii_lowercase();
     let text = if host.is_empty() {
         path
+    } else if !keep_case && CASE_INSENSITIVE_HOSTS.contains(&host.as_str()) {
+        let site = host
+            .strip_prefix("altssh.")
+            .or_else(|| host.strip_prefix("ssh."))
+            .unwrap_or(&host);
+        let path = path.to_ascii_lowercase();
+        // `Infra.GIT` names the repository `infra` too, once the case is gone.
+        let path = path.strip_suffix(".git").unwrap_or(&path);
+        format!("{site}/{path}")
     } else {
-        format!("{}/{path}", host.to_ascii_lowercase())
+        format!("{host}/{path}")
     };
     Owner::parse(&text)
         .map_err(|message| format!("cannot use the git remote as the owner: {message}; {ask}"))
@@ -427,7 +543,33 @@ fn split_remote_url(url: &str) -> (&str, &str) {
     }
 }
 
-/// Returns the owner that earlier versions of stackctl derived from a remote URL: its last two path
+/// Returns the owners that earlier versions of stackctl derived from a remote URL, each once:
+/// 0.1's host-less `org/repo` ([`legacy_owner_from_remote_url`]) and 0.2's host and path with
+/// the path's letter case as written. Jobs submitted under them need migrating.
+fn legacy_owners_from_remote_url(url: &str) -> Vec<LegacyOwner> {
+    let mut owners: Vec<LegacyOwner> = Vec::new();
+    let candidates = [
+        (
+            legacy_owner_from_remote_url(url).and_then(|o| Owner::parse(&o).ok()),
+            "stackctl before 0.2 derived from this repo's remote without its host",
+        ),
+        (
+            owner_with_case(url, true).ok(),
+            "stackctl 0.2 derived from this repo's remote with its letter case as written (the \
+             host treats the path case-insensitively, so it is now lower-cased)",
+        ),
+    ];
+    for (owner, rule) in candidates {
+        if let Some(owner) = owner
+            && !owners.iter().any(|o| o.owner == owner)
+        {
+            owners.push(LegacyOwner { owner, rule });
+        }
+    }
+    owners
+}
+
+/// Returns the owner that stackctl 0.1 derived from a remote URL: its last two path
 /// segments, `org/repo`, without the host. Jobs submitted under it need migrating.
 pub fn legacy_owner_from_remote_url(url: &str) -> Option<String> {
     let url = url.trim().trim_end_matches('/');
@@ -520,31 +662,14 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
         );
         return None;
     }
-    let image = recipe.container.as_ref().and_then(|c| {
-        let v = &c.image;
-        if v.value.trim().is_empty() || v.value.contains(['\n', '\0']) {
-            ctx.error(
-                v.referenced,
-                "container.image",
-                "must be a non-empty, single-line path or URI",
-            );
-            None
-        } else {
-            Some(v.value.clone())
-        }
-    });
-    let command = recipe.command.as_ref().and_then(|v| {
-        if v.value.trim().is_empty() || v.value.contains('\0') {
-            ctx.error(
-                v.referenced,
-                "command",
-                "must be a non-empty command without NUL bytes",
-            );
-            None
-        } else {
-            Some(v.value.clone())
-        }
-    });
+    let image = recipe
+        .container
+        .as_ref()
+        .and_then(|c| lift_image(ctx, &c.image, "container.image"));
+    let command = recipe
+        .command
+        .as_ref()
+        .and_then(|v| lift_command(ctx, v, "command"));
     let defaults = lift_layer(
         ctx,
         "",
@@ -584,6 +709,34 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
         command,
         defaults,
     })
+}
+
+/// Validates a container image: a non-empty, single-line path or URI.
+fn lift_image(ctx: &mut Ctx, v: &Spanned<String>, field: &str) -> Option<String> {
+    if v.value.trim().is_empty() || v.value.contains(['\n', '\0']) {
+        ctx.error(
+            v.referenced,
+            field,
+            "must be a non-empty, single-line path or URI",
+        );
+        None
+    } else {
+        Some(v.value.clone())
+    }
+}
+
+/// Validates a command: non-empty, without NUL bytes.
+fn lift_command(ctx: &mut Ctx, v: &Spanned<String>, field: &str) -> Option<String> {
+    if v.value.trim().is_empty() || v.value.contains('\0') {
+        ctx.error(
+            v.referenced,
+            field,
+            "must be a non-empty command without NUL bytes",
+        );
+        None
+    } else {
+        Some(v.value.clone())
+    }
 }
 
 /// Lists the `*.yaml` files under `dir` in sorted order, descending into subdirectories if
@@ -1021,6 +1174,20 @@ fn lift_service(
         service.ports.as_ref(),
         service.health.as_ref(),
     );
+    let image = service.container.as_ref().and_then(|c| {
+        let field = format!("{field}.container.image");
+        lift_image(ctx, &c.image, &field).map(|value| Set {
+            value,
+            origin: ctx.origin(c.image.referenced, &field),
+        })
+    });
+    let command = service.command.as_ref().and_then(|v| {
+        let field = format!("{field}.command");
+        lift_command(ctx, v, &field).map(|value| Set {
+            value,
+            origin: ctx.origin(v.referenced, &field),
+        })
+    });
     overrides.restart = service
         .restart
         .as_ref()
@@ -1057,6 +1224,14 @@ fn lift_service(
     };
     let update_over = std::mem::take(&mut overrides.update);
     let (mut spec, mut origins, health) = recipe.with_overrides(overrides);
+    if let Some(image) = image {
+        spec.image = Some(image.value);
+        origins.insert("container.image".to_owned(), image.origin);
+    }
+    if let Some(command) = command {
+        spec.command = Some(command.value);
+        origins.insert("command".to_owned(), command.origin);
+    }
     if let Some(health) = health {
         let ports_origin = origins.get("ports");
         match health.resolve(&spec.ports, ports_origin) {
@@ -1309,7 +1484,8 @@ enum ProbeDraft {
     Command(String),
 }
 
-/// A probe's `port:` as written (a name, a position, or nothing: the first port), and where.
+/// A probe's `port:` as written (a name, a port number, or nothing: the first port), and
+/// where.
 #[derive(Clone)]
 struct PortRef {
     which: Option<PortWhich>,
@@ -1319,7 +1495,8 @@ struct PortRef {
 #[derive(Clone)]
 enum PortWhich {
     Name(String),
-    Position(usize),
+    /// A port number, which must be one of the service's fixed ports.
+    Number(u64),
 }
 
 impl HealthDraft {
@@ -1346,12 +1523,22 @@ impl HealthDraft {
                      `ports:` (e.g. `ports: [auto]`)"
                 ))),
                 None => Ok(0),
-                Some(PortWhich::Position(i)) if *i < ports.len() => Ok(*i),
-                Some(PortWhich::Position(i)) => Err(port.origin.error(format!(
-                    "port position {i} is out of range: the service declares {} port(s), \
-                     counted from 0{declared}",
-                    ports.len()
-                ))),
+                Some(PortWhich::Number(n)) => ports
+                    .iter()
+                    .position(|p| p.number().is_some_and(|p| u64::from(p) == *n))
+                    .ok_or_else(|| {
+                        let list: Vec<String> = ports.iter().map(describe_port).collect();
+                        port.origin.error(format!(
+                            "port {n} is not one of the service's ports ({}){declared}; write \
+                             one of their numbers, or the name of a named one (an `auto` \
+                             port has no number until the job starts)",
+                            if list.is_empty() {
+                                "it declares none".to_owned()
+                            } else {
+                                list.join(", ")
+                            }
+                        ))
+                    }),
                 Some(PortWhich::Name(name)) => ports
                     .iter()
                     .position(|p| p.name.as_deref() == Some(name))
@@ -1419,7 +1606,19 @@ fn lift_layer(
     let nodes = int(ctx, "nodes", &resources.nodes, 1, 100_000);
     let cpu = int(ctx, "cpu", &resources.cpu, 1, 100_000);
     let gpu = int(ctx, "gpu", &resources.gpu, 0, 1024);
-    let time_limit = int(ctx, "time_limit", &resources.time_limit, 1, 100_000_000);
+    let time_limit = resources.time_limit.as_ref().and_then(|v| {
+        let field = res("time_limit");
+        match super::parse_time_limit(&v.value) {
+            Ok(minutes) => Some(Set {
+                value: minutes,
+                origin: ctx.origin(v.referenced, &field),
+            }),
+            Err(message) => {
+                ctx.error(v.referenced, &field, message);
+                None
+            }
+        }
+    });
     let memory = match (&resources.memory, &resources.memory_per_cpu) {
         (Some(_), Some(v)) => {
             ctx.error(
@@ -1975,10 +2174,19 @@ fn check_endpoint_refs(desired: &Desired, errors: &mut Vec<SpecError>) {
                             .iter()
                             .filter_map(|p| p.name.as_deref())
                             .collect();
+                        let number_hint = if name.chars().all(|c| c.is_ascii_digit()) {
+                            format!(
+                                "; `endpoint_env` names a port, so give port {name} a name in \
+                                 {}'s `ports:` (`{{name: http, port: {name}}}`) and write that name",
+                                reference.service
+                            )
+                        } else {
+                            String::new()
+                        };
                         (
                             at(".port"),
                             format!(
-                                "{} has no port named {name:?} (its named ports: {})",
+                                "{} has no port named {name:?} (its named ports: {}){number_hint}",
                                 reference.service,
                                 if names.is_empty() {
                                     "none".to_owned()
@@ -2084,6 +2292,17 @@ fn lift_ports(ctx: &mut Ctx, field: &str, ports: &raw::Ports) -> Option<Set<Vec<
     })
 }
 
+/// A declared port as a file writes it: `8000`, `auto`, `http=8000` or `http=auto`.
+fn describe_port(port: &PortSpec) -> String {
+    let value = port
+        .number()
+        .map_or_else(|| "auto".to_owned(), |n| n.to_string());
+    match &port.name {
+        Some(name) => format!("{name}={value}"),
+        None => value,
+    }
+}
+
 /// Returns whether `name` is a port name: `[a-z][a-z0-9_]*`, at most 32 characters (it
 /// becomes `PORT_<NAME>` in the job).
 fn is_port_name(name: &str) -> bool {
@@ -2141,7 +2360,7 @@ fn lift_health(
             Some(v) => {
                 let text = v.value.trim();
                 let which = if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
-                    PortWhich::Position(text.parse().unwrap_or(usize::MAX))
+                    PortWhich::Number(text.parse().unwrap_or(u64::MAX))
                 } else {
                     PortWhich::Name(text.to_owned())
                 };
@@ -2369,7 +2588,8 @@ mod tests {
                 "http://user:secret@git.example:8443/team/infra.git",
                 "git.example/team/infra",
             ),
-            ("https://GitHub.com/Team/infra", "github.com/Team/infra"),
+            ("https://GitHub.com/Team/infra", "github.com/team/infra"),
+            ("https://Git.Example/Team/Infra", "git.example/Team/Infra"),
             (
                 "git@gitlab.a.example:team/infra",
                 "gitlab.a.example/team/infra",
@@ -2406,6 +2626,54 @@ mod tests {
             legacy_owner_from_remote_url("git@gitlab.a.example:team/infra"),
             legacy_owner_from_remote_url("https://github.com/team/infra"),
         );
+    }
+
+    #[test]
+    fn remotes_differing_only_by_case_give_one_owner_on_case_insensitive_hosts() {
+        for urls in [
+            [
+                "https://github.com/Acme/Web-App",
+                "git@github.com:acme/web-app.git",
+            ],
+            [
+                "ssh://git@ssh.github.com:443/ACME/web-app.git",
+                "https://github.com/acme/Web-App",
+            ],
+            [
+                "https://GITLAB.com/Group/Sub/Proj",
+                "git@gitlab.com:group/sub/proj",
+            ],
+            [
+                "ssh://git@altssh.gitlab.com:443/group/Sub/proj",
+                "https://gitlab.com/group/sub/proj",
+            ],
+            [
+                "https://bitbucket.org/Acme/Repo.git",
+                "git@bitbucket.org:acme/repo",
+            ],
+            [
+                "https://github.com/Acme/Web-App.GIT",
+                "github.com:acme/web-app",
+            ],
+        ] {
+            let [a, b] = urls.map(|url| owner_from_remote_url(url).unwrap());
+            assert_eq!(a, b, "{urls:?}");
+            assert_eq!(a.as_str(), a.as_str().to_ascii_lowercase(), "{urls:?}");
+        }
+        // Elsewhere the path keeps its case (the host never does): `owner:` decides.
+        for (url, owner) in [
+            (
+                "git@GIT.Corp.example:Acme/Repo",
+                "git.corp.example/Acme/Repo",
+            ),
+            (
+                "https://github.example.com/Acme/Repo",
+                "github.example.com/Acme/Repo",
+            ),
+            ("/srv/Git/Acme/Repo.git", "srv/Git/Acme/Repo"),
+        ] {
+            assert_eq!(owner_from_remote_url(url).unwrap().as_str(), owner, "{url}");
+        }
     }
 
     #[test]
@@ -2550,10 +2818,22 @@ mod tests {
     fn settings_derive_the_owner_and_the_legacy_owner_from_the_remote() {
         let repo = load_files(&[], Some("git@gitlab.a.example:team/infra.git")).unwrap();
         assert_eq!(repo.settings.owner.as_str(), "gitlab.a.example/team/infra");
+        let legacy = |repo: &Repo| -> Vec<String> {
+            repo.settings
+                .legacy_owners
+                .iter()
+                .map(|l| l.owner.to_string())
+                .collect()
+        };
+        assert_eq!(legacy(&repo), ["team/infra"]);
+        // A mixed-case path on a case-insensitive host: 0.1's and 0.2's owners both differ.
+        let mixed = load_files(&[], Some("https://GitLab.com/Data-Team/ETL.git")).unwrap();
+        assert_eq!(mixed.settings.owner.as_str(), "gitlab.com/data-team/etl");
         assert_eq!(
-            repo.settings.legacy_owner.as_ref().map(Owner::as_str),
-            Some("team/infra")
+            legacy(&mixed),
+            ["Data-Team/ETL", "gitlab.com/Data-Team/ETL"]
         );
+        assert!(mixed.settings.legacy_owners[1].rule.contains("letter case"));
         assert_eq!(repo.settings.lock_expiry, Duration::from_secs(120));
         assert_eq!(repo.settings.lock_partition, None);
         // An explicit owner has no legacy owner, even with a remote.
@@ -2563,11 +2843,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(repo.settings.owner.as_str(), "team/infra");
-        assert_eq!(repo.settings.legacy_owner, None);
+        assert_eq!(repo.settings.legacy_owners, []);
         // A local remote `/org/repo` gives the old owner itself: nothing to migrate.
         let repo = load_files(&[], Some("/org/repo.git")).unwrap();
         assert_eq!(repo.settings.owner.as_str(), "org/repo");
-        assert_eq!(repo.settings.legacy_owner, None);
+        assert_eq!(repo.settings.legacy_owners, []);
     }
 
     #[test]
@@ -2695,6 +2975,45 @@ mod tests {
     }
 
     #[test]
+    fn time_limits_are_read_in_slurm_formats_and_unlimited_is_never_renewed() {
+        let service = |recipe_limit: &str, stack_limit: &str| {
+            let repo = load_files(
+                &[
+                    ("stackctl.yaml", "owner: t\n"),
+                    (
+                        "recipes/demo/svc.yaml",
+                        &format!(
+                            "name: svc\ncommand: serve\nresources: {{time_limit: {recipe_limit}}}\n"
+                        ),
+                    ),
+                    (
+                        "stacks/s.yaml",
+                        &format!("services:\n  a:\n    recipe: demo/svc\n{stack_limit}"),
+                    ),
+                ],
+                None,
+            )
+            .unwrap();
+            repo.desired.services.into_values().next().unwrap()
+        };
+        let a = service("90", "");
+        assert_eq!(a.spec.resources.time_limit, Some(90));
+        assert_eq!(a.update.renew_before, Some(540));
+        let b = service("90", "    resources: {time_limit: 2-12}\n");
+        assert_eq!(b.spec.resources.time_limit, Some(3600));
+        let c = service("'1:00:00'", "    resources: {time_limit: 45m}\n");
+        assert_eq!(c.spec.resources.time_limit, Some(45));
+        let d = service("2h", "    resources: {time_limit: UNLIMITED}\n");
+        assert_eq!(
+            d.spec.resources.time_limit,
+            Some(crate::desired::UNLIMITED_MINUTES)
+        );
+        assert_eq!(d.update.renew_before, None);
+        // The hash of a limit in minutes does not depend on how it was written.
+        assert_eq!(service("1-00:00:00", "").hash, service("1440", "").hash);
+    }
+
+    #[test]
     fn memory_is_read_as_written() {
         let load_memory = |memory: &str| {
             load_files(
@@ -2725,6 +3044,107 @@ mod tests {
                 "{errors}"
             );
         }
+    }
+
+    #[test]
+    fn a_service_whose_comment_could_pass_slurms_limit_is_refused_at_its_ports() {
+        let with = |owner: &str, service: &str, ports: usize, replicas: u32| {
+            let list = vec!["auto"; ports].join(", ");
+            load_files(
+                &[
+                    ("stackctl.yaml", &format!("owner: {owner}\n")),
+                    ("recipes/demo/svc.yaml", "name: svc\ncommand: serve\n"),
+                    (
+                        "stacks/s.yaml",
+                        &format!(
+                            "services:\n  {service}:\n    recipe: demo/svc\n    replicas: {replicas}\n    ports: [{list}]\n"
+                        ),
+                    ),
+                ],
+                None,
+            )
+        };
+        // Short names leave room for many ports; long ones and a long index list do not.
+        assert!(with("t", "api", 80, 3).is_ok());
+        let long_owner = format!("github.com/{}", "o".repeat(100));
+        let long_name = "s".repeat(60);
+        assert!(with(&long_owner, &long_name, 30, 3).is_ok());
+        let errors = with(&long_owner, &long_name, 30, 2000).unwrap_err();
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        let error = &errors.0[0];
+        assert_eq!(error.file, Path::new("stacks/s.yaml"));
+        assert_eq!(error.position, Some((5, 12)));
+        assert_eq!(
+            error.field.as_deref(),
+            Some(&*format!("services.{long_name}.ports"))
+        );
+        assert!(error.message.contains("Slurm allows 1024"), "{error}");
+        // The bound holds every comment a job of the service can really carry.
+        let repo = with("t", "api", 3, 12).unwrap();
+        let (addr, service) = repo.desired.services.iter().next().unwrap();
+        let bound = worst_case_comment_len(&repo.settings.owner, addr, service);
+        let real = format!(
+            "stackctl/v1;owner=t;stack=s;svc=api;spec={};nonce=0123456789ab;idx=0-11;\
+             restarts=3;fail=FAILED:1:1764000000;begin=1764000100;protect=1;pred=4242_7;\
+             health=ready;ready_at=1764000200;addr=10.0.0.17;ports=40001,40002,40003",
+            service.hash
+        );
+        assert!(
+            crate::observed::Marker::parse(&real).is_some(),
+            "a real comment"
+        );
+        assert!(real.len() <= bound, "{} > {bound}", real.len());
+    }
+
+    #[test]
+    fn a_stack_service_overrides_the_command_and_the_image() {
+        let recipe = "name: worker\ncontainer: {image: base.sif}\ncommand: run --queue default\n";
+        let stack = "services:\n  plain:\n    recipe: batch/worker\n  urgent:\n    recipe: batch/worker\n    command: run --queue urgent\n  gpu:\n    recipe: batch/worker\n    container: {image: docker://example/worker:cuda}\n";
+        let repo = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/batch/worker.yaml", recipe),
+                ("stacks/q.yaml", stack),
+            ],
+            None,
+        )
+        .unwrap();
+        let get = |name: &str| &repo.desired.services[&ServiceAddr::new("q", name)];
+        let (plain, urgent, gpu) = (get("plain"), get("urgent"), get("gpu"));
+        assert_eq!(plain.spec.command.as_deref(), Some("run --queue default"));
+        assert_eq!(urgent.spec.command.as_deref(), Some("run --queue urgent"));
+        assert_eq!(urgent.spec.image.as_deref(), Some("base.sif"));
+        assert_eq!(gpu.spec.command.as_deref(), Some("run --queue default"));
+        assert_eq!(
+            gpu.spec.image.as_deref(),
+            Some("docker://example/worker:cuda")
+        );
+        assert_ne!(plain.hash, urgent.hash);
+        assert_ne!(plain.hash, gpu.hash);
+        let origin = &urgent.origins["command"];
+        assert_eq!(
+            (origin.position, origin.field.as_str()),
+            (Some((6, 14)), "services.urgent.command")
+        );
+        assert!(!plain.origins.contains_key("command"));
+        // An empty override is an error naming the stack's field.
+        let errors = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/batch/worker.yaml", recipe),
+                (
+                    "stacks/q.yaml",
+                    "services:\n  a:\n    recipe: batch/worker\n    command: ' '\n",
+                ),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors.0[0].field.as_deref(),
+            Some("services.a.command"),
+            "{errors}"
+        );
     }
 
     #[test]
@@ -2886,9 +3306,10 @@ mod tests {
             service.spec.health.unwrap().probe,
             Probe::Http { port: 0, .. }
         ));
-        // A stack replaces the whole check; a position and the default (first port) resolve.
+        // A stack replaces the whole check; a port number and the default (first port)
+        // resolve.
         let service = load_with(
-            "services: {app: {recipe: demo/web, health: {tcp: {port: 3}, on_failure: ignore}}}\n",
+            "services: {app: {recipe: demo/web, health: {tcp: {port: 9100}, on_failure: ignore}}}\n",
         )
         .unwrap();
         let health = service.spec.health.unwrap();

@@ -8,7 +8,7 @@ pub mod raw;
 mod yaml;
 
 pub use error::{SpecError, SpecErrors};
-pub use lift::{DEFAULT_LOCK_EXPIRY, MIN_LOCK_EXPIRY, load};
+pub use lift::{CASE_INSENSITIVE_HOSTS, DEFAULT_LOCK_EXPIRY, MIN_LOCK_EXPIRY, load};
 pub use yaml::MAX_FILE_BYTES;
 
 use serde::{Deserialize, Serialize};
@@ -31,11 +31,11 @@ pub struct Repo {
 pub struct Settings {
     /// Ownership namespace: only jobs whose marker names this owner are ever touched.
     pub owner: Owner,
-    /// The host-less `org/repo` owner that earlier versions of stackctl derived from the same
-    /// git remote; set only when `owner` was derived from the remote (never when `owner:` is
-    /// written in `stackctl.yaml`) and differs from it. Live jobs under it were submitted for
-    /// this repo by an older stackctl and need migrating.
-    pub legacy_owner: Option<Owner>,
+    /// The owners that earlier versions of stackctl derived from the same git remote (the
+    /// host-less `org/repo` of 0.1, the letter case as written of 0.2), each different from
+    /// `owner`; empty when `owner:` is written in `stackctl.yaml`. Live jobs under them were
+    /// submitted for this repo by an older stackctl and need migrating.
+    pub legacy_owners: Vec<LegacyOwner>,
     /// Directory for job output, as written (may start with `~`).
     pub log_dir: String,
     /// Directory that relative image paths are resolved against, as written.
@@ -51,6 +51,17 @@ pub struct Settings {
     pub lock_expiry: std::time::Duration,
     /// Partition the lock is taken in (`lock.partition`); none means the cluster default.
     pub lock_partition: Option<String>,
+}
+
+/// An owner an earlier version of stackctl derived from this repo's remote, and which rule
+/// derived it (for the migration message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyOwner {
+    /// The owner the old rule gives.
+    pub owner: Owner,
+    /// How the old rule differs, e.g. "stackctl before 0.2 derived from this repo's remote
+    /// without its host".
+    pub rule: &'static str,
 }
 
 /// The ways stackctl can reach Slurm.
@@ -304,6 +315,61 @@ impl Desired {
     }
 }
 
+impl Desired {
+    /// Returns a warning for every environment value that refers to a variable (`$NAME` or
+    /// `${NAME}`): values are passed literally, never expanded, so the job would see the text
+    /// `$NAME` and not its value (`PATH: /opt/venv/bin:$PATH` would break every command).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (addr, service) in &self.services {
+            for (key, value) in &service.spec.environment {
+                let names = variable_references(value);
+                if names.is_empty() {
+                    continue;
+                }
+                let list: Vec<String> = names.iter().map(|n| format!("${n}")).collect();
+                warnings.push(format!(
+                    "{addr}: environment.{key} = {value:?} refers to {}, but environment values \
+                     are passed literally, never expanded: the job gets the text {}, not its \
+                     value; write the value out in full, or build it in `command` (e.g. \
+                     `export {key}=...; exec ...`)",
+                    list.join(", "),
+                    list[0]
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+/// Returns the variable names a value refers to as `$NAME` or `${NAME}` (a shell would expand
+/// them), each once, in order.
+pub fn variable_references(value: &str) -> Vec<String> {
+    let is_start = |c: char| c.is_ascii_alphabetic() || c == '_';
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut names: Vec<String> = Vec::new();
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let (name, braced) = match rest.strip_prefix('{') {
+            Some(inner) => (inner, true),
+            None => (rest, false),
+        };
+        if !name.starts_with(is_start) {
+            continue;
+        }
+        let end = name.find(|c: char| !is_name(c)).unwrap_or(name.len());
+        if braced && !name[end..].starts_with(['}', ':', '-', '=', '+', '?', '#', '%', '/']) {
+            continue;
+        }
+        let found = &name[..end];
+        if !names.iter().any(|n| n == found) {
+            names.push(found.to_owned());
+        }
+    }
+    names
+}
+
 impl Service {
     /// Returns where `setting` was written, or the service's `recipe:` line when the setting
     /// was not written anywhere (a default).
@@ -400,7 +466,9 @@ impl UpdatePolicy {
             } else {
                 Strategy::Recreate
             },
-            renew_before: time_limit.map(|minutes| u64::from(minutes) * 6),
+            renew_before: time_limit
+                .filter(|minutes| *minutes != UNLIMITED_MINUTES)
+                .map(|minutes| u64::from(minutes) * 6),
             ..UpdatePolicy::default()
         }
     }
@@ -464,6 +532,83 @@ pub fn memory_mib(text: &str) -> Option<u64> {
         'G' => n.checked_mul(1024),
         'T' => n.checked_mul(1024 * 1024),
         _ => None,
+    }
+}
+
+/// [`ResourceSpec::time_limit`] of `time_limit: UNLIMITED` (Slurm's `INFINITE`): no time limit,
+/// where the partition allows it (its `MaxTime` is `UNLIMITED`).
+pub const UNLIMITED_MINUTES: u32 = u32::MAX;
+
+/// The longest finite time limit a file may ask for, in minutes (about 190 years).
+pub const MAX_TIME_LIMIT_MINUTES: u32 = 100_000_000;
+
+/// Parses a time limit as Slurm's `--time` takes it, or with a unit, into whole minutes
+/// (seconds round up, as Slurm does): `90` (minutes), `30:00` (minutes:seconds),
+/// `1:30:00` (hours:minutes:seconds), `2-12` (days-hours), `2-12:30`, `1-00:00:00`, `90m`,
+/// `2h`, `1h30m`, `1d`, `45s`; `UNLIMITED` or `infinite` (any case) is [`UNLIMITED_MINUTES`].
+/// At least 1 minute (Slurm reads 0 as no limit: write `UNLIMITED` for that) and at most
+/// [`MAX_TIME_LIMIT_MINUTES`].
+pub fn parse_time_limit(text: &str) -> Result<u32, String> {
+    let text = text.trim();
+    let bad = || {
+        format!(
+            "{text:?} is not a time limit: minutes (`90`), Slurm's `MM:SS`, `HH:MM:SS`, \
+             `D-HH`, `D-HH:MM`, `D-HH:MM:SS`, a duration with a unit (`90m`, `2h`, `1d`) or \
+             `UNLIMITED`"
+        )
+    };
+    if text.eq_ignore_ascii_case("unlimited") || text.eq_ignore_ascii_case("infinite") {
+        return Ok(UNLIMITED_MINUTES);
+    }
+    let digits = |part: &str| -> Result<u64, String> {
+        if part.is_empty() || part.len() > 12 || !part.chars().all(|c| c.is_ascii_digit()) {
+            return Err(bad());
+        }
+        part.parse().map_err(|_| bad())
+    };
+    let seconds: u64 = if text.ends_with(['s', 'm', 'h', 'd']) {
+        parse_duration(text).map_err(|_| bad())?.as_secs()
+    } else {
+        let (days, clock) = match text.split_once('-') {
+            Some((days, clock)) => (Some(digits(days)?), clock),
+            None => (None, text),
+        };
+        let parts = clock
+            .split(':')
+            .map(digits)
+            .collect::<Result<Vec<u64>, _>>()?;
+        let hms = |h: u64, m: u64, s: u64| h * 3600 + m * 60 + s;
+        match (days, parts.as_slice()) {
+            (None, [m]) => m.checked_mul(60).ok_or_else(bad)?,
+            (None, [m, s]) => hms(0, *m, *s),
+            (None, [h, m, s]) => hms(*h, *m, *s),
+            (Some(d), [h]) => hms(d * 24 + h, 0, 0),
+            (Some(d), [h, m]) => hms(d * 24 + h, *m, 0),
+            (Some(d), [h, m, s]) => hms(d * 24 + h, *m, *s),
+            _ => return Err(bad()),
+        }
+    };
+    let minutes = seconds.div_ceil(60);
+    if minutes == 0 {
+        return Err(format!(
+            "{text:?} is no time at all; write `UNLIMITED` for no time limit (where the \
+             partition allows it)"
+        ));
+    }
+    if minutes > u64::from(MAX_TIME_LIMIT_MINUTES) {
+        return Err(format!(
+            "{text:?} is longer than the longest time limit, {MAX_TIME_LIMIT_MINUTES} minutes"
+        ));
+    }
+    Ok(u32::try_from(minutes).expect("at most MAX_TIME_LIMIT_MINUTES"))
+}
+
+/// Writes a time limit in minutes as Slurm's `--time` takes it: the minutes, or `UNLIMITED`.
+pub fn slurm_time_limit(minutes: u32) -> String {
+    if minutes == UNLIMITED_MINUTES {
+        "UNLIMITED".to_owned()
+    } else {
+        minutes.to_string()
     }
 }
 
@@ -701,7 +846,7 @@ pub struct HealthSpec {
 }
 
 /// What a health check probes. Ports are positions in [`ReplicaSpec::ports`], resolved from
-/// the name, position or default written in the file.
+/// the name, port number or default (the first port) written in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Probe {
@@ -736,6 +881,33 @@ pub enum OnFailure {
 pub const UNHEALTHY_EXIT_CODE: i32 = 97;
 
 impl ReplicaSpec {
+    /// How to make fixed port `number` of this spec an `auto` port, in the syntax of `ports:`
+    /// and with the variable the command then reads: `` `{name: http, port: auto}` in `ports:`,
+    /// read as $PORT_HTTP `` for a named port, `` `auto` in place of 8000 in `ports:` (e.g.
+    /// `ports: [auto]`), read as $PORT_0 (or $PORT) `` for an unnamed one.
+    pub fn auto_port_hint(&self, number: u16) -> String {
+        let Some((i, port)) = self
+            .ports
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.number() == Some(number))
+        else {
+            return "declare it `auto` in `ports:`".to_owned();
+        };
+        let first = if i == 0 { " (or $PORT)" } else { "" };
+        match &port.name {
+            Some(name) => format!(
+                "write `{{name: {name}, port: auto}}` in `ports:` and read the port from \
+                 $PORT_{}{first}",
+                name.to_ascii_uppercase()
+            ),
+            None => format!(
+                "write `auto` in place of {number} in `ports:` (e.g. `ports: [auto]`) and read \
+                 the port from $PORT_{i}{first}"
+            ),
+        }
+    }
+
     /// Returns whether any port is picked when the job starts.
     pub fn has_auto_ports(&self) -> bool {
         self.ports.iter().any(|p| p.port == PortValue::Auto)
@@ -760,7 +932,8 @@ pub struct ResourceSpec {
     /// GPU type; only set when `gpu` is at least 1.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub gpu_type: Option<String>,
-    /// Time limit in minutes; none means the partition's limit.
+    /// Time limit in minutes ([`UNLIMITED_MINUTES`]: none at all); none means the partition's
+    /// default.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub time_limit: Option<u32>,
     /// CPU binding for tasks.
@@ -830,6 +1003,69 @@ pub fn expand_home(path: &str, home: Option<&str>) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variable_references_are_found_in_both_forms() {
+        for (value, names) in [
+            ("/opt/venv/bin:$PATH", &["PATH"][..]),
+            ("${HOME}/cache:${HOME}/x", &["HOME"]),
+            ("$A-$b_2 ${C:-d}", &["A", "b_2", "C"]),
+            ("price: 5$", &[]),
+            ("$1 $$ $ {X} ${", &[]),
+            ("plain", &[]),
+        ] {
+            assert_eq!(variable_references(value), names, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn time_limits_in_slurm_formats_and_units() {
+        for (text, minutes) in [
+            ("45", 45),
+            ("30:00", 30),
+            ("30:01", 31),
+            ("2:15:00", 135),
+            ("3-6", 3 * 1440 + 360),
+            ("1-00:00:00", 1440),
+            ("0-00:05", 5),
+            ("1-02:03:04", 1440 + 120 + 4),
+            ("75m", 75),
+            ("3h", 180),
+            ("1h15m", 75),
+            ("2d", 2880),
+            ("10s", 1),
+            ("Unlimited", UNLIMITED_MINUTES),
+            ("INFINITE", UNLIMITED_MINUTES),
+        ] {
+            assert_eq!(parse_time_limit(text), Ok(minutes), "{text:?}");
+        }
+        for text in [
+            "",
+            "0",
+            "00:00",
+            "0m",
+            "-5",
+            "1.5",
+            "1:2:3:4",
+            "1-",
+            "-1",
+            "2x",
+            "1-2-3",
+            "forever",
+            "1 h",
+            "999999999999999",
+        ] {
+            assert!(parse_time_limit(text).is_err(), "{text:?}");
+        }
+        assert!(parse_time_limit("0").unwrap_err().contains("UNLIMITED"));
+        assert_eq!(slurm_time_limit(90), "90");
+        assert_eq!(slurm_time_limit(UNLIMITED_MINUTES), "UNLIMITED");
+        assert_eq!(
+            UpdatePolicy::defaults_for(1, false, Some(UNLIMITED_MINUTES)).renew_before,
+            None,
+            "an unlimited replica is never renewed"
+        );
+    }
 
     #[test]
     fn memory_amounts_in_slurm_notation() {

@@ -6,15 +6,29 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
+/// Reads an optional key that was written: its value, whatever it is. A key written without a
+/// value (YAML null, `replicas:` alone on its line) is thus the value's own error, naming the
+/// file, line and field, never taken for a key left out (which means the default).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
 /// `stackctl.yaml` at the repo root.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Ownership namespace written into every job marker.
+    #[serde(default, deserialize_with = "present")]
     pub owner: Option<Spanned<String>>,
     /// Where job stdout/stderr go.
+    #[serde(default, deserialize_with = "present")]
     pub log_dir: Option<Spanned<String>>,
     /// Where relative container image paths are looked up.
+    #[serde(default, deserialize_with = "present")]
     pub image_dir: Option<Spanned<String>>,
     /// How Slurm is reached.
     #[serde(default)]
@@ -29,8 +43,10 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct LockConfig {
     /// How long a lock lives without being renewed, e.g. `2m`.
+    #[serde(default, deserialize_with = "present")]
     pub expiry: Option<Spanned<String>>,
     /// Partition the lock is taken in.
+    #[serde(default, deserialize_with = "present")]
     pub partition: Option<Spanned<String>>,
 }
 
@@ -39,18 +55,25 @@ pub struct LockConfig {
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Backend name; only `cli` exists so far.
+    #[serde(default, deserialize_with = "present")]
     pub backend: Option<Spanned<String>>,
     /// Run the Slurm commands on a login node over SSH instead of locally.
+    #[serde(default, deserialize_with = "present")]
     pub ssh: Option<SshConfig>,
     /// slurmrestd's base URL (`backend: rest`).
+    #[serde(default, deserialize_with = "present")]
     pub url: Option<Spanned<String>>,
     /// The Slurm user the REST requests act as (`X-SLURM-USER-NAME`).
+    #[serde(default, deserialize_with = "present")]
     pub user: Option<Spanned<String>>,
     /// The environment variable holding the JWT (default `SLURM_JWT`).
+    #[serde(default, deserialize_with = "present")]
     pub token_env: Option<Spanned<String>>,
     /// A file holding the JWT, instead of `token_env`.
+    #[serde(default, deserialize_with = "present")]
     pub token_file: Option<Spanned<String>>,
     /// The REST API version: `auto` or `v0.0.38`.
+    #[serde(default, deserialize_with = "present")]
     pub api: Option<Spanned<String>>,
 }
 
@@ -61,12 +84,16 @@ pub struct SshConfig {
     /// The login node's host name or address.
     pub host: Spanned<String>,
     /// The remote user; otherwise ssh's configuration decides.
+    #[serde(default, deserialize_with = "present")]
     pub user: Option<Spanned<String>>,
     /// The SSH port; otherwise ssh's configuration decides (22).
+    #[serde(default, deserialize_with = "present")]
     pub port: Option<Spanned<i64>>,
     /// The private key; otherwise the agent and ssh's configuration decide.
+    #[serde(default, deserialize_with = "present")]
     pub identity_file: Option<Spanned<String>>,
     /// The known-hosts file the host key is checked against; otherwise ssh's default.
+    #[serde(default, deserialize_with = "present")]
     pub known_hosts_file: Option<Spanned<String>>,
     /// Variables exported on the login node before each Slurm command (e.g. `SLURM_CONF`).
     #[serde(default)]
@@ -83,8 +110,10 @@ pub struct Recipe {
     #[serde(default)]
     pub description: Option<String>,
     /// Apptainer container to run the service in.
+    #[serde(default, deserialize_with = "present")]
     pub container: Option<Container>,
     /// Command to run (inside the container when there is one).
+    #[serde(default, deserialize_with = "present")]
     pub command: Option<Spanned<String>>,
     /// Resource defaults.
     #[serde(default)]
@@ -93,17 +122,22 @@ pub struct Recipe {
     #[serde(default)]
     pub environment: BTreeMap<String, EnvValue>,
     /// TCP ports the service listens on.
+    #[serde(default, deserialize_with = "present")]
     pub ports: Option<Ports>,
     /// Slurm placement defaults.
     #[serde(default)]
     pub slurm: Slurm,
     /// Health check.
+    #[serde(default, deserialize_with = "present")]
     pub health: Option<Spanned<Health>>,
     /// Crash-loop backoff.
+    #[serde(default, deserialize_with = "present")]
     pub restart: Option<Spanned<Restart>>,
     /// How replicas are replaced.
+    #[serde(default, deserialize_with = "present")]
     pub update: Option<Spanned<Update>>,
     /// How long before its time limit a replica gets a successor: a duration or `off`.
+    #[serde(default, deserialize_with = "present")]
     pub renew_before: Option<Spanned<String>>,
 }
 
@@ -112,10 +146,13 @@ pub struct Recipe {
 #[serde(deny_unknown_fields)]
 pub struct Restart {
     /// First delay after a failure, e.g. `10s`.
+    #[serde(default, deserialize_with = "present")]
     pub backoff: Option<Spanned<String>>,
     /// Longest delay, e.g. `10m`.
+    #[serde(default, deserialize_with = "present")]
     pub max_backoff: Option<Spanned<String>>,
     /// `none`, or how many restarts before giving up.
+    #[serde(default, deserialize_with = "present")]
     pub max_attempts: Option<Spanned<Attempts>>,
 }
 
@@ -124,18 +161,25 @@ pub struct Restart {
 #[serde(deny_unknown_fields)]
 pub struct Update {
     /// `rolling` or `recreate`.
+    #[serde(default, deserialize_with = "present")]
     pub strategy: Option<Spanned<String>>,
     /// Successors at once beyond `replicas`.
+    #[serde(default, deserialize_with = "present")]
     pub max_surge: Option<Spanned<Int>>,
     /// Replicas that may be not ready during a rollout.
+    #[serde(default, deserialize_with = "present")]
     pub max_unavailable: Option<Spanned<Int>>,
     /// How long a successor must have been ready, e.g. `10s`.
+    #[serde(default, deserialize_with = "present")]
     pub min_healthy_time: Option<Spanned<String>>,
     /// How long a successor may take from RUNNING to ready.
+    #[serde(default, deserialize_with = "present")]
     pub timeout: Option<Spanned<String>>,
     /// How long a successor may stay PENDING.
+    #[serde(default, deserialize_with = "present")]
     pub queue_timeout: Option<Spanned<String>>,
     /// `true` or `false`, as a string so that anything else is reported with its position.
+    #[serde(default, deserialize_with = "present")]
     pub auto_revert: Option<Spanned<String>>,
 }
 
@@ -205,20 +249,28 @@ impl<'de> Deserialize<'de> for Attempts {
 #[serde(deny_unknown_fields)]
 pub struct Health {
     /// An HTTP probe.
+    #[serde(default, deserialize_with = "present")]
     pub http: Option<Spanned<HttpProbe>>,
     /// A TCP probe.
+    #[serde(default, deserialize_with = "present")]
     pub tcp: Option<Spanned<TcpProbe>>,
     /// A command probe.
+    #[serde(default, deserialize_with = "present")]
     pub command: Option<Spanned<String>>,
     /// Time between probes, e.g. `5s`.
+    #[serde(default, deserialize_with = "present")]
     pub interval: Option<Spanned<String>>,
     /// Time one probe may take.
+    #[serde(default, deserialize_with = "present")]
     pub timeout: Option<Spanned<String>>,
     /// Time after start during which failures do not count.
+    #[serde(default, deserialize_with = "present")]
     pub start_period: Option<Spanned<String>>,
     /// Consecutive failures that make the service unhealthy.
+    #[serde(default, deserialize_with = "present")]
     pub failure_threshold: Option<Spanned<Int>>,
     /// `restart` or `ignore`.
+    #[serde(default, deserialize_with = "present")]
     pub on_failure: Option<Spanned<String>>,
 }
 
@@ -226,9 +278,11 @@ pub struct Health {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProbe {
-    /// A port name or position in `ports`; none means the first port.
+    /// A port name, or the number of one of `ports`; none means the first port.
+    #[serde(default, deserialize_with = "present")]
     pub port: Option<Spanned<String>>,
     /// The path to GET, default `/`.
+    #[serde(default, deserialize_with = "present")]
     pub path: Option<Spanned<String>>,
 }
 
@@ -240,8 +294,10 @@ pub struct EndpointEnv {
     /// The service, `STACK/SERVICE`.
     pub service: Spanned<String>,
     /// The value, with `{host}` and `{port}` replaced; default `{host}:{port}`.
+    #[serde(default, deserialize_with = "present")]
     pub format: Option<Spanned<String>>,
     /// The port's name; default the one named `http`, else the first.
+    #[serde(default, deserialize_with = "present")]
     pub port: Option<Spanned<String>>,
 }
 
@@ -249,7 +305,8 @@ pub struct EndpointEnv {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TcpProbe {
-    /// A port name or position in `ports`; none means the first port.
+    /// A port name, or the number of one of `ports`; none means the first port.
+    #[serde(default, deserialize_with = "present")]
     pub port: Option<Spanned<String>>,
 }
 
@@ -268,20 +325,29 @@ pub struct Container {
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Number of nodes.
+    #[serde(default, deserialize_with = "present")]
     pub nodes: Option<Spanned<Int>>,
     /// CPUs per task.
+    #[serde(default, deserialize_with = "present")]
     pub cpu: Option<Spanned<Int>>,
     /// Memory per node, e.g. `32G`.
+    #[serde(default, deserialize_with = "present")]
     pub memory: Option<Spanned<String>>,
     /// Memory per CPU, e.g. `4G`.
+    #[serde(default, deserialize_with = "present")]
     pub memory_per_cpu: Option<Spanned<String>>,
     /// GPUs per node.
+    #[serde(default, deserialize_with = "present")]
     pub gpu: Option<Spanned<Int>>,
     /// GPU type, e.g. `a100`.
+    #[serde(default, deserialize_with = "present")]
     pub gpu_type: Option<Spanned<String>>,
-    /// Time limit in minutes.
-    pub time_limit: Option<Spanned<Int>>,
+    /// Time limit: minutes, Slurm's formats, a duration with a unit, or `UNLIMITED`; read as
+    /// the scalar's own text.
+    #[serde(default, deserialize_with = "present")]
+    pub time_limit: Option<Spanned<String>>,
     /// CPU binding, e.g. `cores`.
+    #[serde(default, deserialize_with = "present")]
     pub cpu_bind: Option<Spanned<String>>,
 }
 
@@ -290,10 +356,13 @@ pub struct Resources {
 #[serde(deny_unknown_fields)]
 pub struct Slurm {
     /// Partition.
+    #[serde(default, deserialize_with = "present")]
     pub partition: Option<Spanned<String>>,
     /// Quality of service.
+    #[serde(default, deserialize_with = "present")]
     pub qos: Option<Spanned<String>>,
     /// Account to charge.
+    #[serde(default, deserialize_with = "present")]
     pub account: Option<Spanned<String>>,
 }
 
@@ -302,6 +371,7 @@ pub struct Slurm {
 #[serde(deny_unknown_fields)]
 pub struct Stack {
     /// Stack name; must equal the file name without `.yaml` when given.
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<Spanned<String>>,
     /// Services by name. Required, so an empty or truncated file is an error rather than a
     /// request to destroy the stack; `services: {}` says that explicitly.
@@ -315,7 +385,14 @@ pub struct Service {
     /// Recipe path under `recipes/`, without `.yaml`.
     pub recipe: Spanned<String>,
     /// Desired replica count (default 1).
+    #[serde(default, deserialize_with = "present")]
     pub replicas: Option<Spanned<Int>>,
+    /// Container replacing the recipe's image (`container: {image: ..}`).
+    #[serde(default, deserialize_with = "present")]
+    pub container: Option<Container>,
+    /// Command replacing the recipe's.
+    #[serde(default, deserialize_with = "present")]
+    pub command: Option<Spanned<String>>,
     /// Resource overrides.
     #[serde(default)]
     pub resources: Resources,
@@ -323,24 +400,31 @@ pub struct Service {
     #[serde(default)]
     pub environment: BTreeMap<String, EnvValue>,
     /// Ports replacing the recipe's list.
+    #[serde(default, deserialize_with = "present")]
     pub ports: Option<Ports>,
     /// Slurm overrides.
     #[serde(default)]
     pub slurm: Slurm,
     /// Health check replacing the recipe's.
+    #[serde(default, deserialize_with = "present")]
     pub health: Option<Spanned<Health>>,
     /// Crash-loop backoff, field by field over the recipe's.
+    #[serde(default, deserialize_with = "present")]
     pub restart: Option<Spanned<Restart>>,
     /// How replicas are replaced, field by field over the recipe's.
+    #[serde(default, deserialize_with = "present")]
     pub update: Option<Spanned<Update>>,
     /// How long before its time limit a replica gets a successor: a duration or `off`.
+    #[serde(default, deserialize_with = "present")]
     pub renew_before: Option<Spanned<String>>,
     /// Environment variables set at submit time from another service's ready replicas.
     #[serde(default)]
     pub endpoint_env: BTreeMap<String, Spanned<EndpointEnv>>,
     /// Services whose replicas must be started (or ready) before this one's are submitted.
+    #[serde(default, deserialize_with = "present")]
     pub depends_on: Option<Spanned<Vec<Spanned<DependsOn>>>>,
     /// `protect: true` refuses every plan that would reduce or remove the service's replicas.
+    #[serde(default, deserialize_with = "present")]
     pub protect: Option<Spanned<bool>>,
     /// What happens to a replica once a service its `endpoint_env` names no longer serves
     /// the address it was given: `replace` (default) or `keep`.

@@ -123,6 +123,7 @@ fn humanize(message: &str) -> String {
             "expected a mapping of `key: value` lines",
         ),
         ("expected sequence start", "expected a list"),
+        ("invalid boolean", "expected `true` or `false`"),
     ];
     for (raw, better) in plain {
         if message == raw {

@@ -1,7 +1,10 @@
 //! Attribute-level differences between two replica specs, as data: every renderer (text,
-//! JSON, markdown) draws the same list.
+//! JSON, markdown) draws the same list. Values are shown in the form a file writes them, not
+//! the spec's internal one: durations with a unit (`health.interval = "3s"`), a probe's port
+//! by name or number (`port = "http"`), `time_limit` with a unit or `UNLIMITED`, `ports` as a
+//! flow list (`[8000, auto, {name: http, port: auto}]`).
 
-use crate::desired::ReplicaSpec;
+use crate::desired::{PortSpec, ReplicaSpec};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,12 +20,86 @@ pub struct AttributeChange {
     pub after: Option<Value>,
 }
 
-/// Flattens a spec into `path = value` pairs in path order.
+/// Flattens a spec into `path = value` pairs in path order, each value in the form a file
+/// writes it.
 pub fn attributes(spec: &ReplicaSpec) -> BTreeMap<String, Value> {
     let value = serde_json::to_value(spec).expect("a spec serializes");
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);
+    as_written(spec, &mut out);
     out
+}
+
+/// Replaces the internal forms in `out` (seconds, minutes, port positions, serialized ports)
+/// with the ones a file writes.
+fn as_written(spec: &ReplicaSpec, out: &mut BTreeMap<String, Value>) {
+    out.insert("ports".to_owned(), Value::from(ports_text(&spec.ports)));
+    if let Some(minutes) = spec.resources.time_limit {
+        let text = if minutes == crate::desired::UNLIMITED_MINUTES {
+            "UNLIMITED".to_owned()
+        } else {
+            duration_text(u64::from(minutes) * 60)
+        };
+        out.insert("resources.time_limit".to_owned(), Value::from(text));
+    }
+    if let Some(health) = &spec.health {
+        for (key, seconds) in [
+            ("interval", health.interval),
+            ("timeout", health.timeout),
+            ("start_period", health.start_period),
+        ] {
+            out.insert(format!("health.{key}"), Value::from(duration_text(seconds)));
+        }
+        let (kind, port) = match &health.probe {
+            crate::desired::Probe::Http { port, .. } => ("http", *port),
+            crate::desired::Probe::Tcp { port } => ("tcp", *port),
+            crate::desired::Probe::Command(_) => return,
+        };
+        let shown = match spec.ports.get(port) {
+            Some(PortSpec {
+                name: Some(name), ..
+            }) => Value::from(name.clone()),
+            Some(p) => match p.number() {
+                Some(number) => Value::from(number),
+                None => Value::from(format!("ports[{port}] (auto)")),
+            },
+            None => Value::from(format!("ports[{port}]")),
+        };
+        out.insert(format!("health.probe.{kind}.port"), shown);
+    }
+}
+
+/// Writes seconds as a duration with units, largest first: `3s`, `1m30s`, `2h`, `1d12h`.
+pub fn duration_text(seconds: u64) -> String {
+    if seconds == 0 {
+        return "0s".to_owned();
+    }
+    let mut text = String::new();
+    let mut rest = seconds;
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if rest >= size {
+            text.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    text
+}
+
+/// Writes ports as a flow list in the file's syntax: `[8000, auto, {name: http, port: auto}]`.
+fn ports_text(ports: &[PortSpec]) -> String {
+    let items: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            let value = p
+                .number()
+                .map_or_else(|| "auto".to_owned(), |n| n.to_string());
+            match &p.name {
+                Some(name) => format!("{{name: {name}, port: {value}}}"),
+                None => value,
+            }
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn flatten(prefix: &str, value: &Value, out: &mut BTreeMap<String, Value>) {
@@ -106,6 +183,64 @@ mod tests {
         assert_eq!(diff[0].after, Some(Value::from("2")));
         assert_eq!(diff[1].after, None);
         assert_eq!(diff[2].before, None);
+    }
+
+    #[test]
+    fn values_are_shown_as_a_file_writes_them() {
+        use crate::desired::{HealthSpec, OnFailure, PortValue, Probe};
+        let mut old = spec(&[], 0);
+        old.ports = vec![PortSpec::fixed(9000)];
+        old.resources.time_limit = Some(90);
+        let mut new = spec(&[], 0);
+        new.ports = vec![
+            PortSpec::fixed(9000),
+            PortSpec {
+                name: Some("admin".into()),
+                port: PortValue::Auto,
+            },
+        ];
+        new.resources.time_limit = Some(crate::desired::UNLIMITED_MINUTES);
+        new.health = Some(HealthSpec {
+            probe: Probe::Http {
+                port: 1,
+                path: "/ready".into(),
+            },
+            interval: 7,
+            timeout: 90,
+            start_period: 7200,
+            failure_threshold: 4,
+            on_failure: OnFailure::Ignore,
+        });
+        let diff = compute(Some(&old), &new);
+        let get = |path: &str| {
+            let change = diff.iter().find(|c| c.path == path).expect(path);
+            (change.before.clone(), change.after.clone())
+        };
+        let s = |text: &str| Some(Value::from(text));
+        assert_eq!(
+            get("ports"),
+            (s("[9000]"), s("[9000, {name: admin, port: auto}]"))
+        );
+        assert_eq!(get("resources.time_limit"), (s("1h30m"), s("UNLIMITED")));
+        assert_eq!(get("health.interval"), (None, s("7s")));
+        assert_eq!(get("health.timeout"), (None, s("1m30s")));
+        assert_eq!(get("health.start_period"), (None, s("2h")));
+        assert_eq!(get("health.probe.http.port"), (None, s("admin")));
+        assert_eq!(
+            get("health.failure_threshold"),
+            (None, Some(Value::from(4)))
+        );
+        // An unnamed fixed port is shown by its number.
+        let mut tcp = new.clone();
+        tcp.health.as_mut().unwrap().probe = Probe::Tcp { port: 0 };
+        let diff = compute(None, &tcp);
+        let port = diff
+            .iter()
+            .find(|c| c.path == "health.probe.tcp.port")
+            .unwrap();
+        assert_eq!(port.after, Some(Value::from(9000)));
+        assert_eq!(duration_text(0), "0s");
+        assert_eq!(duration_text(129_600), "1d12h");
     }
 
     #[test]

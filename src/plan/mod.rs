@@ -350,7 +350,7 @@ impl Plan {
 /// with several replicas on a fixed port, and a fixed port two services declare. Slurm may
 /// place any two jobs on one node, and then the second to bind fails. stackctl warns rather
 /// than constraining placement (`--exclude` of the nodes siblings hold cannot cover replicas
-/// submitted together); `port: auto` avoids the collision.
+/// submitted together); an `auto` port avoids the collision.
 pub fn port_conflicts(desired: &Desired) -> Vec<String> {
     let mut warnings = Vec::new();
     let mut users: BTreeMap<u16, Vec<&ServiceAddr>> = BTreeMap::new();
@@ -363,9 +363,10 @@ pub fn port_conflicts(desired: &Desired) -> Vec<String> {
             .collect();
         if service.replicas > 1 && !fixed.is_empty() {
             let list: Vec<String> = fixed.iter().map(u16::to_string).collect();
+            let hint = service.spec.auto_port_hint(fixed[0]);
             warnings.push(format!(
                 "{addr} runs {} replicas on fixed port {}: two replicas placed on one node \
-                 would both bind it and one would fail; use `port: auto`",
+                 would both bind it and one would fail; {hint}",
                 service.replicas,
                 list.join(", ")
             ));
@@ -379,8 +380,9 @@ pub fn port_conflicts(desired: &Desired) -> Vec<String> {
             let names: Vec<String> = services.iter().map(|s| s.to_string()).collect();
             warnings.push(format!(
                 "{} all use fixed port {port}: placed on one node, only the first to bind it \
-                 runs; use `port: auto` or different ports",
-                names.join(", ")
+                 runs; use different ports, or `auto` ones: {}",
+                names.join(", "),
+                desired.services[services[0]].spec.auto_port_hint(port)
             ));
         }
     }
@@ -412,7 +414,7 @@ pub fn compute_with(
     let mut waiting = Vec::new();
     let mut rollouts = Vec::new();
     let mut stopped = Vec::new();
-    let mut warnings = port_conflicts(desired);
+    let mut warnings = [port_conflicts(desired), desired.warnings()].concat();
     let mut services: Vec<ServicePlan> = addresses
         .into_iter()
         .filter_map(|addr| {
