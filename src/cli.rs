@@ -839,6 +839,22 @@ fn execute(
             ))?;
             Ok(1)
         }
+        DriveEnd::Interrupted(left) => {
+            eprintln!("Interrupted between two passes; nothing else was started.");
+            let mut out = format!(
+                "\nDone:\n  {} passes: {} added, {} changed, {} destroyed\nNot done yet (run apply again to continue):\n",
+                driven.passes, driven.added, driven.changed, driven.destroyed
+            );
+            if left.is_empty() {
+                out.push_str("  nothing\n");
+            }
+            for line in &left {
+                out.push_str(&format!("  {line}\n"));
+            }
+            out.push_str(&totals("Apply interrupted!"));
+            print_stdout(&out)?;
+            Ok(interrupted.unwrap_or(1))
+        }
         DriveEnd::Incomplete(report) => {
             let mut out = String::from("\n");
             if report.is_complete() {

@@ -450,6 +450,9 @@ pub enum DriveEnd {
     Stopped(Vec<plan::Stopped>),
     /// `wait` ran out; the replicas that are not ready, with what Slurm shows.
     TimedOut(Vec<String>),
+    /// An interrupt (Ctrl-C) came between two passes: every pass so far was complete; the
+    /// rollout's lines (and with `wait`, the replicas not ready) were not done yet.
+    Interrupted(Vec<String>),
 }
 
 /// What a driven apply did in all its passes.
@@ -551,7 +554,37 @@ pub fn drive(
             let not_ready = not_ready.clone();
             return Ok(done(last, DriveEnd::TimedOut(not_ready)));
         }
-        std::thread::sleep(drive.poll);
+        if interrupted_during(drive.poll) {
+            let mut left: Vec<String> = last
+                .plan
+                .rollouts
+                .iter()
+                .map(|r| format!("{}[{}]: {}", r.service, r.index, r.progress))
+                .collect();
+            left.extend(
+                waiting
+                    .into_iter()
+                    .flatten()
+                    .map(|l| format!("waiting: {l}")),
+            );
+            return Ok(done(last, DriveEnd::Interrupted(left)));
+        }
+    }
+}
+
+/// Sleeps `pause`, or less when this process is interrupted ([`apply::interrupted`]); returns
+/// whether it was.
+fn interrupted_during(pause: Duration) -> bool {
+    let until = std::time::Instant::now() + pause;
+    loop {
+        if apply::interrupted().is_some() {
+            return true;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
     }
 }
 

@@ -1059,3 +1059,49 @@ fn ctrl_c_during_apply_reports_what_was_and_was_not_done_releases_the_lock_and_e
     repo.assert_converged();
     assert!(lock_placeholders(squeue(), &repo.owner).is_empty());
 }
+
+#[test]
+fn ctrl_c_while_apply_waits_between_passes_stops_at_once_with_130_and_keeps_the_replicas() {
+    let repo = TestRepo::new("sigint-wait");
+    // Never ready: its check has not passed and will not fail within the start period.
+    std::fs::write(
+        repo.path().join("recipes/test/deaf.yaml"),
+        "name: deaf\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nports: [auto]\nhealth:\n  tcp: {}\n  interval: 1s\n  start_period: 600s\n",
+    )
+    .unwrap();
+    repo.write_stack(
+        "s",
+        "services:\n  deaf:\n    recipe: test/deaf\n    replicas: 2\n",
+    );
+    let tools = tempfile::tempdir().unwrap();
+    let out = tools.path().join("stdout");
+    let mut child = repo
+        .command(&["apply", "--auto-approve", "--wait=300s"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the replicas to be submitted", 60, || {
+        repo.indexes("s.deaf") == [0, 1]
+    });
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    // Well before --wait runs out.
+    let status = wait_child(&mut child, 60, "apply --wait to exit after SIGINT");
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    let (done, not_done) = stdout
+        .split_once("Not done yet")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(done.contains("2 added"), "{stdout}");
+    assert!(
+        not_done.contains("waiting: s.deaf[0]") && not_done.contains("Apply interrupted!"),
+        "{stdout}"
+    );
+    assert!(lock_placeholders(squeue(), &repo.owner).is_empty());
+    assert_eq!(repo.indexes("s.deaf"), [0, 1], "the replicas keep running");
+    repo.assert_converged();
+}
