@@ -802,7 +802,7 @@ fn execute(
     match driven.end {
         DriveEnd::Done if driven.added + driven.destroyed + driven.changed == 0 => {
             print_stdout(&plan_text::render(&driven.last.plan, style))?;
-            Ok(0)
+            Ok(interrupted.unwrap_or(0))
         }
         DriveEnd::Done => {
             print_stdout(&format!("\n{}", totals("Apply complete!")))?;
