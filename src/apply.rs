@@ -19,6 +19,11 @@
 //!
 //! Nothing is rolled back: the report says what was done, what failed and what was not
 //! attempted, and the next apply starts from what Slurm then shows.
+//!
+//! An interrupt (Ctrl-C or SIGTERM, caught with [`catch_interrupts`]) stops the apply at the
+//! next step: the Slurm call in flight finishes (it runs in a process group of its own, so
+//! Ctrl-C does not reach it), nothing new is started, and the report lists what was done and
+//! what was not, as after a failure. The caller then releases the lock as on any other path.
 
 use crate::desired::{Desired, ServiceAddr};
 use crate::job::JobRequest;
@@ -37,13 +42,16 @@ pub struct ApplyReport {
     pub destroyed: usize,
     /// Jobs whose marker was rewritten in place.
     pub changed: usize,
-    /// Jobs the plan meant to submit or cancel that failed or were not attempted.
+    /// Jobs the plan meant to submit or cancel that failed or were not attempted (after a
+    /// failure, or an interrupt).
     pub failed: usize,
     /// Everything that went wrong, one entry per failed step.
     pub errors: Vec<ApplyError>,
     /// Every step that succeeded, one line each (`s.web[0-1]: submitted job array 123`), so a
     /// partial failure can say precisely what was done.
     pub done: Vec<String>,
+    /// Whether an interrupt stopped the apply before every step was attempted.
+    pub interrupted: bool,
 }
 
 /// One failed step of an apply.
@@ -54,6 +62,8 @@ pub struct ApplyError {
     /// Whether running apply again may succeed without changing the repo (Slurm was
     /// unreachable or slow) rather than needing a fix (Slurm rejected the request).
     pub retryable: bool,
+    /// Whether the step was not attempted because of an interrupt, rather than failed.
+    pub interrupted: bool,
 }
 
 impl ApplyReport {
@@ -69,8 +79,53 @@ impl ApplyReport {
 
     fn fail(&mut self, jobs: usize, message: String, retryable: bool) {
         self.failed += jobs;
-        self.errors.push(ApplyError { message, retryable });
+        self.errors.push(ApplyError {
+            message,
+            retryable,
+            interrupted: false,
+        });
     }
+
+    /// Records a step not attempted because of an interrupt.
+    fn skip(&mut self, jobs: usize, what: String) {
+        self.interrupted = true;
+        self.failed += jobs;
+        self.errors.push(ApplyError {
+            message: format!("{what}: not attempted (interrupted)"),
+            retryable: true,
+            interrupted: true,
+        });
+    }
+}
+
+/// The signal that interrupted this process (`SIGINT`, `SIGTERM`), set by the handlers
+/// [`catch_interrupts`] installs.
+static SIGNALLED: std::sync::OnceLock<(
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+)> = std::sync::OnceLock::new();
+
+/// Makes SIGINT (Ctrl-C) and SIGTERM interrupt an apply instead of killing the process: the
+/// first one is only recorded ([`interrupted`]); the apply stops at its next step, reports and
+/// releases its lock. A second one exits at once with 128 + the signal's number.
+pub fn catch_interrupts() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let (any, which) = SIGNALLED.get_or_init(Default::default);
+    for signal in [SIGINT, SIGTERM] {
+        // Registered first, so it sees only an earlier signal.
+        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, any.clone())?;
+        signal_hook::flag::register_usize(signal, which.clone(), signal as usize)?;
+        signal_hook::flag::register(signal, any.clone())?;
+    }
+    Ok(())
+}
+
+/// Returns the signal that interrupted this process since [`catch_interrupts`], if any.
+pub fn interrupted() -> Option<i32> {
+    use std::sync::atomic::Ordering;
+    let (any, which) = SIGNALLED.get()?;
+    any.load(Ordering::SeqCst)
+        .then(|| which.load(Ordering::SeqCst) as i32)
 }
 
 /// Progress events, for the command layer to print.
@@ -79,6 +134,11 @@ pub trait Progress {
     fn cancelled(&mut self, job_ids: &[JobId]);
     /// Called after a service's replicas were submitted.
     fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64);
+    /// Asked before each step: whether to stop here. By default, whether this process was
+    /// interrupted ([`interrupted`]).
+    fn interrupted(&self) -> bool {
+        interrupted().is_some()
+    }
 }
 
 /// Progress that goes nowhere.
@@ -116,6 +176,9 @@ pub fn apply(
     let mut submissions: Vec<Submission> = Vec::new();
     let mut blocked: BTreeSet<&ServiceAddr> = BTreeSet::new();
     for service_plan in &plan.services {
+        if progress.interrupted() {
+            break;
+        }
         let Some(service) = desired.services.get(&service_plan.service) else {
             continue;
         };
@@ -211,6 +274,30 @@ pub fn apply(
         }
     }
     submissions.retain(|s| !blocked.contains(&s.service));
+    if progress.interrupted() {
+        // Nothing was changed yet: every change not refused above is left for the next apply.
+        for service_plan in plan
+            .services
+            .iter()
+            .filter(|s| !s.changes.is_empty() && !blocked.contains(&s.service))
+        {
+            let jobs = service_plan
+                .changes
+                .iter()
+                .map(|c| if c.action == Action::Replace { 2 } else { 1 })
+                .sum();
+            let count = service_plan.changes.len();
+            report.skip(
+                jobs,
+                format!(
+                    "{}: {count} planned change{}",
+                    service_plan.service,
+                    if count == 1 { "" } else { "s" }
+                ),
+            );
+        }
+        return report;
+    }
 
     // 2. Cancel destroys and the predecessors of accepted replacements, in one call, in
     //    reverse dependency order (dependents first).
@@ -241,6 +328,16 @@ pub fn apply(
     // 3. Submit, except replacements whose predecessor may still run, dependencies first.
     let mut submitted: BTreeMap<ServiceAddr, Vec<u64>> = BTreeMap::new();
     for mut submission in submissions {
+        if progress.interrupted() {
+            report.skip(
+                submission.indexes.len(),
+                format!(
+                    "submitting {}[{}]",
+                    submission.service, submission.marker.indexes
+                ),
+            );
+            continue;
+        }
         let mut after: Vec<String> = submission
             .start_after_jobs
             .iter()
@@ -328,6 +425,16 @@ pub fn apply(
             let (Action::Update, Some(job)) = (change.action, &change.job) else {
                 continue;
             };
+            if progress.interrupted() {
+                report.skip(
+                    1,
+                    format!(
+                        "rewriting the marker of {}[{}] (job {})",
+                        service_plan.service, change.index, job.job_id
+                    ),
+                );
+                continue;
+            }
             let marker = Marker {
                 protect: service.protect,
                 ..(*job.marker).clone()
@@ -540,6 +647,71 @@ mod tests {
             condition,
         });
         service
+    }
+
+    /// Progress that reports an interrupt once `after` submissions were made.
+    struct InterruptAfter {
+        after: usize,
+        submitted: usize,
+    }
+
+    impl Progress for InterruptAfter {
+        fn cancelled(&mut self, _: &[JobId]) {}
+        fn submitted(&mut self, _: &ServiceAddr, _: &str, _: u64) {
+            self.submitted += 1;
+        }
+        fn interrupted(&self) -> bool {
+            self.submitted >= self.after
+        }
+    }
+
+    fn converge_interrupted(backend: &FakeBackend, desired: &Desired, after: usize) -> ApplyReport {
+        let observed = Observed::from_records(backend.list_jobs().unwrap(), &owner());
+        let plan = plan::compute(&owner(), desired, &observed);
+        let mut n = 0;
+        let mut nonce = || {
+            n += 1;
+            format!("nonce{n}")
+        };
+        let mut progress = InterruptAfter {
+            after,
+            submitted: 0,
+        };
+        apply(&plan, desired, backend, &ctx(), &mut nonce, &mut progress)
+    }
+
+    #[test]
+    fn an_interrupt_stops_at_the_next_step_and_reports_what_was_and_was_not_done() {
+        let backend = FakeBackend::new();
+        let three = desired(&[
+            ("a", service(2, "pa")),
+            ("b", service(1, "pb")),
+            ("c", service(3, "pc")),
+        ]);
+        let report = converge_interrupted(&backend, &three, 1);
+        assert!(report.interrupted && !report.is_complete());
+        assert_eq!((report.added, report.failed), (2, 4), "{report:?}");
+        assert_eq!(report.done, ["s.a[0-1]: submitted job array 1"]);
+        let skipped: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            skipped,
+            [
+                "submitting s.b[0]: not attempted (interrupted)",
+                "submitting s.c[0-2]: not attempted (interrupted)"
+            ]
+        );
+        assert_eq!(alive_indexes(&backend, "pa"), [0, 1]);
+        assert_eq!(backend.count(Op::Submit), 1);
+        // Interrupted before the first step: nothing is cancelled or submitted.
+        let report = converge_interrupted(&backend, &desired(&[("a", service(1, "pa"))]), 0);
+        assert!(report.interrupted);
+        assert_eq!((report.added, report.destroyed), (0, 0));
+        assert_eq!(
+            report.errors[0].message,
+            "s.a: 1 planned change: not attempted (interrupted)"
+        );
+        assert_eq!(backend.count(Op::Cancel), 0);
+        assert_eq!(alive_indexes(&backend, "pa"), [0, 1]);
     }
 
     #[test]

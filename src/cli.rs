@@ -721,8 +721,13 @@ fn execute(
     wait: Option<Duration>,
 ) -> Result<ExitCode> {
     let backend = backend(repo)?;
+    // Ctrl-C (or SIGTERM) stops the apply at its next step; it reports and releases the lock.
+    crate::apply::catch_interrupts().context("cannot install signal handlers")?;
     let mut printed = Ok(());
     let mut approve = |planned: &Planned| {
+        if crate::apply::interrupted().is_some() {
+            return false;
+        }
         printed = print_stdout(&plan_text::render(&planned.plan, style));
         printed.is_ok() && (auto_approve || confirm())
     };
@@ -768,7 +773,18 @@ fn execute(
         &mut approve,
         &mut Printer,
         &mut on_pass,
-    )?;
+    );
+    // 128 + the signal's number (130 for Ctrl-C) once interrupted, whatever the pass did.
+    let interrupted = crate::apply::interrupted().map(|signal| (128 + signal) as ExitCode);
+    let driven = match (driven, interrupted) {
+        (Ok(driven), _) => driven,
+        (Err(error), Some(code)) => {
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
+            eprintln!("Apply interrupted; nothing was changed.");
+            return Ok(code);
+        }
+        (Err(error), None) => return Err(error.into()),
+    };
     printed?;
     // The pass count only when a rollout or --wait took more than one.
     let totals = |what: &str| {
@@ -784,7 +800,7 @@ fn execute(
     match driven.end {
         DriveEnd::Done if driven.added + driven.destroyed + driven.changed == 0 => {
             print_stdout(&plan_text::render(&driven.last.plan, style))?;
-            Ok(0)
+            Ok(interrupted.unwrap_or(0))
         }
         DriveEnd::Done => {
             print_stdout(&format!(
@@ -792,7 +808,11 @@ fn execute(
                 totals("Apply complete!"),
                 held_lines(&driven.last.plan)
             ))?;
-            Ok(0)
+            Ok(interrupted.unwrap_or(0))
+        }
+        DriveEnd::Declined if interrupted.is_some() => {
+            eprintln!("\nApply interrupted; nothing was changed.");
+            Ok(interrupted.unwrap_or(1))
         }
         DriveEnd::Declined => {
             eprintln!("\nApply cancelled; nothing was changed.");
@@ -821,6 +841,22 @@ fn execute(
             ))?;
             Ok(1)
         }
+        DriveEnd::Interrupted(left) => {
+            eprintln!("Interrupted between two passes; nothing else was started.");
+            let mut out = format!(
+                "\nDone:\n  {} passes: {} added, {} changed, {} destroyed\nNot done yet (run apply again to continue):\n",
+                driven.passes, driven.added, driven.changed, driven.destroyed
+            );
+            if left.is_empty() {
+                out.push_str("  nothing\n");
+            }
+            for line in &left {
+                out.push_str(&format!("  {line}\n"));
+            }
+            out.push_str(&totals("Apply interrupted!"));
+            print_stdout(&out)?;
+            Ok(interrupted.unwrap_or(1))
+        }
         DriveEnd::Incomplete(report) => {
             let mut out = String::from("\n");
             if report.is_complete() {
@@ -830,7 +866,12 @@ fn execute(
                 ));
                 out.push_str(&held_lines(&driven.last.plan));
             } else {
-                for error in &report.errors {
+                if report.interrupted {
+                    eprintln!(
+                        "Interrupted: stopped after the step in flight; nothing else was started."
+                    );
+                }
+                for error in report.errors.iter().filter(|e| !e.interrupted) {
                     eprintln!("error: {error}");
                 }
                 // What succeeded and what did not, precisely: a re-run starts from here.
@@ -846,12 +887,24 @@ fn execute(
                     out.push_str(&format!("  {}\n", error.message));
                 }
                 out.push_str(&format!(
-                    "Apply incomplete! Jobs: {} added, {} changed, {} destroyed, {} failed.{}\n",
+                    "Apply {}! Jobs: {} added, {} changed, {} destroyed, {} {}.{}\n",
+                    if report.interrupted {
+                        "interrupted"
+                    } else {
+                        "incomplete"
+                    },
                     report.added,
                     report.changed,
                     report.destroyed,
                     report.failed,
-                    if report.retry_may_help() {
+                    if report.interrupted {
+                        "failed or not attempted"
+                    } else {
+                        "failed"
+                    },
+                    if report.interrupted {
+                        " Run apply again to converge."
+                    } else if report.retry_may_help() {
                         " Run apply again to converge once Slurm is reachable."
                     } else {
                         " Fix the errors above, then apply again."
@@ -859,7 +912,11 @@ fn execute(
                 ));
             }
             print_stdout(&out)?;
-            Ok(if report.is_complete() { 0 } else { 1 })
+            Ok(match interrupted {
+                Some(code) => code,
+                None if report.is_complete() => 0,
+                None => 1,
+            })
         }
     }
 }
@@ -879,13 +936,29 @@ fn held_lines(plan: &crate::plan::Plan) -> String {
         .collect()
 }
 
-/// Asks on the terminal; only `yes` approves.
+/// Asks on the terminal; only `yes` approves. An interrupt (Ctrl-C) while waiting declines:
+/// the answer is read on a thread of its own, since the caught signal does not end the read.
 fn confirm() -> bool {
     eprint!(
         "\nDo you want to perform these actions?\n  Only 'yes' will be accepted to approve.\n\n  Enter a value: "
     );
-    let mut answer = String::new();
-    std::io::stdin().lock().read_line(&mut answer).is_ok() && answer.trim() == "yes"
+    let (send, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = std::io::stdin().lock().read_line(&mut line).is_ok();
+        let _ = send.send(read && line.trim() == "yes");
+    });
+    loop {
+        match answer.recv_timeout(Duration::from_millis(100)) {
+            Ok(yes) => return yes,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                if crate::apply::interrupted().is_none() => {}
+            Err(_) => {
+                eprintln!();
+                return false;
+            }
+        }
+    }
 }
 
 /// Lists the live jobs and keeps the repo owner's (one listing; specs of old jobs read back).
@@ -906,7 +979,28 @@ fn observe_live(repo: &Repo, backend: &dyn Backend) -> Result<observed::Observed
 fn status_text(dir: &Path, json: bool) -> Result<String> {
     let repo = reconcile::load(dir)?;
     let backend = backend(&repo)?;
-    let observed = observe_live(&repo, backend.as_ref())?;
+    let records = backend
+        .list_jobs()
+        .context("reading the live jobs from Slurm")?;
+    let me = crate::lock::Identity::current();
+    let locks: Vec<status::LockStatus> = crate::lock::held(&records, &repo.settings.owner)
+        .into_iter()
+        .map(|l| status::LockStatus {
+            id: l.id.to_string(),
+            stale: l.is_stale(&me),
+            host: l.host,
+            pid: l.pid,
+            since: l.since,
+            expires: l.expires,
+        })
+        .collect();
+    let observed = observed::observe(
+        backend.as_ref(),
+        records,
+        &repo.settings.owner,
+        &repo.desired,
+        Default::default(),
+    );
     let ctx = reconcile::script_context(&repo, backend.as_ref())?;
     let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
     // What a plan would hold or has stopped, from the same listing.
@@ -926,9 +1020,9 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
         }
     }
     Ok(if json {
-        status::render_json(&statuses)
+        status::render_json_with_locks(&statuses, &locks)
     } else {
-        status::render_text(&statuses)
+        status::render_text(&statuses) + &status::render_locks(&locks)
     })
 }
 

@@ -24,6 +24,12 @@
 //!   namespace (CI containers often share host names and pid numbers), and no process with that
 //!   pid and start time. Otherwise it waits for `exp` (clocks are assumed to agree to well
 //!   within the expiry, 2 minutes by default).
+//! - Whose placeholder is left does not matter: every apply breaks every stale placeholder of
+//!   its owner it lists ([`break_stale`]), above its own as well as below, and also when its
+//!   plan is empty and it takes no lock. Both happen: an apply killed after its last submit and
+//!   before its release leaves one that the next apply, having nothing to do, would otherwise
+//!   never look at; and a placeholder whose `sbatch` answer was lost as its apply died may be
+//!   created after the next contender's own.
 //! - Its `sbatch` children die with it (see the CLI adapter's parent-death signal), so nothing
 //!   it started can submit after a new holder has listed the jobs.
 
@@ -211,6 +217,8 @@ pub struct LockInfo {
     pub since: u64,
     /// When it expires unless renewed, in seconds since the Unix epoch.
     pub expires: u64,
+    /// The whole marker, to tell whether the holder provably died (boxed: errors carry this).
+    marker: Box<LockMarker>,
 }
 
 impl fmt::Display for LockInfo {
@@ -235,7 +243,14 @@ impl LockInfo {
             pid: marker.pid,
             since: marker.since,
             expires: marker.expires,
+            marker: Box::new(marker.clone()),
         }
+    }
+
+    /// Returns whether anyone may remove this lock, as seen by `me`: it expired, or its
+    /// holder ran on `me`'s host, boot and pid namespace and no longer runs.
+    pub fn is_stale(&self, me: &Identity) -> bool {
+        self.marker.is_stale(me)
     }
 }
 
@@ -261,6 +276,12 @@ pub enum LockError {
         holder: LockInfo,
         /// How long this contender waited.
         waited: Duration,
+    },
+    /// A signal (Ctrl-C) ended the wait for another holder; this contender holds nothing.
+    #[error("interrupted while waiting for the apply lock ({holder}); nothing was changed")]
+    Interrupted {
+        /// The holder waited for.
+        holder: LockInfo,
     },
     /// `force-unlock` named no lock of this owner.
     #[error("no live lock {id} of owner \"{owner}\"; live locks: {live}")]
@@ -320,11 +341,26 @@ impl Lock {
         backend.update_comment(&self.id, &self.marker.to_string())
     }
 
-    /// Cancels the placeholder.
+    /// Cancels the placeholder. A transient failure (Slurm unreachable or slow) is retried
+    /// [`RELEASE_ATTEMPTS`] times in all, so a busy controller does not leave the placeholder
+    /// behind.
     pub fn release(self, backend: &dyn Backend) -> Result<(), SlurmError> {
-        backend.cancel(&[self.id])
+        let mut attempt = 1;
+        loop {
+            match backend.cancel(&[self.id]) {
+                Err(e) if e.is_transient() && attempt < RELEASE_ATTEMPTS => {
+                    tracing::debug!(lock = %self.id, error = %e, attempt, "releasing the apply lock again");
+                    std::thread::sleep(Duration::from_millis(500 * u64::from(attempt)));
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 }
+
+/// How many times [`Lock::release`] tries to cancel its placeholder.
+pub const RELEASE_ATTEMPTS: u32 = 3;
 
 fn now() -> u64 {
     SystemTime::now()
@@ -339,6 +375,40 @@ pub fn held(records: &[JobRecord], owner: &Owner) -> Vec<LockInfo> {
         .iter()
         .map(|(id, marker)| LockInfo::of(*id, marker))
         .collect()
+}
+
+/// Removes every stale lock among `locks` (see [`LockInfo::is_stale`]) except `keep`, with one
+/// cancel, and returns the ids removed. Whose placeholder it was does not matter: an apply
+/// killed after its last submit, or one whose `sbatch` created the placeholder as the process
+/// died, left it, and no process will ever release it. A failed cancel removes nothing that
+/// is reported (it is logged; the next apply tries again).
+pub fn break_stale(
+    backend: &dyn Backend,
+    locks: &[LockInfo],
+    me: &Identity,
+    keep: Option<JobId>,
+) -> Vec<JobId> {
+    let stale: Vec<&LockInfo> = locks
+        .iter()
+        .filter(|l| Some(l.id) != keep && l.is_stale(me))
+        .collect();
+    if stale.is_empty() {
+        return Vec::new();
+    }
+    let ids: Vec<JobId> = stale.iter().map(|l| l.id).collect();
+    if let Err(error) = backend.cancel(&ids) {
+        tracing::warn!(%error, "could not remove stale apply locks");
+        return Vec::new();
+    }
+    for lock in stale {
+        tracing::warn!(
+            lock = %lock.id,
+            host = %lock.host,
+            pid = lock.pid,
+            "broke a stale apply lock (expired, or its process is gone)"
+        );
+    }
+    ids
 }
 
 /// Returns the alive placeholders of `owner`, lowest id first.
@@ -415,6 +485,9 @@ pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, Loc
         // Wait with listings only (one RPC a poll); submit again once the lock looks free.
         let mut holder = holder;
         loop {
+            if crate::apply::interrupted().is_some() {
+                return Err(LockError::Interrupted { holder });
+            }
             let waited = started.elapsed();
             if waited >= request.wait {
                 return Err(LockError::Held {
@@ -438,31 +511,21 @@ pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, Loc
     }
 }
 
-/// Lists the locks and returns the live lock below `lock` that blocks it, after breaking the
-/// stale ones below it (expired, or left by a process that provably died); `None` means
-/// `lock` holds.
+/// Lists the locks and returns the live lock below `lock` that blocks it, after breaking every
+/// stale lock of the owner, above `lock` as well as below it (expired, or left by a process
+/// that provably died); `None` means `lock` holds.
 fn lowest_other(
     backend: &dyn Backend,
     request: &LockRequest,
     lock: &Lock,
 ) -> Result<Option<LockInfo>, SlurmError> {
     let records = backend.list_jobs()?;
-    for (id, marker) in live_locks(&records, &request.owner) {
-        if id >= lock.id {
-            break;
-        }
-        if marker.is_stale(&request.identity) && backend.cancel(&[id]).is_ok() {
-            tracing::warn!(
-                lock = %id,
-                host = %marker.host,
-                pid = marker.pid,
-                "broke a stale apply lock (expired, or its process is gone)"
-            );
-            continue;
-        }
-        return Ok(Some(LockInfo::of(id, &marker)));
-    }
-    Ok(None)
+    let locks = held(&records, &request.owner);
+    let broken = break_stale(backend, &locks, &request.identity, Some(lock.id));
+    Ok(locks
+        .into_iter()
+        .take_while(|l| l.id < lock.id)
+        .find(|l| !broken.contains(&l.id)))
 }
 
 /// Runs `work` while holding the lock: takes it, renews it every third of its expiry from a
@@ -670,6 +733,53 @@ mod tests {
             let taken = acquire(&backend, &request(contender, Duration::ZERO)).is_ok();
             assert_eq!(taken, breakable, "{holder:?}");
         }
+    }
+
+    #[test]
+    fn every_stale_lock_is_broken_even_above_the_contenders_own() {
+        let me = Identity::current();
+        let dead = Identity {
+            pid: 4_194_305,
+            ..me.clone()
+        };
+        let backend = FakeBackend::new();
+        // Placeholders whose sbatch answered after their process died: created after the
+        // contender's own (higher ids), so no listing below the contender shows them.
+        let mut expired = request(identity("elsewhere", 7), Duration::ZERO);
+        expired.expiry = Duration::ZERO;
+        for (n, req) in [
+            request(dead, Duration::ZERO),
+            expired,
+            request(identity("live-elsewhere", 8), Duration::ZERO),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let lock = acquire(&backend, &req).unwrap();
+            let mut state = backend.state();
+            let job = state.jobs.iter_mut().find(|j| j.id == lock.id()).unwrap();
+            job.id = JobId {
+                array: 100 + n as u64,
+                task: None,
+            };
+        }
+        let own = acquire(&backend, &request(me, Duration::ZERO)).unwrap();
+        let ids: Vec<u64> = live(&backend).iter().map(|l| l.id.array).collect();
+        assert_eq!(
+            ids,
+            [own.id().array, 102],
+            "the dead and the expired placeholder are gone; a live one stays"
+        );
+    }
+
+    #[test]
+    fn a_release_that_times_out_is_tried_again() {
+        let backend = FakeBackend::new();
+        let lock = acquire(&backend, &request(identity("a", 1), Duration::ZERO)).unwrap();
+        backend.fail_next(Op::Cancel, crate::slurm::fake::Fault::Timeout);
+        lock.release(&backend).unwrap();
+        assert!(live(&backend).is_empty());
+        assert_eq!(backend.count(Op::Cancel), 2);
     }
 
     #[test]

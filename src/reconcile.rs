@@ -487,8 +487,13 @@ pub fn apply(
 ) -> Result<Outcome, Error> {
     let ctx = script_context(repo, backend)?;
     let mut reads = Reads::default();
-    let first = plan_with(repo, &options.plan, backend, &mut reads)?;
+    let mut first = plan_with(repo, &options.plan, backend, &mut reads)?;
+    let identity = lock::Identity::current();
     if first.plan.is_empty() && options.expect.is_none() {
+        // No lock to take, but a stale one (an apply killed after its last step) is removed
+        // here too, or nothing would until the next apply with changes.
+        let broken = lock::break_stale(backend, &first.locks, &identity, None);
+        first.locks.retain(|l| !broken.contains(&l.id));
         return Ok(Outcome::NoChanges(first));
     }
     let request = LockRequest {
@@ -496,7 +501,7 @@ pub fn apply(
         expiry: repo.settings.lock_expiry,
         wait: options.lock_wait,
         partition: repo.settings.lock_partition.clone(),
-        identity: lock::Identity::current(),
+        identity,
     };
     lock::with_lock(backend, &request, || {
         apply_locked(repo, options, backend, &ctx, &mut reads, approve, progress)
@@ -568,6 +573,9 @@ pub enum DriveEnd {
     Stopped(Vec<plan::Stopped>),
     /// `wait` ran out; the replicas that are not ready, with what Slurm shows.
     TimedOut(Vec<String>),
+    /// An interrupt (Ctrl-C) came between two passes: every pass so far was complete; the
+    /// rollout's lines (and with `wait`, the replicas not ready) were not done yet.
+    Interrupted(Vec<String>),
 }
 
 /// What a driven apply did in all its passes.
@@ -669,7 +677,37 @@ pub fn drive(
             let not_ready = not_ready.clone();
             return Ok(done(last, DriveEnd::TimedOut(not_ready)));
         }
-        std::thread::sleep(drive.poll);
+        if interrupted_during(drive.poll) {
+            let mut left: Vec<String> = last
+                .plan
+                .rollouts
+                .iter()
+                .map(|r| format!("{}[{}]: {}", r.service, r.index, r.progress))
+                .collect();
+            left.extend(
+                waiting
+                    .into_iter()
+                    .flatten()
+                    .map(|l| format!("waiting: {l}")),
+            );
+            return Ok(done(last, DriveEnd::Interrupted(left)));
+        }
+    }
+}
+
+/// Sleeps `pause`, or less when this process is interrupted ([`apply::interrupted`]); returns
+/// whether it was.
+fn interrupted_during(pause: Duration) -> bool {
+    let until = std::time::Instant::now() + pause;
+    loop {
+        if apply::interrupted().is_some() {
+            return true;
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
     }
 }
 
@@ -950,6 +988,51 @@ mod tests {
         assert_eq!(backend.count(Op::List), lists + 1, "one listing");
         assert_eq!(backend.count(Op::Submit), submits, "no placeholder, no job");
         assert_eq!(backend.count(Op::Facts), 1, "facts only when submitting");
+    }
+
+    #[test]
+    fn an_apply_with_no_changes_removes_a_lock_left_by_a_dead_apply_but_not_a_live_one() {
+        let (dir, repo) = repo(1, 1);
+        let backend = backend();
+        run(dir.path(), &repo, &backend).unwrap();
+        let me = lock::Identity::current();
+        let take = |identity| {
+            lock::acquire(
+                &backend,
+                &LockRequest {
+                    owner: repo.settings.owner.clone(),
+                    expiry: Duration::from_secs(120),
+                    wait: Duration::ZERO,
+                    partition: None,
+                    identity,
+                },
+            )
+            .unwrap()
+            .id()
+        };
+        // Killed after its last submit, before its release: its process is gone.
+        let dead = take(lock::Identity {
+            pid: 4_194_305,
+            ..me.clone()
+        });
+        let planned = match run(dir.path(), &repo, &backend) {
+            Ok(Outcome::NoChanges(planned)) => planned,
+            other => panic!("{other:?}"),
+        };
+        assert!(planned.locks.is_empty(), "{:?}", planned.locks);
+        let alive: Vec<_> = backend.alive().into_iter().map(|j| j.id).collect();
+        assert!(!alive.contains(&dead), "{alive:?}");
+        // A lock whose holder may be alive elsewhere stays, and is reported.
+        let live = take(lock::Identity {
+            host: "elsewhere".into(),
+            ..me
+        });
+        let planned = match run(dir.path(), &repo, &backend) {
+            Ok(Outcome::NoChanges(planned)) => planned,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(planned.locks.len(), 1);
+        assert!(backend.alive().iter().any(|j| j.id == live));
     }
 
     #[test]

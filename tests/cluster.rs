@@ -876,6 +876,19 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
         String::from_utf8_lossy(&plan.stderr).contains(&lock_id),
         "plan says a lock is held"
     );
+    let status = repo.expect(&["status"], 0);
+    assert!(
+        status.contains(&format!(
+            "Apply lock {lock_id}: held by ci-runner-elsewhere pid {}",
+            std::process::id()
+        )) && !status.contains("stale"),
+        "status names the lock and its holder: {status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&repo.expect(&["status", "--json"], 0)).unwrap();
+    assert_eq!(json["locks"][0]["id"], lock_id.as_str(), "{json}");
+    assert_eq!(json["locks"][0]["host"], "ci-runner-elsewhere", "{json}");
+    assert_eq!(json["locks"][0]["stale"], false, "{json}");
     repo.expect(&["force-unlock", &lock_id], 0);
     assert!(
         lock_placeholders(squeue(), &repo.owner).is_empty(),
@@ -986,4 +999,110 @@ fn a_holder_killed_with_sigkill_does_not_block_the_next_apply_on_its_host() {
         "the killed apply's sbatch must not submit"
     );
     assert!(lock_placeholders(squeue(), &repo.owner).is_empty());
+}
+
+#[test]
+fn ctrl_c_during_apply_reports_what_was_and_was_not_done_releases_the_lock_and_exits_130() {
+    let repo = TestRepo::new("sigint");
+    let tools = tempfile::tempdir().unwrap();
+    // Real submissions wait 2 s; the lock's placeholder and `--test-only` go through at once.
+    let path = slow_submits(tools.path(), 2);
+    repo.write_stack(
+        "s",
+        "services:\n  a:\n    recipe: test/sleeper\n    replicas: 2\n  b:\n    recipe: test/sleeper\n  c:\n    recipe: test/sleeper\n    replicas: 2\n",
+    );
+    let out = tools.path().join("stdout");
+    let err = tools.path().join("stderr");
+    let mut child = repo
+        .command(&["apply", "--auto-approve"])
+        .env("PATH", &path)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    // Ctrl-C once the first service is submitted, while the next submit is in flight.
+    wait_for("the first service's replicas", 60, || {
+        !repo.alive("s.a").is_empty()
+    });
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = wait_child(&mut child, 60, "apply to exit after SIGINT");
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    let stderr = std::fs::read_to_string(&err).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}\n{stderr}");
+    let done = stdout.split("Done:").nth(1).unwrap_or_default();
+    let (done, not_done) = done
+        .split_once("Failed or not attempted")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        done.contains("s.a[0-1]: submitted job array"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        not_done.contains("submitting s.c[0-1]: not attempted (interrupted)")
+            && not_done.contains("Apply interrupted!"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stderr.contains("Interrupted"), "{stderr}");
+    assert!(
+        lock_placeholders(squeue(), &repo.owner).is_empty(),
+        "the interrupted apply releases its lock"
+    );
+    assert!(repo.alive("s.c").is_empty(), "nothing after the interrupt");
+    // A re-run converges, with no index twice.
+    repo.apply();
+    assert_eq!(repo.indexes("s.a"), [0, 1]);
+    assert_eq!(repo.indexes("s.b"), [0]);
+    assert_eq!(repo.indexes("s.c"), [0, 1]);
+    repo.assert_converged();
+    assert!(lock_placeholders(squeue(), &repo.owner).is_empty());
+}
+
+#[test]
+fn ctrl_c_while_apply_waits_between_passes_stops_at_once_with_130_and_keeps_the_replicas() {
+    let repo = TestRepo::new("sigint-wait");
+    // Never ready: its check has not passed and will not fail within the start period.
+    std::fs::write(
+        repo.path().join("recipes/test/deaf.yaml"),
+        "name: deaf\ncommand: exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\nports: [auto]\nhealth:\n  tcp: {}\n  interval: 1s\n  start_period: 600s\n",
+    )
+    .unwrap();
+    repo.write_stack(
+        "s",
+        "services:\n  deaf:\n    recipe: test/deaf\n    replicas: 2\n",
+    );
+    let tools = tempfile::tempdir().unwrap();
+    let out = tools.path().join("stdout");
+    let mut child = repo
+        .command(&["apply", "--auto-approve", "--wait=300s"])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the replicas to be submitted", 60, || {
+        repo.indexes("s.deaf") == [0, 1]
+    });
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    // Well before --wait runs out.
+    let status = wait_child(&mut child, 60, "apply --wait to exit after SIGINT");
+    let stdout = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    let (done, not_done) = stdout
+        .split_once("Not done yet")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(done.contains("2 added"), "{stdout}");
+    assert!(
+        not_done.contains("waiting: s.deaf[0]") && not_done.contains("Apply interrupted!"),
+        "{stdout}"
+    );
+    assert!(lock_placeholders(squeue(), &repo.owner).is_empty());
+    assert_eq!(repo.indexes("s.deaf"), [0, 1], "the replicas keep running");
+    repo.assert_converged();
 }

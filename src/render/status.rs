@@ -1,7 +1,7 @@
 //! Per-service status: desired and observed replica counts, why replicas wait or are stuck,
 //! failed replicas with their log files, nodes and endpoints.
 //!
-//! `status --json` prints `{"format_version": "1.4", "services": [...]}` with one object per
+//! `status --json` prints `{"format_version": "1.5", "services": [...], "locks": [...]}` with one object per
 //! service, the fields of [`ServiceStatus`]. Minor versions only add fields: 1.1 added
 //! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
 //! of a multi-node replica in `nodes` and `endpoints`; 1.2 added `ready`, `not_ready` and
@@ -705,9 +705,63 @@ fn render_crash_loop(out: &mut String, service: &str, c: &CrashLoop) {
     }
 }
 
-/// Renders the status as JSON: `{"format_version": "1.4", "services": [...]}`.
+/// Renders the status as JSON: `{"format_version": "1.5", "services": [...]}`.
 pub fn render_json(statuses: &[ServiceStatus]) -> String {
     let doc = serde_json::json!({"format_version": FORMAT_VERSION, "services": statuses});
+    let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
+    text.push('\n');
+    text
+}
+
+/// An apply lock of the owner as `status` shows it (`locks` in the JSON: always present, empty
+/// when no apply holds or left one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockStatus {
+    /// The placeholder's job id, which `force-unlock` takes.
+    pub id: String,
+    /// Host of the holder.
+    pub host: String,
+    /// Process id of the holder.
+    pub pid: u32,
+    /// When it was taken, in seconds since the Unix epoch.
+    pub since: u64,
+    /// When it expires unless renewed, in seconds since the Unix epoch.
+    pub expires: u64,
+    /// Whether it expired or its holder provably no longer runs: the next apply removes it.
+    pub stale: bool,
+}
+
+/// Renders the lines `status` prints under its table, one per lock: who holds it, since when,
+/// and whether the next apply removes it; nothing when no lock is held.
+pub fn render_locks(locks: &[LockStatus]) -> String {
+    let at = |t: u64| format!("{} UTC", crate::render::plan_text::clock(t as i64));
+    let mut out = String::new();
+    for l in locks {
+        let _ = writeln!(
+            out,
+            "Apply lock {}: held by {} pid {} since {}, expires {} unless renewed{}",
+            l.id,
+            l.host,
+            l.pid,
+            at(l.since),
+            at(l.expires),
+            if l.stale {
+                "; stale (expired, or its process is gone): the next apply removes it"
+            } else {
+                ""
+            }
+        );
+    }
+    out
+}
+
+/// [`render_json`] with the owner's apply locks as `locks`.
+pub fn render_json_with_locks(statuses: &[ServiceStatus], locks: &[LockStatus]) -> String {
+    let doc = serde_json::json!({
+        "format_version": FORMAT_VERSION,
+        "services": statuses,
+        "locks": locks,
+    });
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
     text.push('\n');
     text
