@@ -88,11 +88,16 @@ pub(super) fn pair<'a>(candidates: &[&'a LiveJob]) -> Option<(&'a LiveJob, &'a L
     })
 }
 
-/// Returns whether `job` (running the desired spec) is due for walltime renewal at `now`.
+/// Returns whether `job` (running the desired spec) is due for walltime renewal at `now`. A
+/// protected service is renewed only when its stack opts in
+/// ([`super::protection::renewal_allowed`]): a renewal runs two instances for a while.
 pub(super) fn renewal_due(service: &Service, job: &LiveJob, now: i64) -> bool {
     let (Some(before), Some(end)) = (service.update.renew_before, job.times.end) else {
         return false;
     };
+    if !super::protection::renewal_allowed(service) {
+        return false;
+    }
     job.state == JobState::Running && end - now < before as i64
 }
 

@@ -70,6 +70,13 @@ pub fn render(state: &WatchState) -> String {
     );
     family(
         &mut out,
+        "stackctl_refused_services",
+        "gauge",
+        "Services the last reconcile refused (left as they are while the others converged), by reason; always 1.",
+        refused(state),
+    );
+    family(
+        &mut out,
         "stackctl_replicas_desired",
         "gauge",
         "Replicas the repo asks for, per service (0 for a service gone from the repo that still runs).",
@@ -218,6 +225,28 @@ fn replicas(
 
 /// The cumulative buckets, `+Inf`, `_sum` and `_count` of one operation. `+Inf` and `_count`
 /// are the calls made, which include those slower than the last bucket.
+/// One sample per refused service and reason, in order of their labels.
+fn refused(state: &WatchState) -> Vec<Sample> {
+    let mut samples: Vec<Sample> = state
+        .refused
+        .iter()
+        .map(|r| {
+            Sample::new(
+                "",
+                labels(&[
+                    ("stack", &r.stack),
+                    ("service", &r.service),
+                    ("reason", r.reason),
+                ]),
+                "1".to_owned(),
+            )
+        })
+        .collect();
+    samples.sort_by(|a, b| a.labels.cmp(&b.labels));
+    samples.dedup_by(|a, b| a.labels == b.labels);
+    samples
+}
+
 fn histogram(operation: &str, stats: &CallStats) -> Vec<Sample> {
     let mut samples = Vec::with_capacity(LATENCY_BUCKETS.len() + 3);
     let mut cumulative = 0u64;

@@ -22,10 +22,11 @@ mod timed;
 use crate::apply::Progress;
 use crate::desired::{Desired, ServiceAddr};
 use crate::observed::{JobId, JobState, Observed};
+use crate::plan::protection::Refusal;
 use crate::reconcile::{self, ApplyOptions, ErrorKind, Outcome, PlanOptions, Planned};
 use anyhow::{Context, Result};
 use follow::{Follow, Target};
-use state::{ErrorRecord, LockState, ReconcileRecord, ServiceReplicas, WatchState};
+use state::{ErrorRecord, LockState, ReconcileRecord, RefusedService, ServiceReplicas, WatchState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ pub struct Options {
     pub once: bool,
     /// Cancel services gone from the repo (off with `--no-prune`).
     pub prune: bool,
+    /// How much one pass may cancel (`--max-destroy`, `--allow-destroy-all`); a pass over a
+    /// limit leaves the services that cancel as they are and converges the rest.
+    pub limits: crate::plan::protection::DestroyLimits,
     /// Files the ready replicas' endpoints are written to after every reconcile that listed
     /// the cluster (`--write-endpoints FILE:FORMAT`).
     pub write_endpoints: Vec<publish::EndpointsFile>,
@@ -118,7 +122,9 @@ pub fn run(options: &Options) -> Result<u8> {
             Some(target) if due => {
                 result = reconcile_once(target, options, &state, &memo, &mut applied);
                 match result {
-                    PassResult::Ok => backoff.reset(),
+                    // A refusal needs a person; retrying sooner or later changes nothing, and
+                    // the other services must keep healing every tick.
+                    PassResult::Ok | PassResult::Refused => backoff.reset(),
                     PassResult::Error => {
                         let delay = backoff.fail(Instant::now(), options.interval);
                         tracing::info!(retry_in = ?delay, "backing off");
@@ -202,6 +208,9 @@ fn forward_signals(wake: mpsc::Sender<Wake>) -> Result<()> {
 enum PassResult {
     /// Converged, or nothing to do.
     Ok,
+    /// Everything else converged, but some services were refused ([`Refusal`]); no backoff,
+    /// `--once` exits 1.
+    Refused,
     /// Failed; retried with backoff.
     Error,
     /// Another apply held the lock; tried again next tick.
@@ -228,8 +237,9 @@ fn reconcile_once(
         plan: PlanOptions {
             source: target.source.clone(),
             prune: options.prune,
-            limits: Default::default(),
+            limits: options.limits,
             scope: Default::default(),
+            refusals: reconcile::Refusals::PerService,
         },
         lock_wait: Duration::ZERO,
         expect: None,
@@ -260,12 +270,16 @@ fn reconcile_once(
                 &planned.observed,
             );
             note_not_pruned(&planned);
-            tracing::info!(
-                commit = shown,
-                duration_ms = ms(seconds),
-                "reconciled: no changes"
-            );
-            (PassResult::Ok, "no changes".to_owned())
+            if record_refused(&mut st, &planned.refused, commit.as_deref()) {
+                (PassResult::Refused, "no other changes".to_owned())
+            } else {
+                tracing::info!(
+                    commit = shown,
+                    duration_ms = ms(seconds),
+                    "reconciled: no changes"
+                );
+                (PassResult::Ok, "no changes".to_owned())
+            }
         }
         Ok(Outcome::Applied(planned, report)) => {
             st.lock = LockState::ReleasedByUs;
@@ -279,11 +293,27 @@ fn reconcile_once(
             }
             note_not_pruned(&planned);
             let summary = summary(&planned);
-            let drift = applied.as_deref() == Some(target.fingerprint.as_str());
-            if drift {
-                st.drift_corrections += (report.added + report.destroyed) as u64;
-            }
-            if report.is_complete() {
+            let same_desired = applied.as_deref() == Some(target.fingerprint.as_str());
+            let corrections = drift_corrections(&planned, &report, same_desired);
+            let drift = corrections > 0;
+            st.drift_corrections += corrections as u64;
+            let mut refused = planned.refused.clone();
+            refused.extend(report.refused.iter().cloned());
+            let refusing = record_refused(&mut st, &refused, commit.as_deref());
+            // Each refusal found by apply is also one of its errors; any other error fails.
+            let failed = report.errors.len() > report.refused.len();
+            if refusing && !failed {
+                tracing::warn!(
+                    commit = shown,
+                    plan = %summary,
+                    added = report.added,
+                    destroyed = report.destroyed,
+                    drift,
+                    duration_ms = ms(seconds),
+                    "reconciled the other services; some were refused"
+                );
+                (PassResult::Refused, summary)
+            } else if report.is_complete() {
                 tracing::info!(
                     commit = shown,
                     plan = %summary,
@@ -347,12 +377,20 @@ fn reconcile_once(
             (PassResult::Error, "not planned".to_owned())
         }
     };
+    if !matches!(result, PassResult::Refused | PassResult::Skipped) {
+        st.refused.clear();
+    }
     match result {
         PassResult::Ok => {
             st.reconciles_ok += 1;
             st.last_success_unix = Some(now_unix());
             st.last_error = None;
             st.applied_commit = commit.clone();
+            *applied = Some(target.fingerprint.clone());
+        }
+        PassResult::Refused => {
+            st.reconciles_error += 1;
+            // The rest of the desired state was applied: drift is judged against it.
             *applied = Some(target.fingerprint.clone());
         }
         PassResult::Error => st.reconciles_error += 1,
@@ -363,6 +401,7 @@ fn reconcile_once(
         commit,
         result: match result {
             PassResult::Ok => "ok",
+            PassResult::Refused => "refused",
             PassResult::Error => "error",
             PassResult::Skipped => "skipped",
         },
@@ -370,6 +409,73 @@ fn reconcile_once(
         duration_seconds: seconds,
     });
     result
+}
+
+/// Records the services refused this pass in `/status` and the metric, one log line each;
+/// returns whether there were any. A service refused for several reasons is listed once per
+/// reason.
+fn record_refused(st: &mut WatchState, refused: &[Refusal], commit: Option<&str>) -> bool {
+    let mut seen = BTreeSet::new();
+    st.refused = refused
+        .iter()
+        .flat_map(|r| r.services.iter().map(move |s| (s, r)))
+        .filter(|(service, r)| seen.insert(((*service).clone(), r.kind)))
+        .map(|(service, r)| {
+            tracing::error!(
+                %service,
+                reason = r.kind.as_str(),
+                "refused; its replicas are left as they are: {}",
+                r.message
+            );
+            RefusedService {
+                stack: service.stack.clone(),
+                service: service.service.clone(),
+                reason: r.kind.as_str(),
+                message: r.message.clone(),
+            }
+        })
+        .collect();
+    if st.refused.is_empty() {
+        return false;
+    }
+    st.last_error = Some(ErrorRecord {
+        at_unix: now_unix(),
+        commit: commit.map(str::to_owned),
+        kind: "refused",
+        message: refused
+            .iter()
+            .map(|r| r.message.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    });
+    true
+}
+
+/// How many replicas this pass recreated that ended outside stackctl's own actions: creates of
+/// an index whose job ended (crashed, cancelled by hand, timed out…), and, when the desired
+/// state is the one already applied, creates of an index whose job is gone from Slurm's
+/// listing. Renewals, rolling and forced replacements, scale-ups and retired predecessors are
+/// stackctl's own doing and never count; neither does a service refused this pass.
+fn drift_corrections(
+    planned: &Planned,
+    report: &crate::apply::ApplyReport,
+    same_desired: bool,
+) -> usize {
+    let refused: BTreeSet<&ServiceAddr> = report.refused.iter().flat_map(|r| &r.services).collect();
+    let planned_count = planned
+        .plan
+        .services
+        .iter()
+        .filter(|s| !refused.contains(&s.service))
+        .flat_map(|s| &s.changes)
+        .filter(|c| c.action == crate::plan::Action::Create)
+        .filter(|c| match c.reason {
+            crate::plan::Reason::Ended => true,
+            crate::plan::Reason::Missing => same_desired,
+            _ => false,
+        })
+        .count();
+    planned_count.min(report.added)
 }
 
 fn summary(planned: &Planned) -> String {
