@@ -309,8 +309,9 @@ fn plan_with(
     if !options.prune {
         plan.keep_removed_services();
     }
-    let refused = refusals(&mut plan, &repo.desired, &observed, options)?;
-    let submitting = plan.submitting_services();
+    let mut refused = refusals(&mut plan, &repo.desired, &observed, options)?;
+    let submitting: Vec<desired::ServiceAddr> =
+        plan.submitting_services().into_iter().cloned().collect();
     if !submitting.is_empty() {
         if reads.facts.is_none() {
             reads.facts = Some(backend.cluster_facts().map_err(|cause| Error::Slurm {
@@ -319,9 +320,30 @@ fn plan_with(
             })?);
         }
         let facts = reads.facts.as_ref().expect("read above");
+        if options.refusals == Refusals::PerService {
+            // A service no node can run is refused alone; the others go ahead.
+            let unschedulable: Vec<plan::protection::Refusal> = submitting
+                .iter()
+                .filter_map(|addr| {
+                    let problems = crate::cluster::check(&repo.desired, &[addr], facts);
+                    (!problems.is_empty()).then(|| plan::protection::Refusal {
+                        services: vec![addr.clone()],
+                        kind: plan::protection::RefusalKind::Unschedulable,
+                        message: format!(
+                            "{}: no node of the cluster could ever run it: {}",
+                            addr,
+                            SpecErrors(problems).to_string().replace('\n', "; ")
+                        ),
+                    })
+                })
+                .collect();
+            plan::protection::without_refused(&mut plan, &unschedulable);
+            refused.extend(unschedulable);
+        }
+        let submitting: Vec<&desired::ServiceAddr> = submitting.iter().collect();
         let problems = crate::cluster::check(&repo.desired, &submitting, facts);
         crate::cluster::settle_excludes(&mut plan, &repo.desired, facts);
-        if !problems.is_empty() {
+        if !problems.is_empty() && options.refusals == Refusals::WholePlan {
             return Err(Error::config(
                 &SpecErrors(problems),
                 "no node of the cluster could ever run this; nothing was planned or submitted",

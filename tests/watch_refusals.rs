@@ -207,3 +207,26 @@ fn watch_keeps_max_destroy_and_refuses_to_destroy_everything() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert!(repo.alive("big.work").is_empty() && repo.alive("small.tool").is_empty());
 }
+
+#[test]
+fn once_starts_the_other_services_while_one_no_node_can_run_is_refused() {
+    let repo = TestRepo::new("refuse-huge");
+    repo.write_stack("ok", &format!("services:\n{}", sleeper("small", 1, false)));
+    repo.write_stack(
+        "huge",
+        "services:\n  giant:\n    recipe: test/sleeper\n    resources: {cpu: 4000}\n",
+    );
+    let output = once(&repo, &[]);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("huge.giant") && log.contains("unschedulable"),
+        "{log}"
+    );
+    assert_eq!(
+        repo.indexes("ok.small"),
+        [0],
+        "the other service started:\n{log}"
+    );
+    assert!(repo.alive("huge.giant").is_empty());
+}

@@ -36,6 +36,9 @@ pub enum RefusalKind {
     DestroyAll,
     /// Slurm rejects the service's new job (`sbatch --test-only`, the pre-check).
     Rejected,
+    /// No node of the cluster could ever run the service (checked against its partitions
+    /// and nodes before anything is submitted).
+    Unschedulable,
     /// A service this one starts after (`depends_on`) was refused or not submitted.
     Dependency,
 }
@@ -48,6 +51,7 @@ impl RefusalKind {
             RefusalKind::MaxDestroy => "max_destroy",
             RefusalKind::DestroyAll => "destroy_all",
             RefusalKind::Rejected => "rejected",
+            RefusalKind::Unschedulable => "unschedulable",
             RefusalKind::Dependency => "dependency",
         }
     }

@@ -95,7 +95,8 @@ pub struct RefusedService {
     pub stack: String,
     /// The service.
     pub service: String,
-    /// `protected`, `max_destroy`, `destroy_all`, `rejected` or `dependency`.
+    /// `protected`, `max_destroy`, `destroy_all`, `rejected`, `unschedulable` or
+    /// `dependency`.
     pub reason: &'static str,
     /// What would have happened and how to allow it.
     pub message: String,
