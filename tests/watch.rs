@@ -343,3 +343,98 @@ fn started_on_an_invalid_commit_watch_converges_to_the_newest_valid_one_before_i
     watch.wait_log("the valid commit applied", CONVERGE, &good);
     assert_eq!(watch.terminate(), Some(0));
 }
+
+#[test]
+fn watch_follows_a_force_push_and_a_rewind_of_the_branch() {
+    let setup = GitSetup::new("watch-force", &stack(1));
+    let repo = &setup.repo;
+    let first = git(repo.path(), &["rev-parse", "HEAD"]);
+    let mut watch = Watch::start(setup.checkout.path(), &["--interval", INTERVAL]);
+    wait_for("the first replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    setup.push(&stack(2), "two replicas");
+    wait_for("two replicas", CONVERGE, || {
+        repo.indexes("web.app") == [0, 1]
+    });
+
+    // History rewritten: "two replicas" is replaced by a different commit on top of the first.
+    git(repo.path(), &["reset", "-q", "--hard", &first]);
+    repo.write_stack("web", &stack(3));
+    git(
+        repo.path(),
+        &["commit", "-q", "-am", "three replicas, rewritten"],
+    );
+    git(repo.path(), &["push", "-q", "-f", "origin", "HEAD:main"]);
+    let rewritten = git(repo.path(), &["rev-parse", "--short=12", "HEAD"]);
+    wait_for("three replicas from the rewritten branch", CONVERGE, || {
+        repo.indexes("web.app") == [0, 1, 2]
+    });
+    watch.wait_log("the reset logged", CONVERGE, "remote branch was rewritten");
+    watch.wait_log("the rewritten commit applied", CONVERGE, &rewritten);
+    assert_eq!(
+        git(setup.checkout.path(), &["rev-parse", "--short=12", "HEAD"]),
+        rewritten,
+        "the checkout follows the branch"
+    );
+
+    // Rewound to the first commit (force-pushed back): the checkout is ahead, and still follows.
+    git(
+        repo.path(),
+        &["push", "-q", "-f", "origin", &format!("{first}:main")],
+    );
+    wait_for("one replica after the rewind", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    assert_eq!(
+        git(setup.checkout.path(), &["rev-parse", "HEAD"]),
+        first,
+        "the checkout is back on the first commit"
+    );
+    assert!(
+        !watch.log().contains("has diverged") && !watch.log().contains("does not have"),
+        "never held on a commit the branch no longer has:\n{}",
+        watch.log()
+    );
+    assert_eq!(watch.terminate(), Some(0));
+}
+
+#[test]
+fn once_exits_1_on_an_invalid_head_and_on_a_remote_it_cannot_fetch() {
+    let setup = GitSetup::new("watch-once-git", &stack(1));
+    let once = |dir: &Path| {
+        let output = stackctl(dir, &["watch", "--once"]).output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), log)
+    };
+    let (code, log) = once(setup.checkout.path());
+    assert_eq!(code, Some(0), "a valid commit converges:\n{log}");
+    assert_eq!(setup.repo.indexes("web.app"), [0]);
+
+    // The newest commit is invalid: the last valid one is healed, but the pass fails.
+    let broken = setup.push("services:\n  app:\n    recipe: test/missing\n", "broken");
+    let (code, log) = once(setup.checkout.path());
+    assert_eq!(code, Some(1), "an invalid HEAD exits 1:\n{log}");
+    assert!(
+        log.contains(&format!("commit {broken} is invalid")),
+        "{log}"
+    );
+
+    // Fixed, then the remote goes away: the checkout's commit is valid, the fetch is not.
+    setup.push(&stack(1), "fixed");
+    let (code, log) = once(setup.checkout.path());
+    assert_eq!(code, Some(0), "fixed:\n{log}");
+    git(
+        setup.checkout.path(),
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            "file:///nonexistent/stackctl-remote.git",
+        ],
+    );
+    let (code, log) = once(setup.checkout.path());
+    assert_eq!(code, Some(1), "an unreachable remote exits 1:\n{log}");
+    assert!(log.contains("cannot sync with the remote"), "{log}");
+    assert_eq!(setup.repo.indexes("web.app"), [0], "nothing was touched");
+}

@@ -136,6 +136,10 @@ pub fn run(options: &Options) -> Result<u8> {
             None => tracing::warn!("no valid desired state yet; nothing to converge to"),
         }
         if options.once {
+            if let Some(problem) = follow.problem() {
+                tracing::error!("{problem}; --once fails");
+                break 1;
+            }
             break u8::from(result != PassResult::Ok);
         }
         if next_tick <= Instant::now() {

@@ -32,8 +32,12 @@ pub struct WatchState {
     /// The newest commit that failed validation and was not applied; cleared when a newer
     /// commit is valid.
     pub rejected_commit: Option<ErrorRecord>,
-    /// Why the checkout was left alone (local changes, diverged), when it was.
+    /// Why the checkout was left alone (local changes, another branch), when it was; the
+    /// loop still applies the remote branch's commit.
     pub checkout_held: Option<String>,
+    /// Why the last sync with the remote failed (fetch, network, credentials), when it did;
+    /// the loop keeps converging to the last commit it had.
+    pub sync_error: Option<String>,
     /// The services the last reconcile refused (protection, a destroy limit, a job Slurm
     /// rejects, a dependency not submitted): their replicas were left as they are while the
     /// others converged.
