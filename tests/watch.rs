@@ -438,3 +438,60 @@ fn once_exits_1_on_an_invalid_head_and_on_a_remote_it_cannot_fetch() {
     assert!(log.contains("cannot sync with the remote"), "{log}");
     assert_eq!(setup.repo.indexes("web.app"), [0], "nothing was touched");
 }
+
+/// `GET /status` over HTTP/1.0, as JSON.
+fn status_of(addr: std::net::SocketAddr) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET /status HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+}
+
+#[test]
+fn walltime_renewals_are_not_drift_but_a_replica_cancelled_by_hand_is() {
+    let repo = TestRepo::new("watch-renew-drift");
+    // A two-minute replica renewed 110 s before its end: a renewal about 10 s after each
+    // start, its predecessor retired 1 s after the successor runs.
+    repo.write_stack(
+        "web",
+        "services:\n  app:\n    recipe: test/sleeper\n    resources: {time_limit: 2}\n    \
+         renew_before: 110s\n    update: {min_healthy_time: 1s}\n",
+    );
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let listen = addr.to_string();
+    let mut watch = Watch::start(
+        repo.path(),
+        &["--local", "--interval", INTERVAL, "--listen", &listen],
+    );
+    wait_for("the first replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    let first = repo.alive("web.app")[0].id.clone();
+    wait_for("a renewal retired the first job", 150, || {
+        let alive = repo.alive("web.app");
+        alive.len() == 1 && alive[0].id != first && alive[0].state == "RUNNING"
+    });
+    watch.wait_log(
+        "the renewal's retirement reconciled",
+        CONVERGE,
+        "reconciled",
+    );
+    let status = status_of(addr).expect("/status");
+    assert_eq!(status["drift_corrections"], 0, "{status}");
+    assert!(!watch.log().contains("drift=true"), "{}", watch.log());
+
+    // Now a replica ended outside stackctl: that is drift.
+    let alive = repo.alive("web.app");
+    scancel(&alive.iter().map(|j| j.id.clone()).collect::<Vec<_>>());
+    wait_for("the drift counted", 60, || {
+        status_of(addr).is_some_and(|s| s["drift_corrections"].as_u64() >= Some(1))
+    });
+    assert_eq!(watch.terminate(), Some(0));
+}
