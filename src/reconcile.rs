@@ -970,6 +970,55 @@ mod tests {
     }
 
     #[test]
+    fn per_service_reports_a_rejected_service_and_its_dependents_and_starts_the_rest() {
+        let (dir, _) = repo(1, 1);
+        let dir = dir.path();
+        let backend = backend();
+        backend.state().reject_scripts_containing = Some("refuse-me".into());
+        write_stack(
+            dir,
+            "s",
+            "services:\n  queue:\n    recipe: test/sleeper\n    environment: {MARK: refuse-me}\n  \
+             worker:\n    recipe: test/sleeper\n    depends_on:\n      - {service: queue, \
+             condition: started}\n  other:\n    recipe: test/sleeper\n",
+        );
+        let repo = load(dir).unwrap();
+        let outcome = apply(
+            &repo,
+            &backend,
+            &per_service(dir, Default::default()),
+            &mut |_| true,
+            &mut Silent,
+        )
+        .unwrap();
+        let Outcome::Applied(_, report) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let refused: Vec<(String, plan::protection::RefusalKind)> = report
+            .refused
+            .iter()
+            .map(|r| (r.services[0].to_string(), r.kind))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    "s.queue".to_owned(),
+                    plan::protection::RefusalKind::Rejected
+                ),
+                (
+                    "s.worker".to_owned(),
+                    plan::protection::RefusalKind::Dependency
+                ),
+            ]
+        );
+        assert_eq!(report.errors.len(), 2, "each refusal is one of the errors");
+        let alive = backend.alive();
+        assert_eq!(alive.len(), 1, "{alive:?}");
+        assert!(alive[0].comment.contains(";svc=other;"), "{alive:?}");
+    }
+
+    #[test]
     fn per_service_destroy_limits_hold_back_every_cancelling_service() {
         let (dir, _) = repo(1, 1);
         let dir = dir.path();

@@ -768,6 +768,41 @@ mod tests {
     }
 
     #[test]
+    fn a_protected_replica_is_renewed_only_when_the_stack_opts_in() {
+        let policy = UpdatePolicy {
+            renew_before: Some(600),
+            ..UpdatePolicy::default()
+        };
+        let mut svc = service("1", policy);
+        svc.protect = true;
+        let mut jobs = old_replicas(&svc);
+        jobs[1].times.end = Some(NOW + 30);
+        // The markers say `protect=0`: their in-place rewrites are no replacement.
+        let changes = |plan: &Plan| -> Vec<_> {
+            changes(plan)
+                .into_iter()
+                .filter(|c| c.1 != Action::Update)
+                .collect()
+        };
+        assert!(
+            changes(&plan(&svc, jobs.clone())).is_empty(),
+            "no second instance: it runs to its time limit"
+        );
+        svc.origins.insert(
+            "renew_before".into(),
+            crate::desired::Origin {
+                file: "stacks/s.yaml".into(),
+                position: Some((5, 5)),
+                field: "services.web.renew_before".into(),
+            },
+        );
+        assert_eq!(
+            changes(&plan(&svc, jobs)),
+            vec![(1, Action::Replace, Reason::Renewal, Order::CreateFirst)]
+        );
+    }
+
+    #[test]
     fn recreate_keeps_cancel_then_submit() {
         let old = service("1", UpdatePolicy::default());
         let new = service("2", UpdatePolicy::default());
