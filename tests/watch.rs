@@ -495,3 +495,53 @@ fn walltime_renewals_are_not_drift_but_a_replica_cancelled_by_hand_is() {
     });
     assert_eq!(watch.terminate(), Some(0));
 }
+
+#[test]
+fn a_checkout_with_local_edits_is_reported_and_the_branch_is_applied_all_the_same() {
+    let setup = GitSetup::new("watch-held", &stack(1));
+    let repo = &setup.repo;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let listen = addr.to_string();
+    let mut watch = Watch::start(
+        setup.checkout.path(),
+        &["--interval", INTERVAL, "--listen", &listen],
+    );
+    wait_for("the first replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    // Someone edits the watched checkout by hand; then the branch moves on.
+    let edited = setup.checkout.path().join("stacks/web.yaml");
+    std::fs::write(&edited, stack(5)).unwrap();
+    let pushed = setup.push(&stack(2), "two replicas");
+    wait_for("the branch's two replicas", CONVERGE, || {
+        repo.indexes("web.app") == [0, 1]
+    });
+    watch.wait_log("the pushed commit applied", CONVERGE, &pushed);
+    let status = status_of(addr).expect("/status");
+    assert!(
+        status["checkout_held"]
+            .as_str()
+            .is_some_and(|r| r.contains("uncommitted changes to stacks/web.yaml")),
+        "{status}"
+    );
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    assert!(
+        metrics.contains("\nstackctl_checkout_up_to_date 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&edited).unwrap(),
+        stack(5),
+        "the edit is kept"
+    );
+    assert_eq!(watch.terminate(), Some(0));
+}
