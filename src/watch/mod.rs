@@ -7,7 +7,12 @@
 //! The loop is one thread: refresh the desired state ([`follow`]), reconcile when it changed,
 //! when a file changed, or on the timer unless a failure is backing off, record the result in
 //! [`state::WatchState`], then wait for the next tick (the interval plus up to 10% jitter), a
-//! file event or a signal. A reconcile is never interrupted: SIGTERM or SIGINT lets the one in
+//! file event or a signal.
+//!
+//! A reconcile keeps every guard apply has (protection, `--max-destroy`,
+//! `--allow-destroy-all`), but a refusal blocks only the services it concerns
+//! ([`reconcile::Refusals::PerService`]): the others converge in the same pass, the refused
+//! ones are reported, and the pass fails without backing off. A reconcile is never interrupted: SIGTERM or SIGINT lets the one in
 //! flight finish (it releases the lock itself), then the loop exits 0; a second signal exits
 //! at once.
 
