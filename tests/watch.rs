@@ -545,3 +545,36 @@ fn a_checkout_with_local_edits_is_reported_and_the_branch_is_applied_all_the_sam
     );
     assert_eq!(watch.terminate(), Some(0));
 }
+
+#[test]
+fn a_force_push_to_an_invalid_commit_serves_the_newest_valid_commit_the_branch_has() {
+    let setup = GitSetup::new("watch-force-bad", &stack(1));
+    let repo = &setup.repo;
+    let first = git(repo.path(), &["rev-parse", "HEAD"]);
+    let mut watch = Watch::start(setup.checkout.path(), &["--interval", INTERVAL]);
+    wait_for("the first replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    setup.push(&stack(3), "three replicas");
+    wait_for("three replicas", CONVERGE, || {
+        repo.indexes("web.app") == [0, 1, 2]
+    });
+    // "three replicas" leaves the branch; its new head is invalid.
+    git(repo.path(), &["reset", "-q", "--hard", &first]);
+    repo.write_stack("web", "services:\n  app:\n    recipe: test/absent\n");
+    git(
+        repo.path(),
+        &["commit", "-q", "-am", "broken, force-pushed"],
+    );
+    git(repo.path(), &["push", "-q", "-f", "origin", "HEAD:main"]);
+    wait_for("the first commit's one replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    let log = watch.log();
+    assert!(
+        log.contains("converging to the newest valid commit before it")
+            && log.contains(&first[..12]),
+        "{log}"
+    );
+    assert_eq!(watch.terminate(), Some(0));
+}

@@ -244,9 +244,18 @@ impl GitFollow {
                 });
                 self.rejected.insert(candidate.clone());
                 self.newest_invalid = true;
-                if self.current.is_none() {
-                    self.current = self.walk_back(&candidate);
-                    return self.current.is_some();
+                // After a restart, or a force-push that left the commit being served out of the
+                // branch: the newest valid commit the branch has.
+                let orphaned = self
+                    .current
+                    .as_ref()
+                    .and_then(|t| t.commit.as_deref())
+                    .is_some_and(|c| !self.sync.contains(&candidate, c).unwrap_or(true));
+                if (self.current.is_none() || orphaned)
+                    && let Some(target) = self.walk_back(&candidate)
+                {
+                    self.current = Some(target);
+                    return true;
                 }
                 false
             }
@@ -267,7 +276,8 @@ impl GitFollow {
         Ok(Target::new(repo, Some(commit.to_owned()), Some(source)))
     }
 
-    /// After a restart on an invalid commit: the newest valid first-parent ancestor.
+    /// After a restart on an invalid commit, or a force-push to one: the newest valid
+    /// first-parent ancestor.
     fn walk_back(&mut self, from: &str) -> Option<Target> {
         let mut commit = from.to_owned();
         for _ in 0..MAX_WALK_BACK {

@@ -273,6 +273,14 @@ impl GitSync {
         Ok(found.parent_ids().next().map(|id| id.to_string()))
     }
 
+    /// Whether `commit` is in the history of `tip` (`tip` itself included).
+    pub fn contains(&self, tip: &str, commit: &str) -> Result<bool, SyncError> {
+        let inner = self.lock();
+        let tip = inner.find_commit(tip)?.id();
+        let commit = inner.find_commit(commit)?.id();
+        Ok(tip == commit || inner.descends(tip, commit)?)
+    }
+
     /// Writes the files of `commit` that stackctl reads — `stackctl.yaml`, everything under `stacks/` and `recipes/` — into `dest` (an empty directory), as regular files. Symlinks and submodules in those paths are an error naming the path (never followed).
     pub fn export(&self, commit: &str, dest: &Path) -> Result<(), SyncError> {
         let inner = self.lock();
@@ -1185,6 +1193,18 @@ mod tests {
         let reflog = repo.reflog("refs/heads/main").expect("reflog");
         let message = reflog.get(0).and_then(|e| e.message().map(str::to_owned));
         assert!(message.is_some_and(|m| m.starts_with("stackctl watch: reset")));
+    }
+
+    #[test]
+    fn contains_is_ancestry_along_the_tip() {
+        let fx = Fixture::new();
+        let second = fx.push_remote(&SECOND);
+        fx.sync().sync().expect("fetch");
+        let sync = fx.sync();
+        let (first, second) = (fx.first.to_string(), second.to_string());
+        assert!(sync.contains(&second, &first).expect("ancestry"));
+        assert!(sync.contains(&second, &second).expect("itself"));
+        assert!(!sync.contains(&first, &second).expect("not a descendant"));
     }
 
     #[test]
