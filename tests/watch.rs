@@ -457,11 +457,12 @@ fn walltime_renewals_are_not_drift_but_a_replica_cancelled_by_hand_is() {
     let repo = TestRepo::new("watch-renew-drift");
     // A two-minute replica renewed 110 s before its end: a renewal about 10 s after each
     // start, its predecessor retired 1 s after the successor runs.
-    repo.write_stack(
-        "web",
-        "services:\n  app:\n    recipe: test/sleeper\n    resources: {time_limit: 2}\n    \
-         renew_before: 110s\n    update: {min_healthy_time: 1s}\n",
-    );
+    let renewed = "services:\n  app:\n    recipe: test/sleeper\n    resources: {time_limit: 2}\n    \
+                   renew_before: 110s\n    update: {min_healthy_time: 1s}\n";
+    let steady = |replicas: u32| {
+        format!("{renewed}  steady:\n    recipe: test/sleeper\n    replicas: {replicas}\n")
+    };
+    repo.write_stack("web", &steady(2));
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap();
@@ -483,6 +484,15 @@ fn walltime_renewals_are_not_drift_but_a_replica_cancelled_by_hand_is() {
         CONVERGE,
         "reconciled",
     );
+    // A scale-down and back up: stackctl's own cancel is no drift either.
+    repo.write_stack("web", &steady(1));
+    wait_for("one steady replica", CONVERGE, || {
+        repo.indexes("web.steady") == [0]
+    });
+    repo.write_stack("web", &steady(2));
+    wait_for("two steady replicas", CONVERGE, || {
+        repo.indexes("web.steady") == [0, 1]
+    });
     let status = status_of(addr).expect("/status");
     assert_eq!(status["drift_corrections"], 0, "{status}");
     assert!(!watch.log().contains("drift=true"), "{}", watch.log());

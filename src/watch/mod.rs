@@ -12,9 +12,10 @@
 //! A reconcile keeps every guard apply has (protection, `--max-destroy`,
 //! `--allow-destroy-all`), but a refusal blocks only the services it concerns
 //! ([`reconcile::Refusals::PerService`]): the others converge in the same pass, the refused
-//! ones are reported, and the pass fails without backing off. A reconcile is never interrupted: SIGTERM or SIGINT lets the one in
-//! flight finish (it releases the lock itself), then the loop exits 0; a second signal exits
-//! at once.
+//! ones are reported, and the pass fails without backing off.
+//!
+//! A reconcile is never interrupted: SIGTERM or SIGINT lets the one in flight finish (it
+//! releases the lock itself), then the loop exits 0; a second signal exits at once.
 
 mod follow;
 pub mod git_sync;
@@ -113,7 +114,7 @@ pub fn run(options: &Options) -> Result<u8> {
         "watching"
     );
     let mut backoff = Backoff::default();
-    let mut applied: Option<String> = None;
+    let mut drift = Drift::default();
     // The last slurmrestd listing, so an unchanged cluster is not listed in full every tick.
     let memo = Arc::new(crate::slurm::rest::ListingMemo::default());
     let mut files_changed = false;
@@ -125,7 +126,7 @@ pub fn run(options: &Options) -> Result<u8> {
         let mut result = PassResult::Error;
         match follow.target() {
             Some(target) if due => {
-                result = reconcile_once(target, options, &state, &memo, &mut applied);
+                result = reconcile_once(target, options, &state, &memo, &mut drift);
                 match result {
                     // A refusal needs a person; retrying sooner or later changes nothing, and
                     // the other services must keep healing every tick.
@@ -232,7 +233,7 @@ fn reconcile_once(
     options: &Options,
     state: &Arc<Mutex<WatchState>>,
     memo: &Arc<crate::slurm::rest::ListingMemo>,
-    applied: &mut Option<String>,
+    drift: &mut Drift,
 ) -> PassResult {
     let started = Instant::now();
     let backend = match crate::slurm::for_settings(&target.repo.settings, Some(memo)) {
@@ -273,6 +274,7 @@ fn reconcile_once(
                 None => LockState::Free,
             };
             record_services(&mut st, &target.repo.desired, &planned.observed);
+            drift.listed(&planned, None);
             publish::write_all(
                 &options.write_endpoints,
                 &target.repo.desired,
@@ -302,8 +304,8 @@ fn reconcile_once(
             }
             note_not_pruned(&planned);
             let summary = summary(&planned);
-            let same_desired = applied.as_deref() == Some(target.fingerprint.as_str());
-            let corrections = drift_corrections(&planned, &report, same_desired);
+            let corrections = drift.corrections(&planned, &report);
+            drift.listed(&planned, Some(&report));
             let drift = corrections > 0;
             st.drift_corrections += corrections as u64;
             let mut refused = planned.refused.clone();
@@ -395,13 +397,8 @@ fn reconcile_once(
             st.last_success_unix = Some(now_unix());
             st.last_error = None;
             st.applied_commit = commit.clone();
-            *applied = Some(target.fingerprint.clone());
         }
-        PassResult::Refused => {
-            st.reconciles_error += 1;
-            // The rest of the desired state was applied: drift is judged against it.
-            *applied = Some(target.fingerprint.clone());
-        }
+        PassResult::Refused => st.reconciles_error += 1,
         PassResult::Error => st.reconciles_error += 1,
         PassResult::Skipped => st.reconciles_skipped += 1,
     }
@@ -460,31 +457,72 @@ fn record_refused(st: &mut WatchState, refused: &[Refusal], commit: Option<&str>
     true
 }
 
-/// How many replicas this pass recreated that ended outside stackctl's own actions: creates of
-/// an index whose job ended (crashed, cancelled by hand, timed out…), and, when the desired
-/// state is the one already applied, creates of an index whose job is gone from Slurm's
-/// listing. Renewals, rolling and forced replacements, scale-ups and retired predecessors are
-/// stackctl's own doing and never count; neither does a service refused this pass.
-fn drift_corrections(
-    planned: &Planned,
-    report: &crate::apply::ApplyReport,
-    same_desired: bool,
-) -> usize {
-    let refused: BTreeSet<&ServiceAddr> = report.refused.iter().flat_map(|r| &r.services).collect();
-    let planned_count = planned
-        .plan
-        .services
-        .iter()
-        .filter(|s| !refused.contains(&s.service))
-        .flat_map(|s| &s.changes)
-        .filter(|c| c.action == crate::plan::Action::Create)
-        .filter(|c| match c.reason {
-            crate::plan::Reason::Ended => true,
-            crate::plan::Reason::Missing => same_desired,
-            _ => false,
-        })
-        .count();
-    planned_count.min(report.added)
+/// What the loop remembers to tell drift from its own doing: the replicas alive at the last
+/// listing, and the jobs it cancelled itself that Slurm still lists.
+#[derive(Debug, Default)]
+struct Drift {
+    seen: BTreeSet<(ServiceAddr, u32)>,
+    ours: BTreeSet<JobId>,
+}
+
+impl Drift {
+    /// How many replicas this pass recreated that ended outside stackctl's own actions:
+    /// creates of an index whose job ended (crashed, cancelled by hand, timed out…) unless
+    /// stackctl cancelled it, or whose job was alive at the last listing and is gone from
+    /// Slurm's listing now. Renewals, rolling and forced replacements, scale-ups, held
+    /// services released and retired predecessors never count; neither does a service
+    /// refused this pass.
+    fn corrections(&self, planned: &Planned, report: &crate::apply::ApplyReport) -> usize {
+        let refused: BTreeSet<&ServiceAddr> =
+            report.refused.iter().flat_map(|r| &r.services).collect();
+        let planned_count = planned
+            .plan
+            .services
+            .iter()
+            .filter(|s| !refused.contains(&s.service))
+            .flat_map(|s| s.changes.iter().map(move |c| (&s.service, c)))
+            .filter(|(_, c)| c.action == crate::plan::Action::Create)
+            .filter(|(service, c)| match c.reason {
+                crate::plan::Reason::Ended => c
+                    .job
+                    .as_ref()
+                    .is_none_or(|job| !self.ours.contains(&job.job_id)),
+                crate::plan::Reason::Missing => self.seen.contains(&((*service).clone(), c.index)),
+                _ => false,
+            })
+            .count();
+        planned_count.min(report.added)
+    }
+
+    /// Remembers what `planned` listed and, when it was applied, the jobs its plan cancels.
+    fn listed(&mut self, planned: &Planned, applied: Option<&crate::apply::ApplyReport>) {
+        let listed: BTreeSet<JobId> = planned.observed.jobs.iter().map(|j| j.id).collect();
+        self.ours.retain(|id| listed.contains(id));
+        let mut alive = planned.observed.clone();
+        if let Some(report) = applied {
+            let refused: BTreeSet<&ServiceAddr> =
+                report.refused.iter().flat_map(|r| &r.services).collect();
+            let cancels = planned
+                .plan
+                .services
+                .iter()
+                .filter(|s| !refused.contains(&s.service))
+                .flat_map(|s| &s.changes)
+                .filter(|c| {
+                    matches!(
+                        c.action,
+                        crate::plan::Action::Destroy | crate::plan::Action::Replace
+                    )
+                })
+                .filter_map(|c| c.job.as_ref().map(|j| j.job_id));
+            self.ours.extend(cancels);
+            alive = without_cancelled(planned);
+        }
+        self.seen = alive
+            .alive()
+            .map(|job| (job.marker.service.clone(), job.index))
+            .collect();
+    }
 }
 
 fn summary(planned: &Planned) -> String {
