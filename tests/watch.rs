@@ -367,9 +367,11 @@ fn watch_follows_a_force_push_and_a_rewind_of_the_branch() {
     );
     git(repo.path(), &["push", "-q", "-f", "origin", "HEAD:main"]);
     let rewritten = git(repo.path(), &["rev-parse", "--short=12", "HEAD"]);
+    let pushed = Instant::now();
     wait_for("three replicas from the rewritten branch", CONVERGE, || {
         repo.indexes("web.app") == [0, 1, 2]
     });
+    eprintln!("force-push applied after {:?}", pushed.elapsed());
     watch.wait_log("the reset logged", CONVERGE, "remote branch was rewritten");
     watch.wait_log("the rewritten commit applied", CONVERGE, &rewritten);
     assert_eq!(

@@ -117,10 +117,12 @@ fn watch_reports_a_removed_protected_service_and_keeps_healing_the_rest() {
     watch.wait_log("the refusal", CONVERGE, "refused");
     let victim = repo.alive("front.cache")[0].id.clone();
     scancel(std::slice::from_ref(&victim));
+    let cancelled = std::time::Instant::now();
     wait_for("the cancelled replica back", CONVERGE, || {
         let alive = repo.alive("front.cache");
         indexes_of(&alive) == [0, 1] && !ids(&alive).contains(&victim)
     });
+    eprintln!("cancelled replica back after {:?}", cancelled.elapsed());
     let (_, status) = get(addr, "/status").unwrap();
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(
