@@ -195,11 +195,13 @@ pub fn refusals(plan: &Plan, desired: &Desired, observed: &Observed) -> Vec<Refu
         .collect()
 }
 
-/// Returns `plan` without the services any of `refused` names: their changes are dropped
-/// (nothing submitted or cancelled for them), every other service's stay.
+/// Removes from `plan` the services any of `refused` names: their changes (nothing is
+/// submitted or cancelled for them) and the rollouts they would start; every other service's
+/// stay.
 pub fn without_refused(plan: &mut Plan, refused: &[Refusal]) {
     let names: BTreeSet<&ServiceAddr> = refused.iter().flat_map(|r| &r.services).collect();
     plan.services.retain(|s| !names.contains(&s.service));
+    plan.rollouts.retain(|r| !names.contains(&r.service));
 }
 
 /// How much one pass may cancel.
