@@ -298,6 +298,14 @@ fn a_protected_rolling_service_refuses_a_spec_change_and_replace_without_a_secon
             "{error}"
         );
     }
+    // Under watch too: the service is refused, the pass fails, nothing is submitted.
+    let output = repo.run(&["watch", "--local", "--once"]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("data.store") && log.contains("reason=\"protected\""),
+        "{log}"
+    );
     repo.write_stack("data", &service("a"));
     for replace in ["data/store", "data/store#0"] {
         let error = repo.refused(&["apply", "--auto-approve", "--replace", replace]);
