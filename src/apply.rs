@@ -52,6 +52,9 @@ pub struct ApplyReport {
     pub done: Vec<String>,
     /// Whether an interrupt stopped the apply before every step was attempted.
     pub interrupted: bool,
+    /// The services left as they were because Slurm rejected their new job or a service they
+    /// start after was not submitted; each is also one of `errors`.
+    pub refused: Vec<crate::plan::protection::Refusal>,
 }
 
 /// One failed step of an apply.
@@ -260,6 +263,17 @@ pub fn apply(
                     ),
                     retryable,
                 );
+                if !retryable {
+                    report.refused.push(crate::plan::protection::Refusal {
+                        services: vec![service_plan.service.clone()],
+                        kind: crate::plan::protection::RefusalKind::Rejected,
+                        message: report
+                            .errors
+                            .last()
+                            .map(|e| e.message.clone())
+                            .unwrap_or_default(),
+                    });
+                }
                 blocked.insert(&service_plan.service);
                 break;
             }
@@ -360,6 +374,15 @@ pub fn apply(
                 ),
                 true,
             );
+            report.refused.push(crate::plan::protection::Refusal {
+                services: vec![submission.service.clone()],
+                kind: crate::plan::protection::RefusalKind::Dependency,
+                message: report
+                    .errors
+                    .last()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default(),
+            });
             continue;
         }
         for dependency in submission.start_after {

@@ -299,6 +299,14 @@ pub struct WatchArgs {
     /// env, prometheus-sd, traefik, nginx), atomically and only when they changed; repeatable
     #[arg(long, value_name = "FILE:FORMAT")]
     write_endpoints: Vec<crate::watch::publish::EndpointsFile>,
+    /// Refuse, in each pass, to cancel more than N jobs without a ready successor: the
+    /// services that would cancel are left as they are, the others converge
+    #[arg(long, value_name = "N")]
+    max_destroy: Option<usize>,
+    /// Allow a pass that cancels every job this owner runs and submits none (e.g. an
+    /// emptied stacks/); without it such a pass cancels nothing
+    #[arg(long)]
+    allow_destroy_all: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -428,6 +436,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             once: args.once,
             prune: !args.no_prune,
             write_endpoints: args.write_endpoints,
+            limits: crate::plan::protection::DestroyLimits {
+                max_destroy: args.max_destroy,
+                allow_destroy_all: args.allow_destroy_all,
+            },
         }),
         Commands::ForceUnlock { lock_id } => force_unlock(dir, &lock_id),
     }

@@ -145,6 +145,22 @@ pub struct Planned {
     pub observed: Observed,
     /// This owner's apply locks held at the time of the listing.
     pub locks: Vec<LockInfo>,
+    /// With [`Refusals::PerService`], what the plan refused: those services' changes are not
+    /// in `plan`. Always empty with [`Refusals::WholePlan`] (a refusal is an error then).
+    pub refused: Vec<plan::protection::Refusal>,
+}
+
+/// What a refusal (protection, a destroy limit) blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Refusals {
+    /// The whole plan: nothing is done, the pass is an [`Error::Config`]. `plan` and `apply`:
+    /// an operator is there to fix the repo, and CI must not half-apply.
+    #[default]
+    WholePlan,
+    /// Only the services it concerns: their changes leave the plan, listed in
+    /// [`Planned::refused`], and everything else goes ahead. `watch`: nobody is there, and
+    /// one refused service must not stop the others healing.
+    PerService,
 }
 
 /// What a plan is asked for besides the repo.
@@ -159,6 +175,8 @@ pub struct PlanOptions {
     pub limits: plan::protection::DestroyLimits,
     /// The services the plan is kept to, and the replicas it must replace.
     pub scope: plan::scope::Scope,
+    /// What a refusal blocks.
+    pub refusals: Refusals,
 }
 
 impl PlanOptions {
@@ -169,6 +187,7 @@ impl PlanOptions {
             prune: true,
             limits: Default::default(),
             scope: Default::default(),
+            refusals: Refusals::WholePlan,
         }
     }
 }
@@ -413,21 +432,9 @@ fn plan_with(
     if !options.prune {
         plan.keep_removed_services();
     }
-    let mut refused = plan::protection::violations(&plan, &repo.desired, &observed);
-    refused.extend(plan::protection::limit_violations(
-        &plan,
-        &observed,
-        &options.limits,
-    ));
-    if !refused.is_empty() {
-        return Err(Error::Config {
-            message: format!(
-                "{}\nthe plan was refused; nothing was done",
-                refused.join("\n")
-            ),
-        });
-    }
-    let submitting = plan.submitting_services();
+    let mut refused = refusals(&mut plan, &repo.desired, &observed, options)?;
+    let submitting: Vec<desired::ServiceAddr> =
+        plan.submitting_services().into_iter().cloned().collect();
     if !submitting.is_empty() {
         if reads.facts.is_none() {
             reads.facts = Some(backend.cluster_facts().map_err(|cause| Error::Slurm {
@@ -436,9 +443,30 @@ fn plan_with(
             })?);
         }
         let facts = reads.facts.as_ref().expect("read above");
+        if options.refusals == Refusals::PerService {
+            // A service no node can run is refused alone; the others go ahead.
+            let unschedulable: Vec<plan::protection::Refusal> = submitting
+                .iter()
+                .filter_map(|addr| {
+                    let problems = crate::cluster::check(&repo.desired, &[addr], facts);
+                    (!problems.is_empty()).then(|| plan::protection::Refusal {
+                        services: vec![addr.clone()],
+                        kind: plan::protection::RefusalKind::Unschedulable,
+                        message: format!(
+                            "{}: no node of the cluster could ever run it: {}",
+                            addr,
+                            SpecErrors(problems).to_string().replace('\n', "; ")
+                        ),
+                    })
+                })
+                .collect();
+            plan::protection::without_refused(&mut plan, &unschedulable);
+            refused.extend(unschedulable);
+        }
+        let submitting: Vec<&desired::ServiceAddr> = submitting.iter().collect();
         let problems = crate::cluster::check(&repo.desired, &submitting, facts);
         crate::cluster::settle_excludes(&mut plan, &repo.desired, facts);
-        if !problems.is_empty() {
+        if !problems.is_empty() && options.refusals == Refusals::WholePlan {
             return Err(Error::config(
                 &SpecErrors(problems),
                 "no node of the cluster could ever run this; nothing was planned or submitted",
@@ -449,7 +477,61 @@ fn plan_with(
         plan,
         observed,
         locks,
+        refused,
     })
+}
+
+/// Checks `plan` against protection and the destroy limits. With [`Refusals::WholePlan`] any
+/// refusal is an error; with [`Refusals::PerService`] the refused services leave the plan and
+/// are returned.
+///
+/// Protection and `--allow-destroy-all` are judged on the whole plan (an emptied `stacks/`
+/// with one protected service left is still "everything"); `--max-destroy` on what remains
+/// once the protected services are out, so their refused cancels do not count twice.
+fn refusals(
+    plan: &mut Plan,
+    desired: &desired::Desired,
+    observed: &Observed,
+    options: &PlanOptions,
+) -> Result<Vec<plan::protection::Refusal>, Error> {
+    use plan::protection::{self, RefusalKind};
+    let mut refused = protection::refusals(plan, desired, observed);
+    refused.extend(
+        protection::limit_refusals(plan, observed, &options.limits)
+            .into_iter()
+            .filter(|r| r.kind == RefusalKind::DestroyAll),
+    );
+    let mut rest = plan.clone();
+    protection::without_refused(&mut rest, &refused);
+    refused.extend(
+        protection::limit_refusals(&rest, observed, &options.limits)
+            .into_iter()
+            .filter(|r| r.kind == RefusalKind::MaxDestroy),
+    );
+    if refused.is_empty() {
+        return Ok(refused);
+    }
+    match options.refusals {
+        Refusals::WholePlan => {
+            // As before per-service refusals existed: the limits as the whole plan has them.
+            let mut lines: Vec<String> = protection::violations(plan, desired, observed);
+            lines.extend(protection::limit_violations(
+                plan,
+                observed,
+                &options.limits,
+            ));
+            Err(Error::Config {
+                message: format!(
+                    "{}\nthe plan was refused; nothing was done",
+                    lines.join("\n")
+                ),
+            })
+        }
+        Refusals::PerService => {
+            protection::without_refused(plan, &refused);
+            Ok(refused)
+        }
+    }
 }
 
 /// How an apply pass plans and takes the lock.
@@ -910,12 +992,257 @@ mod tests {
             error.to_string().contains("would replace 2 replicas"),
             "{error}"
         );
-        // A rolling replace keeps every replica until its successor is ready: allowed.
+        // A rolling replace would run a second instance beside each replica: refused too.
+        let submits = backend.count(Op::Submit);
         let rolling = rewrite(dir, Some((2, "    protect: true\n")));
+        let error = run(dir, &rolling, &backend).unwrap_err();
+        assert!(
+            error.to_string().contains("s.web is protected")
+                && error.to_string().contains("replace 1 replica create-first"),
+            "{error}"
+        );
+        assert_eq!(backend.count(Op::Submit), submits, "nothing submitted");
+        // Unprotected, the same rolling replace goes ahead.
+        let rolling = rewrite(dir, Some((2, "    protect: false\n")));
         assert!(matches!(
             run(dir, &rolling, &backend),
             Ok(Outcome::Applied(..))
         ));
+        assert!(backend.count(Op::Submit) > submits + 1, "a successor");
+    }
+
+    #[test]
+    fn a_protected_service_is_renewed_only_when_its_stack_writes_renew_before() {
+        let (dir, _) = repo(1, 1);
+        let dir = dir.path();
+        let service = |extra: &str| {
+            write_stack(
+                dir,
+                "s",
+                &format!(
+                    "services:\n  web:\n    recipe: test/sleeper\n    protect: true\n    \
+                     resources: {{time_limit: 60}}\n{extra}"
+                ),
+            );
+            load(dir).map(|repo| repo.desired.services.into_values().next().unwrap())
+        };
+        let implicit = service("").unwrap();
+        assert_eq!(implicit.update.renew_before, Some(360), "the default is on");
+        assert!(!plan::protection::renewal_allowed(&implicit));
+        let opted = service("    renew_before: 5m\n").unwrap();
+        assert!(plan::protection::renewal_allowed(&opted));
+        let off = service("    renew_before: 'off'\n").unwrap();
+        assert_eq!(off.update.renew_before, None);
+        // In the recipe it is no opt-in: the stack must say so.
+        std::fs::write(
+            dir.join("recipes/test/sleeper.yaml"),
+            "name: sleeper\ncommand: exec sleep 600\nrenew_before: 5m\n",
+        )
+        .unwrap();
+        assert!(!plan::protection::renewal_allowed(&service("").unwrap()));
+        // Without a time limit there is nothing to renew before.
+        write_stack(
+            dir,
+            "s",
+            "services:\n  web:\n    recipe: test/sleeper\n    protect: true\n    \
+             renew_before: 5m\n",
+        );
+        let error = load(dir).unwrap_err().to_string();
+        assert!(
+            error.contains("stacks/s.yaml:5") && error.contains("no time_limit"),
+            "{error}"
+        );
+    }
+
+    /// Writes `stacks/NAME.yaml`.
+    fn write_stack(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(format!("stacks/{name}.yaml")), text).unwrap();
+    }
+
+    fn per_service(dir: &Path, limits: plan::protection::DestroyLimits) -> ApplyOptions {
+        ApplyOptions {
+            plan: PlanOptions {
+                limits,
+                refusals: Refusals::PerService,
+                ..PlanOptions::for_checkout(dir)
+            },
+            lock_wait: Duration::ZERO,
+            expect: None,
+        }
+    }
+
+    #[test]
+    fn per_service_refusals_drop_only_the_refused_services_and_heal_the_rest() {
+        let (dir, _) = repo(1, 1);
+        let dir = dir.path();
+        let backend = backend();
+        write_stack(
+            dir,
+            "s",
+            "services:\n  db:\n    recipe: test/sleeper\n    protect: true\n  \
+             api:\n    recipe: test/sleeper\n    replicas: 2\n",
+        );
+        run(dir, &load(dir).unwrap(), &backend).unwrap();
+        assert_eq!(backend.alive().len(), 3);
+        // db leaves the repo and an api replica is cancelled behind stackctl's back.
+        write_stack(
+            dir,
+            "s",
+            "services:\n  api:\n    recipe: test/sleeper\n    replicas: 2\n",
+        );
+        let repo = load(dir).unwrap();
+        let api = |b: &FakeBackend| {
+            b.alive()
+                .into_iter()
+                .filter(|j| j.comment.contains(";svc=api;"))
+                .count()
+        };
+        let victim = backend
+            .alive()
+            .into_iter()
+            .find(|j| j.comment.contains(";svc=api;"))
+            .unwrap()
+            .id;
+        backend.cancel(&[victim]).unwrap();
+        assert_eq!(api(&backend), 1);
+        // apply refuses it all.
+        let error = run(dir, &repo, &backend).unwrap_err();
+        assert!(error.to_string().contains("s.db is protected"), "{error}");
+        assert_eq!(api(&backend), 1, "apply half-applies nothing");
+        // Per service: db refused and left running, api healed in the same pass.
+        let outcome = apply(
+            &repo,
+            &backend,
+            &per_service(dir, Default::default()),
+            &mut |_| true,
+            &mut Silent,
+        )
+        .unwrap();
+        let Outcome::Applied(planned, report) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert!(report.is_complete(), "{:?}", report.errors);
+        assert_eq!(planned.refused.len(), 1, "{:?}", planned.refused);
+        let refusal = &planned.refused[0];
+        assert_eq!(refusal.kind, plan::protection::RefusalKind::Protected);
+        assert_eq!(refusal.services[0].to_string(), "s.db");
+        assert_eq!(api(&backend), 2, "api is back");
+        assert_eq!(backend.alive().len(), 3, "db still runs");
+    }
+
+    #[test]
+    fn per_service_reports_a_rejected_service_and_its_dependents_and_starts_the_rest() {
+        let (dir, _) = repo(1, 1);
+        let dir = dir.path();
+        let backend = backend();
+        backend.state().reject_scripts_containing = Some("refuse-me".into());
+        write_stack(
+            dir,
+            "s",
+            "services:\n  queue:\n    recipe: test/sleeper\n    environment: {MARK: refuse-me}\n  \
+             worker:\n    recipe: test/sleeper\n    depends_on:\n      - {service: queue, \
+             condition: started}\n  other:\n    recipe: test/sleeper\n",
+        );
+        let repo = load(dir).unwrap();
+        let outcome = apply(
+            &repo,
+            &backend,
+            &per_service(dir, Default::default()),
+            &mut |_| true,
+            &mut Silent,
+        )
+        .unwrap();
+        let Outcome::Applied(_, report) = outcome else {
+            panic!("{outcome:?}")
+        };
+        let refused: Vec<(String, plan::protection::RefusalKind)> = report
+            .refused
+            .iter()
+            .map(|r| (r.services[0].to_string(), r.kind))
+            .collect();
+        assert_eq!(
+            refused,
+            [
+                (
+                    "s.queue".to_owned(),
+                    plan::protection::RefusalKind::Rejected
+                ),
+                (
+                    "s.worker".to_owned(),
+                    plan::protection::RefusalKind::Dependency
+                ),
+            ]
+        );
+        assert_eq!(report.errors.len(), 2, "each refusal is one of the errors");
+        let alive = backend.alive();
+        assert_eq!(alive.len(), 1, "{alive:?}");
+        assert!(alive[0].comment.contains(";svc=other;"), "{alive:?}");
+    }
+
+    #[test]
+    fn per_service_destroy_limits_hold_back_every_cancelling_service() {
+        let (dir, _) = repo(1, 1);
+        let dir = dir.path();
+        let backend = backend();
+        write_stack(
+            dir,
+            "s",
+            "services:\n  a:\n    recipe: test/sleeper\n    replicas: 2\n  \
+             b:\n    recipe: test/sleeper\n    replicas: 2\n",
+        );
+        run(dir, &load(dir).unwrap(), &backend).unwrap();
+        let cancels = backend.count(Op::Cancel);
+        let before: Vec<_> = backend.alive().into_iter().map(|j| j.id).collect();
+        let limited = |repo: &Repo, limits| match apply(
+            repo,
+            &backend,
+            &per_service(dir, limits),
+            &mut |_| true,
+            &mut Silent,
+        )
+        .unwrap()
+        {
+            Outcome::NoChanges(planned) | Outcome::Applied(planned, _) => planned.refused,
+            Outcome::Declined(_) => unreachable!(),
+        };
+        // Emptied stacks/: nothing cancelled without --allow-destroy-all.
+        write_stack(dir, "s", "services: {}\n");
+        let empty = load(dir).unwrap();
+        let refused = limited(
+            &empty,
+            plan::protection::DestroyLimits {
+                max_destroy: None,
+                allow_destroy_all: false,
+            },
+        );
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].kind, plan::protection::RefusalKind::DestroyAll);
+        assert_eq!(refused[0].services.len(), 2);
+        assert_eq!(backend.count(Op::Cancel), cancels, "nothing cancelled");
+        // a scales down by one and b by two with --max-destroy 2: both held back, and a new
+        // service c still starts.
+        write_stack(
+            dir,
+            "s",
+            "services:\n  a:\n    recipe: test/sleeper\n  b:\n    recipe: test/sleeper\n    \
+             replicas: 0\n  c:\n    recipe: test/sleeper\n",
+        );
+        let refused = limited(
+            &load(dir).unwrap(),
+            plan::protection::DestroyLimits {
+                max_destroy: Some(2),
+                allow_destroy_all: false,
+            },
+        );
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].kind, plan::protection::RefusalKind::MaxDestroy);
+        assert_eq!(refused[0].services.len(), 2, "a and b");
+        let alive: Vec<_> = backend.alive().into_iter().map(|j| j.id).collect();
+        assert!(
+            before.iter().all(|id| alive.contains(id)),
+            "nothing cancelled"
+        );
+        assert_eq!(alive.len(), 5, "c started beside the four");
     }
 
     #[test]

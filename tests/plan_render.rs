@@ -2802,12 +2802,14 @@ fn show_prints_the_header_then_the_plan_as_plan_printed_it() {
         plan: plan.clone(),
         observed,
         locks: vec![],
+        refused: vec![],
     };
     let options = stackctl::reconcile::PlanOptions {
         source: plan.source.clone(),
         prune: true,
         limits: Default::default(),
         scope: Default::default(),
+        refusals: Default::default(),
     };
     let mut saved =
         stackctl::saved::SavedPlan::new(&planned, &options, "d".repeat(64), 1_700_000_000);

@@ -257,3 +257,69 @@ fn a_partial_failure_lists_what_was_done_and_what_failed_and_a_rerun_converges()
     assert_eq!(repo.alive("s.bad").len(), 1);
     repo.assert_converged();
 }
+
+/// A protected service that would roll (two replicas, a health check, `strategy: rolling`):
+/// no change may start a second instance beside a replica, so a spec change (here its
+/// command's environment) and `--replace` are refused by name, and Slurm sees no new job and
+/// no cancel.
+#[test]
+fn a_protected_rolling_service_refuses_a_spec_change_and_replace_without_a_second_instance() {
+    let repo = TestRepo::new("protect-roll");
+    std::fs::write(
+        repo.path().join("recipes/test/listener.yaml"),
+        "name: listener\ncommand: exec python3 -m http.server \"$PORT\"\n\
+         resources: {cpu: 1, memory: 256M, time_limit: 15}\nports: [auto]\n",
+    )
+    .unwrap();
+    let service = |mode: &str| {
+        format!(
+            "services:\n  store:\n    recipe: test/listener\n    replicas: 2\n    protect: true\n    \
+             environment: {{MODE: {mode}}}\n    health:\n      tcp: {{}}\n      interval: 1s\n    \
+             update: {{strategy: rolling, max_surge: 2}}\n"
+        )
+    };
+    repo.write_stack("data", &service("a"));
+    repo.apply();
+    // Ready replicas are replaced create-first (a replica not ready yet would go first).
+    wait_for("both replicas ready", 120, || {
+        let alive = repo.alive("data.store");
+        alive.len() == 2 && alive.iter().all(|j| j.comment.contains(";health=ready;"))
+    });
+    let mut before = ids(&repo.jobs());
+    before.sort();
+    let alive = ids(&repo.alive("data.store"));
+    assert_eq!(alive.len(), 2);
+
+    repo.write_stack("data", &service("b"));
+    for args in [&["plan"][..], &["apply", "--auto-approve"]] {
+        let error = repo.refused(args);
+        assert!(
+            error.contains("data.store is protected")
+                && error.contains("replace 2 replicas create-first"),
+            "{error}"
+        );
+    }
+    // Under watch too: the service is refused, the pass fails, nothing is submitted.
+    let output = repo.run(&["watch", "--local", "--once"]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("data.store") && log.contains("reason=\"protected\""),
+        "{log}"
+    );
+    repo.write_stack("data", &service("a"));
+    for replace in ["data/store", "data/store#0"] {
+        let error = repo.refused(&["apply", "--auto-approve", "--replace", replace]);
+        assert!(
+            error.contains("data.store is protected") && error.contains("create-first"),
+            "{error}"
+        );
+    }
+    let mut after = ids(&repo.jobs());
+    after.sort();
+    assert_eq!(
+        after, before,
+        "no job submitted, not even a lock placeholder"
+    );
+    assert_eq!(ids(&repo.alive("data.store")), alive, "nothing cancelled");
+}

@@ -344,3 +344,250 @@ fn started_on_an_invalid_commit_watch_converges_to_the_newest_valid_one_before_i
     watch.wait_log("the valid commit applied", CONVERGE, &good);
     assert_eq!(watch.terminate(), Some(0));
 }
+
+#[test]
+fn watch_follows_a_force_push_and_a_rewind_of_the_branch() {
+    let setup = GitSetup::new("watch-force", &stack(1));
+    let repo = &setup.repo;
+    let first = git(repo.path(), &["rev-parse", "HEAD"]);
+    let mut watch = Watch::start(setup.checkout.path(), &["--interval", INTERVAL]);
+    wait_for("the first replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    setup.push(&stack(2), "two replicas");
+    wait_for("two replicas", CONVERGE, || {
+        repo.indexes("web.app") == [0, 1]
+    });
+
+    // History rewritten: "two replicas" is replaced by a different commit on top of the first.
+    git(repo.path(), &["reset", "-q", "--hard", &first]);
+    repo.write_stack("web", &stack(3));
+    git(
+        repo.path(),
+        &["commit", "-q", "-am", "three replicas, rewritten"],
+    );
+    git(repo.path(), &["push", "-q", "-f", "origin", "HEAD:main"]);
+    let rewritten = git(repo.path(), &["rev-parse", "--short=12", "HEAD"]);
+    let pushed = Instant::now();
+    wait_for("three replicas from the rewritten branch", CONVERGE, || {
+        repo.indexes("web.app") == [0, 1, 2]
+    });
+    eprintln!("force-push applied after {:?}", pushed.elapsed());
+    watch.wait_log("the reset logged", CONVERGE, "remote branch was rewritten");
+    watch.wait_log("the rewritten commit applied", CONVERGE, &rewritten);
+    assert_eq!(
+        git(setup.checkout.path(), &["rev-parse", "--short=12", "HEAD"]),
+        rewritten,
+        "the checkout follows the branch"
+    );
+
+    // Rewound to the first commit (force-pushed back): the checkout is ahead, and still follows.
+    git(
+        repo.path(),
+        &["push", "-q", "-f", "origin", &format!("{first}:main")],
+    );
+    wait_for("one replica after the rewind", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    assert_eq!(
+        git(setup.checkout.path(), &["rev-parse", "HEAD"]),
+        first,
+        "the checkout is back on the first commit"
+    );
+    assert!(
+        !watch.log().contains("has diverged") && !watch.log().contains("does not have"),
+        "never held on a commit the branch no longer has:\n{}",
+        watch.log()
+    );
+    assert_eq!(watch.terminate(), Some(0));
+}
+
+#[test]
+fn once_exits_1_on_an_invalid_head_and_on_a_remote_it_cannot_fetch() {
+    let setup = GitSetup::new("watch-once-git", &stack(1));
+    let once = |dir: &Path| {
+        let output = stackctl(dir, &["watch", "--once"]).output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), log)
+    };
+    let (code, log) = once(setup.checkout.path());
+    assert_eq!(code, Some(0), "a valid commit converges:\n{log}");
+    assert_eq!(setup.repo.indexes("web.app"), [0]);
+
+    // The newest commit is invalid: the last valid one is healed, but the pass fails.
+    let broken = setup.push("services:\n  app:\n    recipe: test/missing\n", "broken");
+    let (code, log) = once(setup.checkout.path());
+    assert_eq!(code, Some(1), "an invalid HEAD exits 1:\n{log}");
+    assert!(
+        log.contains(&format!("commit {broken} is invalid")),
+        "{log}"
+    );
+
+    // Fixed, then the remote goes away: the checkout's commit is valid, the fetch is not.
+    setup.push(&stack(1), "fixed");
+    let (code, log) = once(setup.checkout.path());
+    assert_eq!(code, Some(0), "fixed:\n{log}");
+    git(
+        setup.checkout.path(),
+        &[
+            "remote",
+            "set-url",
+            "origin",
+            "file:///nonexistent/stackctl-remote.git",
+        ],
+    );
+    let (code, log) = once(setup.checkout.path());
+    assert_eq!(code, Some(1), "an unreachable remote exits 1:\n{log}");
+    assert!(log.contains("cannot sync with the remote"), "{log}");
+    assert_eq!(setup.repo.indexes("web.app"), [0], "nothing was touched");
+}
+
+/// `GET /status` over HTTP/1.0, as JSON.
+fn status_of(addr: std::net::SocketAddr) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET /status HTTP/1.0\r\nHost: test\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).ok()?;
+    serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+}
+
+#[test]
+fn walltime_renewals_are_not_drift_but_a_replica_cancelled_by_hand_is() {
+    let repo = TestRepo::new("watch-renew-drift");
+    // A two-minute replica renewed 110 s before its end: a renewal about 10 s after each
+    // start, its predecessor retired 1 s after the successor runs.
+    let renewed = "services:\n  app:\n    recipe: test/sleeper\n    resources: {time_limit: 2}\n    \
+                   renew_before: 110s\n    update: {min_healthy_time: 1s}\n";
+    let steady = |replicas: u32| {
+        format!("{renewed}  steady:\n    recipe: test/sleeper\n    replicas: {replicas}\n")
+    };
+    repo.write_stack("web", &steady(2));
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let listen = addr.to_string();
+    let mut watch = Watch::start(
+        repo.path(),
+        &["--local", "--interval", INTERVAL, "--listen", &listen],
+    );
+    wait_for("the first replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    let first = repo.alive("web.app")[0].id.clone();
+    wait_for("a renewal retired the first job", 150, || {
+        let alive = repo.alive("web.app");
+        alive.len() == 1 && alive[0].id != first && alive[0].state == "RUNNING"
+    });
+    watch.wait_log(
+        "the renewal's retirement reconciled",
+        CONVERGE,
+        "reconciled",
+    );
+    // A scale-down and back up: stackctl's own cancel is no drift either.
+    repo.write_stack("web", &steady(1));
+    wait_for("one steady replica", CONVERGE, || {
+        repo.indexes("web.steady") == [0]
+    });
+    repo.write_stack("web", &steady(2));
+    wait_for("two steady replicas", CONVERGE, || {
+        repo.indexes("web.steady") == [0, 1]
+    });
+    let status = status_of(addr).expect("/status");
+    assert_eq!(status["drift_corrections"], 0, "{status}");
+    assert!(!watch.log().contains("drift=true"), "{}", watch.log());
+
+    // Now a replica ended outside stackctl: that is drift.
+    let alive = repo.alive("web.app");
+    scancel(&alive.iter().map(|j| j.id.clone()).collect::<Vec<_>>());
+    wait_for("the drift counted", 60, || {
+        status_of(addr).is_some_and(|s| s["drift_corrections"].as_u64() >= Some(1))
+    });
+    assert_eq!(watch.terminate(), Some(0));
+}
+
+#[test]
+fn a_checkout_with_local_edits_is_reported_and_the_branch_is_applied_all_the_same() {
+    let setup = GitSetup::new("watch-held", &stack(1));
+    let repo = &setup.repo;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let listen = addr.to_string();
+    let mut watch = Watch::start(
+        setup.checkout.path(),
+        &["--interval", INTERVAL, "--listen", &listen],
+    );
+    wait_for("the first replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    // Someone edits the watched checkout by hand; then the branch moves on.
+    let edited = setup.checkout.path().join("stacks/web.yaml");
+    std::fs::write(&edited, stack(5)).unwrap();
+    let pushed = setup.push(&stack(2), "two replicas");
+    wait_for("the branch's two replicas", CONVERGE, || {
+        repo.indexes("web.app") == [0, 1]
+    });
+    watch.wait_log("the pushed commit applied", CONVERGE, &pushed);
+    let status = status_of(addr).expect("/status");
+    assert!(
+        status["checkout_held"]
+            .as_str()
+            .is_some_and(|r| r.contains("uncommitted changes to stacks/web.yaml")),
+        "{status}"
+    );
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    assert!(
+        metrics.contains("\nstackctl_checkout_up_to_date 0\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&edited).unwrap(),
+        stack(5),
+        "the edit is kept"
+    );
+    assert_eq!(watch.terminate(), Some(0));
+}
+
+#[test]
+fn a_force_push_to_an_invalid_commit_serves_the_newest_valid_commit_the_branch_has() {
+    let setup = GitSetup::new("watch-force-bad", &stack(1));
+    let repo = &setup.repo;
+    let first = git(repo.path(), &["rev-parse", "HEAD"]);
+    let mut watch = Watch::start(setup.checkout.path(), &["--interval", INTERVAL]);
+    wait_for("the first replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    setup.push(&stack(3), "three replicas");
+    wait_for("three replicas", CONVERGE, || {
+        repo.indexes("web.app") == [0, 1, 2]
+    });
+    // "three replicas" leaves the branch; its new head is invalid.
+    git(repo.path(), &["reset", "-q", "--hard", &first]);
+    repo.write_stack("web", "services:\n  app:\n    recipe: test/absent\n");
+    git(
+        repo.path(),
+        &["commit", "-q", "-am", "broken, force-pushed"],
+    );
+    git(repo.path(), &["push", "-q", "-f", "origin", "HEAD:main"]);
+    wait_for("the first commit's one replica", CONVERGE, || {
+        repo.indexes("web.app") == [0]
+    });
+    let log = watch.log();
+    assert!(
+        log.contains("converging to the newest valid commit before it")
+            && log.contains(&first[..12]),
+        "{log}"
+    );
+    assert_eq!(watch.terminate(), Some(0));
+}

@@ -177,7 +177,7 @@ fn healthz_status_metrics_and_404() {
     assert_eq!(status.status, 200);
     assert_eq!(status.header("content-type"), Some("application/json"));
     let json: serde_json::Value = serde_json::from_str(&status.body).expect("JSON");
-    assert_eq!(json["format_version"], "1.0");
+    assert_eq!(json["format_version"], "1.1");
     assert_eq!(json["mode"], "git");
     assert_eq!(json["reconciles_ok"], 4);
     assert_eq!(json["reconciles_error"], 1);

@@ -1223,6 +1223,11 @@ fn lift_service(
         }
     };
     let update_over = std::mem::take(&mut overrides.update);
+    // `renew_before:` written on the service itself: a protected service's opt-in to renewal.
+    let renew_written = update_over
+        .renew_before
+        .as_ref()
+        .map(|set| (set.value.is_some(), set.origin.clone()));
     let (mut spec, mut origins, health) = recipe.with_overrides(overrides);
     if let Some(image) = image {
         spec.image = Some(image.value);
@@ -1298,13 +1303,25 @@ fn lift_service(
             return None;
         }
     };
+    let protect = service.protect.as_ref().is_some_and(|p| p.value);
+    if let Some((renews, origin)) = renew_written {
+        if protect && renews && spec.resources.time_limit.is_none() {
+            ctx.errors.push(origin.error(
+                "renew_before on a protected service allows its walltime renewal, but the \
+                 service has no time_limit to renew before: set resources.time_limit or drop \
+                 renew_before",
+            ));
+            return None;
+        }
+        origins.insert("renew_before".to_owned(), origin);
+    }
     Some(Service {
         recipe: reference.value.clone(),
         replicas,
         hash: spec.hash(),
         spec,
         restart,
-        protect: service.protect.as_ref().is_some_and(|p| p.value),
+        protect,
         update,
         origins,
         depends_on,

@@ -88,11 +88,16 @@ pub(super) fn pair<'a>(candidates: &[&'a LiveJob]) -> Option<(&'a LiveJob, &'a L
     })
 }
 
-/// Returns whether `job` (running the desired spec) is due for walltime renewal at `now`.
+/// Returns whether `job` (running the desired spec) is due for walltime renewal at `now`. A
+/// protected service is renewed only when its stack opts in
+/// ([`super::protection::renewal_allowed`]): a renewal runs two instances for a while.
 pub(super) fn renewal_due(service: &Service, job: &LiveJob, now: i64) -> bool {
     let (Some(before), Some(end)) = (service.update.renew_before, job.times.end) else {
         return false;
     };
+    if !super::protection::renewal_allowed(service) {
+        return false;
+    }
     job.state == JobState::Running && end - now < before as i64
 }
 
@@ -762,6 +767,41 @@ mod tests {
         // A renewal is no rollout an apply drives to its end: it would never end.
         assert!(!in_rollout(&plan));
         assert!(!settles(&plan));
+    }
+
+    #[test]
+    fn a_protected_replica_is_renewed_only_when_the_stack_opts_in() {
+        let policy = UpdatePolicy {
+            renew_before: Some(600),
+            ..UpdatePolicy::default()
+        };
+        let mut svc = service("1", policy);
+        svc.protect = true;
+        let mut jobs = old_replicas(&svc);
+        jobs[1].times.end = Some(NOW + 30);
+        // The markers say `protect=0`: their in-place rewrites are no replacement.
+        let changes = |plan: &Plan| -> Vec<_> {
+            changes(plan)
+                .into_iter()
+                .filter(|c| c.1 != Action::Update)
+                .collect()
+        };
+        assert!(
+            changes(&plan(&svc, jobs.clone())).is_empty(),
+            "no second instance: it runs to its time limit"
+        );
+        svc.origins.insert(
+            "renew_before".into(),
+            crate::desired::Origin {
+                file: "stacks/s.yaml".into(),
+                position: Some((5, 5)),
+                field: "services.web.renew_before".into(),
+            },
+        );
+        assert_eq!(
+            changes(&plan(&svc, jobs)),
+            vec![(1, Action::Replace, Reason::Renewal, Order::CreateFirst)]
+        );
     }
 
     #[test]

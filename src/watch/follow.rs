@@ -1,7 +1,12 @@
 //! Where the loop's desired state comes from: a branch of a git repo (fetched, the checkout
-//! fast-forwarded, each new commit exported and validated on its own) or the files of a
+//! moved to it, each new commit exported and validated on its own) or the files of a
 //! directory (`--local`). Both keep the last valid desired state, so an invalid commit or a
 //! half-saved edit never stops the loop from healing drift.
+//!
+//! In git mode the remote branch is the desired state: what the loop applies is the commit
+//! the branch points to, a rewritten history included, even when the checkout itself cannot
+//! be moved (local changes, another branch checked out); that checkout is reported
+//! (`/status`'s `checkout_held`, `stackctl_checkout_up_to_date 0`).
 
 use super::Wake;
 use super::git_sync::{self, Checkout, GitSync};
@@ -74,6 +79,8 @@ impl Follow {
             current: None,
             rejected: BTreeSet::new(),
             held: None,
+            newest_invalid: false,
+            sync_failed: false,
         }))
     }
 
@@ -97,6 +104,18 @@ impl Follow {
         }
     }
 
+    /// Why the newest desired state is not the one being converged to, if it is not: the
+    /// remote could not be fetched, the newest commit (or the files) are invalid. `--once`
+    /// exits 1 then, even when it healed from the last valid state.
+    pub fn problem(&self) -> Option<&'static str> {
+        match self {
+            Follow::Git(git) if git.sync_failed => Some("the remote could not be fetched"),
+            Follow::Git(git) if git.newest_invalid => Some("the newest commit is invalid"),
+            Follow::Local(local) if local.error.is_some() => Some("the files are invalid"),
+            _ => None,
+        }
+    }
+
     /// The desired state to converge to, once one was valid.
     pub fn target(&self) -> Option<&Target> {
         match self {
@@ -115,6 +134,10 @@ pub struct GitFollow {
     rejected: BTreeSet<String>,
     /// Why the checkout was last left alone, to log it once.
     held: Option<String>,
+    /// Whether the newest commit the branch (or HEAD) offered failed validation.
+    newest_invalid: bool,
+    /// Whether the last sync with the remote failed.
+    sync_failed: bool,
 }
 
 impl GitFollow {
@@ -125,7 +148,10 @@ impl GitFollow {
             .and_then(Target::commit_short)
             .unwrap_or("nothing yet")
             .to_owned();
-        let candidate = match self.sync.sync() {
+        let synced = self.sync.sync();
+        self.sync_failed = synced.is_err();
+        lock(state).sync_error = synced.as_ref().err().map(ToString::to_string);
+        let candidate = match synced {
             Ok(Checkout::Current { commit, moved_from }) => {
                 if let Some(from) = moved_from {
                     tracing::info!(
@@ -139,8 +165,26 @@ impl GitFollow {
                 }
                 Some(commit)
             }
+            Ok(Checkout::Reset {
+                commit,
+                from,
+                dropped,
+            }) => {
+                tracing::warn!(
+                    from = git_sync::short(&from),
+                    to = git_sync::short(&commit),
+                    dropped,
+                    "the remote branch was rewritten (force-push): reset the checkout to it, \
+                     dropping {dropped} commit{} the branch no longer has",
+                    if dropped == 1 { "" } else { "s" }
+                );
+                if self.held.take().is_some() {
+                    lock(state).checkout_held = None;
+                }
+                Some(commit)
+            }
             Ok(Checkout::Held {
-                head,
+                head: _,
                 remote,
                 reason,
             }) => {
@@ -148,12 +192,15 @@ impl GitFollow {
                     tracing::warn!(
                         remote = git_sync::short(&remote),
                         serving = %serving,
-                        "the checkout {reason}; it was not updated"
+                        "the checkout {reason}; it was not updated (the remote branch's commit \
+                         is applied all the same)"
                     );
                     self.held = Some(reason.clone());
                 }
                 lock(state).checkout_held = Some(reason);
-                if self.current.is_some() { None } else { head }
+                // The branch is the desired state, whatever the checkout holds: its commit is
+                // read from git's objects, never from the working tree.
+                Some(remote)
             }
             Err(error) => {
                 tracing::warn!(%error, serving = %serving, "cannot sync with the remote");
@@ -167,11 +214,15 @@ impl GitFollow {
         let Some(candidate) = candidate else {
             return false;
         };
-        if self.current.as_ref().and_then(|t| t.commit.as_ref()) == Some(&candidate)
-            || self.rejected.contains(&candidate)
-        {
+        if self.current.as_ref().and_then(|t| t.commit.as_ref()) == Some(&candidate) {
+            self.newest_invalid = false;
             return false;
         }
+        if self.rejected.contains(&candidate) {
+            self.newest_invalid = true;
+            return false;
+        }
+        self.newest_invalid = false;
         match self.load(&candidate) {
             Ok(target) => {
                 lock(state).rejected_commit = None;
@@ -192,9 +243,19 @@ impl GitFollow {
                     message,
                 });
                 self.rejected.insert(candidate.clone());
-                if self.current.is_none() {
-                    self.current = self.walk_back(&candidate);
-                    return self.current.is_some();
+                self.newest_invalid = true;
+                // After a restart, or a force-push that left the commit being served out of the
+                // branch: the newest valid commit the branch has.
+                let orphaned = self
+                    .current
+                    .as_ref()
+                    .and_then(|t| t.commit.as_deref())
+                    .is_some_and(|c| !self.sync.contains(&candidate, c).unwrap_or(true));
+                if (self.current.is_none() || orphaned)
+                    && let Some(target) = self.walk_back(&candidate)
+                {
+                    self.current = Some(target);
+                    return true;
                 }
                 false
             }
@@ -215,7 +276,8 @@ impl GitFollow {
         Ok(Target::new(repo, Some(commit.to_owned()), Some(source)))
     }
 
-    /// After a restart on an invalid commit: the newest valid first-parent ancestor.
+    /// After a restart on an invalid commit, or a force-push to one: the newest valid
+    /// first-parent ancestor.
     fn walk_back(&mut self, from: &str) -> Option<Target> {
         let mut commit = from.to_owned();
         for _ in 0..MAX_WALK_BACK {

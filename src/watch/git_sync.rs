@@ -1,5 +1,6 @@
-//! The watch loop's git adapter: fetches the followed branch into a checkout, fast-forwards the
-//! checkout for the humans who look at it (never over local changes, never a merge), and exports
+//! The watch loop's git adapter: fetches the followed branch into a checkout, moves the
+//! checkout to the remote branch for the humans who look at it (a fast-forward, or a hard reset
+//! when the remote history was rewritten; never over local changes, never a merge), and exports
 //! the files stackctl reads from one commit's tree, so what the loop applies is exactly a commit.
 //! The one-shot commands keep asking git through [`crate::git`]; this module talks to libgit2.
 
@@ -171,9 +172,20 @@ pub enum Checkout {
         /// or when it moved from an unborn branch).
         moved_from: Option<String>,
     },
+    /// The remote branch no longer has the checkout's commit (a force-push rewrote or rewound
+    /// it): the checkout was reset to the remote branch's commit, dropping the commits only the
+    /// checkout had (git's reflog still has them).
+    Reset {
+        /// The remote branch's commit (full hex).
+        commit: String,
+        /// The commit the checkout (or its local branch) was at.
+        from: String,
+        /// How many commits the checkout had that the remote branch does not.
+        dropped: usize,
+    },
     /// The checkout was left alone; `reason` is one human sentence fragment
     /// (e.g. "has uncommitted changes to stacks/a.yaml, recipes/x/y.yaml",
-    ///  "has 2 commits that origin/main does not have", "is on branch dev, not main",
+    ///  "is on branch dev, not main",
     ///  "has untracked files the new commit would overwrite: stacks/b.yaml").
     Held {
         /// The commit HEAD points to (None on an unborn branch).
@@ -230,9 +242,12 @@ impl GitSync {
         })
     }
 
-    /// Fetches `branch` from `remote` into `refs/remotes/<remote>/<branch>`, then fast-forwards the
-    /// checkout when it is clean, on `branch` (or on an unborn/detached HEAD that is an ancestor), and behind.
-    /// Never overwrites local changes, never moves a diverged or ahead checkout, never creates merge commits.
+    /// Fetches `branch` from `remote` into `refs/remotes/<remote>/<branch>`, then moves the
+    /// checkout to it when it is clean and on `branch` (or on an unborn or detached HEAD): a
+    /// fast-forward when it is behind, a hard reset when the remote history was rewritten (the
+    /// checkout, or its local branch, has commits the remote branch does not: the remote
+    /// branch is the desired state). Never overwrites local changes (tracked edits, untracked
+    /// files in the way), never creates merge commits.
     ///
     /// Reopens the repository first: libgit2 keeps every pack file it has read open, and each
     /// fetch that brings commits adds a pack, so a repository held for the life of the loop would
@@ -256,6 +271,14 @@ impl GitSync {
         let inner = self.lock();
         let found = inner.find_commit(commit)?;
         Ok(found.parent_ids().next().map(|id| id.to_string()))
+    }
+
+    /// Whether `commit` is in the history of `tip` (`tip` itself included).
+    pub fn contains(&self, tip: &str, commit: &str) -> Result<bool, SyncError> {
+        let inner = self.lock();
+        let tip = inner.find_commit(tip)?.id();
+        let commit = inner.find_commit(commit)?.id();
+        Ok(tip == commit || inner.descends(tip, commit)?)
     }
 
     /// Writes the files of `commit` that stackctl reads — `stackctl.yaml`, everything under `stacks/` and `recipes/` — into `dest` (an empty directory), as regular files. Symlinks and submodules in those paths are an error naming the path (never followed).
@@ -298,6 +321,9 @@ impl Inner {
         };
         let head = self.read_head()?;
         let attached = matches!(head, Head::Branch(..));
+        // The commit the checkout leaves and how many commits only it had, when the remote
+        // history was rewritten.
+        let mut rewritten: Option<(Oid, usize)> = None;
         let from = match head {
             Head::Branch(name, oid) if name != self.branch => {
                 return Ok(held(
@@ -313,7 +339,7 @@ impl Inner {
             }
             Head::Branch(_, oid) | Head::Detached(oid) => {
                 if !self.descends(target, oid)? {
-                    return Ok(held(Some(oid), self.not_behind(oid, target, &tracking)?));
+                    rewritten = Some((oid, self.only_local(oid, target, &tracking)?));
                 }
                 Some(oid)
             }
@@ -326,9 +352,9 @@ impl Inner {
             && let Some(local) = branch_at
             && local != target
             && !self.descends(target, local)?
+            && rewritten.is_none()
         {
-            let reason = self.not_behind(local, target, &tracking)?;
-            return Ok(held(from, format!("local branch {} {reason}", self.branch)));
+            rewritten = Some((local, self.only_local(local, target, &tracking)?));
         }
         let dirty = self.dirty_paths()?;
         if !dirty.is_empty() {
@@ -340,10 +366,24 @@ impl Inner {
         if let Some(blocking) = self.checkout(target)? {
             return Ok(held(from, blocking));
         }
-        self.move_branch(&branch_ref, branch_at, target, from, attached)?;
-        Ok(Checkout::Current {
-            commit: target.to_string(),
-            moved_from: from.map(|f| f.to_string()),
+        self.move_branch(
+            &branch_ref,
+            branch_at,
+            target,
+            from,
+            attached,
+            rewritten.is_some(),
+        )?;
+        Ok(match rewritten {
+            Some((left, dropped)) => Checkout::Reset {
+                commit: target.to_string(),
+                from: left.to_string(),
+                dropped,
+            },
+            None => Checkout::Current {
+                commit: target.to_string(),
+                moved_from: from.map(|f| f.to_string()),
+            },
         })
     }
 
@@ -459,26 +499,13 @@ impl Inner {
             .map_err(|e| self.inspect_error(&format!("compare {ancestor} with {commit}"), e))
     }
 
-    /// The reason a commit that `target` does not descend from is held: ahead or diverged.
-    fn not_behind(&self, local: Oid, target: Oid, tracking: &str) -> Result<String, SyncError> {
-        let (ahead, behind) = self
+    /// How many commits `local` has that `target` does not.
+    fn only_local(&self, local: Oid, target: Oid, tracking: &str) -> Result<usize, SyncError> {
+        let (ahead, _) = self
             .repo
             .graph_ahead_behind(local, target)
             .map_err(|e| self.inspect_error(&format!("compare {local} with {tracking}"), e))?;
-        let commits = |n: usize| if n == 1 { "commit" } else { "commits" };
-        Ok(if behind == 0 {
-            format!(
-                "has {ahead} {} that {tracking} does not have",
-                commits(ahead)
-            )
-        } else {
-            format!(
-                "has diverged from {tracking}: {ahead} local {} it does not have, \
-                 {behind} new {} there",
-                commits(ahead),
-                commits(behind)
-            )
-        })
+        Ok(ahead)
     }
 
     /// Tracked files changed in the index or the worktree (untracked files do not count).
@@ -564,9 +591,15 @@ impl Inner {
         target: Oid,
         from: Option<Oid>,
         attached: bool,
+        reset: bool,
     ) -> Result<(), SyncError> {
         let log = format!(
-            "stackctl watch: fast-forward to {}/{} {}",
+            "stackctl watch: {} to {}/{} {}",
+            if reset {
+                "reset (rewritten history)"
+            } else {
+                "fast-forward"
+            },
             self.remote,
             self.branch,
             short(&target.to_string())
@@ -1109,25 +1142,76 @@ mod tests {
     }
 
     #[test]
-    fn local_commit_holds_as_ahead() {
+    fn a_remote_branch_rewound_behind_a_local_commit_resets_the_checkout() {
         let fx = Fixture::new();
         let local = fx.commit_local("stacks/a.yaml", "a: local\n");
         let result = fx.sync().sync().expect("sync");
         assert_eq!(
             result,
-            Checkout::Held {
-                head: Some(local.to_string()),
-                remote: fx.first.to_string(),
-                reason: "has 1 commit that origin/main does not have".to_owned(),
+            Checkout::Reset {
+                commit: fx.first.to_string(),
+                from: local.to_string(),
+                dropped: 1,
             }
         );
-        assert_eq!(fx.sync().head().expect("head"), Some(local.to_string()));
+        assert_eq!(fx.sync().head().expect("head"), Some(fx.first.to_string()));
+        assert_eq!(fx.read("stacks/a.yaml"), "a: 1\n");
+        assert_eq!(fx.head_ref(), "refs/heads/main");
     }
 
     #[test]
-    fn diverged_holds() {
+    fn a_force_pushed_history_resets_the_checkout_to_the_remote_branch() {
+        let fx = Fixture::new();
+        let second = fx.push_remote(&SECOND);
+        fx.sync().sync().expect("fast-forward");
+        // The remote drops `second` and gets a different commit on top of `first`.
+        fx.remote
+            .reference("refs/heads/main", fx.first, true, "rewind")
+            .expect("rewind");
+        let third = fx.push_remote(&[
+            ("stackctl.yaml", "cluster: a\n"),
+            ("stacks/c.yaml", "c: 3\n"),
+        ]);
+        let result = fx.sync().sync().expect("sync");
+        assert_eq!(
+            result,
+            Checkout::Reset {
+                commit: third.to_string(),
+                from: second.to_string(),
+                dropped: 1,
+            }
+        );
+        assert_eq!(fx.sync().head().expect("head"), Some(third.to_string()));
+        assert_eq!(fx.read("stacks/c.yaml"), "c: 3\n");
+        assert!(!fx.dir.join("stacks/b.yaml").exists());
+        assert!(!fx.dir.join("stacks/a.yaml").exists());
+        let repo = fx.repo();
+        assert!(
+            repo.statuses(None).expect("status").is_empty(),
+            "clean after"
+        );
+        let reflog = repo.reflog("refs/heads/main").expect("reflog");
+        let message = reflog.get(0).and_then(|e| e.message().map(str::to_owned));
+        assert!(message.is_some_and(|m| m.starts_with("stackctl watch: reset")));
+    }
+
+    #[test]
+    fn contains_is_ancestry_along_the_tip() {
+        let fx = Fixture::new();
+        let second = fx.push_remote(&SECOND);
+        fx.sync().sync().expect("fetch");
+        let sync = fx.sync();
+        let (first, second) = (fx.first.to_string(), second.to_string());
+        assert!(sync.contains(&second, &first).expect("ancestry"));
+        assert!(sync.contains(&second, &second).expect("itself"));
+        assert!(!sync.contains(&first, &second).expect("not a descendant"));
+    }
+
+    #[test]
+    fn a_rewritten_history_never_overwrites_uncommitted_changes() {
         let fx = Fixture::new();
         let local = fx.commit_local("stacks/a.yaml", "a: local\n");
+        fs::write(fx.dir.join("stacks/a.yaml"), "a: edited\n").expect("edit");
         let second = fx.push_remote(&SECOND);
         let result = fx.sync().sync().expect("sync");
         assert_eq!(
@@ -1135,12 +1219,10 @@ mod tests {
             Checkout::Held {
                 head: Some(local.to_string()),
                 remote: second.to_string(),
-                reason: "has diverged from origin/main: 1 local commit it does not have, \
-                         1 new commit there"
-                    .to_owned(),
+                reason: "has uncommitted changes to stacks/a.yaml".to_owned(),
             }
         );
-        assert_eq!(fx.read("stacks/a.yaml"), "a: local\n");
+        assert_eq!(fx.read("stacks/a.yaml"), "a: edited\n");
         assert!(!fx.dir.join("stacks/b.yaml").exists());
     }
 
@@ -1225,7 +1307,7 @@ mod tests {
     }
 
     #[test]
-    fn detached_checkout_does_not_drop_local_branch_commits() {
+    fn a_detached_checkout_moves_a_rewritten_local_branch_too() {
         let fx = Fixture::new();
         let local = fx.commit_local("stacks/a.yaml", "a: local\n");
         let repo = fx.repo();
@@ -1236,15 +1318,19 @@ mod tests {
         )
         .expect("checkout first");
         repo.set_head_detached(fx.first).expect("detach");
-        fx.push_remote(&SECOND);
-        let reason = held_reason(fx.sync().sync().expect("sync"));
+        let second = fx.push_remote(&SECOND);
+        let result = fx.sync().sync().expect("sync");
         assert_eq!(
-            reason,
-            "local branch main has diverged from origin/main: 1 local commit it does not have, \
-             1 new commit there"
+            result,
+            Checkout::Reset {
+                commit: second.to_string(),
+                from: local.to_string(),
+                dropped: 1,
+            }
         );
-        assert_eq!(repo.refname_to_id("refs/heads/main").expect("main"), local);
-        assert!(repo.head_detached().expect("detached"));
+        assert_eq!(repo.refname_to_id("refs/heads/main").expect("main"), second);
+        assert_eq!(fx.head_ref(), "refs/heads/main");
+        assert_eq!(fx.read("stacks/b.yaml"), "b: 2\n");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! current-thread tokio runtime of its own, on its own thread, so the loop stays synchronous)
 //! and the routes:
 //!
-//! - `GET /healthz`: `200 ok`, as long as the server runs;
-//! - `GET /status`: the [`WatchState`] as JSON, `{"format_version": "1.0", ...}` with the
+//! - `GET /healthz`: `200 ok`, as long as the server runs (a liveness probe: restarting the
+//!   loop cannot fix a checkout that cannot follow its branch or a refused service, so those
+//!   are metrics, `stackctl_checkout_up_to_date` and `stackctl_refused_services`);
+//! - `GET /status`: the [`WatchState`] as JSON, `{"format_version": "1.1", ...}` with the
 //!   record's fields beside the version; minor versions only add fields;
 //! - `GET /metrics`: [`metrics::render`], Prometheus' text format 0.0.4;
 //! - any other path: `404`.
@@ -26,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// The version of the `/status` JSON; minor versions only add fields.
-pub const STATUS_FORMAT_VERSION: &str = "1.0";
+pub const STATUS_FORMAT_VERSION: &str = "1.1";
 
 /// How long a shutdown waits for requests in flight before it cuts their connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

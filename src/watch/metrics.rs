@@ -30,9 +30,21 @@ pub fn render(state: &WatchState) -> String {
     );
     family(
         &mut out,
+        "stackctl_checkout_up_to_date",
+        "gauge",
+        "Git mode: 1 when the last sync fetched the remote branch and moved the checkout to it, 0 when the fetch failed or the checkout could not be moved.",
+        if state.mode == "git" {
+            let ok = state.checkout_held.is_none() && state.sync_error.is_none();
+            vec![Sample::plain(u8::from(ok).to_string())]
+        } else {
+            Vec::new()
+        },
+    );
+    family(
+        &mut out,
         "stackctl_drift_corrections_total",
         "counter",
-        "Jobs submitted to replace replicas that ended or were cancelled outside stackctl.",
+        "Jobs submitted to replace replicas that ended or were cancelled outside stackctl (never renewals nor rolling replacements).",
         vec![Sample::plain(state.drift_corrections.to_string())],
     );
     family(
@@ -67,6 +79,13 @@ pub fn render(state: &WatchState) -> String {
         .iter()
         .map(|(result, n)| Sample::new("", labels(&[("result", result)]), n.to_string()))
         .collect(),
+    );
+    family(
+        &mut out,
+        "stackctl_refused_services",
+        "gauge",
+        "Services the last reconcile refused (left as they are while the others converged), by reason; always 1.",
+        refused(state),
     );
     family(
         &mut out,
@@ -218,6 +237,28 @@ fn replicas(
 
 /// The cumulative buckets, `+Inf`, `_sum` and `_count` of one operation. `+Inf` and `_count`
 /// are the calls made, which include those slower than the last bucket.
+/// One sample per refused service and reason, in order of their labels.
+fn refused(state: &WatchState) -> Vec<Sample> {
+    let mut samples: Vec<Sample> = state
+        .refused
+        .iter()
+        .map(|r| {
+            Sample::new(
+                "",
+                labels(&[
+                    ("stack", &r.stack),
+                    ("service", &r.service),
+                    ("reason", r.reason),
+                ]),
+                "1".to_owned(),
+            )
+        })
+        .collect();
+    samples.sort_by(|a, b| a.labels.cmp(&b.labels));
+    samples.dedup_by(|a, b| a.labels == b.labels);
+    samples
+}
+
 fn histogram(operation: &str, stats: &CallStats) -> Vec<Sample> {
     let mut samples = Vec::with_capacity(LATENCY_BUCKETS.len() + 3);
     let mut cumulative = 0u64;
@@ -259,7 +300,7 @@ fn float(x: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watch::state::ServiceReplicas;
+    use crate::watch::state::{RefusedService, ServiceReplicas};
 
     fn service(stack: &str, service: &str, desired: u32, running: u32) -> ServiceReplicas {
         ServiceReplicas {
@@ -326,6 +367,31 @@ mod tests {
         );
     }
 
+    fn refused(stack: &str, service: &str, reason: &'static str) -> RefusedService {
+        RefusedService {
+            stack: stack.to_owned(),
+            service: service.to_owned(),
+            reason,
+            message: "m".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_checkout_that_cannot_follow_the_branch_is_a_zero() {
+        let mut state = WatchState {
+            mode: "git",
+            ..Default::default()
+        };
+        assert_eq!(sample(&render(&state), "stackctl_checkout_up_to_date"), "1");
+        state.checkout_held = Some("has uncommitted changes to stacks/a.yaml".to_owned());
+        assert_eq!(sample(&render(&state), "stackctl_checkout_up_to_date"), "0");
+        state.checkout_held = None;
+        state.sync_error = Some("cannot fetch".to_owned());
+        assert_eq!(sample(&render(&state), "stackctl_checkout_up_to_date"), "0");
+        state.mode = "local";
+        assert!(!render(&state).contains("stackctl_checkout_up_to_date"));
+    }
+
     #[test]
     fn a_hand_built_state_renders_exact_lines() {
         let state = WatchState {
@@ -345,6 +411,11 @@ mod tests {
             lock: LockState::HeldByOther {
                 holder: "someone".to_owned(),
             },
+            refused: vec![
+                refused("web", "db", "max_destroy"),
+                refused("data", "pg", "protected"),
+                refused("data", "pg", "protected"),
+            ],
             ..Default::default()
         };
         let text = render(&state);
@@ -352,7 +423,10 @@ mod tests {
             "# HELP stackctl_applied_commit_info The commit whose desired state was last applied without error; always 1.",
             "# TYPE stackctl_applied_commit_info gauge",
             r#"stackctl_applied_commit_info{commit="3f2a9c1d0b7e"} 1"#,
-            "# HELP stackctl_drift_corrections_total Jobs submitted to replace replicas that ended or were cancelled outside stackctl.",
+            "# HELP stackctl_checkout_up_to_date Git mode: 1 when the last sync fetched the remote branch and moved the checkout to it, 0 when the fetch failed or the checkout could not be moved.",
+            "# TYPE stackctl_checkout_up_to_date gauge",
+            "stackctl_checkout_up_to_date 1",
+            "# HELP stackctl_drift_corrections_total Jobs submitted to replace replicas that ended or were cancelled outside stackctl (never renewals nor rolling replacements).",
             "# TYPE stackctl_drift_corrections_total counter",
             "stackctl_drift_corrections_total 3",
             "# HELP stackctl_last_successful_reconcile_timestamp_seconds When the last successful reconcile finished, seconds since the Unix epoch.",
@@ -366,6 +440,10 @@ mod tests {
             r#"stackctl_reconcile_total{result="error"} 2"#,
             r#"stackctl_reconcile_total{result="ok"} 7"#,
             r#"stackctl_reconcile_total{result="skipped"} 1"#,
+            "# HELP stackctl_refused_services Services the last reconcile refused (left as they are while the others converged), by reason; always 1.",
+            "# TYPE stackctl_refused_services gauge",
+            r#"stackctl_refused_services{stack="data",service="pg",reason="protected"} 1"#,
+            r#"stackctl_refused_services{stack="web",service="db",reason="max_destroy"} 1"#,
             "# HELP stackctl_replicas_desired Replicas the repo asks for, per service (0 for a service gone from the repo that still runs).",
             "# TYPE stackctl_replicas_desired gauge",
             r#"stackctl_replicas_desired{stack="ml",service="llm"} 3"#,

@@ -7,9 +7,15 @@
 //! The loop is one thread: refresh the desired state ([`follow`]), reconcile when it changed,
 //! when a file changed, or on the timer unless a failure is backing off, record the result in
 //! [`state::WatchState`], then wait for the next tick (the interval plus up to 10% jitter), a
-//! file event or a signal. A reconcile is never interrupted: SIGTERM or SIGINT lets the one in
-//! flight finish (it releases the lock itself), then the loop exits 0; a second signal exits
-//! at once.
+//! file event or a signal.
+//!
+//! A reconcile keeps every guard apply has (protection, `--max-destroy`,
+//! `--allow-destroy-all`), but a refusal blocks only the services it concerns
+//! ([`reconcile::Refusals::PerService`]): the others converge in the same pass, the refused
+//! ones are reported, and the pass fails without backing off.
+//!
+//! A reconcile is never interrupted: SIGTERM or SIGINT lets the one in flight finish (it
+//! releases the lock itself), then the loop exits 0; a second signal exits at once.
 
 mod follow;
 pub mod git_sync;
@@ -22,10 +28,11 @@ mod timed;
 use crate::apply::Progress;
 use crate::desired::{Desired, ServiceAddr};
 use crate::observed::{JobId, JobState, Observed};
+use crate::plan::protection::Refusal;
 use crate::reconcile::{self, ApplyOptions, ErrorKind, Outcome, PlanOptions, Planned};
 use anyhow::{Context, Result};
 use follow::{Follow, Target};
-use state::{ErrorRecord, LockState, ReconcileRecord, ServiceReplicas, WatchState};
+use state::{ErrorRecord, LockState, ReconcileRecord, RefusedService, ServiceReplicas, WatchState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +59,9 @@ pub struct Options {
     pub once: bool,
     /// Cancel services gone from the repo (off with `--no-prune`).
     pub prune: bool,
+    /// How much one pass may cancel (`--max-destroy`, `--allow-destroy-all`); a pass over a
+    /// limit leaves the services that cancel as they are and converges the rest.
+    pub limits: crate::plan::protection::DestroyLimits,
     /// Files the ready replicas' endpoints are written to after every reconcile that listed
     /// the cluster (`--write-endpoints FILE:FORMAT`).
     pub write_endpoints: Vec<publish::EndpointsFile>,
@@ -104,7 +114,7 @@ pub fn run(options: &Options) -> Result<u8> {
         "watching"
     );
     let mut backoff = Backoff::default();
-    let mut applied: Option<String> = None;
+    let mut drift = Drift::default();
     // The last slurmrestd listing, so an unchanged cluster is not listed in full every tick.
     let memo = Arc::new(crate::slurm::rest::ListingMemo::default());
     let mut files_changed = false;
@@ -116,9 +126,11 @@ pub fn run(options: &Options) -> Result<u8> {
         let mut result = PassResult::Error;
         match follow.target() {
             Some(target) if due => {
-                result = reconcile_once(target, options, &state, &memo, &mut applied);
+                result = reconcile_once(target, options, &state, &memo, &mut drift);
                 match result {
-                    PassResult::Ok => backoff.reset(),
+                    // A refusal needs a person; retrying sooner or later changes nothing, and
+                    // the other services must keep healing every tick.
+                    PassResult::Ok | PassResult::Refused => backoff.reset(),
                     PassResult::Error => {
                         let delay = backoff.fail(Instant::now(), options.interval);
                         tracing::info!(retry_in = ?delay, "backing off");
@@ -130,6 +142,10 @@ pub fn run(options: &Options) -> Result<u8> {
             None => tracing::warn!("no valid desired state yet; nothing to converge to"),
         }
         if options.once {
+            if let Some(problem) = follow.problem() {
+                tracing::error!("{problem}; --once fails");
+                break 1;
+            }
             break u8::from(result != PassResult::Ok);
         }
         if next_tick <= Instant::now() {
@@ -202,6 +218,9 @@ fn forward_signals(wake: mpsc::Sender<Wake>) -> Result<()> {
 enum PassResult {
     /// Converged, or nothing to do.
     Ok,
+    /// Everything else converged, but some services were refused ([`Refusal`]); no backoff,
+    /// `--once` exits 1.
+    Refused,
     /// Failed; retried with backoff.
     Error,
     /// Another apply held the lock; tried again next tick.
@@ -214,7 +233,7 @@ fn reconcile_once(
     options: &Options,
     state: &Arc<Mutex<WatchState>>,
     memo: &Arc<crate::slurm::rest::ListingMemo>,
-    applied: &mut Option<String>,
+    drift: &mut Drift,
 ) -> PassResult {
     let started = Instant::now();
     let backend = match crate::slurm::for_settings(&target.repo.settings, Some(memo)) {
@@ -228,8 +247,9 @@ fn reconcile_once(
         plan: PlanOptions {
             source: target.source.clone(),
             prune: options.prune,
-            limits: Default::default(),
+            limits: options.limits,
             scope: Default::default(),
+            refusals: reconcile::Refusals::PerService,
         },
         lock_wait: Duration::ZERO,
         expect: None,
@@ -254,18 +274,23 @@ fn reconcile_once(
                 None => LockState::Free,
             };
             record_services(&mut st, &target.repo.desired, &planned.observed);
+            drift.listed(&planned, None);
             publish::write_all(
                 &options.write_endpoints,
                 &target.repo.desired,
                 &planned.observed,
             );
             note_not_pruned(&planned);
-            tracing::info!(
-                commit = shown,
-                duration_ms = ms(seconds),
-                "reconciled: no changes"
-            );
-            (PassResult::Ok, "no changes".to_owned())
+            if record_refused(&mut st, &planned.refused, commit.as_deref()) {
+                (PassResult::Refused, "no other changes".to_owned())
+            } else {
+                tracing::info!(
+                    commit = shown,
+                    duration_ms = ms(seconds),
+                    "reconciled: no changes"
+                );
+                (PassResult::Ok, "no changes".to_owned())
+            }
         }
         Ok(Outcome::Applied(planned, report)) => {
             st.lock = LockState::ReleasedByUs;
@@ -279,11 +304,27 @@ fn reconcile_once(
             }
             note_not_pruned(&planned);
             let summary = summary(&planned);
-            let drift = applied.as_deref() == Some(target.fingerprint.as_str());
-            if drift {
-                st.drift_corrections += (report.added + report.destroyed) as u64;
-            }
-            if report.is_complete() {
+            let corrections = drift.corrections(&planned, &report);
+            drift.listed(&planned, Some(&report));
+            let drift = corrections > 0;
+            st.drift_corrections += corrections as u64;
+            let mut refused = planned.refused.clone();
+            refused.extend(report.refused.iter().cloned());
+            let refusing = record_refused(&mut st, &refused, commit.as_deref());
+            // Each refusal found by apply is also one of its errors; any other error fails.
+            let failed = report.errors.len() > report.refused.len();
+            if refusing && !failed {
+                tracing::warn!(
+                    commit = shown,
+                    plan = %summary,
+                    added = report.added,
+                    destroyed = report.destroyed,
+                    drift,
+                    duration_ms = ms(seconds),
+                    "reconciled the other services; some were refused"
+                );
+                (PassResult::Refused, summary)
+            } else if report.is_complete() {
                 tracing::info!(
                     commit = shown,
                     plan = %summary,
@@ -347,14 +388,17 @@ fn reconcile_once(
             (PassResult::Error, "not planned".to_owned())
         }
     };
+    if !matches!(result, PassResult::Refused | PassResult::Skipped) {
+        st.refused.clear();
+    }
     match result {
         PassResult::Ok => {
             st.reconciles_ok += 1;
             st.last_success_unix = Some(now_unix());
             st.last_error = None;
             st.applied_commit = commit.clone();
-            *applied = Some(target.fingerprint.clone());
         }
+        PassResult::Refused => st.reconciles_error += 1,
         PassResult::Error => st.reconciles_error += 1,
         PassResult::Skipped => st.reconciles_skipped += 1,
     }
@@ -363,6 +407,7 @@ fn reconcile_once(
         commit,
         result: match result {
             PassResult::Ok => "ok",
+            PassResult::Refused => "refused",
             PassResult::Error => "error",
             PassResult::Skipped => "skipped",
         },
@@ -370,6 +415,114 @@ fn reconcile_once(
         duration_seconds: seconds,
     });
     result
+}
+
+/// Records the services refused this pass in `/status` and the metric, one log line each;
+/// returns whether there were any. A service refused for several reasons is listed once per
+/// reason.
+fn record_refused(st: &mut WatchState, refused: &[Refusal], commit: Option<&str>) -> bool {
+    let mut seen = BTreeSet::new();
+    st.refused = refused
+        .iter()
+        .flat_map(|r| r.services.iter().map(move |s| (s, r)))
+        .filter(|(service, r)| seen.insert(((*service).clone(), r.kind)))
+        .map(|(service, r)| {
+            tracing::error!(
+                %service,
+                reason = r.kind.as_str(),
+                "refused; its replicas are left as they are: {}",
+                r.message
+            );
+            RefusedService {
+                stack: service.stack.clone(),
+                service: service.service.clone(),
+                reason: r.kind.as_str(),
+                message: r.message.clone(),
+            }
+        })
+        .collect();
+    if st.refused.is_empty() {
+        return false;
+    }
+    st.last_error = Some(ErrorRecord {
+        at_unix: now_unix(),
+        commit: commit.map(str::to_owned),
+        kind: "refused",
+        message: refused
+            .iter()
+            .map(|r| r.message.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    });
+    true
+}
+
+/// What the loop remembers to tell drift from its own doing: the replicas alive at the last
+/// listing, and the jobs it cancelled itself that Slurm still lists.
+#[derive(Debug, Default)]
+struct Drift {
+    seen: BTreeSet<(ServiceAddr, u32)>,
+    ours: BTreeSet<JobId>,
+}
+
+impl Drift {
+    /// How many replicas this pass recreated that ended outside stackctl's own actions:
+    /// creates of an index whose job ended (crashed, cancelled by hand, timed out…) unless
+    /// stackctl cancelled it, or whose job was alive at the last listing and is gone from
+    /// Slurm's listing now. Renewals, rolling and forced replacements, scale-ups, held
+    /// services released and retired predecessors never count; neither does a service
+    /// refused this pass.
+    fn corrections(&self, planned: &Planned, report: &crate::apply::ApplyReport) -> usize {
+        let refused: BTreeSet<&ServiceAddr> =
+            report.refused.iter().flat_map(|r| &r.services).collect();
+        let planned_count = planned
+            .plan
+            .services
+            .iter()
+            .filter(|s| !refused.contains(&s.service))
+            .flat_map(|s| s.changes.iter().map(move |c| (&s.service, c)))
+            .filter(|(_, c)| c.action == crate::plan::Action::Create)
+            .filter(|(service, c)| match c.reason {
+                crate::plan::Reason::Ended => c
+                    .job
+                    .as_ref()
+                    .is_none_or(|job| !self.ours.contains(&job.job_id)),
+                crate::plan::Reason::Missing => self.seen.contains(&((*service).clone(), c.index)),
+                _ => false,
+            })
+            .count();
+        planned_count.min(report.added)
+    }
+
+    /// Remembers what `planned` listed and, when it was applied, the jobs its plan cancels.
+    fn listed(&mut self, planned: &Planned, applied: Option<&crate::apply::ApplyReport>) {
+        let listed: BTreeSet<JobId> = planned.observed.jobs.iter().map(|j| j.id).collect();
+        self.ours.retain(|id| listed.contains(id));
+        let mut alive = planned.observed.clone();
+        if let Some(report) = applied {
+            let refused: BTreeSet<&ServiceAddr> =
+                report.refused.iter().flat_map(|r| &r.services).collect();
+            let cancels = planned
+                .plan
+                .services
+                .iter()
+                .filter(|s| !refused.contains(&s.service))
+                .flat_map(|s| &s.changes)
+                .filter(|c| {
+                    matches!(
+                        c.action,
+                        crate::plan::Action::Destroy | crate::plan::Action::Replace
+                    )
+                })
+                .filter_map(|c| c.job.as_ref().map(|j| j.job_id));
+            self.ours.extend(cancels);
+            alive = without_cancelled(planned);
+        }
+        self.seen = alive
+            .alive()
+            .map(|job| (job.marker.service.clone(), job.index))
+            .collect();
+    }
 }
 
 fn summary(planned: &Planned) -> String {

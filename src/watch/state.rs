@@ -20,7 +20,8 @@ pub struct WatchState {
     pub reconciles_skipped: u64,
     /// When the last reconcile that succeeded finished, seconds since the Unix epoch.
     pub last_success_unix: Option<f64>,
-    /// Jobs submitted to replace replicas that ended or were cancelled outside stackctl.
+    /// Jobs submitted to replace replicas that ended or were cancelled outside stackctl's own
+    /// actions (never renewals nor rolling replacements).
     pub drift_corrections: u64,
     /// The commit whose desired state was last applied without error (git mode).
     pub applied_commit: Option<String>,
@@ -31,8 +32,16 @@ pub struct WatchState {
     /// The newest commit that failed validation and was not applied; cleared when a newer
     /// commit is valid.
     pub rejected_commit: Option<ErrorRecord>,
-    /// Why the checkout was left alone (local changes, diverged), when it was.
+    /// Why the checkout was left alone (local changes, another branch), when it was; the
+    /// loop still applies the remote branch's commit.
     pub checkout_held: Option<String>,
+    /// Why the last sync with the remote failed (fetch, network, credentials), when it did;
+    /// the loop keeps converging to the last commit it had.
+    pub sync_error: Option<String>,
+    /// The services the last reconcile refused (protection, a destroy limit, a job Slurm
+    /// rejects, a dependency not submitted): their replicas were left as they are while the
+    /// others converged.
+    pub refused: Vec<RefusedService>,
     /// Desired and running replicas per service, from the last listing.
     pub services: Vec<ServiceReplicas>,
     /// The apply lock as the last reconcile saw it.
@@ -48,7 +57,8 @@ pub struct ReconcileRecord {
     pub finished_unix: f64,
     /// The commit it converged to (git mode).
     pub commit: Option<String>,
-    /// `ok`, `error` or `skipped`.
+    /// `ok`, `refused` (the others converged, some services were refused), `error` or
+    /// `skipped`.
     pub result: &'static str,
     /// The plan's summary, e.g. `2 to add, 0 to change, 1 to destroy`.
     pub plan: String,
@@ -63,7 +73,7 @@ pub struct ErrorRecord {
     pub at_unix: f64,
     /// The commit being reconciled, when known.
     pub commit: Option<String>,
-    /// `configuration`, `transient`, `definite` or `lock_held`.
+    /// `configuration`, `transient`, `definite`, `lock_held` or `refused`.
     pub kind: &'static str,
     /// The error, as the log shows it.
     pub message: String,
@@ -80,6 +90,20 @@ pub struct ServiceReplicas {
     pub desired: u32,
     /// Distinct replica indexes with a RUNNING job.
     pub running: u32,
+}
+
+/// A service a reconcile refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedService {
+    /// The stack.
+    pub stack: String,
+    /// The service.
+    pub service: String,
+    /// `protected`, `max_destroy`, `destroy_all`, `rejected`, `unschedulable` or
+    /// `dependency`.
+    pub reason: &'static str,
+    /// What would have happened and how to allow it.
+    pub message: String,
 }
 
 /// The apply lock, as the loop last saw it.
