@@ -601,6 +601,7 @@ mod tests {
             },
             health: None,
             endpoint_env: Default::default(),
+            secret_env: Default::default(),
         };
         Service {
             recipe: "test/sleeper".into(),
@@ -637,6 +638,7 @@ mod tests {
         ScriptContext {
             log_dir: "/tmp/logs".into(),
             image_dir: "/tmp/images".into(),
+            secrets_dir: None,
         }
     }
 

@@ -13,6 +13,7 @@ use crate::saved;
 use crate::slurm::Backend;
 use anyhow::{Context, Result, bail};
 use clap::{CommandFactory, Parser, Subcommand};
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -207,6 +208,25 @@ pub enum Commands {
         /// The lock id that a refused apply or a plan names
         lock_id: String,
     },
+    /// Encrypt a secret into the repo, or list the secrets (never their values)
+    Secret {
+        /// What to do
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+/// `stackctl secret …`.
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Read a value from stdin (not echoed on a terminal) and write secrets/NAME.age,
+    /// encrypted to every `age.recipients` key of stackctl.yaml
+    Set {
+        /// The secret's name, as under `secrets:` in stackctl.yaml
+        name: String,
+    },
+    /// List the secrets of stackctl.yaml: their source and the services using them
+    List,
 }
 
 /// The safety belt of `plan` and `apply`: a plan over a limit is refused (exit 1, nothing
@@ -442,7 +462,89 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             },
         }),
         Commands::ForceUnlock { lock_id } => force_unlock(dir, &lock_id),
+        Commands::Secret {
+            command: SecretCommand::Set { name },
+        } => secret_set(dir, &name),
+        Commands::Secret {
+            command: SecretCommand::List,
+        } => secret_list(dir),
     }
+}
+
+fn secret_set(dir: &Path, name: &str) -> Result<ExitCode> {
+    let repo = reconcile::load_unresolved(dir, dir)?;
+    let recipients = &repo.settings.age.recipients;
+    if recipients.is_empty() {
+        anyhow::bail!(
+            "stackctl.yaml lists no `age.recipients`: add the public key (age1…) of every \
+             machine and person that applies; nothing was written"
+        );
+    }
+    if let Some(source) = repo.settings.secrets.get(name)
+        && !matches!(source, crate::secret::Source::Age(_))
+    {
+        anyhow::bail!(
+            "secret {name} comes from the {source}, not from an age file; nothing was written"
+        );
+    }
+    let path = match repo.settings.secrets.get(name) {
+        Some(crate::secret::Source::Age(path)) => path.clone(),
+        _ => PathBuf::from(format!("secrets/{name}.age")),
+    };
+    let value = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(format!("Value of {name} (not shown): "))
+            .context("reading the value from the terminal")?
+    } else {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("reading the value from stdin")?;
+        // `echo value |` adds one newline that is no part of the value.
+        text.strip_suffix('\n').unwrap_or(&text).to_owned()
+    };
+    let armored = crate::secret::encrypt(value.as_bytes(), recipients)?;
+    let full = dir.join(&path);
+    if let Some(parent) = full.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&full, armored).with_context(|| format!("writing {}", full.display()))?;
+    eprintln!(
+        "Wrote {} for {} recipient(s).",
+        path.display(),
+        recipients.len()
+    );
+    if !repo.settings.secrets.contains_key(name) {
+        eprintln!(
+            "Add it to stackctl.yaml to use it:\n  secrets:\n    {name}: {{age: {}}}",
+            path.display()
+        );
+    }
+    Ok(0)
+}
+
+fn secret_list(dir: &Path) -> Result<ExitCode> {
+    let repo = reconcile::load_unresolved(dir, dir)?;
+    let mut users: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (addr, service) in &repo.desired.services {
+        for (key, reference) in &service.spec.secret_env {
+            users
+                .entry(reference.secret.as_str())
+                .or_default()
+                .push(format!("{addr} ({key})"));
+        }
+    }
+    let mut out = String::new();
+    if repo.settings.secrets.is_empty() {
+        out.push_str("No secrets in stackctl.yaml.\n");
+    }
+    for (name, source) in &repo.settings.secrets {
+        let used = users
+            .get(name.as_str())
+            .map_or("no service".to_owned(), |u| u.join(", "));
+        out.push_str(&format!("{name}: {source}; used by {used}\n"));
+    }
+    print_stdout(&out)?;
+    Ok(0)
 }
 
 fn backend(repo: &Repo) -> Result<Box<dyn Backend>> {
@@ -1128,7 +1230,8 @@ fn logs(
     follow: bool,
     stderr: bool,
 ) -> Result<ExitCode> {
-    let repo = reconcile::load(dir)?;
+    // Reading a log needs no secret.
+    let repo = reconcile::load_unresolved(dir, dir)?;
     let backend = backend(&repo)?;
     let observed = observe_live(&repo, backend.as_ref())?;
     let mut known: Vec<ServiceAddr> = repo.desired.services.keys().cloned().collect();
@@ -1227,7 +1330,7 @@ fn write_stdout_bytes(bytes: &[u8]) -> Result<bool> {
 }
 
 fn force_unlock(dir: &Path, lock_id: &str) -> Result<ExitCode> {
-    let repo = reconcile::load(dir)?;
+    let repo = reconcile::load_unresolved(dir, dir)?;
     let backend = backend(&repo)?;
     let lock = crate::lock::force_unlock(backend.as_ref(), &repo.settings.owner, lock_id)?;
     print_stdout(&format!("Removed {lock}.\n"))?;

@@ -574,6 +574,7 @@ mod tests {
             slurm: SlurmSpec::default(),
             health: None,
             endpoint_env: Default::default(),
+            secret_env: Default::default(),
         };
         let mut service = Service {
             recipe: "demo/svc".into(),

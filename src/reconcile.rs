@@ -96,8 +96,63 @@ pub fn load_files(files: &Path, checkout: &Path) -> Result<Repo, Error> {
             message: format!("{} is not a directory", files.display()),
         });
     }
+    let mut repo = load_unresolved(files, checkout)?;
+    resolve_secrets(&mut repo, files)?;
+    Ok(repo)
+}
+
+/// [`load_files`] without reading any secret: the specs carry no fingerprints, so this repo
+/// is for commands that plan nothing (`secret set`, `secret list`).
+pub fn load_unresolved(files: &Path, checkout: &Path) -> Result<Repo, Error> {
     desired::load(files, || crate::git::remote_url(checkout))
         .map_err(|errors| Error::config(&errors, "nothing was planned or submitted"))
+}
+
+/// Reads every secret some service uses, on this machine (its environment, its files, the
+/// repo's age files with its identity), and seals their fingerprints into the specs. Every
+/// secret that cannot be read is named with its source; nothing is planned then.
+fn resolve_secrets(repo: &mut Repo, files: &Path) -> Result<(), Error> {
+    let used = repo.desired.secrets_used();
+    if used.is_empty() {
+        return Ok(());
+    }
+    let home = crate::slurm::local_home();
+    let env = |name: &str| std::env::var(name).ok();
+    let mut problems = Vec::new();
+    let mut fingerprints = BTreeMap::new();
+    for name in used {
+        let Some(source) = repo.settings.secrets.get(&name) else {
+            continue; // refused by validation already
+        };
+        match crate::secret::resolve(
+            &name,
+            source,
+            &repo.settings.age,
+            files,
+            home.as_deref(),
+            &env,
+        ) {
+            Ok(value) => {
+                let owner = repo.settings.owner.to_string();
+                fingerprints.insert(
+                    name.clone(),
+                    crate::secret::fingerprint(&owner, &name, &value),
+                );
+                repo.secrets.insert(name, value);
+            }
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(Error::Config {
+            message: format!(
+                "{}\nnothing was planned, cancelled or submitted",
+                problems.join("\n")
+            ),
+        });
+    }
+    repo.desired.seal_secrets(&fingerprints);
+    Ok(())
 }
 
 /// Returns the submitting side's paths with `~` expanded to the home directory of the user
@@ -111,8 +166,10 @@ pub fn script_context(repo: &Repo, backend: &dyn Backend) -> Result<ScriptContex
         .services
         .values()
         .any(|s| s.spec.image.as_deref().is_some_and(script::is_in_image_dir));
+    let needs_secrets_dir = !repo.desired.secrets_used().is_empty();
     let home = if settings.log_dir.starts_with('~')
         || (needs_image_dir && settings.image_dir.starts_with('~'))
+        || (needs_secrets_dir && settings.secrets_dir.starts_with('~'))
     {
         backend.home_dir().map_err(|cause| Error::Slurm {
             context: "asking for the home directory `~` in stackctl.yaml stands for",
@@ -133,7 +190,20 @@ pub fn script_context(repo: &Repo, backend: &dyn Backend) -> Result<ScriptContex
     if needs_image_dir && !image_dir.is_absolute() {
         return Err(unexpanded("image_dir", &settings.image_dir));
     }
-    Ok(ScriptContext { log_dir, image_dir })
+    let secrets_dir = if needs_secrets_dir {
+        let dir = expand(&settings.secrets_dir);
+        if !dir.is_absolute() {
+            return Err(unexpanded("secrets_dir", &settings.secrets_dir));
+        }
+        Some(dir.join(crate::secret::owner_dir_name(&settings.owner.to_string())))
+    } else {
+        None
+    };
+    Ok(ScriptContext {
+        log_dir,
+        image_dir,
+        secrets_dir,
+    })
 }
 
 /// A plan with what was observed to make it.
@@ -364,6 +434,7 @@ mod estimate_tests {
         let ctx = ScriptContext {
             log_dir: "/logs".into(),
             image_dir: "/images".into(),
+            secrets_dir: None,
         };
         let jobs = estimate_jobs(&plan.services[0], service, owner, &ctx);
         let asked: Vec<(Option<&str>, bool)> = jobs
@@ -621,6 +692,7 @@ fn apply_locked(
                 ctx.log_dir.display()
             ),
         })?;
+    sync_secrets(repo, &planned.observed, backend, ctx)?;
     let report = apply::apply(
         &planned.plan,
         &repo.desired,
@@ -630,6 +702,44 @@ fn apply_locked(
         progress,
     );
     Ok(Outcome::Applied(planned, report))
+}
+
+/// Writes the secrets file of every desired spec that uses secrets (before any job that reads
+/// it is submitted) and removes those no desired spec or live job needs any more.
+fn sync_secrets(
+    repo: &Repo,
+    observed: &Observed,
+    backend: &dyn Backend,
+    ctx: &ScriptContext,
+) -> Result<(), Error> {
+    let Some(dir) = &ctx.secrets_dir else {
+        return Ok(());
+    };
+    let write: BTreeMap<String, String> = repo
+        .desired
+        .services
+        .values()
+        .filter(|s| !s.spec.secret_env.is_empty())
+        .map(|s| {
+            let text = script::secrets_file_text(&s.spec, &repo.secrets);
+            (format!("{}.env", s.hash.0), text)
+        })
+        .collect();
+    let keep: std::collections::BTreeSet<String> = observed
+        .jobs
+        .iter()
+        .filter(|job| job.state.is_alive())
+        .map(|job| format!("{}.env", job.marker.spec.0))
+        .collect();
+    backend
+        .sync_secrets(dir, &write, &keep)
+        .map_err(|message| Error::Config {
+            message: format!(
+                "cannot write the secrets files in {}: {message}; nothing was cancelled or \
+                 submitted",
+                dir.display()
+            ),
+        })
 }
 
 /// How [`drive`] repeats apply passes.

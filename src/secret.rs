@@ -260,6 +260,72 @@ pub fn decrypt(data: &[u8], identities: &[Box<dyn age::Identity>]) -> Result<Vec
     Ok(plain)
 }
 
+/// The name of an owner's directory under `secrets_dir`: `owner-` and 16 hex digits of the
+/// owner's SHA-256, so two owners never share (or clean up) each other's files.
+pub fn owner_dir_name(owner: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(owner.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("owner-{hex}")
+}
+
+/// [`crate::slurm::Backend::sync_secrets`] on this machine's file system: the directory is
+/// made (mode 0700), each file written to a temporary name with mode 0600 and renamed into
+/// place (a job never reads half a file), and every other `.env` file not in `keep` removed.
+pub fn sync_local(
+    dir: &Path,
+    write: &std::collections::BTreeMap<String, String>,
+    keep: &std::collections::BTreeSet<String>,
+) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let at = |e: std::io::Error| format!("{}: {e}", dir.display());
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(at)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(at)?;
+    for (name, text) in write {
+        let path = dir.join(name);
+        let partial = dir.join(format!(".{name}.partial"));
+        let _ = std::fs::remove_file(&partial);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&partial)
+            .map_err(at)?;
+        file.write_all(text.as_bytes()).map_err(at)?;
+        file.sync_all().map_err(at)?;
+        std::fs::rename(&partial, &path).map_err(at)?;
+    }
+    for entry in std::fs::read_dir(dir).map_err(at)? {
+        let name = entry.map_err(at)?.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".env") && !write.contains_key(&*name) && !keep.contains(&*name) {
+            std::fs::remove_file(dir.join(&*name)).map_err(at)?;
+        }
+    }
+    Ok(())
+}
+
+/// The shell script that does [`sync_local`] on a login node over SSH: `$1` the directory,
+/// `$2` the file to write (its text on stdin, or none), then the names to keep. `umask 077`
+/// makes both the directory and the file private.
+pub const SYNC_SCRIPT: &str = r#"set -eu
+umask 077
+dir=$1; name=$2; shift 2
+mkdir -p -- "$dir"; chmod 700 -- "$dir"
+if [ -n "$name" ]; then cat > "$dir/.$name.partial"; mv -f -- "$dir/.$name.partial" "$dir/$name"; fi
+for f in "$dir"/*.env; do
+  [ -e "$f" ] || continue
+  b=${f##*/}; k=0
+  [ "$b" = "$name" ] && k=1
+  for n in "$@"; do [ "$b" = "$n" ] && k=1; done
+  [ "$k" = 1 ] || rm -f -- "$f"
+done
+"#;
+
 /// PBKDF2 rounds of a fingerprint: each guess at a value costs an attacker as much.
 const FINGERPRINT_ROUNDS: u32 = 100_000;
 

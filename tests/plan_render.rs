@@ -54,6 +54,7 @@ fn base_spec() -> ReplicaSpec {
         },
         health: None,
         endpoint_env: Default::default(),
+        secret_env: Default::default(),
     }
 }
 
@@ -172,6 +173,7 @@ fn ctx() -> ScriptContext {
     ScriptContext {
         log_dir: "/logs".into(),
         image_dir: "/images".into(),
+        secrets_dir: None,
     }
 }
 
@@ -918,6 +920,7 @@ fn several_services_render_in_address_order_with_a_combined_legend() {
         slurm: SlurmSpec::default(),
         health: None,
         endpoint_env: Default::default(),
+        secret_env: Default::default(),
     };
     let llm_svc = service(3, base_spec());
     let llm_hash = llm_svc.hash.clone();
@@ -984,6 +987,7 @@ fn script_with_container_gpu_and_hostile_environment() {
         },
         health: None,
         endpoint_env: Default::default(),
+        secret_env: Default::default(),
     };
     let marker = Marker {
         protect: false,
@@ -1030,6 +1034,7 @@ fn script_without_container_runs_the_command_directly() {
         slurm: SlurmSpec::default(),
         health: None,
         endpoint_env: Default::default(),
+        secret_env: Default::default(),
     };
     let addr = ServiceAddr::new("apps", "web");
     let marker = Marker {
@@ -1072,6 +1077,7 @@ fn script_with_image_and_no_command_uses_apptainer_run() {
         slurm: SlurmSpec::default(),
         health: None,
         endpoint_env: Default::default(),
+        secret_env: Default::default(),
     };
     let addr = ServiceAddr::new("apps", "server");
     let marker = Marker {
@@ -1523,6 +1529,7 @@ fn status_counts_a_failed_index_once_and_shows_its_latest_job_and_logs() {
     let ctx = ScriptContext {
         log_dir: "/home/u/.stackctl/logs".into(),
         image_dir: "/images".into(),
+        secrets_dir: None,
     };
     let statuses = status::summarize(&desired, &observed, &ctx);
     let s = only(&statuses);
@@ -1608,6 +1615,7 @@ fn script_escapes_percent_in_the_log_dir() {
     let ctx = ScriptContext {
         log_dir: "/logs/100%".into(),
         image_dir: "/images".into(),
+        secrets_dir: None,
     };
     let text = script::render(&llm(), &spec, &marker, &ctx).batch_script();
     assert!(
@@ -3163,4 +3171,48 @@ fn a_started_dependent_of_a_held_service_with_no_job_is_held_too() {
             ),
         ]
     );
+}
+
+#[test]
+fn secrets_are_read_from_their_file_and_never_written_into_the_script() {
+    let mut spec = base_spec();
+    spec.secret_env.insert(
+        "TOKEN".into(),
+        stackctl::desired::SecretRef {
+            secret: "tok".into(),
+            fingerprint: "0123".into(),
+        },
+    );
+    let values: BTreeMap<String, stackctl::secret::Value> = [(
+        "tok".to_owned(),
+        stackctl::secret::Value::new("it's $x".into()),
+    )]
+    .into();
+    assert_eq!(
+        script::secrets_file_text(&spec, &values),
+        "export TOKEN='it'\\''s $x'\n"
+    );
+    let ctx = ScriptContext {
+        secrets_dir: Some("/sec/owner-x".into()),
+        ..ctx()
+    };
+    let hash = spec.hash();
+    let file = ctx.secrets_file(&hash).unwrap();
+    assert_eq!(
+        file.display().to_string(),
+        format!("/sec/owner-x/{}.env", hash.0)
+    );
+    let marker = Marker::parse(&marker(&llm(), &hash, "0")).unwrap();
+    let job = script::render(&llm(), &spec, &marker, &ctx);
+    assert!(
+        job.body.contains(&format!(". '{}'", file.display())),
+        "{}",
+        job.body
+    );
+    assert!(
+        job.body.contains("# secrets: TOKEN (secret tok)"),
+        "{}",
+        job.body
+    );
+    assert!(!job.body.contains("it's"), "{}", job.body);
 }

@@ -8,8 +8,8 @@ use super::yaml;
 use super::{
     BackendKind, Condition, Dependency, Desired, EndpointRef, HealthSpec, LegacyOwner, OnFailure,
     Origin, Owner, PortSpec, PortValue, Probe, ReplicaSpec, Repo, ResourceSpec, RestTarget,
-    RestartPolicy, Service, ServiceAddr, Settings, SlurmSpec, SshTarget, Strategy, TokenSource,
-    UpdatePolicy,
+    RestartPolicy, SecretRef, Service, ServiceAddr, Settings, SlurmSpec, SshTarget, Strategy,
+    TokenSource, UpdatePolicy,
 };
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,9 +35,14 @@ pub fn load(root: &Path, remote_url: impl FnOnce() -> Option<String>) -> Result<
     let desired = load_stacks(root, &recipes, &mut errors);
     if let Some(settings) = &settings {
         check_marker_lengths(&settings.owner, &desired, &mut errors);
+        check_secret_refs(settings, &desired, &mut errors);
     }
     match settings {
-        Some(settings) if errors.is_empty() => Ok(Repo { settings, desired }),
+        Some(settings) if errors.is_empty() => Ok(Repo {
+            settings,
+            desired,
+            secrets: BTreeMap::new(),
+        }),
         _ => Err(SpecErrors(errors)),
     }
 }
@@ -220,6 +225,14 @@ fn load_settings(
                 .map_err(|message| SpecError::at(shown, v.referenced, "lock.partition", message))
         })
         .transpose();
+    let secrets_dir = dir_setting(
+        shown,
+        "secrets_dir",
+        config.secrets_dir,
+        "~/.stackctl/secrets",
+    );
+    let secrets = lift_secrets(shown, &config.secrets, errors);
+    let age = lift_age(shown, config.age, errors);
     let owner = take(owner, errors);
     let backend = take(backend, errors);
     let ssh = take(ssh, errors);
@@ -238,7 +251,130 @@ fn load_settings(
         rest: rest?,
         lock_expiry: lock_expiry?,
         lock_partition: lock_partition?,
+        secrets,
+        age,
+        secrets_dir: take(secrets_dir, errors)?,
     })
+}
+
+/// Lifts `secrets:`: each a valid name with exactly one source, an age file a relative path
+/// inside the repo.
+fn lift_secrets(
+    shown: &Path,
+    raw: &BTreeMap<String, Spanned<raw::SecretSource>>,
+    errors: &mut Vec<SpecError>,
+) -> BTreeMap<String, crate::secret::Source> {
+    use crate::secret::Source;
+    let mut secrets = BTreeMap::new();
+    for (name, entry) in raw {
+        let field = format!("secrets.{name}");
+        let at = |message: String| SpecError::at(shown, entry.referenced, &field, message);
+        if let Err(message) = check_name(name) {
+            errors.push(at(message));
+            continue;
+        }
+        let e = &entry.value;
+        let source = match (&e.env, &e.file, &e.age) {
+            (Some(var), None, None) => {
+                let mut chars = var.chars();
+                let valid = chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+                if valid {
+                    Ok(Source::Env(var.clone()))
+                } else {
+                    Err(format!("{var:?} is not a valid environment variable name"))
+                }
+            }
+            (None, Some(file), None) if !file.trim().is_empty() => Ok(Source::File(file.clone())),
+            (None, None, Some(age)) => {
+                let path = Path::new(age);
+                let inside = !age.is_empty()
+                    && path.is_relative()
+                    && path
+                        .components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if inside {
+                    Ok(Source::Age(path.to_path_buf()))
+                } else {
+                    Err(format!(
+                        "{age:?} is not a path inside the repo: write it relative to the \
+                         repo's root, e.g. `secrets/{name}.age`"
+                    ))
+                }
+            }
+            _ => Err(
+                "give exactly one source: `{env: VARIABLE}`, `{file: PATH}` or \
+                 `{age: secrets/NAME.age}`"
+                    .to_owned(),
+            ),
+        };
+        match source {
+            Ok(source) => {
+                secrets.insert(name.clone(), source);
+            }
+            Err(message) => errors.push(at(message)),
+        }
+    }
+    secrets
+}
+
+/// Lifts `age:`: every recipient a valid age public key.
+fn lift_age(
+    shown: &Path,
+    raw: Option<raw::AgeConfig>,
+    errors: &mut Vec<SpecError>,
+) -> crate::secret::AgeSettings {
+    let Some(raw) = raw else {
+        return Default::default();
+    };
+    let mut recipients = Vec::new();
+    for (i, recipient) in raw.recipients.iter().enumerate() {
+        match crate::secret::parse_recipients(std::slice::from_ref(&recipient.value)) {
+            Ok(_) => recipients.push(recipient.value.clone()),
+            Err(message) => errors.push(SpecError::at(
+                shown,
+                recipient.referenced,
+                format!("age.recipients[{i}]"),
+                message,
+            )),
+        }
+    }
+    crate::secret::AgeSettings {
+        recipients,
+        identity_file: raw.identity_file.map(|f| f.value),
+    }
+}
+
+/// Refuses every `{secret: NAME}` that names no secret of `stackctl.yaml`.
+fn check_secret_refs(settings: &Settings, desired: &Desired, errors: &mut Vec<SpecError>) {
+    for (addr, service) in &desired.services {
+        for (key, reference) in &service.spec.secret_env {
+            if settings.secrets.contains_key(&reference.secret) {
+                continue;
+            }
+            let hint = match nearest(&reference.secret, settings.secrets.keys()) {
+                Some(near) => format!(" (did you mean {near:?}?)"),
+                None if settings.secrets.is_empty() => {
+                    " (stackctl.yaml has no `secrets:`)".to_owned()
+                }
+                None => format!(
+                    " (it has {})",
+                    settings
+                        .secrets
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            errors.push(service.origin(&format!("environment.{key}")).error(format!(
+                "{addr}: no secret {:?} in stackctl.yaml's `secrets:`{hint}",
+                reference.secret
+            )));
+        }
+    }
 }
 
 /// Lifts the REST settings of `cluster`: required with `backend: rest` (`url`, `user`), refused
@@ -1480,6 +1616,8 @@ struct Layer {
     restart: RestartDraft,
     update: UpdateDraft,
     environment: BTreeMap<String, String>,
+    /// `{secret: NAME}` values, by variable.
+    secret_env: BTreeMap<String, Set<String>>,
 }
 
 /// A health check as validated before the ports it probes are known (a stack may replace the
@@ -1710,18 +1848,37 @@ fn lift_layer(
     let health = health.and_then(|health| lift_health(ctx, &format!("{prefix}health"), health));
 
     let mut env = BTreeMap::new();
+    let mut secret_env = BTreeMap::new();
     for (key, value) in environment {
         let field = format!("{prefix}environment.{key}");
         if let Some(problem) = env_name_problem(key) {
             ctx.error(value.referenced, &field, problem);
-        } else if value.value.contains('\0') {
-            ctx.error(
+            continue;
+        }
+        match &value.value {
+            raw::EnvEntry::Text(text) if text.contains('\0') => ctx.error(
                 value.referenced,
                 &field,
                 "environment values cannot contain NUL bytes",
-            );
-        } else {
-            env.insert(key.clone(), value.value.clone());
+            ),
+            raw::EnvEntry::Text(text) => {
+                env.insert(key.clone(), text.clone());
+            }
+            raw::EnvEntry::Secret(name) => {
+                let origin = ctx.origin(value.referenced, &field);
+                secret_env.insert(
+                    key.clone(),
+                    Set {
+                        value: name.clone(),
+                        origin,
+                    },
+                );
+            }
+            raw::EnvEntry::Not(what) => ctx.error(
+                value.referenced,
+                &field,
+                format!("{what}: a value is text, or {{secret: NAME}} for a secret"),
+            ),
         }
     }
     Layer {
@@ -1740,6 +1897,7 @@ fn lift_layer(
         restart: RestartDraft::default(),
         update: UpdateDraft::default(),
         environment: env,
+        secret_env,
     }
 }
 
@@ -2109,7 +2267,7 @@ fn lift_endpoint_env(
             ctx.error(entry.referenced, &entry_field, problem);
             continue;
         }
-        if spec.environment.contains_key(key) {
+        if spec.environment.contains_key(key) || spec.secret_env.contains_key(key) {
             ctx.error(
                 entry.referenced,
                 &entry_field,
@@ -2530,8 +2688,28 @@ impl Recipe {
             o.remove("resources.gpu_type");
             None
         };
+        // A variable set in the stack replaces the recipe's, whether text or secret.
         let mut environment = base.environment.clone();
+        let mut secrets = base.secret_env.clone();
+        for key in over.environment.keys() {
+            secrets.remove(key);
+        }
+        for key in over.secret_env.keys() {
+            environment.remove(key);
+        }
         environment.extend(over.environment);
+        secrets.extend(over.secret_env);
+        let secret_env = secrets
+            .into_iter()
+            .map(|(key, set)| {
+                o.insert(format!("environment.{key}"), set.origin);
+                let reference = SecretRef {
+                    secret: set.value,
+                    fingerprint: String::new(),
+                };
+                (key, reference)
+            })
+            .collect();
         let spec = ReplicaSpec {
             image: self.image.clone(),
             command: self.command.clone(),
@@ -2560,6 +2738,7 @@ impl Recipe {
             },
             health: None,
             endpoint_env: Default::default(),
+            secret_env,
         };
         let health = pick(over.health, &base.health, "health", o);
         (spec, origins, health)
@@ -2740,6 +2919,67 @@ mod tests {
     }
 
     /// Writes `files` (path, text) into a fresh repo and loads it.
+    #[test]
+    fn secret_values_are_references_a_stack_may_override_and_unknown_names_are_refused() {
+        let config = "owner: t\nsecrets:\n  tok: {env: TOK_SRC}\n  db: {file: ~/db}\n";
+        let recipe = "name: svc\ncommand: run\nenvironment:\n  A: {secret: tok}\n  B: plain\n  C: {secret: db}\n";
+        // The stack makes B a secret and C plain again.
+        let stack = "services:\n  app:\n    recipe: demo/svc\n    environment:\n      B: {secret: db}\n      C: 0x1F\n";
+        let repo = load_files(
+            &[
+                ("stackctl.yaml", config),
+                ("recipes/demo/svc.yaml", recipe),
+                ("stacks/web.yaml", stack),
+            ],
+            None,
+        )
+        .unwrap();
+        let spec = &repo.desired.services[&ServiceAddr::new("web", "app")].spec;
+        let secrets: Vec<(&str, &str)> = spec
+            .secret_env
+            .iter()
+            .map(|(k, r)| (k.as_str(), r.secret.as_str()))
+            .collect();
+        assert_eq!(secrets, [("A", "tok"), ("B", "db")]);
+        let plain: Vec<(&str, &str)> = spec
+            .environment
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(plain, [("C", "0x1F")], "a typed scalar keeps its text");
+
+        let stack =
+            "services:\n  app:\n    recipe: demo/svc\n    environment:\n      D: {secret: tokk}\n";
+        let err = load_files(
+            &[
+                ("stackctl.yaml", config),
+                ("recipes/demo/svc.yaml", recipe),
+                ("stacks/web.yaml", stack),
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("services.app.environment.D"), "{err}");
+        assert!(
+            err.contains("no secret \"tokk\"") && err.contains("did you mean \"tok\""),
+            "{err}"
+        );
+
+        let bad = "owner: t\nsecrets:\n  two: {env: A, file: /x}\n  out: {age: ../x.age}\n";
+        let err = load_files(&[("stackctl.yaml", bad)], None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("secrets.two") && err.contains("exactly one source"),
+            "{err}"
+        );
+        assert!(
+            err.contains("secrets.out") && err.contains("inside the repo"),
+            "{err}"
+        );
+    }
+
     fn load_files(files: &[(&str, &str)], remote: Option<&str>) -> Result<Repo, SpecErrors> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("stacks")).unwrap();

@@ -13,7 +13,7 @@ pub use yaml::MAX_FILE_BYTES;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -24,6 +24,9 @@ pub struct Repo {
     pub settings: Settings,
     /// Every service of every stack, by address.
     pub desired: Desired,
+    /// The values of the secrets some service uses, read on this machine
+    /// ([`Repo::resolve_secrets`]); empty until then.
+    pub secrets: BTreeMap<String, crate::secret::Value>,
 }
 
 /// Repo-wide settings.
@@ -51,6 +54,13 @@ pub struct Settings {
     pub lock_expiry: std::time::Duration,
     /// Partition the lock is taken in (`lock.partition`); none means the cluster default.
     pub lock_partition: Option<String>,
+    /// Named secrets and where each comes from (`secrets:`).
+    pub secrets: BTreeMap<String, crate::secret::Source>,
+    /// Who secrets in the repo are encrypted to, and how this machine decrypts them (`age:`).
+    pub age: crate::secret::AgeSettings,
+    /// Where the files that carry secrets to jobs are written, as written (may start with
+    /// `~`; default `~/.stackctl/secrets`): on storage the compute nodes see.
+    pub secrets_dir: String,
 }
 
 /// An owner an earlier version of stackctl derived from this repo's remote, and which rule
@@ -322,7 +332,20 @@ impl Desired {
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         for (addr, service) in &self.services {
+            for key in service.spec.environment.keys() {
+                if looks_secret(key) {
+                    warnings.push(format!(
+                        "{addr}: environment.{key} looks like a secret but is a plain value: \
+                         it is in git, in every plan and in the batch script Slurm keeps; make \
+                         it a secret (`{key}: {{secret: NAME}}` with NAME under `secrets:` in \
+                         stackctl.yaml)"
+                    ));
+                }
+            }
             for (key, value) in &service.spec.environment {
+                if looks_secret(key) {
+                    continue; // its value is never printed, not even in a warning
+                }
                 let names = variable_references(value);
                 if names.is_empty() {
                     continue;
@@ -339,6 +362,42 @@ impl Desired {
             }
         }
         warnings
+    }
+}
+
+/// Whether a variable's name says it holds a secret: it contains `PASSWORD`, `PASSWD`,
+/// `TOKEN` or `SECRET`, or ends in `_KEY` (any case).
+pub fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    ["PASSWORD", "PASSWD", "TOKEN", "SECRET"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key.ends_with("_KEY")
+}
+
+impl Desired {
+    /// Fills in the fingerprint of every secret a spec uses, from `fingerprints` (by secret
+    /// name), and hashes the specs again: a new value makes a new spec hash.
+    pub fn seal_secrets(&mut self, fingerprints: &BTreeMap<String, String>) {
+        for service in self.services.values_mut() {
+            if service.spec.secret_env.is_empty() {
+                continue;
+            }
+            for reference in service.spec.secret_env.values_mut() {
+                if let Some(fingerprint) = fingerprints.get(&reference.secret) {
+                    reference.fingerprint.clone_from(fingerprint);
+                }
+            }
+            service.hash = service.spec.hash();
+        }
+    }
+
+    /// The names of the secrets some service uses.
+    pub fn secrets_used(&self) -> BTreeSet<String> {
+        self.services
+            .values()
+            .flat_map(|s| s.spec.secret_env.values().map(|r| r.secret.clone()))
+            .collect()
     }
 }
 
@@ -678,6 +737,22 @@ pub struct ReplicaSpec {
     /// address is not. Left out of the canonical JSON when empty.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub endpoint_env: BTreeMap<String, EndpointRef>,
+    /// Environment variables whose values are secrets (`{secret: NAME}`), delivered to the
+    /// job in a file only its user can read, never in the script. The spec (and its hash)
+    /// holds each secret's name and [`crate::secret::fingerprint`], never its value. Left out
+    /// of the canonical JSON when empty.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub secret_env: BTreeMap<String, SecretRef>,
+}
+
+/// A variable whose value is a secret: which one, and the fingerprint of its current value
+/// (so a new value makes a new spec hash, and the plan can say the value changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    /// The secret's name in `stackctl.yaml`'s `secrets:`.
+    pub secret: String,
+    /// [`crate::secret::fingerprint`] of the value; empty until the secrets are resolved.
+    pub fingerprint: String,
 }
 
 /// A reference to another service's endpoint (`endpoint_env:` in a stack).
@@ -1120,6 +1195,7 @@ mod hash_pins {
             },
             health: None,
             endpoint_env: Default::default(),
+            secret_env: Default::default(),
         };
         assert_eq!(
             spec.to_canonical_json(),

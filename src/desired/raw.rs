@@ -36,6 +36,42 @@ pub struct Config {
     /// How the apply lock behaves.
     #[serde(default)]
     pub lock: LockConfig,
+    /// Named secrets and where each comes from.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Spanned<SecretSource>>,
+    /// Who secrets in the repo are encrypted to, and the identity that decrypts them.
+    #[serde(default, deserialize_with = "present")]
+    pub age: Option<AgeConfig>,
+    /// Where the files that carry secrets to the jobs are written.
+    #[serde(default, deserialize_with = "present")]
+    pub secrets_dir: Option<Spanned<String>>,
+}
+
+/// Where one secret comes from: exactly one of the keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// An environment variable of the applying machine.
+    #[serde(default, deserialize_with = "present")]
+    pub env: Option<String>,
+    /// A file on the applying machine.
+    #[serde(default, deserialize_with = "present")]
+    pub file: Option<String>,
+    /// An age-encrypted file in the repo.
+    #[serde(default, deserialize_with = "present")]
+    pub age: Option<String>,
+}
+
+/// The `age:` block of `stackctl.yaml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgeConfig {
+    /// Public keys (`age1…`) secrets are encrypted to.
+    #[serde(default)]
+    pub recipients: Vec<Spanned<String>>,
+    /// The private key file that decrypts them.
+    #[serde(default, deserialize_with = "present")]
+    pub identity_file: Option<Spanned<String>>,
 }
 
 /// The `lock:` block of `stackctl.yaml`.
@@ -581,12 +617,125 @@ impl<'de> Deserialize<'de> for PortItem {
     }
 }
 
-/// An environment value, exactly as written in the file.
-///
-/// It is read as a string even when YAML would type it as a number or boolean, and the parser
-/// then hands over the scalar's own text: `8.0`, `0022`, `yes` and `0x1F` stay exactly that.
-/// Maps, lists, nulls and `!!int`-style tags are rejected.
-pub type EnvValue = Spanned<String>;
+/// An environment value as written: a scalar's own text, or a reference to a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvEntry {
+    /// A scalar, exactly as written: it is read as text even where YAML would type it as a
+    /// number or boolean, so `8.0`, `0022`, `yes` and `0x1F` stay exactly that.
+    Text(String),
+    /// `{secret: NAME}`: the value of a secret of `stackctl.yaml`.
+    Secret(String),
+    /// Neither (a list, a null, another mapping, a tagged scalar); says what was written.
+    Not(String),
+}
+
+/// An environment value and where it was written.
+#[derive(Debug, Clone)]
+pub struct EnvValue {
+    /// What was written.
+    pub value: EnvEntry,
+    /// Where it was written (an alias's own position, not its anchor's).
+    pub referenced: serde_saphyr::Location,
+}
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let spanned = Spanned::<EnvProbe>::deserialize(d)?;
+        let value = match spanned.value {
+            EnvProbe::Text(text) => EnvEntry::Text(text),
+            // YAML typed the scalar; its own text is in the file, where it was defined.
+            EnvProbe::Typed(shown) => EnvEntry::Text(
+                super::yaml::source_text(&spanned.defined)
+                    .filter(|text| !text.is_empty())
+                    .unwrap_or(shown),
+            ),
+            EnvProbe::Secret(name) => EnvEntry::Secret(name),
+            EnvProbe::Not(what) => EnvEntry::Not(what),
+        };
+        Ok(EnvValue {
+            value,
+            referenced: spanned.referenced,
+        })
+    }
+}
+
+/// What the parser handed over for an environment value, before its text is recovered.
+enum EnvProbe {
+    Text(String),
+    /// A scalar YAML typed (number, boolean), with its value printed as a fallback.
+    Typed(String),
+    Secret(String),
+    Not(String),
+}
+
+impl<'de> Deserialize<'de> for EnvProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EnvProbe;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a text value or {secret: NAME}")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Text(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Text(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Typed(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Typed(v.to_string()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Typed(v.to_string()))
+            }
+            fn visit_u128<E>(self, v: u128) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Typed(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Typed(v.to_string()))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Typed(v.to_string()))
+            }
+            fn visit_unit<E>(self) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Not("no value given".into()))
+            }
+            fn visit_none<E>(self) -> Result<EnvProbe, E> {
+                Ok(EnvProbe::Not("no value given".into()))
+            }
+            // A list is refused at once, where it starts: walking it could expand an alias bomb.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<EnvProbe, A::Error> {
+                Err(serde::de::Error::custom("expected string scalar"))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<EnvProbe, A::Error> {
+                let mut secret = None;
+                let mut other = false;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "secret" && secret.is_none() {
+                        secret = Some(map.next_value::<Option<String>>()?);
+                    } else {
+                        other = true;
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                match secret {
+                    Some(Some(name)) if !other => Ok(EnvProbe::Secret(name)),
+                    _ => Err(serde::de::Error::custom(
+                        "expected a single value (text, a number or true/false), not a list or mapping \
+                         other than {secret: NAME}",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
 
 /// A YAML integer, such as `3`, `-1` or `0x10`. Anything else (a quoted `"3"`, `3.0`, `yes`, a
 /// list) is kept as a description of what was written, so that the error can point at the

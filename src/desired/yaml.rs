@@ -57,11 +57,43 @@ pub fn read_text(path: &Path, shown: &Path) -> Result<String, SpecError> {
     })
 }
 
+std::thread_local! {
+    /// The text [`parse`] is reading, for [`source_text`].
+    static SOURCE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Returns the text of the file being parsed at `at`: a scalar's own spelling where YAML
+/// typed it (`8.0`, `0x1F`, `yes`). Only during [`parse`], on its thread.
+pub fn source_text(at: &serde_saphyr::Location) -> Option<String> {
+    let span = at.span();
+    let (start, len) = (span.byte_offset()?, span.byte_len()?);
+    let start = usize::try_from(start).ok()?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    SOURCE.with(|source| {
+        source
+            .borrow()
+            .as_deref()
+            .and_then(|text| text.get(start..end))
+            .map(str::to_owned)
+    })
+}
+
 /// Parses YAML text into `T`, turning parser and type errors into a [`SpecError`].
 pub fn parse<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, SpecError> {
+    SOURCE.with(|source| *source.borrow_mut() = Some(text.to_owned()));
+    let result = parse_text(text, shown);
+    SOURCE.with(|source| *source.borrow_mut() = None);
+    result
+}
+
+/// [`parse`], without keeping the text for [`source_text`].
+fn parse_text<T: DeserializeOwned>(text: &str, shown: &Path) -> Result<T, SpecError> {
     let mut field = String::new();
     let mut options = serde_saphyr::options::Options::default();
     options.with_snippet = false;
+    // An environment value's text is read back from the file whatever YAML types it as,
+    // `.inf` and `.nan` included.
+    options.non_finite_float_policy = serde_saphyr::options::NonFiniteFloatPolicy::PassThrough;
     // Desired-state files are small: a tight node budget stops alias bombs in milliseconds.
     let mut budget = options.budget.take().unwrap_or_default();
     budget.max_nodes = MAX_NODES;
@@ -144,6 +176,15 @@ fn humanize(message: &str) -> String {
     if message == "cannot deserialize tagged scalar into string" {
         return "a tagged value (`!!int`, `!!float`, `!!bool`) cannot be used here; write the \
                 value as text"
+            .into();
+    }
+    // A scalar tagged `!!int`, `!!float` or `!!bool` whose text is not one (`!!int 0022`).
+    if ["invalid u64", "invalid i64", "invalid f64", "invalid bool"]
+        .iter()
+        .any(|m| message.starts_with(m))
+    {
+        return "a tagged value (`!!int`, `!!float`, `!!bool`) whose text is no such value; \
+                write the value as text, without the tag"
             .into();
     }
     if message.starts_with("budget breached") {

@@ -18,7 +18,18 @@ pub struct AttributeChange {
     pub before: Option<Value>,
     /// The new value; `None` when the attribute goes away.
     pub after: Option<Value>,
+    /// A side is a secret: it is shown as `(sensitive)`, and a secret whose value changed as
+    /// `(sensitive value changed)`; the value itself is never in a spec, so never here.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sensitive: bool,
 }
+
+/// What a secret's value is shown as in a diff.
+pub const SENSITIVE: &str = crate::secret::REDACTED;
+
+/// The key under which [`attributes`] keeps a secret variable's identity (its secret and the
+/// value's fingerprint), so [`compute`] can tell a changed value without showing it.
+const SECRET_KEY: &str = "(secret)";
 
 /// Flattens a spec into `path = value` pairs in path order, each value in the form a file
 /// writes it.
@@ -33,6 +44,14 @@ pub fn attributes(spec: &ReplicaSpec) -> BTreeMap<String, Value> {
 /// Replaces the internal forms in `out` (seconds, minutes, port positions, serialized ports)
 /// with the ones a file writes.
 fn as_written(spec: &ReplicaSpec, out: &mut BTreeMap<String, Value>) {
+    // A secret variable is an environment variable like the others, shown by identity only.
+    out.retain(|path, _| !path.starts_with("secret_env."));
+    for (key, reference) in &spec.secret_env {
+        let identity = serde_json::json!({
+            SECRET_KEY: [reference.secret.clone(), reference.fingerprint.clone()]
+        });
+        out.insert(format!("environment.{key}"), identity);
+    }
     out.insert("ports".to_owned(), Value::from(ports_text(&spec.ports)));
     if let Some(minutes) = spec.resources.time_limit {
         let text = if minutes == crate::desired::UNLIMITED_MINUTES {
@@ -130,10 +149,19 @@ pub fn compute(old: Option<&ReplicaSpec>, new: &ReplicaSpec) -> Vec<AttributeCha
         .into_iter()
         .filter_map(|path| {
             let (before, after) = (old.get(path), new.get(path));
+            let secret = |v: Option<&Value>| v.is_some_and(|v| v.get(SECRET_KEY).is_some());
+            let sensitive = secret(before) || secret(after);
+            let shown = |v: Option<&Value>| {
+                v.map(|v| match secret(Some(v)) {
+                    true => Value::from(SENSITIVE),
+                    false => v.clone(),
+                })
+            };
             (before != after).then(|| AttributeChange {
                 path: path.clone(),
-                before: before.cloned(),
-                after: after.cloned(),
+                before: shown(before),
+                after: shown(after),
+                sensitive,
             })
         })
         .collect()
@@ -143,6 +171,43 @@ pub fn compute(old: Option<&ReplicaSpec>, new: &ReplicaSpec) -> Vec<AttributeCha
 mod tests {
     use super::*;
     use crate::desired::{ResourceSpec, SlurmSpec};
+
+    fn with_secret(spec: ReplicaSpec, key: &str, secret: &str, fingerprint: &str) -> ReplicaSpec {
+        let mut spec = spec;
+        spec.secret_env.insert(
+            key.into(),
+            crate::desired::SecretRef {
+                secret: secret.into(),
+                fingerprint: fingerprint.into(),
+            },
+        );
+        spec
+    }
+
+    #[test]
+    fn a_secret_is_shown_as_sensitive_and_a_new_value_as_changed() {
+        let old = with_secret(spec(&[], 0), "HF_TOKEN", "hf", "aaaa");
+        // Only the value changed: one sensitive change, no fingerprint in it.
+        let new = with_secret(spec(&[], 0), "HF_TOKEN", "hf", "bbbb");
+        let changes = compute(Some(&old), &new);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let change = &changes[0];
+        assert_eq!(change.path, "environment.HF_TOKEN");
+        assert!(change.sensitive);
+        assert_eq!(change.before, Some(Value::from(SENSITIVE)));
+        assert_eq!(change.after, Some(Value::from(SENSITIVE)));
+        let json = serde_json::to_string(&changes).unwrap();
+        assert!(!json.contains("aaaa") && !json.contains("bbbb"), "{json}");
+        // The same value: no change at all.
+        assert!(compute(Some(&old), &old.clone()).is_empty());
+        // A plain value made a secret: the old value shows (it was never secret), the new not.
+        let plain = spec(&[("HF_TOKEN", "in-git")], 0);
+        let changes = compute(Some(&plain), &new);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].before, Some(Value::from("in-git")));
+        assert_eq!(changes[0].after, Some(Value::from(SENSITIVE)));
+        assert!(changes[0].sensitive);
+    }
 
     fn spec(env: &[(&str, &str)], gpu: u32) -> ReplicaSpec {
         ReplicaSpec {
@@ -166,6 +231,7 @@ mod tests {
             slurm: SlurmSpec::default(),
             health: None,
             endpoint_env: Default::default(),
+            secret_env: Default::default(),
         }
     }
 

@@ -457,6 +457,7 @@ mod tests {
                 on_failure: OnFailure::Restart,
             }),
             endpoint_env: Default::default(),
+            secret_env: Default::default(),
         };
         Service {
             recipe: "demo/api".into(),

@@ -552,6 +552,14 @@ fn render_diff(out: &mut String, pad: &str, diff: &[AttributeChange], style: Sty
     for change in diff {
         let path = &change.path;
         match (&change.before, &change.after) {
+            (Some(a), Some(b)) if change.sensitive && a == b => {
+                let _ = writeln!(
+                    out,
+                    "{pad}{} {path} = ({} value changed)",
+                    style.paint("~"),
+                    crate::secret::REDACTED.trim_matches(|c| c == '(' || c == ')')
+                );
+            }
             (Some(a), Some(b)) if is_multiline(a) || is_multiline(b) => {
                 let _ = writeln!(out, "{pad}{} {path} = <<-EOT", style.paint("~"));
                 let (a, b) = (
@@ -617,6 +625,7 @@ fn is_multiline(value: &serde_json::Value) -> bool {
 /// Shows a value on one line: strings quoted with control characters escaped, others as JSON.
 fn show(value: &serde_json::Value) -> String {
     match value {
+        serde_json::Value::String(text) if text == crate::plan::diff::SENSITIVE => text.clone(),
         serde_json::Value::String(text) => format!("{text:?}"),
         other => other.to_string(),
     }

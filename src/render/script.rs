@@ -30,6 +30,18 @@ pub struct ScriptContext {
     pub log_dir: PathBuf,
     /// Directory that relative image paths are resolved against (expanded).
     pub image_dir: PathBuf,
+    /// This owner's directory of secrets files (expanded), when some service uses secrets:
+    /// `<secrets_dir>/<spec hash>.env` carries a spec's secrets to its jobs.
+    pub secrets_dir: Option<PathBuf>,
+}
+
+impl ScriptContext {
+    /// The file that carries the secrets of the jobs running spec `hash`, if secrets are used.
+    pub fn secrets_file(&self, hash: &crate::desired::SpecHash) -> Option<PathBuf> {
+        self.secrets_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{}.env", hash.0)))
+    }
 }
 
 /// The job for the replicas of `service` listed in `marker.indexes`, with the spec's
@@ -96,8 +108,12 @@ pub fn render_with_endpoints(
     // A plain script stays exactly as it was before supervisors existed (no `PORT`
     // variables either, which a recipe's own environment may set): the service's environment
     // is exported at the top, and the service is all the script runs.
+    let secrets = (!spec.secret_env.is_empty())
+        .then(|| ctx.secrets_file(&marker.spec))
+        .flatten();
+    let secrets = secrets.as_deref();
     if !supervised {
-        user_environment(&mut s, spec, endpoints, &[]);
+        user_environment(&mut s, spec, endpoints, secrets, &[]);
         service_lines(&mut s, spec, ctx);
         return JobRequest { options, body: s };
     }
@@ -108,7 +124,7 @@ pub fn render_with_endpoints(
     s.push_str("stackctl_user_env() {\n");
     let ports = port_variables(spec);
     let before = s.len();
-    user_environment(&mut s, spec, endpoints, &ports);
+    user_environment(&mut s, spec, endpoints, secrets, &ports);
     if s.len() == before {
         s.push_str(":\n");
     }
@@ -122,11 +138,14 @@ pub fn render_with_endpoints(
 }
 
 /// Writes the `export` lines of the service's own environment and its resolved `endpoint_env`
-/// (a comment for one not resolved yet), leaving out the names in `skip`.
+/// (a comment for one not resolved yet), leaving out the names in `skip`, then reads its
+/// secrets from `secrets` (a file of `export` lines only the job's user can read, written by
+/// apply): the values are never in the script, which Slurm keeps.
 fn user_environment(
     s: &mut String,
     spec: &ReplicaSpec,
     endpoints: &BTreeMap<String, String>,
+    secrets: Option<&std::path::Path>,
     skip: &[String],
 ) {
     for (key, value) in &spec.environment {
@@ -148,6 +167,40 @@ fn user_environment(
             }
         }
     }
+    if spec.secret_env.is_empty() {
+        return;
+    }
+    let names: Vec<String> = spec
+        .secret_env
+        .iter()
+        .map(|(key, r)| format!("{key} (secret {})", r.secret))
+        .collect();
+    let _ = writeln!(s, "# secrets: {}", names.join(", "));
+    match secrets {
+        Some(file) => {
+            let file = quote(&file.display().to_string());
+            let _ = writeln!(
+                s,
+                ". {file} || {{ echo \"stackctl: cannot read the secrets file \"{file} >&2; exit 78; }}"
+            );
+        }
+        None => s.push_str("# (read at submit time from a file only the job's user can read)\n"),
+    }
+}
+
+/// The text of the secrets file of a spec: one `export NAME='value'` line per variable, in
+/// name order, for the batch script to read with `.`.
+pub fn secrets_file_text(
+    spec: &ReplicaSpec,
+    values: &BTreeMap<String, crate::secret::Value>,
+) -> String {
+    let mut text = String::new();
+    for (key, reference) in &spec.secret_env {
+        if let Some(value) = values.get(&reference.secret) {
+            let _ = writeln!(text, "export {key}={}", quote(value.expose()));
+        }
+    }
+    text
 }
 
 /// The names of the `PORT` variables a supervised script exports ([`port_exports`]).

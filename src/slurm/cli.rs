@@ -404,6 +404,36 @@ impl Backend for CliBackend {
         }
     }
 
+    fn sync_secrets(
+        &self,
+        dir: &Path,
+        write: &std::collections::BTreeMap<String, String>,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<(), String> {
+        if self.remote.is_none() {
+            return crate::secret::sync_local(dir, write, keep);
+        }
+        // On the login node: one `sh` per file written (its text on stdin, never on a
+        // command line), each keeping every wanted name, so the last leaves exactly those.
+        let dir = dir.to_str().ok_or("the path is not UTF-8")?;
+        let mut wanted: Vec<&str> = keep.iter().map(String::as_str).collect();
+        wanted.extend(write.keys().map(String::as_str));
+        let mut calls: Vec<(&str, Option<&str>)> = write
+            .iter()
+            .map(|(name, text)| (name.as_str(), Some(text.as_str())))
+            .collect();
+        if calls.is_empty() {
+            calls.push(("", None));
+        }
+        for (name, text) in calls {
+            let mut args = vec!["-c", crate::secret::SYNC_SCRIPT, "sh", dir, name];
+            args.extend(wanted.iter().copied());
+            self.run("sh", &args, Some(text.unwrap_or("")), Effect::ReadOnly)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     fn batch_script(&self, job_id: &JobId) -> Result<Option<String>, SlurmError> {
         self.run(
             "scontrol",

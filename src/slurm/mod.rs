@@ -40,6 +40,17 @@ pub trait Backend: Send + Sync {
     fn home_dir(&self) -> Result<Option<String>, SlurmError>;
     /// Creates a directory the jobs write to, with its parents, where the Slurm commands run.
     fn create_dir(&self, path: &std::path::Path) -> Result<(), String>;
+    /// Makes `dir` hold exactly the secrets files a job may still read, where the jobs run:
+    /// writes each of `write` (file name → text; readable by this user only, the directory
+    /// too), keeps the `.env` files named in `keep`, and removes every other `.env` file there.
+    fn sync_secrets(
+        &self,
+        dir: &std::path::Path,
+        write: &std::collections::BTreeMap<String, String>,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<(), String> {
+        crate::secret::sync_local(dir, write, keep)
+    }
     /// Where the job's output went, as Slurm recorded it at submission (`stackctl logs`);
     /// `None` when Slurm no longer lists the job or this backend cannot tell.
     fn job_output(
