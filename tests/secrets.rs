@@ -388,3 +388,54 @@ fn secret_set_writes_what_age_decrypts_and_list_names_no_value() {
         "{listed}"
     );
 }
+
+#[test]
+fn over_ssh_the_secrets_file_is_written_on_the_login_node_for_its_user_only() {
+    use common::ssh::{SSH_HOME, SshRepo};
+    let ssh = SshRepo::new("secrets-ssh");
+    let repo = &ssh.repo;
+    let settings = std::fs::read_to_string(repo.path().join("stackctl.yaml")).unwrap();
+    std::fs::write(
+        repo.path().join("stackctl.yaml"),
+        format!("{settings}secrets_dir: ~/secrets\nsecrets:\n  tok: {{env: {TOK_VAR}}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path().join("recipes/test/secrets.yaml"),
+        "name: secrets\ncommand: |\n  printf 'TOK=%s\\n' \"$(printenv TOK | head -c -1 | sha256sum | cut -c1-64)\"\n  exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\n",
+    )
+    .unwrap();
+    repo.write_stack(
+        "s",
+        "services:\n  uses:\n    recipe: test/secrets\n    environment:\n      TOK: {secret: tok}\n",
+    );
+    let tok = "over ssh 'q' $Z 4d1e";
+    let out = ssh
+        .over_ssh(&["apply", "--auto-approve"])
+        .env(TOK_VAR, tok)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(!all_output(&out).contains(tok));
+
+    // The file is the login user's, private, under its home; the job read it.
+    let mut files = Vec::new();
+    files_under(&Path::new(SSH_HOME).join("secrets"), &mut files);
+    let ours: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("4d1e")))
+        .collect();
+    assert_eq!(ours.len(), 1, "{files:?}");
+    let meta = std::fs::metadata(ours[0]).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    use std::os::unix::fs::MetadataExt;
+    let login_uid = std::fs::metadata(SSH_HOME).unwrap().uid();
+    assert_eq!(meta.uid(), login_uid, "written as the login user");
+    let expected = format!("TOK={}", sha256(tok));
+    wait_for("the replica to print its secret's hash", 240, || {
+        let mut logs = Vec::new();
+        files_under(&ssh.log_dir(), &mut logs);
+        logs.iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&expected)))
+    });
+}
