@@ -327,7 +327,7 @@ done
 "#;
 
 /// PBKDF2 rounds of a fingerprint: each guess at a value costs an attacker as much.
-const FINGERPRINT_ROUNDS: u32 = 100_000;
+const FINGERPRINT_ROUNDS: u32 = 10_000;
 
 /// Returns 16 hex digits standing for `value` of secret `name` under `owner`: the same on every
 /// machine that reads the same value, different when the value changes, and costly to invert

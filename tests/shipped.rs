@@ -23,7 +23,23 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = tempfile::tempdir().unwrap();
     copy_dir(&root.join("recipes"), &repo.path().join("recipes"));
-    std::fs::write(repo.path().join("stackctl.yaml"), "owner: shipped-test\n").unwrap();
+    // The recipes' passwords are secrets: each read from a file here.
+    let password = repo.path().join("password");
+    std::fs::write(&password, "pw-3c9e1f\n").unwrap();
+    let secrets: String = [
+        "postgres_password",
+        "mysql_root_password",
+        "minio_root_password",
+        "grafana_admin_password",
+    ]
+    .iter()
+    .map(|name| format!("  {name}: {{file: {}}}\n", password.display()))
+    .collect();
+    std::fs::write(
+        repo.path().join("stackctl.yaml"),
+        format!("owner: shipped-test\nsecrets:\n{secrets}"),
+    )
+    .unwrap();
     let recipes = [
         "inference/vllm",
         "inference/ollama",
@@ -55,6 +71,7 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
             script.contains("exec apptainer "),
             "{recipe} must run in Apptainer:\n{script}"
         );
+        assert!(!script.contains("pw-3c9e1f"), "{recipe} shows a secret");
         assert!(
             root.join("recipes").join(format!("{recipe}.def")).exists(),
             "{recipe} needs its .def"
@@ -99,7 +116,23 @@ fn environment_values_render_exactly_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = tempfile::tempdir().unwrap();
     copy_dir(&root.join("recipes"), &repo.path().join("recipes"));
-    std::fs::write(repo.path().join("stackctl.yaml"), "owner: shipped-test\n").unwrap();
+    // The recipes' passwords are secrets: each read from a file here.
+    let password = repo.path().join("password");
+    std::fs::write(&password, "pw-3c9e1f\n").unwrap();
+    let secrets: String = [
+        "postgres_password",
+        "mysql_root_password",
+        "minio_root_password",
+        "grafana_admin_password",
+    ]
+    .iter()
+    .map(|name| format!("  {name}: {{file: {}}}\n", password.display()))
+    .collect();
+    std::fs::write(
+        repo.path().join("stackctl.yaml"),
+        format!("owner: shipped-test\nsecrets:\n{secrets}"),
+    )
+    .unwrap();
     let values = [
         ("A", "8.0"),
         ("B", "12.10"),
