@@ -596,7 +596,7 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         owner: repo.settings.owner.clone(),
         service: addr.clone(),
         spec: found.hash.clone(),
-        nonce: reconcile::new_nonce(),
+        nonce: crate::job::new_nonce(),
         indexes: index_ranges(&indexes),
         report: Default::default(),
         restart: Default::default(),
@@ -630,7 +630,14 @@ fn plan(
     if let Some(out) = out {
         let desired = saved::desired_fingerprint(dir, &repo)
             .context("reading the repo's files for the saved plan's fingerprint")?;
-        let file = saved::SavedPlan::new(&planned, &options, desired, unix_now());
+        let file = saved::SavedPlan::new(
+            &planned.plan,
+            &planned.observed,
+            options.prune,
+            &options.scope,
+            desired,
+            unix_now(),
+        );
         write_atomically(out, &file.to_json())
             .with_context(|| format!("cannot write the plan to {}", out.display()))?;
         eprintln!(

@@ -453,7 +453,7 @@ pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, Loc
         let since = now();
         let marker = LockMarker {
             owner: request.owner.clone(),
-            nonce: crate::reconcile::new_nonce(),
+            nonce: crate::job::new_nonce(),
             host: LockMarker::clean(&me.host),
             boot_id: LockMarker::clean(&me.boot_id),
             pid_ns: LockMarker::clean(&me.pid_ns),

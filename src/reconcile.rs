@@ -698,7 +698,7 @@ fn apply_locked(
         &repo.desired,
         backend,
         ctx,
-        &mut new_nonce,
+        &mut crate::job::new_nonce,
         progress,
     );
     Ok(Outcome::Applied(planned, report))
@@ -901,27 +901,6 @@ fn interrupted_during(pause: Duration) -> bool {
         }
         std::thread::sleep(left.min(Duration::from_millis(100)));
     }
-}
-
-/// Returns a fresh nonce: 12 hex digits of SHA-256 over the time, process id and a counter.
-pub fn new_nonce() -> String {
-    use sha2::{Digest, Sha256};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seed = format!(
-        "{}:{}:{}",
-        now.as_nanos(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    Sha256::digest(seed.as_bytes())
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[cfg(test)]
@@ -1594,7 +1573,15 @@ mod tests {
         let options = PlanOptions::for_checkout(dir);
         let planned = plan(repo, &options, backend).unwrap();
         let desired = crate::saved::desired_fingerprint(dir, repo).unwrap();
-        crate::saved::SavedPlan::new(&planned, &options, desired.clone(), 0).expected(desired)
+        crate::saved::SavedPlan::new(
+            &planned.plan,
+            &planned.observed,
+            options.prune,
+            &options.scope,
+            desired.clone(),
+            0,
+        )
+        .expected(desired)
     }
 
     fn run_saved(

@@ -16,8 +16,8 @@
 
 use crate::desired::Repo;
 use crate::observed::Observed;
+use crate::plan::scope::Scope;
 use crate::plan::{Action, Plan};
-use crate::reconcile::{PlanOptions, Planned};
 use crate::render::{Style, plan_json, plan_text};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -67,7 +67,7 @@ pub struct SavedPlan {
     pub prune: bool,
     /// `--target`, `--exclude` and `--replace` of the plan: `apply FILE` plans with them again.
     #[serde(default)]
-    pub scope: crate::plan::scope::Scope,
+    pub scope: Scope,
     /// What the plan was computed from.
     pub fingerprints: Fingerprints,
     /// The plan's changes, one comparable line each ([`change_keys`]).
@@ -79,16 +79,17 @@ pub struct SavedPlan {
 }
 
 impl SavedPlan {
-    /// The saved form of `planned`, made with `options` at `created_at` (unix seconds) from
-    /// files whose desired fingerprint is `desired`.
+    /// The saved form of `plan`, made from `observed` with `prune` and `scope` at
+    /// `created_at` (unix seconds) from files whose desired fingerprint is `desired`.
     pub fn new(
-        planned: &Planned,
-        options: &PlanOptions,
+        plan: &Plan,
+        observed: &Observed,
+        prune: bool,
+        scope: &Scope,
         desired: String,
         created_at: i64,
     ) -> SavedPlan {
-        let (observed, replicas) = observed_fingerprint(&planned.observed);
-        let plan = &planned.plan;
+        let (observed, replicas) = observed_fingerprint(observed);
         SavedPlan {
             format_version: FORMAT_VERSION,
             stackctl_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -96,8 +97,8 @@ impl SavedPlan {
             owner: plan.owner.to_string(),
             commit: plan.source.as_ref().map(|s| s.commit.clone()),
             dirty: plan.source.as_ref().is_some_and(|s| s.dirty),
-            prune: options.prune,
-            scope: options.scope.clone(),
+            prune,
+            scope: scope.clone(),
             fingerprints: Fingerprints {
                 desired,
                 observed,
@@ -349,7 +350,7 @@ mod tests {
     }
 
     fn fingerprint(root: &Path) -> String {
-        let repo = crate::reconcile::load(root).unwrap();
+        let repo = crate::desired::load(root, || None).unwrap();
         desired_fingerprint(root, &repo).unwrap()
     }
 
@@ -358,7 +359,7 @@ mod tests {
         let dir = repo();
         let root = dir.path();
         let first = fingerprint(root);
-        let repo = crate::reconcile::load(root).unwrap();
+        let repo = crate::desired::load(root, || None).unwrap();
         assert_eq!(
             desired_files(root, &repo).unwrap(),
             ["recipes/demo/used.yaml", "stackctl.yaml", "stacks/s.yaml"]

@@ -2819,8 +2819,14 @@ fn show_prints_the_header_then_the_plan_as_plan_printed_it() {
         scope: Default::default(),
         refusals: Default::default(),
     };
-    let mut saved =
-        stackctl::saved::SavedPlan::new(&planned, &options, "d".repeat(64), 1_700_000_000);
+    let mut saved = stackctl::saved::SavedPlan::new(
+        &planned.plan,
+        &planned.observed,
+        options.prune,
+        &options.scope,
+        "d".repeat(64),
+        1_700_000_000,
+    );
     saved.stackctl_version = "0.0.0-test".into();
     assert_eq!(saved.fingerprints.replicas, 3);
     let shown = saved.render_text();
