@@ -18,14 +18,17 @@ fn stackctl(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-#[test]
-fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
+/// The value of every password secret of [`shipped_recipes_repo`].
+const PASSWORD: &str = "pw-3c9e1f";
+
+/// A repo of the shipped recipes, no stacks yet; the recipes' passwords are secrets, each
+/// read from a file holding [`PASSWORD`].
+fn shipped_recipes_repo() -> tempfile::TempDir {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = tempfile::tempdir().unwrap();
     copy_dir(&root.join("recipes"), &repo.path().join("recipes"));
-    // The recipes' passwords are secrets: each read from a file here.
     let password = repo.path().join("password");
-    std::fs::write(&password, "pw-3c9e1f\n").unwrap();
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
     let secrets: String = [
         "postgres_password",
         "mysql_root_password",
@@ -40,6 +43,13 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
         format!("owner: shipped-test\nsecrets:\n{secrets}"),
     )
     .unwrap();
+    repo
+}
+
+#[test]
+fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = shipped_recipes_repo();
     let recipes = [
         "inference/vllm",
         "inference/ollama",
@@ -71,7 +81,7 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
             script.contains("exec apptainer "),
             "{recipe} must run in Apptainer:\n{script}"
         );
-        assert!(!script.contains("pw-3c9e1f"), "{recipe} shows a secret");
+        assert!(!script.contains(PASSWORD), "{recipe} shows a secret");
         assert!(
             root.join("recipes").join(format!("{recipe}.def")).exists(),
             "{recipe} needs its .def"
@@ -113,26 +123,7 @@ fn the_quickstart_example_runs_without_apptainer() {
 /// would read them as numbers or booleans (`8.0` → 8, `yes` → true, `0x1F` → 31).
 #[test]
 fn environment_values_render_exactly_as_written() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let repo = tempfile::tempdir().unwrap();
-    copy_dir(&root.join("recipes"), &repo.path().join("recipes"));
-    // The recipes' passwords are secrets: each read from a file here.
-    let password = repo.path().join("password");
-    std::fs::write(&password, "pw-3c9e1f\n").unwrap();
-    let secrets: String = [
-        "postgres_password",
-        "mysql_root_password",
-        "minio_root_password",
-        "grafana_admin_password",
-    ]
-    .iter()
-    .map(|name| format!("  {name}: {{file: {}}}\n", password.display()))
-    .collect();
-    std::fs::write(
-        repo.path().join("stackctl.yaml"),
-        format!("owner: shipped-test\nsecrets:\n{secrets}"),
-    )
-    .unwrap();
+    let repo = shipped_recipes_repo();
     let values = [
         ("A", "8.0"),
         ("B", "12.10"),
