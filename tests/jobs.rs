@@ -282,3 +282,41 @@ fn a_failing_job_is_retried_then_reported_failed_and_a_removed_running_job_is_ca
     let results = repo.expect(&["results", "f.check"], 0);
     assert_eq!(results.matches("FAILED").count(), 2, "{results}");
 }
+
+#[test]
+fn the_shipped_http_load_client_measures_its_target() {
+    let repo = TestRepo::new("httpload");
+    write_recipe(&repo, "test/web", WEB);
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/benchmark/http-load.yaml");
+    write_recipe(
+        &repo,
+        "benchmark/http-load",
+        &std::fs::read_to_string(shipped).unwrap(),
+    );
+    repo.write_stack(
+        "h",
+        "services:\n  srv:\n    recipe: test/web\n  load:\n    kind: job\n    recipe: benchmark/http-load\n    target: srv\n    environment: {LOAD_REQUESTS: \"300\", LOAD_CONCURRENCY: \"4\"}\n",
+    );
+    let mut watch = Watch::start(repo.path(), &["--local", "--interval", "3s"]);
+    wait_runs(&repo, "h.load", 1, 600);
+    watch.terminate();
+    let json = repo.expect(&["results", "h/load", "--json"], 0);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let metrics = &rows[0]["metrics"];
+    assert_eq!(rows[0]["state"], "COMPLETED", "{json}");
+    assert_eq!(metrics["ok"], 300.0, "{json}");
+    assert_eq!(metrics["errors"], 0.0, "{json}");
+    assert!(metrics["requests_per_s"].as_f64().unwrap() > 0.0, "{json}");
+    let (p50, p99) = (
+        metrics["p50_ms"].as_f64().unwrap(),
+        metrics["p99_ms"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{json}");
+    let run = &run_dirs(&repo, "h.load")[0];
+    assert!(
+        std::fs::read_to_string(run.join("hey.txt"))
+            .unwrap()
+            .contains("Requests/sec:")
+    );
+}
