@@ -627,6 +627,10 @@ mod tests {
             env["STACKCTL_TARGET_ENDPOINTS"],
             "10.0.0.6:8080,10.0.0.7:8080"
         );
+        let json: serde_json::Value =
+            serde_json::from_str(&crate::render::plan_json::render(&plan)).unwrap();
+        assert_eq!(json["jobs"][0]["service"], "s.bench");
+        assert_eq!(json["jobs"][0]["status"]["state"], "run");
     }
 
     #[test]
