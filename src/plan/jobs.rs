@@ -653,6 +653,13 @@ mod tests {
         let plan = compute(&repo.settings.owner, d, &forgotten);
         assert!(bench_plan(&plan).is_none(), "{:?}", plan.services);
         assert!(matches!(line(&plan), JobStatus::Done { .. }));
+        // `apply --wait` waits for no replica of a finished job.
+        let not_ready = crate::plan::rolling::not_ready(d, &forgotten);
+        assert!(
+            not_ready.iter().all(|l| !l.contains("bench")),
+            "{not_ready:?}"
+        );
+        assert!(not_ready.iter().any(|l| l.contains("api")), "{not_ready:?}");
         // `stackctl run`: one more run.
         let scope = Scope {
             rerun: [addr("bench")].into(),
