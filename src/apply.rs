@@ -248,6 +248,21 @@ pub fn apply(
                     &service_plan.endpoint_env,
                 ),
             };
+            // A one-shot job records its run and results ([`script::render_job`]).
+            let job = match &service.job {
+                Some(_) => script::render_job(
+                    &service_plan.service,
+                    &service.spec,
+                    &marker,
+                    ctx,
+                    &service_plan.endpoint_env,
+                    (
+                        plan.source.as_ref().map(|s| s.commit.as_str()),
+                        backoff.map_or(0, |b| b.wait),
+                    ),
+                ),
+                None => job,
+            };
             if let Err(e) = backend.test_submit(&job) {
                 let retryable = !e.is_definite_rejection();
                 let jobs = service_plan
@@ -622,6 +637,7 @@ mod tests {
             .into(),
             depends_on: Vec::new(),
             replace_on_endpoint_move: true,
+            job: None,
         }
     }
 

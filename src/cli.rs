@@ -203,6 +203,29 @@ pub enum Commands {
     },
     /// Print the man page (roff), e.g. `stackctl man > stackctl.1`
     Man,
+    /// Run a one-shot job (`kind: job`) again now, under the apply lock (like `helm test`)
+    Run {
+        /// The job, as STACK/JOB or STACK.JOB
+        job: String,
+        /// How long to wait for another apply's lock (e.g. 60s, 5m); 0s fails at once
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+    },
+    /// List a one-shot job's runs: job id, commit, spec, state, exit code, start, duration
+    /// and metrics (results.json), each with its change against the previous run
+    Results {
+        /// The job, as STACK/JOB or STACK.JOB
+        job: String,
+        /// Print JSON (the same as --format json)
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
+        /// Print as text, json, or markdown (for a pull-request comment)
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<PlanFormat>,
+        /// Only the last N runs (compared with the runs before them all the same)
+        #[arg(long, value_name = "N")]
+        last: Option<usize>,
+    },
     /// Remove a lock left by an apply that can no longer release it
     ForceUnlock {
         /// The lock id that a refused apply or a plan names
@@ -266,6 +289,7 @@ impl BeltArgs {
             excludes: self.exclude.clone(),
             replace: self.replace.clone(),
             replace_jobs: None,
+            rerun: Default::default(),
         }
     }
 
@@ -418,6 +442,20 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(0)
         }
         Commands::Show { file, json } => show(&dir.join(file), json),
+        Commands::Run { job, lock_timeout } => run_job(dir, style, &job, lock_timeout),
+        Commands::Results {
+            job,
+            json,
+            format,
+            last,
+        } => {
+            let format = if json {
+                PlanFormat::Json
+            } else {
+                format.unwrap_or(PlanFormat::Text)
+            };
+            results(dir, &job, format, last)
+        }
         Commands::Status {
             json,
             watch,
@@ -604,7 +642,99 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
         endpoints: Vec::new(),
     };
     let ctx = reconcile::script_context(&repo, backend(&repo)?.as_ref())?;
-    print_stdout(&script::render(&addr, &found.spec, &marker, &ctx).batch_script())?;
+    let job = match &found.job {
+        Some(_) => script::render_job(
+            &addr,
+            &found.spec,
+            &marker,
+            &ctx,
+            &Default::default(),
+            (None, 0),
+        ),
+        None => script::render(&addr, &found.spec, &marker, &ctx),
+    };
+    print_stdout(&job.batch_script())?;
+    Ok(0)
+}
+
+/// The one-shot job `address` names in `repo`, or an error listing the repo's jobs.
+fn job_address(repo: &Repo, address: &str) -> Result<ServiceAddr> {
+    let addr =
+        parse_address(address).context("expected STACK/JOB or STACK.JOB, e.g. bench/load")?;
+    if repo
+        .desired
+        .services
+        .get(&addr)
+        .is_some_and(|s| s.job.is_some())
+    {
+        return Ok(addr);
+    }
+    let jobs: Vec<String> = repo
+        .desired
+        .services
+        .iter()
+        .filter(|(_, s)| s.job.is_some())
+        .map(|(a, _)| a.reference())
+        .collect();
+    bail!(
+        "no one-shot job {address} (`kind: job`); the repo's jobs: {}",
+        if jobs.is_empty() {
+            "none".into()
+        } else {
+            jobs.join(", ")
+        }
+    )
+}
+
+/// `stackctl run STACK/JOB`: one apply pass, kept to the job, that runs it again although a
+/// run with its spec exists (a run still going is left alone). Asks no confirmation.
+fn run_job(dir: &Path, style: Style, address: &str, lock_wait: Duration) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
+    let addr = job_address(&repo, address)?;
+    let scope = Scope {
+        targets: vec![parse_selector(&addr.reference()).map_err(anyhow::Error::msg)?],
+        rerun: [addr].into(),
+        ..Scope::default()
+    };
+    let options = ApplyOptions {
+        plan: PlanOptions {
+            scope,
+            ..PlanOptions::for_checkout(dir)
+        },
+        lock_wait,
+        expect: None,
+    };
+    execute(&repo, &options, style, true, None)
+}
+
+/// `stackctl results STACK/JOB`: the job's runs from their records, each run's state from
+/// its record, or from Slurm while it runs or when it was killed before recording its end.
+fn results(dir: &Path, address: &str, format: PlanFormat, last: Option<usize>) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
+    let addr = job_address(&repo, address)?;
+    let backend = backend(&repo)?;
+    let root = crate::results::root(&repo, backend.as_ref()).map_err(anyhow::Error::msg)?;
+    let runs = crate::results::read_runs(&root, &addr);
+    let listed = observe_live(&repo, backend.as_ref())?;
+    let state_of = |record: &observed::runs::RunRecord| -> String {
+        let slurm = listed.jobs.iter().find(|j| j.id == record.job_id);
+        match (record.end, slurm) {
+            (Some(_), _) if record.exit == Some(0) => "COMPLETED".into(),
+            (Some(_), _) => "FAILED".into(),
+            (None, Some(job)) => job.state.to_string(),
+            (None, None) => "LOST".into(),
+        }
+    };
+    let mut rows = crate::render::results::rows(&runs, &state_of);
+    if let Some(n) = last {
+        rows.drain(..rows.len().saturating_sub(n));
+    }
+    let job = addr.reference();
+    print_stdout(&match format {
+        PlanFormat::Text => crate::render::results::render_text(&job, &rows),
+        PlanFormat::Json => crate::render::results::render_json(&rows),
+        PlanFormat::Markdown => crate::render::results::render_markdown(&job, &rows),
+    })?;
     Ok(0)
 }
 
@@ -1087,13 +1217,15 @@ fn observe_live(repo: &Repo, backend: &dyn Backend) -> Result<observed::Observed
     let records = backend
         .list_jobs()
         .context("reading the live jobs from Slurm")?;
-    Ok(observed::observe(
+    let mut observed = observed::observe(
         backend,
         records,
         &repo.settings.owner,
         &repo.desired,
         Default::default(),
-    ))
+    );
+    crate::results::attach(&mut observed, repo, backend).map_err(anyhow::Error::msg)?;
+    Ok(observed)
 }
 
 /// The status, as text or JSON.
@@ -1140,11 +1272,47 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
             }
         }
     }
+    // Jobs have their own lines: a finished one is no missing replica.
+    let jobs: Vec<String> = plan.jobs.iter().map(|l| l.service.to_string()).collect();
+    statuses.retain(|s| !jobs.contains(&s.service));
     Ok(if json {
         status::render_json_with_locks(&statuses, &locks)
     } else {
-        status::render_text(&statuses) + &status::render_locks(&locks)
+        let mut text = status::render_text(&statuses);
+        text.push_str(&job_status_text(&plan, &ctx));
+        text + &status::render_locks(&locks)
     })
+}
+
+/// Each one-shot job's standing and last run, for `status`; a failed job's last lines of
+/// stderr under it.
+fn job_status_text(plan: &crate::plan::Plan, ctx: &script::ScriptContext) -> String {
+    use crate::plan::jobs::JobStatus;
+    let mut out = String::new();
+    if plan.jobs.is_empty() {
+        return out;
+    }
+    out.push_str("\nJOBS\n");
+    for line in &plan.jobs {
+        out.push_str(&plan_text::job_line(line));
+        out.push('\n');
+        let failed = matches!(
+            line.status,
+            JobStatus::Failed { .. } | JobStatus::Retry { .. }
+        );
+        if let (true, Some(run)) = (failed, &line.last_run) {
+            let (_, stderr) = script::log_paths(ctx, &line.service, &run.job_id);
+            match crate::logs::tail(&stderr, 5) {
+                Ok((bytes, _)) => {
+                    for l in String::from_utf8_lossy(&bytes).lines() {
+                        out.push_str(&format!("    | {l}\n"));
+                    }
+                }
+                Err(why) => out.push_str(&format!("    ({}: {why})\n", stderr.display())),
+            }
+        }
+    }
+    out
 }
 
 /// Redraws the status every `interval` until Ctrl-C: on a terminal over a cleared screen,

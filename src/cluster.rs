@@ -587,6 +587,7 @@ mod tests {
             origins,
             depends_on: Vec::new(),
             replace_on_endpoint_move: true,
+            job: None,
         };
         edit(&mut service);
         let mut desired = Desired::default();
@@ -993,6 +994,7 @@ mod tests {
             held: vec![],
             rollouts: vec![],
             stopped: vec![],
+            jobs: vec![],
         }
     }
 

@@ -22,6 +22,7 @@ pub mod observed;
 pub mod plan;
 pub mod reconcile;
 pub mod render;
+pub mod results;
 pub mod saved;
 pub mod secret;
 pub mod slurm;

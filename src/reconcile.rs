@@ -492,7 +492,9 @@ fn plan_with(
     }
     let locks = lock::held(&records, owner);
     let known = std::mem::take(&mut reads.specs);
-    let observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
+    let mut observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
+    crate::results::attach(&mut observed, repo, backend)
+        .map_err(|message| Error::Config { message })?;
     reads.specs = observed.specs.clone();
     (options.scope)
         .check(&repo.desired, &observed)

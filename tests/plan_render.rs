@@ -85,6 +85,7 @@ fn service(replicas: u32, spec: ReplicaSpec) -> Service {
         .into(),
         depends_on: Vec::new(),
         replace_on_endpoint_move: true,
+        job: None,
     }
 }
 

@@ -232,6 +232,40 @@ pub struct Service {
     /// that service no longer serves the address (`on_endpoint_move: replace`, the default),
     /// or keeps running with it (`keep`). Not part of the spec (nor its hash).
     pub replace_on_endpoint_move: bool,
+    /// `kind: job`: a one-shot job that runs once per spec ([`JobSpec`]); none for a service.
+    pub job: Option<JobSpec>,
+}
+
+/// What makes a stack entry a one-shot job (`kind: job`): it runs once per spec, is retried
+/// `retries` times on failure and, with a `target`, waits for that service to be ready.
+///
+/// A job's [`Service::hash`] covers its spec, its target's address and the target's spec
+/// hash ([`JobSpec::hash`]): a new version of the target runs the job again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobSpec {
+    /// The service it is aimed at (`target:`).
+    pub target: Option<ServiceAddr>,
+    /// The target's spec hash, filled in once every stack is loaded.
+    pub target_hash: Option<SpecHash>,
+    /// How many times a failed run is run again (`retries:`, default 0). Not in the hash.
+    pub retries: u32,
+}
+
+impl JobSpec {
+    /// The hash of a job running `spec`: the spec's canonical JSON, then the target and its
+    /// spec hash (16 hex digits of SHA-256, as [`ReplicaSpec::hash`]).
+    pub fn hash(&self, spec: &ReplicaSpec) -> SpecHash {
+        let mut text = format!("job\n{}\n", spec.to_canonical_json());
+        if let Some(target) = &self.target {
+            text.push_str(&format!(
+                "target={};spec={}",
+                target.reference(),
+                self.target_hash.as_ref().map_or("", |h| h.0.as_str())
+            ));
+        }
+        let digest = Sha256::digest(text.as_bytes());
+        SpecHash(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    }
 }
 
 /// One `depends_on:` entry: a service whose replicas must be started or ready before this
@@ -377,18 +411,31 @@ pub fn looks_secret(key: &str) -> bool {
 
 impl Desired {
     /// Fills in the fingerprint of every secret a spec uses, from `fingerprints` (by secret
-    /// name), and hashes the specs again: a new value makes a new spec hash.
+    /// name), and hashes the specs again: a new value makes a new spec hash, for a job aimed
+    /// at a service that uses it too.
     pub fn seal_secrets(&mut self, fingerprints: &BTreeMap<String, String>) {
         for service in self.services.values_mut() {
-            if service.spec.secret_env.is_empty() {
-                continue;
-            }
             for reference in service.spec.secret_env.values_mut() {
                 if let Some(fingerprint) = fingerprints.get(&reference.secret) {
                     reference.fingerprint.clone_from(fingerprint);
                 }
             }
-            service.hash = service.spec.hash();
+            if service.job.is_none() {
+                service.hash = service.spec.hash();
+            }
+        }
+        let hashes: BTreeMap<ServiceAddr, SpecHash> = self
+            .services
+            .iter()
+            .map(|(addr, s)| (addr.clone(), s.hash.clone()))
+            .collect();
+        for service in self.services.values_mut() {
+            if let Some(job) = service.job.as_mut() {
+                if let Some(target) = &job.target {
+                    job.target_hash = hashes.get(target).cloned();
+                }
+                service.hash = job.hash(&service.spec);
+            }
         }
     }
 

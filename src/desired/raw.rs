@@ -465,6 +465,15 @@ pub struct Service {
     /// What happens to a replica once a service its `endpoint_env` names no longer serves
     /// the address it was given: `replace` (default) or `keep`.
     pub on_endpoint_move: Option<Spanned<String>>,
+    /// `service` (the default) or `job`: a one-shot job runs once per spec.
+    #[serde(default, deserialize_with = "present")]
+    pub kind: Option<Spanned<String>>,
+    /// A job's target: `SERVICE` or `STACK/SERVICE`, whose readiness it waits for.
+    #[serde(default, deserialize_with = "present")]
+    pub target: Option<Spanned<String>>,
+    /// How many times a failed job is run again (default 0).
+    #[serde(default, deserialize_with = "present")]
+    pub retries: Option<Spanned<Int>>,
 }
 
 /// One `depends_on:` entry: `SERVICE`, `STACK/SERVICE`, or

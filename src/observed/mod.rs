@@ -9,6 +9,7 @@
 
 mod collect;
 pub mod output;
+pub mod runs;
 pub use collect::{observe, unix_now};
 
 use crate::desired::{Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash};
@@ -755,6 +756,9 @@ pub struct Observed {
     /// When the jobs were listed, unix seconds: the "now" crash-loop backoff is measured
     /// against (0 when unknown, which makes every backoff look elapsed).
     pub listed_at: i64,
+    /// The completion records of one-shot jobs (`kind: job`), by job, oldest run first; read
+    /// from their results directories, never from Slurm ([`runs`]).
+    pub runs: BTreeMap<ServiceAddr, Vec<runs::RunRecord>>,
 }
 
 impl Observed {
@@ -825,6 +829,7 @@ impl Observed {
             jobs,
             specs: BTreeMap::new(),
             listed_at: 0,
+            runs: BTreeMap::new(),
         }
     }
 

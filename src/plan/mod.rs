@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod diff;
+pub mod jobs;
 pub mod protection;
 pub mod rolling;
 pub mod scope;
@@ -45,6 +46,9 @@ pub struct Plan {
     /// Successors that stopped their service's rollout: the pass that applies this plan
     /// fails, naming each.
     pub stopped: Vec<Stopped>,
+    /// Every one-shot job in the repo (`kind: job`) and where it stands, in address order
+    /// ([`jobs`]); a finished one is no change.
+    pub jobs: Vec<jobs::JobLine>,
 }
 
 /// A replica the plan leaves as it is for now: crash-looping, or its job still completing.
@@ -415,11 +419,19 @@ pub fn compute_with(
     let mut rollouts = Vec::new();
     let mut stopped = Vec::new();
     let mut warnings = [port_conflicts(desired), desired.warnings()].concat();
+    let mut job_lines = Vec::new();
     let mut services: Vec<ServicePlan> = addresses
         .into_iter()
         .filter_map(|addr| {
             let service_jobs = jobs.get(addr).map(Vec::as_slice).unwrap_or_default();
             let service = desired.services.get(addr);
+            if let Some(s) = service.filter(|s| s.job.is_some()) {
+                let rerun = scope.rerun.contains(addr);
+                let (plan, line) =
+                    jobs::plan_job(addr, s, service_jobs, observed, rerun, &mut waiting);
+                job_lines.push(line);
+                return plan;
+            }
             // A job on the desired spec whose endpoint moved; the stack may opt out
             // (`on_endpoint_move: keep`), and then the plan only says so.
             let moved = |job: &LiveJob| -> Vec<String> {
@@ -479,6 +491,14 @@ pub fn compute_with(
         observed,
         &held,
     ));
+    let held_so_far = held.clone();
+    held.extend(jobs::resolve_targets(
+        &mut services,
+        desired,
+        observed,
+        &mut job_lines,
+        &held_so_far,
+    ));
     let mut plan = Plan {
         owner: owner.clone(),
         services,
@@ -489,6 +509,7 @@ pub fn compute_with(
         held,
         rollouts,
         stopped,
+        jobs: job_lines,
     };
     scope.restrict(&mut plan);
     plan
@@ -1058,6 +1079,10 @@ pub fn specs_to_read(desired: &Desired, observed: &Observed) -> BTreeMap<SpecHas
         let Some(service) = desired.services.get(&job.marker.service) else {
             continue;
         };
+        // A job's hash is not its script's spec hash ([`crate::desired::JobSpec::hash`]).
+        if service.job.is_some() {
+            continue;
+        }
         if job.marker.spec != service.hash && !observed.specs.contains_key(&job.marker.spec) {
             wanted.entry(job.marker.spec.clone()).or_insert(job.id);
         }

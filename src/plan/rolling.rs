@@ -357,6 +357,10 @@ pub fn not_ready(
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (addr, service) in &desired.services {
+        // A one-shot job ends: there is no replica of it to wait for.
+        if service.job.is_some() {
+            continue;
+        }
         for index in 0..service.replicas {
             let jobs: Vec<&LiveJob> = observed
                 .alive()
@@ -469,6 +473,7 @@ mod tests {
             update,
             depends_on: Vec::new(),
             replace_on_endpoint_move: true,
+            job: None,
             origins: [(
                 "recipe".to_owned(),
                 Origin {
@@ -542,6 +547,7 @@ mod tests {
             jobs,
             specs: Default::default(),
             listed_at: NOW,
+            runs: Default::default(),
         };
         plan::compute(&owner(), &desired, &observed)
     }

@@ -98,6 +98,10 @@ pub struct Scope {
     /// whatever job each named replica runs.
     #[serde(skip)]
     pub replace_jobs: Option<BTreeSet<JobId>>,
+    /// `stackctl run`: the one-shot jobs to run again although a run with their spec exists.
+    /// Never saved with a plan.
+    #[serde(skip)]
+    pub rerun: BTreeSet<ServiceAddr>,
 }
 
 impl Scope {
@@ -320,6 +324,7 @@ mod tests {
             excludes: vec![Selector::parse("web/db", false).unwrap()],
             replace: vec![],
             replace_jobs: None,
+            rerun: Default::default(),
         };
         assert!(scope.is_partial());
         assert!(scope.includes(&addr("web", "api")));
@@ -368,6 +373,7 @@ mod tests {
             excludes: parse(excludes, false),
             replace: parse(replace, true),
             replace_jobs: None,
+            rerun: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@ pub mod endpoints;
 pub mod plan_json;
 pub mod plan_markdown;
 pub mod plan_text;
+pub mod results;
 pub mod script;
 pub mod status;
 

@@ -143,7 +143,7 @@ pub fn render(plan: &Plan) -> String {
             changes.push(entry);
         }
     }
-    let document = json!({
+    let mut document = json!({
         "format_version": FORMAT_VERSION,
         "owner": plan.owner,
         "source": plan.source,
@@ -159,6 +159,14 @@ pub fn render(plan: &Plan) -> String {
         "stopped": plan.stopped,
         "summary": plan.summary(),
     });
+    // One-shot jobs, only when the repo has some (added without a format bump: the
+    // coordinator bumps): `[{"service": "s.load", "status": {"state": "run" | "rerun_spec_changed"
+    // | "rerun_requested" | "held" (+ "reason") | "running" (+ "job_id") | "done" (+ "at") |
+    // "retry" (+ "retry", "of", "at") | "failed" (+ "runs") | "off"}, "last_run": {"job_id",
+    // "succeeded", "state", "exit", "start", "end"} | null}]`.
+    if !plan.jobs.is_empty() {
+        document["jobs"] = json!(plan.jobs);
+    }
     let mut text = serde_json::to_string_pretty(&document).expect("JSON values serialize");
     text.push('\n');
     text

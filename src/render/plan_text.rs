@@ -93,6 +93,12 @@ pub fn render(plan: &Plan, style: Style) -> String {
     if !plan.not_pruned.is_empty() || !plan.warnings.is_empty() || !plan.held.is_empty() {
         out.push('\n');
     }
+    if !plan.jobs.is_empty() {
+        for line in plan.jobs.iter().map(job_line) {
+            let _ = writeln!(out, "Job {line}");
+        }
+        out.push('\n');
+    }
     if plan.is_empty() {
         render_rollouts(&mut out, plan);
         if plan.is_converged() {
@@ -628,6 +634,49 @@ fn show(value: &serde_json::Value) -> String {
         serde_json::Value::String(text) if text == crate::plan::diff::SENSITIVE => text.clone(),
         serde_json::Value::String(text) => format!("{text:?}"),
         other => other.to_string(),
+    }
+}
+
+/// One job's standing in words: `s.load: run`, `rerun (spec changed)`, `held (target not
+/// ready)`, `done at 12:00:05 UTC (job 12_0)`, `failed, retry 1 of 2 at …`, `failed after 3
+/// runs`, each with its last run.
+pub fn job_line(line: &crate::plan::jobs::JobLine) -> String {
+    use crate::plan::jobs::JobStatus;
+    let last = line.last_run.as_ref().map(|r| {
+        let exit = r.exit.map(|e| format!(" exit {e}")).unwrap_or_default();
+        format!("job {} {}{exit} at {} UTC", r.job_id, r.state, clock(r.end))
+    });
+    let words = match &line.status {
+        JobStatus::Run => "run".to_owned(),
+        JobStatus::RerunSpecChanged => "rerun (spec changed)".to_owned(),
+        JobStatus::RerunRequested => "rerun (requested)".to_owned(),
+        JobStatus::Held { reason } => match reason.strip_prefix("target not ready: ") {
+            Some(rest) => format!("held (target not ready): {rest}"),
+            None => format!("held: {reason}"),
+        },
+        JobStatus::Running { job_id } => format!("running (job {job_id})"),
+        JobStatus::Done { at } => {
+            let job = line
+                .last_run
+                .as_ref()
+                .map(|r| format!(" (job {})", r.job_id))
+                .unwrap_or_default();
+            return format!("{}: done at {} UTC{job}", line.service, clock(*at));
+        }
+        JobStatus::Retry { retry, of, at } => {
+            format!("failed, retry {retry} of {of} at {} UTC", clock(*at))
+        }
+        JobStatus::Failed { runs } => format!(
+            "failed after {runs} {} (no retry left; `stackctl run` or a spec change runs it again)",
+            if *runs == 1 { "run" } else { "runs" }
+        ),
+        JobStatus::Off => "off (replicas: 0)".to_owned(),
+    };
+    match last {
+        Some(last) if !matches!(line.status, JobStatus::Running { .. }) => {
+            format!("{}: {words}; last run: {last}", line.service)
+        }
+        _ => format!("{}: {words}", line.service),
     }
 }
 

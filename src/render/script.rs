@@ -558,3 +558,85 @@ pub fn spec_of_script(script: &str) -> Option<ReplicaSpec> {
         .find_map(|l| l.strip_prefix(SPEC_LINE_PREFIX))?;
     serde_json::from_str(line).ok()
 }
+
+/// The job of one run of a one-shot job (`kind: job`): [`render_with_endpoints`]'s options
+/// (`--begin` for a retry after its backoff), and a script that makes the run's results
+/// directory, records the run's start and end in it (`run`, see
+/// [`crate::observed::runs`]) and runs the command in a subshell with the job's environment,
+/// its `endpoint_env` and target variables (`endpoints`), `STACKCTL_RESULTS_DIR` and
+/// `STACKCTL_COMMIT`, then exits with the command's exit code.
+pub fn render_job(
+    service: &ServiceAddr,
+    spec: &ReplicaSpec,
+    marker: &Marker,
+    ctx: &ScriptContext,
+    endpoints: &BTreeMap<String, String>,
+    (commit, wait): (Option<&str>, u64),
+) -> JobRequest {
+    let mut job = render_with_endpoints(service, spec, marker, ctx, &BTreeMap::new());
+    job.options.begin = (wait > 0).then(|| format!("now+{wait}"));
+    let dir = run_dir_parent(ctx, marker);
+    let mut s = String::from(SPEC_LINE_PREFIX);
+    s.push_str(&spec.to_canonical_json());
+    s.push('\n');
+    s.push_str("# stackctl one-shot job: see README \"One-shot jobs\".\n");
+    s.push_str("export PATH=\"${PATH:-/usr/local/bin:/usr/bin:/bin}\"\n");
+    let _ = writeln!(s, "export STACKCTL_STACK={}", quote(&service.stack));
+    let _ = writeln!(s, "export STACKCTL_SERVICE={}", quote(&service.service));
+    s.push_str("export STACKCTL_REPLICA=\"${SLURM_ARRAY_TASK_ID}\"\n");
+    if let Some(bind) = &spec.resources.cpu_bind {
+        let _ = writeln!(s, "export SLURM_CPU_BIND={}", quote(bind));
+    }
+    let _ = writeln!(s, "export STACKCTL_COMMIT={}", quote(commit.unwrap_or("")));
+    s.push_str("STACKCTL_RUN=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n");
+    let _ = writeln!(
+        s,
+        "export STACKCTL_RESULTS_DIR={}/\"$STACKCTL_RUN\"",
+        quote(&dir.display().to_string())
+    );
+    let _ = writeln!(s, "STACKCTL_SPEC={}", quote(&marker.spec.0));
+    s.push_str(JOB_RECORD);
+    s.push_str("mkdir -p \"$STACKCTL_RESULTS_DIR\" || exit 1\n");
+    s.push_str("STACKCTL_START=$(date +%s)\nstackctl_record\n");
+    s.push_str("(\n");
+    let secrets = (!spec.secret_env.is_empty())
+        .then(|| ctx.secrets_file(&marker.spec))
+        .flatten();
+    user_environment(&mut s, spec, endpoints, secrets.as_deref(), &[]);
+    for (key, value) in endpoints {
+        if key.starts_with("STACKCTL_TARGET_") {
+            let _ = writeln!(s, "export {key}={}", quote(value));
+        }
+    }
+    service_lines(&mut s, spec, ctx);
+    s.push_str(")\nSTACKCTL_RC=$?\nstackctl_record \"$STACKCTL_RC\"\nexit \"$STACKCTL_RC\"\n");
+    job.body = s;
+    job
+}
+
+/// The shell function a job's script records its run with: the `run` file in its results
+/// directory, written whole and renamed into place, with `exit=` and `end=` once given the
+/// exit code.
+const JOB_RECORD: &str = r#"stackctl_record() {
+  {
+    printf 'job=%s\nspec=%s\ncommit=%s\nstart=%s\n' "$STACKCTL_RUN" "$STACKCTL_SPEC" "$STACKCTL_COMMIT" "$STACKCTL_START"
+    if [ -n "$1" ]; then printf 'exit=%s\nend=%s\n' "$1" "$(date +%s)"; fi
+  } > "$STACKCTL_RESULTS_DIR/.run.tmp" && mv -f "$STACKCTL_RESULTS_DIR/.run.tmp" "$STACKCTL_RESULTS_DIR/run" \
+    || echo "stackctl: could not record the run in $STACKCTL_RESULTS_DIR" >&2
+}
+"#;
+
+/// The directory of a job's results, `<log_dir>/results/<owner>`, whose subdirectories
+/// `<stack>.<service>/<spec>/<job id>/` hold one run each ([`crate::observed::runs`]).
+pub fn results_root(log_dir: &std::path::Path, owner: &crate::desired::Owner) -> PathBuf {
+    log_dir
+        .join("results")
+        .join(crate::observed::runs::owner_dir(owner))
+}
+
+/// The directory whose subdirectories are the runs of `marker`'s job with its spec.
+fn run_dir_parent(ctx: &ScriptContext, marker: &Marker) -> PathBuf {
+    results_root(&ctx.log_dir, &marker.owner)
+        .join(marker.service.to_string())
+        .join(&marker.spec.0)
+}
