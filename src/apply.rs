@@ -451,6 +451,8 @@ mod tests {
 
     fn service(replicas: u32, partition: &str) -> Service {
         let spec = ReplicaSpec {
+            container: None,
+            setup: Vec::new(),
             image: None,
             command: Some("exec sleep 600".into()),
             resources: ResourceSpec {

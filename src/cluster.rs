@@ -557,6 +557,8 @@ mod tests {
             })
             .collect();
         let spec = ReplicaSpec {
+            container: None,
+            setup: Vec::new(),
             image: None,
             command: Some("sleep infinity".into()),
             resources: ResourceSpec {

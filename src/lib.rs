@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod cli;
 pub mod cluster;
+pub mod container;
 pub mod desired;
 pub mod git;
 pub mod hostlist;

@@ -1,0 +1,593 @@
+//! Container runtimes: what a service's `container:` block means once validated
+//! ([`ContainerSpec`]) and the pure command lines that run a service in Apptainer,
+//! Charliecloud or Podman ([`run_lines`]). No IO: the batch script ([`crate::render::script`])
+//! writes what this module returns.
+//!
+//! Every runtime gets exactly the service's environment and nothing of the job's: Apptainer
+//! with `--cleanenv` and `APPTAINERENV_<NAME>` variables, Charliecloud with
+//! `--unset-env='*'` then `--set-env` (values literal: `--env-no-expand`), Podman with `-e`
+//! (it never passes the caller's environment). The service shares the node's network, sees
+//! the node's GPUs when it has GPUs, and is `exec`ed so signals reach it directly and its exit
+//! code is the job's.
+
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+/// The container runtimes stackctl can run a service in.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// Apptainer (or Singularity): a `.sif` image or URI; built from a `.def` file.
+    #[default]
+    Apptainer,
+    /// Charliecloud: `ch-image` builds a Dockerfile, `ch-convert` makes a directory image
+    /// under `image_dir`, `ch-run` runs it.
+    Charliecloud,
+    /// Podman: `podman build` into a store under `image_dir`, `podman run` from it.
+    Podman,
+}
+
+impl Runtime {
+    /// Every runtime, in the order error messages list them.
+    pub const ALL: [Runtime; 3] = [Runtime::Apptainer, Runtime::Charliecloud, Runtime::Podman];
+
+    /// The name a file writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Apptainer => "apptainer",
+            Runtime::Charliecloud => "charliecloud",
+            Runtime::Podman => "podman",
+        }
+    }
+
+    /// Parses a runtime's name.
+    pub fn parse(text: &str) -> Result<Runtime, String> {
+        Runtime::ALL
+            .into_iter()
+            .find(|r| r.name() == text)
+            .ok_or_else(|| {
+                format!(
+                    "unknown container runtime {text:?}; the runtimes are \"apptainer\", \
+                     \"charliecloud\" and \"podman\""
+                )
+            })
+    }
+
+    /// The key naming the image definition in a recipe: `definition` (Apptainer) or `build`
+    /// (a Dockerfile, Charliecloud and Podman).
+    pub fn definition_key(self) -> &'static str {
+        match self {
+            Runtime::Apptainer => "definition",
+            Runtime::Charliecloud | Runtime::Podman => "build",
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a service's container runs, as the spec (and its hash) holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// The definition the image is built from, when the recipe names one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub build: Option<ImageDefinition>,
+    /// Host paths mounted in the container, `SRC` or `SRC:DST`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub binds: Vec<String>,
+}
+
+/// An image definition file (a Dockerfile or an Apptainer `.def`) and its content's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageDefinition {
+    /// The file, relative to the repo root (`recipes/web/Dockerfile`).
+    pub file: String,
+    /// The first 16 hex digits of the SHA-256 of its content: part of the spec hash, so an
+    /// edited definition replaces the replicas, and the name of the image built from it.
+    pub sha256: String,
+}
+
+/// Returns the 16-hex-digit hash [`ImageDefinition::sha256`] holds for a file's content.
+pub fn definition_hash(content: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(content);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Checks an image name a runtime builds (`image:` with `build:`): it names files under
+/// `image_dir` and a tag in the builder's store, so lower-case letters, digits, `.`, `_`, `-`.
+pub fn check_image_name(name: &str) -> Result<(), String> {
+    let ok = name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "image {name:?} is built, so it must be a name of lower-case letters, digits, `.`, \
+             `_` and `-` (at most 64, starting with a letter or digit), not a path"
+        ))
+    }
+}
+
+/// Checks a bind: an absolute host path, optionally `:` and an absolute container path.
+pub fn check_bind(bind: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("bind {bind:?} {why}"));
+    if bind.contains(['\n', '\0', ',']) {
+        return bad("may not contain a newline or a comma");
+    }
+    let mut parts = bind.split(':');
+    let src = parts.next().unwrap_or_default();
+    let dst = parts.next();
+    if parts.next().is_some() {
+        return bad("must be SRC or SRC:DST");
+    }
+    if !src.starts_with('/') || dst.is_some_and(|d| !d.starts_with('/')) {
+        return bad("must name absolute paths (SRC or SRC:DST)");
+    }
+    Ok(())
+}
+
+/// Where a built image lives under `image_dir`: `<image>-<definition hash>` (a directory for
+/// Charliecloud, a `.sif` for Apptainer, a store entry for Podman). Content-addressed, so a
+/// rebuild never changes an image running replicas use.
+pub fn built_image_name(image: &str, definition: &ImageDefinition, runtime: Runtime) -> String {
+    match runtime {
+        Runtime::Apptainer => format!(
+            "{}-{}.sif",
+            image.strip_suffix(".sif").unwrap_or(image),
+            definition.sha256
+        ),
+        Runtime::Charliecloud | Runtime::Podman => format!("{image}-{}", definition.sha256),
+    }
+}
+
+/// One variable the container gets: a literal value known when the script is rendered, or the
+/// value a job variable has when the service starts (`PORT_0`, `SLURM_JOB_ID`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// This text, exactly.
+    Literal(String),
+    /// The job's variable of the same name, if set.
+    FromJob,
+}
+
+/// What [`run_lines`] needs about one service.
+#[derive(Debug, Clone)]
+pub struct RunRequest<'a> {
+    /// The runtime and binds.
+    pub container: &'a ContainerSpec,
+    /// The image as the runtime opens it (a path, URI or store name), already resolved.
+    pub image: String,
+    /// The command, or `None` for the image's own entry point.
+    pub command: Option<&'a str>,
+    /// The container's environment, in order (later names win).
+    pub env: Vec<(String, EnvValue)>,
+    /// Whether the replica has GPUs.
+    pub gpus: bool,
+    /// Podman's store (`--root`), under `image_dir`.
+    pub podman_root: String,
+}
+
+/// The job variables every container gets when the job has them: the replica's identity and
+/// Slurm's description of the job.
+pub const JOB_VARIABLES: [&str; 9] = [
+    "STACKCTL_STACK",
+    "STACKCTL_SERVICE",
+    "STACKCTL_REPLICA",
+    "SLURM_JOB_ID",
+    "SLURM_JOB_NAME",
+    "SLURM_JOB_NODELIST",
+    "SLURM_NODELIST",
+    "SLURM_ARRAY_JOB_ID",
+    "SLURM_ARRAY_TASK_ID",
+];
+
+/// The job variables a container with GPUs also gets: which of the node's GPUs Slurm gave it.
+pub const GPU_VARIABLES: [&str; 4] = [
+    "CUDA_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "GPU_DEVICE_ORDINAL",
+    "SLURM_JOB_GPUS",
+];
+
+/// The `PATH` a container gets unless the service sets its own (Debian's default).
+pub const CONTAINER_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The bash lines that run the service in its container, ending with the `exec` of the
+/// runtime (so the runtime, and through it the service, is the process Slurm and the
+/// supervisor signal).
+pub fn run_lines(req: &RunRequest) -> String {
+    let mut s = String::new();
+    let from_job: Vec<&str> = req
+        .env
+        .iter()
+        .filter(|(_, v)| *v == EnvValue::FromJob)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    match req.container.runtime {
+        Runtime::Apptainer => {
+            // `APPTAINERENV_<NAME>` reaches the container even with `--cleanenv`.
+            s.push_str("stackctl_env=()\n");
+            for (key, value) in &req.env {
+                if let EnvValue::Literal(v) = value {
+                    let _ = writeln!(
+                        s,
+                        "stackctl_env+=({})",
+                        quote(&format!("APPTAINERENV_{key}={v}"))
+                    );
+                }
+            }
+            job_env_loop(
+                &mut s,
+                &from_job,
+                "",
+                "APPTAINERENV_${stackctl_v}=${!stackctl_v}",
+            );
+            let mut args = vec!["--cleanenv".to_owned()];
+            if req.gpus {
+                args.push("--nv".into());
+            }
+            for bind in &req.container.binds {
+                args.push(format!("--bind {}", quote(bind)));
+            }
+            let (verb, tail) = match req.command {
+                None => ("run", String::new()),
+                Some(command) => ("exec", format!(" /bin/sh -c {}", quote(command))),
+            };
+            let _ = writeln!(
+                s,
+                "exec env \"${{stackctl_env[@]}}\" apptainer {verb} {} {}{tail}",
+                args.join(" "),
+                quote(&req.image)
+            );
+        }
+        Runtime::Charliecloud => {
+            // ch-run reads `$USER` (and fails without it); the job may not have one.
+            s.push_str("export USER=\"${USER:-$(id -un)}\"\n");
+            s.push_str("stackctl_env=(--env-no-expand '--unset-env=*')\n");
+            for (key, value) in &req.env {
+                if let EnvValue::Literal(v) = value {
+                    let _ = writeln!(
+                        s,
+                        "stackctl_env+=({})",
+                        quote(&format!("--set-env={key}={v}"))
+                    );
+                }
+            }
+            job_env_loop(
+                &mut s,
+                &from_job,
+                "",
+                "--set-env=${stackctl_v}=${!stackctl_v}",
+            );
+            let mut args = Vec::new();
+            for bind in &req.container.binds {
+                args.push(format!("--bind={}", quote(bind)));
+            }
+            // GPUs: ch-run keeps the host's /dev, so the devices Slurm gave are there; the
+            // driver libraries go into the image with `ch-fromhost --nvidia` (Charliecloud's
+            // documented way), e.g. a RUN-free step in `setup:` or the site's image.
+            let command = match req.command {
+                Some(command) => format!("/bin/sh -c {}", quote(command)),
+                // Validation requires a command: ch-run has no entry point to run.
+                None => "/bin/sh -c 'echo \"stackctl: no command to run\" >&2; exit 1'".to_owned(),
+            };
+            let _ = writeln!(
+                s,
+                "exec ch-run \"${{stackctl_env[@]}}\"{}{} {} -- {command}",
+                if args.is_empty() { "" } else { " " },
+                args.join(" "),
+                quote(&req.image)
+            );
+        }
+        Runtime::Podman => {
+            s.push_str("stackctl_env=()\n");
+            for (key, value) in &req.env {
+                if let EnvValue::Literal(v) = value {
+                    let _ = writeln!(s, "stackctl_env+=(-e {})", quote(&format!("{key}={v}")));
+                }
+            }
+            job_env_loop(&mut s, &from_job, "-e ", "${stackctl_v}=${!stackctl_v}");
+            let mut args = vec![
+                format!("--root {}", quote(&req.podman_root)),
+                "run --rm --network=host --init --sig-proxy=true".to_owned(),
+            ];
+            if req.gpus {
+                args.push("--device nvidia.com/gpu=all".into());
+            }
+            for bind in &req.container.binds {
+                let volume = if bind.contains(':') {
+                    bind.clone()
+                } else {
+                    format!("{bind}:{bind}")
+                };
+                args.push(format!("--volume {}", quote(&volume)));
+            }
+            let tail = match req.command {
+                None => String::new(),
+                Some(command) => format!(" /bin/sh -c {}", quote(command)),
+            };
+            let _ = writeln!(
+                s,
+                "exec podman {} \"${{stackctl_env[@]}}\" {}{tail}",
+                args.join(" "),
+                quote(&req.image)
+            );
+        }
+    }
+    s
+}
+
+/// Writes the loop adding each job variable that is set (`$stackctl_v` its name) as `flag`
+/// (if any) followed by `value`.
+fn job_env_loop(s: &mut String, names: &[&str], flag: &str, value: &str) {
+    if names.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "for stackctl_v in {}; do\n  [ -n \"${{!stackctl_v+x}}\" ] && stackctl_env+=({flag}\"{value}\")\ndone",
+        names.join(" ")
+    );
+}
+
+/// What [`build_script`] needs about one image build.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    /// The runtime.
+    pub runtime: Runtime,
+    /// The image's name (`image:`).
+    pub image: &'a str,
+    /// Its definition.
+    pub definition: &'a ImageDefinition,
+    /// The definition's text.
+    pub text: &'a str,
+    /// Where the built image goes (expanded).
+    pub image_dir: String,
+    /// The recipe's directory as the build context, when the nodes see it.
+    pub context: Option<String>,
+    /// `setup:` lines run first.
+    pub setup: &'a [String],
+}
+
+/// The body of an image's build job: writes the definition to a temporary directory, builds
+/// it, puts the result at [`built_image_name`] under `image_dir` (under a temporary name
+/// first, renamed when complete), and records the outcome beside it: `<name>.built` on
+/// success; `<name>.failed` (holding the job id) on failure, so plan and status can say so.
+pub fn build_script(req: &BuildRequest) -> String {
+    let built = built_image_name(req.image, req.definition, req.runtime);
+    let mut s = String::new();
+    s.push_str("export PATH=\"${PATH:-/usr/local/bin:/usr/bin:/bin}\"\n");
+    s.push_str("export USER=\"${USER:-$(id -un)}\"\n");
+    for line in req.setup {
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+    let _ = writeln!(s, "STACKCTL_IMAGE_DIR={}", quote(&req.image_dir));
+    let _ = writeln!(s, "STACKCTL_BUILT={}", quote(&built));
+    s.push_str("mkdir -p \"$STACKCTL_IMAGE_DIR\" || exit 1\n");
+    s.push_str("rm -f \"$STACKCTL_IMAGE_DIR/$STACKCTL_BUILT.failed\"\n");
+    s.push_str("stackctl_tmp=$(mktemp -d) || exit 1\n");
+    s.push_str(
+        "stackctl_fail() { echo \"stackctl: image build failed: $*\" >&2; echo \"${SLURM_JOB_ID:-?} $*\" > \"$STACKCTL_IMAGE_DIR/$STACKCTL_BUILT.failed\"; rm -rf \"$stackctl_tmp\"; exit 1; }\n",
+    );
+    let file = req
+        .definition
+        .file
+        .rsplit('/')
+        .next()
+        .unwrap_or("Dockerfile");
+    let _ = writeln!(
+        s,
+        "cat > \"$stackctl_tmp/{file}\" <<'STACKCTL_DEFINITION_EOF'"
+    );
+    s.push_str(req.text);
+    if !req.text.ends_with('\n') {
+        s.push('\n');
+    }
+    s.push_str("STACKCTL_DEFINITION_EOF\n");
+    match &req.context {
+        Some(dir) => {
+            let _ = writeln!(
+                s,
+                "stackctl_ctx={}; [ -d \"$stackctl_ctx\" ] || stackctl_ctx=\"$stackctl_tmp\"",
+                quote(dir)
+            );
+        }
+        None => s.push_str("stackctl_ctx=\"$stackctl_tmp\"\n"),
+    }
+    let tag = format!("{}:{}", req.image, req.definition.sha256);
+    let tmp_target = "\"$STACKCTL_IMAGE_DIR/.$STACKCTL_BUILT.$$\"";
+    match req.runtime {
+        Runtime::Charliecloud => {
+            let _ = writeln!(
+                s,
+                "ch-image build --force -t {tag} -f \"$stackctl_tmp/{file}\" \"$stackctl_ctx\" || stackctl_fail \"ch-image build\""
+            );
+            let _ = writeln!(
+                s,
+                "rm -rf {tmp_target}\nch-convert -i ch-image -o dir {tag} {tmp_target} || stackctl_fail \"ch-convert\""
+            );
+        }
+        Runtime::Podman => {
+            let _ = writeln!(
+                s,
+                "podman --root \"$STACKCTL_IMAGE_DIR/podman\" build -t {tag} -f \"$stackctl_tmp/{file}\" \"$stackctl_ctx\" || stackctl_fail \"podman build\""
+            );
+            let _ = writeln!(s, "touch {tmp_target}");
+        }
+        Runtime::Apptainer => {
+            s.push_str("cd \"$stackctl_ctx\" || stackctl_fail \"no build context\"\n");
+            let _ = writeln!(
+                s,
+                "apptainer build --force {tmp_target} \"$stackctl_tmp/{file}\" || stackctl_fail \"apptainer build\""
+            );
+        }
+    }
+    s.push_str("rm -rf \"$STACKCTL_IMAGE_DIR/$STACKCTL_BUILT\"\n");
+    let _ = writeln!(
+        s,
+        "mv {tmp_target} \"$STACKCTL_IMAGE_DIR/$STACKCTL_BUILT\" || stackctl_fail \"moving the image into place\""
+    );
+    s.push_str(
+        "echo \"${SLURM_JOB_ID:-?} $(date +%s)\" > \"$STACKCTL_IMAGE_DIR/$STACKCTL_BUILT.built\"\n",
+    );
+    s.push_str("rm -rf \"$stackctl_tmp\"\necho \"stackctl: built $STACKCTL_IMAGE_DIR/$STACKCTL_BUILT\" >&2\n");
+    s
+}
+
+/// Quotes a value for bash (see [`crate::render::script::quote`]).
+fn quote(value: &str) -> String {
+    crate::render::script::quote(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(runtime: Runtime, binds: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            runtime,
+            build: None,
+            binds: binds.iter().map(|b| b.to_string()).collect(),
+        }
+    }
+
+    fn request<'a>(c: &'a ContainerSpec, command: Option<&'a str>, gpus: bool) -> RunRequest<'a> {
+        RunRequest {
+            container: c,
+            image: "/img/web-0123".into(),
+            command,
+            env: vec![
+                ("PATH".into(), EnvValue::Literal(CONTAINER_PATH.into())),
+                ("GREETING".into(), EnvValue::Literal("it's $HOME".into())),
+                ("PORT_0".into(), EnvValue::FromJob),
+            ],
+            gpus,
+            podman_root: "/img/podman".into(),
+        }
+    }
+
+    #[test]
+    fn charliecloud_runs_with_only_the_given_environment_literally() {
+        let c = container(Runtime::Charliecloud, &["/scratch", "/data:/in"]);
+        let lines = run_lines(&request(&c, Some("serve --port \"$PORT\""), false));
+        assert_eq!(
+            lines,
+            "export USER=\"${USER:-$(id -un)}\"\n\
+             stackctl_env=(--env-no-expand '--unset-env=*')\n\
+             stackctl_env+=('--set-env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin')\n\
+             stackctl_env+=('--set-env=GREETING=it'\\''s $HOME')\n\
+             for stackctl_v in PORT_0; do\n  [ -n \"${!stackctl_v+x}\" ] && stackctl_env+=(\"--set-env=${stackctl_v}=${!stackctl_v}\")\ndone\n\
+             exec ch-run \"${stackctl_env[@]}\" --bind='/scratch' --bind='/data:/in' '/img/web-0123' -- /bin/sh -c 'serve --port \"$PORT\"'\n"
+        );
+    }
+
+    #[test]
+    fn apptainer_cleans_the_environment_and_passes_gpus_only_with_gpus() {
+        let c = container(Runtime::Apptainer, &["/scratch"]);
+        let with = run_lines(&request(&c, None, true));
+        assert!(
+            with.ends_with("exec env \"${stackctl_env[@]}\" apptainer run --cleanenv --nv --bind '/scratch' '/img/web-0123'\n"),
+            "{with}"
+        );
+        assert!(
+            with.contains("stackctl_env+=('APPTAINERENV_GREETING=it'\\''s $HOME')\n"),
+            "{with}"
+        );
+        assert!(
+            with.contains("stackctl_env+=(\"APPTAINERENV_${stackctl_v}=${!stackctl_v}\")"),
+            "{with}"
+        );
+        let without = run_lines(&request(&c, Some("x"), false));
+        assert!(
+            without.ends_with(
+                "apptainer exec --cleanenv --bind '/scratch' '/img/web-0123' /bin/sh -c 'x'\n"
+            ),
+            "{without}"
+        );
+    }
+
+    #[test]
+    fn podman_runs_on_the_host_network_with_cdi_gpus() {
+        let c = container(Runtime::Podman, &["/scratch"]);
+        let lines = run_lines(&request(&c, Some("x"), true));
+        assert!(
+            lines.contains("stackctl_env+=(-e \"${stackctl_v}=${!stackctl_v}\")"),
+            "{lines}"
+        );
+        assert!(
+            lines.ends_with("exec podman --root '/img/podman' run --rm --network=host --init --sig-proxy=true --device nvidia.com/gpu=all --volume '/scratch:/scratch' \"${stackctl_env[@]}\" '/img/web-0123' /bin/sh -c 'x'\n"),
+            "{lines}"
+        );
+    }
+
+    #[test]
+    fn names_binds_and_runtimes_are_checked() {
+        assert!(check_image_name("web-1.2_x").is_ok());
+        for bad in ["Web", "a/b", "", "-x", "web.sif/x"] {
+            assert!(check_image_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_bind("/a").is_ok() && check_bind("/a:/b").is_ok());
+        for bad in ["a", "/a:b", "/a:/b:/c", "/a,/b"] {
+            assert!(check_bind(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Runtime::parse("podman"), Ok(Runtime::Podman));
+        assert!(
+            Runtime::parse("docker")
+                .unwrap_err()
+                .contains("charliecloud")
+        );
+    }
+
+    #[test]
+    fn a_build_records_its_outcome_beside_a_content_addressed_image() {
+        let definition = ImageDefinition {
+            file: "recipes/web/Dockerfile".into(),
+            sha256: definition_hash(b"FROM debian-base\n"),
+        };
+        assert_eq!(definition.sha256.len(), 16);
+        let script = build_script(&BuildRequest {
+            runtime: Runtime::Charliecloud,
+            image: "web",
+            definition: &definition,
+            text: "FROM debian-base\n",
+            image_dir: "/shared/img".into(),
+            context: None,
+            setup: &["module load charliecloud".into()],
+        });
+        let tag = format!("web:{}", definition.sha256);
+        assert!(script.contains("module load charliecloud\n"), "{script}");
+        assert!(
+            script.contains(&format!(
+                "ch-image build --force -t {tag} -f \"$stackctl_tmp/Dockerfile\""
+            )),
+            "{script}"
+        );
+        assert!(
+            script.contains(&format!(
+                "ch-convert -i ch-image -o dir {tag} \"$STACKCTL_IMAGE_DIR/.$STACKCTL_BUILT.$$\""
+            )),
+            "{script}"
+        );
+        assert!(script.contains(&format!("STACKCTL_BUILT='web-{}'", definition.sha256)));
+        assert!(script.contains("FROM debian-base\nSTACKCTL_DEFINITION_EOF\n"));
+        assert_eq!(
+            built_image_name("vllm.sif", &definition, Runtime::Apptainer),
+            format!("vllm-{}.sif", definition.sha256)
+        );
+    }
+}
