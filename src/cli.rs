@@ -1136,6 +1136,9 @@ impl Progress for Printer {
         let ids = observed::compact_job_ids(job_ids).join(" ");
         let _ = print_stdout(&format!("Cancelled {} jobs: {ids}\n", job_ids.len()));
     }
+    fn build_submitted(&mut self, line: &str) {
+        let _ = print_stdout(&format!("{line}\n"));
+    }
     fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64) {
         let _ = print_stdout(&format!(
             "{service}[{indexes}]: submitted job array {array_id}\n"

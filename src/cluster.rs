@@ -952,6 +952,7 @@ mod tests {
     fn successor_plan(exclude: &str) -> crate::plan::Plan {
         use crate::plan::{Action, Backoff, Change, Plan, Reason, ServicePlan};
         Plan {
+            images: Vec::new(),
             owner: crate::desired::Owner::parse("o").unwrap(),
             services: vec![ServicePlan {
                 endpoint_env: Default::default(),

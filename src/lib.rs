@@ -16,6 +16,7 @@ pub mod container;
 pub mod desired;
 pub mod git;
 pub mod hostlist;
+pub mod image;
 pub mod job;
 pub mod lock;
 pub mod logs;

@@ -401,6 +401,11 @@ fn plan_with(
         }
     }
     let locks = lock::held(&records, owner);
+    let build_jobs: Vec<_> = records
+        .iter()
+        .filter(|r| r.comment.starts_with(crate::container::BUILD_PREFIX))
+        .cloned()
+        .collect();
     let known = std::mem::take(&mut reads.specs);
     let observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
     reads.specs = observed.specs.clone();
@@ -410,6 +415,18 @@ fn plan_with(
     let mut plan = plan::compute_with(owner, &repo.desired, &observed, &options.scope);
     plan.source = options.source.clone();
     plan.warnings.extend(backend.unchecked());
+    // Images built from a definition: build, wait for a build, or hold on a failed one.
+    if repo
+        .desired
+        .services
+        .values()
+        .any(|s| s.spec.container.as_ref().is_some_and(|c| c.build.is_some()))
+    {
+        let ctx = script_context(repo, backend)?;
+        let files = crate::image::observe(&ctx.image_dir, &ctx.log_dir);
+        let steps = crate::container::image_steps(owner, &repo.desired, &build_jobs, &files);
+        plan.add_images(steps, &ctx.log_dir);
+    }
     if !options.prune {
         plan.keep_removed_services();
     }

@@ -828,6 +828,7 @@ fn lift_container(
             Ok(content) => Some(ImageDefinition {
                 file: where_.shown.join(name).to_string_lossy().replace('\\', "/"),
                 sha256: crate::container::definition_hash(&content),
+                text: String::from_utf8_lossy(&content).into_owned(),
             }),
             Err(e) => {
                 ctx.error(

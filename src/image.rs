@@ -1,0 +1,96 @@
+//! The image directory as stackctl sees it from where it runs (IO): which images are built
+//! and which builds failed, with the tail of their logs. The image steps themselves are
+//! decided purely in [`crate::container::image_steps`].
+//!
+//! `image_dir` and `log_dir` must be readable here (shared storage, as the compute nodes that
+//! build and run the images need anyway); over SSH or REST a directory that is not readable
+//! here reads as empty, so images are built again rather than assumed.
+
+use crate::container::{ImageFiles, ImageKey};
+use std::path::Path;
+
+/// How many lines of a failed build's log a plan shows.
+pub const TAIL_LINES: usize = 5;
+
+/// Reads `image_dir`: `<name>.built` and `<name>.failed` records, and for each failed one
+/// the last [`TAIL_LINES`] lines of `<log_dir>/image.<name>.log`.
+pub fn observe(image_dir: &Path, log_dir: &Path) -> ImageFiles {
+    let mut files = ImageFiles::default();
+    let Ok(entries) = std::fs::read_dir(image_dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(built) = name.strip_suffix(".built") {
+            files.built.insert(built.to_owned());
+        } else if let Some(failed) = name.strip_suffix(".failed") {
+            let record = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let log = log_dir.join(format!("image.{failed}.log"));
+            files
+                .failed
+                .insert(failed.to_owned(), (record.trim().to_owned(), tail(&log)));
+        }
+    }
+    files
+}
+
+/// The last [`TAIL_LINES`] non-empty lines of a file (empty when it cannot be read).
+fn tail(path: &Path) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// The build log of an image, as `stackctl logs image/<name>` shows it: the newest
+/// `image.<name>-<hash>.log` under `log_dir`.
+pub fn newest_log(log_dir: &Path, image: &str) -> Option<std::path::PathBuf> {
+    let prefix = format!("image.{image}-");
+    std::fs::read_dir(log_dir)
+        .ok()?
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix) && name.ends_with(".log")
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+}
+
+/// The log of one image key, under `log_dir`.
+pub fn log_of(log_dir: &Path, key: &ImageKey) -> std::path::PathBuf {
+    log_dir.join(key.log_name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_and_failed_records_are_read_with_the_log_tail() {
+        let images = tempfile::tempdir().unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        std::fs::write(images.path().join("web-0011223344556677.built"), "7 1\n").unwrap();
+        std::fs::write(
+            images.path().join("api-8899aabbccddeeff.failed"),
+            "9 ch-image build\n",
+        )
+        .unwrap();
+        std::fs::create_dir(images.path().join("api-8899aabbccddeeff")).unwrap();
+        let log: String = (1..=8).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(logs.path().join("image.api-8899aabbccddeeff.log"), log).unwrap();
+        let files = observe(images.path(), logs.path());
+        assert_eq!(
+            files.built.iter().collect::<Vec<_>>(),
+            ["web-0011223344556677"]
+        );
+        let (record, tail) = &files.failed["api-8899aabbccddeeff"];
+        assert_eq!(record, "9 ch-image build");
+        assert_eq!(tail, "line 4\nline 5\nline 6\nline 7\nline 8");
+        assert_eq!(
+            newest_log(logs.path(), "api").unwrap(),
+            logs.path().join("image.api-8899aabbccddeeff.log")
+        );
+        assert!(newest_log(logs.path(), "ap").is_none());
+    }
+}
