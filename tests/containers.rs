@@ -252,3 +252,47 @@ fn a_broken_dockerfile_holds_its_services_until_fixed() {
     }
     repo.assert_converged();
 }
+
+#[test]
+fn an_unhealthy_containerised_replica_is_stopped_and_replaced() {
+    let repo = repo("ct-unhealthy", "unused");
+    // The files it serves come from the node through a bind; the probe wants health.txt.
+    let www = repo.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("health.txt"), "ok\n").unwrap();
+    let recipe = RECIPE
+        .replace(
+            "build: Dockerfile}",
+            &format!("build: Dockerfile, binds: ['{}:/srv/www']}}", www.display()),
+        )
+        .replace(
+            "path: /marker.txt}",
+            "path: /health.txt}, failure_threshold: 2",
+        )
+        .replace("start_period: 120s", "start_period: 5s");
+    std::fs::write(repo.path().join("recipes/web/site.yaml"), recipe).unwrap();
+    repo.write_stack("u", "services:\n  site: {recipe: web/site}\n");
+    repo.apply();
+    let job = wait_ready(&repo, "u.site", 1).remove(0);
+    let port = endpoint(&job).rsplit(':').next().unwrap().to_owned();
+    let needle = format!("busybox httpd -f -p {port} ");
+    assert_eq!(processes(&needle).len(), 1, "{needle}");
+    std::fs::remove_file(www.join("health.txt")).unwrap();
+    // The supervisor stops the container's process and the job ends with the unhealthy code.
+    wait_for("the unhealthy replica's job to end", 120, || {
+        !squeue().iter().any(|j| j.id == job.id && j.alive())
+    });
+    assert!(processes(&needle).is_empty(), "no stray httpd");
+    let exit = std::process::Command::new("scontrol")
+        .env("SLURM_CONF", slurm_conf())
+        .args(["show", "job", &job.id])
+        .output()
+        .unwrap();
+    let exit = String::from_utf8_lossy(&exit.stdout).into_owned();
+    assert!(exit.contains("ExitCode=97:0"), "{exit}");
+    // The next apply replaces it, and the new one is ready once the file is back.
+    std::fs::write(www.join("health.txt"), "ok\n").unwrap();
+    repo.apply();
+    let new = wait_ready(&repo, "u.site", 1).remove(0);
+    assert_ne!(new.id, job.id);
+}
