@@ -170,7 +170,7 @@ pub enum Commands {
     },
     /// Print a replica's log file
     Logs {
-        /// The service, as STACK/SERVICE or STACK.SERVICE
+        /// The service, as STACK/SERVICE or STACK.SERVICE; `image/NAME` for an image's build log
         service: String,
         /// The replica index
         #[arg(long, default_value_t = 0)]
@@ -1024,6 +1024,26 @@ fn logs(
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
     let backend = backend(&repo)?;
+    // `image/NAME`: the newest build log of that image (unless a stack `image` has it).
+    if let Some(image) = address.strip_prefix("image/")
+        && !repo
+            .desired
+            .services
+            .keys()
+            .any(|a| a.reference() == address)
+    {
+        let ctx = reconcile::script_context(&repo, backend.as_ref())?;
+        let Some(path) = crate::image::newest_log(&ctx.log_dir, image) else {
+            bail!(
+                "no build log of image {image:?} in {} (image.{image}-<hash>.log)",
+                ctx.log_dir.display()
+            );
+        };
+        let (lines, _) = crate::logs::tail(&path, tail)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        write_stdout_bytes(&lines)?;
+        return Ok(0);
+    }
     let observed = observe_live(&repo, backend.as_ref())?;
     let mut known: Vec<ServiceAddr> = repo.desired.services.keys().cloned().collect();
     known.extend(observed.jobs.iter().map(|j| j.marker.service.clone()));

@@ -240,6 +240,9 @@ fn a_broken_dockerfile_holds_its_services_until_fixed() {
         repo.alive("b.site").iter().all(|j| j.state == "PENDING"),
         "no replica may start without its image"
     );
+    let log = repo.expect(&["logs", "image/site"], 0);
+    assert!(log.contains("stackctl-test: broken step"), "{log}");
+    assert!(log.contains("image build failed: ch-image build"), "{log}");
     // A second apply does not build the same broken definition again.
     let out = repo.expect(&["apply", "--auto-approve"], 0);
     assert!(!out.contains("submitted build job"), "{out}");
