@@ -910,7 +910,13 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
     let ctx = reconcile::script_context(&repo, backend.as_ref())?;
     let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
     // What a plan would hold or has stopped, from the same listing.
-    let plan = crate::plan::compute(&repo.settings.owner, &repo.desired, &observed);
+    let mut plan = crate::plan::compute(&repo.settings.owner, &repo.desired, &observed);
+    if crate::image::any_built(&repo.desired) {
+        // Build jobs carry no service marker: list them for the image steps.
+        let records = backend.list_jobs().unwrap_or_default();
+        let owner = &repo.settings.owner;
+        crate::image::add_to_plan(&mut plan, owner, &repo.desired, &records, &ctx);
+    }
     status::add_plan(&mut statuses, &plan);
     for crash_loop in statuses.iter_mut().flat_map(|s| &mut s.crash_loops) {
         if let Some(path) = &crash_loop.stderr {

@@ -34,6 +34,33 @@ pub fn observe(image_dir: &Path, log_dir: &Path) -> ImageFiles {
     files
 }
 
+/// Whether any service of `desired` runs an image built from a definition.
+pub fn any_built(desired: &crate::desired::Desired) -> bool {
+    desired
+        .services
+        .values()
+        .any(|s| s.spec.container.as_ref().is_some_and(|c| c.build.is_some()))
+}
+
+/// Adds the image steps to `plan`: reads `image_dir` and takes the build jobs from `records`
+/// (the listing), then [`crate::plan::Plan::add_images`].
+pub fn add_to_plan(
+    plan: &mut crate::plan::Plan,
+    owner: &crate::desired::Owner,
+    desired: &crate::desired::Desired,
+    records: &[crate::observed::JobRecord],
+    ctx: &crate::render::script::ScriptContext,
+) {
+    let files = observe(&ctx.image_dir, &ctx.log_dir);
+    let builds: Vec<_> = records
+        .iter()
+        .filter(|r| r.comment.starts_with(crate::container::BUILD_PREFIX))
+        .cloned()
+        .collect();
+    let steps = crate::container::image_steps(owner, desired, &builds, &files);
+    plan.add_images(steps, &ctx.log_dir);
+}
+
 /// The last [`TAIL_LINES`] non-empty lines of a file (empty when it cannot be read).
 fn tail(path: &Path) -> String {
     let text = std::fs::read(path).unwrap_or_default();

@@ -416,16 +416,9 @@ fn plan_with(
     plan.source = options.source.clone();
     plan.warnings.extend(backend.unchecked());
     // Images built from a definition: build, wait for a build, or hold on a failed one.
-    if repo
-        .desired
-        .services
-        .values()
-        .any(|s| s.spec.container.as_ref().is_some_and(|c| c.build.is_some()))
-    {
+    if crate::image::any_built(&repo.desired) {
         let ctx = script_context(repo, backend)?;
-        let files = crate::image::observe(&ctx.image_dir, &ctx.log_dir);
-        let steps = crate::container::image_steps(owner, &repo.desired, &build_jobs, &files);
-        plan.add_images(steps, &ctx.log_dir);
+        crate::image::add_to_plan(&mut plan, owner, &repo.desired, &build_jobs, &ctx);
     }
     if !options.prune {
         plan.keep_removed_services();

@@ -240,6 +240,13 @@ fn a_broken_dockerfile_holds_its_services_until_fixed() {
         repo.alive("b.site").iter().all(|j| j.state == "PENDING"),
         "no replica may start without its image"
     );
+    let status = repo.run(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("held: image site failed to build")
+            && status.contains("stackctl-test: broken step"),
+        "{status}"
+    );
     let log = repo.expect(&["logs", "image/site"], 0);
     assert!(log.contains("stackctl-test: broken step"), "{log}");
     assert!(log.contains("image build failed: ch-image build"), "{log}");
