@@ -285,8 +285,9 @@ pub fn run_lines(req: &RunRequest) -> String {
             // documented way), e.g. a RUN-free step in `setup:` or the site's image.
             let command = match req.command {
                 Some(command) => format!("/bin/sh -c {}", quote(command)),
-                // Validation requires a command: ch-run has no entry point to run.
-                None => "/bin/sh -c 'echo \"stackctl: no command to run\" >&2; exit 1'".to_owned(),
+                // ch-run has no entry point: without a command, the image's `/entrypoint`
+                // (the shipped Dockerfiles write one, as Apptainer's `%runscript`).
+                None => "/entrypoint".to_owned(),
             };
             let _ = writeln!(
                 s,

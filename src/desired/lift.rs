@@ -711,7 +711,7 @@ fn lift_recipe(
     let container = recipe
         .container
         .as_ref()
-        .and_then(|c| lift_container(ctx, c, command.is_some(), where_));
+        .and_then(|c| lift_container(ctx, c, where_));
     let setup = lift_setup(ctx, recipe.setup.as_deref());
     let defaults = lift_layer(
         ctx,
@@ -762,7 +762,6 @@ fn lift_recipe(
 fn lift_container(
     ctx: &mut Ctx,
     c: &raw::Container,
-    has_command: bool,
     where_: &RecipeDir,
 ) -> Option<crate::container::ContainerSpec> {
     use crate::container::{ContainerSpec, ImageDefinition, Runtime, check_bind};
@@ -786,7 +785,7 @@ fn lift_container(
         Runtime::Apptainer => (&c.definition, &c.build),
         Runtime::Charliecloud | Runtime::Podman => (&c.build, &c.definition),
     };
-    if let Some(other) = other {
+    if let (Some(other), None) = (other, wanted) {
         let other_key = if key == "build" {
             "definition"
         } else {
@@ -796,7 +795,7 @@ fn lift_container(
             other.referenced,
             &format!("container.{other_key}"),
             format!(
-                "{runtime} builds its image from `container.{key}` ({}), not `{other_key}`",
+                "{runtime} builds its image from `container.{key}` ({}); this recipe names only `{other_key}` (a recipe may name both, for either runtime)",
                 if key == "build" {
                     "a Dockerfile"
                 } else {
@@ -844,13 +843,6 @@ fn lift_container(
         && let Err(message) = crate::container::check_image_name(&c.image.value)
     {
         ctx.error(c.image.referenced, "container.image", message);
-    }
-    if runtime == Runtime::Charliecloud && !has_command {
-        ctx.error(
-            c.image.referenced,
-            "command",
-            "a Charliecloud container needs a `command`: ch-run has no entry point to run",
-        );
     }
     let mut binds = Vec::new();
     for bind in c.binds.iter().flatten() {
@@ -3730,6 +3722,30 @@ mod tests {
                 && errors.contains("apptainer builds its image from `container.definition`"),
             "{errors}"
         );
+        // A recipe naming both builds from the one its runtime uses.
+        let both = "name: web\ncontainer: {image: web, build: Dockerfile, definition: web.def}\ncommand: x\n";
+        for (settings, file) in [
+            ("owner: t\n", "recipes/svc/web.def"),
+            (
+                "owner: t\ncontainer_runtime: podman\n",
+                "recipes/svc/Dockerfile",
+            ),
+        ] {
+            let repo = load_files(
+                &[
+                    ("stackctl.yaml", settings),
+                    ("recipes/svc/web.yaml", both),
+                    ("recipes/svc/Dockerfile", "FROM debian-base\n"),
+                    ("recipes/svc/web.def", "Bootstrap: docker\n"),
+                    ("stacks/s.yaml", "services:\n  a: {recipe: svc/web}\n"),
+                ],
+                None,
+            )
+            .unwrap();
+            let spec = &repo.desired.services[&ServiceAddr::new("s", "a")].spec;
+            let build = spec.container.as_ref().unwrap().build.as_ref().unwrap();
+            assert_eq!(build.file, file);
+        }
         // A plain Apptainer image keeps the spec it had before containers had runtimes.
         let plain = load_files(
             &[
@@ -3772,9 +3788,9 @@ mod tests {
                 "not a path",
             ),
             (
-                "name: web\ncontainer:\n  runtime: charliecloud\n  image: web\n  build: Dockerfile\n",
-                "recipes/svc/web.yaml:4:10: field `command`",
-                "needs a `command`",
+                "name: web\ncontainer:\n  runtime: charliecloud\n  image: web\n  definition: web.def\n",
+                "recipes/svc/web.yaml:5:15: field `container.definition`",
+                "this recipe names only `definition`",
             ),
             (
                 "name: web\ncontainer:\n  runtime: charliecloud\n  image: web\n  binds: [/a, data]\ncommand: x\n",
