@@ -306,3 +306,66 @@ fn an_unhealthy_containerised_replica_is_stopped_and_replaced() {
     let new = wait_ready(&repo, "u.site", 1).remove(0);
     assert_ne!(new.id, job.id);
 }
+
+#[test]
+fn the_shipped_redis_recipe_runs_in_charliecloud_and_answers_redis_cli() {
+    let repo = TestRepo::new("ct-redis");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/storage");
+    let images = repo.path().join("images");
+    let settings = repo.path().join("stackctl.yaml");
+    let mut text = std::fs::read_to_string(&settings).unwrap();
+    text.push_str(&format!(
+        "image_dir: {}\ncontainer_runtime: charliecloud\n",
+        images.display()
+    ));
+    std::fs::write(&settings, text).unwrap();
+    let dir = repo.path().join("recipes/storage");
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["redis.def", "redis.Dockerfile"] {
+        std::fs::copy(root.join(file), dir.join(file)).unwrap();
+    }
+    // The shipped recipe as it is, plus this machine's PATH fix for ch-image (see RECIPE).
+    let recipe = std::fs::read_to_string(root.join("redis.yaml")).unwrap()
+        + "setup: [\"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]\n";
+    std::fs::write(dir.join("redis.yaml"), recipe).unwrap();
+    let port = 20000 + (std::process::id() % 9000) as u16;
+    repo.write_stack(
+        "r",
+        &format!(
+            "services:\n  cache:\n    recipe: storage/redis\n    ports: [{port}]\n    \
+             environment: {{REDIS_PORT: \"{port}\"}}\n    resources: {{memory: 512M, cpu: 1}}\n"
+        ),
+    );
+    let out = repo.apply();
+    assert_eq!(out.matches("submitted build job").count(), 1, "{out}");
+    // No health check, no auto port: ready when running, on a node of this machine.
+    wait_for("the redis replica to run", 240, || {
+        repo.alive("r.cache").iter().any(|j| j.state == "RUNNING")
+    });
+    let host = "127.0.0.1".to_owned();
+    // redis-cli from the same image answers: PONG, then a value set and read back.
+    let image = std::fs::read_dir(&images)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_dir() && !p.to_string_lossy().contains("podman"))
+        .expect("the built image directory");
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new("ch-run")
+            .env("USER", "root")
+            .env("PATH", "/usr/bin:/bin")
+            .arg(&image)
+            .args(["--", "redis-cli", "-h", &host, "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let mut pong = String::new();
+    wait_for("redis to answer PING", 60, || {
+        pong = cli(&["ping"]);
+        pong == "PONG"
+    });
+    assert_eq!(cli(&["set", "stackctl", "in-a-container"]), "OK");
+    assert_eq!(cli(&["get", "stackctl"]), "in-a-container");
+}
