@@ -186,6 +186,13 @@ pub enum Commands {
         #[arg(long)]
         stderr: bool,
     },
+    /// List the images built under image_dir: runtime, definition hash, size, when, used by
+    Images {
+        /// Remove the built images no service of this repo uses (image_dir may be shared
+        /// with other repos: prune from each, or keep separate image_dirs)
+        #[arg(long)]
+        prune: bool,
+    },
     /// Keep the cluster converged to a git branch (or local files), healing drift
     Watch(WatchArgs),
     /// Scaffold a repo in DIR (default: -C): stackctl.yaml, a recipe and a stack; never
@@ -418,6 +425,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             follow,
             stderr,
         } => logs(dir, &service, replica, tail, follow, stderr),
+        Commands::Images { prune } => images(dir, prune),
         Commands::Watch(args) => crate::watch::run(&crate::watch::Options {
             dir: dir.to_owned(),
             interval: args.interval,
@@ -900,6 +908,52 @@ fn observe_live(repo: &Repo, backend: &dyn Backend) -> Result<observed::Observed
         &repo.desired,
         Default::default(),
     ))
+}
+
+/// `stackctl images`: the built images under `image_dir`, and `--prune`.
+fn images(dir: &Path, prune: bool) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
+    let backend = backend(&repo)?;
+    let ctx = reconcile::script_context(&repo, backend.as_ref())?;
+    let listed = crate::image::list(&ctx.image_dir, &repo.desired);
+    let mut out = String::new();
+    if prune {
+        for image in listed.iter().filter(|i| i.used_by.is_empty()) {
+            crate::image::remove(&ctx.image_dir, &image.name).with_context(|| {
+                format!("removing {}", ctx.image_dir.join(&image.name).display())
+            })?;
+            out.push_str(&format!("Removed {} ({} bytes)\n", image.name, image.size));
+        }
+        if out.is_empty() {
+            out.push_str("No unused images.\n");
+        }
+        print_stdout(&out)?;
+        return Ok(0);
+    }
+    out.push_str("IMAGE\tRUNTIME\tDEFINITION\tSIZE\tBUILT\tUSED BY\n");
+    for image in &listed {
+        let hash = image
+            .name
+            .trim_end_matches(".sif")
+            .rsplit('-')
+            .next()
+            .unwrap_or_default();
+        let used: Vec<String> = image.used_by.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "{}\t{}\t{hash}\t{:.1} MB\t{}\t{}\n",
+            image.name,
+            image.runtime,
+            image.size as f64 / 1e6,
+            image.built_at.map_or("?".to_owned(), crate::utc::date_time),
+            if used.is_empty() {
+                "(unused)".to_owned()
+            } else {
+                used.join(", ")
+            }
+        ));
+    }
+    print_stdout(&out)?;
+    Ok(0)
 }
 
 /// The status, as text or JSON.

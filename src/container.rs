@@ -417,6 +417,14 @@ pub fn build_script(req: &BuildRequest) -> String {
     let tmp_target = "\"$STACKCTL_IMAGE_DIR/.$STACKCTL_BUILT.$$\"";
     match req.runtime {
         Runtime::Charliecloud => {
+            // ch-image refuses to share its store with a concurrent instance ("storage
+            // directory is already in use"): builds on one node take turns.
+            s.push_str(
+                "stackctl_store=\"${CH_IMAGE_STORAGE:-/var/tmp/$USER.ch}\"\n\
+                 if command -v flock >/dev/null 2>&1; then\n  \
+                 exec 8>>\"$stackctl_store.stackctl-lock\" && flock -w 3600 8 || stackctl_fail \"no lock on the ch-image store\"\n\
+                 fi\n",
+            );
             let _ = writeln!(
                 s,
                 "ch-image --no-cache build --force -t {tag} -f \"$stackctl_tmp/{file}\" \"$stackctl_ctx\" || stackctl_fail \"ch-image build\""
@@ -425,6 +433,9 @@ pub fn build_script(req: &BuildRequest) -> String {
                 s,
                 "rm -rf {tmp_target}\nch-convert -i ch-image -o dir {tag} {tmp_target} || stackctl_fail \"ch-convert\""
             );
+            // The builder's copy is no longer needed: the store would grow with every build.
+            let _ = writeln!(s, "ch-image delete {tag} >/dev/null 2>&1 || true");
+            s.push_str("exec 8>&-\n");
         }
         Runtime::Podman => {
             let _ = writeln!(
@@ -829,6 +840,14 @@ mod tests {
             "{script}"
         );
         assert!(script.contains(&format!("STACKCTL_BUILT='web-{}'", definition.sha256)));
+        assert!(
+            script.contains(&format!("ch-image delete {tag} ")),
+            "{script}"
+        );
+        let lock = script
+            .find("flock -w 3600 8")
+            .expect("builds take turns on the store");
+        assert!(lock < script.find("ch-image --no-cache build").unwrap());
         assert!(script.contains("FROM debian-base\nSTACKCTL_DEFINITION_EOF\n"));
         assert_eq!(
             built_image_name("vllm.sif", &definition, Runtime::Apptainer),

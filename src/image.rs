@@ -89,6 +89,98 @@ pub fn log_of(log_dir: &Path, key: &ImageKey) -> std::path::PathBuf {
     log_dir.join(key.log_name())
 }
 
+/// One built image under `image_dir`, as `stackctl images` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The built name, `<image>-<hash>` (`.sif` for Apptainer).
+    pub name: String,
+    /// The runtime it was built for, as far as its form tells: a `.sif` is Apptainer's, a
+    /// directory Charliecloud's, a store entry (an empty file) Podman's.
+    pub runtime: crate::container::Runtime,
+    /// Bytes on disk (a directory's files summed).
+    pub size: u64,
+    /// When it was built (unix seconds, from its `.built` record's time).
+    pub built_at: Option<i64>,
+    /// The services of this repo that run it.
+    pub used_by: Vec<crate::desired::ServiceAddr>,
+}
+
+/// Lists the built images under `image_dir`, with the services of `desired` that use each.
+pub fn list(image_dir: &Path, desired: &crate::desired::Desired) -> Vec<BuiltImage> {
+    use crate::container::{Runtime, built_image_name};
+    let files = observe(image_dir, Path::new("/nonexistent"));
+    files
+        .built
+        .iter()
+        .map(|name| {
+            let path = image_dir.join(name);
+            let runtime = if name.ends_with(".sif") {
+                Runtime::Apptainer
+            } else if path.is_dir() {
+                Runtime::Charliecloud
+            } else {
+                Runtime::Podman
+            };
+            let record = std::fs::read_to_string(image_dir.join(format!("{name}.built")))
+                .unwrap_or_default();
+            let built_at = record
+                .split_whitespace()
+                .nth(1)
+                .and_then(|t| t.parse().ok());
+            let used_by = desired
+                .services
+                .iter()
+                .filter(|(_, s)| {
+                    let (Some(c), Some(image)) = (&s.spec.container, &s.spec.image) else {
+                        return false;
+                    };
+                    c.build
+                        .as_ref()
+                        .is_some_and(|d| &built_image_name(image, d, c.runtime) == name)
+                })
+                .map(|(a, _)| a.clone())
+                .collect();
+            BuiltImage {
+                name: name.clone(),
+                runtime,
+                size: disk_size(&path),
+                built_at,
+                used_by,
+            }
+        })
+        .collect()
+}
+
+/// Bytes under `path` (symlinks not followed).
+fn disk_size(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| disk_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// Removes a built image and its records (`--prune`).
+pub fn remove(image_dir: &Path, name: &str) -> std::io::Result<()> {
+    let path = image_dir.join(name);
+    if path.is_dir() {
+        std::fs::remove_dir_all(&path)?;
+    } else if path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    for suffix in [".built", ".failed"] {
+        let record = image_dir.join(format!("{name}{suffix}"));
+        if record.exists() {
+            std::fs::remove_file(record)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +211,39 @@ mod tests {
             logs.path().join("image.api-8899aabbccddeeff.log")
         );
         assert!(newest_log(logs.path(), "ap").is_none());
+    }
+
+    #[test]
+    fn built_images_are_listed_with_their_users_and_pruned_with_their_records() {
+        let images = tempfile::tempdir().unwrap();
+        let dir = images.path();
+        std::fs::create_dir_all(dir.join("web-0011223344556677/etc")).unwrap();
+        std::fs::write(dir.join("web-0011223344556677/etc/x"), "12345").unwrap();
+        std::fs::write(dir.join("web-0011223344556677.built"), "7 1764000000\n").unwrap();
+        std::fs::write(dir.join("vllm-8899aabbccddeeff.sif"), "123").unwrap();
+        std::fs::write(
+            dir.join("vllm-8899aabbccddeeff.sif.built"),
+            "8 1764000100\n",
+        )
+        .unwrap();
+        let desired = crate::desired::Desired::default();
+        let listed = list(dir, &desired);
+        let names: Vec<(&str, crate::container::Runtime, u64, Option<i64>)> = listed
+            .iter()
+            .map(|i| (i.name.as_str(), i.runtime, i.size, i.built_at))
+            .collect();
+        use crate::container::Runtime::*;
+        assert_eq!(
+            names,
+            [
+                ("vllm-8899aabbccddeeff.sif", Apptainer, 3, Some(1764000100)),
+                ("web-0011223344556677", Charliecloud, 5, Some(1764000000)),
+            ]
+        );
+        assert!(listed.iter().all(|i| i.used_by.is_empty()));
+        remove(dir, "web-0011223344556677").unwrap();
+        assert!(!dir.join("web-0011223344556677").exists());
+        assert!(!dir.join("web-0011223344556677.built").exists());
+        assert_eq!(list(dir, &desired).len(), 1);
     }
 }

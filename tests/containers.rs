@@ -201,6 +201,25 @@ fn services_build_their_image_in_a_job_once_and_run_in_it() {
     wait_ready(&repo, "s.alt", 1);
     assert_eq!(builds(&repo).len(), 2);
     repo.assert_converged();
+    // Both builds are listed; the old one is used by nothing now, and --prune removes it.
+    let listed = repo.expect(&["images"], 0);
+    let rows: Vec<&str> = listed.lines().filter(|l| l.starts_with("site-")).collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r.ends_with("\ts.alt, s.web"))
+            .count(),
+        1,
+        "{listed}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("\tcharliecloud\t") && r.ends_with("(unused)"))
+    );
+    let pruned = repo.expect(&["images", "--prune"], 0);
+    assert_eq!(pruned.matches("Removed site-").count(), 1, "{pruned}");
+    let listed = repo.expect(&["images"], 0);
+    assert!(!listed.contains("(unused)"), "{listed}");
 
     // scancel of one replica: its httpd is gone from the node, not left behind.
     let port = endpoint(&web[0]).rsplit(':').next().unwrap().to_owned();
