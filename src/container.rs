@@ -854,4 +854,54 @@ mod tests {
             format!("vllm-{}.sif", definition.sha256)
         );
     }
+
+    /// Apptainer is not installable on the test machines: its build line is checked against
+    /// its documented CLI (`apptainer build [--force] TARGET DEFINITION`, run from the
+    /// definition's directory so relative `%files` resolve); Podman's likewise
+    /// (`podman --root DIR build -t TAG -f FILE CONTEXT`).
+    #[test]
+    fn apptainer_and_podman_build_lines_follow_their_documented_cli() {
+        let definition = ImageDefinition {
+            file: "recipes/inference/vllm.def".into(),
+            sha256: "0123456789abcdef".into(),
+            text: "Bootstrap: docker\nFrom: vllm/vllm-openai\n".into(),
+        };
+        let request = |runtime| BuildRequest {
+            runtime,
+            image: "vllm.sif",
+            definition: &definition,
+            text: &definition.text,
+            image_dir: "/shared/img".into(),
+            context: None,
+            setup: &[],
+        };
+        let apptainer = build_script(&request(Runtime::Apptainer));
+        assert!(apptainer.contains(
+            "cat > \"$stackctl_tmp/vllm.def\" <<'STACKCTL_DEFINITION_EOF'\nBootstrap: docker\n"
+        ));
+        assert!(
+            apptainer.contains(
+                "apptainer build --force \"$STACKCTL_IMAGE_DIR/.$STACKCTL_BUILT.$$\" \"$stackctl_tmp/vllm.def\" || stackctl_fail \"apptainer build\"\n"
+            ),
+            "{apptainer}"
+        );
+        assert!(apptainer.contains("STACKCTL_BUILT='vllm-0123456789abcdef.sif'"));
+        assert!(!apptainer.contains("ch-image") && !apptainer.contains("flock"));
+        let podman = build_script(&request(Runtime::Podman));
+        assert!(
+            podman.contains(
+                "podman --root \"$STACKCTL_IMAGE_DIR/podman\" build -t vllm.sif:0123456789abcdef -f \"$stackctl_tmp/vllm.def\" \"$stackctl_ctx\""
+            ),
+            "{podman}"
+        );
+        // Every runtime records its outcome beside the image, the same way.
+        for script in [&apptainer, &podman] {
+            assert!(
+                script.ends_with(
+                    "echo \"stackctl: built $STACKCTL_IMAGE_DIR/$STACKCTL_BUILT\" >&2\n"
+                )
+            );
+            assert!(script.contains("> \"$STACKCTL_IMAGE_DIR/$STACKCTL_BUILT.built\"\n"));
+        }
+    }
 }
