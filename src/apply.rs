@@ -142,6 +142,11 @@ pub trait Progress {
     fn interrupted(&self) -> bool {
         interrupted().is_some()
     }
+    /// Called after an image's build job was submitted; `line` says which and where its log
+    /// goes.
+    fn build_submitted(&mut self, line: &str) {
+        let _ = line;
+    }
 }
 
 /// Progress that goes nowhere.
@@ -175,6 +180,17 @@ pub fn apply(
 ) -> ApplyReport {
     let mut report = ApplyReport::default();
 
+    // 0. Images: submit each build once; a service's new jobs start after its image's build.
+    let image_jobs = submit_images(
+        plan,
+        desired,
+        backend,
+        ctx,
+        new_nonce,
+        &mut report,
+        progress,
+    );
+
     // 1. Render and pre-check every submission; a rejected service is left alone.
     let mut submissions: Vec<Submission> = Vec::new();
     let mut blocked: BTreeSet<&ServiceAddr> = BTreeSet::new();
@@ -185,6 +201,19 @@ pub fn apply(
         let Some(service) = desired.services.get(&service_plan.service) else {
             continue;
         };
+        if let Some(Err(message)) = image_jobs.get(&service_plan.service) {
+            let jobs = service_plan.changes.iter().filter(|c| c.submits()).count();
+            report.fail(
+                jobs,
+                format!(
+                    "{}: not submitted, and nothing replaced: {message}",
+                    service_plan.service
+                ),
+                true,
+            );
+            blocked.insert(&service_plan.service);
+            continue;
+        }
         // New replicas go as arrays; the successor of a failed job goes alone, with its own
         // crash-loop record, begin time and excluded nodes; so does a rolling successor, whose
         // marker names its predecessor (`pred=`).
@@ -430,6 +459,13 @@ pub fn apply(
         if !after.is_empty() {
             submission.job.options.dependency = Some(format!("after:{}", after.join(":")));
         }
+        if let Some(Ok(build)) = image_jobs.get(&submission.service) {
+            let afterok = format!("afterok:{build}");
+            submission.job.options.dependency = Some(match submission.job.options.dependency {
+                Some(other) => format!("{other},{afterok}"),
+                None => afterok,
+            });
+        }
         match submit_once(backend, &submission.job, &submission.marker.nonce) {
             Ok(job_id) => {
                 submitted
@@ -497,6 +533,65 @@ pub fn apply(
         }
     }
     report
+}
+
+/// Submits the plan's image builds (one job per image, however many services share it) and
+/// returns, per service needing an image, the build job its new jobs start after, or why
+/// they cannot be submitted (the build failed, or could not be submitted).
+fn submit_images(
+    plan: &Plan,
+    desired: &Desired,
+    backend: &dyn Backend,
+    ctx: &ScriptContext,
+    new_nonce: &mut dyn FnMut() -> String,
+    report: &mut ApplyReport,
+    progress: &mut dyn Progress,
+) -> BTreeMap<ServiceAddr, Result<u64, String>> {
+    use crate::container::ImageAction;
+    let mut jobs = BTreeMap::new();
+    for step in &plan.images {
+        let outcome = match &step.action {
+            ImageAction::Building(job) => Ok(*job),
+            ImageAction::Failed { .. } => Err(crate::container::step_line(step, &ctx.log_dir)),
+            ImageAction::Build(_) => {
+                let setup = step
+                    .services
+                    .first()
+                    .and_then(|s| desired.services.get(s))
+                    .map(|s| s.spec.setup.clone())
+                    .unwrap_or_default();
+                let nonce = new_nonce();
+                let job = crate::container::build_job(
+                    step,
+                    &plan.owner,
+                    &nonce,
+                    &ctx.image_dir,
+                    &ctx.log_dir,
+                    &setup,
+                );
+                match submit_once(backend, &job, &nonce) {
+                    Ok(id) => {
+                        let line = format!(
+                            "image {}: submitted build job {id} (log: {})",
+                            step.key.image,
+                            ctx.log_dir.join(step.key.log_name()).display()
+                        );
+                        progress.build_submitted(&line);
+                        report.done.push(line);
+                        Ok(id)
+                    }
+                    Err(e) => Err(format!(
+                        "submitting the build of image {}: {e}",
+                        step.key.image
+                    )),
+                }
+            }
+        };
+        for service in &step.services {
+            jobs.insert(service.clone(), outcome.clone());
+        }
+    }
+    jobs
 }
 
 fn cancelled_line(job_ids: &[JobId]) -> String {
@@ -596,6 +691,8 @@ mod tests {
 
     fn service(replicas: u32, partition: &str) -> Service {
         let spec = ReplicaSpec {
+            container: None,
+            setup: Vec::new(),
             image: None,
             command: Some("exec sleep 600".into()),
             resources: ResourceSpec {

@@ -171,7 +171,7 @@ pub enum Commands {
     },
     /// Print a replica's log file
     Logs {
-        /// The service, as STACK/SERVICE or STACK.SERVICE
+        /// The service, as STACK/SERVICE or STACK.SERVICE; `image/NAME` for an image's build log
         service: String,
         /// The replica index
         #[arg(long, default_value_t = 0)]
@@ -186,6 +186,13 @@ pub enum Commands {
         /// The job's stderr instead of its stdout
         #[arg(long)]
         stderr: bool,
+    },
+    /// List the images built under image_dir: runtime, definition hash, size, when, used by
+    Images {
+        /// Remove the built images no service of this repo uses (image_dir may be shared
+        /// with other repos: prune from each, or keep separate image_dirs)
+        #[arg(long)]
+        prune: bool,
     },
     /// Keep the cluster converged to a git branch (or local files), healing drift
     Watch(WatchArgs),
@@ -484,6 +491,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             follow,
             stderr,
         } => logs(dir, &service, replica, tail, follow, stderr),
+        Commands::Images { prune } => images(dir, prune),
         Commands::Watch(args) => crate::watch::run(&crate::watch::Options {
             dir: dir.to_owned(),
             interval: args.interval,
@@ -1228,6 +1236,52 @@ fn observe_live(repo: &Repo, backend: &dyn Backend) -> Result<observed::Observed
     Ok(observed)
 }
 
+/// `stackctl images`: the built images under `image_dir`, and `--prune`.
+fn images(dir: &Path, prune: bool) -> Result<ExitCode> {
+    let repo = reconcile::load(dir)?;
+    let backend = backend(&repo)?;
+    let ctx = reconcile::script_context(&repo, backend.as_ref())?;
+    let listed = crate::image::list(&ctx.image_dir, &repo.desired);
+    let mut out = String::new();
+    if prune {
+        for image in listed.iter().filter(|i| i.used_by.is_empty()) {
+            crate::image::remove(&ctx.image_dir, &image.name).with_context(|| {
+                format!("removing {}", ctx.image_dir.join(&image.name).display())
+            })?;
+            out.push_str(&format!("Removed {} ({} bytes)\n", image.name, image.size));
+        }
+        if out.is_empty() {
+            out.push_str("No unused images.\n");
+        }
+        print_stdout(&out)?;
+        return Ok(0);
+    }
+    out.push_str("IMAGE\tRUNTIME\tDEFINITION\tSIZE\tBUILT\tUSED BY\n");
+    for image in &listed {
+        let hash = image
+            .name
+            .trim_end_matches(".sif")
+            .rsplit('-')
+            .next()
+            .unwrap_or_default();
+        let used: Vec<String> = image.used_by.iter().map(ToString::to_string).collect();
+        out.push_str(&format!(
+            "{}\t{}\t{hash}\t{:.1} MB\t{}\t{}\n",
+            image.name,
+            image.runtime,
+            image.size as f64 / 1e6,
+            image.built_at.map_or("?".to_owned(), crate::utc::date_time),
+            if used.is_empty() {
+                "(unused)".to_owned()
+            } else {
+                used.join(", ")
+            }
+        ));
+    }
+    print_stdout(&out)?;
+    Ok(0)
+}
+
 /// The status, as text or JSON.
 fn status_text(dir: &Path, json: bool) -> Result<String> {
     let repo = reconcile::load(dir)?;
@@ -1257,7 +1311,13 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
     let ctx = reconcile::script_context(&repo, backend.as_ref())?;
     let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
     // What a plan would hold or has stopped, from the same listing.
-    let plan = crate::plan::compute(&repo.settings.owner, &repo.desired, &observed);
+    let mut plan = crate::plan::compute(&repo.settings.owner, &repo.desired, &observed);
+    if crate::image::any_built(&repo.desired) {
+        // Build jobs carry no service marker: list them for the image steps.
+        let records = backend.list_jobs().unwrap_or_default();
+        let owner = &repo.settings.owner;
+        crate::image::add_to_plan(&mut plan, owner, &repo.desired, &records, &ctx);
+    }
     status::add_plan(&mut statuses, &plan);
     for crash_loop in statuses.iter_mut().flat_map(|s| &mut s.crash_loops) {
         if let Some(path) = &crash_loop.stderr {
@@ -1408,6 +1468,26 @@ fn logs(
     // Reading a log needs no secret.
     let repo = reconcile::load_unresolved(dir, dir)?;
     let backend = backend(&repo)?;
+    // `image/NAME`: the newest build log of that image (unless a stack `image` has it).
+    if let Some(image) = address.strip_prefix("image/")
+        && !repo
+            .desired
+            .services
+            .keys()
+            .any(|a| a.reference() == address)
+    {
+        let ctx = reconcile::script_context(&repo, backend.as_ref())?;
+        let Some(path) = crate::image::newest_log(&ctx.log_dir, image) else {
+            bail!(
+                "no build log of image {image:?} in {} (image.{image}-<hash>.log)",
+                ctx.log_dir.display()
+            );
+        };
+        let (lines, _) = crate::logs::tail(&path, tail)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        write_stdout_bytes(&lines)?;
+        return Ok(0);
+    }
     let observed = observe_live(&repo, backend.as_ref())?;
     let mut known: Vec<ServiceAddr> = repo.desired.services.keys().cloned().collect();
     known.extend(observed.jobs.iter().map(|j| j.marker.service.clone()));
@@ -1519,6 +1599,9 @@ impl Progress for Printer {
     fn cancelled(&mut self, job_ids: &[observed::JobId]) {
         let ids = observed::compact_job_ids(job_ids).join(" ");
         let _ = print_stdout(&format!("Cancelled {} jobs: {ids}\n", job_ids.len()));
+    }
+    fn build_submitted(&mut self, line: &str) {
+        let _ = print_stdout(&format!("{line}\n"));
     }
     fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64) {
         let _ = print_stdout(&format!(

@@ -557,6 +557,8 @@ mod tests {
             })
             .collect();
         let spec = ReplicaSpec {
+            container: None,
+            setup: Vec::new(),
             image: None,
             command: Some("sleep infinity".into()),
             resources: ResourceSpec {
@@ -952,6 +954,7 @@ mod tests {
     fn successor_plan(exclude: &str) -> crate::plan::Plan {
         use crate::plan::{Action, Backoff, Change, Plan, Reason, ServicePlan};
         Plan {
+            images: Vec::new(),
             owner: crate::desired::Owner::parse("o").unwrap(),
             services: vec![ServicePlan {
                 endpoint_env: Default::default(),

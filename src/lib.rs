@@ -12,9 +12,11 @@
 pub mod apply;
 pub mod cli;
 pub mod cluster;
+pub mod container;
 pub mod desired;
 pub mod git;
 pub mod hostlist;
+pub mod image;
 pub mod job;
 pub mod lock;
 pub mod logs;

@@ -491,6 +491,11 @@ fn plan_with(
         }
     }
     let locks = lock::held(&records, owner);
+    let build_jobs: Vec<_> = records
+        .iter()
+        .filter(|r| r.comment.starts_with(crate::container::BUILD_PREFIX))
+        .cloned()
+        .collect();
     let known = std::mem::take(&mut reads.specs);
     let mut observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
     crate::results::attach(&mut observed, repo, backend)
@@ -502,6 +507,11 @@ fn plan_with(
     let mut plan = plan::compute_with(owner, &repo.desired, &observed, &options.scope);
     plan.source = options.source.clone();
     plan.warnings.extend(backend.unchecked());
+    // Images built from a definition: build, wait for a build, or hold on a failed one.
+    if crate::image::any_built(&repo.desired) {
+        let ctx = script_context(repo, backend)?;
+        crate::image::add_to_plan(&mut plan, owner, &repo.desired, &build_jobs, &ctx);
+    }
     if !options.prune {
         plan.keep_removed_services();
     }

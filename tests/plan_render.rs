@@ -33,6 +33,8 @@ fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 /// A typical GPU inference replica.
 fn base_spec() -> ReplicaSpec {
     ReplicaSpec {
+        container: None,
+        setup: Vec::new(),
         image: Some("vllm.sif".into()),
         command: Some("vllm serve meta-llama/Llama-3-8B --port 8000".into()),
         resources: ResourceSpec {
@@ -60,6 +62,8 @@ fn base_spec() -> ReplicaSpec {
 
 fn spec_with_env(pairs: &[(&str, &str)]) -> ReplicaSpec {
     ReplicaSpec {
+        container: None,
+        setup: Vec::new(),
         environment: env(pairs),
         ..base_spec()
     }
@@ -904,6 +908,8 @@ fn several_services_render_in_address_order_with_a_combined_legend() {
     let web = ServiceAddr::new("apps", "web");
     let old_db = ServiceAddr::new("data", "db");
     let web_spec = ReplicaSpec {
+        container: None,
+        setup: Vec::new(),
         image: None,
         command: Some("python -m http.server 8080".into()),
         resources: ResourceSpec {
@@ -961,6 +967,8 @@ fn quote_survives_single_quotes() {
 #[test]
 fn script_with_container_gpu_and_hostile_environment() {
     let spec = ReplicaSpec {
+        container: None,
+        setup: Vec::new(),
         image: Some("llm/vllm-0.6.sif".into()),
         command: Some("vllm serve \"$MODEL\" --port 8000".into()),
         resources: ResourceSpec {
@@ -1018,6 +1026,8 @@ fn script_with_container_gpu_and_hostile_environment() {
 #[test]
 fn script_without_container_runs_the_command_directly() {
     let spec = ReplicaSpec {
+        container: None,
+        setup: Vec::new(),
         image: None,
         command: Some("python -m http.server 8080\n".into()),
         resources: ResourceSpec {
@@ -1061,6 +1071,8 @@ fn script_without_container_runs_the_command_directly() {
 #[test]
 fn script_with_image_and_no_command_uses_apptainer_run() {
     let spec = ReplicaSpec {
+        container: None,
+        setup: Vec::new(),
         image: Some("docker://ghcr.io/org/server:1.2".into()),
         command: None,
         resources: ResourceSpec {
@@ -1855,6 +1867,8 @@ fn bug_ended_reference_is_the_newest_job() {
 /// health check on the named one.
 fn web_spec() -> ReplicaSpec {
     ReplicaSpec {
+        container: None,
+        setup: Vec::new(),
         image: None,
         command: Some("exec serve --port \"$PORT_HTTP\"".into()),
         ports: vec![
@@ -2457,6 +2471,8 @@ fn a_successor_waiting_for_its_begin_time_is_not_submitted_again_but_keeps_the_p
 fn a_spec_change_resets_the_backoff_and_replaces_a_waiting_successor_at_once() {
     let old = service(2, base_spec());
     let new_spec = ReplicaSpec {
+        container: None,
+        setup: Vec::new(),
         command: Some("exec sleep 600".into()),
         ..base_spec()
     };

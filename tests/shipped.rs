@@ -78,8 +78,9 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
         let (code, script, stderr) = stackctl(&["render", "-C", dir, &format!("all/{name}")]);
         assert_eq!(code, 0, "{stderr}");
         assert!(
-            script.contains("exec apptainer "),
-            "{recipe} must run in Apptainer:\n{script}"
+            script.contains(" apptainer run --cleanenv ")
+                || script.contains(" apptainer exec --cleanenv "),
+            "{recipe} must run in Apptainer, with only its environment:\n{script}"
         );
         assert!(!script.contains(PASSWORD), "{recipe} shows a secret");
         assert!(
@@ -100,7 +101,8 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
     }
     let (_, vllm, _) = stackctl(&["render", "-C", dir, "all/vllm"]);
     assert!(
-        vllm.contains("#SBATCH --gres=gpu:a100:1") && vllm.contains("apptainer run --nv"),
+        vllm.contains("#SBATCH --gres=gpu:a100:1")
+            && vllm.contains("apptainer run --cleanenv --nv"),
         "{vllm}"
     );
 }
@@ -152,8 +154,9 @@ fn environment_values_render_exactly_as_written() {
     for service in ["env/block", "env/flow"] {
         let (code, script, stderr) = stackctl(&["render", "-C", dir, service]);
         assert_eq!(code, 0, "{stderr}");
+        // The container gets them through Apptainer (`--cleanenv` + `APPTAINERENV_`).
         for (key, value) in values {
-            let line = format!("export {key}='{value}'\n");
+            let line = format!("stackctl_env+=('APPTAINERENV_{key}={value}')\n");
             assert!(
                 script.contains(&line),
                 "{service}: expected {line:?} in\n{script}"
@@ -161,15 +164,18 @@ fn environment_values_render_exactly_as_written() {
         }
         // The recipe's own values too: a quoted "yes" and a plain number.
         assert!(
-            script.contains("export REDIS_APPENDONLY='yes'\n"),
+            script.contains("stackctl_env+=('APPTAINERENV_REDIS_APPENDONLY=yes')\n"),
             "{script}"
         );
-        assert!(script.contains("export REDIS_PORT='6379'\n"), "{script}");
+        assert!(
+            script.contains("stackctl_env+=('APPTAINERENV_REDIS_PORT=6379')\n"),
+            "{script}"
+        );
     }
     let (code, vllm, stderr) = stackctl(&["render", "-C", dir, "env/llm"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        vllm.contains("export VLLM_GPU_MEMORY_UTILIZATION='0.9'\n"),
+        vllm.contains("stackctl_env+=('APPTAINERENV_VLLM_GPU_MEMORY_UTILIZATION=0.9')\n"),
         "{vllm}"
     );
 }
@@ -184,7 +190,7 @@ fn the_root_stack_validates_and_renders_from_the_shipped_recipes() {
     for service in ["example/cache", "example/vectors"] {
         let (code, script, stderr) = stackctl(&["render", "-C", root, service]);
         assert_eq!(code, 0, "{stderr}");
-        assert!(script.contains("exec apptainer "), "{script}");
+        assert!(script.contains(" apptainer "), "{script}");
     }
     let stack = std::fs::read_to_string(Path::new(root).join("stacks/example.yaml")).unwrap();
     assert!(stack.contains("NEEDS APPTAINER") && stack.contains("protect: true"));

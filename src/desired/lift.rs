@@ -31,7 +31,11 @@ pub const MIN_LOCK_EXPIRY: Duration = Duration::from_secs(10);
 pub fn load(root: &Path, remote_url: impl FnOnce() -> Option<String>) -> Result<Repo, SpecErrors> {
     let mut errors = Vec::new();
     let settings = load_settings(root, remote_url, &mut errors);
-    let recipes = load_recipes(root, &mut errors);
+    let runtime = settings
+        .as_ref()
+        .map(|s| s.container_runtime)
+        .unwrap_or_default();
+    let recipes = load_recipes(root, runtime, &mut errors);
     let desired = load_stacks(root, &recipes, &mut errors);
     if let Some(settings) = &settings {
         check_marker_lengths(&settings.owner, &desired, &mut errors);
@@ -203,6 +207,11 @@ fn load_settings(
         .transpose();
     let log_dir = dir_setting(shown, "log_dir", config.log_dir, "~/.stackctl/logs");
     let image_dir = dir_setting(shown, "image_dir", config.image_dir, "~/.stackctl/images");
+    let container_runtime = match &config.container_runtime {
+        None => Ok(crate::container::Runtime::default()),
+        Some(v) => crate::container::Runtime::parse(&v.value)
+            .map_err(|message| SpecError::at(shown, v.referenced, "container_runtime", message)),
+    };
     let lock_expiry = match &config.lock.expiry {
         None => Ok(DEFAULT_LOCK_EXPIRY),
         Some(v) => match super::parse_duration(&v.value) {
@@ -239,6 +248,7 @@ fn load_settings(
     let rest = take(rest, errors);
     let log_dir = take(log_dir, errors);
     let image_dir = take(image_dir, errors);
+    let container_runtime = take(container_runtime, errors);
     let lock_expiry = take(lock_expiry, errors);
     let lock_partition = take(lock_partition, errors);
     Some(Settings {
@@ -246,6 +256,7 @@ fn load_settings(
         legacy_owners,
         log_dir: log_dir?,
         image_dir: image_dir?,
+        container_runtime: container_runtime?,
         backend: backend?,
         ssh: ssh?,
         rest: rest?,
@@ -730,10 +741,16 @@ type RecipeTable = BTreeMap<String, Option<Recipe>>;
 struct Recipe {
     image: Option<String>,
     command: Option<String>,
+    container: Option<crate::container::ContainerSpec>,
+    setup: Vec<String>,
     defaults: Layer,
 }
 
-fn load_recipes(root: &Path, errors: &mut Vec<SpecError>) -> RecipeTable {
+fn load_recipes(
+    root: &Path,
+    runtime: crate::container::Runtime,
+    errors: &mut Vec<SpecError>,
+) -> RecipeTable {
     let mut table = RecipeTable::new();
     let dir = root.join(RECIPES_DIR);
     let files = match yaml_files(root, &dir, true, errors) {
@@ -766,7 +783,13 @@ fn load_recipes(root: &Path, errors: &mut Vec<SpecError>) -> RecipeTable {
                     file: &shown,
                     errors,
                 };
-                let lifted = lift_recipe(&mut ctx, recipe, &stem);
+                let dir = file.parent().unwrap_or(root).to_path_buf();
+                let where_ = RecipeDir {
+                    dir: &dir,
+                    shown: shown.parent().unwrap_or(Path::new(RECIPES_DIR)),
+                    runtime,
+                };
+                let lifted = lift_recipe(&mut ctx, recipe, &stem, &where_);
                 lifted.filter(|_| errors.len() == before)
             }
             Err(e) => {
@@ -779,7 +802,22 @@ fn load_recipes(root: &Path, errors: &mut Vec<SpecError>) -> RecipeTable {
     table
 }
 
-fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe> {
+/// Where a recipe lives, for the definition files next to it, and the default runtime.
+struct RecipeDir<'a> {
+    /// The directory on disk.
+    dir: &'a Path,
+    /// The directory as messages and specs name it (`recipes/web`).
+    shown: &'a Path,
+    /// `container_runtime:` of `stackctl.yaml`.
+    runtime: crate::container::Runtime,
+}
+
+fn lift_recipe(
+    ctx: &mut Ctx,
+    recipe: raw::Recipe,
+    stem: &str,
+    where_: &RecipeDir,
+) -> Option<Recipe> {
     if recipe.name.value != stem {
         ctx.error(
             recipe.name.referenced,
@@ -806,6 +844,11 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
         .command
         .as_ref()
         .and_then(|v| lift_command(ctx, v, "command"));
+    let container = recipe
+        .container
+        .as_ref()
+        .and_then(|c| lift_container(ctx, c, where_));
+    let setup = lift_setup(ctx, recipe.setup.as_deref());
     let defaults = lift_layer(
         ctx,
         "",
@@ -843,8 +886,131 @@ fn lift_recipe(ctx: &mut Ctx, recipe: raw::Recipe, stem: &str) -> Option<Recipe>
     Some(Recipe {
         image,
         command,
+        container,
+        setup,
         defaults,
     })
+}
+
+/// Validates a recipe's `container:` beyond its image: the runtime, the definition file next
+/// to the recipe (read and hashed), the binds. Returns `None` for a plain Apptainer image with
+/// neither definition nor binds, and on errors (recorded).
+fn lift_container(
+    ctx: &mut Ctx,
+    c: &raw::Container,
+    where_: &RecipeDir,
+) -> Option<crate::container::ContainerSpec> {
+    use crate::container::{ContainerSpec, ImageDefinition, Runtime, check_bind};
+    let before = ctx.errors.len();
+    let explicit = c
+        .runtime
+        .as_ref()
+        .and_then(|v| match Runtime::parse(&v.value) {
+            Ok(r) => Some(r),
+            Err(message) => {
+                ctx.error(v.referenced, "container.runtime", message);
+                None
+            }
+        });
+    if c.runtime.is_some() && explicit.is_none() {
+        return None;
+    }
+    let runtime = explicit.unwrap_or(where_.runtime);
+    let key = runtime.definition_key();
+    let (wanted, other) = match runtime {
+        Runtime::Apptainer => (&c.definition, &c.build),
+        Runtime::Charliecloud | Runtime::Podman => (&c.build, &c.definition),
+    };
+    if let (Some(other), None) = (other, wanted) {
+        let other_key = if key == "build" {
+            "definition"
+        } else {
+            "build"
+        };
+        ctx.error(
+            other.referenced,
+            &format!("container.{other_key}"),
+            format!(
+                "{runtime} builds its image from `container.{key}` ({}); this recipe names only `{other_key}` (a recipe may name both, for either runtime)",
+                if key == "build" {
+                    "a Dockerfile"
+                } else {
+                    "an Apptainer .def file"
+                }
+            ),
+        );
+    }
+    let build = wanted.as_ref().and_then(|v| {
+        let field = format!("container.{key}");
+        let name = v.value.as_str();
+        let plain = !name.is_empty()
+            && !name.starts_with('/')
+            && !name.contains('\0')
+            && Path::new(name)
+                .components()
+                .all(|part| matches!(part, std::path::Component::Normal(_)));
+        if !plain {
+            ctx.error(
+                v.referenced,
+                &field,
+                format!(
+                    "{name:?} must be a file next to the recipe (a relative path without `..`)"
+                ),
+            );
+            return None;
+        }
+        match std::fs::read(where_.dir.join(name)) {
+            Ok(content) => Some(ImageDefinition {
+                file: where_.shown.join(name).to_string_lossy().replace('\\', "/"),
+                sha256: crate::container::definition_hash(&content),
+                text: String::from_utf8_lossy(&content).into_owned(),
+            }),
+            Err(e) => {
+                ctx.error(
+                    v.referenced,
+                    &field,
+                    format!("cannot read {}: {e}", where_.shown.join(name).display()),
+                );
+                None
+            }
+        }
+    });
+    if build.is_some()
+        && let Err(message) = crate::container::check_image_name(&c.image.value)
+    {
+        ctx.error(c.image.referenced, "container.image", message);
+    }
+    let mut binds = Vec::new();
+    for bind in c.binds.iter().flatten() {
+        match check_bind(&bind.value) {
+            Ok(()) => binds.push(bind.value.clone()),
+            Err(message) => ctx.error(bind.referenced, "container.binds", message),
+        }
+    }
+    if ctx.errors.len() > before {
+        return None;
+    }
+    if runtime == Runtime::Apptainer && explicit.is_none() && build.is_none() && binds.is_empty() {
+        return None;
+    }
+    Some(ContainerSpec {
+        runtime,
+        build,
+        binds,
+    })
+}
+
+/// Validates `setup:`: non-empty lines without NUL bytes.
+fn lift_setup(ctx: &mut Ctx, setup: Option<&[Spanned<String>]>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for line in setup.into_iter().flatten() {
+        if line.value.trim().is_empty() || line.value.contains('\0') {
+            ctx.error(line.referenced, "setup", "must be a non-empty shell line");
+        } else {
+            lines.push(line.value.clone());
+        }
+    }
+    lines
 }
 
 /// Validates a container image: a non-empty, single-line path or URI.
@@ -1311,6 +1477,30 @@ fn lift_service(
         service.ports.as_ref(),
         service.health.as_ref(),
     );
+    if let Some(c) = &service.container {
+        let extra = [
+            ("runtime", c.runtime.as_ref().map(|v| v.referenced)),
+            ("definition", c.definition.as_ref().map(|v| v.referenced)),
+            ("build", c.build.as_ref().map(|v| v.referenced)),
+        ];
+        for (key, at) in extra {
+            if let Some(at) = at {
+                ctx.error(
+                    at,
+                    &format!("{field}.container.{key}"),
+                    "a stack may only override `container.image`; set the runtime and the \
+                     image's definition in the recipe",
+                );
+            }
+        }
+        if let Some(bind) = c.binds.iter().flatten().next() {
+            ctx.error(
+                bind.referenced,
+                &format!("{field}.container.binds"),
+                "a stack may only override `container.image`; set binds in the recipe",
+            );
+        }
+    }
     let image = service.container.as_ref().and_then(|c| {
         let field = format!("{field}.container.image");
         lift_image(ctx, &c.image, &field).map(|value| Set {
@@ -2872,6 +3062,8 @@ impl Recipe {
         let spec = ReplicaSpec {
             image: self.image.clone(),
             command: self.command.clone(),
+            container: self.container.clone(),
+            setup: self.setup.clone(),
             resources: ResourceSpec {
                 nodes: pick(over.nodes, &base.nodes, "resources.nodes", o).unwrap_or(1),
                 cpu: pick(over.cpu, &base.cpu, "resources.cpu", o).unwrap_or(1),
@@ -3889,5 +4081,193 @@ mod tests {
                 "{service:?}: {shown}"
             );
         }
+    }
+
+    #[test]
+    fn a_container_definition_is_hashed_into_the_spec_and_the_runtime_defaults_from_settings() {
+        let recipe = "name: web\ncontainer: {image: web, build: Dockerfile, binds: [/scratch]}\nsetup: [module load charliecloud]\ncommand: busybox httpd -f\n";
+        let stack = "services:\n  a: {recipe: svc/web}\n  b: {recipe: svc/web}\n";
+        let load = |settings: &str, dockerfile: &str| {
+            load_files(
+                &[
+                    ("stackctl.yaml", settings),
+                    ("recipes/svc/web.yaml", recipe),
+                    ("recipes/svc/Dockerfile", dockerfile),
+                    ("stacks/s.yaml", stack),
+                ],
+                None,
+            )
+        };
+        let repo = load(
+            "owner: t\ncontainer_runtime: charliecloud\n",
+            "FROM debian-base\n",
+        )
+        .unwrap();
+        let a = &repo.desired.services[&ServiceAddr::new("s", "a")];
+        let c = a.spec.container.as_ref().unwrap();
+        assert_eq!(c.runtime, crate::container::Runtime::Charliecloud);
+        assert_eq!(c.binds, ["/scratch"]);
+        let def = c.build.as_ref().unwrap();
+        assert_eq!(def.file, "recipes/svc/Dockerfile");
+        assert_eq!(
+            def.sha256,
+            crate::container::definition_hash(b"FROM debian-base\n")
+        );
+        assert_eq!(a.spec.setup, ["module load charliecloud"]);
+        // An edited Dockerfile is a new spec; the same one is the same spec.
+        let same = load(
+            "owner: t\ncontainer_runtime: charliecloud\n",
+            "FROM debian-base\n",
+        )
+        .unwrap();
+        let edited = load(
+            "owner: t\ncontainer_runtime: charliecloud\n",
+            "FROM debian-base\nRUN true\n",
+        )
+        .unwrap();
+        let hash = |r: &Repo| r.desired.services[&ServiceAddr::new("s", "a")].hash.clone();
+        assert_eq!(hash(&repo), hash(&same));
+        assert_ne!(hash(&repo), hash(&edited));
+        // Under the Apptainer default the same recipe names the wrong key.
+        let errors = load("owner: t\n", "FROM debian-base\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            errors.contains("recipes/svc/web.yaml:2:")
+                && errors.contains("`container.build`")
+                && errors.contains("apptainer builds its image from `container.definition`"),
+            "{errors}"
+        );
+        // A recipe naming both builds from the one its runtime uses.
+        let both = "name: web\ncontainer: {image: web, build: Dockerfile, definition: web.def}\ncommand: x\n";
+        for (settings, file) in [
+            ("owner: t\n", "recipes/svc/web.def"),
+            (
+                "owner: t\ncontainer_runtime: podman\n",
+                "recipes/svc/Dockerfile",
+            ),
+        ] {
+            let repo = load_files(
+                &[
+                    ("stackctl.yaml", settings),
+                    ("recipes/svc/web.yaml", both),
+                    ("recipes/svc/Dockerfile", "FROM debian-base\n"),
+                    ("recipes/svc/web.def", "Bootstrap: docker\n"),
+                    ("stacks/s.yaml", "services:\n  a: {recipe: svc/web}\n"),
+                ],
+                None,
+            )
+            .unwrap();
+            let spec = &repo.desired.services[&ServiceAddr::new("s", "a")].spec;
+            let build = spec.container.as_ref().unwrap().build.as_ref().unwrap();
+            assert_eq!(build.file, file);
+        }
+        // A plain Apptainer image keeps the spec it had before containers had runtimes.
+        let plain = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                (
+                    "recipes/svc/web.yaml",
+                    "name: web\ncontainer: {image: web.sif}\n",
+                ),
+                ("stacks/s.yaml", "services:\n  a: {recipe: svc/web}\n"),
+            ],
+            None,
+        )
+        .unwrap();
+        let spec = &plain.desired.services[&ServiceAddr::new("s", "a")].spec;
+        assert!(spec.container.is_none());
+        assert!(!spec.to_canonical_json().contains("container"));
+    }
+
+    #[test]
+    fn container_mistakes_are_errors_at_their_line_and_field() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "name: web\ncontainer: {runtime: docker, image: web}\ncommand: x\n",
+                "recipes/svc/web.yaml:2:22: field `container.runtime`",
+                "unknown container runtime \"docker\"",
+            ),
+            (
+                "name: web\ncontainer:\n  runtime: podman\n  image: web\n  build: Missingfile\n",
+                "recipes/svc/web.yaml:5:10: field `container.build`",
+                "cannot read recipes/svc/Missingfile",
+            ),
+            (
+                "name: web\ncontainer:\n  runtime: podman\n  image: web\n  build: ../Dockerfile\n",
+                "recipes/svc/web.yaml:5:10: field `container.build`",
+                "a file next to the recipe",
+            ),
+            (
+                "name: web\ncontainer:\n  runtime: podman\n  image: Web/x\n  build: Dockerfile\n",
+                "recipes/svc/web.yaml:4:10: field `container.image`",
+                "not a path",
+            ),
+            (
+                "name: web\ncontainer:\n  runtime: charliecloud\n  image: web\n  definition: web.def\n",
+                "recipes/svc/web.yaml:5:15: field `container.definition`",
+                "this recipe names only `definition`",
+            ),
+            (
+                "name: web\ncontainer:\n  runtime: charliecloud\n  image: web\n  binds: [/a, data]\ncommand: x\n",
+                "recipes/svc/web.yaml:5:15: field `container.binds`",
+                "absolute paths",
+            ),
+            (
+                "name: web\ncontainer: {image: web.sif}\nsetup: [\"module load x\", \" \"]\n",
+                "recipes/svc/web.yaml:3:26: field `setup`",
+                "non-empty shell line",
+            ),
+        ];
+        for (recipe, at, message) in cases {
+            let errors = load_files(
+                &[
+                    ("stackctl.yaml", "owner: t\n"),
+                    ("recipes/svc/web.yaml", recipe),
+                    ("recipes/svc/Dockerfile", "FROM debian-base\n"),
+                    ("stacks/s.yaml", "services:\n  a: {recipe: svc/web}\n"),
+                ],
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                errors.contains(at) && errors.contains(message),
+                "{recipe}: {errors}"
+            );
+        }
+        let errors = load_files(
+            &[
+                (
+                    "stackctl.yaml",
+                    "owner: t\ncontainer_runtime: singularity\n",
+                ),
+                ("stacks/s.yaml", "services: {}\n"),
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("stackctl.yaml:2:20: field `container_runtime`"),
+            "{errors}"
+        );
+        let errors = load_files(
+            &[
+                ("stackctl.yaml", "owner: t\n"),
+                ("recipes/svc/web.yaml", "name: web\ncontainer: {image: web.sif}\n"),
+                (
+                    "stacks/s.yaml",
+                    "services:\n  a:\n    recipe: svc/web\n    container: {image: x.sif, runtime: podman}\n",
+                ),
+            ],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("stacks/s.yaml:4:40: field `services.a.container.runtime`"),
+            "{errors}"
+        );
     }
 }

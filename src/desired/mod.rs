@@ -43,6 +43,9 @@ pub struct Settings {
     pub log_dir: String,
     /// Directory that relative image paths are resolved against, as written.
     pub image_dir: String,
+    /// The runtime of a recipe whose `container:` names none (`container_runtime:`, default
+    /// Apptainer).
+    pub container_runtime: crate::container::Runtime,
     /// How Slurm is reached.
     pub backend: BackendKind,
     /// The login node the Slurm commands run on (`cluster.ssh`); none runs them here.
@@ -790,6 +793,14 @@ pub struct ReplicaSpec {
     /// of the canonical JSON when empty.
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub secret_env: BTreeMap<String, SecretRef>,
+    /// The container's runtime, definition (with its content hash) and binds; none for an
+    /// Apptainer image with neither (left out of the canonical JSON, so such specs keep their
+    /// hash).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container: Option<crate::container::ContainerSpec>,
+    /// Shell lines the job runs before the runtime (`module load …`). Left out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub setup: Vec<String>,
 }
 
 /// A variable whose value is a secret: which one, and the fingerprint of its current value
@@ -1221,6 +1232,8 @@ mod hash_pins {
     #[test]
     fn the_hash_of_a_spec_without_health_or_port_names_is_pinned() {
         let spec = ReplicaSpec {
+            container: None,
+            setup: Vec::new(),
             image: Some("vllm.sif".into()),
             command: Some("vllm serve --port 8000".into()),
             resources: ResourceSpec {

@@ -30,6 +30,9 @@ pub struct Config {
     /// Where relative container image paths are looked up.
     #[serde(default, deserialize_with = "present")]
     pub image_dir: Option<Spanned<String>>,
+    /// The runtime of a recipe whose `container:` names none.
+    #[serde(default, deserialize_with = "present")]
+    pub container_runtime: Option<Spanned<String>>,
     /// How Slurm is reached.
     #[serde(default)]
     pub cluster: ClusterConfig,
@@ -148,6 +151,9 @@ pub struct Recipe {
     /// Apptainer container to run the service in.
     #[serde(default, deserialize_with = "present")]
     pub container: Option<Container>,
+    /// Shell lines run before the container runtime (`module load apptainer`).
+    #[serde(default, deserialize_with = "present")]
+    pub setup: Option<Vec<Spanned<String>>>,
     /// Command to run (inside the container when there is one).
     #[serde(default, deserialize_with = "present")]
     pub command: Option<Spanned<String>>,
@@ -350,9 +356,19 @@ pub struct TcpProbe {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Container {
-    /// Apptainer definition file the image is built from.
-    pub definition: Option<String>,
-    /// The image: a `.sif` path or a URI such as `docker://redis:7`.
+    /// `apptainer`, `charliecloud` or `podman`; none means `stackctl.yaml`'s default.
+    #[serde(default, deserialize_with = "present")]
+    pub runtime: Option<Spanned<String>>,
+    /// Apptainer definition file the image is built from, next to the recipe.
+    #[serde(default, deserialize_with = "present")]
+    pub definition: Option<Spanned<String>>,
+    /// Dockerfile the image is built from (Charliecloud, Podman), next to the recipe.
+    #[serde(default, deserialize_with = "present")]
+    pub build: Option<Spanned<String>>,
+    /// Host paths mounted in the container (`SRC` or `SRC:DST`).
+    #[serde(default, deserialize_with = "present")]
+    pub binds: Option<Vec<Spanned<String>>>,
+    /// The image: a `.sif` path or a URI such as `docker://redis:7`; a name when built.
     pub image: Spanned<String>,
 }
 

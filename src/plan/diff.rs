@@ -211,6 +211,8 @@ mod tests {
 
     fn spec(env: &[(&str, &str)], gpu: u32) -> ReplicaSpec {
         ReplicaSpec {
+            container: None,
+            setup: Vec::new(),
             image: None,
             command: Some("serve".into()),
             resources: ResourceSpec {

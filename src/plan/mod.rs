@@ -49,6 +49,10 @@ pub struct Plan {
     /// Every one-shot job in the repo (`kind: job`) and where it stands, in address order
     /// ([`jobs`]); a finished one is no change.
     pub jobs: Vec<jobs::JobLine>,
+    /// Images the services need that are not built: builds to submit, builds running, and
+    /// builds that failed (their services are held). Filled by the caller that can read the
+    /// image directory ([`crate::container::image_steps`]).
+    pub images: Vec<crate::container::ImageStep>,
 }
 
 /// A replica the plan leaves as it is for now: crash-looping, or its job still completing.
@@ -334,9 +338,35 @@ impl Plan {
             .collect();
     }
 
-    /// Returns whether the plan changes nothing.
+    /// Returns whether the plan changes nothing (an image build is a change).
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty()
+        self.services.is_empty() && !self.images.iter().any(|i| i.action.builds())
+    }
+
+    /// Adds the image steps: a service whose image failed to build is held (its submits and
+    /// the cancels of the replicas they would replace leave the plan).
+    pub fn add_images(
+        &mut self,
+        steps: Vec<crate::container::ImageStep>,
+        log_dir: &std::path::Path,
+    ) {
+        for step in &steps {
+            if !matches!(step.action, crate::container::ImageAction::Failed { .. }) {
+                continue;
+            }
+            for service in &step.services {
+                self.held.push(Held {
+                    service: service.clone(),
+                    reason: crate::container::step_line(step, log_dir),
+                });
+                if let Some(plan) = self.services.iter_mut().find(|p| &p.service == service) {
+                    plan.changes
+                        .retain(|c| !matches!(c.action, Action::Create | Action::Replace));
+                }
+            }
+        }
+        self.services.retain(|p| !p.changes.is_empty());
+        self.images = steps;
     }
 
     /// Returns whether the cluster matches the repo: no changes and no replica backing off
@@ -510,6 +540,7 @@ pub fn compute_with(
         rollouts,
         stopped,
         jobs: job_lines,
+        images: Vec::new(),
     };
     scope.restrict(&mut plan);
     plan

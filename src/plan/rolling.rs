@@ -437,6 +437,8 @@ mod tests {
     /// A 4-replica service with a health check, `env` making the spec differ.
     fn service(env: &str, update: UpdatePolicy) -> Service {
         let spec = ReplicaSpec {
+            container: None,
+            setup: Vec::new(),
             image: None,
             command: Some("serve".into()),
             resources: ResourceSpec {

@@ -65,6 +65,12 @@ impl ServiceAction {
     }
 }
 
+/// An image step as the plan shows it, without the log path (held services name it).
+fn image_step_text(step: &crate::container::ImageStep) -> String {
+    let line = crate::container::step_line(step, std::path::Path::new(""));
+    line.split("; log: ").next().unwrap_or(&line).to_owned()
+}
+
 /// Renders the plan as text. Ends with the summary line, or the no-changes line.
 pub fn render(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
@@ -90,7 +96,16 @@ pub fn render(plan: &Plan, style: Style) -> String {
             held.service, held.reason
         );
     }
-    if !plan.not_pruned.is_empty() || !plan.warnings.is_empty() || !plan.held.is_empty() {
+    for step in &plan.images {
+        if !matches!(step.action, crate::container::ImageAction::Failed { .. }) {
+            let _ = writeln!(out, "Image: {}", image_step_text(step));
+        }
+    }
+    if !plan.not_pruned.is_empty()
+        || !plan.warnings.is_empty()
+        || !plan.held.is_empty()
+        || !plan.images.is_empty()
+    {
         out.push('\n');
     }
     if !plan.jobs.is_empty() {

@@ -113,8 +113,15 @@ pub fn render_with_endpoints(
         .flatten();
     let secrets = secrets.as_deref();
     if !supervised {
-        user_environment(&mut s, spec, endpoints, secrets, &[]);
-        service_lines(&mut s, spec, ctx);
+        setup_lines(&mut s, spec);
+        // A container gets its environment through the runtime's flags, never the host's;
+        // its secrets are read here and handed to the runtime by name.
+        if spec.container.is_none() {
+            user_environment(&mut s, spec, endpoints, secrets, &[]);
+        } else {
+            secrets_lines(&mut s, spec, secrets);
+        }
+        service_lines(&mut s, spec, ctx, endpoints);
         return JobRequest { options, body: s };
     }
     // A supervisor runs its own tools (awk, hostname, flock, squeue, scontrol, timeout…): the
@@ -130,8 +137,14 @@ pub fn render_with_endpoints(
     }
     s.push_str("}\n");
     supervisor_prelude(&mut s, spec);
-    s.push_str("stackctl_service() {\nstackctl_user_env\n");
-    service_lines(&mut s, spec, ctx);
+    s.push_str("stackctl_service() {\n");
+    setup_lines(&mut s, spec);
+    if spec.container.is_none() {
+        s.push_str("stackctl_user_env\n");
+    } else {
+        secrets_lines(&mut s, spec, secrets);
+    }
+    service_lines(&mut s, spec, ctx, endpoints);
     s.push_str("}\n");
     supervisor_main(&mut s, spec);
     JobRequest { options, body: s }
@@ -167,6 +180,13 @@ fn user_environment(
             }
         }
     }
+    secrets_lines(s, spec, secrets);
+}
+
+/// Writes the line that reads the spec's secrets from `secrets` (a file of `export` lines only
+/// the job's user can read, written by apply), or a comment where the file is not known yet
+/// (`stackctl render` without secrets). Nothing for a spec without secrets.
+fn secrets_lines(s: &mut String, spec: &ReplicaSpec, secrets: Option<&std::path::Path>) {
     if spec.secret_env.is_empty() {
         return;
     }
@@ -236,8 +256,109 @@ pub fn render_successor(
     job
 }
 
+/// Writes the recipe's `setup:` lines (run before the runtime, with the job's environment).
+fn setup_lines(s: &mut String, spec: &ReplicaSpec) {
+    for line in &spec.setup {
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
+}
+
+/// The image a container runtime opens: a built image under `image_dir` (named by its
+/// definition's hash), or the image as written (under `image_dir` when relative).
+pub fn container_image(spec: &ReplicaSpec, ctx: &ScriptContext) -> Option<String> {
+    use crate::container::{Runtime, built_image_name};
+    let image = spec.image.as_deref()?;
+    let container = spec.container.as_ref()?;
+    Some(match (&container.build, container.runtime) {
+        (Some(def), Runtime::Podman) => format!("localhost/{image}:{}", def.sha256),
+        (Some(def), runtime) => ctx
+            .image_dir
+            .join(built_image_name(image, def, runtime))
+            .display()
+            .to_string(),
+        (None, _) => image_path(image, ctx),
+    })
+}
+
+/// The environment a container gets, in order (later names win): a default `PATH` (for
+/// Charliecloud), the
+/// service's `environment` and resolved `endpoint_env`, its `PORT` variables, the replica's
+/// identity and Slurm's job variables, and the GPU variables when it has GPUs.
+fn container_env(
+    spec: &ReplicaSpec,
+    endpoints: &BTreeMap<String, String>,
+) -> Vec<(String, crate::container::EnvValue)> {
+    use crate::container::{CONTAINER_PATH, EnvValue, GPU_VARIABLES, JOB_VARIABLES};
+    let supervised = spec.health.is_some() || spec.has_auto_ports();
+    let ports = if supervised {
+        port_variables(spec)
+    } else {
+        Vec::new()
+    };
+    // ch-run starts from an empty environment: it gets Debian's PATH unless the service sets
+    // one. Apptainer and Podman keep the image's own PATH.
+    let mut env = Vec::new();
+    if spec
+        .container
+        .as_ref()
+        .is_some_and(|c| c.runtime == crate::container::Runtime::Charliecloud)
+    {
+        env.push((
+            "PATH".to_owned(),
+            EnvValue::Literal(CONTAINER_PATH.to_owned()),
+        ));
+    }
+    for (key, value) in &spec.environment {
+        if !ports.contains(key) {
+            env.push((key.clone(), EnvValue::Literal(value.clone())));
+        }
+    }
+    for key in spec.endpoint_env.keys() {
+        if let Some(value) = endpoints.get(key) {
+            env.push((key.clone(), EnvValue::Literal(value.clone())));
+        }
+    }
+    // Secrets were read from their file in the script; the runtime gets them without their
+    // values on any command line.
+    env.extend(
+        spec.secret_env
+            .keys()
+            .map(|key| (key.clone(), EnvValue::Secret)),
+    );
+    let mut from_job: Vec<String> = ports;
+    from_job.extend(JOB_VARIABLES.iter().map(|v| v.to_string()));
+    if spec.resources.cpu_bind.is_some() {
+        from_job.push("SLURM_CPU_BIND".into());
+    }
+    if spec.resources.gpu > 0 {
+        from_job.extend(GPU_VARIABLES.iter().map(|v| v.to_string()));
+    }
+    env.extend(from_job.into_iter().map(|k| (k, EnvValue::FromJob)));
+    env
+}
+
 /// Writes the lines that run the service itself.
-fn service_lines(s: &mut String, spec: &ReplicaSpec, ctx: &ScriptContext) {
+fn service_lines(
+    s: &mut String,
+    spec: &ReplicaSpec,
+    ctx: &ScriptContext,
+    endpoints: &BTreeMap<String, String>,
+) {
+    if let (Some(container), Some(image)) = (&spec.container, container_image(spec, ctx)) {
+        let image_dir = ctx.image_dir.display().to_string();
+        s.push_str(&crate::container::run_lines(
+            &crate::container::RunRequest {
+                container,
+                image,
+                command: spec.command.as_deref(),
+                env: container_env(spec, endpoints),
+                gpus: spec.resources.gpu > 0,
+                podman_root: format!("{}/podman", image_dir.trim_end_matches('/')),
+            },
+        ));
+        return;
+    }
     let nv = if spec.resources.gpu > 0 { " --nv" } else { "" };
     match (&spec.image, &spec.command) {
         (Some(image), None) => {
@@ -608,7 +729,7 @@ pub fn render_job(
             let _ = writeln!(s, "export {key}={}", quote(value));
         }
     }
-    service_lines(&mut s, spec, ctx);
+    service_lines(&mut s, spec, ctx, endpoints);
     s.push_str(")\nSTACKCTL_RC=$?\nstackctl_record \"$STACKCTL_RC\"\nexit \"$STACKCTL_RC\"\n");
     job.body = s;
     job
@@ -639,4 +760,108 @@ fn run_dir_parent(ctx: &ScriptContext, marker: &Marker) -> PathBuf {
     results_root(&ctx.log_dir, &marker.owner)
         .join(marker.service.to_string())
         .join(&marker.spec.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{ContainerSpec, ImageDefinition, Runtime};
+    use crate::desired::{Owner, PortSpec, PortValue, ResourceSpec, SlurmSpec};
+
+    fn spec(runtime: Runtime) -> ReplicaSpec {
+        ReplicaSpec {
+            container: Some(ContainerSpec {
+                runtime,
+                build: Some(ImageDefinition {
+                    file: "recipes/web/Dockerfile".into(),
+                    sha256: "00112233aabbccdd".into(),
+                    text: String::new(),
+                }),
+                binds: vec![],
+            }),
+            setup: vec!["module load charliecloud".into()],
+            secret_env: Default::default(),
+            image: Some("site".into()),
+            command: Some("serve".into()),
+            resources: ResourceSpec {
+                nodes: 1,
+                cpu: 1,
+                memory: None,
+                memory_per_cpu: None,
+                gpu: 0,
+                gpu_type: None,
+                time_limit: None,
+                cpu_bind: None,
+            },
+            environment: [("LD_PRELOAD".to_owned(), "/x.so".to_owned())].into(),
+            ports: vec![PortSpec {
+                name: None,
+                port: PortValue::Auto,
+            }],
+            slurm: SlurmSpec::default(),
+            health: None,
+            endpoint_env: BTreeMap::new(),
+        }
+    }
+
+    fn body(spec: &ReplicaSpec) -> String {
+        let service = ServiceAddr::new("s", "web");
+        let marker = Marker::parse(
+            "stackctl/v1;owner=o;stack=s;svc=web;spec=0123456789abcdef;nonce=n;idx=0",
+        )
+        .unwrap();
+        assert_eq!(marker.owner, Owner::parse("o").unwrap());
+        let ctx = ScriptContext {
+            log_dir: "/logs".into(),
+            image_dir: "/shared/images".into(),
+            secrets_dir: None,
+        };
+        render(&service, spec, &marker, &ctx).body
+    }
+
+    #[test]
+    fn a_container_service_runs_setup_then_its_built_image_with_its_environment_only_inside() {
+        let body = body(&spec(Runtime::Charliecloud));
+        let service = body
+            .split("stackctl_service() {\n")
+            .nth(1)
+            .unwrap()
+            .split("\n}\n")
+            .next()
+            .unwrap();
+        // Setup first, then the runtime; the environment is never exported on the host.
+        assert!(
+            service.starts_with("module load charliecloud\n"),
+            "{service}"
+        );
+        assert!(!service.contains("stackctl_user_env"), "{service}");
+        assert!(service.contains("stackctl_env+=('--set-env=LD_PRELOAD=/x.so')"));
+        assert!(service.contains("for stackctl_v in PORT_0 PORT STACKCTL_STACK"));
+        assert!(
+            service.ends_with(
+                "exec ch-run \"${stackctl_env[@]}\" '/shared/images/site-00112233aabbccdd' -- /bin/sh -c 'serve'"
+            ),
+            "{service}"
+        );
+        // Podman's built image is in its store under image_dir, by the same hash.
+        let podman = body_of(Runtime::Podman);
+        assert!(
+            podman.contains(
+                "exec podman --root '/shared/images/podman' run --rm --network=host --init --sig-proxy=true \"${stackctl_env[@]}\" 'localhost/site:00112233aabbccdd' /bin/sh -c 'serve'"
+            ),
+            "{podman}"
+        );
+        // Apptainer's is a .sif beside the others.
+        let apptainer = body_of(Runtime::Apptainer);
+        assert!(
+            apptainer.contains(
+                "apptainer exec --cleanenv '/shared/images/site-00112233aabbccdd.sif' /bin/sh -c 'serve'"
+            ),
+            "{apptainer}"
+        );
+    }
+
+    fn body_of(runtime: Runtime) -> String {
+        body(&spec(runtime))
+    }
 }
