@@ -284,16 +284,17 @@ pub fn run_lines(req: &RunRequest) -> String {
                 "",
                 "--set-env=${stackctl_v}=${!stackctl_v}",
             );
-            // Secrets go through a pipe ch-run reads as a file of NAME=VALUE lines.
+            // Secrets go through a pipe ch-run reads as a file of NAME=VALUE lines: a process
+            // substitution, on the `exec` line itself so the pipe is still open for ch-run.
             let names = secrets(req);
+            let mut args = Vec::new();
             if !names.is_empty() {
                 let lines: Vec<String> = names
                     .iter()
                     .map(|key| format!("printf '%s=%s\\n' {key} \"${key}\";"))
                     .collect();
-                let _ = writeln!(s, "stackctl_env+=(--set-env=<({}))", lines.join(" "));
+                args.push(format!("--set-env=<({})", lines.join(" ")));
             }
-            let mut args = Vec::new();
             for bind in &req.container.binds {
                 args.push(format!("--bind={}", quote(bind)));
             }
@@ -763,6 +764,31 @@ mod tests {
             ],
             gpus,
             podman_root: "/img/podman".into(),
+        }
+    }
+
+    #[test]
+    fn a_secret_is_handed_to_each_runtime_by_name_never_as_a_command_line_word() {
+        for (runtime, expected) in [
+            (Runtime::Apptainer, "export APPTAINERENV_TOKEN=\"$TOKEN\"\n"),
+            (Runtime::Podman, "stackctl_env+=(-e TOKEN)\n"),
+            (
+                Runtime::Charliecloud,
+                "--set-env=<(printf '%s=%s\\n' TOKEN \"$TOKEN\";)",
+            ),
+        ] {
+            let c = container(runtime, &[]);
+            let mut req = request(&c, Some("serve"), false);
+            req.env.push(("TOKEN".into(), EnvValue::Secret));
+            let lines = run_lines(&req);
+            assert!(lines.contains(expected), "{runtime:?}:\n{lines}");
+            // The only mentions of the secret are by name, never an assignment of a value.
+            for line in lines.lines().filter(|l| l.contains("TOKEN")) {
+                assert!(
+                    line.contains("\"$TOKEN\"") || line.ends_with("-e TOKEN)"),
+                    "{runtime:?}: {line}"
+                );
+            }
         }
     }
 

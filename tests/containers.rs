@@ -388,3 +388,60 @@ fn the_shipped_redis_recipe_runs_in_charliecloud_and_answers_redis_cli() {
     assert_eq!(cli(&["set", "stackctl", "in-a-container"]), "OK");
     assert_eq!(cli(&["get", "stackctl"]), "in-a-container");
 }
+
+/// A secret reaches the process in the container exactly, and no process on the node carries
+/// its value on its command line (which `ps` shows every user).
+#[test]
+fn a_secret_reaches_the_container_and_no_command_line() {
+    let repo = repo("container-secret", "s");
+    let value = "ch 'secret' $X 8b1f";
+    std::fs::write(repo.path().join("tok.txt"), value).unwrap();
+    let settings = repo.path().join("stackctl.yaml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(
+        &settings,
+        format!(
+            "{text}secrets_dir: {}\nsecrets:\n  tok: {{file: {}}}\n",
+            repo.path().join("secret-files").display(),
+            repo.path().join("tok.txt").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path().join("recipes/web/secret.yaml"),
+        "name: secret\ncontainer: {runtime: charliecloud, image: site, build: Dockerfile}\nsetup: [\"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]\ncommand: 'echo \"TOK=$(printf %s \"$TOK\" | sha256sum | cut -c1-64)\"; exec sleep 600'\nresources: {cpu: 1, memory: 128M, time_limit: 15}\nenvironment: {TOK: {secret: tok}}\n",
+    )
+    .unwrap();
+    repo.write_stack("s", "services:\n  secret:\n    recipe: web/secret\n");
+    repo.apply();
+    let expected = {
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        format!("TOK={}", &String::from_utf8_lossy(&out.stdout)[..64])
+    };
+    let mut printed = String::new();
+    wait_for("the container to print its secret's hash", 300, || {
+        printed = String::from_utf8_lossy(&repo.run(&["logs", "s/secret"]).stdout).into_owned();
+        printed.contains("TOK=")
+    });
+    assert!(printed.contains(&expected), "{printed}");
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            assert!(
+                !cmdline.contains("8b1f"),
+                "a command line shows the secret: {cmdline}"
+            );
+        }
+    }
+}
