@@ -184,6 +184,18 @@ fn secrets_from_env_file_and_age_reach_the_service_and_nothing_else() {
             assert!(!text.contains(value), "{args:?} shows a secret:\n{text}");
         }
     }
+    // A saved plan, and `show` of it, hold no value either.
+    let out = run(repo, Some(tok), &["plan", "-out", "saved.plan"]);
+    assert!(out.status.success(), "{}", all_output(&out));
+    let saved = std::fs::read_to_string(repo.path().join("saved.plan")).unwrap();
+    let shown = all_output(&run(repo, None, &["show", "saved.plan"]));
+    assert!(shown.contains("s.uses"), "{shown}");
+    for value in [tok, pw, key] {
+        assert!(
+            !saved.contains(value) && !shown.contains(value),
+            "a saved plan shows a secret"
+        );
+    }
     let mut apply = repo.command(&["apply", "--auto-approve"]);
     apply.env(TOK_VAR, tok).env("STACKCTL_LOG", "debug");
     let out = apply.output().unwrap();
@@ -279,7 +291,7 @@ fn a_changed_secret_replaces_exactly_its_users_and_an_unreadable_one_stops_every
     let out = run(repo, Some("tok-new-c3"), &["plan"]);
     let text = all_output(&out);
     assert!(
-        text.contains("environment.TOK = (sensitive value changed)"),
+        text.contains("environment.TOK = (sensitive value changed) # secret tok"),
         "{text}"
     );
     assert!(
@@ -419,8 +431,11 @@ fn over_ssh_the_secrets_file_is_written_on_the_login_node_for_its_user_only() {
     assert!(!all_output(&out).contains(tok));
 
     // The file is the login user's, private, under its home; the job read it.
+    let owner_dir = Path::new(SSH_HOME)
+        .join("secrets")
+        .join(stackctl::secret::owner_dir_name(&repo.owner));
     let mut files = Vec::new();
-    files_under(&Path::new(SSH_HOME).join("secrets"), &mut files);
+    files_under(&owner_dir, &mut files);
     let ours: Vec<&PathBuf> = files
         .iter()
         .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("4d1e")))
@@ -435,6 +450,50 @@ fn over_ssh_the_secrets_file_is_written_on_the_login_node_for_its_user_only() {
     wait_for("the replica to print its secret's hash", 240, || {
         let mut logs = Vec::new();
         files_under(&ssh.log_dir(), &mut logs);
+        logs.iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&expected)))
+    });
+    let _ = std::fs::remove_dir_all(&owner_dir);
+}
+
+#[test]
+fn over_rest_the_service_receives_the_same_value() {
+    use common::rest::{REST_URL, configure, token};
+    let repo = TestRepo::new("secrets-rest");
+    let logs = repo.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    configure(repo.path(), &repo.owner, &logs, REST_URL, "root");
+    let value = "over rest 'q' $Y 6a0d";
+    std::fs::write(repo.path().join("tok.txt"), value).unwrap();
+    let settings = std::fs::read_to_string(repo.path().join("stackctl.yaml")).unwrap();
+    std::fs::write(
+        repo.path().join("stackctl.yaml"),
+        format!(
+            "{settings}secrets_dir: {}\nsecrets:\n  tok: {{file: {}}}\n",
+            repo.path().join("secret-files").display(),
+            repo.path().join("tok.txt").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.path().join("recipes/test/secrets.yaml"),
+        "name: secrets\ncommand: |\n  printf 'TOK=%s\\n' \"$(printenv TOK | head -c -1 | sha256sum | cut -c1-64)\"\n  exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\n",
+    )
+    .unwrap();
+    repo.write_stack(
+        "s",
+        "services:\n  uses:\n    recipe: test/secrets\n    environment:\n      TOK: {secret: tok}\n",
+    );
+    let jwt = token("root", 900);
+    let out = common::rest::command(repo.path(), &jwt, &["apply", "--auto-approve"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(!all_output(&out).contains("6a0d"));
+    let expected = format!("TOK={}", sha256(value));
+    wait_for("the replica to print its secret's hash", 240, || {
+        let mut logs = Vec::new();
+        files_under(&repo.path().join("logs"), &mut logs);
         logs.iter()
             .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(&expected)))
     });

@@ -22,6 +22,10 @@ pub struct AttributeChange {
     /// `(sensitive value changed)`; the value itself is never in a spec, so never here.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sensitive: bool,
+    /// The secret the variable now takes its value from (before, when it goes away), so the
+    /// plan says which secret changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// What a secret's value is shown as in a diff.
@@ -157,11 +161,16 @@ pub fn compute(old: Option<&ReplicaSpec>, new: &ReplicaSpec) -> Vec<AttributeCha
                     false => v.clone(),
                 })
             };
+            let secret = [after, before]
+                .into_iter()
+                .flatten()
+                .find_map(|v| v.get(SECRET_KEY)?.get(0)?.as_str().map(str::to_owned));
             (before != after).then(|| AttributeChange {
                 path: path.clone(),
                 before: shown(before),
                 after: shown(after),
                 sensitive,
+                secret,
             })
         })
         .collect()
@@ -196,6 +205,7 @@ mod tests {
         assert!(change.sensitive);
         assert_eq!(change.before, Some(Value::from(SENSITIVE)));
         assert_eq!(change.after, Some(Value::from(SENSITIVE)));
+        assert_eq!(change.secret.as_deref(), Some("hf"));
         let json = serde_json::to_string(&changes).unwrap();
         assert!(!json.contains("aaaa") && !json.contains("bbbb"), "{json}");
         // The same value: no change at all.

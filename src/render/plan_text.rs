@@ -576,9 +576,13 @@ fn render_diff(out: &mut String, pad: &str, diff: &[AttributeChange], style: Sty
             (Some(a), Some(b)) if change.sensitive && a == b => {
                 let _ = writeln!(
                     out,
-                    "{pad}{} {path} = ({} value changed)",
+                    "{pad}{} {path} = ({} value changed){}",
                     style.paint("~"),
-                    crate::secret::REDACTED.trim_matches(|c| c == '(' || c == ')')
+                    crate::secret::REDACTED.trim_matches(|c| c == '(' || c == ')'),
+                    change
+                        .secret
+                        .as_ref()
+                        .map_or(String::new(), |name| format!(" # secret {name}"))
                 );
             }
             (Some(a), Some(b)) if is_multiline(a) || is_multiline(b) => {
