@@ -28,6 +28,7 @@
 use crate::desired::{Desired, ServiceAddr};
 use crate::job::JobRequest;
 use crate::observed::{JobId, JobState, Marker, RestartRecord, index_groups, index_ranges};
+use crate::plan::protection::RefusalKind;
 use crate::plan::{Action, Order, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, submit_once};
@@ -308,15 +309,7 @@ pub fn apply(
                     retryable,
                 );
                 if !retryable {
-                    report.refused.push(crate::plan::protection::Refusal {
-                        services: vec![service_plan.service.clone()],
-                        kind: crate::plan::protection::RefusalKind::Rejected,
-                        message: report
-                            .errors
-                            .last()
-                            .map(|e| e.message.clone())
-                            .unwrap_or_default(),
-                    });
+                    refuse(&mut report, &service_plan.service, RefusalKind::Rejected);
                 }
                 blocked.insert(&service_plan.service);
                 break;
@@ -418,15 +411,7 @@ pub fn apply(
                 ),
                 true,
             );
-            report.refused.push(crate::plan::protection::Refusal {
-                services: vec![submission.service.clone()],
-                kind: crate::plan::protection::RefusalKind::Dependency,
-                message: report
-                    .errors
-                    .last()
-                    .map(|e| e.message.clone())
-                    .unwrap_or_default(),
-            });
+            refuse(&mut report, &submission.service, RefusalKind::Dependency);
             continue;
         }
         for dependency in submission.start_after {
@@ -592,6 +577,20 @@ fn submit_images(
         }
     }
     jobs
+}
+
+/// Records that `service` was left as it was for `kind`, with the error just reported.
+fn refuse(report: &mut ApplyReport, service: &ServiceAddr, kind: RefusalKind) {
+    let message = report
+        .errors
+        .last()
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    report.refused.push(crate::plan::protection::Refusal {
+        services: vec![service.clone()],
+        kind,
+        message,
+    });
 }
 
 fn cancelled_line(job_ids: &[JobId]) -> String {

@@ -38,13 +38,10 @@ fn dockerfile(marker: &str) -> String {
 /// A repo with the `web/site` recipe and its Dockerfile, images under its own directory.
 fn repo(name: &str, marker: &str) -> TestRepo {
     let repo = TestRepo::new(name);
-    let settings = repo.path().join("stackctl.yaml");
-    let mut text = std::fs::read_to_string(&settings).unwrap();
-    text.push_str(&format!(
+    repo.append_settings(&format!(
         "image_dir: {}\n",
         repo.path().join("images").display()
     ));
-    std::fs::write(&settings, text).unwrap();
     std::fs::create_dir_all(repo.path().join("recipes/web")).unwrap();
     std::fs::write(repo.path().join("recipes/web/site.yaml"), RECIPE).unwrap();
     write_dockerfile(&repo, &dockerfile(marker));
@@ -331,13 +328,10 @@ fn the_shipped_redis_recipe_runs_in_charliecloud_and_answers_redis_cli() {
     let repo = TestRepo::new("ct-redis");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/storage");
     let images = repo.path().join("images");
-    let settings = repo.path().join("stackctl.yaml");
-    let mut text = std::fs::read_to_string(&settings).unwrap();
-    text.push_str(&format!(
+    repo.append_settings(&format!(
         "image_dir: {}\ncontainer_runtime: charliecloud\n",
         images.display()
     ));
-    std::fs::write(&settings, text).unwrap();
     let dir = repo.path().join("recipes/storage");
     std::fs::create_dir_all(&dir).unwrap();
     for file in ["redis.def", "redis.Dockerfile"] {
@@ -396,17 +390,11 @@ fn a_secret_reaches_the_container_and_no_command_line() {
     let repo = repo("container-secret", "s");
     let value = "ch 'secret' $X 8b1f";
     std::fs::write(repo.path().join("tok.txt"), value).unwrap();
-    let settings = repo.path().join("stackctl.yaml");
-    let text = std::fs::read_to_string(&settings).unwrap();
-    std::fs::write(
-        &settings,
-        format!(
-            "{text}secrets_dir: {}\nsecrets:\n  tok: {{file: {}}}\n",
-            repo.path().join("secret-files").display(),
-            repo.path().join("tok.txt").display()
-        ),
-    )
-    .unwrap();
+    repo.append_settings(&format!(
+        "secrets_dir: {}\nsecrets:\n  tok: {{file: {}}}\n",
+        repo.path().join("secret-files").display(),
+        repo.path().join("tok.txt").display()
+    ));
     std::fs::write(
         repo.path().join("recipes/web/secret.yaml"),
         "name: secret\ncontainer: {runtime: charliecloud, image: site, build: Dockerfile}\nsetup: [\"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]\ncommand: 'echo \"TOK=$(printf %s \"$TOK\" | sha256sum | cut -c1-64)\"; exec sleep 600'\nresources: {cpu: 1, memory: 128M, time_limit: 15}\nenvironment: {TOK: {secret: tok}}\n",
@@ -414,21 +402,7 @@ fn a_secret_reaches_the_container_and_no_command_line() {
     .unwrap();
     repo.write_stack("s", "services:\n  secret:\n    recipe: web/secret\n");
     repo.apply();
-    let expected = {
-        let mut child = std::process::Command::new("sha256sum")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(value.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        format!("TOK={}", &String::from_utf8_lossy(&out.stdout)[..64])
-    };
+    let expected = format!("TOK={}", sha256(value));
     let mut printed = String::new();
     wait_for("the container to print its secret's hash", 300, || {
         printed = String::from_utf8_lossy(&repo.run(&["logs", "s/secret"]).stdout).into_owned();

@@ -218,12 +218,7 @@ fn rest_failures_are_one_clear_line_and_never_show_the_token() {
     // A version the server does not serve (22.05 has none past v0.0.38): named, with what it
     // offers.
     configure(&repo, REST_URL);
-    let yaml = std::fs::read_to_string(repo.path().join("stackctl.yaml")).unwrap();
-    std::fs::write(
-        repo.path().join("stackctl.yaml"),
-        format!("{yaml}  api: v0.0.40\n"),
-    )
-    .unwrap();
+    repo.append_settings("  api: v0.0.40\n");
     let unserved = one_line_failure(&repo, &jwt, &["plan"]);
     assert!(
         unserved.contains("does not serve API v0.0.40") && unserved.contains("v0.0.38"),

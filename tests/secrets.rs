@@ -23,23 +23,6 @@ const TOK_VAR: &str = "STACKCTL_E2E_SECRET_TOK";
 /// then stays up.
 const RECIPE: &str = "name: secrets\ncommand: |\n  for v in TOK PW KEY; do printf '%s=' \"$v\"; printenv \"$v\" | head -c -1 | sha256sum | cut -c1-64; done\n  exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\n";
 
-fn sha256(text: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
-}
-
 struct Setup {
     repo: TestRepo,
     identity: PathBuf,
@@ -80,17 +63,12 @@ fn setup(name: &str, pw: &str, key: &str) -> Setup {
     assert!(age.wait().unwrap().success());
     std::fs::write(dir.join("pw.txt"), format!("{pw}\n")).unwrap();
     let secrets_dir = dir.join("secret-files");
-    let settings = std::fs::read_to_string(dir.join("stackctl.yaml")).unwrap();
-    std::fs::write(
-        dir.join("stackctl.yaml"),
-        format!(
-            "{settings}secrets_dir: {}\nsecrets:\n  tok: {{env: {TOK_VAR}}}\n  pw: {{file: {}}}\n  key: {{age: secrets/key.age}}\nage:\n  recipients: [{recipient}]\n  identity_file: {}\n",
+    repo.append_settings(&format!(
+            "secrets_dir: {}\nsecrets:\n  tok: {{env: {TOK_VAR}}}\n  pw: {{file: {}}}\n  key: {{age: secrets/key.age}}\nage:\n  recipients: [{recipient}]\n  identity_file: {}\n",
             secrets_dir.display(),
             dir.join("pw.txt").display(),
             identity.display()
-        ),
-    )
-    .unwrap();
+    ));
     std::fs::write(dir.join("recipes/test/secrets.yaml"), RECIPE).unwrap();
     repo.write_stack(
         "s",
@@ -157,6 +135,19 @@ fn files_under(dir: &Path, found: &mut Vec<PathBuf>) {
             found.push(path);
         }
     }
+}
+
+/// A stack `s` with one service `uses`, whose `TOK` is the secret `tok`, printing its hash.
+fn write_one_secret_service(repo: &TestRepo) {
+    std::fs::write(
+        repo.path().join("recipes/test/secrets.yaml"),
+        "name: secrets\ncommand: |\n  printf 'TOK=%s\\n' \"$(printenv TOK | head -c -1 | sha256sum | cut -c1-64)\"\n  exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\n",
+    )
+    .unwrap();
+    repo.write_stack(
+        "s",
+        "services:\n  uses:\n    recipe: test/secrets\n    environment:\n      TOK: {secret: tok}\n",
+    );
 }
 
 #[test]
@@ -406,21 +397,10 @@ fn over_ssh_the_secrets_file_is_written_on_the_login_node_for_its_user_only() {
     use common::ssh::{SSH_HOME, SshRepo};
     let ssh = SshRepo::new("secrets-ssh");
     let repo = &ssh.repo;
-    let settings = std::fs::read_to_string(repo.path().join("stackctl.yaml")).unwrap();
-    std::fs::write(
-        repo.path().join("stackctl.yaml"),
-        format!("{settings}secrets_dir: ~/secrets\nsecrets:\n  tok: {{env: {TOK_VAR}}}\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        repo.path().join("recipes/test/secrets.yaml"),
-        "name: secrets\ncommand: |\n  printf 'TOK=%s\\n' \"$(printenv TOK | head -c -1 | sha256sum | cut -c1-64)\"\n  exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\n",
-    )
-    .unwrap();
-    repo.write_stack(
-        "s",
-        "services:\n  uses:\n    recipe: test/secrets\n    environment:\n      TOK: {secret: tok}\n",
-    );
+    repo.append_settings(&format!(
+        "secrets_dir: ~/secrets\nsecrets:\n  tok: {{env: {TOK_VAR}}}\n"
+    ));
+    write_one_secret_service(repo);
     let tok = "over ssh 'q' $Z 4d1e";
     let out = ssh
         .over_ssh(&["apply", "--auto-approve"])
@@ -465,25 +445,12 @@ fn over_rest_the_service_receives_the_same_value() {
     configure(repo.path(), &repo.owner, &logs, REST_URL, "root");
     let value = "over rest 'q' $Y 6a0d";
     std::fs::write(repo.path().join("tok.txt"), value).unwrap();
-    let settings = std::fs::read_to_string(repo.path().join("stackctl.yaml")).unwrap();
-    std::fs::write(
-        repo.path().join("stackctl.yaml"),
-        format!(
-            "{settings}secrets_dir: {}\nsecrets:\n  tok: {{file: {}}}\n",
-            repo.path().join("secret-files").display(),
-            repo.path().join("tok.txt").display()
-        ),
-    )
-    .unwrap();
-    std::fs::write(
-        repo.path().join("recipes/test/secrets.yaml"),
-        "name: secrets\ncommand: |\n  printf 'TOK=%s\\n' \"$(printenv TOK | head -c -1 | sha256sum | cut -c1-64)\"\n  exec sleep 600\nresources: {cpu: 1, memory: 64M, time_limit: 15}\n",
-    )
-    .unwrap();
-    repo.write_stack(
-        "s",
-        "services:\n  uses:\n    recipe: test/secrets\n    environment:\n      TOK: {secret: tok}\n",
-    );
+    repo.append_settings(&format!(
+        "secrets_dir: {}\nsecrets:\n  tok: {{file: {}}}\n",
+        repo.path().join("secret-files").display(),
+        repo.path().join("tok.txt").display()
+    ));
+    write_one_secret_service(&repo);
     let jwt = token("root", 900);
     let out = common::rest::command(repo.path(), &jwt, &["apply", "--auto-approve"])
         .output()

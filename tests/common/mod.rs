@@ -175,6 +175,14 @@ impl TestRepo {
         self.dir.path()
     }
 
+    /// Appends `yaml` (whole lines) to the repo's `stackctl.yaml`.
+    pub fn append_settings(&self, yaml: &str) {
+        let path = self.path().join("stackctl.yaml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(yaml);
+        std::fs::write(path, text).unwrap();
+    }
+
     pub fn write_stack(&self, name: &str, yaml: &str) {
         std::fs::write(
             self.path().join("stacks").join(format!("{name}.yaml")),
@@ -331,6 +339,24 @@ pub fn require_cluster() {
         "no Slurm test cluster at SLURM_CONF={}; start it with `scripts/slurm-dev-cluster up`",
         slurm_conf()
     );
+}
+
+/// The SHA-256 of `text` in hex, from coreutils' `sha256sum` (independent of stackctl's own).
+pub fn sha256(text: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_owned()
 }
 
 /// Waits until `check` holds, or panics after `seconds`.
