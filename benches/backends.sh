@@ -23,7 +23,7 @@
 #   a held pending job is listed like any other. The foreign jobs grow with the sizes (only
 #   the missing ones are submitted: `sbatch --parsable` in parallel batches, ~7 ms a job here;
 #   a job array would not do, it is one record) and are cancelled by their collected job ids
-#   only, never by user or name: the e2e suites (tests/ssh.rs, tests/rest.rs) share this user.
+#   only, never by user or name: the e2e suites (tests/e2e/ssh.rs, tests/e2e/rest.rs) share this user.
 #   This shape is what the figure is about (10,000 jobs: 2–3 s and 35 MB per REST
 #   listing); many stackctl-owned services would cost the listing the same per record, but
 #   their plan would also grow with them, and the point here is the listing.

@@ -436,7 +436,7 @@ impl Backend for RestBackend {
         match self.call(Method::POST, &path, Some(&body)) {
             Ok(_) => Ok(()),
             // slurmrestd 22.05 updates one task of an array and then answers "job array
-            // update … failed" (checked live, tests/rest.rs): the listing tells.
+            // update … failed" (checked live, tests/e2e/rest.rs): the listing tells.
             Err(e) if job_id.task.is_some() && e.to_string().contains("job array update") => {
                 let listed = self.list_jobs()?;
                 if listed

@@ -1,10 +1,10 @@
 //! What goes over the wire to slurmrestd and back, per API version; pure (no IO), so every
-//! version is tested against SchedMD's own OpenAPI documents (`tests/rest_versions.rs`).
+//! version is tested against SchedMD's own OpenAPI documents (`tests/fast/rest_versions.rs`).
 //!
 //! - **v0.0.38** (Slurm 22.05–23.11): plain numbers, `job_state` a string, `environment` a
 //!   dict, `nodes: [min, max]`, `gres`, errors `{error, error_number}`. Its submit reads each
 //!   key with sbatch's own option parser, which its OpenAPI document does not tell: checked
-//!   live (`tests/rest.rs`), `begin_time` is a time string (`now+30`; a number is refused),
+//!   live (`tests/e2e/rest.rs`), `begin_time` is a time string (`now+30`; a number is refused),
 //!   `nodes` a string (`[2, 2]` gives one node), and `exclude_nodes`, a key the document
 //!   lacks, is `--exclude`.
 //! - **v0.0.39** (23.02–24.05): the data_parser family. Numbers Slurm may leave unset become

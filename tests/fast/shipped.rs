@@ -1,0 +1,265 @@
+//! The recipes and examples the project ships must load, and render what their docs promise.
+
+use crate::common;
+
+use common::copy_dir;
+use std::path::Path;
+use std::process::Command;
+
+fn stackctl(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_stackctl"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The value of every password secret of [`shipped_recipes_repo`].
+const PASSWORD: &str = "pw-3c9e1f";
+
+/// A repo of the shipped recipes, no stacks yet; the recipes' passwords are secrets, each
+/// read from a file holding [`PASSWORD`].
+fn shipped_recipes_repo() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = tempfile::tempdir().unwrap();
+    copy_dir(&root.join("recipes"), &repo.path().join("recipes"));
+    let password = repo.path().join("password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    let secrets: String = [
+        "postgres_password",
+        "mysql_root_password",
+        "minio_root_password",
+        "grafana_admin_password",
+    ]
+    .iter()
+    .map(|name| format!("  {name}: {{file: {}}}\n", password.display()))
+    .collect();
+    std::fs::write(
+        repo.path().join("stackctl.yaml"),
+        format!("owner: shipped-test\nsecrets:\n{secrets}"),
+    )
+    .unwrap();
+    repo
+}
+
+#[test]
+fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = shipped_recipes_repo();
+    let recipes = [
+        "inference/vllm",
+        "inference/ollama",
+        "storage/redis",
+        "storage/postgres",
+        "storage/minio",
+        "storage/mysql",
+        "vector-db/chroma",
+        "monitoring/prometheus",
+        "monitoring/grafana",
+        "gateway/traefik",
+    ];
+    let mut stack = String::from("services:\n");
+    for recipe in recipes {
+        let name = recipe.rsplit('/').next().unwrap();
+        stack.push_str(&format!("  {name}:\n    recipe: {recipe}\n"));
+    }
+    std::fs::create_dir_all(repo.path().join("stacks")).unwrap();
+    std::fs::write(repo.path().join("stacks/all.yaml"), stack).unwrap();
+    let dir = repo.path().to_str().unwrap();
+    let (code, stdout, stderr) = stackctl(&["validate", "-C", dir]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("10 services"), "{stdout}");
+    for recipe in recipes {
+        let name = recipe.rsplit('/').next().unwrap();
+        let (code, script, stderr) = stackctl(&["render", "-C", dir, &format!("all/{name}")]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            script.contains(" apptainer run --cleanenv ")
+                || script.contains(" apptainer exec --cleanenv "),
+            "{recipe} must run in Apptainer, with only its environment:\n{script}"
+        );
+        assert!(!script.contains(PASSWORD), "{recipe} shows a secret");
+        assert!(
+            root.join("recipes").join(format!("{recipe}.def")).exists(),
+            "{recipe} needs its .def"
+        );
+    }
+    // The gateway serves on its `http` port, from the file watch writes, with a health check.
+    let (_, gateway, _) = stackctl(&["render", "-C", dir, "all/traefik"]);
+    for needle in [
+        "--entryPoints.web.address=\":$PORT_HTTP\"",
+        "--providers.file.directory=",
+        "${ENDPOINTS_FILE:?",
+        "export PORT_HTTP=\"$PORT_0\"",
+        "stackctl_http_probe \"$PORT_0\" '/ping'",
+    ] {
+        assert!(gateway.contains(needle), "missing {needle:?} in\n{gateway}");
+    }
+    let (_, vllm, _) = stackctl(&["render", "-C", dir, "all/vllm"]);
+    assert!(
+        vllm.contains("#SBATCH --gres=gpu:a100:1")
+            && vllm.contains("apptainer run --cleanenv --nv"),
+        "{vllm}"
+    );
+}
+
+#[test]
+fn the_quickstart_example_runs_without_apptainer() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("examples/quickstart");
+    let dir = dir.to_str().unwrap();
+    let (code, stdout, stderr) = stackctl(&["validate", "-C", dir]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for service in ["demo/web", "demo/inference"] {
+        let (code, script, stderr) = stackctl(&["render", "-C", dir, service]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(!script.contains("apptainer"), "{script}");
+    }
+}
+
+/// The README promises environment values reach the job exactly as written, even where YAML
+/// would read them as numbers or booleans (`8.0` → 8, `yes` → true, `0x1F` → 31).
+#[test]
+fn environment_values_render_exactly_as_written() {
+    let repo = shipped_recipes_repo();
+    let values = [
+        ("A", "8.0"),
+        ("B", "12.10"),
+        ("C", "0022"),
+        ("D", "yes"),
+        ("E", "NO"),
+        ("F", "0x1F"),
+        ("G", "1_000"),
+        ("H", "off"),
+        ("I", "123456789012345678901234567890"),
+    ];
+    let block: String = values
+        .iter()
+        .map(|(k, v)| format!("      {k}: {v}  # was typed by YAML\n"))
+        .collect();
+    let flow: Vec<String> = values.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+    let stack = format!(
+        "services:\n  block:\n    recipe: storage/redis\n    environment:\n{block}  \
+         flow:\n    recipe: storage/redis\n    environment: {{{}}}  # flow\n  \
+         llm:\n    recipe: inference/vllm\n",
+        flow.join(", ")
+    );
+    std::fs::create_dir_all(repo.path().join("stacks")).unwrap();
+    std::fs::write(repo.path().join("stacks/env.yaml"), stack).unwrap();
+    let dir = repo.path().to_str().unwrap();
+    for service in ["env/block", "env/flow"] {
+        let (code, script, stderr) = stackctl(&["render", "-C", dir, service]);
+        assert_eq!(code, 0, "{stderr}");
+        // The container gets them through Apptainer (`--cleanenv` + `APPTAINERENV_`).
+        for (key, value) in values {
+            let line = format!("stackctl_env+=('APPTAINERENV_{key}={value}')\n");
+            assert!(
+                script.contains(&line),
+                "{service}: expected {line:?} in\n{script}"
+            );
+        }
+        // The recipe's own values too: a quoted "yes" and a plain number.
+        assert!(
+            script.contains("stackctl_env+=('APPTAINERENV_REDIS_APPENDONLY=yes')\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains("stackctl_env+=('APPTAINERENV_REDIS_PORT=6379')\n"),
+            "{script}"
+        );
+    }
+    let (code, vllm, stderr) = stackctl(&["render", "-C", dir, "env/llm"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        vllm.contains("stackctl_env+=('APPTAINERENV_VLLM_GPU_MEMORY_UTILIZATION=0.9')\n"),
+        "{vllm}"
+    );
+}
+
+/// The repo root is a repo to fork: its stack validates and plans from the shipped recipes.
+#[test]
+fn the_root_stack_validates_and_renders_from_the_shipped_recipes() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (code, stdout, stderr) = stackctl(&["validate", "-C", root]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("2 services"), "{stdout}");
+    for service in ["example/cache", "example/vectors"] {
+        let (code, script, stderr) = stackctl(&["render", "-C", root, service]);
+        assert_eq!(code, 0, "{stderr}");
+        assert!(script.contains(" apptainer "), "{script}");
+    }
+    let stack = std::fs::read_to_string(Path::new(root).join("stacks/example.yaml")).unwrap();
+    assert!(stack.contains("NEEDS APPTAINER") && stack.contains("protect: true"));
+}
+
+fn yaml(path: &str) -> serde_json::Value {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&file).unwrap();
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Every `run:` script of a GitHub workflow, joined.
+fn github_scripts(workflow: &serde_json::Value) -> String {
+    let mut scripts = String::new();
+    for job in workflow["jobs"].as_object().unwrap().values() {
+        for step in job["steps"].as_array().unwrap() {
+            if let Some(run) = step["run"].as_str() {
+                scripts.push_str(run);
+                scripts.push('\n');
+            }
+        }
+    }
+    scripts
+}
+
+#[test]
+fn the_ci_workflows_have_the_jobs_and_flags_the_readme_promises() {
+    let own = yaml(".github/workflows/ci.yml");
+    assert!(github_scripts(&own).contains(".ci/run"), "{own}");
+
+    let github = yaml("examples/github-actions/stackctl.yml");
+    assert!(github["on"]["pull_request"].is_object() && github["on"]["push"].is_object());
+    assert_eq!(github["concurrency"]["cancel-in-progress"], false);
+    assert!(
+        github["concurrency"]["group"]
+            .as_str()
+            .unwrap()
+            .contains("cluster")
+    );
+    let scripts = github_scripts(&github);
+    for needle in [
+        "stackctl plan --max-destroy 5 -out plan.json",
+        "--format markdown > plan.md",
+        "gh pr comment",
+        "stackctl apply --lock-timeout 10m --max-destroy 5 plan.json",
+    ] {
+        assert!(scripts.contains(needle), "{needle}:\n{scripts}");
+    }
+
+    let gitlab = yaml("examples/gitlab-ci/.gitlab-ci.yml");
+    assert_eq!(gitlab["stages"], serde_json::json!(["plan", "apply"]));
+    assert_eq!(
+        gitlab[".cluster"]["resource_group"],
+        "stackctl-cluster-prod"
+    );
+    let script = |job: &str| {
+        gitlab[job]["script"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| line.as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(script("plan").contains("stackctl plan --max-destroy 5 -out plan.json"));
+    assert!(script("plan").contains("merge_requests/$CI_MERGE_REQUEST_IID/notes"));
+    assert_eq!(gitlab["plan"]["artifacts"]["paths"][0], "plan.json");
+    assert_eq!(gitlab["apply"]["needs"], serde_json::json!(["plan"]));
+    assert!(
+        script("apply").contains("stackctl apply --lock-timeout 10m --max-destroy 5 plan.json")
+    );
+}
