@@ -15,6 +15,13 @@ use std::time::{Duration, Instant};
 /// The test cluster's config, unless the environment names another.
 const DEFAULT_SLURM_CONF: &str = "/etc/stackctl-dev-slurm/slurm.conf";
 
+/// The full name libtest knows the test `name` of this file by (`cluster_facts::name`), for
+/// running it alone in a copy of this test binary with `--exact`.
+fn full_test_name(name: &str) -> String {
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    format!("{module}::{name}")
+}
+
 /// Runs `body` where the backend (which reads `SLURM_CONF` from this process's environment)
 /// reaches the test cluster: here if `SLURM_CONF` is set, else in a copy of this test binary
 /// that runs only the test `name`, with `SLURM_CONF` set to the test cluster's config.
@@ -25,7 +32,12 @@ fn on_cluster(name: &str, body: impl FnOnce()) {
         return;
     }
     let output = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            &full_test_name(name),
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("SLURM_CONF", DEFAULT_SLURM_CONF)
         .output()
         .unwrap();
@@ -263,7 +275,11 @@ fn an_orphaned_sbatch_never_submits() {
     )
     .unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["an_orphaned_sbatch_never_submits", "--exact", "--nocapture"])
+        .args([
+            &full_test_name("an_orphaned_sbatch_never_submits"),
+            "--exact",
+            "--nocapture",
+        ])
         .env(ORPHAN_CHILD_ENV, dir.path())
         .env("PATH", &path)
         .stdout(std::process::Stdio::null())

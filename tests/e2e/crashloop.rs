@@ -86,6 +86,8 @@ fn a_crashing_service_backs_off_with_growing_delays_until_its_recipe_is_fixed() 
         previous.comment
     );
     previous = wait_failed(&repo, &previous.id.clone());
+    // Read at once: Slurm forgets an ended job after MinJobAge.
+    let mut ended = times(&previous.id).1;
 
     let mut gaps = Vec::new();
     for restart in 1..=4u32 {
@@ -105,14 +107,13 @@ fn a_crashing_service_backs_off_with_growing_delays_until_its_recipe_is_fixed() 
             "{}",
             successor.comment
         );
-        let (_, ended) = times(&previous.id);
         // A successor submitted once its backoff had already passed (no `--begin`) shows no
         // StartTime until the scheduler has looked at it.
         wait_for("the successor's StartTime", 60, || {
             times(&successor.id).0.is_some()
         });
         let (eligible, _) = times(&successor.id);
-        let gap = eligible.unwrap() - ended.unwrap();
+        let gap = eligible.unwrap() - ended.expect("the failed job's EndTime");
         gaps.push(gap);
         // While it waits, plan says so and exits 2, apply submits nothing more.
         if successor.state == "PENDING" && restart >= 3 {
@@ -126,6 +127,7 @@ fn a_crashing_service_backs_off_with_growing_delays_until_its_recipe_is_fixed() 
             );
         }
         previous = wait_failed(&repo, &successor.id);
+        ended = times(&previous.id).1;
     }
     eprintln!("gaps between a failure and its successor's begin time: {gaps:?} s");
     // 2 s, 4 s, 8 s, 16 s, each ± 10%, less 1 s of rounding; more when the delay had passed
