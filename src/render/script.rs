@@ -542,7 +542,7 @@ stackctl_forward() { [ -n "$STACKCTL_SERVICE_PID" ] && kill "-$1" "$STACKCTL_SER
 
 /// Writes the supervisor's settings and functions, picks the ports and exports them.
 fn supervisor_prelude(s: &mut String, spec: &ReplicaSpec) {
-    s.push_str("# stackctl supervisor: see `render::script` and README \"Readiness and ports\".\n");
+    s.push_str("# stackctl supervisor: see `render::script` and docs/readiness-and-updates.md.\n");
     s.push_str("STACKCTL_TASK=\"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"\n");
     s.push_str(
         "STACKCTL_PORT_DIR=/tmp/stackctl-ports\nSTACKCTL_PORT_MIN=20000\nSTACKCTL_PORT_MAX=29999\n",
@@ -700,7 +700,7 @@ pub fn render_job(
     let mut s = String::from(SPEC_LINE_PREFIX);
     s.push_str(&spec.to_canonical_json());
     s.push('\n');
-    s.push_str("# stackctl one-shot job: see README \"One-shot jobs\".\n");
+    s.push_str("# stackctl one-shot job: see docs/jobs.md.\n");
     s.push_str("export PATH=\"${PATH:-/usr/local/bin:/usr/bin:/bin}\"\n");
     let _ = writeln!(s, "export STACKCTL_STACK={}", quote(&service.stack));
     let _ = writeln!(s, "export STACKCTL_SERVICE={}", quote(&service.service));

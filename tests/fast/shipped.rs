@@ -121,7 +121,7 @@ fn the_quickstart_example_runs_without_apptainer() {
     }
 }
 
-/// The README promises environment values reach the job exactly as written, even where YAML
+/// docs/repo-format.md promises environment values reach the job exactly as written, even where YAML
 /// would read them as numbers or booleans (`8.0` → 8, `yes` → true, `0x1F` → 31).
 #[test]
 fn environment_values_render_exactly_as_written() {
@@ -217,7 +217,7 @@ fn github_scripts(workflow: &serde_json::Value) -> String {
 }
 
 #[test]
-fn the_ci_workflows_have_the_jobs_and_flags_the_readme_promises() {
+fn the_ci_workflows_have_the_jobs_and_flags_the_docs_promise() {
     let own = yaml(".github/workflows/ci.yml");
     assert!(github_scripts(&own).contains(".ci/run"), "{own}");
 
@@ -261,5 +261,198 @@ fn the_ci_workflows_have_the_jobs_and_flags_the_readme_promises() {
     assert_eq!(gitlab["apply"]["needs"], serde_json::json!(["plan"]));
     assert!(
         script("apply").contains("stackctl apply --lock-timeout 10m --max-destroy 5 plan.json")
+    );
+}
+
+/// The GitHub anchor of a heading's text: lower case, letters, digits, `_`, `-` and spaces
+/// kept (spaces as `-`), everything else (backticks, dots, commas, parentheses) dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | ' '))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// The lines of a markdown text outside its fenced code blocks, with their line numbers.
+fn prose_lines(text: &str) -> Vec<(usize, &str)> {
+    let mut fenced = false;
+    let mut lines = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced {
+            lines.push((number + 1, line));
+        }
+    }
+    lines
+}
+
+/// Every anchor a markdown text's headings define (a repeated heading gets `-1`, `-2`, …).
+fn anchors(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for (_, line) in prose_lines(text) {
+        let hashes = line.chars().take_while(|&c| c == '#').count();
+        if !(1..=6).contains(&hashes) || !line[hashes..].starts_with(' ') {
+            continue;
+        }
+        let base = anchor(&line[hashes..]);
+        let repeats = found
+            .iter()
+            .filter(|a| {
+                **a == base
+                    || a.strip_prefix(&format!("{base}-"))
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .count();
+        found.push(if repeats == 0 {
+            base
+        } else {
+            format!("{base}-{repeats}")
+        });
+    }
+    found
+}
+
+/// The relative links `[text](target)` of a markdown text outside code, with line numbers.
+fn relative_links(text: &str) -> Vec<(usize, String)> {
+    let mut links = Vec::new();
+    for (number, line) in prose_lines(text) {
+        // Inline code spans are not links: drop them, however many backticks they use.
+        let mut prose = String::new();
+        let mut rest = line;
+        while let Some(start) = rest.find('`') {
+            prose.push_str(&rest[..start]);
+            let ticks = rest[start..].chars().take_while(|&c| c == '`').count();
+            let fence = "`".repeat(ticks);
+            let after = &rest[start + ticks..];
+            rest = match after.find(&fence) {
+                Some(end) => &after[end + ticks..],
+                None => "",
+            };
+        }
+        prose.push_str(rest);
+        let mut rest = prose.as_str();
+        while let Some(start) = rest.find("](") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find(')') else { break };
+            let target = &after[..end];
+            if !target.contains("://") && !target.starts_with("mailto:") && !target.is_empty() {
+                links.push((number, target.to_owned()));
+            }
+            rest = &after[end..];
+        }
+    }
+    links
+}
+
+/// What is wrong with the relative links of the markdown file `file` (text `text`): a target
+/// that does not exist, or an `#anchor` no heading of the target defines. `read` gives the
+/// text of another markdown file, `None` when it does not exist.
+fn broken_links(
+    file: &Path,
+    text: &str,
+    exists: &dyn Fn(&Path) -> bool,
+    read: &dyn Fn(&Path) -> Option<String>,
+) -> Vec<String> {
+    let mut broken = Vec::new();
+    for (line, target) in relative_links(text) {
+        let (path, fragment) = match target.split_once('#') {
+            Some((path, fragment)) => (path, Some(fragment)),
+            None => (target.as_str(), None),
+        };
+        let resolved = if path.is_empty() {
+            file.to_path_buf()
+        } else {
+            file.parent().unwrap().join(path)
+        };
+        let where_ = format!("{}:{line}: ({target})", file.display());
+        if !exists(&resolved) {
+            broken.push(format!("{where_}: no file {}", resolved.display()));
+            continue;
+        }
+        if let Some(fragment) = fragment {
+            let heading_text = if path.is_empty() {
+                Some(text.to_owned())
+            } else if path.ends_with(".md") {
+                read(&resolved)
+            } else {
+                None
+            };
+            match heading_text {
+                Some(target_text) if anchors(&target_text).iter().any(|a| a == fragment) => {}
+                Some(_) => broken.push(format!("{where_}: no heading #{fragment}")),
+                None => broken.push(format!(
+                    "{where_}: an anchor into a file that is not markdown"
+                )),
+            }
+        }
+    }
+    broken
+}
+
+/// README.md, every page in docs/ and the READMEs of recipes/ and examples/watch/ link only to
+/// files and headings that exist, so moving or renaming a section cannot leave a dead link
+/// behind (docs/incoming/ holds drafts, not pages, and is not checked).
+#[test]
+fn every_relative_link_in_the_docs_points_at_an_existing_file_and_heading() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![
+        root.join("README.md"),
+        root.join("recipes/README.md"),
+        root.join("examples/watch/README.md"),
+    ];
+    let mut docs: Vec<_> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    assert!(docs.len() >= 10, "docs/ lost its pages: {docs:?}");
+    pages.extend(docs);
+    let exists = |path: &Path| path.exists();
+    let read = |path: &Path| std::fs::read_to_string(path).ok();
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        checked += relative_links(&text).len();
+        let relative = page.strip_prefix(root).unwrap();
+        broken.extend(broken_links(
+            relative,
+            &text,
+            &|p| exists(&root.join(p)),
+            &|p| read(&root.join(p)),
+        ));
+    }
+    assert!(
+        checked > 50,
+        "only {checked} links found: the link parser is broken"
+    );
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The link check itself finds a missing file, a missing heading, and passes good links,
+/// links inside code and repeated headings.
+#[test]
+fn the_link_check_reports_a_missing_file_and_a_missing_heading() {
+    let a = "# Page\n\n## Two words\n\n## Two words\n\nSee [b](b.md#the-end), [c](c.md), \
+             [here](#two-words-1), [gone](#nowhere).\n\n`[code](nothing.md)`\n\n```\n[x](y.md)\n```\n";
+    let b = "# B\n\n## The `end`.\n";
+    let files = |p: &Path| match p.to_str().unwrap() {
+        "d/a.md" => Some(a.to_owned()),
+        "d/b.md" => Some(b.to_owned()),
+        _ => None,
+    };
+    let broken = broken_links(Path::new("d/a.md"), a, &|p| files(p).is_some(), &files);
+    assert_eq!(
+        broken,
+        [
+            "d/a.md:7: (c.md): no file d/c.md",
+            "d/a.md:7: (#nowhere): no heading #nowhere",
+        ],
+        "{broken:#?}"
     );
 }
