@@ -8,6 +8,7 @@
 mod common;
 
 mod backends;
+mod clients;
 mod cluster_facts;
 mod containers;
 mod crashloop;

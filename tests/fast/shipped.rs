@@ -456,3 +456,72 @@ fn the_link_check_reports_a_missing_file_and_a_missing_heading() {
         "{broken:#?}"
     );
 }
+
+/// The body of every `<<'WORD'` heredoc of `script` that feeds `python3 -`.
+fn python_heredocs(script: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    let mut lines = script.lines();
+    while let Some(line) = lines.next() {
+        let Some((_, word)) = line
+            .split_once("python3 - <<'")
+            .and_then(|(a, rest)| Some((a, rest.strip_suffix('\'')?)))
+        else {
+            continue;
+        };
+        let body: Vec<&str> = lines.by_ref().take_while(|l| *l != word).collect();
+        bodies.push(body.join("\n"));
+    }
+    bodies
+}
+
+/// The benchmark clients and the OpenAI stand-in run on the bare node (no container): each
+/// renders, as a job aimed at a shipped server, to a script bash parses, whose embedded Python
+/// compiles, which names its tool and shows no secret.
+#[test]
+fn the_benchmark_clients_and_the_stand_in_render_scripts_that_parse() {
+    let repo = shipped_recipes_repo();
+    let stack = "services:\n  llm:\n    recipe: inference/openai-stand-in\n  kv:\n    recipe: storage/redis\n  db:\n    recipe: storage/postgres\n  http:\n    kind: job\n    recipe: benchmark/http-load\n    target: llm\n  redis:\n    kind: job\n    recipe: benchmark/redis\n    target: kv\n  pg:\n    kind: job\n    recipe: benchmark/postgres\n    target: db\n  chat:\n    kind: job\n    recipe: benchmark/openai-chat\n    target: llm\n";
+    std::fs::create_dir_all(repo.path().join("stacks")).unwrap();
+    std::fs::write(repo.path().join("stacks/bench.yaml"), stack).unwrap();
+    let dir = repo.path().to_str().unwrap();
+    let (code, stdout, stderr) = stackctl(&["validate", "-C", dir]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for (service, tool, python) in [
+        ("llm", "ThreadingHTTPServer", 1),
+        ("http", "hey -n", 0),
+        ("redis", "redis-benchmark -h", 0),
+        ("pg", "pgbench -c", 0),
+        ("chat", "/chat/completions", 1),
+    ] {
+        let (code, script, stderr) = stackctl(&["render", "-C", dir, &format!("bench/{service}")]);
+        assert_eq!(code, 0, "{service}: {stderr}");
+        assert!(!script.contains("apptainer"), "{service}:\n{script}");
+        assert!(script.contains(tool), "{service} runs {tool}:\n{script}");
+        assert!(!script.contains(PASSWORD), "{service} shows a secret");
+        let file = repo.path().join(format!("{service}.sh"));
+        std::fs::write(&file, &script).unwrap();
+        let out = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{service}: bash -n: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bodies = python_heredocs(&script);
+        assert_eq!(bodies.len(), python, "{service}:\n{script}");
+        for body in bodies {
+            let file = repo.path().join(format!("{service}.py"));
+            std::fs::write(&file, &body).unwrap();
+            let check = "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], 'exec')";
+            let out = Command::new("python3")
+                .args(["-c", check])
+                .arg(&file)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{service}: {}\n{body}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
