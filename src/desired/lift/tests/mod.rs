@@ -1,0 +1,21 @@
+//! Lifting's tests: small repos written to a temporary directory and loaded whole, as `plan`
+//! reads them.
+
+mod container;
+mod services;
+mod settings;
+mod update;
+
+use super::*;
+use crate::desired::load;
+
+fn load_files(files: &[(&str, &str)], remote: Option<&str>) -> Result<Repo, SpecErrors> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("stacks")).unwrap();
+    for (path, text) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    load(dir.path(), || remote.map(str::to_owned))
+}
