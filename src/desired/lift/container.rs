@@ -111,6 +111,32 @@ pub(super) fn lift_container(
     })
 }
 
+/// Refuses what a stack service's `container:` may not override: everything but the image.
+pub(super) fn check_container_override(ctx: &mut Ctx, field: &str, c: &raw::Container) {
+    let extra = [
+        ("runtime", c.runtime.as_ref().map(|v| v.referenced)),
+        ("definition", c.definition.as_ref().map(|v| v.referenced)),
+        ("build", c.build.as_ref().map(|v| v.referenced)),
+    ];
+    for (key, at) in extra {
+        if let Some(at) = at {
+            ctx.error(
+                at,
+                &format!("{field}.container.{key}"),
+                "a stack may only override `container.image`; set the runtime and the \
+                 image's definition in the recipe",
+            );
+        }
+    }
+    if let Some(bind) = c.binds.iter().flatten().next() {
+        ctx.error(
+            bind.referenced,
+            &format!("{field}.container.binds"),
+            "a stack may only override `container.image`; set binds in the recipe",
+        );
+    }
+}
+
 /// Returns whether `name` is a path relative to a recipe's directory that stays inside it: not
 /// empty, not absolute, no `..`, no NUL. The loader reads only such definition files.
 pub fn is_plain_relative_path(name: &str) -> bool {

@@ -3,6 +3,50 @@
 
 use super::*;
 
+/// Validates `environment:`: text values by variable, and `{secret: NAME}` references by
+/// variable; `prefix` is prepended to field paths in errors.
+pub(super) fn lift_environment(
+    ctx: &mut Ctx,
+    prefix: &str,
+    environment: &BTreeMap<String, raw::EnvValue>,
+) -> (BTreeMap<String, String>, BTreeMap<String, Set<String>>) {
+    let mut env = BTreeMap::new();
+    let mut secret_env = BTreeMap::new();
+    for (key, value) in environment {
+        let field = format!("{prefix}environment.{key}");
+        if let Some(problem) = env_name_problem(key) {
+            ctx.error(value.referenced, &field, problem);
+            continue;
+        }
+        match &value.value {
+            raw::EnvEntry::Text(text) if text.contains('\0') => ctx.error(
+                value.referenced,
+                &field,
+                "environment values cannot contain NUL bytes",
+            ),
+            raw::EnvEntry::Text(text) => {
+                env.insert(key.clone(), text.clone());
+            }
+            raw::EnvEntry::Secret(name) => {
+                let origin = ctx.origin(value.referenced, &field);
+                secret_env.insert(
+                    key.clone(),
+                    Set {
+                        value: name.clone(),
+                        origin,
+                    },
+                );
+            }
+            raw::EnvEntry::Not(what) => ctx.error(
+                value.referenced,
+                &field,
+                format!("{what}: a value is text, or {{secret: NAME}} for a secret"),
+            ),
+        }
+    }
+    (env, secret_env)
+}
+
 /// Refuses every `{secret: NAME}` that names no secret of `stackctl.yaml`.
 pub(super) fn check_secret_refs(
     settings: &Settings,
@@ -180,6 +224,37 @@ pub(super) fn check_endpoint_refs(desired: &Desired, errors: &mut Vec<SpecError>
             };
             if let Some((origin, problem)) = problem {
                 errors.push(origin.error(problem));
+            }
+        }
+    }
+}
+
+/// Lifts `on_endpoint_move:` (`replace`, the default, or `keep`), which only a service with
+/// `endpoint_env` may set; returns whether a moved endpoint replaces the service's jobs.
+pub(super) fn lift_on_endpoint_move(ctx: &mut Ctx, field: &str, service: &raw::Service) -> bool {
+    match &service.on_endpoint_move {
+        None => true,
+        Some(value) => {
+            let at = format!("{field}.on_endpoint_move");
+            match value.value.as_str() {
+                _ if service.endpoint_env.is_empty() => {
+                    ctx.error(
+                        value.referenced,
+                        &at,
+                        "applies only to a service with `endpoint_env`",
+                    );
+                    true
+                }
+                "replace" => true,
+                "keep" => false,
+                other => {
+                    ctx.error(
+                        value.referenced,
+                        &at,
+                        format!("{other:?} is neither `replace` nor `keep`"),
+                    );
+                    true
+                }
             }
         }
     }

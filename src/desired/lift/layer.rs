@@ -26,7 +26,8 @@ pub(super) struct Layer {
     pub(super) secret_env: BTreeMap<String, Set<String>>,
 }
 
-/// Validates one layer of settings; `prefix` is prepended to field paths in errors.
+/// Validates one layer of settings (resources, Slurm, ports, health, environment, in that
+/// order); `prefix` is prepended to field paths in errors.
 pub(super) fn lift_layer(
     ctx: &mut Ctx,
     prefix: &str,
@@ -36,139 +37,23 @@ pub(super) fn lift_layer(
     ports: Option<&raw::Ports>,
     health: Option<&Spanned<raw::Health>>,
 ) -> Layer {
-    let res = |name: &str| format!("{prefix}resources.{name}");
-    let int = |ctx: &mut Ctx, name: &str, v: &Option<Spanned<raw::Int>>, min: i64, max: i64| {
-        let v = v.as_ref()?;
-        let field = res(name);
-        let value = ctx.int_in(v, &field, min, max)?;
-        Some(Set {
-            value,
-            origin: ctx.origin(v.referenced, &field),
-        })
-    };
-    let nodes = int(ctx, "nodes", &resources.nodes, 1, 100_000);
-    let cpu = int(ctx, "cpu", &resources.cpu, 1, 100_000);
-    let gpu = int(ctx, "gpu", &resources.gpu, 0, 1024);
-    let time_limit = resources.time_limit.as_ref().and_then(|v| {
-        let field = res("time_limit");
-        match crate::desired::parse_time_limit(&v.value) {
-            Ok(minutes) => Some(Set {
-                value: minutes,
-                origin: ctx.origin(v.referenced, &field),
-            }),
-            Err(message) => {
-                ctx.error(v.referenced, &field, message);
-                None
-            }
-        }
-    });
-    let memory = match (&resources.memory, &resources.memory_per_cpu) {
-        (Some(_), Some(v)) => {
-            ctx.error(
-                v.referenced,
-                &res("memory_per_cpu"),
-                "set `memory` or `memory_per_cpu`, not both",
-            );
-            None
-        }
-        (Some(m), None) => memory_amount(ctx, m, &res("memory")).map(|set| Set {
-            value: Memory::PerNode(set.value),
-            origin: set.origin,
-        }),
-        (None, Some(m)) => memory_amount(ctx, m, &res("memory_per_cpu")).map(|set| Set {
-            value: Memory::PerCpu(set.value),
-            origin: set.origin,
-        }),
-        (None, None) => None,
-    };
-    let word = |ctx: &mut Ctx,
-                v: &Option<Spanned<String>>,
-                field: String,
-                what: &str,
-                ok: fn(&str) -> bool| {
-        let v = v.as_ref()?;
-        let value = ctx.word(v, &field, what, ok)?;
-        Some(Set {
-            value,
-            origin: ctx.origin(v.referenced, &field),
-        })
-    };
-    let gpu_type = word(
-        ctx,
-        &resources.gpu_type,
-        res("gpu_type"),
-        "a GPU type",
-        |text| text.chars().all(slurm_word),
-    );
-    let cpu_bind = word(
-        ctx,
-        &resources.cpu_bind,
-        res("cpu_bind"),
-        "a CPU binding",
-        |text| {
-            text.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ',' | ':'))
-        },
-    );
-    let slurm_field = |name: &str| format!("{prefix}slurm.{name}");
-    let partition = word(
-        ctx,
-        &slurm.partition,
-        slurm_field("partition"),
-        "a Slurm partition name (or a comma-separated list of them)",
-        is_partition_list,
-    );
-    let qos = word(
-        ctx,
-        &slurm.qos,
-        slurm_field("qos"),
-        "a Slurm QOS name",
-        |text| text.chars().all(slurm_word),
-    );
-    let account = word(
-        ctx,
-        &slurm.account,
-        slurm_field("account"),
-        "a Slurm account name",
-        |text| text.chars().all(slurm_word),
-    );
+    let ResourcesLayer {
+        nodes,
+        cpu,
+        memory,
+        gpu,
+        gpu_type,
+        time_limit,
+        cpu_bind,
+    } = lift_resources(ctx, prefix, resources);
+    let SlurmLayer {
+        partition,
+        qos,
+        account,
+    } = lift_slurm(ctx, prefix, slurm);
     let ports = ports.and_then(|ports| lift_ports(ctx, &format!("{prefix}ports"), ports));
     let health = health.and_then(|health| lift_health(ctx, &format!("{prefix}health"), health));
-
-    let mut env = BTreeMap::new();
-    let mut secret_env = BTreeMap::new();
-    for (key, value) in environment {
-        let field = format!("{prefix}environment.{key}");
-        if let Some(problem) = env_name_problem(key) {
-            ctx.error(value.referenced, &field, problem);
-            continue;
-        }
-        match &value.value {
-            raw::EnvEntry::Text(text) if text.contains('\0') => ctx.error(
-                value.referenced,
-                &field,
-                "environment values cannot contain NUL bytes",
-            ),
-            raw::EnvEntry::Text(text) => {
-                env.insert(key.clone(), text.clone());
-            }
-            raw::EnvEntry::Secret(name) => {
-                let origin = ctx.origin(value.referenced, &field);
-                secret_env.insert(
-                    key.clone(),
-                    Set {
-                        value: name.clone(),
-                        origin,
-                    },
-                );
-            }
-            raw::EnvEntry::Not(what) => ctx.error(
-                value.referenced,
-                &field,
-                format!("{what}: a value is text, or {{secret: NAME}} for a secret"),
-            ),
-        }
-    }
+    let (env, secret_env) = lift_environment(ctx, prefix, environment);
     Layer {
         nodes,
         cpu,

@@ -136,6 +136,23 @@ impl Ctx<'_> {
         }
     }
 
+    /// Returns the optional setting `v` with where it was written if `ok` accepts it (see
+    /// [`Ctx::word`]); `None` if it is unset or refused (the error recorded).
+    fn word_setting(
+        &mut self,
+        v: &Option<Spanned<String>>,
+        field: String,
+        what: &str,
+        ok: fn(&str) -> bool,
+    ) -> Option<Set<String>> {
+        let v = v.as_ref()?;
+        let value = self.word(v, &field, what, ok)?;
+        Some(Set {
+            value,
+            origin: self.origin(v.referenced, &field),
+        })
+    }
+
     /// Returns the text if `ok` accepts it, otherwise records an error.
     fn word(
         &mut self,

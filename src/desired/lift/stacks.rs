@@ -95,6 +95,8 @@ pub(super) fn check_recipe_ref(reference: &str) -> Result<(), String> {
     }
 }
 
+/// Lifts one stack service: its recipe, replicas and overrides merged over the recipe's defaults,
+/// its health check resolved against the merged ports, endpoints, dependencies and job settings.
 pub(super) fn lift_service(
     ctx: &mut Ctx,
     stack: &str,
@@ -108,34 +110,7 @@ pub(super) fn lift_service(
         ctx.error(reference.referenced, &recipe_field, message);
         return None;
     }
-    let recipe = match recipes.get(&reference.value) {
-        Some(Some(recipe)) => recipe,
-        Some(None) => {
-            ctx.error(
-                reference.referenced,
-                &recipe_field,
-                format!(
-                    "recipe {:?} is invalid (see its own error)",
-                    reference.value
-                ),
-            );
-            return None;
-        }
-        None => {
-            let hint = nearest(&reference.value, recipes.keys())
-                .map(|name| format!("; did you mean {name:?}?"))
-                .unwrap_or_default();
-            ctx.error(
-                reference.referenced,
-                &recipe_field,
-                format!(
-                    "no recipe {:?} (looked for recipes/{}.yaml){hint}",
-                    reference.value, reference.value
-                ),
-            );
-            return None;
-        }
-    };
+    let recipe = service_recipe(ctx, reference, &recipe_field, recipes)?;
     let before = ctx.errors.len();
     let replicas_field = format!("{field}.replicas");
     let replicas = match &service.replicas {
@@ -157,28 +132,7 @@ pub(super) fn lift_service(
         service.health.as_ref(),
     );
     if let Some(c) = &service.container {
-        let extra = [
-            ("runtime", c.runtime.as_ref().map(|v| v.referenced)),
-            ("definition", c.definition.as_ref().map(|v| v.referenced)),
-            ("build", c.build.as_ref().map(|v| v.referenced)),
-        ];
-        for (key, at) in extra {
-            if let Some(at) = at {
-                ctx.error(
-                    at,
-                    &format!("{field}.container.{key}"),
-                    "a stack may only override `container.image`; set the runtime and the \
-                     image's definition in the recipe",
-                );
-            }
-        }
-        if let Some(bind) = c.binds.iter().flatten().next() {
-            ctx.error(
-                bind.referenced,
-                &format!("{field}.container.binds"),
-                "a stack may only override `container.image`; set binds in the recipe",
-            );
-        }
+        check_container_override(ctx, field, c);
     }
     let image = service.container.as_ref().and_then(|c| {
         let field = format!("{field}.container.image");
@@ -256,32 +210,7 @@ pub(super) fn lift_service(
     let before = ctx.errors.len();
     lift_endpoint_env(ctx, field, &service.endpoint_env, &mut spec, &mut origins);
     let depends_on = lift_depends_on(ctx, stack, field, service.depends_on.as_ref(), &mut origins);
-    let replace_on_endpoint_move = match &service.on_endpoint_move {
-        None => true,
-        Some(value) => {
-            let at = format!("{field}.on_endpoint_move");
-            match value.value.as_str() {
-                _ if service.endpoint_env.is_empty() => {
-                    ctx.error(
-                        value.referenced,
-                        &at,
-                        "applies only to a service with `endpoint_env`",
-                    );
-                    true
-                }
-                "replace" => true,
-                "keep" => false,
-                other => {
-                    ctx.error(
-                        value.referenced,
-                        &at,
-                        format!("{other:?} is neither `replace` nor `keep`"),
-                    );
-                    true
-                }
-            }
-        }
-    };
+    let replace_on_endpoint_move = lift_on_endpoint_move(ctx, field, &service);
     let job = lift_job(
         ctx,
         (stack, field),
@@ -342,4 +271,42 @@ pub(super) fn lift_service(
         replace_on_endpoint_move,
         job,
     })
+}
+
+/// Returns the recipe `reference` names, or records why there is none: no such recipe (with
+/// the nearest name), or one that failed (its own errors are reported).
+fn service_recipe<'a>(
+    ctx: &mut Ctx,
+    reference: &Spanned<String>,
+    recipe_field: &str,
+    recipes: &'a RecipeTable,
+) -> Option<&'a Recipe> {
+    match recipes.get(&reference.value) {
+        Some(Some(recipe)) => Some(recipe),
+        Some(None) => {
+            ctx.error(
+                reference.referenced,
+                recipe_field,
+                format!(
+                    "recipe {:?} is invalid (see its own error)",
+                    reference.value
+                ),
+            );
+            None
+        }
+        None => {
+            let hint = nearest(&reference.value, recipes.keys())
+                .map(|name| format!("; did you mean {name:?}?"))
+                .unwrap_or_default();
+            ctx.error(
+                reference.referenced,
+                recipe_field,
+                format!(
+                    "no recipe {:?} (looked for recipes/{}.yaml){hint}",
+                    reference.value, reference.value
+                ),
+            );
+            None
+        }
+    }
 }
