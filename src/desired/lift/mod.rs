@@ -3,14 +3,16 @@
 //! - `settings`: `stackctl.yaml` (backend, REST and SSH targets, directories, lock, secrets, age);
 //!   `owner`: the owner derived from the git remote's URL.
 //! - `recipes`: recipe files (name, image, command, setup, default settings); `container`: a
-//!   recipe's `container:` (runtime, definition file, binds).
+//!   recipe's `container:` (runtime, definition file, binds) and what a stack may override.
 //! - `stacks`: stack files and their services; `jobs`: `kind: job` (target, retries);
 //!   `depends_on`: `depends_on:` and its cycles.
 //! - `layer`: the settings a recipe gives and a service may override, and their merge, made of
 //!   `resources` (`resources:`), `slurm` (`slurm:`), `ports` (`ports:` and `health:`), `update`
 //!   (`update:`, `restart:`, `renew_before:`) and `environment` (`environment:`,
-//!   `endpoint_env:`, secret references).
+//!   `endpoint_env:`, `on_endpoint_move:`, secret references).
 //! - `comment_length`: whether a service's job comment fits Slurm's limit.
+//!
+//! Each topic module starts with `use super::*`: the imports below are their common prelude.
 
 mod comment_length;
 mod container;

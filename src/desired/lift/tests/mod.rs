@@ -1,7 +1,8 @@
 //! Lifting's tests: small repos written to a temporary directory and loaded whole, as `plan`
-//! reads them.
+//! reads them, and repos given in memory (`in_memory`).
 
 mod container;
+mod in_memory;
 mod services;
 mod settings;
 mod update;
@@ -9,6 +10,7 @@ mod update;
 use super::*;
 use crate::desired::load;
 
+/// Writes `files` (path, text) into a fresh repo with a `stacks/` directory and loads it.
 fn load_files(files: &[(&str, &str)], remote: Option<&str>) -> Result<Repo, SpecErrors> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("stacks")).unwrap();
