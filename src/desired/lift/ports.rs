@@ -234,99 +234,8 @@ pub(super) fn lift_health(
     health: &Spanned<raw::Health>,
 ) -> Option<Set<HealthDraft>> {
     let before = ctx.errors.len();
+    let probe = lift_probe(ctx, field, health);
     let h = &health.value;
-    let kinds = [
-        h.http.as_ref().map(|v| v.referenced),
-        h.tcp.as_ref().map(|v| v.referenced),
-        h.command.as_ref().map(|v| v.referenced),
-    ];
-    let given = kinds.iter().flatten().count();
-    if given != 1 {
-        let at = match given {
-            0 => health.referenced,
-            _ => kinds
-                .iter()
-                .flatten()
-                .nth(1)
-                .copied()
-                .unwrap_or(health.referenced),
-        };
-        ctx.error(
-            at,
-            field,
-            format!(
-                "a health check has exactly one of `http`, `tcp` or `command`, got {}",
-                if given == 0 {
-                    "none".to_owned()
-                } else {
-                    given.to_string()
-                }
-            ),
-        );
-    }
-    let port_ref = |ctx: &mut Ctx, port: &Option<Spanned<String>>, at, probe_field: &str| {
-        let port_field = format!("{probe_field}.port");
-        match port {
-            None => PortRef {
-                which: None,
-                origin: ctx.origin(at, probe_field),
-            },
-            Some(v) => {
-                let text = v.value.trim();
-                let which = if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
-                    PortWhich::Number(text.parse().unwrap_or(u64::MAX))
-                } else {
-                    PortWhich::Name(text.to_owned())
-                };
-                PortRef {
-                    which: Some(which),
-                    origin: ctx.origin(v.referenced, &port_field),
-                }
-            }
-        }
-    };
-    let probe = if let Some(http) = &h.http {
-        let probe_field = format!("{field}.http");
-        let port = port_ref(ctx, &http.value.port, http.referenced, &probe_field);
-        let path = match &http.value.path {
-            None => "/".to_owned(),
-            Some(p)
-                if p.value.starts_with('/')
-                    && p.value.len() <= 1024
-                    && p.value.chars().all(|c| c.is_ascii_graphic()) =>
-            {
-                p.value.clone()
-            }
-            Some(p) => {
-                ctx.error(
-                    p.referenced,
-                    &format!("{probe_field}.path"),
-                    format!(
-                        "{:?} is not a URL path: it starts with `/` and has no spaces or \
-                     control characters",
-                        p.value
-                    ),
-                );
-                String::new()
-            }
-        };
-        Some(ProbeDraft::Http { port, path })
-    } else if let Some(tcp) = &h.tcp {
-        let probe_field = format!("{field}.tcp");
-        let port = port_ref(ctx, &tcp.value.port, tcp.referenced, &probe_field);
-        Some(ProbeDraft::Tcp { port })
-    } else if let Some(command) = &h.command {
-        if command.value.trim().is_empty() || command.value.contains('\0') {
-            ctx.error(
-                command.referenced,
-                &format!("{field}.command"),
-                "must be a non-empty command without NUL bytes",
-            );
-        }
-        Some(ProbeDraft::Command(command.value.clone()))
-    } else {
-        None
-    };
     let seconds =
         |ctx: &mut Ctx, v: &Option<Spanned<String>>, name: &str, default: u64, min: u64| {
             let Some(v) = v else {
@@ -382,4 +291,110 @@ pub(super) fn lift_health(
         },
         origin: ctx.origin(health.referenced, field),
     })
+}
+
+/// Validates the probe of a `health:` block: exactly one of `http` (with its port and path),
+/// `tcp` (with its port) or `command`. `None` when none is given (the error recorded).
+fn lift_probe(ctx: &mut Ctx, field: &str, health: &Spanned<raw::Health>) -> Option<ProbeDraft> {
+    let h = &health.value;
+    let kinds = [
+        h.http.as_ref().map(|v| v.referenced),
+        h.tcp.as_ref().map(|v| v.referenced),
+        h.command.as_ref().map(|v| v.referenced),
+    ];
+    let given = kinds.iter().flatten().count();
+    if given != 1 {
+        let at = match given {
+            0 => health.referenced,
+            _ => kinds
+                .iter()
+                .flatten()
+                .nth(1)
+                .copied()
+                .unwrap_or(health.referenced),
+        };
+        ctx.error(
+            at,
+            field,
+            format!(
+                "a health check has exactly one of `http`, `tcp` or `command`, got {}",
+                if given == 0 {
+                    "none".to_owned()
+                } else {
+                    given.to_string()
+                }
+            ),
+        );
+    }
+    if let Some(http) = &h.http {
+        let probe_field = format!("{field}.http");
+        let port = probe_port(ctx, &http.value.port, http.referenced, &probe_field);
+        let path = match &http.value.path {
+            None => "/".to_owned(),
+            Some(p)
+                if p.value.starts_with('/')
+                    && p.value.len() <= 1024
+                    && p.value.chars().all(|c| c.is_ascii_graphic()) =>
+            {
+                p.value.clone()
+            }
+            Some(p) => {
+                ctx.error(
+                    p.referenced,
+                    &format!("{probe_field}.path"),
+                    format!(
+                        "{:?} is not a URL path: it starts with `/` and has no spaces or \
+                     control characters",
+                        p.value
+                    ),
+                );
+                String::new()
+            }
+        };
+        Some(ProbeDraft::Http { port, path })
+    } else if let Some(tcp) = &h.tcp {
+        let probe_field = format!("{field}.tcp");
+        let port = probe_port(ctx, &tcp.value.port, tcp.referenced, &probe_field);
+        Some(ProbeDraft::Tcp { port })
+    } else if let Some(command) = &h.command {
+        if command.value.trim().is_empty() || command.value.contains('\0') {
+            ctx.error(
+                command.referenced,
+                &format!("{field}.command"),
+                "must be a non-empty command without NUL bytes",
+            );
+        }
+        Some(ProbeDraft::Command(command.value.clone()))
+    } else {
+        None
+    }
+}
+
+/// Returns a probe's `port:` as written: a number, a name, or none (the service's first port),
+/// with where it was written (`at`, the probe itself, when no port is given).
+fn probe_port(
+    ctx: &mut Ctx,
+    port: &Option<Spanned<String>>,
+    at: serde_saphyr::Location,
+    probe_field: &str,
+) -> PortRef {
+    let port_field = format!("{probe_field}.port");
+    match port {
+        None => PortRef {
+            which: None,
+            origin: ctx.origin(at, probe_field),
+        },
+        Some(v) => {
+            let text = v.value.trim();
+            let which = if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+                PortWhich::Number(text.parse().unwrap_or(u64::MAX))
+            } else {
+                PortWhich::Name(text.to_owned())
+            };
+            PortRef {
+                which: Some(which),
+                origin: ctx.origin(v.referenced, &port_field),
+            }
+        }
+    }
 }
