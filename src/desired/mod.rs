@@ -4,11 +4,13 @@
 
 mod error;
 mod lift;
+mod load;
 pub mod raw;
 mod yaml;
 
 pub use error::{SpecError, SpecErrors};
-pub use lift::{CASE_INSENSITIVE_HOSTS, DEFAULT_LOCK_EXPIRY, MIN_LOCK_EXPIRY, load};
+pub use lift::{CASE_INSENSITIVE_HOSTS, DEFAULT_LOCK_EXPIRY, MIN_LOCK_EXPIRY};
+pub use load::load;
 pub use yaml::MAX_FILE_BYTES;
 
 use serde::{Deserialize, Serialize};

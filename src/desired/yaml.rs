@@ -1,6 +1,6 @@
-//! The only place YAML is parsed. Files are size-checked, UTF-8-checked and parsed with
-//! serde-saphyr's budget (which stops alias bombs), and every error names the file, line,
-//! column and field path.
+//! The only place YAML is parsed. The loader ([`super::load`]) reads each file, size-checked and
+//! UTF-8-checked; it is parsed here with serde-saphyr's budget (which stops alias bombs), and
+//! every error names the file, line, column and field path.
 
 use super::error::{SpecError, position_of};
 use serde::de::DeserializeOwned;
@@ -12,49 +12,12 @@ pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// The most YAML nodes (scalars, maps, lists) one file may expand to, aliases included.
 pub const MAX_NODES: usize = 20_000;
 
-/// Reads and parses one YAML file. `shown` is the path printed in errors (relative to the repo).
-pub fn read_file<T: DeserializeOwned>(path: &Path, shown: &Path) -> Result<T, SpecError> {
-    let text = read_text(path, shown)?;
-    parse(&text, shown)
-}
-
 /// Returns whether `text` holds no YAML value at all: nothing, only comments, or a bare `---`.
 pub fn is_empty_document(text: &str) -> bool {
     matches!(
         parse::<Option<serde::de::IgnoredAny>>(text, Path::new("")),
         Ok(None)
     )
-}
-
-/// Reads a file as UTF-8 text, refusing files over [`MAX_FILE_BYTES`].
-pub fn read_text(path: &Path, shown: &Path) -> Result<String, SpecError> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)
-        .map_err(|e| SpecError::file(shown, format!("cannot read: {e}")))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| SpecError::file(shown, format!("cannot read: {e}")))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(SpecError::file(
-            shown,
-            format!(
-                "file is larger than the {} KiB limit",
-                MAX_FILE_BYTES / 1024
-            ),
-        ));
-    }
-    String::from_utf8(bytes).map_err(|e| {
-        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
-        let line = valid.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        let column = valid.iter().rev().take_while(|&&b| b != b'\n').count() as u64 + 1;
-        SpecError {
-            file: shown.into(),
-            position: Some((line, column)),
-            field: None,
-            message: "file is not valid UTF-8".into(),
-        }
-    })
 }
 
 std::thread_local! {
