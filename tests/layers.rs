@@ -6,28 +6,56 @@
 //! modules: `crate::x` (also inside `use crate::{x, y::z}` groups) and `super::` paths that
 //! climb out of the module. The resulting graph must be acyclic.
 //!
-//! The intended layering, bottom to top (a module may use only modules below it):
-//!
-//! ```text
-//! utc, hostlist, job              base: time, Slurm host lists, a submission as data
-//! desired                         the repo as typed desired state (files -> Desired)
-//! secret, container, image        what a service needs at submit time (pure + helpers)
-//! observed                        Slurm's job list as typed observed state (no backend calls)
-//! plan                            diff desired vs observed
-//! render                          draw plans, scripts, status
-//! slurm, cluster                  the backends: the only code that talks to Slurm
-//! results, saved, lock, git       stores and the repo checkout, below the pass
-//! apply                           execute a plan through a backend
-//! reconcile                       the one observe/plan/apply pass
-//! logs, watch                     long-running loops over the pass
-//! cli                             wires it all to commands
-//! ```
+//! The intended layering is [`LAYERS`], bottom to top; a second test holds the code to it
+//! (a module may use only modules in rows below its own), so the list stays true.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A module graph: top-level module -> the top-level modules it references.
 type Graph = BTreeMap<String, BTreeSet<String>>;
+
+/// The layers of `src/`, bottom to top: a module may use only modules of lower rows.
+const LAYERS: &[(&str, &str)] = &[
+    (
+        "utc hostlist paths interrupt",
+        "base: time, host lists, `~`, SIGINT/SIGTERM",
+    ),
+    ("job", "a submission as data: options, quoting, job ids"),
+    (
+        "container secret",
+        "container command lines; secret sources and files",
+    ),
+    (
+        "desired",
+        "the repo as typed desired state, and the job marker",
+    ),
+    ("observed", "Slurm's listing as typed observed state (pure)"),
+    (
+        "plan",
+        "desired vs observed -> Plan, image steps included (pure)",
+    ),
+    ("render", "plans, batch scripts, status (pure)"),
+    (
+        "cluster",
+        "cluster facts and the check of a plan against them",
+    ),
+    ("slurm", "the backends: the only code that talks to Slurm"),
+    (
+        "image results saved git lock",
+        "below the pass: image dir, runs, saved plans, lock",
+    ),
+    ("apply", "executes a plan through a backend"),
+    (
+        "reconcile",
+        "the one pass: load, observe, plan, lock, apply",
+    ),
+    (
+        "watch logs",
+        "long-running loops over the pass; a replica's log",
+    ),
+    ("cli", "the commands"),
+];
 
 /// References known to close a cycle and still to break, as (file under `src/`, top-level
 /// module it references). Only that file's references to that module are left out of the
@@ -62,6 +90,31 @@ fn no_import_cycles_between_top_level_modules() {
             show(&full)
         );
     }
+}
+
+#[test]
+fn every_import_goes_down_the_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let row = |m: &str| {
+        LAYERS
+            .iter()
+            .position(|(row, _)| row.split(' ').any(|r| r == m))
+    };
+    let mut wrong = Vec::new();
+    for (from, to) in src_graph(&src, TO_BREAK) {
+        let Some(high) = row(&from) else {
+            wrong.push(format!(
+                "{from} is in no row of LAYERS (tests/layers.rs): place it"
+            ));
+            continue;
+        };
+        for t in to {
+            if row(&t).is_none_or(|low| low >= high) {
+                wrong.push(format!("{from} -> {t} does not go down the layers"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 #[test]
