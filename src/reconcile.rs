@@ -178,7 +178,7 @@ pub fn script_context(repo: &Repo, backend: &dyn Backend) -> Result<ScriptContex
     } else {
         None
     };
-    let expand = |value: &str| desired::expand_home(value, home.as_deref());
+    let expand = |value: &str| crate::paths::expand_home(value, home.as_deref());
     let unexpanded = |name: &str, value: &str| Error::Config {
         message: format!("cannot expand {name} {value:?} from stackctl.yaml: HOME is not set"),
     };

@@ -143,10 +143,23 @@ fn a_cycle_in_a_source_tree_fails_unless_allow_listed() {
     let src = dir.path();
     std::fs::create_dir(src.join("low")).unwrap();
     std::fs::write(src.join("lib.rs"), "pub mod low; pub mod high;").unwrap();
-    std::fs::write(src.join("low/mod.rs"), "mod part;\npub struct L;").unwrap();
+    std::fs::write(
+        src.join("low/mod.rs"),
+        "mod part;\npub struct L;\n#[cfg(test)]\n#[allow(unused)]\nmod tests;",
+    )
+    .unwrap();
+    // Out-of-line test modules are tests: their references do not count.
+    std::fs::create_dir_all(src.join("low/tests")).unwrap();
+    std::fs::write(src.join("low/tests/mod.rs"), "mod more;").unwrap();
+    std::fs::write(src.join("low/tests/more.rs"), "use crate::cli::C;").unwrap();
     std::fs::write(src.join("low/part.rs"), "use crate::high::H;").unwrap();
     std::fs::write(src.join("high.rs"), "use crate::low::L;\npub struct H;").unwrap();
     let graph = src_graph(src, &[]);
+    assert_eq!(
+        graph["low"],
+        BTreeSet::from(["high".to_string()]),
+        "{graph:?}"
+    );
     assert_eq!(
         find_cycle(&graph),
         Some(vec!["high".to_string(), "low".into(), "high".into()])
@@ -259,11 +272,13 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
 /// only declare modules and are left out. References listed in `skip` (file, module) are not
 /// counted.
 fn src_graph(src: &Path, skip: &[(&str, &str)]) -> Graph {
+    let files = rust_files(src);
+    let test_only = test_only_modules(src, &files);
     let mut graph = Graph::new();
-    for file in rust_files(src) {
+    for file in files {
         let rel = file.strip_prefix(src).unwrap();
         let path = module_path(rel);
-        if path == ["lib"] || path == ["main"] {
+        if path == ["lib"] || path == ["main"] || test_only.iter().any(|t| path.starts_with(t)) {
             continue;
         }
         let top = path[0].clone();
@@ -279,6 +294,48 @@ fn src_graph(src: &Path, skip: &[(&str, &str)]) -> Graph {
         graph.entry(t).or_default();
     }
     graph
+}
+
+/// The module paths of out-of-line test modules (`#[cfg(test)] mod tests;` in `a/b.rs` is
+/// `["a", "b", "tests"]`): their files are tests, left out like inline test modules.
+fn test_only_modules(src: &Path, files: &[PathBuf]) -> Vec<Vec<String>> {
+    let attr = ["#", "[", "cfg", "(", "test", ")", "]"];
+    let mut found = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(src).unwrap();
+        let mut path = module_path(rel);
+        if path == ["lib"] || path == ["main"] {
+            path.clear();
+        }
+        let words = tokens(&code_only(&std::fs::read_to_string(file).unwrap()));
+        for at in 0..words.len() {
+            if !words[at..].starts_with(&attr.map(String::from)) {
+                continue;
+            }
+            let mut i = at + attr.len();
+            // Further attributes, then `pub`/`pub(crate)`, then `mod NAME;`.
+            while words.get(i).is_some_and(|w| w == "#") {
+                while words.get(i).is_some_and(|w| w != "]") {
+                    i += 1;
+                }
+                i += 1;
+            }
+            if words.get(i).is_some_and(|w| w == "pub") {
+                i += 1;
+                if words.get(i).is_some_and(|w| w == "(") {
+                    i += 3;
+                }
+            }
+            if words.get(i).is_some_and(|w| w == "mod")
+                && words.get(i + 2).is_some_and(|w| w == ";")
+            {
+                let mut module = path.clone();
+                module.push(words[i + 1].clone());
+                found.push(module);
+            }
+        }
+    }
+    found
 }
 
 /// `plan/diff.rs` -> `["plan", "diff"]`; `plan/mod.rs` -> `["plan"]`.
