@@ -20,7 +20,7 @@
 //! Nothing is rolled back: the report says what was done, what failed and what was not
 //! attempted, and the next apply starts from what Slurm then shows.
 //!
-//! An interrupt (Ctrl-C or SIGTERM, caught with [`catch_interrupts`]) stops the apply at the
+//! An interrupt (Ctrl-C or SIGTERM, caught by [`crate::interrupt`]) stops the apply at the
 //! next step: the Slurm call in flight finishes (it runs in a process group of its own, so
 //! Ctrl-C does not reach it), nothing new is started, and the report lists what was done and
 //! what was not, as after a failure. The caller then releases the lock as on any other path.
@@ -102,36 +102,6 @@ impl ApplyReport {
     }
 }
 
-/// The signal that interrupted this process (`SIGINT`, `SIGTERM`), set by the handlers
-/// [`catch_interrupts`] installs.
-static SIGNALLED: std::sync::OnceLock<(
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-)> = std::sync::OnceLock::new();
-
-/// Makes SIGINT (Ctrl-C) and SIGTERM interrupt an apply instead of killing the process: the
-/// first one is only recorded ([`interrupted`]); the apply stops at its next step, reports and
-/// releases its lock. A second one exits at once with 128 + the signal's number.
-pub fn catch_interrupts() -> std::io::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let (any, which) = SIGNALLED.get_or_init(Default::default);
-    for signal in [SIGINT, SIGTERM] {
-        // Registered first, so it sees only an earlier signal.
-        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, any.clone())?;
-        signal_hook::flag::register_usize(signal, which.clone(), signal as usize)?;
-        signal_hook::flag::register(signal, any.clone())?;
-    }
-    Ok(())
-}
-
-/// Returns the signal that interrupted this process since [`catch_interrupts`], if any.
-pub fn interrupted() -> Option<i32> {
-    use std::sync::atomic::Ordering;
-    let (any, which) = SIGNALLED.get()?;
-    any.load(Ordering::SeqCst)
-        .then(|| which.load(Ordering::SeqCst) as i32)
-}
-
 /// Progress events, for the command layer to print.
 pub trait Progress {
     /// Called after jobs were cancelled.
@@ -139,9 +109,9 @@ pub trait Progress {
     /// Called after a service's replicas were submitted.
     fn submitted(&mut self, service: &ServiceAddr, indexes: &str, array_id: u64);
     /// Asked before each step: whether to stop here. By default, whether this process was
-    /// interrupted ([`interrupted`]).
+    /// interrupted ([`crate::interrupt::interrupted`]).
     fn interrupted(&self) -> bool {
-        interrupted().is_some()
+        crate::interrupt::interrupted().is_some()
     }
     /// Called after an image's build job was submitted; `line` says which and where its log
     /// goes.
@@ -532,12 +502,12 @@ fn submit_images(
     report: &mut ApplyReport,
     progress: &mut dyn Progress,
 ) -> BTreeMap<ServiceAddr, Result<u64, String>> {
-    use crate::container::ImageAction;
+    use crate::plan::images::ImageAction;
     let mut jobs = BTreeMap::new();
     for step in &plan.images {
         let outcome = match &step.action {
             ImageAction::Building(job) => Ok(*job),
-            ImageAction::Failed { .. } => Err(crate::container::step_line(step, &ctx.log_dir)),
+            ImageAction::Failed { .. } => Err(crate::plan::images::step_line(step, &ctx.log_dir)),
             ImageAction::Build(_) => {
                 let setup = step
                     .services
@@ -546,7 +516,7 @@ fn submit_images(
                     .map(|s| s.spec.setup.clone())
                     .unwrap_or_default();
                 let nonce = new_nonce();
-                let job = crate::container::build_job(
+                let job = crate::plan::images::build_job(
                     step,
                     &plan.owner,
                     &nonce,

@@ -721,7 +721,8 @@ fn results(dir: &Path, address: &str, format: PlanFormat, last: Option<usize>) -
     let repo = reconcile::load(dir)?;
     let addr = job_address(&repo, address)?;
     let backend = backend(&repo)?;
-    let root = crate::results::root(&repo, backend.as_ref()).map_err(anyhow::Error::msg)?;
+    let root =
+        crate::reconcile::results_root(&repo, backend.as_ref()).map_err(anyhow::Error::msg)?;
     let runs = crate::results::read_runs(&root, &addr);
     let listed = observe_live(&repo, backend.as_ref())?;
     let state_of = |record: &observed::runs::RunRecord| -> String {
@@ -981,10 +982,10 @@ fn execute(
 ) -> Result<ExitCode> {
     let backend = backend(repo)?;
     // Ctrl-C (or SIGTERM) stops the apply at its next step; it reports and releases the lock.
-    crate::apply::catch_interrupts().context("cannot install signal handlers")?;
+    crate::interrupt::catch_interrupts().context("cannot install signal handlers")?;
     let mut printed = Ok(());
     let mut approve = |planned: &Planned| {
-        if crate::apply::interrupted().is_some() {
+        if crate::interrupt::interrupted().is_some() {
             return false;
         }
         printed = print_stdout(&plan_text::render(&planned.plan, style));
@@ -1034,7 +1035,7 @@ fn execute(
         &mut on_pass,
     );
     // 128 + the signal's number (130 for Ctrl-C) once interrupted, whatever the pass did.
-    let interrupted = crate::apply::interrupted().map(|signal| (128 + signal) as ExitCode);
+    let interrupted = crate::interrupt::interrupted().map(|signal| (128 + signal) as ExitCode);
     let driven = match (driven, interrupted) {
         (Ok(driven), _) => driven,
         (Err(error), Some(code)) => {
@@ -1211,7 +1212,7 @@ fn confirm() -> bool {
         match answer.recv_timeout(Duration::from_millis(100)) {
             Ok(yes) => return yes,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-                if crate::apply::interrupted().is_none() => {}
+                if crate::interrupt::interrupted().is_none() => {}
             Err(_) => {
                 eprintln!();
                 return false;
@@ -1225,14 +1226,14 @@ fn observe_live(repo: &Repo, backend: &dyn Backend) -> Result<observed::Observed
     let records = backend
         .list_jobs()
         .context("reading the live jobs from Slurm")?;
-    let mut observed = observed::observe(
+    let mut observed = crate::reconcile::observe(
         backend,
         records,
         &repo.settings.owner,
         &repo.desired,
         Default::default(),
     );
-    crate::results::attach(&mut observed, repo, backend).map_err(anyhow::Error::msg)?;
+    crate::reconcile::attach_results(&mut observed, repo, backend).map_err(anyhow::Error::msg)?;
     Ok(observed)
 }
 
@@ -1301,7 +1302,7 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
             expires: l.expires,
         })
         .collect();
-    let observed = observed::observe(
+    let observed = crate::reconcile::observe(
         backend.as_ref(),
         records,
         &repo.settings.owner,

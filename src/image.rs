@@ -1,12 +1,12 @@
 //! The image directory as stackctl sees it from where it runs (IO): which images are built
 //! and which builds failed, with the tail of their logs. The image steps themselves are
-//! decided purely in [`crate::container::image_steps`].
+//! decided purely in [`crate::plan::images::image_steps`].
 //!
 //! `image_dir` and `log_dir` must be readable here (shared storage, as the compute nodes that
 //! build and run the images need anyway); over SSH or REST a directory that is not readable
 //! here reads as empty, so images are built again rather than assumed.
 
-use crate::container::{ImageFiles, ImageKey};
+use crate::plan::images::{ImageFiles, ImageKey};
 use std::path::Path;
 
 /// How many lines of a failed build's log a plan shows.
@@ -54,10 +54,10 @@ pub fn add_to_plan(
     let files = observe(&ctx.image_dir, &ctx.log_dir);
     let builds: Vec<_> = records
         .iter()
-        .filter(|r| r.comment.starts_with(crate::container::BUILD_PREFIX))
+        .filter(|r| r.comment.starts_with(crate::plan::images::BUILD_PREFIX))
         .cloned()
         .collect();
-    let steps = crate::container::image_steps(owner, desired, &builds, &files);
+    let steps = crate::plan::images::image_steps(owner, desired, &builds, &files);
     plan.add_images(steps, &ctx.log_dir);
 }
 

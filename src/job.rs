@@ -2,6 +2,7 @@
 //! Pure. Each backend renders it its own way: the CLI as `#SBATCH` lines in front of the body
 //! ([`JobRequest::batch_script`], which `stackctl render` prints too), slurmrestd as JSON.
 
+use std::fmt;
 use std::fmt::Write;
 
 /// A job submission: options plus the body of the batch script.
@@ -85,10 +86,7 @@ impl JobOptions {
         flag("mem", self.memory.clone());
         flag("mem-per-cpu", self.memory_per_cpu.clone());
         flag("gres", self.gres.clone());
-        flag(
-            "time",
-            self.time_limit.map(crate::desired::slurm_time_limit),
-        );
+        flag("time", self.time_limit.map(slurm_time_limit));
         flag("partition", self.partition.clone());
         flag("qos", self.qos.clone());
         flag("account", self.account.clone());
@@ -134,6 +132,69 @@ pub fn new_nonce() -> String {
         .take(6)
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A Slurm job id: an array task `<array>_<task>`, or a plain job `<array>`. Ordered
+/// numerically, so "older" and "newer" mean what they should.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId {
+    /// The array's job id (the job's own id when it is no array task).
+    pub array: u64,
+    /// The array task id, if the job is an array task.
+    pub task: Option<u32>,
+}
+
+impl JobId {
+    /// Parses `<array>_<task>` or `<array>` as [`JobId`]'s Display writes it; `None` for
+    /// anything else.
+    pub fn parse(text: &str) -> Option<JobId> {
+        let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+        match text.split_once('_') {
+            Some((array, task)) if digits(array) && digits(task) => Some(JobId {
+                array: array.parse().ok()?,
+                task: Some(task.parse().ok()?),
+            }),
+            None if digits(text) => Some(JobId {
+                array: text.parse().ok()?,
+                task: None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.task {
+            Some(task) => write!(f, "{}_{task}", self.array),
+            None => write!(f, "{}", self.array),
+        }
+    }
+}
+
+impl serde::Serialize for JobId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// [`crate::desired::ResourceSpec::time_limit`] of `time_limit: UNLIMITED` (Slurm's `INFINITE`): no time limit,
+/// where the partition allows it (its `MaxTime` is `UNLIMITED`).
+pub const UNLIMITED_MINUTES: u32 = u32::MAX;
+
+/// Writes a time limit in minutes as Slurm's `--time` takes it: the minutes, or `UNLIMITED`.
+pub fn slurm_time_limit(minutes: u32) -> String {
+    if minutes == UNLIMITED_MINUTES {
+        "UNLIMITED".to_owned()
+    } else {
+        minutes.to_string()
+    }
+}
+
+/// Quotes a value for bash so that it arrives literally: single quotes, with each `'` written
+/// as `'\''`. Newlines, `$(...)`, backticks and double quotes need nothing more.
+pub fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 #[cfg(test)]

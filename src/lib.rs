@@ -6,8 +6,11 @@
 //! ([`job`]) that each backend renders its own way.
 //! The edges are thin: [`slurm`] is the only code that talks to Slurm, [`git`] reads the
 //! checkout, [`apply`] executes a plan through a backend, [`reconcile`] is the one pass that
-//! plan, apply and [`watch`] share, [`logs`] reads a replica's log file, and [`cli`] wires
-//! them to commands.
+//! plan, apply and [`watch`] share (it observes: lists the jobs and reads what a plan needs),
+//! [`logs`] reads a replica's log file, and [`cli`] wires them to commands.
+//!
+//! The modules form layers, each using only those below it; `tests/fast/layers.rs` lists them and
+//! fails on an upward import or an import cycle.
 
 pub mod apply;
 pub mod cli;
@@ -17,10 +20,12 @@ pub mod desired;
 pub mod git;
 pub mod hostlist;
 pub mod image;
+pub mod interrupt;
 pub mod job;
 pub mod lock;
 pub mod logs;
 pub mod observed;
+pub mod paths;
 pub mod plan;
 pub mod reconcile;
 pub mod render;

@@ -485,7 +485,7 @@ pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, Loc
         // Wait with listings only (one RPC a poll); submit again once the lock looks free.
         let mut holder = holder;
         loop {
-            if crate::apply::interrupted().is_some() {
+            if crate::interrupt::interrupted().is_some() {
                 return Err(LockError::Interrupted { holder });
             }
             let waited = started.elapsed();

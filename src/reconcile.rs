@@ -7,9 +7,9 @@
 
 use crate::apply::{self, ApplyReport, Progress};
 use crate::cluster::ClusterFacts;
-use crate::desired::{self, ReplicaSpec, Repo, SpecErrors, SpecHash};
+use crate::desired::{self, Desired, Owner, ReplicaSpec, Repo, SpecErrors, SpecHash};
 use crate::lock::{self, LockInfo, LockRequest};
-use crate::observed::{JobState, Marker, Observed};
+use crate::observed::{JobRecord, JobState, Marker, Observed};
 use crate::plan::{self, Plan};
 use crate::render::script::{self, ScriptContext};
 use crate::slurm::{Backend, SlurmError};
@@ -178,7 +178,7 @@ pub fn script_context(repo: &Repo, backend: &dyn Backend) -> Result<ScriptContex
     } else {
         None
     };
-    let expand = |value: &str| desired::expand_home(value, home.as_deref());
+    let expand = |value: &str| crate::paths::expand_home(value, home.as_deref());
     let unexpanded = |name: &str, value: &str| Error::Config {
         message: format!("cannot expand {name} {value:?} from stackctl.yaml: HOME is not set"),
     };
@@ -204,6 +204,82 @@ pub fn script_context(repo: &Repo, backend: &dyn Backend) -> Result<ScriptContex
         image_dir,
         secrets_dir,
     })
+}
+
+/// Observes the owner's jobs from a listing, then, only for specs that differ from the desired
+/// ones and are not in `known`, reads one batch script per distinct spec so a plan can show
+/// what changes. A script that cannot be read only makes the plan show hashes instead of
+/// attributes.
+pub fn observe(
+    backend: &dyn Backend,
+    records: Vec<JobRecord>,
+    owner: &Owner,
+    desired: &Desired,
+    known: BTreeMap<SpecHash, ReplicaSpec>,
+) -> Observed {
+    let mut observed = Observed::from_records(records, owner);
+    observed.listed_at = crate::utc::unix_now();
+    observed.specs = known;
+    for (hash, job_id) in plan::specs_to_read(desired, &observed) {
+        match backend.batch_script(&job_id) {
+            // The backend cannot read scripts: the plan shows hashes, and says so.
+            Ok(None) => break,
+            Ok(Some(text)) => match script::spec_of_script(&text) {
+                Some(spec) if spec.hash() == hash => {
+                    observed.specs.insert(hash, spec);
+                }
+                _ => tracing::warn!(%job_id, "batch script carries no readable stackctl spec"),
+            },
+            Err(e) => tracing::warn!(%job_id, error = %e, "cannot read batch script"),
+        }
+    }
+    observed
+}
+
+/// Reads the runs of every job in `repo` into `observed.runs` ([`crate::results::read_runs`];
+/// nothing for a repo without jobs). Fails over SSH, and when `log_dir` cannot be expanded.
+pub fn attach_results(
+    observed: &mut Observed,
+    repo: &Repo,
+    backend: &dyn Backend,
+) -> Result<(), String> {
+    let jobs: Vec<&crate::desired::ServiceAddr> = repo
+        .desired
+        .services
+        .iter()
+        .filter(|(_, s)| s.job.is_some())
+        .map(|(a, _)| a)
+        .collect();
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    if repo.settings.ssh.is_some() {
+        return Err(format!(
+            "one-shot jobs ({}) need their completion records, which stackctl reads from \
+             log_dir on this machine; over SSH (cluster.ssh) they are on the login node and \
+             cannot be read yet: run plan and apply for jobs on the cluster itself",
+            jobs.iter()
+                .map(|a| a.reference())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let root = results_root(repo, backend)?;
+    for addr in jobs {
+        observed
+            .runs
+            .insert(addr.clone(), crate::results::read_runs(&root, addr));
+    }
+    Ok(())
+}
+
+/// `<log_dir>/results/<owner>` for `repo`, `~` expanded as for the batch scripts.
+pub fn results_root(repo: &Repo, backend: &dyn Backend) -> Result<std::path::PathBuf, String> {
+    let ctx = script_context(repo, backend).map_err(|e| e.to_string())?;
+    Ok(crate::render::script::results_root(
+        &ctx.log_dir,
+        &repo.settings.owner,
+    ))
 }
 
 /// A plan with what was observed to make it.
@@ -493,13 +569,12 @@ fn plan_with(
     let locks = lock::held(&records, owner);
     let build_jobs: Vec<_> = records
         .iter()
-        .filter(|r| r.comment.starts_with(crate::container::BUILD_PREFIX))
+        .filter(|r| r.comment.starts_with(crate::plan::images::BUILD_PREFIX))
         .cloned()
         .collect();
     let known = std::mem::take(&mut reads.specs);
-    let mut observed = crate::observed::observe(backend, records, owner, &repo.desired, known);
-    crate::results::attach(&mut observed, repo, backend)
-        .map_err(|message| Error::Config { message })?;
+    let mut observed = observe(backend, records, owner, &repo.desired, known);
+    attach_results(&mut observed, repo, backend).map_err(|message| Error::Config { message })?;
     reads.specs = observed.specs.clone();
     (options.scope)
         .check(&repo.desired, &observed)
@@ -899,12 +974,12 @@ pub fn drive(
     }
 }
 
-/// Sleeps `pause`, or less when this process is interrupted ([`apply::interrupted`]); returns
+/// Sleeps `pause`, or less when this process is interrupted ([`crate::interrupt::interrupted`]); returns
 /// whether it was.
 fn interrupted_during(pause: Duration) -> bool {
     let until = std::time::Instant::now() + pause;
     loop {
-        if apply::interrupted().is_some() {
+        if crate::interrupt::interrupted().is_some() {
             return true;
         }
         let left = until.saturating_duration_since(std::time::Instant::now());

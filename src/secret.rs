@@ -132,7 +132,7 @@ pub fn resolve(
             var: var.clone(),
         }),
         Source::File(path) => {
-            let full = crate::desired::expand_home(path, home);
+            let full = crate::paths::expand_home(path, home);
             let text = std::fs::read_to_string(&full).map_err(|e| Error::Read {
                 name: name.to_owned(),
                 source_desc: format!("file {}", full.display()),
@@ -189,7 +189,7 @@ pub fn identity_path(
     env(IDENTITY_ENV)
         .filter(|p| !p.is_empty())
         .or_else(|| age.identity_file.clone())
-        .map(|p| crate::desired::expand_home(&p, home))
+        .map(|p| crate::paths::expand_home(&p, home))
 }
 
 /// Reads the identities (private keys) of an age identity file.

@@ -1,4 +1,4 @@
-//! Calendar dates of unix times, in UTC. Pure.
+//! Calendar dates of unix times, in UTC (pure), and the clock ([`unix_now`]).
 
 /// The `(year, month, day, hour, minute, second)` of `unix` seconds, in the proleptic
 /// Gregorian calendar (Howard Hinnant's `civil_from_days`).
@@ -21,6 +21,13 @@ pub fn fields(unix: i64) -> (i64, i64, i64, i64, i64, i64) {
 pub fn date_time(unix: i64) -> String {
     let (year, month, day, hour, minute, second) = fields(unix);
     format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
+}
+
+/// Returns the current time in unix seconds (0 before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod error;
 mod lift;
 mod load;
+pub mod marker;
 pub mod raw;
 mod yaml;
 
@@ -12,6 +13,9 @@ pub use error::{SpecError, SpecErrors};
 pub use lift::{CASE_INSENSITIVE_HOSTS, DEFAULT_LOCK_EXPIRY, MIN_LOCK_EXPIRY};
 pub use load::load;
 pub use yaml::MAX_FILE_BYTES;
+// Defined below `desired`, where submissions and paths are (the layering: tests/fast/layers.rs).
+pub use crate::job::{UNLIMITED_MINUTES, slurm_time_limit};
+pub use crate::paths::expand_home;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -646,10 +650,6 @@ pub fn memory_mib(text: &str) -> Option<u64> {
     }
 }
 
-/// [`ResourceSpec::time_limit`] of `time_limit: UNLIMITED` (Slurm's `INFINITE`): no time limit,
-/// where the partition allows it (its `MaxTime` is `UNLIMITED`).
-pub const UNLIMITED_MINUTES: u32 = u32::MAX;
-
 /// The longest finite time limit a file may ask for, in minutes (about 190 years).
 pub const MAX_TIME_LIMIT_MINUTES: u32 = 100_000_000;
 
@@ -712,15 +712,6 @@ pub fn parse_time_limit(text: &str) -> Result<u32, String> {
         ));
     }
     Ok(u32::try_from(minutes).expect("at most MAX_TIME_LIMIT_MINUTES"))
-}
-
-/// Writes a time limit in minutes as Slurm's `--time` takes it: the minutes, or `UNLIMITED`.
-pub fn slurm_time_limit(minutes: u32) -> String {
-    if minutes == UNLIMITED_MINUTES {
-        "UNLIMITED".to_owned()
-    } else {
-        minutes.to_string()
-    }
 }
 
 /// Parses a duration such as `90s`, `2m`, `1h30m` or `0s` (a bare number means seconds).
@@ -1123,16 +1114,6 @@ pub mod layout {
     pub const RECIPES_DIR: &str = "recipes";
     /// Stack directory.
     pub const STACKS_DIR: &str = "stacks";
-}
-
-/// Returns `path` with a leading `~` replaced by `home`.
-pub fn expand_home(path: &str, home: Option<&str>) -> PathBuf {
-    match (path.strip_prefix('~'), home) {
-        (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
-            PathBuf::from(format!("{home}{rest}"))
-        }
-        _ => PathBuf::from(path),
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod backoff;
 pub mod diff;
+pub mod images;
 pub mod jobs;
 pub mod protection;
 pub mod rolling;
@@ -51,8 +52,8 @@ pub struct Plan {
     pub jobs: Vec<jobs::JobLine>,
     /// Images the services need that are not built: builds to submit, builds running, and
     /// builds that failed (their services are held). Filled by the caller that can read the
-    /// image directory ([`crate::container::image_steps`]).
-    pub images: Vec<crate::container::ImageStep>,
+    /// image directory ([`crate::plan::images::image_steps`]).
+    pub images: Vec<crate::plan::images::ImageStep>,
 }
 
 /// A replica the plan leaves as it is for now: crash-looping, or its job still completing.
@@ -347,17 +348,17 @@ impl Plan {
     /// the cancels of the replicas they would replace leave the plan).
     pub fn add_images(
         &mut self,
-        steps: Vec<crate::container::ImageStep>,
+        steps: Vec<crate::plan::images::ImageStep>,
         log_dir: &std::path::Path,
     ) {
         for step in &steps {
-            if !matches!(step.action, crate::container::ImageAction::Failed { .. }) {
+            if !matches!(step.action, crate::plan::images::ImageAction::Failed { .. }) {
                 continue;
             }
             for service in &step.services {
                 self.held.push(Held {
                     service: service.clone(),
-                    reason: crate::container::step_line(step, log_dir),
+                    reason: crate::plan::images::step_line(step, log_dir),
                 });
                 if let Some(plan) = self.services.iter_mut().find(|p| &p.service == service) {
                     plan.changes

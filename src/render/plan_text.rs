@@ -66,8 +66,8 @@ impl ServiceAction {
 }
 
 /// An image step as the plan shows it, without the log path (held services name it).
-fn image_step_text(step: &crate::container::ImageStep) -> String {
-    let line = crate::container::step_line(step, std::path::Path::new(""));
+fn image_step_text(step: &crate::plan::images::ImageStep) -> String {
+    let line = crate::plan::images::step_line(step, std::path::Path::new(""));
     line.split("; log: ").next().unwrap_or(&line).to_owned()
 }
 
@@ -97,7 +97,7 @@ pub fn render(plan: &Plan, style: Style) -> String {
         );
     }
     for step in &plan.images {
-        if !matches!(step.action, crate::container::ImageAction::Failed { .. }) {
+        if !matches!(step.action, crate::plan::images::ImageAction::Failed { .. }) {
             let _ = writeln!(out, "Image: {}", image_step_text(step));
         }
     }

@@ -14,6 +14,7 @@
 use crate::desired::{
     HealthSpec, OnFailure, PortValue, Probe, ReplicaSpec, ServiceAddr, UNHEALTHY_EXIT_CODE,
 };
+pub use crate::job::quote;
 use crate::job::{JobOptions, JobRequest};
 use crate::observed::{JobId, Marker};
 use std::collections::BTreeMap;
@@ -664,12 +665,6 @@ fn image_path(image: &str, ctx: &ScriptContext) -> String {
 /// Returns whether an image is looked up in the image directory (neither a URI nor absolute).
 pub fn is_in_image_dir(image: &str) -> bool {
     !(image.contains("://") || image.starts_with('/'))
-}
-
-/// Quotes a value for bash so that it arrives literally: single quotes, with each `'` written
-/// as `'\''`. Newlines, `$(...)`, backticks and double quotes need nothing more.
-pub fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
 }
 
 /// Reads the spec back from a script rendered by [`render`].

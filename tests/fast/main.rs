@@ -7,6 +7,7 @@
 mod common;
 
 mod bad_input;
+mod layers;
 mod plan_render;
 mod rest_versions;
 mod scaffold;

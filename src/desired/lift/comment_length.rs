@@ -8,7 +8,7 @@ use super::*;
 pub(super) const MAX_RECORDED_ADDR_LEN: usize = 64;
 
 /// Returns the longest comment a job of `service` can carry: its marker with the longest
-/// replica index list its replica count allows (at most [`crate::observed::MAX_INDEXES_LEN`]),
+/// replica index list its replica count allows (at most [`crate::desired::marker::MAX_INDEXES_LEN`]),
 /// every crash-loop, rollout and endpoint field at its widest, and the readiness record the job writes
 /// once running (`health=ready;ready_at=…;addr=…;ports=…`, every port 5 digits).
 pub(super) fn worst_case_comment_len(
@@ -16,9 +16,10 @@ pub(super) fn worst_case_comment_len(
     addr: &ServiceAddr,
     service: &Service,
 ) -> usize {
-    use crate::observed::{
-        FailRecord, Health, JobId, MAX_INDEXES_LEN, Marker, RestartRecord, SelfReport,
+    use crate::desired::marker::{
+        FailRecord, Health, MAX_INDEXES_LEN, Marker, RestartRecord, SelfReport,
     };
+    use crate::job::JobId;
     let all_indexes: usize = (0..service.replicas)
         .map(|i| i.to_string().len() + 1)
         .sum::<usize>()
@@ -57,10 +58,10 @@ pub(super) fn worst_case_comment_len(
 }
 
 /// Refuses every service whose jobs' comment could outgrow Slurm's limit
-/// ([`crate::observed::MAX_COMMENT_LEN`]) once they record their readiness: Slurm would refuse
+/// ([`crate::desired::marker::MAX_COMMENT_LEN`]) once they record their readiness: Slurm would refuse
 /// the record, and the replicas would run but never count as ready.
 pub(super) fn check_marker_lengths(owner: &Owner, desired: &Desired, errors: &mut Vec<SpecError>) {
-    let limit = crate::observed::MAX_COMMENT_LEN;
+    let limit = crate::desired::marker::MAX_COMMENT_LEN;
     for (addr, service) in &desired.services {
         let len = worst_case_comment_len(owner, addr, service);
         if len <= limit {

@@ -312,7 +312,7 @@ pub const DEV_NULL: &str = "/dev/null";
 /// stdout and stderr to the files the Slurm patterns `out` and `err` name. A directory that
 /// cannot be created leaves the output where Slurm sends it; the service still runs.
 pub fn self_logging(dir: &str, out: &str, err: &str) -> String {
-    let quote = crate::render::script::quote;
+    let quote = crate::job::quote;
     format!(
         "# stackctl: the log directory is made here (slurmrestd cannot)\n\
          if mkdir -p {dir} 2>/dev/null && cd {dir}; then exec >>{} 2>>{}; fi\n",
@@ -325,7 +325,7 @@ pub fn self_logging(dir: &str, out: &str, err: &str) -> String {
 /// A Slurm file name pattern (`%A_%a`, `%j`, `%x`, `%u`, `%%`) as a bash word that expands to
 /// the same name inside the job. Pure.
 pub fn shell_pattern(pattern: &str) -> String {
-    let quote = crate::render::script::quote;
+    let quote = crate::job::quote;
     let mut word = String::new();
     let mut literal = String::new();
     let mut chars = pattern.chars();
