@@ -7,13 +7,14 @@
 //! The edges are thin: [`slurm`] is the only code that talks to Slurm, [`git`] reads the
 //! checkout, [`apply`] executes a plan through a backend, [`reconcile`] is the one pass that
 //! plan, apply and [`watch`] share, [`logs`] reads a replica's log file, and [`cli`] wires
-//! them to commands.
+//! them to commands; [`error`] gives every failure a kind and its exit code.
 
 pub mod apply;
 pub mod cli;
 pub mod cluster;
 pub mod container;
 pub mod desired;
+pub mod error;
 pub mod git;
 pub mod hostlist;
 pub mod image;

@@ -251,7 +251,7 @@ fn foreign_and_look_alike_jobs_are_never_touched() {
     // remove every service: prune must still leave the foreign jobs alone
     repo.remove_stack("s");
     let refused = repo.run(&["apply", "--auto-approve"]);
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(3), "refused by a safety rule");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--allow-destroy-all"), "{stderr}");
     assert_eq!(
@@ -443,7 +443,11 @@ fn a_request_no_node_can_satisfy_fails_the_plan_and_a_fixed_repo_then_converges(
     repo.write_stack("s", "services:\n  big:\n    recipe: test/gpu\n    resources: {gpu: 5}\n  ok:\n    recipe: test/sleeper\n");
     let output = repo.run(&["apply", "--auto-approve"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "refused as unschedulable: {stderr}"
+    );
     assert!(
         stderr.contains("stacks/s.yaml:4:") && stderr.contains("services.big.resources.gpu"),
         "{stderr}"
@@ -539,7 +543,7 @@ fn a_change_no_node_can_satisfy_fails_the_plan_at_its_line_and_the_replica_keeps
         for command in [&["plan"][..], &["apply", "--auto-approve"]] {
             let output = repo.run(command);
             let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(output.status.code(), Some(1), "{override_yaml}: {stderr}");
+            assert_eq!(output.status.code(), Some(3), "{override_yaml}: {stderr}");
             assert!(
                 stderr.contains("stacks/s.yaml:5:")
                     && stderr.contains(&format!("field `services.web.{field}`")),
@@ -865,7 +869,7 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
     let lock_id = held.id().to_string();
     let output = repo.run(&["apply", "--auto-approve"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(4), "the lock is held: {stderr}");
     assert!(
         stderr.contains(&lock_id) && stderr.contains("ci-runner-elsewhere"),
         "the refusal names the lock and its holder: {stderr}"
