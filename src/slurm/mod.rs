@@ -1,6 +1,8 @@
 //! The only code that talks to Slurm. [`Backend`] is what the rest of stackctl sees; the
 //! adapters behind it (the CLI, locally or over SSH; slurmrestd; an in-memory fake for unit
-//! tests) decide how Slurm is reached.
+//! tests) decide how Slurm is reached. Each adapter classifies its failures once, through
+//! [`failure`], into [`SlurmError::Failed`] (refused) or [`SlurmError::Unreachable`]
+//! (transient: retried, and a submit looked up by its nonce first).
 
 mod cli;
 pub mod failure;
