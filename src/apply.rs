@@ -881,6 +881,11 @@ mod tests {
         let report = converge(&backend, &desired(&[("web", service(2, "nosuch"))]));
         assert!(!report.is_complete() && !report.retry_may_help());
         assert_eq!((report.added, report.destroyed, report.failed), (0, 0, 4));
+        assert_eq!(
+            crate::error::ErrorKind::of_incomplete_apply(&report).exit_code(),
+            1,
+            "nothing done, and Slurm refused: no retry helps"
+        );
         assert!(
             report.errors[0].message.contains("rejected"),
             "{:?}",
@@ -906,6 +911,11 @@ mod tests {
             report.failed,
             2 + 2,
             "two cancels failed, two submits withheld"
+        );
+        assert_eq!(
+            crate::error::ErrorKind::of_incomplete_apply(&report).exit_code(),
+            6,
+            "partial apply"
         );
         let old = alive_indexes(&backend, "old");
         let new = alive_indexes(&backend, "new");

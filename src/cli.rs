@@ -20,7 +20,7 @@ use std::time::Duration;
 
 /// GitOps for Slurm: plan and apply stacks of long-running services from a git repo.
 #[derive(Debug, Parser)]
-#[command(name = "stackctl", version, about)]
+#[command(name = "stackctl", version, about, after_help = crate::error::EXIT_CODES_HELP)]
 pub struct Cli {
     /// Run as if started in DIR (the repo root)
     #[arg(
@@ -88,7 +88,8 @@ pub enum Commands {
     },
     /// Show what apply would change
     Plan {
-        /// Exit 0 when there are no changes, 1 on error, 2 when there are changes
+        /// Exit 0 when there are no changes, 2 when there are changes (another code on error,
+        /// see `stackctl --help`)
         #[arg(long)]
         detailed_exitcode: bool,
         /// Print the plan as JSON (the same as --format json; format_version 1.4)
@@ -259,7 +260,7 @@ pub enum SecretCommand {
     List,
 }
 
-/// The safety belt of `plan` and `apply`: a plan over a limit is refused (exit 1, nothing
+/// The safety belt of `plan` and `apply`: a plan over a limit is refused (exit 3, nothing
 /// done).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct BeltArgs {
@@ -385,8 +386,13 @@ pub fn colour_wanted(
 /// What a command asks the process to exit with.
 pub type ExitCode = u8;
 
-/// Runs a parsed command line and returns the exit code.
-pub fn run(cli: Cli) -> Result<ExitCode> {
+/// Runs a parsed command line and returns the exit code; a failure carries its kind, which
+/// decides the exit code ([`crate::error::ErrorKind::exit_code`]).
+pub fn run(cli: Cli) -> std::result::Result<ExitCode, crate::error::Error> {
+    dispatch(cli).map_err(Into::into)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
     let color = colour_wanted(
         cli.no_color,
         std::env::var_os("NO_COLOR").as_deref(),
@@ -855,7 +861,9 @@ fn apply(
         let saved = read_saved(file)?;
         saved
             .check(repo.settings.owner.as_str(), env!("CARGO_PKG_VERSION"))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            .map_err(|e| reconcile::Error::Stale {
+                message: format!("{}: {e}", file.display()),
+            })?;
         let desired_now = saved::desired_fingerprint(dir, &repo)
             .context("reading the repo's files for the saved plan's fingerprint")?;
         if belt.scope() != Scope::default() {
@@ -1175,7 +1183,7 @@ fn execute(
             Ok(match interrupted {
                 Some(code) => code,
                 None if report.is_complete() => 0,
-                None => 1,
+                None => crate::error::ErrorKind::of_incomplete_apply(&report).exit_code(),
             })
         }
     }

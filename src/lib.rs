@@ -7,7 +7,8 @@
 //! The edges are thin: [`slurm`] is the only code that talks to Slurm, [`git`] reads the
 //! checkout, [`apply`] executes a plan through a backend, [`reconcile`] is the one pass that
 //! plan, apply and [`watch`] share (it observes: lists the jobs and reads what a plan needs),
-//! [`logs`] reads a replica's log file, and [`cli`] wires them to commands.
+//! [`logs`] reads a replica's log file, and [`cli`] wires them to commands; [`error`] gives
+//! every failure a kind and its exit code.
 //!
 //! The modules form layers, each using only those below it; `tests/fast/layers.rs` lists them and
 //! fails on an upward import or an import cycle.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod cluster;
 pub mod container;
 pub mod desired;
+pub mod error;
 pub mod git;
 pub mod hostlist;
 pub mod image;

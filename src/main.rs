@@ -1,4 +1,5 @@
-//! The `stackctl` binary: parses arguments, sets up logging, runs, maps errors to exit codes.
+//! The `stackctl` binary: parses arguments, sets up logging, runs, maps an error's kind to its
+//! exit code (`stackctl::error`).
 
 use clap::Parser;
 use std::io::{IsTerminal, Write};
@@ -41,8 +42,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             // Not eprintln!: a closed stderr must not turn an error into a panic.
-            let _ = writeln!(std::io::stderr(), "error: {error:#}");
-            ExitCode::from(1)
+            let _ = writeln!(std::io::stderr(), "error: {error}");
+            // The kind was decided below; here it only becomes its documented code.
+            ExitCode::from(error.kind().exit_code())
         }
     }
 }

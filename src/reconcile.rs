@@ -38,6 +38,13 @@ pub enum Error {
     /// Another apply holds this owner's lock, or the lock could not be taken.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// A safety rule refused the plan (protect, `--max-destroy`, destroy-all, a service no
+    /// node can run); nothing was done.
+    #[error("{message}")]
+    Refused {
+        /// Every refusal, one per line, then a closing line.
+        message: String,
+    },
     /// A saved plan no longer matches the repo or the live replicas; nothing was done.
     #[error("{message}")]
     Stale {
@@ -63,7 +70,9 @@ impl Error {
     /// Returns the kind of the error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Config { .. } | Error::Stale { .. } => ErrorKind::Configuration,
+            Error::Config { .. } | Error::Refused { .. } | Error::Stale { .. } => {
+                ErrorKind::Configuration
+            }
             Error::Slurm { cause, .. } if cause.is_transient() => ErrorKind::Transient,
             Error::Slurm { .. } => ErrorKind::Definite,
             Error::Lock(lock::LockError::Held { .. }) => ErrorKind::LockHeld,
@@ -73,14 +82,19 @@ impl Error {
     }
 
     fn config(problems: &SpecErrors, what: &str) -> Error {
-        let count = problems.0.len();
         Error::Config {
-            message: format!(
-                "{problems}\n{count} problem{} found; {what}",
-                if count == 1 { "" } else { "s" }
-            ),
+            message: problems_message(problems, what),
         }
     }
+}
+
+/// Every problem, one per line, then `N problem(s) found; {what}`.
+fn problems_message(problems: &SpecErrors, what: &str) -> String {
+    let count = problems.0.len();
+    format!(
+        "{problems}\n{count} problem{} found; {what}",
+        if count == 1 { "" } else { "s" }
+    )
 }
 
 /// Loads and validates the repo at `dir`.
@@ -625,10 +639,12 @@ fn plan_with(
         let problems = crate::cluster::check(&repo.desired, &submitting, facts);
         crate::cluster::settle_excludes(&mut plan, &repo.desired, facts);
         if !problems.is_empty() && options.refusals == Refusals::WholePlan {
-            return Err(Error::config(
-                &SpecErrors(problems),
-                "no node of the cluster could ever run this; nothing was planned or submitted",
-            ));
+            return Err(Error::Refused {
+                message: problems_message(
+                    &SpecErrors(problems),
+                    "no node of the cluster could ever run this; nothing was planned or submitted",
+                ),
+            });
         }
     }
     Ok(Planned {
@@ -678,7 +694,7 @@ fn refusals(
                 observed,
                 &options.limits,
             ));
-            Err(Error::Config {
+            Err(Error::Refused {
                 message: format!(
                     "{}\nthe plan was refused; nothing was done",
                     lines.join("\n")
@@ -1049,6 +1065,11 @@ mod tests {
         backend
     }
 
+    /// The exit code the binary gives `error` ([`crate::error`]).
+    fn exit_code(error: Error) -> u8 {
+        crate::error::Error::from(error).kind().exit_code()
+    }
+
     fn run(dir: &Path, repo: &Repo, backend: &FakeBackend) -> Result<Outcome, Error> {
         apply(
             repo,
@@ -1108,6 +1129,7 @@ mod tests {
                 text.contains("s.web is protected") && text.contains(what),
                 "{text}"
             );
+            assert_eq!(exit_code(error), 3, "refused by a safety rule");
             assert_eq!(backend.count(Op::Cancel), cancels, "nothing cancelled");
         }
         // Un-protect: the markers are rewritten in place, no job replaced.
@@ -1562,6 +1584,7 @@ mod tests {
         let error = run(dir.path(), &repo, &backend).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::LockHeld, "{error}");
         assert!(error.to_string().contains("elsewhere"), "{error}");
+        assert_eq!(exit_code(error), 4, "lock held");
         let jobs: Vec<_> = backend.alive().into_iter().map(|j| j.id).collect();
         assert_eq!(
             jobs,
@@ -1583,6 +1606,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(backend.count(Op::Submit), 0, "no lock, no job");
+        assert_eq!(exit_code(error), 3, "refused as unschedulable");
     }
 
     #[test]
@@ -1593,6 +1617,7 @@ mod tests {
         let error = run(dir.path(), &repo, &backend).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Transient);
         assert_eq!(backend.count(Op::Submit), 0);
+        assert_eq!(exit_code(error), 5, "Slurm unreachable");
     }
 
     #[test]
@@ -1717,6 +1742,7 @@ mod tests {
                 && text.contains("(0 then, 2 now)"),
             "{text}"
         );
+        assert_eq!(exit_code(error), 7, "stale saved plan");
         // One submit: the lock's placeholder, released; no job.
         assert_eq!(backend.count(Op::Submit), submits + 1);
         assert_eq!(backend.alive().len(), 2, "the other apply's replicas only");

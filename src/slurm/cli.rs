@@ -171,22 +171,20 @@ impl CliBackend {
             text
         };
         let (out, err) = (read(&mut stdout), read(&mut stderr));
-        if let Some(session) = &self.remote
-            && status.code() == Some(super::ssh::SSH_FAILURE_STATUS)
-        {
-            return Err(SlurmError::Failed {
-                command,
-                message: session.failure(&err),
-            });
-        }
         if !status.success() {
-            let message = clean_message(program, &err);
-            let message = if message.is_empty() {
-                status.to_string()
-            } else {
-                message
+            // Classified once, from the exit status and Slurm's error number (super::failure).
+            let class =
+                super::failure::classify_cli(program, status.code(), &err, self.remote.is_some());
+            let message = match &self.remote {
+                Some(session) if status.code() == Some(super::ssh::SSH_FAILURE_STATUS) => {
+                    session.failure(&err)
+                }
+                _ => match clean_message(program, &err) {
+                    m if m.is_empty() => status.to_string(),
+                    m => m,
+                },
             };
-            return Err(SlurmError::Failed { command, message });
+            return Err(SlurmError::classified(command, message, class));
         }
         Ok((out, err))
     }

@@ -241,10 +241,11 @@ impl Backend for FakeBackend {
             Some(Fault::Timeout) => return Err(timeout("sbatch")),
             Some(Fault::SubmittedThenTimeout) => {
                 self.create(script);
-                return Err(failed(
-                    "sbatch",
-                    "Batch job submission failed: Socket timed out on send/recv operation".into(),
-                ));
+                return Err(SlurmError::Unreachable {
+                    command: "sbatch".into(),
+                    message: "Batch job submission failed: Socket timed out on send/recv operation"
+                        .into(),
+                });
             }
             Some(Fault::SubmittedUnparseable) => {
                 self.create(script);

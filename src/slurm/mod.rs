@@ -1,8 +1,11 @@
 //! The only code that talks to Slurm. [`Backend`] is what the rest of stackctl sees; the
 //! adapters behind it (the CLI, locally or over SSH; slurmrestd; an in-memory fake for unit
-//! tests) decide how Slurm is reached.
+//! tests) decide how Slurm is reached. Each adapter classifies its failures once, through
+//! [`failure`], into [`SlurmError::Failed`] (refused) or [`SlurmError::Unreachable`]
+//! (transient: retried, and a submit looked up by its nonce first).
 
 mod cli;
+pub mod failure;
 pub mod fake;
 pub mod rest;
 pub mod ssh;
@@ -154,9 +157,19 @@ pub enum SlurmError {
         /// The deadline.
         seconds: u64,
     },
-    /// Slurm refused or failed.
+    /// Slurm refused the request ([`failure::Class::Rejected`]): it had no effect.
     #[error("`{command}` failed: {message}")]
     Failed {
+        /// The command line.
+        command: String,
+        /// What it printed on stderr.
+        message: String,
+    },
+    /// Slurm could not be reached, or answered that it cannot take the request now
+    /// ([`failure::Class::Transient`]): a later try may succeed, and the request's effect may
+    /// be unknown.
+    #[error("`{command}` failed: {message}")]
+    Unreachable {
         /// The command line.
         command: String,
         /// What it printed on stderr.
@@ -173,14 +186,23 @@ pub enum SlurmError {
 }
 
 impl SlurmError {
+    /// A failure of `command` with `message`, of the class [`failure`] gave it.
+    pub fn classified(command: String, message: String, class: failure::Class) -> SlurmError {
+        match class {
+            failure::Class::Transient => SlurmError::Unreachable { command, message },
+            failure::Class::Rejected => SlurmError::Failed { command, message },
+        }
+    }
+
     /// Returns whether Slurm definitely rejected the request, so retrying cannot help and the
     /// request certainly had no effect. Timeouts, lost connections and output that cannot be
     /// understood (the command may have succeeded) are not definite.
     pub fn is_definite_rejection(&self) -> bool {
         match self {
-            SlurmError::Failed { message, .. } => !is_transient_message(message),
-            SlurmError::Spawn { .. } => true,
-            SlurmError::Timeout { .. } | SlurmError::Parse { .. } => false,
+            SlurmError::Failed { .. } | SlurmError::Spawn { .. } => true,
+            SlurmError::Unreachable { .. }
+            | SlurmError::Timeout { .. }
+            | SlurmError::Parse { .. } => false,
         }
     }
 
@@ -188,24 +210,10 @@ impl SlurmError {
     /// slow), so a later retry may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            SlurmError::Failed { message, .. } => is_transient_message(message),
-            SlurmError::Timeout { .. } => true,
-            SlurmError::Spawn { .. } | SlurmError::Parse { .. } => false,
+            SlurmError::Unreachable { .. } | SlurmError::Timeout { .. } => true,
+            SlurmError::Failed { .. } | SlurmError::Spawn { .. } | SlurmError::Parse { .. } => {
+                false
+            }
         }
     }
-}
-
-/// Returns whether a Slurm error message says the controller could not be reached or answered
-/// too late, rather than that it refused the request.
-fn is_transient_message(message: &str) -> bool {
-    [
-        "timed out",
-        "Unable to contact",
-        "Socket",
-        "Connection",
-        "Zero Bytes",
-        "temporarily unavailable",
-    ]
-    .iter()
-    .any(|t| message.contains(t))
 }

@@ -208,13 +208,18 @@ impl TestRepo {
         stdout_of(&self.run(args), args, code)
     }
 
-    /// Runs a command that must be refused (exit 1); returns its stderr.
+    /// Runs a command a safety rule must refuse (exit 3); returns its stderr.
     pub fn refused(&self, args: &[&str]) -> String {
+        self.fails(args, 3)
+    }
+
+    /// Runs a command that must fail with exit `code`; returns its stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
         let output = self.run(args);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
         assert_eq!(
             output.status.code(),
-            Some(1),
+            Some(code),
             "stackctl {args:?}\nstdout:\n{}\nstderr:\n{stderr}",
             String::from_utf8_lossy(&output.stdout)
         );

@@ -204,7 +204,11 @@ fn refused(b: &Backends, via: Via) -> String {
     let output = b.run(via, &["apply", "--auto-approve", "--lock-timeout", "2s"]);
     let waited = started.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    assert_eq!(output.status.code(), Some(1), "{via:?}: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "{via:?}: lock held: {stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "{via:?}: one line: {stderr}");
     assert!(
         waited >= Duration::from_secs(2),

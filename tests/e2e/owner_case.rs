@@ -99,7 +99,7 @@ fn jobs_under_the_owner_as_written_stop_the_plan_until_kept_or_cancelled() {
 
     use_remote(repo.path(), &url);
     for args in [&["plan"][..], &["apply", "--auto-approve"]] {
-        let error = repo.refused(args);
+        let error = repo.fails(args, 1);
         assert!(
             error.contains(&format!("owner: {written}"))
                 && error.contains(&format!("scancel {}_", array_of(&old[0].id)))

@@ -251,7 +251,7 @@ fn foreign_and_look_alike_jobs_are_never_touched() {
     // remove every service: prune must still leave the foreign jobs alone
     repo.remove_stack("s");
     let refused = repo.run(&["apply", "--auto-approve"]);
-    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(refused.status.code(), Some(3), "refused by a safety rule");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--allow-destroy-all"), "{stderr}");
     assert_eq!(
@@ -436,6 +436,54 @@ fn plan_json_is_versioned_and_lists_one_entry_per_change() {
     );
 }
 
+/// Slurm unreachable, without stopping anything shared: a copy of the cluster's slurm.conf
+/// whose controller port is closed. `plan` (with `--detailed-exitcode` too: never 2) and
+/// `apply` exit 5 with Slurm's own reason, and nothing is submitted.
+#[test]
+fn an_unreachable_controller_exits_5_and_submits_nothing() {
+    let repo = TestRepo::new("unreachable");
+    repo.write_stack("s", "services:\n  web:\n    recipe: test/sleeper\n");
+    // A port nothing listens on once the listener is dropped.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = std::fs::read_to_string(slurm_conf()).unwrap();
+    assert!(
+        conf.lines().any(|l| l.starts_with("SlurmctldPort=")),
+        "{conf}"
+    );
+    let bogus: Vec<String> = conf
+        .lines()
+        .map(|l| match l.starts_with("SlurmctldPort=") {
+            true => format!("SlurmctldPort={port}"),
+            false => l.to_owned(),
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slurm.conf");
+    std::fs::write(&path, bogus.join("\n") + "\n").unwrap();
+    for args in [
+        &["plan"][..],
+        &["plan", "--detailed-exitcode"],
+        &["apply", "--auto-approve"],
+    ] {
+        let output = repo
+            .command(args)
+            .env("SLURM_CONF", &path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(5), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("Unable to contact slurm controller"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(repo.jobs().is_empty(), "nothing was submitted");
+}
+
 #[test]
 fn a_request_no_node_can_satisfy_fails_the_plan_and_a_fixed_repo_then_converges() {
     let repo = TestRepo::new("rejected");
@@ -443,7 +491,11 @@ fn a_request_no_node_can_satisfy_fails_the_plan_and_a_fixed_repo_then_converges(
     repo.write_stack("s", "services:\n  big:\n    recipe: test/gpu\n    resources: {gpu: 5}\n  ok:\n    recipe: test/sleeper\n");
     let output = repo.run(&["apply", "--auto-approve"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "refused as unschedulable: {stderr}"
+    );
     assert!(
         stderr.contains("stacks/s.yaml:4:") && stderr.contains("services.big.resources.gpu"),
         "{stderr}"
@@ -539,7 +591,7 @@ fn a_change_no_node_can_satisfy_fails_the_plan_at_its_line_and_the_replica_keeps
         for command in [&["plan"][..], &["apply", "--auto-approve"]] {
             let output = repo.run(command);
             let stderr = String::from_utf8_lossy(&output.stderr);
-            assert_eq!(output.status.code(), Some(1), "{override_yaml}: {stderr}");
+            assert_eq!(output.status.code(), Some(3), "{override_yaml}: {stderr}");
             assert!(
                 stderr.contains("stacks/s.yaml:5:")
                     && stderr.contains(&format!("field `services.web.{field}`")),
@@ -872,7 +924,7 @@ fn a_held_lock_refuses_apply_naming_the_holder_and_force_unlock_removes_it() {
     let lock_id = held.id().to_string();
     let output = repo.run(&["apply", "--auto-approve"]);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(4), "the lock is held: {stderr}");
     assert!(
         stderr.contains(&lock_id) && stderr.contains("ci-runner-elsewhere"),
         "the refusal names the lock and its holder: {stderr}"

@@ -73,7 +73,7 @@ fn over_rest_apply_creates_scales_replaces_heals_and_destroys() {
     let refused = run(&repo, &jwt, &["apply", "--auto-approve"]);
     assert_eq!(
         refused.status.code(),
-        Some(1),
+        Some(3),
         "cancelling every job takes a flag"
     );
     expect(
@@ -170,14 +170,14 @@ fn rest_and_cli_plans_are_byte_identical_and_concurrent_applies_never_exceed_rep
     expect(&repo, &jwt, &["plan", "--detailed-exitcode"], 0);
 }
 
-/// Runs `args` expecting exit 1 with one line on stderr; returns that line.
-fn one_line_failure(repo: &TestRepo, token: &str, args: &[&str]) -> String {
+/// Runs `args` expecting exit `code` with one line on stderr; returns that line.
+fn one_line_failure(repo: &TestRepo, token: &str, args: &[&str], code: i32) -> String {
     let mut command = common::rest::command(repo.path(), token, args);
     command.env("STACKCTL_LOG", "debug");
     let output = command.output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(output.status.code(), Some(code), "{stdout}\n{stderr}");
     assert!(
         !stdout.contains(token) && !stderr.contains(token),
         "the token leaked:\n{stdout}\n{stderr}"
@@ -193,23 +193,25 @@ fn rest_failures_are_one_clear_line_and_never_show_the_token() {
     configure(&repo, REST_URL);
     repo.write_stack("s", &sleepers(1, "a"));
 
-    let wrong = one_line_failure(&repo, "not-a-token", &["plan"]);
+    let wrong = one_line_failure(&repo, "not-a-token", &["plan"], 1);
     assert!(wrong.contains("the token is not a JWT"), "{wrong}");
 
     let short = token("root", 1);
     std::thread::sleep(std::time::Duration::from_secs(3));
-    let expired = one_line_failure(&repo, &short, &["plan"]);
+    let expired = one_line_failure(&repo, &short, &["plan"], 1);
     assert!(expired.contains("the token expired"), "{expired}");
 
     // A token slurmctld cannot verify (its signature altered): Slurm's own answer, one line.
+    // Its error number (-1, "Unspecified error") is the one an unreachable slurmctld answers
+    // a listing with (tests/fixtures/slurm-errors/rest/), so it exits as unreachable.
     let jwt = token("root", 900);
     let (unsigned, _) = jwt.rsplit_once('.').unwrap();
     let forged = format!("{unsigned}.AAAA");
-    let refused = one_line_failure(&repo, &forged, &["plan"]);
+    let refused = one_line_failure(&repo, &forged, &["plan"], 5);
     assert!(refused.contains("signature"), "{refused}");
 
     configure(&repo, "http://127.0.0.1:1");
-    let unreachable = one_line_failure(&repo, &jwt, &["plan"]);
+    let unreachable = one_line_failure(&repo, &jwt, &["plan"], 5);
     assert!(
         unreachable.contains("cannot reach slurmrestd at http://127.0.0.1:1"),
         "{unreachable}"
@@ -219,7 +221,7 @@ fn rest_failures_are_one_clear_line_and_never_show_the_token() {
     // offers.
     configure(&repo, REST_URL);
     repo.append_settings("  api: v0.0.40\n");
-    let unserved = one_line_failure(&repo, &jwt, &["plan"]);
+    let unserved = one_line_failure(&repo, &jwt, &["plan"], 1);
     assert!(
         unserved.contains("does not serve API v0.0.40") && unserved.contains("v0.0.38"),
         "{unserved}"

@@ -212,7 +212,11 @@ fn a_partial_failure_lists_what_was_done_and_what_failed_and_a_rerun_converges()
     let output = repo.run(&["apply", "--auto-approve"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(6),
+        "partial apply: {stdout}\n{stderr}"
+    );
     let done = stdout.split("Done:\n").nth(1).unwrap_or_default();
     let (done, failed) = done
         .split_once("Failed or not attempted (left as they were):\n")

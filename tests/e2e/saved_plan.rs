@@ -70,7 +70,7 @@ fn a_saved_plan_is_shown_and_applied_without_a_prompt() {
     repo.assert_converged();
 
     // The same file again: the replicas it was made without now exist.
-    let stale = repo.refused(&["apply", "p.json"]);
+    let stale = repo.fails(&["apply", "p.json"], 7);
     assert!(
         stale.contains("stale plan: the live replicas changed"),
         "{stale}"
@@ -85,7 +85,7 @@ fn a_saved_plan_is_shown_and_applied_without_a_prompt() {
     );
     assert_ne!(other, text);
     std::fs::write(repo.path().join("other.json"), other).unwrap();
-    let error = repo.refused(&["apply", "other.json"]);
+    let error = repo.fails(&["apply", "other.json"], 7);
     assert!(
         error.contains("this plan is for owner \"someone-else\""),
         "{error}"
@@ -96,7 +96,7 @@ fn a_saved_plan_is_shown_and_applied_without_a_prompt() {
     );
     assert_ne!(old, text);
     std::fs::write(repo.path().join("old.json"), old).unwrap();
-    let error = repo.refused(&["apply", "old.json"]);
+    let error = repo.fails(&["apply", "old.json"], 7);
     assert!(error.contains("saved by stackctl 0.0.1"), "{error}");
 }
 
@@ -112,7 +112,7 @@ fn a_replica_cancelled_by_hand_makes_the_saved_plan_stale() {
     wait_for("the cancelled replica to end", 120, || {
         repo.alive("s.app").len() == 1
     });
-    let stale = repo.refused(&["apply", "p.json"]);
+    let stale = repo.fails(&["apply", "p.json"], 7);
     assert!(
         stale.contains(
             "stale plan: the live replicas changed since the plan was made (2 then, 1 now)"
@@ -134,7 +134,7 @@ fn a_new_commit_changing_a_stack_makes_the_saved_plan_stale_and_one_with_the_sam
     assert!(repo.path().join(file).is_file(), "relative to -C");
     repo.write_stack("s", &stack(2));
     commit(&repo, "two replicas");
-    let stale = repo.refused(&["apply", file]);
+    let stale = repo.fails(&["apply", file], 7);
     assert!(
         stale.contains("stale plan: the desired state changed since the plan was made"),
         "{stale}"
@@ -154,7 +154,7 @@ fn another_apply_between_plan_and_apply_makes_the_saved_plan_stale() {
     repo.write_stack("s", &stack(2));
     repo.expect(&["plan", "-out", "p.json"], 0);
     repo.apply();
-    let stale = repo.refused(&["apply", "p.json"]);
+    let stale = repo.fails(&["apply", "p.json"], 7);
     assert!(
         stale.contains(
             "stale plan: the live replicas changed since the plan was made (0 then, 2 now)"

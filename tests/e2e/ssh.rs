@@ -100,11 +100,11 @@ fn ssh_and_local_plans_are_byte_identical_and_concurrent_applies_never_exceed_re
     r.expect(&["plan", "--detailed-exitcode"], 0);
 }
 
-/// Runs `plan` and returns its stderr, asserting exit 1 and one line of text.
-fn one_line_failure(r: &SshRepo) -> String {
+/// Runs `plan` and returns its stderr, asserting exit `code` and one line of text.
+fn one_line_failure(r: &SshRepo, code: i32) -> String {
     let output = r.run(&["plan"]);
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     stderr
 }
@@ -131,20 +131,21 @@ fn ssh_failures_are_one_clear_line() {
     )
     .unwrap();
     SshRepo::configure(&r.repo, wrong.to_str().unwrap(), SSH_PORT, "");
-    let mismatch = one_line_failure(&r);
+    // ssh's own failures exit 255, all alike: the login node is unreachable (exit 5).
+    let mismatch = one_line_failure(&r, 5);
     assert!(mismatch.contains("does not match"), "{mismatch}");
 
     // A host key not known at all: never accepted on first use.
     let empty = r.repo.path().join("known_hosts_empty");
     std::fs::write(&empty, "").unwrap();
     SshRepo::configure(&r.repo, empty.to_str().unwrap(), SSH_PORT, "");
-    let unknown = one_line_failure(&r);
+    let unknown = one_line_failure(&r, 5);
     assert!(unknown.contains("is not in"), "{unknown}");
 
     // Nothing listening.
     let known = format!("{SSH_DIR}/known_hosts");
     SshRepo::configure(&r.repo, &known, 1, "");
-    let refused = one_line_failure(&r);
+    let refused = one_line_failure(&r, 5);
     assert!(refused.contains("Connection refused"), "{refused}");
 
     // A login where Slurm is not usable.
@@ -156,7 +157,7 @@ fn ssh_failures_are_one_clear_line() {
         text.replace(&slurm_conf(), broken.to_str().unwrap()),
     )
     .unwrap();
-    let no_slurm = one_line_failure(&r);
+    let no_slurm = one_line_failure(&r, 1);
     assert!(no_slurm.contains("squeue"), "{no_slurm}");
     assert!(r.jobs().is_empty(), "nothing was submitted");
 }

@@ -1264,6 +1264,39 @@ fn usage_errors_exit_1_not_2() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("--detailed-exitcode"));
 }
 
+/// The exit codes are documented where a user looks: `--help` and the man page list each one.
+#[test]
+fn help_and_man_page_list_every_exit_code() {
+    for args in [&["--help"][..], &["man"]] {
+        let output = Command::cargo_bin("stackctl")
+            .unwrap()
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{args:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        for (code, meaning) in [
+            (0, "success"),
+            (1, "invalid repo"),
+            (2, "the plan has changes"),
+            (3, "refused by a safety rule"),
+            (4, "another apply holds the lock"),
+            (5, "Slurm unreachable"),
+            (6, "apply incomplete"),
+            (7, "saved plan stale"),
+            (130, "interrupted"),
+        ] {
+            assert!(
+                text.lines().any(|l| {
+                    let l = l.trim_start();
+                    l.starts_with(&format!("{code} ")) && l.contains(meaning)
+                }),
+                "{args:?}: exit code {code} ({meaning}) in:\n{text}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Health checks and named / `auto` ports
 // ---------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ const LAYERS: &[(&str, &str)] = &[
         "watch logs",
         "long-running loops over the pass; a replica's log",
     ),
+    ("error", "every failure's kind and exit code"),
     ("cli", "the commands"),
 ];
 

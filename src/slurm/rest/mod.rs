@@ -25,6 +25,7 @@
 
 pub mod wire;
 
+use super::failure::{self, RestOutcome};
 use super::{Backend, SlurmError};
 use crate::cluster::ClusterFacts;
 use crate::desired::{RestTarget, TokenSource};
@@ -42,10 +43,10 @@ use wire::{Api, RestError};
 const ATTEMPTS: u32 = 3;
 
 /// The Slurm error number of a submit that left the job held (the lock's placeholder).
-const HELD_ERROR: i64 = 2042;
+const HELD_ERROR: i64 = failure::ESLURM_JOB_HELD;
 
 /// The Slurm error number of a job id Slurm no longer knows.
-const INVALID_JOB_ID: i64 = 2017;
+const INVALID_JOB_ID: i64 = failure::ESLURM_INVALID_JOB_ID;
 
 /// How long a remembered listing may be answered "unchanged" before a full listing is taken
 /// anyway, so no missed change can outlive it.
@@ -119,16 +120,31 @@ impl std::io::Read for Body {
 
 /// Whether a 5xx answer is Slurm refusing the request for a reason a retry cannot change
 /// (slurmrestd answers 500 for Invalid job id, for one): its `errors[]` carry Slurm error
-/// numbers, none of them the controller being unreachable or slow.
-fn definite(text: &str) -> bool {
+/// numbers, and [`failure::classify_rest`] finds none of them transient.
+fn definite(status: u16, text: &str) -> bool {
     let Ok(value) = serde_json::from_str::<Value>(text) else {
         return false;
     };
-    let errors = wire::errors_of(&value);
-    !errors.is_empty()
-        && errors
-            .iter()
-            .all(|e| e.number.is_some_and(|n| n > 0) && !super::is_transient_message(&e.text))
+    let errnos = errnos(&wire::errors_of(&value));
+    failure::classify_rest(RestOutcome::Answer {
+        status,
+        errnos: &errnos,
+    }) == failure::Class::Rejected
+}
+
+/// The error numbers of `errors`, as [`failure::classify_rest`] takes them.
+fn errnos(errors: &[RestError]) -> Vec<Option<i64>> {
+    errors.iter().map(|e| e.number).collect()
+}
+
+/// The error for a failed answer: its line ([`describe`]), classified by its error numbers.
+fn refusal(command: &str, status: reqwest::StatusCode, errors: &[RestError]) -> SlurmError {
+    let errnos = errnos(errors);
+    let class = failure::classify_rest(RestOutcome::Answer {
+        status: status.as_u16(),
+        errnos: &errnos,
+    });
+    SlurmError::classified(command.to_owned(), describe(status, errors), class)
 }
 
 /// Slurm reached through slurmrestd.
@@ -250,7 +266,7 @@ impl RestBackend {
                         return Ok((status, Body::Stream(response)));
                     }
                     let text = response.text().unwrap_or_default();
-                    if definite(&text) {
+                    if definite(status.as_u16(), &text) {
                         return Ok((status, Body::Read(std::io::Cursor::new(text.into_bytes()))));
                     }
                     format!("HTTP {}", status.as_u16())
@@ -273,13 +289,25 @@ impl RestBackend {
     /// Sends a request whose answer is JSON with `errors[]`; any error is a failure.
     fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value, SlurmError> {
         let command = format!("{method} {path}");
+        let (status, value, errors) = self.answer(method, path, body)?;
+        if !errors.is_empty() || !status.is_success() {
+            return Err(refusal(&command, status, &errors));
+        }
+        Ok(value)
+    }
+
+    /// Sends an idempotent request and returns its status, its JSON and its `errors[]`.
+    fn answer(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(reqwest::StatusCode, Value, Vec<RestError>), SlurmError> {
+        let command = format!("{method} {path}");
         let (status, answer) = self.send(method, path, body, true)?;
         let value = self.json_answer(&command, status, answer)?;
         let errors = wire::errors_of(&value);
-        if !errors.is_empty() || !status.is_success() {
-            return Err(failed(&command, describe(status, &errors)));
-        }
-        Ok(value)
+        Ok((status, value, errors))
     }
 
     /// The JSON of an answer. A 404 that is not JSON is slurmrestd not knowing the path: the
@@ -362,7 +390,7 @@ impl Backend for RestBackend {
         .deserialize(&mut deserializer)
         .map_err(|e| parse(&command, e.to_string()))?;
         if !listing.errors.is_empty() || !status.is_success() {
-            return Err(failed(&command, describe(status, &listing.errors)));
+            return Err(refusal(&command, status, &listing.errors));
         }
         if listing.unchanged {
             return match recalled {
@@ -406,7 +434,7 @@ impl Backend for RestBackend {
             _ if errors.is_empty() && status.is_success() => {
                 Err(parse(&command, "no job_id in the answer".to_owned()))
             }
-            _ => Err(failed(&command, describe(status, &errors))),
+            _ => Err(refusal(&command, status, &errors)),
         }
     }
 
@@ -419,13 +447,14 @@ impl Backend for RestBackend {
     fn cancel(&self, job_ids: &[JobId]) -> Result<(), SlurmError> {
         for id in job_ids {
             let path = self.path(&format!("job/{id}"))?;
-            match self.call(Method::DELETE, &path, None) {
-                Ok(_) => {}
-                // Gone already: as cancelled as it gets.
-                Err(SlurmError::Failed { message, .. })
-                    if message.contains(&format!("({INVALID_JOB_ID})")) => {}
-                Err(e) => return Err(e),
+            let (status, _, errors) = self.answer(Method::DELETE, &path, None)?;
+            let gone =
+                !errors.is_empty() && errors.iter().all(|e| e.number == Some(INVALID_JOB_ID));
+            // Gone already (Slurm's only error is an invalid job id): as cancelled as it gets.
+            if (errors.is_empty() && status.is_success()) || gone {
+                continue;
             }
+            return Err(refusal(&format!("DELETE {path}"), status, &errors));
         }
         Ok(())
     }
@@ -436,8 +465,9 @@ impl Backend for RestBackend {
         match self.call(Method::POST, &path, Some(&body)) {
             Ok(_) => Ok(()),
             // slurmrestd 22.05 updates one task of an array and then answers "job array
-            // update … failed" (checked live, tests/e2e/rest.rs): the listing tells.
-            Err(e) if job_id.task.is_some() && e.to_string().contains("job array update") => {
+            // update … failed" (checked live, tests/e2e/rest.rs): for a task, whatever the answer
+            // said, the listing tells (a listing that fails too is that failure).
+            Err(e) if job_id.task.is_some() && !e.is_transient() => {
                 let listed = self.list_jobs()?;
                 if listed
                     .iter()
@@ -521,7 +551,8 @@ impl Backend for RestBackend {
 }
 
 /// One line for a failed answer: each error with its number, or the HTTP status. Slurm 22.05
-/// answers a token slurmctld cannot verify with an unspecified error (-1); the line says so.
+/// answers both a token slurmctld cannot verify and an unreachable slurmctld with an
+/// unspecified error (-1); the line says so.
 fn describe(status: reqwest::StatusCode, errors: &[RestError]) -> String {
     if errors.is_empty() {
         return format!("HTTP {}", status.as_u16());
@@ -534,10 +565,14 @@ fn describe(status: reqwest::StatusCode, errors: &[RestError]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ");
-    if errors.iter().any(|e| e.number == Some(-1)) {
+    if errors
+        .iter()
+        .any(|e| e.number == Some(failure::SLURM_ERROR))
+    {
         line.push_str(
-            " — slurmctld answers this when it cannot verify the token's signature (a token \
-             from another cluster's key, or altered); mint one with `scontrol token`",
+            " — slurmrestd answers this when slurmctld cannot be reached, or cannot verify the \
+             token's signature (a token from another cluster's key, or altered; mint one with \
+             `scontrol token`)",
         );
     }
     line
@@ -626,7 +661,8 @@ fn parse(command: &str, message: String) -> SlurmError {
     }
 }
 
-/// A request that got no answer, as one line naming the server (never the token).
+/// A request that got no answer, as one line naming the server (never the token);
+/// transient ([`RestOutcome::NoAnswer`]).
 fn transport(command: &str, url: &str, error: &reqwest::Error) -> SlurmError {
     let mut message = format!("cannot reach slurmrestd at {url}");
     let mut source: Option<&dyn std::error::Error> = std::error::Error::source(error);
@@ -640,7 +676,11 @@ fn transport(command: &str, url: &str, error: &reqwest::Error) -> SlurmError {
     } else if let Some(last) = last {
         message.push_str(&format!(": {last}"));
     }
-    failed(command, message)
+    SlurmError::classified(
+        command.to_owned(),
+        message,
+        failure::classify_rest(RestOutcome::NoAnswer),
+    )
 }
 
 #[cfg(test)]
@@ -697,17 +737,21 @@ mod tests {
     fn only_slurms_own_refusals_are_not_retried() {
         // 22.05 answers a DELETE of a job it no longer knows with HTTP 500 and this.
         let gone = r#"{"errors":[{"description":"unable to kill JobId=9 with signal 9: Invalid job id specified","error_number":2017,"error":"Invalid job id specified","source":"slurm_kill_job"}]}"#;
-        assert!(definite(gone));
-        let unreachable = r#"{"errors":[{"error":"Unable to contact slurm controller (connect failure)","error_number":1001}]}"#;
+        assert!(definite(500, gone));
+        let unreachable = r#"{"errors":[{"error":"Unable to contact slurm controller (connect failure)","error_number":1800}]}"#;
         assert!(
-            !definite(unreachable),
+            !definite(500, unreachable),
             "the controller being away is worth a retry"
         );
-        assert!(!definite(r#"{"errors":[]}"#));
+        // The number decides, not the words: the same text with a refusal's number is one.
+        let worded = r#"{"errors":[{"error":"Unable to contact slurm controller (connect failure)","error_number":2000}]}"#;
+        assert!(definite(500, worded));
+        assert!(!definite(500, r#"{"errors":[]}"#));
         assert!(!definite(
+            500,
             r#"{"errors":[{"error":"Unspecified error","error_number":-1}]}"#
         ));
-        assert!(!definite("Internal Server Error"));
+        assert!(!definite(500, "Internal Server Error"));
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl<'de> Deserialize<'de> for RestError {
 }
 
 fn error_of(value: &Value) -> RestError {
-    let number = ["error_number", "error_code", "code"]
+    let number = ["error_number", "error_code", "errno", "code"]
         .iter()
         .find_map(|k| value.get(*k)?.as_i64());
     let mut parts: Vec<&str> = Vec::new();
