@@ -826,9 +826,7 @@ fn show(file: &Path, json: bool) -> Result<ExitCode> {
     let saved = read_saved(file)?;
     if json {
         eprint!("{}", saved.header());
-        let mut text = serde_json::to_string_pretty(&saved.plan)?;
-        text.push('\n');
-        print_stdout(&text)?;
+        print_stdout(&saved.render_json())?;
     } else {
         print_stdout(&saved.render_text())?;
     }

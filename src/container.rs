@@ -500,7 +500,7 @@ pub fn build_script(req: &BuildRequest) -> String {
 pub const BUILD_PREFIX: &str = "stackctl-image/v1";
 
 /// One image the desired services need, by runtime, name and definition hash.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ImageKey {
     /// The runtime that builds and runs it.
     pub runtime: Runtime,
@@ -541,7 +541,8 @@ pub struct ImageFiles {
 }
 
 /// What a plan does about one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ImageAction {
     /// Submit a build job; why (`not built yet`, `definition changed`).
     Build(String),
@@ -564,7 +565,7 @@ impl ImageAction {
 }
 
 /// One image step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageStep {
     /// The image.
     pub key: ImageKey,

@@ -71,7 +71,7 @@ pub struct RestartRecord {
 }
 
 /// How a job ended in failure.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailRecord {
     /// Slurm's state (`FAILED`, `TIMEOUT`, …).
     pub state: String,
@@ -436,6 +436,15 @@ impl serde::Serialize for JobId {
     }
 }
 
+/// Read from the form [`JobId`]'s Display writes (`123_4` or `123`).
+impl<'de> serde::Deserialize<'de> for JobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        JobId::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is no Slurm job id")))
+    }
+}
+
 /// A job as any Slurm listing returns it, before ownership is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
@@ -456,7 +465,7 @@ pub struct JobRecord {
 
 /// When and where Slurm expects a job to start, as `sbatch --test-only` estimates it from the
 /// queue at the time of asking.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StartEstimate {
     /// Expected start (unix seconds).
     pub at: i64,

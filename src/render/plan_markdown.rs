@@ -3,7 +3,7 @@
 //! the summary line, then one collapsed section per stack with each service's changes and
 //! attribute diffs as `plan` prints them.
 
-use crate::plan::{Action, Plan, Summary};
+use crate::plan::{Plan, Summary};
 use crate::render::{Style, plan_text};
 use std::fmt::Write;
 
@@ -79,20 +79,9 @@ pub fn render(plan: &Plan) -> String {
             .iter()
             .filter(|s| s.service.stack == stack)
             .collect();
-        let mut counts = Summary::default();
+        let counts = Summary::of(services.iter().flat_map(|s| &s.changes));
         let mut body = String::new();
         for service in &services {
-            for change in &service.changes {
-                match change.action {
-                    Action::Create => counts.add += 1,
-                    Action::Destroy => counts.destroy += 1,
-                    Action::Update => counts.change += 1,
-                    Action::Replace => {
-                        counts.add += 1;
-                        counts.destroy += 1;
-                    }
-                }
-            }
             if !body.is_empty() {
                 body.push('\n');
             }
