@@ -91,7 +91,7 @@ pub enum Commands {
         /// Exit 0 when there are no changes, 1 on error, 2 when there are changes
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Print the plan as JSON (the same as --format json; format_version 1.4)
+        /// Print the plan as JSON (the same as --format json; format_version 1.7, described in docs/plan-json.md)
         #[arg(long, conflicts_with = "format")]
         json: bool,
         /// Print the plan as text, json, or markdown (for a pull-request comment)

@@ -10,7 +10,7 @@ use crate::plan::{Action, Held, Order, Plan, Reason, Rollout, Source, Stopped, S
 use serde::{Deserialize, Serialize};
 
 /// The version of the JSON plan format.
-pub const FORMAT_VERSION: &str = "1.6";
+pub const FORMAT_VERSION: &str = "1.7";
 
 /// The JSON plan document: a view of a [`Plan`] with one entry per replica change. Every
 /// field is described in `docs/plan-json.md`. Written with its keys in alphabetical order

@@ -293,7 +293,7 @@ fn new_service_creates_every_replica() {
 
     let json = plan_json::render(&plan);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], "1.6");
+    assert_eq!(doc["format_version"], "1.7");
     assert_eq!(doc["changes"].as_array().unwrap().len(), 3);
     assert_eq!(doc["summary"]["add"], 3);
     insta::assert_snapshot!("new_service_json", json);
@@ -3298,4 +3298,151 @@ fn secrets_are_read_from_their_file_and_never_written_into_the_script() {
         job.body
     );
     assert!(!job.body.contains("it's"), "{}", job.body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// one-shot jobs and image steps in plan JSON and Markdown (issues 19 and 20)
+
+/// A plan with an image step of each kind and a one-shot job line of each state.
+fn jobs_and_images_plan() -> Plan {
+    use stackctl::container::{ImageAction, ImageDefinition, ImageKey, ImageStep, Runtime};
+    use stackctl::observed::JobId;
+    use stackctl::plan::jobs::{JobLine, JobStatus, Run};
+    let (mut plan, _) = pr_plan();
+    let key = |image: &str| ImageKey {
+        runtime: Runtime::Charliecloud,
+        image: image.into(),
+        definition: ImageDefinition {
+            file: format!("recipes/{image}/Dockerfile"),
+            sha256: "0123456789abcdef".into(),
+            text: String::new(),
+        },
+    };
+    let step = |image: &str, service: &str, action: ImageAction| ImageStep {
+        key: key(image),
+        services: vec![ServiceAddr::new("inference", service)],
+        partition: None,
+        action,
+    };
+    plan.add_images(
+        vec![
+            step(
+                "web",
+                "llm",
+                ImageAction::Build("definition changed".into()),
+            ),
+            step("cache", "redis", ImageAction::Building(77)),
+            step(
+                "db",
+                "pg",
+                ImageAction::Failed {
+                    record: "78 build".into(),
+                    tail: "E: no such package\n".into(),
+                },
+            ),
+        ],
+        std::path::Path::new("/logs"),
+    );
+    let id = |array: u64| JobId { array, task: None };
+    let run = |array: u64, succeeded: bool| Run {
+        job_id: id(array),
+        succeeded,
+        state: if succeeded { "COMPLETED" } else { "FAILED" }.into(),
+        exit: Some(if succeeded { 0 } else { 1 }),
+        start: Some(1_700_000_000),
+        end: 1_700_000_060,
+    };
+    let line = |name: &str, status: JobStatus, last_run: Option<Run>| JobLine {
+        service: ServiceAddr::new("bench", name),
+        status,
+        last_run,
+    };
+    plan.jobs = vec![
+        line("a-new", JobStatus::Run, None),
+        line("b-changed", JobStatus::RerunSpecChanged, None),
+        line(
+            "c-held",
+            JobStatus::Held {
+                reason: "target not ready: inference/llm has no ready replica".into(),
+            },
+            None,
+        ),
+        line(
+            "d-done",
+            JobStatus::Done { at: 1_700_000_060 },
+            Some(run(90, true)),
+        ),
+        line(
+            "e-retry",
+            JobStatus::Retry {
+                retry: 1,
+                of: 2,
+                at: 1_700_000_120,
+            },
+            Some(run(91, false)),
+        ),
+    ];
+    plan
+}
+
+#[test]
+fn one_shot_jobs_and_image_steps_appear_in_plan_json_and_markdown() {
+    let plan = jobs_and_images_plan();
+    let json = plan_json::render(&plan);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let images = doc["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3, "{json}");
+    assert_eq!(images[0]["action"], "build");
+    assert_eq!(
+        images[0]["line"],
+        "build image web (definition changed) with charliecloud for inference.llm"
+    );
+    assert_eq!(images[2]["action"], "failed");
+    let states: Vec<&str> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["status"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["run", "rerun_spec_changed", "held", "done", "retry"]
+    );
+    // The failed build holds its service, with its log.
+    assert!(
+        plan.held
+            .iter()
+            .any(|h| h.service == ServiceAddr::new("inference", "pg")
+                && h.reason.contains("/logs/image.")),
+        "{:?}",
+        plan.held
+    );
+    insta::assert_snapshot!("jobs_and_images_json", json);
+
+    let md = plan_markdown::render(&plan);
+    for needle in [
+        "> **Image:** build image web (definition changed) with charliecloud for inference.llm",
+        "> **Image:** image cache is being built (job 77)",
+        "> **Held:** `inference.pg`: image db failed to build (job 78 build)",
+        "- bench.a-new: run\n",
+        "- bench.b-changed: rerun (spec changed)\n",
+        "- bench.c-held: held (target not ready): inference/llm has no ready replica\n",
+        "- bench.d-done: done at 22:14:20 UTC (job 90)\n",
+        "- bench.e-retry: failed, retry 1 of 2 at 22:15:20 UTC; last run: job 91 FAILED exit 1",
+    ] {
+        assert!(md.contains(needle), "{needle:?} missing:\n{md}");
+    }
+    insta::assert_snapshot!("jobs_and_images_markdown", md);
+}
+
+/// The JSON document reads back with its own type: what a consumer written against the
+/// format sees is what was written.
+#[test]
+fn the_plan_json_document_reads_back_as_written() {
+    let plan = jobs_and_images_plan();
+    let json = plan_json::render(&plan);
+    let doc: plan_json::Document = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc, plan_json::Document::of(&plan));
+    assert_eq!(doc.to_json(), json);
+    assert_eq!(doc.summary, plan.summary());
 }
