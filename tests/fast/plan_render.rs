@@ -3446,3 +3446,60 @@ fn the_plan_json_document_reads_back_as_written() {
     assert_eq!(doc.to_json(), json);
     assert_eq!(doc.summary, plan.summary());
 }
+
+// ---------------------------------------------------------------------------------------------
+// render prints what apply submits
+
+/// `stackctl render` prints the job through the function apply submits with: for a protected
+/// service, what apply gave Slurm is exactly the rendered script with its nonce in place of
+/// `<nonce>` (marker with `protect=1` included).
+#[test]
+fn render_prints_exactly_what_apply_submits_but_the_nonce() {
+    use stackctl::apply::{Silent, Submit, submission};
+    let mut protected = service(2, base_spec());
+    protected.protect = true;
+    let desired = desired(vec![(llm(), protected.clone())]);
+    let plan = compute(&desired, &observed(vec![]));
+    let backend = stackctl::slurm::fake::FakeBackend::new();
+    let report = stackctl::apply::apply(
+        &plan,
+        &desired,
+        &backend,
+        &ctx(),
+        &mut || "0badc0ffee00".to_owned(),
+        &mut Silent,
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let submitted = backend.state().jobs.clone();
+    assert_eq!(submitted.len(), 2, "one array of two tasks: {submitted:?}");
+    assert_eq!(submitted[0].script, submitted[1].script, "one submission");
+
+    let (marker, rendered) = submission(
+        &Submit {
+            owner: &owner(),
+            service: &llm(),
+            desired: &protected,
+            indexes: &[0, 1],
+            backoff: None,
+            pred: None,
+            endpoint_env: &Default::default(),
+            commit: None,
+        },
+        stackctl::cli::NONCE_PLACEHOLDER.to_owned(),
+        &ctx(),
+    );
+    assert!(marker.protect);
+    let shown = rendered.batch_script();
+    assert!(
+        shown.contains(";nonce=<nonce>;idx=0-1;protect=1"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.replace("<nonce>", "0badc0ffee00"),
+        submitted[0].script
+    );
+    assert_eq!(
+        rendered.options.comment.replace("<nonce>", "0badc0ffee00"),
+        submitted[0].comment
+    );
+}
