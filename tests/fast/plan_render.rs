@@ -3503,3 +3503,38 @@ fn render_prints_exactly_what_apply_submits_but_the_nonce() {
         submitted[0].comment
     );
 }
+
+/// The example in `docs/plan-json.md` is a document of the current format: it reads as the
+/// format's type, writes back to the same JSON (no field the type does not know, none it
+/// lacks), and carries the current `format_version`.
+#[test]
+fn the_documented_plan_json_example_is_the_current_format() {
+    let doc = include_str!("../docs/plan-json.md");
+    let start = doc.find("```json\n").expect("the doc has a JSON example") + "```json\n".len();
+    let example = &doc[start..start + doc[start..].find("\n```").unwrap()];
+    let parsed: plan_json::Document = serde_json::from_str(example)
+        .unwrap_or_else(|e| panic!("the doc's example does not read as the format: {e}"));
+    assert_eq!(parsed.format_version, plan_json::FORMAT_VERSION);
+    assert!(
+        doc.starts_with(&format!(
+            "# The plan as JSON (`format_version` {})",
+            plan_json::FORMAT_VERSION
+        )),
+        "the doc's title names the current version"
+    );
+    let written = serde_json::to_value(&parsed).unwrap();
+    let read: serde_json::Value = serde_json::from_str(example).unwrap();
+    assert_eq!(written, read, "the example has exactly the format's fields");
+    // Every field of a change and of the top level appears in the example at least once.
+    for key in [
+        "start_after",
+        "start_estimate",
+        "jobs",
+        "images",
+        "rollouts",
+        "not_pruned",
+        "\"protect\"",
+    ] {
+        assert!(example.contains(key), "{key} missing from the example");
+    }
+}
