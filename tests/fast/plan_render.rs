@@ -3538,3 +3538,63 @@ fn the_documented_plan_json_example_is_the_current_format() {
         assert!(example.contains(key), "{key} missing from the example");
     }
 }
+
+/// A targeted plan shows the image steps the services in scope need, listing only them, and
+/// none a service out of scope alone needs (a targeted apply would build it).
+#[test]
+fn a_scoped_plan_shows_the_image_steps_of_the_services_in_scope() {
+    use stackctl::container::{ImageAction, ImageDefinition, ImageKey, ImageStep, Runtime};
+    use stackctl::plan::scope::Scope;
+    let desired = desired(vec![
+        (llm(), service(1, base_spec())),
+        (web(), service(1, web_spec())),
+    ]);
+    let scope = Scope {
+        targets: vec![stackctl::plan::scope::Selector::parse("inference/llm", false).unwrap()],
+        ..Default::default()
+    };
+    let mut plan = plan::compute_with(&owner(), &desired, &observed(vec![]), &scope);
+    let step = |image: &str, services: Vec<ServiceAddr>| ImageStep {
+        key: ImageKey {
+            runtime: Runtime::Charliecloud,
+            image: image.into(),
+            definition: ImageDefinition {
+                file: format!("recipes/{image}/Dockerfile"),
+                sha256: "0123456789abcdef".into(),
+                text: String::new(),
+            },
+        },
+        services,
+        partition: None,
+        action: ImageAction::Build("not built yet".into()),
+    };
+    plan.add_images(
+        vec![
+            step("shared", vec![llm(), web()]),
+            step("webonly", vec![web()]),
+        ],
+        std::path::Path::new("/logs"),
+    );
+    scope.restrict_images(&mut plan);
+    let doc: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    let lines: Vec<&str> = doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        ["build image shared (not built yet) with charliecloud for inference.llm"]
+    );
+    let md = plan_markdown::render(&plan);
+    assert!(
+        md.contains("> **Image:** build image shared (not built yet)") && !md.contains("webonly"),
+        "{md}"
+    );
+    assert!(
+        text(&plan).contains("Image: build image shared"),
+        "{}",
+        text(&plan)
+    );
+}
