@@ -3598,3 +3598,39 @@ fn a_scoped_plan_shows_the_image_steps_of_the_services_in_scope() {
         text(&plan)
     );
 }
+
+/// The `render` command itself: a protected service's script carries the marker apply
+/// writes, `protect=1` included, with `<nonce>` for the nonce.
+#[test]
+fn the_render_command_shows_the_protect_flag_and_a_nonce_placeholder() {
+    let repo = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let file = repo.path().join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    };
+    write("stackctl.yaml", "owner: render-test\nlog_dir: /tmp/logs\n");
+    write(
+        "recipes/demo/app.yaml",
+        "name: app\ncommand: exec sleep 600\n",
+    );
+    write(
+        "stacks/s.yaml",
+        "services:\n  app:\n    recipe: demo/app\n    replicas: 2\n    protect: true\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stackctl"))
+        .args(["-C", repo.path().to_str().unwrap(), "render", "s/app"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        script.contains("#SBATCH --comment=stackctl/v1;owner=render-test;stack=s;svc=app;spec=")
+            && script.contains(";nonce=<nonce>;idx=0-1;protect=1\n"),
+        "{script}"
+    );
+}
