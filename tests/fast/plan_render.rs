@@ -3509,7 +3509,7 @@ fn render_prints_exactly_what_apply_submits_but_the_nonce() {
 /// lacks), and carries the current `format_version`.
 #[test]
 fn the_documented_plan_json_example_is_the_current_format() {
-    let doc = include_str!("../docs/plan-json.md");
+    let doc = include_str!("../../docs/plan-json.md");
     let start = doc.find("```json\n").expect("the doc has a JSON example") + "```json\n".len();
     let example = &doc[start..start + doc[start..].find("\n```").unwrap()];
     let parsed: plan_json::Document = serde_json::from_str(example)
