@@ -218,51 +218,20 @@ pub fn apply(
                 .filter_map(|c| Some((vec![c.index], None, Some(c.job.as_ref()?.job_id)))),
         );
         for (group, backoff, pred) in planned {
-            let marker = Marker {
-                owner: plan.owner.clone(),
-                service: service_plan.service.clone(),
-                spec: service.hash.clone(),
-                nonce: new_nonce(),
-                indexes: index_ranges(&group),
-                report: Default::default(),
-                restart: backoff.map(restart_record).unwrap_or_default(),
-                protect: service.protect,
-                pred,
-                endpoints: crate::plan::endpoint_fingerprints(&service_plan.endpoint_env),
-            };
-            let job = match backoff {
-                None => script::render_with_endpoints(
-                    &service_plan.service,
-                    &service.spec,
-                    &marker,
-                    ctx,
-                    &service_plan.endpoint_env,
-                ),
-                Some(b) => script::render_successor(
-                    &service_plan.service,
-                    &service.spec,
-                    &marker,
-                    ctx,
-                    b.wait,
-                    b.exclude.as_deref(),
-                    &service_plan.endpoint_env,
-                ),
-            };
-            // A one-shot job records its run and results ([`script::render_job`]).
-            let job = match &service.job {
-                Some(_) => script::render_job(
-                    &service_plan.service,
-                    &service.spec,
-                    &marker,
-                    ctx,
-                    &service_plan.endpoint_env,
-                    (
-                        plan.source.as_ref().map(|s| s.commit.as_str()),
-                        backoff.map_or(0, |b| b.wait),
-                    ),
-                ),
-                None => job,
-            };
+            let (marker, job) = submission(
+                &Submit {
+                    owner: &plan.owner,
+                    service: &service_plan.service,
+                    desired: service,
+                    indexes: &group,
+                    backoff,
+                    pred,
+                    endpoint_env: &service_plan.endpoint_env,
+                    commit: plan.source.as_ref().map(|s| s.commit.as_str()),
+                },
+                new_nonce(),
+                ctx,
+            );
             if let Err(e) = backend.test_submit(&job) {
                 let retryable = !e.is_definite_rejection();
                 let jobs = service_plan
@@ -570,6 +539,82 @@ fn cancelled_line(job_ids: &[JobId]) -> String {
         if job_ids.len() == 1 { "job" } else { "jobs" },
         crate::observed::compact_job_ids(job_ids).join(" ")
     )
+}
+
+/// What one submission of a service's replicas is made from.
+#[derive(Debug, Clone, Copy)]
+pub struct Submit<'a> {
+    /// The owner written into the marker.
+    pub owner: &'a crate::desired::Owner,
+    /// The service.
+    pub service: &'a ServiceAddr,
+    /// Its desired state (spec, hash, `protect`, one-shot job or not).
+    pub desired: &'a crate::desired::Service,
+    /// The replica indexes of the array.
+    pub indexes: &'a [u32],
+    /// For the successor of a failed replica: its crash-loop backoff.
+    pub backoff: Option<&'a crate::plan::Backoff>,
+    /// For a rolling successor: the job it replaces (`pred=`).
+    pub pred: Option<JobId>,
+    /// The resolved `endpoint_env` values the job gets.
+    pub endpoint_env: &'a std::collections::BTreeMap<String, String>,
+    /// The commit the repo was read from (a one-shot job records it).
+    pub commit: Option<&'a str>,
+}
+
+/// The marker and job one submission sends to Slurm: the one place apply builds them, and
+/// what `stackctl render` prints (with the nonce `<nonce>`).
+pub fn submission(
+    submit: &Submit<'_>,
+    nonce: String,
+    ctx: &crate::render::script::ScriptContext,
+) -> (Marker, crate::job::JobRequest) {
+    let Submit {
+        owner,
+        service: addr,
+        desired: service,
+        indexes,
+        backoff,
+        pred,
+        endpoint_env,
+        commit,
+    } = *submit;
+    let marker = Marker {
+        owner: owner.clone(),
+        service: addr.clone(),
+        spec: service.hash.clone(),
+        nonce,
+        indexes: index_ranges(indexes),
+        report: Default::default(),
+        restart: backoff.map(restart_record).unwrap_or_default(),
+        protect: service.protect,
+        pred,
+        endpoints: crate::plan::endpoint_fingerprints(endpoint_env),
+    };
+    // A one-shot job records its run and results ([`script::render_job`]).
+    let job = match (&service.job, backoff) {
+        (Some(_), _) => script::render_job(
+            addr,
+            &service.spec,
+            &marker,
+            ctx,
+            endpoint_env,
+            (commit, backoff.map_or(0, |b| b.wait)),
+        ),
+        (None, None) => {
+            script::render_with_endpoints(addr, &service.spec, &marker, ctx, endpoint_env)
+        }
+        (None, Some(b)) => script::render_successor(
+            addr,
+            &service.spec,
+            &marker,
+            ctx,
+            b.wait,
+            b.exclude.as_deref(),
+            endpoint_env,
+        ),
+    };
+    (marker, job)
 }
 
 /// The marker record of a failed replica's successor.

@@ -4,7 +4,7 @@
 
 use crate::apply::Progress;
 use crate::desired::{Repo, ServiceAddr};
-use crate::observed::{self, Marker, index_ranges};
+use crate::observed;
 use crate::plan::scope::{Scope, Selector};
 use crate::reconcile::{self, ApplyOptions, DriveEnd, PlanOptions, Planned};
 use crate::render::endpoints::{self, Format};
@@ -92,7 +92,7 @@ pub enum Commands {
         /// see `stackctl --help`)
         #[arg(long)]
         detailed_exitcode: bool,
-        /// Print the plan as JSON (the same as --format json; format_version 1.4)
+        /// Print the plan as JSON (the same as --format json; format_version 1.7, described in docs/plan-json.md)
         #[arg(long, conflicts_with = "format")]
         json: bool,
         /// Print the plan as text, json, or markdown (for a pull-request comment)
@@ -622,6 +622,9 @@ fn parse_address(address: &str) -> Option<ServiceAddr> {
     Some(ServiceAddr::new(stack, service))
 }
 
+/// The nonce `render` shows in the marker: apply makes a fresh one per submission.
+pub const NONCE_PLACEHOLDER: &str = "<nonce>";
+
 fn render(dir: &Path, address: &str) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
     let addr = parse_address(address)
@@ -642,31 +645,27 @@ fn render(dir: &Path, address: &str) -> Result<ExitCode> {
             }
         );
     };
+    // What apply submits for the service's replicas as new ones, through the same function
+    // (marker with `protect`, one-shot job recording, commit); only the nonce, unique per
+    // submission, is a placeholder. `endpoint_env` values are resolved when apply plans, from
+    // the ready replicas then: here they are left out.
     let indexes: Vec<u32> = (0..found.replicas.max(1)).collect();
-    let marker = Marker {
-        protect: false,
-        owner: repo.settings.owner.clone(),
-        service: addr.clone(),
-        spec: found.hash.clone(),
-        nonce: crate::job::new_nonce(),
-        indexes: index_ranges(&indexes),
-        report: Default::default(),
-        restart: Default::default(),
-        pred: None,
-        endpoints: Vec::new(),
-    };
+    let source = crate::git::head(dir);
     let ctx = reconcile::script_context(&repo, backend(&repo)?.as_ref())?;
-    let job = match &found.job {
-        Some(_) => script::render_job(
-            &addr,
-            &found.spec,
-            &marker,
-            &ctx,
-            &Default::default(),
-            (None, 0),
-        ),
-        None => script::render(&addr, &found.spec, &marker, &ctx),
-    };
+    let (_, job) = crate::apply::submission(
+        &crate::apply::Submit {
+            owner: &repo.settings.owner,
+            service: &addr,
+            desired: found,
+            indexes: &indexes,
+            backoff: None,
+            pred: None,
+            endpoint_env: &Default::default(),
+            commit: source.as_ref().map(|s| s.commit.as_str()),
+        },
+        NONCE_PLACEHOLDER.to_owned(),
+        &ctx,
+    );
     print_stdout(&job.batch_script())?;
     Ok(0)
 }
@@ -833,9 +832,7 @@ fn show(file: &Path, json: bool) -> Result<ExitCode> {
     let saved = read_saved(file)?;
     if json {
         eprint!("{}", saved.header());
-        let mut text = serde_json::to_string_pretty(&saved.plan)?;
-        text.push('\n');
-        print_stdout(&text)?;
+        print_stdout(&saved.render_json())?;
     } else {
         print_stdout(&saved.render_text())?;
     }

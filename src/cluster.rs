@@ -967,6 +967,7 @@ mod tests {
                 replicas_after: 1,
                 in_repo: true,
                 spec_before: None,
+                hash_before: None,
                 spec_after: None,
                 hash_after: None,
                 diff: None,

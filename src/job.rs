@@ -178,6 +178,15 @@ impl serde::Serialize for JobId {
     }
 }
 
+/// Read from the form [`JobId`]'s Display writes (`123_4` or `123`).
+impl<'de> serde::Deserialize<'de> for JobId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        JobId::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is no Slurm job id")))
+    }
+}
+
 /// [`crate::desired::ResourceSpec::time_limit`] of `time_limit: UNLIMITED` (Slurm's `INFINITE`): no time limit,
 /// where the partition allows it (its `MaxTime` is `UNLIMITED`).
 pub const UNLIMITED_MINUTES: u32 = u32::MAX;

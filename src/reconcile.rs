@@ -600,6 +600,7 @@ fn plan_with(
     if crate::image::any_built(&repo.desired) {
         let ctx = script_context(repo, backend)?;
         crate::image::add_to_plan(&mut plan, owner, &repo.desired, &build_jobs, &ctx);
+        options.scope.restrict_images(&mut plan);
     }
     if !options.prune {
         plan.keep_removed_services();

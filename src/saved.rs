@@ -8,8 +8,8 @@
 //! (SHA-256 over the owner's alive replicas as sorted `(job id, index, spec hash)`; job states
 //! and the fields jobs write into their markers are left out, so a replica starting or
 //! reporting ready does not make a plan stale). Also kept: the plan's changes in a short
-//! comparable form ([`change_keys`]), the plan JSON and text for `show`, and what executing it
-//! needs (owner, pruning).
+//! comparable form ([`change_keys`]), the [`Plan`] itself (its serde form) for `show`, which
+//! renders it as `plan` does, and what executing it needs (owner, pruning).
 //!
 //! The pure parts (hashing, comparing, checking a file against this stackctl) are here; the
 //! file reads are in [`desired_fingerprint`], the only IO.
@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
-/// The version of the saved-plan file format.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the saved-plan file format: 2 holds the [`Plan`] itself (1 held the plan's
+/// JSON document and text).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What a saved plan was computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,10 +73,8 @@ pub struct SavedPlan {
     pub fingerprints: Fingerprints,
     /// The plan's changes, one comparable line each ([`change_keys`]).
     pub changes: Vec<String>,
-    /// The plan as `plan --json` prints it.
-    pub plan: serde_json::Value,
-    /// The plan as `plan` prints it, without colour.
-    pub plan_text: String,
+    /// The plan; `show` renders it as `plan` does.
+    pub plan: Plan,
 }
 
 impl SavedPlan {
@@ -105,8 +104,7 @@ impl SavedPlan {
                 replicas,
             },
             changes: change_keys(plan),
-            plan: serde_json::from_str(&plan_json::render(plan)).expect("the plan JSON parses"),
-            plan_text: plan_text::render(plan, Style::PLAIN),
+            plan: plan.clone(),
         }
     }
 
@@ -122,7 +120,16 @@ impl SavedPlan {
     /// What `show` prints: the [`header`](SavedPlan::header), a blank line, then the plan as
     /// `plan` printed it.
     pub fn render_text(&self) -> String {
-        format!("{}\n{}", self.header(), self.plan_text)
+        format!(
+            "{}\n{}",
+            self.header(),
+            plan_text::render(&self.plan, Style::PLAIN)
+        )
+    }
+
+    /// What `show --json` prints: the plan as `plan --json` printed it.
+    pub fn render_json(&self) -> String {
+        plan_json::render(&self.plan)
     }
 
     /// The lines `show` prints above the plan: when, from what and by which version.
@@ -514,8 +521,11 @@ mod tests {
             scope: Default::default(),
             fingerprints: expected("d").saved,
             changes: vec![],
-            plan: serde_json::json!({}),
-            plan_text: "No changes.\n".into(),
+            plan: crate::plan::compute(
+                &Owner::parse("team/a").unwrap(),
+                &Default::default(),
+                &Default::default(),
+            ),
         };
         assert_eq!(saved.check("team/a", "0.2.0"), Ok(()));
         let version = saved.check("team/a", "0.3.0").unwrap_err();
@@ -531,7 +541,7 @@ mod tests {
         assert_eq!(SavedPlan::parse(&saved.to_json()), Ok(saved.clone()));
         let future = saved
             .to_json()
-            .replace("\"format_version\": 1", "\"format_version\": 9");
+            .replace("\"format_version\": 2", "\"format_version\": 9");
         assert!(SavedPlan::parse(&future).unwrap_err().contains("format 9"));
         assert!(
             SavedPlan::parse("{}")

@@ -60,7 +60,7 @@ pub struct RestartRecord {
 }
 
 /// How a job ended in failure.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailRecord {
     /// Slurm's state (`FAILED`, `TIMEOUT`, …).
     pub state: String,

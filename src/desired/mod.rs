@@ -136,9 +136,17 @@ pub struct SshTarget {
 }
 
 /// An ownership namespace such as `team-llm` or `github.com/org/repo`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Owner(String);
+pub struct Owner(#[serde(deserialize_with = "owner_name")] String);
+
+/// Reads an owner's name, checked as [`Owner::parse`] checks it.
+fn owner_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let text = String::deserialize(d)?;
+    Owner::parse(&text)
+        .map(|o| o.0)
+        .map_err(serde::de::Error::custom)
+}
 
 impl Owner {
     /// Returns the owner if `text` is a valid owner name (letters, digits, `.`, `_`, `-`, `/`).
@@ -199,6 +207,28 @@ impl ServiceAddr {
     /// The address as written in references (`depends_on`, `endpoint_env`): `stack/service`.
     pub fn reference(&self) -> String {
         format!("{}/{}", self.stack, self.service)
+    }
+}
+
+/// Serialized as its display form, `stack.service`.
+impl Serialize for ServiceAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Read from `stack.service` (names hold no `.`).
+impl<'de> Deserialize<'de> for ServiceAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.split_once('.') {
+            Some((stack, service)) if !stack.is_empty() && !service.is_empty() => {
+                Ok(ServiceAddr::new(stack, service))
+            }
+            _ => Err(serde::de::Error::custom(format!(
+                "service address {text:?} is not `stack.service`"
+            ))),
+        }
     }
 }
 
@@ -1082,7 +1112,7 @@ pub struct SlurmSpec {
 }
 
 /// A short, stable hash of a [`ReplicaSpec`].
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SpecHash(pub String);
 

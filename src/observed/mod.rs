@@ -62,7 +62,7 @@ pub struct JobRecord {
 
 /// When and where Slurm expects a job to start, as `sbatch --test-only` estimates it from the
 /// queue at the time of asking.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StartEstimate {
     /// Expected start (unix seconds).
     pub at: i64,

@@ -5,12 +5,12 @@
 //! flow list (`[8000, auto, {name: http, port: auto}]`).
 
 use crate::desired::{PortSpec, ReplicaSpec};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One attribute that differs: present before, after, or both with different values.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttributeChange {
     /// Dotted path, e.g. `resources.gpu` or `environment.MODEL`.
     pub path: String,
@@ -20,11 +20,11 @@ pub struct AttributeChange {
     pub after: Option<Value>,
     /// A side is a secret: it is shown as `(sensitive)`, and a secret whose value changed as
     /// `(sensitive value changed)`; the value itself is never in a spec, so never here.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub sensitive: bool,
     /// The secret the variable now takes its value from (before, when it goes away), so the
     /// plan says which secret changed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", default)]
     pub secret: Option<String>,
 }
 

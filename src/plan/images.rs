@@ -3,13 +3,14 @@
 //! is [`crate::container::build_script`].
 
 use crate::container::{BuildRequest, ImageDefinition, Runtime, build_script, built_image_name};
+use serde::{Deserialize, Serialize};
 
 /// The prefix of a build job's comment: `stackctl-image/v1;owner=…;image=…;def=…;nonce=…`.
 /// Listings keep it (it holds `stackctl`); service markers and locks never parse as it.
 pub const BUILD_PREFIX: &str = "stackctl-image/v1";
 
 /// One image the desired services need, by runtime, name and definition hash.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ImageKey {
     /// The runtime that builds and runs it.
     pub runtime: Runtime,
@@ -50,7 +51,8 @@ pub struct ImageFiles {
 }
 
 /// What a plan does about one image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ImageAction {
     /// Submit a build job; why (`not built yet`, `definition changed`).
     Build(String),
@@ -73,7 +75,7 @@ impl ImageAction {
 }
 
 /// One image step of a plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageStep {
     /// The image.
     pub key: ImageKey,

@@ -20,14 +20,13 @@ use super::{
 };
 use crate::desired::{Desired, Service, ServiceAddr, SpecHash};
 use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A job's standing in a plan: what the plan does with it, or why it does nothing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobLine {
     /// The job.
-    #[serde(serialize_with = "super::serialize_display")]
     pub service: ServiceAddr,
     /// What happens, or where it stands.
     pub status: JobStatus,
@@ -36,7 +35,7 @@ pub struct JobLine {
 }
 
 /// Where a job stands in a plan.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum JobStatus {
     /// It never ran: this plan runs it.
@@ -80,7 +79,7 @@ pub enum JobStatus {
 }
 
 /// One run of a job, from Slurm's listing, its record, or both.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Run {
     /// Its Slurm job.
     pub job_id: JobId,
@@ -337,6 +336,7 @@ pub fn plan_job(
         replicas_after: service.replicas,
         in_repo: true,
         spec_before: None,
+        hash_before: None,
         spec_after: Some(service.spec.clone()),
         hash_after: Some(hash.clone()),
         diff: Some(if new {

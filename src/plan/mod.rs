@@ -14,11 +14,11 @@ pub use rolling::{Rollout, Stopped};
 
 use crate::desired::{Condition, Desired, Owner, ReplicaSpec, ServiceAddr, SpecHash, Strategy};
 use crate::observed::{FailRecord, JobId, JobState, LiveJob, Observed, StartEstimate};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What converging the cluster takes, service by service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     /// The owner whose jobs were compared.
     pub owner: Owner,
@@ -57,10 +57,9 @@ pub struct Plan {
 }
 
 /// A replica the plan leaves as it is for now: crash-looping, or its job still completing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiting {
     /// The service.
-    #[serde(serialize_with = "serialize_display")]
     pub service: ServiceAddr,
     /// Replica index.
     pub index: u32,
@@ -76,7 +75,7 @@ pub struct Waiting {
 }
 
 /// Why a replica is left alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum WaitingKind {
     /// Its successor is queued with `--begin` and starts at `not_before` (unix seconds).
@@ -92,16 +91,9 @@ pub enum WaitingKind {
     Completing,
 }
 
-pub(crate) fn serialize_display<S: serde::Serializer>(
-    value: &ServiceAddr,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
-}
-
 /// How a replica whose job failed is recreated: as which restart, when, and away from which
 /// node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backoff {
     /// Which restart in a row the successor is (1 for the first).
     pub restart: u32,
@@ -118,7 +110,7 @@ pub struct Backoff {
 }
 
 /// The commit a plan's desired state comes from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// Abbreviated commit id.
     pub commit: String,
@@ -127,7 +119,7 @@ pub struct Source {
 }
 
 /// The changes to one service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePlan {
     /// The service.
     pub service: ServiceAddr,
@@ -139,6 +131,10 @@ pub struct ServicePlan {
     pub in_repo: bool,
     /// The spec of the replicas being replaced, when it could be read back from Slurm.
     pub spec_before: Option<ReplicaSpec>,
+    /// The hash [`ServicePlan::spec_before`] was found under: the replaces whose job runs it
+    /// show it as their previous spec ([`ServicePlan::spec_before_of`]).
+    #[serde(default)]
+    pub hash_before: Option<SpecHash>,
     /// The desired spec, when the service is in the repo.
     pub spec_after: Option<ReplicaSpec>,
     /// The desired spec's hash.
@@ -173,17 +169,16 @@ pub struct ServicePlan {
 /// A service whose new replicas wait for another service's endpoint: nothing is submitted
 /// for it (and nothing it would replace is cancelled) until a replica of that service is
 /// ready.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
     /// The service.
-    #[serde(serialize_with = "serialize_display")]
     pub service: ServiceAddr,
     /// Why, e.g. `REDIS_URL needs a ready replica of cache/redis`.
     pub reason: String,
 }
 
 /// One replica-level change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Replica index.
     pub index: u32,
@@ -201,7 +196,7 @@ pub struct Change {
 }
 
 /// The order of a replace.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     /// Cancel the old job, then submit its successor (`-/+`, recreate).
@@ -213,7 +208,7 @@ pub enum Order {
 }
 
 /// A reference to an observed job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRef {
     /// Slurm job id, e.g. `123_4`.
     pub job_id: JobId,
@@ -221,13 +216,33 @@ pub struct JobRef {
     pub state: String,
     /// Spec hash from its marker.
     pub spec_hash: SpecHash,
-    /// Its whole marker, for a change that rewrites it in place ([`Action::Update`]).
-    #[serde(skip)]
+    /// Its whole marker, for a change that rewrites it in place ([`Action::Update`]);
+    /// serialized as the job comment it was read from.
+    #[serde(with = "marker_text")]
     pub marker: std::sync::Arc<crate::observed::Marker>,
 }
 
+/// A job's marker as its comment text, [`crate::observed::Marker`]'s Display and parse.
+mod marker_text {
+    use crate::observed::Marker;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(marker: &Arc<Marker>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(marker)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Marker>, D::Error> {
+        let text = String::deserialize(d)?;
+        Marker::parse(&text)
+            .map(Arc::new)
+            .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is no stackctl marker")))
+    }
+}
+
 /// The kinds of replica change, in Terraform's vocabulary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Submit a job.
     Create,
@@ -240,7 +255,7 @@ pub enum Action {
 }
 
 /// Why a change is planned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// No job exists for this index (new service or scale up).
@@ -273,7 +288,7 @@ pub enum Reason {
 }
 
 /// Job counts, as Terraform counts them: a replace adds one and destroys one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Jobs to submit.
     pub add: usize,
@@ -283,18 +298,11 @@ pub struct Summary {
     pub destroy: usize,
 }
 
-impl Change {
-    /// Returns whether the change submits a job (create, replace).
-    pub fn submits(&self) -> bool {
-        matches!(self.action, Action::Create | Action::Replace)
-    }
-}
-
-impl Plan {
-    /// Returns the job counts of the plan.
-    pub fn summary(&self) -> Summary {
+impl Summary {
+    /// Counts `changes`: a replace adds one and destroys one.
+    pub fn of<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Summary {
         let mut summary = Summary::default();
-        for change in self.services.iter().flat_map(|s| &s.changes) {
+        for change in changes {
             match change.action {
                 Action::Create => summary.add += 1,
                 Action::Destroy => summary.destroy += 1,
@@ -306,6 +314,86 @@ impl Plan {
             }
         }
         summary
+    }
+}
+
+/// `1 to add, 0 to change, 2 to destroy`: the one wording of the counts, which the text and
+/// Markdown plans (`Plan: ….`) and watch's log lines use.
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to add, {} to change, {} to destroy",
+            self.add, self.change, self.destroy
+        )
+    }
+}
+
+impl Change {
+    /// Returns whether the change submits a job (create, replace).
+    pub fn submits(&self) -> bool {
+        matches!(self.action, Action::Create | Action::Replace)
+    }
+
+    /// For a marker rewritten in place ([`Action::Update`]): the `protect` value written,
+    /// the opposite of what the job's marker says. `None` for other changes.
+    pub fn protect_after(&self) -> Option<bool> {
+        match (self.action, &self.job) {
+            (Action::Update, Some(job)) => Some(!job.marker.protect),
+            _ => None,
+        }
+    }
+}
+
+/// How a whole service changes: what its block in the text plan is headed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceAction {
+    /// A new service: every replica is created.
+    Create,
+    /// Gone from the repo: every replica is destroyed.
+    Destroy,
+    /// Replicas added or removed, ended ones recreated, duplicates cancelled, markers
+    /// rewritten.
+    Scale,
+    /// Replicas replaced, the old job cancelled first.
+    Replace,
+    /// Replicas replaced rolling: the successor first.
+    Roll,
+}
+
+impl ServicePlan {
+    /// Decides how the service as a whole changes.
+    pub fn action(&self) -> ServiceAction {
+        if self.rolling_batch.is_some() {
+            ServiceAction::Roll
+        } else if self.changes.iter().any(|c| c.action == Action::Replace) {
+            ServiceAction::Replace
+        } else if !self.in_repo {
+            ServiceAction::Destroy
+        } else if self.changes.iter().all(|c| c.reason == Reason::Missing)
+            && self.replicas_before == 0
+        {
+            ServiceAction::Create
+        } else {
+            ServiceAction::Scale
+        }
+    }
+
+    /// The previous spec of `change`'s job: [`ServicePlan::spec_before`] when the job runs
+    /// the spec it was read under, for a replace; else `None`.
+    pub fn spec_before_of(&self, change: &Change) -> Option<&ReplicaSpec> {
+        let job = change.job.as_ref()?;
+        (change.action == Action::Replace && self.hash_before.as_ref() == Some(&job.spec_hash))
+            .then_some(self.spec_before.as_ref())
+            .flatten()
+    }
+}
+
+impl Plan {
+    /// Returns the job counts of the plan.
+    pub fn summary(&self) -> Summary {
+        Summary::of(self.services.iter().flat_map(|s| &s.changes))
     }
 
     /// Returns the services the plan destroys because they are gone from the repo.
@@ -1040,18 +1128,19 @@ fn plan_service(
     }
     destroys.sort_by_key(|c| (std::cmp::Reverse(c.index), c.job.as_ref().map(|j| j.job_id)));
     changes.extend(destroys);
-    let spec_before = changes
+    let (hash_before, spec_before) = changes
         .iter()
         .filter(|c| c.action == Action::Replace)
         .find_map(|c| {
             let hash = &c.job.as_ref()?.spec_hash;
-            match desired {
+            let spec = match desired {
                 // A forced replace: the replica already runs the desired spec.
                 Some(service) if *hash == service.hash => Some(&service.spec),
                 _ => observed.specs.get(hash),
-            }
+            }?;
+            Some((hash.clone(), spec.clone()))
         })
-        .cloned();
+        .unzip();
     let diff = match (desired, changes.iter().any(|c| c.action == Action::Replace)) {
         (Some(service), true) => spec_before
             .as_ref()
@@ -1070,6 +1159,7 @@ fn plan_service(
         replicas_after: wanted,
         in_repo: desired.is_some(),
         spec_before,
+        hash_before,
         spec_after: desired.map(|s| s.spec.clone()),
         hash_after: wanted_hash.cloned(),
         changes,

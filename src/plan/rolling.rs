@@ -33,13 +33,12 @@
 use super::{Action, Change, Order, Reason, job_ref};
 use crate::desired::{Service, ServiceAddr, Strategy};
 use crate::observed::{JobId, JobState, LiveJob};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A rollout in progress on one index: the successor exists, the predecessor still runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollout {
     /// The service.
-    #[serde(serialize_with = "super::serialize_display")]
     pub service: ServiceAddr,
     /// Replica index.
     pub index: u32,
@@ -54,10 +53,9 @@ pub struct Rollout {
 }
 
 /// A successor that stopped its service's rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stopped {
     /// The service.
-    #[serde(serialize_with = "super::serialize_display")]
     pub service: ServiceAddr,
     /// Replica index.
     pub index: u32,

@@ -185,6 +185,21 @@ impl Scope {
         }
     }
 
+    /// Keeps `plan`'s image steps ([`Plan::add_images`]) to the services in scope: a step
+    /// stays, listing only those, when a service in scope runs its image (a targeted apply
+    /// builds what the services it submits need, and nothing for the others); a failed build
+    /// holds only services in scope.
+    pub fn restrict_images(&self, plan: &mut Plan) {
+        if !self.is_partial() {
+            return;
+        }
+        for step in &mut plan.images {
+            step.services.retain(|s| self.includes(s));
+        }
+        plan.images.retain(|step| !step.services.is_empty());
+        plan.held.retain(|h| self.includes(&h.service));
+    }
+
     /// Keeps `plan` to the services in scope (changes, waiting and held replicas, services
     /// not pruned) and, when the scope is partial, says so in a warning, as Terraform does.
     pub fn restrict(&self, plan: &mut Plan) {

@@ -1,9 +1,10 @@
 //! The plan as Markdown, for a pull-request comment: what a reviewer must read first
-//! (destroys of services gone from the repo, services not pruned, warnings, held services),
-//! the summary line, then one collapsed section per stack with each service's changes and
-//! attribute diffs as `plan` prints them.
+//! (destroys of services gone from the repo, services not pruned, warnings, held services,
+//! image builds), the one-shot jobs and where each stands, the summary line, then one
+//! collapsed section per stack with each service's changes and attribute diffs as `plan`
+//! prints them.
 
-use crate::plan::{Action, Plan, Summary};
+use crate::plan::{Plan, Summary};
 use crate::render::{Style, plan_text};
 use std::fmt::Write;
 
@@ -46,9 +47,22 @@ pub fn render(plan: &Plan) -> String {
             held.service, held.reason
         ));
     }
+    // A failed build is among the held services above, with its log.
+    for step in &plan.images {
+        if !matches!(step.action, crate::plan::images::ImageAction::Failed { .. }) {
+            notes.push(format!("> **Image:** {}", plan_text::image_step_text(step)));
+        }
+    }
     for note in notes {
         out.push_str(&note);
         out.push_str("\n\n");
+    }
+    if !plan.jobs.is_empty() {
+        out.push_str("**One-shot jobs:**\n\n");
+        for line in &plan.jobs {
+            let _ = writeln!(out, "- {}", plan_text::job_line(line));
+        }
+        out.push('\n');
     }
     if plan.is_empty() {
         out.push_str("No changes.\n");
@@ -79,20 +93,9 @@ pub fn render(plan: &Plan) -> String {
             .iter()
             .filter(|s| s.service.stack == stack)
             .collect();
-        let mut counts = Summary::default();
+        let counts = Summary::of(services.iter().flat_map(|s| &s.changes));
         let mut body = String::new();
         for service in &services {
-            for change in &service.changes {
-                match change.action {
-                    Action::Create => counts.add += 1,
-                    Action::Destroy => counts.destroy += 1,
-                    Action::Update => counts.change += 1,
-                    Action::Replace => {
-                        counts.add += 1;
-                        counts.destroy += 1;
-                    }
-                }
-            }
             if !body.is_empty() {
                 body.push('\n');
             }

@@ -5,7 +5,7 @@ use super::Style;
 use crate::observed::FailRecord;
 use crate::observed::{Nearness, StartEstimate};
 use crate::plan::diff::AttributeChange;
-use crate::plan::{Action, Change, Order, Plan, Reason, ServicePlan, WaitingKind};
+use crate::plan::{Action, Change, Order, Plan, Reason, ServiceAction, ServicePlan, WaitingKind};
 use std::fmt::Write;
 
 /// The line printed for an empty plan.
@@ -15,33 +15,13 @@ pub const NO_CHANGES: &str = "No changes. Your cluster matches the configuration
 pub const NO_CHANGES_NOW: &str =
     "No changes to make now, but the cluster has not converged: see the replicas above.";
 
-/// How a whole service changes, which picks the symbol of its block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum ServiceAction {
-    Create,
-    Destroy,
-    Scale,
-    Replace,
-    Roll,
+/// The symbol and legend line of a service's block, by how the plan changes it.
+trait Drawn {
+    fn symbol(self) -> &'static str;
+    fn legend(self) -> &'static str;
 }
 
-impl ServiceAction {
-    fn of(service: &ServicePlan) -> ServiceAction {
-        if service.rolling_batch.is_some() {
-            ServiceAction::Roll
-        } else if service.changes.iter().any(|c| c.action == Action::Replace) {
-            ServiceAction::Replace
-        } else if !service.in_repo {
-            ServiceAction::Destroy
-        } else if service.changes.iter().all(|c| c.reason == Reason::Missing)
-            && service.replicas_before == 0
-        {
-            ServiceAction::Create
-        } else {
-            ServiceAction::Scale
-        }
-    }
-
+impl Drawn for ServiceAction {
     fn symbol(self) -> &'static str {
         match self {
             ServiceAction::Create => "+",
@@ -65,8 +45,9 @@ impl ServiceAction {
     }
 }
 
-/// An image step as the plan shows it, without the log path (held services name it).
-fn image_step_text(step: &crate::plan::images::ImageStep) -> String {
+/// An image step as the plan shows it, without the log path (held services name it), e.g.
+/// `build image web (definition changed) with charliecloud for s.web`.
+pub fn image_step_text(step: &crate::plan::images::ImageStep) -> String {
     let line = crate::plan::images::step_line(step, std::path::Path::new(""));
     line.split("; log: ").next().unwrap_or(&line).to_owned()
 }
@@ -142,7 +123,7 @@ pub fn render(plan: &Plan, style: Style) -> String {
             names.join(", ")
         );
     }
-    let mut kinds: Vec<ServiceAction> = plan.services.iter().map(ServiceAction::of).collect();
+    let mut kinds: Vec<ServiceAction> = plan.services.iter().map(ServicePlan::action).collect();
     kinds.sort();
     kinds.dedup();
     let source = match &plan.source {
@@ -313,13 +294,9 @@ pub fn start_words(estimate: &StartEstimate) -> String {
     }
 }
 
-/// Returns `Plan: X to add, Y to change, Z to destroy.`
+/// Returns `Plan: X to add, Y to change, Z to destroy.` ([`crate::plan::Summary`]'s wording).
 pub fn summary_line(plan: &Plan) -> String {
-    let s = plan.summary();
-    format!(
-        "Plan: {} to add, {} to change, {} to destroy.",
-        s.add, s.change, s.destroy
-    )
+    format!("Plan: {}.", plan.summary())
 }
 
 /// Renders one service's block as [`render`] shows it: its changes and attribute diffs.
@@ -330,7 +307,7 @@ pub fn service_text(service: &ServicePlan, style: Style) -> String {
 }
 
 fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
-    let kind = ServiceAction::of(service);
+    let kind = service.action();
     let after = service.replicas_after;
     let count =
         |wanted: fn(&Change) -> bool| service.changes.iter().filter(|c| wanted(c)).count() as u32;
@@ -374,9 +351,8 @@ fn render_service(out: &mut String, service: &ServicePlan, style: Style) {
                 let protect = service
                     .changes
                     .iter()
-                    .filter(|c| c.action == Action::Update)
-                    .filter_map(|c| c.job.as_ref())
-                    .any(|j| !j.marker.protect);
+                    .filter_map(Change::protect_after)
+                    .any(|p| p);
                 parts.push(format!(
                     "protect: {protect} ({rewritten} {} rewritten in place)",
                     if rewritten == 1 { "marker" } else { "markers" }

@@ -526,11 +526,7 @@ impl Drift {
 }
 
 fn summary(planned: &Planned) -> String {
-    let s = planned.plan.summary();
-    format!(
-        "{} to add, {} to change, {} to destroy",
-        s.add, s.change, s.destroy
-    )
+    planned.plan.summary().to_string()
 }
 
 /// Logs the services left running because pruning is off.

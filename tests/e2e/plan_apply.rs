@@ -424,7 +424,7 @@ fn plan_json_is_versioned_and_lists_one_entry_per_change() {
     );
     let out = repo.expect(&["plan", "--json"], 0);
     let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(plan["format_version"], "1.6");
+    assert_eq!(plan["format_version"], "1.7");
     assert_eq!(plan["owner"], repo.owner.as_str());
     let changes = plan["changes"].as_array().unwrap();
     assert_eq!(changes.len(), 2);

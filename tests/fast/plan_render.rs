@@ -293,7 +293,7 @@ fn new_service_creates_every_replica() {
 
     let json = plan_json::render(&plan);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["format_version"], "1.6");
+    assert_eq!(doc["format_version"], "1.7");
     assert_eq!(doc["changes"].as_array().unwrap().len(), 3);
     assert_eq!(doc["summary"]["add"], 3);
     insta::assert_snapshot!("new_service_json", json);
@@ -2849,11 +2849,71 @@ fn show_prints_the_header_then_the_plan_as_plan_printed_it() {
     let shown = saved.render_text();
     assert!(shown.ends_with(&text(&plan)), "{shown}");
     insta::assert_snapshot!("show_saved_plan", shown);
+    assert_eq!(saved.plan, plan, "the file holds the plan itself");
     assert_eq!(
-        saved.plan,
-        serde_json::from_str::<serde_json::Value>(&plan_json::render(&plan)).unwrap(),
+        saved.render_json(),
+        plan_json::render(&plan),
         "show --json prints the plan JSON"
     );
+}
+
+/// A saved plan goes through its file and back as the same `Plan`: every field of every
+/// change, spec, diff and marker survives, and `show` prints from what was read back what
+/// `plan` printed.
+#[test]
+fn a_saved_plan_round_trips_through_the_plan_type() {
+    let (plan, observed) = pr_plan();
+    let saved = stackctl::saved::SavedPlan::new(
+        &plan,
+        &observed,
+        true,
+        &Default::default(),
+        "d".repeat(64),
+        1_700_000_000,
+    );
+    let file = saved.to_json();
+    let loaded = stackctl::saved::SavedPlan::parse(&file).unwrap();
+    assert_eq!(loaded.plan, plan);
+    assert_eq!(loaded, saved);
+    assert!(
+        loaded
+            .plan
+            .services
+            .iter()
+            .any(|s| s.changes.iter().any(|c| c.job.is_some())),
+        "the plan has changes with jobs (their markers round-trip too)"
+    );
+    assert_eq!(plan_json::render(&loaded.plan), plan_json::render(&plan));
+    assert_eq!(loaded.render_text(), saved.render_text());
+}
+
+/// The round trip can fail: a field changed in the file is read back as a different plan,
+/// and a malformed one is refused with the field's path.
+#[test]
+fn a_changed_field_in_a_saved_plan_is_read_back_as_a_different_plan() {
+    let (plan, observed) = pr_plan();
+    let saved = stackctl::saved::SavedPlan::new(
+        &plan,
+        &observed,
+        true,
+        &Default::default(),
+        "d".repeat(64),
+        1_700_000_000,
+    );
+    let mut value: serde_json::Value = serde_json::from_str(&saved.to_json()).unwrap();
+    let index = &mut value["plan"]["services"][0]["changes"][0]["index"];
+    let before = index.as_u64().unwrap();
+    *index = serde_json::json!(before + 7);
+    let changed = stackctl::saved::SavedPlan::parse(&value.to_string()).unwrap();
+    assert_ne!(changed.plan, plan, "a changed replica index");
+    assert_eq!(changed.plan.services[0].changes[0].index as u64, before + 7);
+    value["plan"]["services"][0]["changes"][0]["action"] = serde_json::json!("explode");
+    let error = stackctl::saved::SavedPlan::parse(&value.to_string()).unwrap_err();
+    assert!(error.contains("explode"), "{error}");
+    value["plan"]["services"][0]["changes"][0]["action"] = serde_json::json!("create");
+    value["plan"]["services"][0]["service"] = serde_json::json!("no-dot");
+    let error = stackctl::saved::SavedPlan::parse(&value.to_string()).unwrap_err();
+    assert!(error.contains("no-dot"), "{error}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -3238,4 +3298,341 @@ fn secrets_are_read_from_their_file_and_never_written_into_the_script() {
         job.body
     );
     assert!(!job.body.contains("it's"), "{}", job.body);
+}
+
+// ---------------------------------------------------------------------------------------------
+// one-shot jobs and image steps in plan JSON and Markdown (issues 19 and 20)
+
+/// A plan with an image step of each kind and a one-shot job line of each state.
+fn jobs_and_images_plan() -> Plan {
+    use stackctl::container::{ImageDefinition, Runtime};
+    use stackctl::observed::JobId;
+    use stackctl::plan::images::{ImageAction, ImageKey, ImageStep};
+    use stackctl::plan::jobs::{JobLine, JobStatus, Run};
+    let (mut plan, _) = pr_plan();
+    let key = |image: &str| ImageKey {
+        runtime: Runtime::Charliecloud,
+        image: image.into(),
+        definition: ImageDefinition {
+            file: format!("recipes/{image}/Dockerfile"),
+            sha256: "0123456789abcdef".into(),
+            text: String::new(),
+        },
+    };
+    let step = |image: &str, service: &str, action: ImageAction| ImageStep {
+        key: key(image),
+        services: vec![ServiceAddr::new("inference", service)],
+        partition: None,
+        action,
+    };
+    plan.add_images(
+        vec![
+            step(
+                "web",
+                "llm",
+                ImageAction::Build("definition changed".into()),
+            ),
+            step("cache", "redis", ImageAction::Building(77)),
+            step(
+                "db",
+                "pg",
+                ImageAction::Failed {
+                    record: "78 build".into(),
+                    tail: "E: no such package\n".into(),
+                },
+            ),
+        ],
+        std::path::Path::new("/logs"),
+    );
+    let id = |array: u64| JobId { array, task: None };
+    let run = |array: u64, succeeded: bool| Run {
+        job_id: id(array),
+        succeeded,
+        state: if succeeded { "COMPLETED" } else { "FAILED" }.into(),
+        exit: Some(if succeeded { 0 } else { 1 }),
+        start: Some(1_700_000_000),
+        end: 1_700_000_060,
+    };
+    let line = |name: &str, status: JobStatus, last_run: Option<Run>| JobLine {
+        service: ServiceAddr::new("bench", name),
+        status,
+        last_run,
+    };
+    plan.jobs = vec![
+        line("a-new", JobStatus::Run, None),
+        line("b-changed", JobStatus::RerunSpecChanged, None),
+        line(
+            "c-held",
+            JobStatus::Held {
+                reason: "target not ready: inference/llm has no ready replica".into(),
+            },
+            None,
+        ),
+        line(
+            "d-done",
+            JobStatus::Done { at: 1_700_000_060 },
+            Some(run(90, true)),
+        ),
+        line(
+            "e-retry",
+            JobStatus::Retry {
+                retry: 1,
+                of: 2,
+                at: 1_700_000_120,
+            },
+            Some(run(91, false)),
+        ),
+    ];
+    plan
+}
+
+#[test]
+fn one_shot_jobs_and_image_steps_appear_in_plan_json_and_markdown() {
+    let plan = jobs_and_images_plan();
+    let json = plan_json::render(&plan);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let images = doc["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3, "{json}");
+    assert_eq!(images[0]["action"], "build");
+    assert_eq!(
+        images[0]["line"],
+        "build image web (definition changed) with charliecloud for inference.llm"
+    );
+    assert_eq!(images[2]["action"], "failed");
+    let states: Vec<&str> = doc["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["status"]["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["run", "rerun_spec_changed", "held", "done", "retry"]
+    );
+    // The failed build holds its service, with its log.
+    assert!(
+        plan.held
+            .iter()
+            .any(|h| h.service == ServiceAddr::new("inference", "pg")
+                && h.reason.contains("/logs/image.")),
+        "{:?}",
+        plan.held
+    );
+    insta::assert_snapshot!("jobs_and_images_json", json);
+
+    let md = plan_markdown::render(&plan);
+    for needle in [
+        "> **Image:** build image web (definition changed) with charliecloud for inference.llm",
+        "> **Image:** image cache is being built (job 77)",
+        "> **Held:** `inference.pg`: image db failed to build (job 78 build)",
+        "- bench.a-new: run\n",
+        "- bench.b-changed: rerun (spec changed)\n",
+        "- bench.c-held: held (target not ready): inference/llm has no ready replica\n",
+        "- bench.d-done: done at 22:14:20 UTC (job 90)\n",
+        "- bench.e-retry: failed, retry 1 of 2 at 22:15:20 UTC; last run: job 91 FAILED exit 1",
+    ] {
+        assert!(md.contains(needle), "{needle:?} missing:\n{md}");
+    }
+    insta::assert_snapshot!("jobs_and_images_markdown", md);
+}
+
+/// The JSON document reads back with its own type: what a consumer written against the
+/// format sees is what was written.
+#[test]
+fn the_plan_json_document_reads_back_as_written() {
+    let plan = jobs_and_images_plan();
+    let json = plan_json::render(&plan);
+    let doc: plan_json::Document = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc, plan_json::Document::of(&plan));
+    assert_eq!(doc.to_json(), json);
+    assert_eq!(doc.summary, plan.summary());
+}
+
+// ---------------------------------------------------------------------------------------------
+// render prints what apply submits
+
+/// `stackctl render` prints the job through the function apply submits with: for a protected
+/// service, what apply gave Slurm is exactly the rendered script with its nonce in place of
+/// `<nonce>` (marker with `protect=1` included).
+#[test]
+fn render_prints_exactly_what_apply_submits_but_the_nonce() {
+    use stackctl::apply::{Silent, Submit, submission};
+    let mut protected = service(2, base_spec());
+    protected.protect = true;
+    let desired = desired(vec![(llm(), protected.clone())]);
+    let plan = compute(&desired, &observed(vec![]));
+    let backend = stackctl::slurm::fake::FakeBackend::new();
+    let report = stackctl::apply::apply(
+        &plan,
+        &desired,
+        &backend,
+        &ctx(),
+        &mut || "0badc0ffee00".to_owned(),
+        &mut Silent,
+    );
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    let submitted = backend.state().jobs.clone();
+    assert_eq!(submitted.len(), 2, "one array of two tasks: {submitted:?}");
+    assert_eq!(submitted[0].script, submitted[1].script, "one submission");
+
+    let (marker, rendered) = submission(
+        &Submit {
+            owner: &owner(),
+            service: &llm(),
+            desired: &protected,
+            indexes: &[0, 1],
+            backoff: None,
+            pred: None,
+            endpoint_env: &Default::default(),
+            commit: None,
+        },
+        stackctl::cli::NONCE_PLACEHOLDER.to_owned(),
+        &ctx(),
+    );
+    assert!(marker.protect);
+    let shown = rendered.batch_script();
+    assert!(
+        shown.contains(";nonce=<nonce>;idx=0-1;protect=1"),
+        "{shown}"
+    );
+    assert_eq!(
+        shown.replace("<nonce>", "0badc0ffee00"),
+        submitted[0].script
+    );
+    assert_eq!(
+        rendered.options.comment.replace("<nonce>", "0badc0ffee00"),
+        submitted[0].comment
+    );
+}
+
+/// The example in `docs/plan-json.md` is a document of the current format: it reads as the
+/// format's type, writes back to the same JSON (no field the type does not know, none it
+/// lacks), and carries the current `format_version`.
+#[test]
+fn the_documented_plan_json_example_is_the_current_format() {
+    let doc = include_str!("../../docs/plan-json.md");
+    let start = doc.find("```json\n").expect("the doc has a JSON example") + "```json\n".len();
+    let example = &doc[start..start + doc[start..].find("\n```").unwrap()];
+    let parsed: plan_json::Document = serde_json::from_str(example)
+        .unwrap_or_else(|e| panic!("the doc's example does not read as the format: {e}"));
+    assert_eq!(parsed.format_version, plan_json::FORMAT_VERSION);
+    assert!(
+        doc.starts_with(&format!(
+            "# The plan as JSON (`format_version` {})",
+            plan_json::FORMAT_VERSION
+        )),
+        "the doc's title names the current version"
+    );
+    let written = serde_json::to_value(&parsed).unwrap();
+    let read: serde_json::Value = serde_json::from_str(example).unwrap();
+    assert_eq!(written, read, "the example has exactly the format's fields");
+    // Every field of a change and of the top level appears in the example at least once.
+    for key in [
+        "start_after",
+        "start_estimate",
+        "jobs",
+        "images",
+        "rollouts",
+        "not_pruned",
+        "\"protect\"",
+    ] {
+        assert!(example.contains(key), "{key} missing from the example");
+    }
+}
+
+/// A targeted plan shows the image steps the services in scope need, listing only them, and
+/// none a service out of scope alone needs (a targeted apply would build it).
+#[test]
+fn a_scoped_plan_shows_the_image_steps_of_the_services_in_scope() {
+    use stackctl::container::{ImageDefinition, Runtime};
+    use stackctl::plan::images::{ImageAction, ImageKey, ImageStep};
+    use stackctl::plan::scope::Scope;
+    let desired = desired(vec![
+        (llm(), service(1, base_spec())),
+        (web(), service(1, web_spec())),
+    ]);
+    let scope = Scope {
+        targets: vec![stackctl::plan::scope::Selector::parse("inference/llm", false).unwrap()],
+        ..Default::default()
+    };
+    let mut plan = plan::compute_with(&owner(), &desired, &observed(vec![]), &scope);
+    let step = |image: &str, services: Vec<ServiceAddr>| ImageStep {
+        key: ImageKey {
+            runtime: Runtime::Charliecloud,
+            image: image.into(),
+            definition: ImageDefinition {
+                file: format!("recipes/{image}/Dockerfile"),
+                sha256: "0123456789abcdef".into(),
+                text: String::new(),
+            },
+        },
+        services,
+        partition: None,
+        action: ImageAction::Build("not built yet".into()),
+    };
+    plan.add_images(
+        vec![
+            step("shared", vec![llm(), web()]),
+            step("webonly", vec![web()]),
+        ],
+        std::path::Path::new("/logs"),
+    );
+    scope.restrict_images(&mut plan);
+    let doc: serde_json::Value = serde_json::from_str(&plan_json::render(&plan)).unwrap();
+    let lines: Vec<&str> = doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["line"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        ["build image shared (not built yet) with charliecloud for inference.llm"]
+    );
+    let md = plan_markdown::render(&plan);
+    assert!(
+        md.contains("> **Image:** build image shared (not built yet)") && !md.contains("webonly"),
+        "{md}"
+    );
+    assert!(
+        text(&plan).contains("Image: build image shared"),
+        "{}",
+        text(&plan)
+    );
+}
+
+/// The `render` command itself: a protected service's script carries the marker apply
+/// writes, `protect=1` included, with `<nonce>` for the nonce.
+#[test]
+fn the_render_command_shows_the_protect_flag_and_a_nonce_placeholder() {
+    let repo = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let file = repo.path().join(path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    };
+    write("stackctl.yaml", "owner: render-test\nlog_dir: /tmp/logs\n");
+    write(
+        "recipes/demo/app.yaml",
+        "name: app\ncommand: exec sleep 600\n",
+    );
+    write(
+        "stacks/s.yaml",
+        "services:\n  app:\n    recipe: demo/app\n    replicas: 2\n    protect: true\n",
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_stackctl"))
+        .args(["-C", repo.path().to_str().unwrap(), "render", "s/app"])
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        script.contains("#SBATCH --comment=stackctl/v1;owner=render-test;stack=s;svc=app;spec=")
+            && script.contains(";nonce=<nonce>;idx=0-1;protect=1\n"),
+        "{script}"
+    );
 }
