@@ -61,6 +61,7 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
         "monitoring/prometheus",
         "monitoring/grafana",
         "gateway/traefik",
+        "inference/echo",
     ];
     let mut stack = String::from("services:\n");
     for recipe in recipes {
@@ -72,7 +73,7 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
     let dir = repo.path().to_str().unwrap();
     let (code, stdout, stderr) = stackctl(&["validate", "-C", dir]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("10 services"), "{stdout}");
+    assert!(stdout.contains("11 services"), "{stdout}");
     for recipe in recipes {
         let name = recipe.rsplit('/').next().unwrap();
         let (code, script, stderr) = stackctl(&["render", "-C", dir, &format!("all/{name}")]);
@@ -187,13 +188,13 @@ fn the_root_stack_validates_and_renders_from_the_shipped_recipes() {
     let (code, stdout, stderr) = stackctl(&["validate", "-C", root]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("2 services"), "{stdout}");
-    for service in ["example/cache", "example/vectors"] {
+    for service in ["example/cache", "example/llm"] {
         let (code, script, stderr) = stackctl(&["render", "-C", root, service]);
         assert_eq!(code, 0, "{stderr}");
         assert!(script.contains(" apptainer "), "{script}");
     }
     let stack = std::fs::read_to_string(Path::new(root).join("stacks/example.yaml")).unwrap();
-    assert!(stack.contains("NEEDS APPTAINER") && stack.contains("protect: true"));
+    assert!(stack.contains("NEEDS A CONTAINER RUNTIME") && stack.contains("protect: true"));
 }
 
 fn yaml(path: &str) -> serde_json::Value {
