@@ -108,6 +108,73 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
     );
 }
 
+/// The recipes with a Dockerfile run under Charliecloud too: a repo set to it validates them and
+/// renders `ch-run` of their built image (the Dockerfile's `/entrypoint`, or the command).
+#[test]
+fn the_recipes_with_a_dockerfile_render_under_charliecloud() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = shipped_recipes_repo();
+    let recipes = [
+        ("storage/redis", "-- /entrypoint"),
+        ("storage/postgres", "-- /entrypoint"),
+        ("monitoring/prometheus", "-- /entrypoint"),
+        ("inference/echo", "-- /bin/sh -c 'exec python3 -c "),
+    ];
+    // Only these: a recipe with only a `.def` is an error under Charliecloud.
+    std::fs::remove_dir_all(repo.path().join("recipes")).unwrap();
+    let mut stack = String::from("services:\n");
+    for (recipe, _) in recipes {
+        let (category, name) = recipe.split_once('/').unwrap();
+        let dir = repo.path().join("recipes").join(category);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in [
+            format!("{name}.yaml"),
+            format!("{name}.def"),
+            format!("{name}.Dockerfile"),
+        ] {
+            std::fs::copy(root.join("recipes").join(category).join(&file), dir.join(&file))
+                .unwrap_or_else(|e| panic!("{recipe}: {file}: {e}"));
+        }
+        stack.push_str(&format!("  {name}:\n    recipe: {recipe}\n"));
+    }
+    let settings = repo.path().join("stackctl.yaml");
+    let mut text = std::fs::read_to_string(&settings).unwrap();
+    text.push_str("container_runtime: charliecloud\nimage_dir: /images\n");
+    std::fs::write(&settings, text).unwrap();
+    std::fs::create_dir_all(repo.path().join("stacks")).unwrap();
+    std::fs::write(repo.path().join("stacks/ch.yaml"), stack).unwrap();
+    let dir = repo.path().to_str().unwrap();
+    let (code, stdout, stderr) = stackctl(&["validate", "-C", dir]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for (recipe, tail) in recipes {
+        let name = recipe.rsplit('/').next().unwrap();
+        let (code, script, stderr) = stackctl(&["render", "-C", dir, &format!("ch/{name}")]);
+        assert_eq!(code, 0, "{stderr}");
+        let run = script
+            .lines()
+            .find(|l| l.contains("exec ch-run "))
+            .unwrap_or_else(|| panic!("{recipe} must run with ch-run:\n{script}"));
+        assert!(
+            run.contains(&format!("'/images/{name}-")) && run.contains(tail),
+            "{recipe}: {run}"
+        );
+        assert!(!script.contains("apptainer") && !script.contains(PASSWORD));
+    }
+    // Apptainer-only recipes are named, with file and line, under Charliecloud.
+    let chroma = repo.path().join("recipes/vector-db");
+    std::fs::create_dir_all(&chroma).unwrap();
+    for file in ["chroma.yaml", "chroma.def"] {
+        std::fs::copy(root.join("recipes/vector-db").join(file), chroma.join(file)).unwrap();
+    }
+    let (code, _, stderr) = stackctl(&["validate", "-C", dir]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("recipes/vector-db/chroma.yaml:")
+            && stderr.contains("charliecloud builds its image from `container.build`"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn the_quickstart_example_runs_without_apptainer() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
