@@ -5,7 +5,9 @@
 //! that exist only in the image, with exactly their environment. An unchanged repo builds
 //! nothing; an edited Dockerfile rebuilds once and replaces the replicas; a broken one holds
 //! its services with the build's error and log, and a fixed one converges; `scancel` of a
-//! replica leaves no process of it on the node.
+//! replica leaves no process of it on the node. The shipped Redis and PostgreSQL recipes and
+//! the repo's example stack (Redis and the echo inference stand-in) build from their
+//! Dockerfiles and answer their own clients (`redis-cli`, `psql`, an OpenAI-style request).
 //!
 //! Each test has its own owner and cancels only its own job ids (see `common::TestRepo`).
 #![cfg(feature = "cluster")]
@@ -457,7 +459,16 @@ fn the_shipped_postgres_recipe_runs_in_charliecloud_and_answers_psql() {
             &image,
             &[env],
             &[
-                "psql", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-d", "app", "-tAc",
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "app",
+                "-tAc",
                 "select 40 + 2",
             ],
         )
@@ -530,7 +541,14 @@ fn the_example_stack_runs_in_charliecloud() {
     let pong = in_image(
         &image,
         &[],
-        &["redis-cli", "-h", "127.0.0.1", "-p", &redis.to_string(), "ping"],
+        &[
+            "redis-cli",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &redis.to_string(),
+            "ping",
+        ],
     );
     assert_eq!(pong, "PONG");
     let address = endpoint(&llm).rsplit_once(':').unwrap().0.to_owned();

@@ -132,8 +132,11 @@ fn the_recipes_with_a_dockerfile_render_under_charliecloud() {
             format!("{name}.def"),
             format!("{name}.Dockerfile"),
         ] {
-            std::fs::copy(root.join("recipes").join(category).join(&file), dir.join(&file))
-                .unwrap_or_else(|e| panic!("{recipe}: {file}: {e}"));
+            std::fs::copy(
+                root.join("recipes").join(category).join(&file),
+                dir.join(&file),
+            )
+            .unwrap_or_else(|e| panic!("{recipe}: {file}: {e}"));
         }
         stack.push_str(&format!("  {name}:\n    recipe: {recipe}\n"));
     }
