@@ -5,7 +5,9 @@
 //! that exist only in the image, with exactly their environment. An unchanged repo builds
 //! nothing; an edited Dockerfile rebuilds once and replaces the replicas; a broken one holds
 //! its services with the build's error and log, and a fixed one converges; `scancel` of a
-//! replica leaves no process of it on the node.
+//! replica leaves no process of it on the node. The shipped Redis and PostgreSQL recipes and
+//! the repo's example stack (Redis and the echo inference stand-in) build from their
+//! Dockerfiles and answer their own clients (`redis-cli`, `psql`, an OpenAI-style request).
 //!
 //! Each test has its own owner and cancels only its own job ids (see `common::TestRepo`).
 #![cfg(feature = "cluster")]
@@ -323,25 +325,77 @@ fn an_unhealthy_containerised_replica_is_stopped_and_replaced() {
     assert_ne!(new.id, job.id);
 }
 
+/// Copies the shipped recipe `category/name` (its YAML, `.def` and Dockerfile) into `repo`,
+/// adding only this machine's PATH fix for ch-image (see [`RECIPE`]) as a `setup:` line.
+fn copy_shipped_recipe(repo: &TestRepo, recipe: &str) {
+    let (category, name) = recipe.split_once('/').unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("recipes")
+        .join(category);
+    let dir = repo.path().join("recipes").join(category);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in [format!("{name}.def"), format!("{name}.Dockerfile")] {
+        std::fs::copy(root.join(&file), dir.join(&file))
+            .unwrap_or_else(|e| panic!("{recipe}: {file}: {e}"));
+    }
+    let yaml = std::fs::read_to_string(root.join(format!("{name}.yaml"))).unwrap()
+        + "setup: [\"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]\n";
+    std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
+}
+
+/// Settings for the shipped recipes under Charliecloud, images under the repo.
+fn charliecloud_settings(repo: &TestRepo) {
+    repo.append_settings(&format!(
+        "image_dir: {}\ncontainer_runtime: charliecloud\n",
+        repo.path().join("images").display()
+    ));
+}
+
+/// The directory image `image` was built into under the repo's `images/`.
+fn built_image(repo: &TestRepo, image: &str) -> std::path::PathBuf {
+    std::fs::read_dir(repo.path().join("images"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            p.is_dir()
+                && name
+                    .strip_prefix(&format!("{image}-"))
+                    .is_some_and(|hash| hash.chars().all(|c| c.is_ascii_hexdigit()))
+        })
+        .unwrap_or_else(|| panic!("no built image {image}"))
+}
+
+/// Runs `args` in the directory image `image` with ch-run, with `env` set; returns stdout
+/// and stderr, trimmed.
+fn in_image(image: &std::path::Path, env: &[&str], args: &[&str]) -> String {
+    let mut command = std::process::Command::new("ch-run");
+    command.env("USER", "root").env("PATH", "/usr/bin:/bin");
+    for pair in env {
+        command.arg(format!("--set-env={pair}"));
+    }
+    let output = command.arg(image).arg("--").args(args).output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+    .trim()
+    .to_owned()
+}
+
+/// A free-looking port for a fixed-port service, different per test process and `slot`.
+fn test_port(slot: u32) -> u16 {
+    20000 + ((std::process::id() * 3 + slot) % 9000) as u16
+}
+
 #[test]
 fn the_shipped_redis_recipe_runs_in_charliecloud_and_answers_redis_cli() {
     let repo = TestRepo::new("ct-redis");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/storage");
-    let images = repo.path().join("images");
-    repo.append_settings(&format!(
-        "image_dir: {}\ncontainer_runtime: charliecloud\n",
-        images.display()
-    ));
-    let dir = repo.path().join("recipes/storage");
-    std::fs::create_dir_all(&dir).unwrap();
-    for file in ["redis.def", "redis.Dockerfile"] {
-        std::fs::copy(root.join(file), dir.join(file)).unwrap();
-    }
-    // The shipped recipe as it is, plus this machine's PATH fix for ch-image (see RECIPE).
-    let recipe = std::fs::read_to_string(root.join("redis.yaml")).unwrap()
-        + "setup: [\"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]\n";
-    std::fs::write(dir.join("redis.yaml"), recipe).unwrap();
-    let port = 20000 + (std::process::id() % 9000) as u16;
+    charliecloud_settings(&repo);
+    copy_shipped_recipe(&repo, "storage/redis");
+    let port = test_port(0);
     repo.write_stack(
         "r",
         &format!(
@@ -351,36 +405,173 @@ fn the_shipped_redis_recipe_runs_in_charliecloud_and_answers_redis_cli() {
     );
     let out = repo.apply();
     assert_eq!(out.matches("submitted build job").count(), 1, "{out}");
-    // No health check, no auto port: ready when running, on a node of this machine.
-    wait_for("the redis replica to run", 240, || {
-        repo.alive("r.cache").iter().any(|j| j.state == "RUNNING")
-    });
-    let host = "127.0.0.1".to_owned();
+    // Ready by its TCP check, on a node of this machine.
+    wait_ready(&repo, "r.cache", 1);
     // redis-cli from the same image answers: PONG, then a value set and read back.
-    let image = std::fs::read_dir(&images)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.is_dir() && !p.to_string_lossy().contains("podman"))
-        .expect("the built image directory");
+    let image = built_image(&repo, "redis");
+    let port = port.to_string();
     let cli = |args: &[&str]| {
-        let output = std::process::Command::new("ch-run")
-            .env("USER", "root")
-            .env("PATH", "/usr/bin:/bin")
-            .arg(&image)
-            .args(["--", "redis-cli", "-h", &host, "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        let mut all = vec!["redis-cli", "-h", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        in_image(&image, &[], &all)
     };
-    let mut pong = String::new();
-    wait_for("redis to answer PING", 60, || {
-        pong = cli(&["ping"]);
-        pong == "PONG"
-    });
+    assert_eq!(cli(&["ping"]), "PONG");
     assert_eq!(cli(&["set", "stackctl", "in-a-container"]), "OK");
     assert_eq!(cli(&["get", "stackctl"]), "in-a-container");
+}
+
+/// PostgreSQL refuses to run as root and jobs here run as root: the shipped Dockerfile's
+/// entrypoint runs it as the image's `postgres` user (a nested user namespace under ch-run).
+#[test]
+fn the_shipped_postgres_recipe_runs_in_charliecloud_and_answers_psql() {
+    let repo = TestRepo::new("ct-postgres");
+    charliecloud_settings(&repo);
+    let password = "pg 'pw' $X 41c7";
+    std::fs::write(repo.path().join("pw.txt"), password).unwrap();
+    repo.append_settings(&format!(
+        "secrets_dir: {}\nsecrets:\n  postgres_password: {{file: {}}}\n",
+        repo.path().join("secret-files").display(),
+        repo.path().join("pw.txt").display()
+    ));
+    copy_shipped_recipe(&repo, "storage/postgres");
+    let port = test_port(1);
+    let pgdata = repo.path().join("pgdata");
+    repo.write_stack(
+        "p",
+        &format!(
+            "services:\n  db:\n    recipe: storage/postgres\n    ports: [{port}]\n    \
+             environment: {{POSTGRES_PORT: \"{port}\", POSTGRES_DB: app, PGDATA: {}}}\n    \
+             resources: {{memory: 1G, cpu: 1}}\n",
+            pgdata.display()
+        ),
+    );
+    let out = repo.apply();
+    assert_eq!(out.matches("submitted build job").count(), 1, "{out}");
+    let job = wait_ready(&repo, "p.db", 1).remove(0);
+    let image = built_image(&repo, "postgres");
+    let port = port.to_string();
+    let ready = in_image(&image, &[], &["pg_isready", "-h", "127.0.0.1", "-p", &port]);
+    assert!(ready.ends_with("accepting connections"), "{ready}");
+    // The password (a secret) and the database the recipe creates on first start.
+    let env = format!("PGPASSWORD={password}");
+    let psql = |env: &str| {
+        in_image(
+            &image,
+            &[env],
+            &[
+                "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                "app",
+                "-tAc",
+                "select 40 + 2",
+            ],
+        )
+    };
+    assert_eq!(psql(&env), "42");
+    let wrong = psql("PGPASSWORD=wrong");
+    assert!(wrong.contains("password authentication failed"), "{wrong}");
+    // The server runs as the image's postgres user, not root: its data is owned by it inside.
+    assert!(pgdata.join("PG_VERSION").exists());
+    let log = std::fs::read_to_string(
+        repo.path()
+            .join("logs")
+            .join(format!("p.db-{}.err", job.id)),
+    )
+    .unwrap();
+    assert!(!log.contains("cannot be run as root"), "{log}");
+    // scancel stops the server: no postgres of this data directory is left on the node.
+    let needle = format!("postgres -D {}", pgdata.display());
+    assert_eq!(processes(&needle).len(), 1, "{needle}");
+    scancel(std::slice::from_ref(&job.id));
+    wait_for("the cancelled postgres to exit", 60, || {
+        processes(&needle).is_empty()
+    });
+}
+
+/// The repo's own example stack (stacks/example.yaml, as shipped but for its fixed ports) runs
+/// from the shipped recipes under Charliecloud: Redis answers redis-cli and the echo
+/// inference stand-in answers an OpenAI-style completion.
+#[test]
+fn the_example_stack_runs_in_charliecloud() {
+    let repo = TestRepo::new("ct-example");
+    charliecloud_settings(&repo);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stack = std::fs::read_to_string(root.join("stacks/example.yaml")).unwrap();
+    let (redis, echo) = (test_port(2), test_port(3));
+    let mut recipes = Vec::new();
+    for line in stack.lines() {
+        if let Some(recipe) = line.trim().strip_prefix("recipe: ") {
+            recipes.push(recipe.to_owned());
+        }
+    }
+    assert_eq!(recipes, ["storage/redis", "inference/echo"], "{stack}");
+    for recipe in &recipes {
+        copy_shipped_recipe(&repo, recipe);
+    }
+    let stack = stack
+        .replace(
+            "recipe: storage/redis\n",
+            &format!(
+                "recipe: storage/redis\n    ports: [{redis}]\n    environment: {{REDIS_PORT: \"{redis}\"}}\n"
+            ),
+        )
+        .replace(
+            "recipe: inference/echo\n",
+            &format!(
+                "recipe: inference/echo\n    ports: [{echo}]\n    environment: {{ECHO_PORT: \"{echo}\"}}\n"
+            ),
+        );
+    let name = stack
+        .lines()
+        .find_map(|l| l.strip_prefix("name: "))
+        .unwrap()
+        .to_owned();
+    repo.write_stack(&name, &stack);
+    let out = repo.apply();
+    assert_eq!(out.matches("submitted build job").count(), 2, "{out}");
+    wait_ready(&repo, &format!("{name}.cache"), 1);
+    let llm = wait_ready(&repo, &format!("{name}.llm"), 1).remove(0);
+    let image = built_image(&repo, "redis");
+    let pong = in_image(
+        &image,
+        &[],
+        &[
+            "redis-cli",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &redis.to_string(),
+            "ping",
+        ],
+    );
+    assert_eq!(pong, "PONG");
+    let address = endpoint(&llm).rsplit_once(':').unwrap().0.to_owned();
+    let body = r#"{"model": "m", "prompt": "hello from the example stack"}"#;
+    let mut stream = std::net::TcpStream::connect(format!("{address}:{echo}")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.0 200")
+            && response.contains(r#""text": "hello from the example stack""#)
+            && response.contains(r#""object": "text_completion""#),
+        "{response}"
+    );
+    repo.assert_converged();
 }
 
 /// A secret reaches the process in the container exactly, and no process on the node carries

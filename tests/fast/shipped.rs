@@ -61,6 +61,7 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
         "monitoring/prometheus",
         "monitoring/grafana",
         "gateway/traefik",
+        "inference/echo",
     ];
     let mut stack = String::from("services:\n");
     for recipe in recipes {
@@ -72,7 +73,7 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
     let dir = repo.path().to_str().unwrap();
     let (code, stdout, stderr) = stackctl(&["validate", "-C", dir]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("10 services"), "{stdout}");
+    assert!(stdout.contains("11 services"), "{stdout}");
     for recipe in recipes {
         let name = recipe.rsplit('/').next().unwrap();
         let (code, script, stderr) = stackctl(&["render", "-C", dir, &format!("all/{name}")]);
@@ -104,6 +105,76 @@ fn every_shipped_recipe_loads_and_renders_an_apptainer_job() {
         vllm.contains("#SBATCH --gres=gpu:a100:1")
             && vllm.contains("apptainer run --cleanenv --nv"),
         "{vllm}"
+    );
+}
+
+/// The recipes with a Dockerfile run under Charliecloud too: a repo set to it validates them and
+/// renders `ch-run` of their built image (the Dockerfile's `/entrypoint`, or the command).
+#[test]
+fn the_recipes_with_a_dockerfile_render_under_charliecloud() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = shipped_recipes_repo();
+    let recipes = [
+        ("storage/redis", "-- /entrypoint"),
+        ("storage/postgres", "-- /entrypoint"),
+        ("monitoring/prometheus", "-- /entrypoint"),
+        ("inference/echo", "-- /bin/sh -c 'exec python3 -c "),
+    ];
+    // Only these: a recipe with only a `.def` is an error under Charliecloud.
+    std::fs::remove_dir_all(repo.path().join("recipes")).unwrap();
+    let mut stack = String::from("services:\n");
+    for (recipe, _) in recipes {
+        let (category, name) = recipe.split_once('/').unwrap();
+        let dir = repo.path().join("recipes").join(category);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in [
+            format!("{name}.yaml"),
+            format!("{name}.def"),
+            format!("{name}.Dockerfile"),
+        ] {
+            std::fs::copy(
+                root.join("recipes").join(category).join(&file),
+                dir.join(&file),
+            )
+            .unwrap_or_else(|e| panic!("{recipe}: {file}: {e}"));
+        }
+        stack.push_str(&format!("  {name}:\n    recipe: {recipe}\n"));
+    }
+    let settings = repo.path().join("stackctl.yaml");
+    let mut text = std::fs::read_to_string(&settings).unwrap();
+    text.push_str("container_runtime: charliecloud\nimage_dir: /images\n");
+    std::fs::write(&settings, text).unwrap();
+    std::fs::create_dir_all(repo.path().join("stacks")).unwrap();
+    std::fs::write(repo.path().join("stacks/ch.yaml"), stack).unwrap();
+    let dir = repo.path().to_str().unwrap();
+    let (code, stdout, stderr) = stackctl(&["validate", "-C", dir]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    for (recipe, tail) in recipes {
+        let name = recipe.rsplit('/').next().unwrap();
+        let (code, script, stderr) = stackctl(&["render", "-C", dir, &format!("ch/{name}")]);
+        assert_eq!(code, 0, "{stderr}");
+        let run = script
+            .lines()
+            .find(|l| l.contains("exec ch-run "))
+            .unwrap_or_else(|| panic!("{recipe} must run with ch-run:\n{script}"));
+        assert!(
+            run.contains(&format!("'/images/{name}-")) && run.contains(tail),
+            "{recipe}: {run}"
+        );
+        assert!(!script.contains("apptainer") && !script.contains(PASSWORD));
+    }
+    // Apptainer-only recipes are named, with file and line, under Charliecloud.
+    let chroma = repo.path().join("recipes/vector-db");
+    std::fs::create_dir_all(&chroma).unwrap();
+    for file in ["chroma.yaml", "chroma.def"] {
+        std::fs::copy(root.join("recipes/vector-db").join(file), chroma.join(file)).unwrap();
+    }
+    let (code, _, stderr) = stackctl(&["validate", "-C", dir]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("recipes/vector-db/chroma.yaml:")
+            && stderr.contains("charliecloud builds its image from `container.build`"),
+        "{stderr}"
     );
 }
 
@@ -187,13 +258,13 @@ fn the_root_stack_validates_and_renders_from_the_shipped_recipes() {
     let (code, stdout, stderr) = stackctl(&["validate", "-C", root]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("2 services"), "{stdout}");
-    for service in ["example/cache", "example/vectors"] {
+    for service in ["example/cache", "example/llm"] {
         let (code, script, stderr) = stackctl(&["render", "-C", root, service]);
         assert_eq!(code, 0, "{stderr}");
         assert!(script.contains(" apptainer "), "{script}");
     }
     let stack = std::fs::read_to_string(Path::new(root).join("stacks/example.yaml")).unwrap();
-    assert!(stack.contains("NEEDS APPTAINER") && stack.contains("protect: true"));
+    assert!(stack.contains("NEEDS A CONTAINER RUNTIME") && stack.contains("protect: true"));
 }
 
 fn yaml(path: &str) -> serde_json::Value {
