@@ -5,7 +5,6 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    init_git_without_ca_bundle();
     // Usage errors exit 1, never clap's default 2, which `plan --detailed-exitcode` reserves
     // for "changes planned".
     let cli = match stackctl::cli::Cli::try_parse_from(stackctl::cli::normalize_args(
@@ -17,6 +16,13 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 1 } else { 0 });
         }
     };
+    // Still one thread: the environment may change (see init_git_without_ca_bundle).
+    if !matches!(
+        cli.command,
+        stackctl::cli::Commands::Completions { .. } | stackctl::cli::Commands::Man
+    ) {
+        init_git_without_ca_bundle();
+    }
     let ansi = stackctl::cli::colour_wanted(
         cli.no_color,
         std::env::var_os("NO_COLOR").as_deref(),
@@ -59,8 +65,8 @@ fn main() -> ExitCode {
 fn init_git_without_ca_bundle() {
     const VARS: [&str; 2] = ["SSL_CERT_FILE", "SSL_CERT_DIR"];
     let saved = VARS.map(std::env::var_os);
-    // SAFETY: first thing in main, before any other thread exists, so no thread can read the
-    // environment while it changes.
+    // SAFETY: called from main right after the arguments are parsed, before any other thread
+    // exists, so no thread can read the environment while it changes.
     unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
     // Any libgit2 call starts it once per process; caching is on by default, so this one
     // changes nothing else.
