@@ -16,10 +16,17 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 1 } else { 0 });
         }
     };
-    // Still one thread: the environment may change (see init_git_without_ca_bundle).
-    if !matches!(
+    // The commands that always read the checkout's commit (or fetch) start libgit2 here, while
+    // there is one thread and the environment may change (see init_git_without_ca_bundle).
+    // The others use libgit2 only to derive a missing owner, and skip OpenSSL's set-up (4 ms)
+    // when stackctl.yaml names the owner.
+    if matches!(
         cli.command,
-        stackctl::cli::Commands::Completions { .. } | stackctl::cli::Commands::Man
+        stackctl::cli::Commands::Plan { .. }
+            | stackctl::cli::Commands::Apply { .. }
+            | stackctl::cli::Commands::Destroy { .. }
+            | stackctl::cli::Commands::Run { .. }
+            | stackctl::cli::Commands::Watch(_)
     ) {
         init_git_without_ca_bundle();
     }
