@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The fixed start-up cost of commands that fetch nothing over the network (not a test: it prints
-# figures): `stackctl --version`, `validate` and `plan` of a small repo (one service, no live
-# jobs; plan lists the cluster once), next to `true` and a bare `squeue --me` listing, measured
+# figures): `stackctl --version`, `validate` and `plan` of a small repo (one service, nothing
+# live, so plan runs five Slurm commands: the listing, the cluster's facts (three `scontrol`)
+# and one `sbatch --test-only`), next to `true` and a bare `squeue --me` listing, measured
 # interleaved in the same run. With BASE=path/to/another/stackctl the same commands of that
 # binary are measured in the same rounds (e.g. a release build of main), for a before/after.
 #
