@@ -447,6 +447,17 @@ fn placeholder_job(marker: &LockMarker, partition: Option<&str>) -> JobRequest {
 
 /// Takes the lock of `request.owner`, waiting up to `request.wait` for another holder.
 pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, LockError> {
+    acquire_listed(backend, request).map(|(lock, _)| lock)
+}
+
+/// [`acquire`], also returning the listing that proved the lock held (taken after the lock's
+/// placeholder was submitted, without the stale locks it broke): a plan made from it sees
+/// everything a plan listing afresh under the lock would, since every earlier holder had
+/// released its lock, and so finished submitting, before that listing.
+fn acquire_listed(
+    backend: &dyn Backend,
+    request: &LockRequest,
+) -> Result<(Lock, Vec<JobRecord>), LockError> {
     let started = std::time::Instant::now();
     let me = &request.identity;
     loop {
@@ -470,8 +481,8 @@ pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, Loc
             marker,
             expiry: request.expiry,
         };
-        let blocker = match lowest_other(backend, request, &lock) {
-            Ok(blocker) => blocker,
+        let (blocker, records) = match lowest_other(backend, request, &lock) {
+            Ok(found) => found,
             Err(e) => {
                 let _ = lock.release(backend);
                 return Err(e.into());
@@ -479,7 +490,7 @@ pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, Loc
         };
         let Some(holder) = blocker else {
             tracing::debug!(lock = %own, "took the apply lock");
-            return Ok(lock);
+            return Ok((lock, records));
         };
         lock.release(backend)?;
         // Wait with listings only (one RPC a poll); submit again once the lock looks free.
@@ -513,29 +524,33 @@ pub fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<Lock, Loc
 
 /// Lists the locks and returns the live lock below `lock` that blocks it, after breaking every
 /// stale lock of the owner, above `lock` as well as below it (expired, or left by a process
-/// that provably died); `None` means `lock` holds.
+/// that provably died); `None` means `lock` holds. Also returns the listing, without the locks
+/// it broke.
 fn lowest_other(
     backend: &dyn Backend,
     request: &LockRequest,
     lock: &Lock,
-) -> Result<Option<LockInfo>, SlurmError> {
-    let records = backend.list_jobs()?;
+) -> Result<(Option<LockInfo>, Vec<JobRecord>), SlurmError> {
+    let mut records = backend.list_jobs()?;
     let locks = held(&records, &request.owner);
     let broken = break_stale(backend, &locks, &request.identity, Some(lock.id));
-    Ok(locks
+    records.retain(|r| !broken.contains(&r.id));
+    let blocker = locks
         .into_iter()
         .take_while(|l| l.id < lock.id)
-        .find(|l| !broken.contains(&l.id)))
+        .find(|l| !broken.contains(&l.id));
+    Ok((blocker, records))
 }
 
 /// Runs `work` while holding the lock: takes it, renews it every third of its expiry from a
-/// second thread, and releases it afterwards, whatever `work` returns.
+/// second thread, and releases it afterwards, whatever `work` returns. `work` gets the listing
+/// taken once the lock was submitted (see [`acquire`]), so it need not list again.
 pub fn with_lock<T>(
     backend: &dyn Backend,
     request: &LockRequest,
-    work: impl FnOnce() -> T,
+    work: impl FnOnce(Vec<JobRecord>) -> T,
 ) -> Result<T, LockError> {
-    let mut lock = acquire(backend, request)?;
+    let (mut lock, records) = acquire_listed(backend, request)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let period = request.expiry / 3;
     let (output, lock) = std::thread::scope(|scope| {
@@ -549,7 +564,7 @@ pub fn with_lock<T>(
             }
             lock
         });
-        let output = work();
+        let output = work(records);
         let _ = stop.send(());
         (output, renewer.join().expect("the renewer does not panic"))
     });
@@ -817,7 +832,7 @@ mod tests {
         let backend = FakeBackend::new();
         let mut req = request(identity("a", 1), Duration::ZERO);
         req.expiry = Duration::from_millis(300);
-        let inside = with_lock(&backend, &req, || {
+        let inside = with_lock(&backend, &req, |_| {
             std::thread::sleep(Duration::from_millis(450));
             live(&backend).len()
         })

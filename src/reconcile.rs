@@ -538,11 +538,13 @@ mod estimate_tests {
 
 /// What one pass has read besides the listing, for a second plan in the same pass (an apply
 /// plans before and under the lock) to reuse: the cluster's facts, and the specs read back
-/// from batch scripts (a spec hash always names the same spec).
+/// from batch scripts (a spec hash always names the same spec). `listing`, when set, is the
+/// listing the next plan uses instead of listing again (the one taking the lock made).
 #[derive(Default)]
 struct Reads {
     facts: Option<ClusterFacts>,
     specs: BTreeMap<SpecHash, ReplicaSpec>,
+    listing: Option<Vec<crate::observed::JobRecord>>,
 }
 
 /// [`plan`], reading the cluster's facts and old specs only where `reads` lacks them.
@@ -553,10 +555,13 @@ fn plan_with(
     reads: &mut Reads,
 ) -> Result<Planned, Error> {
     let owner = &repo.settings.owner;
-    let records = backend.list_jobs().map_err(|cause| Error::Slurm {
-        context: "reading the live jobs from Slurm",
-        cause,
-    })?;
+    let records = match reads.listing.take() {
+        Some(records) => records,
+        None => backend.list_jobs().map_err(|cause| Error::Slurm {
+            context: "reading the live jobs from Slurm",
+            cause,
+        })?,
+    };
     for legacy in &repo.settings.legacy_owners {
         let (rule, legacy) = (legacy.rule, &legacy.owner);
         let tag = Marker::owner_tag(legacy);
@@ -760,7 +765,9 @@ pub fn apply(
         partition: repo.settings.lock_partition.clone(),
         identity,
     };
-    lock::with_lock(backend, &request, || {
+    lock::with_lock(backend, &request, |listing| {
+        // The listing that took the lock is the one to plan from: no third listing.
+        reads.listing = Some(listing);
         apply_locked(repo, options, backend, &ctx, &mut reads, approve, progress)
     })?
 }
@@ -1514,6 +1521,24 @@ mod tests {
         assert_eq!(backend.count(Op::List), lists + 1, "one listing");
         assert_eq!(backend.count(Op::Submit), submits, "no placeholder, no job");
         assert_eq!(backend.count(Op::Facts), 1, "facts only when submitting");
+    }
+
+    #[test]
+    fn an_apply_that_submits_lists_twice_and_plans_under_the_lock_from_the_second() {
+        let (dir, repo) = repo(2, 1);
+        let backend = backend();
+        let Ok(Outcome::Applied(planned, report)) = run(dir.path(), &repo, &backend) else {
+            panic!("the apply submits");
+        };
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(backend.count(Op::List), 2, "the plan's and the lock's");
+        // The plan under the lock saw the lock: it was made from the listing after it.
+        assert_eq!(planned.locks.len(), 1, "{:?}", planned.locks);
+        assert_eq!(
+            backend.alive().len(),
+            2,
+            "two replicas, the lock released, no duplicates"
+        );
     }
 
     #[test]

@@ -678,6 +678,25 @@ pub fn set_network_timeouts() -> Result<(), git2::Error> {
     Ok(())
 }
 
+/// Loads the system's CA certificates into libgit2's TLS context, for HTTPS remotes. The binary
+/// starts libgit2 without them (parsing the bundle costs every command about 30 ms), so `watch`,
+/// the only command that fetches, loads them here. Call once, before any other thread uses
+/// libgit2.
+#[allow(unsafe_code)]
+pub fn load_ca_certificates() -> Result<(), git2::Error> {
+    let found = openssl_probe::probe();
+    // SAFETY: as in `set_network_timeouts`: called once at start, before any thread uses libgit2.
+    unsafe {
+        if let Some(file) = found.cert_file {
+            git2::opts::set_ssl_cert_file(file)?;
+        }
+        if let Some(dir) = found.cert_dir {
+            git2::opts::set_ssl_cert_dir(dir)?;
+        }
+    }
+    Ok(())
+}
+
 /// The first 12 hex digits of a commit id, as logs and plans show it.
 pub fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)

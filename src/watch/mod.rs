@@ -95,6 +95,7 @@ pub fn run(options: &Options) -> Result<u8> {
         Follow::local(&options.dir, wake.clone())?
     } else {
         git_sync::set_network_timeouts().context("cannot set git's network timeouts")?;
+        git_sync::load_ca_certificates().context("cannot load the CA certificates")?;
         Follow::git(&options.dir, &options.remote, &options.branch)?
     };
     let server = match options.listen {
