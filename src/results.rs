@@ -6,16 +6,24 @@
 //! (`log_dir` expanded as for the batch scripts): with the CLI backend that is the cluster's
 //! own file system; over slurmrestd it must be a file system shared with the cluster (else
 //! Slurm's listing alone tells the runs, until MinJobAge); over SSH the records are on the
-//! login node's side and are not read yet, so a repo with jobs is refused there.
+//! login node's side and are not read yet, so a repo with jobs is refused there unless the
+//! cluster has accounting.
+//!
+//! Where the cluster has accounting (`sacct` answers), the runs it knows are read too, with one
+//! `sacct` call per pass and only for a repo with jobs ([`Observed::accounted`]): they outlive
+//! both Slurm's memory (MinJobAge) and a lost record. Without accounting, or with
+//! `cluster.accounting: off`, the records are all there is; a `sacct` that fails never fails
+//! the plan (a debug log says why).
 
 use crate::desired::{Repo, ServiceAddr};
-use crate::observed::Observed;
 use crate::observed::runs::{RESULTS_FILE, RUN_FILE, RunRecord, parse_metrics};
+use crate::observed::{JobId, JobState, Observed};
 use crate::slurm::Backend;
 use std::path::{Path, PathBuf};
 
-/// Reads the runs of every job in `repo` into `observed.runs` (nothing for a repo without
-/// jobs). Fails over SSH, and when `log_dir` cannot be expanded.
+/// Reads the runs of every job in `repo` into `observed.runs`, and what accounting knows of
+/// them into `observed.accounted` (nothing for a repo without jobs). Fails over SSH on a
+/// cluster without accounting, and when `log_dir` cannot be expanded.
 pub fn attach(observed: &mut Observed, repo: &Repo, backend: &dyn Backend) -> Result<(), String> {
     let jobs: Vec<&ServiceAddr> = repo
         .desired
@@ -27,10 +35,17 @@ pub fn attach(observed: &mut Observed, repo: &Repo, backend: &dyn Backend) -> Re
     if jobs.is_empty() {
         return Ok(());
     }
+    let accounting = repo.settings.accounting && attach_accounted(observed, &jobs, repo, backend);
     if repo.settings.ssh.is_some() {
+        if accounting {
+            // The runs are known from accounting; their records (and metrics) stay on the
+            // login node.
+            return Ok(());
+        }
         return Err(format!(
             "one-shot jobs ({}) need their completion records, which stackctl reads from \
-             log_dir on this machine; over SSH (cluster.ssh) they are on the login node and \
+             log_dir on this machine, or the cluster's accounting (sacct), which this cluster \
+             does not answer; over SSH (cluster.ssh) the records are on the login node and \
              cannot be read yet: run plan and apply for jobs on the cluster itself",
             jobs.iter()
                 .map(|a| a.reference())
@@ -43,6 +58,42 @@ pub fn attach(observed: &mut Observed, repo: &Repo, backend: &dyn Backend) -> Re
         observed.runs.insert(addr.clone(), read_runs(&root, addr));
     }
     Ok(())
+}
+
+/// Asks accounting (one `sacct`) for the runs of `jobs` and keeps, in `observed.accounted`,
+/// the owner's ended ones that Slurm's listing no longer shows. Returns whether the cluster
+/// answered; without accounting the records alone tell the runs.
+fn attach_accounted(
+    observed: &mut Observed,
+    jobs: &[&ServiceAddr],
+    repo: &Repo,
+    backend: &dyn Backend,
+) -> bool {
+    let names: Vec<String> = jobs.iter().map(|a| a.to_string()).collect();
+    let records = match backend.accounted_jobs(&names) {
+        Ok(Some(records)) => records,
+        Ok(None) => {
+            tracing::debug!("no accounting on this cluster (or backend): runs from their records");
+            return false;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "sacct failed: runs from their records");
+            return false;
+        }
+    };
+    let listed: std::collections::BTreeSet<JobId> = observed.jobs.iter().map(|j| j.id).collect();
+    let wanted: std::collections::BTreeSet<&ServiceAddr> = jobs.iter().copied().collect();
+    observed.accounted = Observed::from_records(records, &repo.settings.owner)
+        .jobs
+        .into_iter()
+        .filter(|j| {
+            !listed.contains(&j.id)
+                && wanted.contains(&j.marker.service)
+                && !j.state.is_alive()
+                && j.state != JobState::Completing
+        })
+        .collect();
+    true
 }
 
 /// `<log_dir>/results/<owner>` for `repo`, `~` expanded as for the batch scripts.

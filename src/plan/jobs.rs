@@ -3,12 +3,14 @@
 //! A job runs when no run with its current spec hash exists (its hash covers its target's
 //! spec, [`crate::desired::JobSpec::hash`]), and not again once one completed. Its runs are
 //! what Slurm still lists and what the runs recorded themselves in their results directories
-//! ([`crate::observed::runs`]); a run Slurm no longer lists (MinJobAge) is known from its
-//! record alone. When both know a run, the record gives its exit code and Slurm its state
-//! when the record has no end (a run killed before it could write one). Accounting
-//! (`sacct`) would add the runs Slurm forgot and the record lost; where both exist, the
-//! record's exit code stands (it is the command's own), the accounting's state where the
-//! record has no end.
+//! ([`crate::observed::runs`]), and, where the cluster has accounting, what `sacct` knows
+//! ([`Observed::accounted`]: the runs Slurm's listing forgot after MinJobAge, the record
+//! lost or never wrote included). Without accounting a run Slurm no longer lists is known
+//! from its record alone. When a record and Slurm (its listing, else accounting) both know
+//! a run, the record's exit code stands (it is the command's own, also when a later step of
+//! the batch script failed), and Slurm's state where the record has no end (a run killed
+//! before it could write one: TIMEOUT, CANCELLED, NODE_FAIL). A run only Slurm knows is
+//! Slurm's: its state, exit code, start and end.
 //!
 //! A failed run is run again after the restart backoff, `retries` times, then the job is
 //! reported failed with its last run. A finished job is no change: never drift, never a
@@ -105,11 +107,17 @@ pub fn runs_of(
     jobs: &[&LiveJob],
     observed: &Observed,
 ) -> Vec<Run> {
-    let listed: BTreeMap<JobId, &LiveJob> = jobs
+    // Slurm's listing first, then what only accounting still knows (past MinJobAge).
+    let mut listed: BTreeMap<JobId, &LiveJob> = BTreeMap::new();
+    let accounted = observed
+        .accounted
         .iter()
-        .filter(|j| &j.marker.spec == hash)
-        .map(|j| (j.id, *j))
-        .collect();
+        .filter(|j| &j.marker.service == addr);
+    for job in jobs.iter().copied().chain(accounted) {
+        if &job.marker.spec == hash {
+            listed.entry(job.id).or_insert(job);
+        }
+    }
     let mut runs: BTreeMap<JobId, Run> = BTreeMap::new();
     for record in observed.runs.get(addr).into_iter().flatten() {
         if &record.spec != hash {
@@ -249,7 +257,11 @@ pub fn plan_job(
             .runs
             .get(addr)
             .is_some_and(|r| r.iter().any(|r| &r.spec != hash))
-            || jobs.iter().any(|j| &j.marker.spec != hash);
+            || jobs.iter().any(|j| &j.marker.spec != hash)
+            || observed
+                .accounted
+                .iter()
+                .any(|j| &j.marker.service == addr && &j.marker.spec != hash);
         let mut submit = |reason, backoff: Option<Backoff>| {
             // An old run still going is replaced: cancelled, then the new one submitted.
             let old = others.iter().min_by_key(|j| j.id);
