@@ -12,15 +12,21 @@
 # pending targets are held, those of running ones wait for CPUs: the plan weighs 100 job
 # lines, their records directories and one sacct either way. Ratios are jobs / services-only.
 #
-# Usage: benches/jobs.sh [RUNS]   (needs `scripts/slurm-dev-cluster up`; RUNS defaults to 5)
+# Usage: [STACKCTL_BIN=…] benches/jobs.sh [RUNS]   (needs `scripts/slurm-dev-cluster up`; RUNS
+# defaults to 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 export SLURM_CONF=${SLURM_CONF:-/etc/stackctl-dev-slurm/slurm.conf}
 sinfo -h >/dev/null || { echo "no Slurm cluster at SLURM_CONF=$SLURM_CONF; run scripts/slurm-dev-cluster up" >&2; exit 1; }
 . benches/lib.sh
-cargo build --release --quiet
-bin=$PWD/target/release/stackctl
+# STACKCTL_BIN runs a binary built already (say which in the figures); else a release build.
+if [ -n "${STACKCTL_BIN:-}" ]; then
+  bin=$STACKCTL_BIN
+else
+  cargo build --release --quiet
+  bin=$PWD/target/release/stackctl
+fi
 n=100
 
 work=$(mktemp -d)

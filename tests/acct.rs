@@ -16,6 +16,7 @@
 
 mod common;
 
+use common::ssh::SshRepo;
 use common::*;
 use std::process::Command;
 
@@ -168,4 +169,50 @@ fn without_accounting_the_record_alone_keeps_a_completed_job_done_after_min_job_
     std::fs::remove_dir_all(results_dir(&repo)).unwrap();
     let plan = repo.expect(&["plan"], 0);
     assert!(plan.contains("a.once: run"), "{plan}");
+}
+
+#[test]
+fn over_ssh_with_accounting_a_job_is_planned_and_its_forgotten_run_known_from_sacct() {
+    let r = SshRepo::new("acct-ssh");
+    std::fs::write(r.repo.path().join("recipes/test/quick.yaml"), QUICK).unwrap();
+    r.repo.write_stack("a", STACK);
+    let mine = |r: &SshRepo| -> Vec<Job> {
+        r.jobs()
+            .into_iter()
+            .filter(|j| j.comment.contains(";stack=a;svc=once;"))
+            .collect()
+    };
+    let out = r.expect(&["apply", "--auto-approve"], 0);
+    assert!(out.contains("a.once: run"), "{out}");
+    let jobs = mine(&r);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let id = jobs[0].id.clone();
+    wait_for("the run to complete", 400, || {
+        mine(&r)
+            .iter()
+            .any(|j| j.id == id && j.state == "COMPLETED")
+    });
+    wait_for("Slurm to forget the run (MinJobAge)", 600, || {
+        !mine(&r).iter().any(|j| j.id == id)
+    });
+    // Over SSH the records stay on the login node: sacct, run there, is what knows the run.
+    let plan = r.expect(&["plan", "--detailed-exitcode"], 0);
+    assert!(plan.contains("a.once: done at"), "{plan}");
+    assert!(plan.contains(&format!("(job {id})")), "{plan}");
+    let out = r.expect(&["apply", "--auto-approve"], 0);
+    assert!(out.contains("a.once: done at"), "{out}");
+    assert!(mine(&r).is_empty(), "nothing submitted");
+
+    // Without accounting nothing here can know the runs: refused, as before accounting.
+    let config = r.repo.path().join("stackctl.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("cluster:\n", "cluster:\n  accounting: off\n"),
+    )
+    .unwrap();
+    let output = r.run(&["plan"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot be read yet"), "{stderr}");
 }

@@ -769,6 +769,73 @@ mod tests {
         assert_eq!(last.state, "TIMEOUT");
     }
 
+    /// `observed` with `accounted` as the runs only accounting (`sacct`) still knows.
+    fn with_accounted(mut observed: Observed, accounted: Vec<JobRecord>) -> Observed {
+        let owner = crate::desired::Owner::parse("t/jobs").unwrap();
+        observed.accounted = Observed::from_records(accounted, &owner).jobs;
+        observed
+    }
+
+    #[test]
+    fn accounting_knows_runs_slurm_forgot_and_the_record_keeps_its_exit_code() {
+        let repo = repo("web", "");
+        let d = &repo.desired;
+        let api = d.services[&addr("api")].hash.clone();
+        let hash = d.services[&addr("bench")].hash.clone();
+        let ready = || record(6, "api", &api, "RUNNING", None);
+        // No record, not listed: only accounting knows the completed run.
+        let only_sacct = with_accounted(
+            observed(vec![ready()], vec![]),
+            vec![record(9, "bench", &hash, "COMPLETED", Some(0))],
+        );
+        let plan = compute(&repo.settings.owner, d, &only_sacct);
+        assert!(bench_plan(&plan).is_none(), "{:?}", plan.services);
+        assert_eq!(line(&plan), &JobStatus::Done { at: NOW - 50 });
+        let last = plan.jobs[0].last_run.clone().unwrap();
+        assert_eq!((last.state.as_str(), last.exit), ("COMPLETED", Some(0)));
+        // Without it the same cluster state runs the job.
+        let plan = compute(&repo.settings.owner, d, &observed(vec![ready()], vec![]));
+        assert_eq!(line(&plan), &JobStatus::Run);
+        // A record without an end (killed): accounting's state, not LOST.
+        let killed = with_accounted(
+            observed(vec![ready()], vec![run(9, &hash, None)]),
+            vec![record(9, "bench", &hash, "TIMEOUT", None)],
+        );
+        let plan = compute(&repo.settings.owner, d, &killed);
+        let last = plan.jobs[0].last_run.clone().unwrap();
+        assert_eq!(last.state, "TIMEOUT");
+        assert!(matches!(line(&plan), JobStatus::Retry { retry: 1, .. }));
+        // Both ended: the record's exit code stands.
+        let both = with_accounted(
+            observed(vec![ready()], vec![run(9, &hash, Some(0))]),
+            vec![record(9, "bench", &hash, "FAILED", Some(1))],
+        );
+        let plan = compute(&repo.settings.owner, d, &both);
+        let last = plan.jobs[0].last_run.clone().unwrap();
+        assert_eq!((last.succeeded, last.exit), (true, Some(0)));
+        assert!(matches!(line(&plan), JobStatus::Done { .. }));
+        // An accounted run of an older spec: rerun (spec changed).
+        let old = SpecHash("0000000000000bbb".into());
+        let plan = compute(
+            &repo.settings.owner,
+            d,
+            &with_accounted(
+                observed(vec![ready()], vec![]),
+                vec![record(8, "bench", &old, "COMPLETED", Some(0))],
+            ),
+        );
+        assert_eq!(line(&plan), &JobStatus::RerunSpecChanged);
+        // Another owner's run with the same name is none of ours.
+        let mut foreign = record(9, "bench", &hash, "COMPLETED", Some(0));
+        foreign.comment = Arc::from(foreign.comment.replace("owner=t/jobs", "owner=t/other"));
+        let plan = compute(
+            &repo.settings.owner,
+            d,
+            &with_accounted(observed(vec![ready()], vec![]), vec![foreign]),
+        );
+        assert_eq!(line(&plan), &JobStatus::Run);
+    }
+
     #[test]
     fn a_job_removed_from_the_repo_is_cancelled_while_running_and_forgotten_once_ended() {
         let repo = repo("web", "");

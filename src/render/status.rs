@@ -791,7 +791,7 @@ fn render_crash_loop(out: &mut String, service: &str, c: &CrashLoop) {
     }
 }
 
-/// Renders the status as JSON: `{"format_version": "1.5", "services": [...]}`.
+/// Renders the status as JSON: `{"format_version": "1.6", "services": [...]}`.
 pub fn render_json(statuses: &[ServiceStatus]) -> String {
     let doc = serde_json::json!({"format_version": FORMAT_VERSION, "services": statuses});
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
