@@ -44,8 +44,12 @@ make_repo() { # DIR OWNER WITH_JOBS
   printf 'owner: %s\nlog_dir: %s/logs\n' "$2" "$1" >"$1/stackctl.yaml"
   printf 'name: sleeper\ncommand: exec sleep 3600\nresources: {cpu: 1, memory: 16M, time_limit: 60}\nports: [7000]\n' \
     >"$1/recipes/bench/sleeper.yaml"
-  printf 'name: probe\ncommand: echo "{\\"ok\\": 1}" > "$STACKCTL_RESULTS_DIR/results.json"\nresources: {cpu: 1, memory: 16M, time_limit: 5}\n' \
-    >"$1/recipes/bench/probe.yaml"
+  cat >"$1/recipes/bench/probe.yaml" <<'EOF'
+name: probe
+command: |
+  echo '{"ok": 1}' > "$STACKCTL_RESULTS_DIR/results.json"
+resources: {cpu: 1, memory: 16M, time_limit: 5}
+EOF
   {
     echo "services:"
     for i in $(seq "$n"); do
@@ -60,7 +64,7 @@ make_repo() { # DIR OWNER WITH_JOBS
 measure() {
   local a0 a1 t0 t1
   a0=$(rpcs .); t0=$(date +%s%N)
-  "$@" >/dev/null 2>&1
+  "$@" >"$work/out" 2>&1 || { echo "failed: $*" >&2; cat "$work/out" >&2; exit 1; }
   t1=$(date +%s%N); a1=$(rpcs .)
   echo "$(echo "($t1 - $t0) / 1000000000" | bc -l) $((a1 - a0 - 2))"
 }
