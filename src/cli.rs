@@ -1307,13 +1307,23 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
             expires: l.expires,
         })
         .collect();
-    let observed = crate::reconcile::observe(
+    let mut observed = crate::reconcile::observe(
         backend.as_ref(),
         records,
         &repo.settings.owner,
         &repo.desired,
         Default::default(),
     );
+    // One-shot jobs' runs (records, and accounting where the cluster has it); over SSH
+    // without accounting the status leaves their runs out (with a warning) rather than fail.
+    let runs_known = match crate::reconcile::attach_results(&mut observed, &repo, backend.as_ref())
+    {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("{e}");
+            false
+        }
+    };
     let ctx = reconcile::script_context(&repo, backend.as_ref())?;
     let mut statuses = status::summarize(&repo.desired, &observed, &ctx);
     // What a plan would hold or has stopped, from the same listing.
@@ -1325,6 +1335,7 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
         crate::image::add_to_plan(&mut plan, owner, &repo.desired, &records, &ctx);
     }
     status::add_plan(&mut statuses, &plan);
+    let jobs = status::job_summaries(&plan, &observed, runs_known);
     for crash_loop in statuses.iter_mut().flat_map(|s| &mut s.crash_loops) {
         if let Some(path) = &crash_loop.stderr {
             match crate::logs::tail(Path::new(path), 5) {
@@ -1339,20 +1350,24 @@ fn status_text(dir: &Path, json: bool) -> Result<String> {
         }
     }
     // Jobs have their own lines: a finished one is no missing replica.
-    let jobs: Vec<String> = plan.jobs.iter().map(|l| l.service.to_string()).collect();
-    statuses.retain(|s| !jobs.contains(&s.service));
+    let job_names: Vec<String> = plan.jobs.iter().map(|l| l.service.to_string()).collect();
+    statuses.retain(|s| !job_names.contains(&s.service));
     Ok(if json {
-        status::render_json_with_locks(&statuses, &locks)
+        status::render_json_with_locks(&statuses, &jobs, &locks)
     } else {
         let mut text = status::render_text(&statuses);
-        text.push_str(&job_status_text(&plan, &ctx));
+        text.push_str(&job_status_text(&plan, &jobs, &ctx));
         text + &status::render_locks(&locks)
     })
 }
 
 /// Each one-shot job's standing and last run, for `status`; a failed job's last lines of
 /// stderr under it.
-fn job_status_text(plan: &crate::plan::Plan, ctx: &script::ScriptContext) -> String {
+fn job_status_text(
+    plan: &crate::plan::Plan,
+    summaries: &[status::JobSummary],
+    ctx: &script::ScriptContext,
+) -> String {
     use crate::plan::jobs::JobStatus;
     let mut out = String::new();
     if plan.jobs.is_empty() {
@@ -1362,6 +1377,10 @@ fn job_status_text(plan: &crate::plan::Plan, ctx: &script::ScriptContext) -> Str
     for line in &plan.jobs {
         out.push_str(&plan_text::job_line(line));
         out.push('\n');
+        let service = line.service.to_string();
+        if let Some(summary) = summaries.iter().find(|s| s.service == service) {
+            out.push_str(&status::metrics_line(summary));
+        }
         let failed = matches!(
             line.status,
             JobStatus::Failed { .. } | JobStatus::Retry { .. }

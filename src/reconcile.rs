@@ -250,8 +250,10 @@ pub fn observe(
     observed
 }
 
-/// Reads the runs of every job in `repo` into `observed.runs` ([`crate::results::read_runs`];
-/// nothing for a repo without jobs). Fails over SSH, and when `log_dir` cannot be expanded.
+/// Reads the runs of every job in `repo` into `observed.runs` ([`crate::results::read_runs`]),
+/// and what accounting knows of them into `observed.accounted` (nothing for a repo without
+/// jobs). Fails over SSH on a cluster without accounting, and when `log_dir` cannot be
+/// expanded.
 pub fn attach_results(
     observed: &mut Observed,
     repo: &Repo,
@@ -267,10 +269,17 @@ pub fn attach_results(
     if jobs.is_empty() {
         return Ok(());
     }
+    let accounting = repo.settings.accounting && attach_accounted(observed, &jobs, repo, backend);
     if repo.settings.ssh.is_some() {
+        if accounting {
+            // The runs are known from accounting; their records (and metrics) stay on the
+            // login node.
+            return Ok(());
+        }
         return Err(format!(
             "one-shot jobs ({}) need their completion records, which stackctl reads from \
-             log_dir on this machine; over SSH (cluster.ssh) they are on the login node and \
+             log_dir on this machine, or the cluster's accounting (sacct), which this cluster \
+             does not answer; over SSH (cluster.ssh) the records are on the login node and \
              cannot be read yet: run plan and apply for jobs on the cluster itself",
             jobs.iter()
                 .map(|a| a.reference())
@@ -285,6 +294,44 @@ pub fn attach_results(
             .insert(addr.clone(), crate::results::read_runs(&root, addr));
     }
     Ok(())
+}
+
+/// Asks accounting (one `sacct`) for the runs of `jobs` and keeps, in `observed.accounted`,
+/// the owner's ended ones that Slurm's listing no longer shows. Returns whether the cluster
+/// answered; without accounting the records alone tell the runs.
+fn attach_accounted(
+    observed: &mut Observed,
+    jobs: &[&crate::desired::ServiceAddr],
+    repo: &Repo,
+    backend: &dyn Backend,
+) -> bool {
+    let names: Vec<String> = jobs.iter().map(|a| a.to_string()).collect();
+    let records = match backend.accounted_jobs(&names) {
+        Ok(Some(records)) => records,
+        Ok(None) => {
+            tracing::debug!("no accounting on this cluster (or backend): runs from their records");
+            return false;
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "sacct failed: runs from their records");
+            return false;
+        }
+    };
+    let listed: std::collections::BTreeSet<crate::job::JobId> =
+        observed.jobs.iter().map(|j| j.id).collect();
+    let wanted: std::collections::BTreeSet<&crate::desired::ServiceAddr> =
+        jobs.iter().copied().collect();
+    observed.accounted = Observed::from_records(records, &repo.settings.owner)
+        .jobs
+        .into_iter()
+        .filter(|j| {
+            !listed.contains(&j.id)
+                && wanted.contains(&j.marker.service)
+                && !j.state.is_alive()
+                && j.state != crate::observed::JobState::Completing
+        })
+        .collect();
+    true
 }
 
 /// `<log_dir>/results/<owner>` for `repo`, `~` expanded as for the batch scripts.

@@ -7,7 +7,14 @@
 //! (`log_dir` expanded as for the batch scripts): with the CLI backend that is the cluster's
 //! own file system; over slurmrestd it must be a file system shared with the cluster (else
 //! Slurm's listing alone tells the runs, until MinJobAge); over SSH the records are on the
-//! login node's side and are not read yet, so a repo with jobs is refused there.
+//! login node's side and are not read yet, so a repo with jobs is refused there unless the
+//! cluster has accounting.
+//!
+//! Where the cluster has accounting (`sacct` answers), the runs it knows are read too, with one
+//! `sacct` call per pass and only for a repo with jobs ([`Observed::accounted`]): they outlive
+//! both Slurm's memory (MinJobAge) and a lost record. Without accounting, or with
+//! `cluster.accounting: off`, the records are all there is; a `sacct` that fails never fails
+//! the plan (a debug log says why).
 
 use crate::desired::ServiceAddr;
 use crate::observed::runs::{RESULTS_FILE, RUN_FILE, RunRecord, parse_metrics};

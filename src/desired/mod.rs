@@ -58,6 +58,10 @@ pub struct Settings {
     pub ssh: Option<SshTarget>,
     /// slurmrestd, for `backend: rest`.
     pub rest: Option<RestTarget>,
+    /// Whether the runs of one-shot jobs are also read from accounting (`sacct`, one call per
+    /// pass) where the cluster has it (`cluster.accounting: auto`, the default); `off` never
+    /// asks, and the runs' own records are all that outlives Slurm's memory.
+    pub accounting: bool,
     /// How long an apply lock lives without being renewed (`lock.expiry`, default 2 minutes,
     /// at least 10 seconds).
     pub lock_expiry: std::time::Duration,

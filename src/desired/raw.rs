@@ -114,6 +114,9 @@ pub struct ClusterConfig {
     /// The REST API version: `auto` or `v0.0.38`.
     #[serde(default, deserialize_with = "present")]
     pub api: Option<Spanned<String>>,
+    /// Whether one-shot jobs' runs are also read from accounting (`sacct`): `auto` or `off`.
+    #[serde(default, deserialize_with = "present")]
+    pub accounting: Option<Spanned<String>>,
 }
 
 /// The `cluster.ssh:` block of `stackctl.yaml`.

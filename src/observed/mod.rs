@@ -365,6 +365,10 @@ pub struct Observed {
     /// The completion records of one-shot jobs (`kind: job`), by job, oldest run first; read
     /// from their results directories, never from Slurm ([`runs`]).
     pub runs: BTreeMap<ServiceAddr, Vec<runs::RunRecord>>,
+    /// The ended runs of one-shot jobs that accounting (`sacct`, slurmdbd) knows and Slurm's
+    /// listing no longer shows (past MinJobAge), owned like [`Observed::jobs`]; empty where
+    /// the cluster has no accounting, `cluster.accounting: off`, or the repo has no jobs.
+    pub accounted: Vec<LiveJob>,
 }
 
 impl Observed {
@@ -436,6 +440,7 @@ impl Observed {
             specs: BTreeMap::new(),
             listed_at: 0,
             runs: BTreeMap::new(),
+            accounted: Vec::new(),
         }
     }
 

@@ -3,12 +3,14 @@
 //! A job runs when no run with its current spec hash exists (its hash covers its target's
 //! spec, [`crate::desired::JobSpec::hash`]), and not again once one completed. Its runs are
 //! what Slurm still lists and what the runs recorded themselves in their results directories
-//! ([`crate::observed::runs`]); a run Slurm no longer lists (MinJobAge) is known from its
-//! record alone. When both know a run, the record gives its exit code and Slurm its state
-//! when the record has no end (a run killed before it could write one). Accounting
-//! (`sacct`) would add the runs Slurm forgot and the record lost; where both exist, the
-//! record's exit code stands (it is the command's own), the accounting's state where the
-//! record has no end.
+//! ([`crate::observed::runs`]), and, where the cluster has accounting, what `sacct` knows
+//! ([`Observed::accounted`]: the runs Slurm's listing forgot after MinJobAge, the record
+//! lost or never wrote included). Without accounting a run Slurm no longer lists is known
+//! from its record alone. When a record and Slurm (its listing, else accounting) both know
+//! a run, the record's exit code stands (it is the command's own, also when a later step of
+//! the batch script failed), and Slurm's state where the record has no end (a run killed
+//! before it could write one: TIMEOUT, CANCELLED, NODE_FAIL). A run only Slurm knows is
+//! Slurm's: its state, exit code, start and end.
 //!
 //! A failed run is run again after the restart backoff, `retries` times, then the job is
 //! reported failed with its last run. A finished job is no change: never drift, never a
@@ -104,11 +106,17 @@ pub fn runs_of(
     jobs: &[&LiveJob],
     observed: &Observed,
 ) -> Vec<Run> {
-    let listed: BTreeMap<JobId, &LiveJob> = jobs
+    // Slurm's listing first, then what only accounting still knows (past MinJobAge).
+    let mut listed: BTreeMap<JobId, &LiveJob> = BTreeMap::new();
+    let accounted = observed
+        .accounted
         .iter()
-        .filter(|j| &j.marker.spec == hash)
-        .map(|j| (j.id, *j))
-        .collect();
+        .filter(|j| &j.marker.service == addr);
+    for job in jobs.iter().copied().chain(accounted) {
+        if &job.marker.spec == hash {
+            listed.entry(job.id).or_insert(job);
+        }
+    }
     let mut runs: BTreeMap<JobId, Run> = BTreeMap::new();
     for record in observed.runs.get(addr).into_iter().flatten() {
         if &record.spec != hash {
@@ -248,7 +256,11 @@ pub fn plan_job(
             .runs
             .get(addr)
             .is_some_and(|r| r.iter().any(|r| &r.spec != hash))
-            || jobs.iter().any(|j| &j.marker.spec != hash);
+            || jobs.iter().any(|j| &j.marker.spec != hash)
+            || observed
+                .accounted
+                .iter()
+                .any(|j| &j.marker.service == addr && &j.marker.spec != hash);
         let mut submit = |reason, backoff: Option<Backoff>| {
             // An old run still going is replaced: cancelled, then the new one submitted.
             let old = others.iter().min_by_key(|j| j.id);
@@ -755,6 +767,73 @@ mod tests {
         );
         let last = plan.jobs[0].last_run.as_ref().unwrap();
         assert_eq!(last.state, "TIMEOUT");
+    }
+
+    /// `observed` with `accounted` as the runs only accounting (`sacct`) still knows.
+    fn with_accounted(mut observed: Observed, accounted: Vec<JobRecord>) -> Observed {
+        let owner = crate::desired::Owner::parse("t/jobs").unwrap();
+        observed.accounted = Observed::from_records(accounted, &owner).jobs;
+        observed
+    }
+
+    #[test]
+    fn accounting_knows_runs_slurm_forgot_and_the_record_keeps_its_exit_code() {
+        let repo = repo("web", "");
+        let d = &repo.desired;
+        let api = d.services[&addr("api")].hash.clone();
+        let hash = d.services[&addr("bench")].hash.clone();
+        let ready = || record(6, "api", &api, "RUNNING", None);
+        // No record, not listed: only accounting knows the completed run.
+        let only_sacct = with_accounted(
+            observed(vec![ready()], vec![]),
+            vec![record(9, "bench", &hash, "COMPLETED", Some(0))],
+        );
+        let plan = compute(&repo.settings.owner, d, &only_sacct);
+        assert!(bench_plan(&plan).is_none(), "{:?}", plan.services);
+        assert_eq!(line(&plan), &JobStatus::Done { at: NOW - 50 });
+        let last = plan.jobs[0].last_run.clone().unwrap();
+        assert_eq!((last.state.as_str(), last.exit), ("COMPLETED", Some(0)));
+        // Without it the same cluster state runs the job.
+        let plan = compute(&repo.settings.owner, d, &observed(vec![ready()], vec![]));
+        assert_eq!(line(&plan), &JobStatus::Run);
+        // A record without an end (killed): accounting's state, not LOST.
+        let killed = with_accounted(
+            observed(vec![ready()], vec![run(9, &hash, None)]),
+            vec![record(9, "bench", &hash, "TIMEOUT", None)],
+        );
+        let plan = compute(&repo.settings.owner, d, &killed);
+        let last = plan.jobs[0].last_run.clone().unwrap();
+        assert_eq!(last.state, "TIMEOUT");
+        assert!(matches!(line(&plan), JobStatus::Retry { retry: 1, .. }));
+        // Both ended: the record's exit code stands.
+        let both = with_accounted(
+            observed(vec![ready()], vec![run(9, &hash, Some(0))]),
+            vec![record(9, "bench", &hash, "FAILED", Some(1))],
+        );
+        let plan = compute(&repo.settings.owner, d, &both);
+        let last = plan.jobs[0].last_run.clone().unwrap();
+        assert_eq!((last.succeeded, last.exit), (true, Some(0)));
+        assert!(matches!(line(&plan), JobStatus::Done { .. }));
+        // An accounted run of an older spec: rerun (spec changed).
+        let old = SpecHash("0000000000000bbb".into());
+        let plan = compute(
+            &repo.settings.owner,
+            d,
+            &with_accounted(
+                observed(vec![ready()], vec![]),
+                vec![record(8, "bench", &old, "COMPLETED", Some(0))],
+            ),
+        );
+        assert_eq!(line(&plan), &JobStatus::RerunSpecChanged);
+        // Another owner's run with the same name is none of ours.
+        let mut foreign = record(9, "bench", &hash, "COMPLETED", Some(0));
+        foreign.comment = Arc::from(foreign.comment.replace("owner=t/jobs", "owner=t/other"));
+        let plan = compute(
+            &repo.settings.owner,
+            d,
+            &with_accounted(observed(vec![ready()], vec![]), vec![foreign]),
+        );
+        assert_eq!(line(&plan), &JobStatus::Run);
     }
 
     #[test]

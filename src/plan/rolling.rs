@@ -548,6 +548,7 @@ mod tests {
             specs: Default::default(),
             listed_at: NOW,
             runs: Default::default(),
+            accounted: Vec::new(),
         };
         plan::compute(&owner(), &desired, &observed)
     }

@@ -1,14 +1,15 @@
 //! Per-service status: desired and observed replica counts, why replicas wait or are stuck,
 //! failed replicas with their log files, nodes and endpoints.
 //!
-//! `status --json` prints `{"format_version": "1.5", "services": [...], "locks": [...]}` with one object per
+//! `status --json` prints `{"format_version": "1.6", "services": [...], "jobs": [...], "locks": [...]}` with one object per
 //! service, the fields of [`ServiceStatus`]. Minor versions only add fields: 1.1 added
 //! `stuck_reasons` and `failures`, counts `failed` per replica index, and lists every node
 //! of a multi-node replica in `nodes` and `endpoints`; 1.2 added `ready`, `not_ready` and
 //! `failures[].unhealthy`, and `endpoints` lists ready replicas only, at the address and
 //! ports each job reported about itself; 1.3 added `crash_loops`, 1.4 `time_left`, 1.5
 //! `replica_endpoints`, and `out_of_date`, `held`, `rollouts_stopped` and `endpoint_moved`
-//! (each left out when empty).
+//! (each left out when empty); 1.6 the top-level `jobs` (one-shot jobs, which are not in
+//! `services`: where each stands and its last run, [`JobSummary`]).
 //!
 //! What a plan would do is part of the status too ([`add_plan`]): a service whose new
 //! replicas are held (`depends_on`, `endpoint_env`) says why, and a rollout that stopped is
@@ -24,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// The version of the JSON status format; minor versions only add fields.
-pub const FORMAT_VERSION: &str = "1.5";
+pub const FORMAT_VERSION: &str = "1.6";
 
 /// The status of one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -90,6 +91,46 @@ pub struct ServiceStatus {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoint_moved: Vec<EndpointMoved>,
 }
+
+/// A one-shot job (`kind: job`) in the status: what a plan would do with it, and its last
+/// run. Added in 1.6.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobSummary {
+    /// `<stack>.<service>`.
+    pub service: String,
+    /// Where it stands, as the plan says: `{"state": "done", "at": …}`, `run`,
+    /// `rerun_spec_changed`, `rerun_requested`, `held` (with `reason`), `running` (with
+    /// `job_id`), `retry` (`retry`, `of`, `at`), `failed` (`runs`) or `off`.
+    pub plan: crate::plan::jobs::JobStatus,
+    /// The plan's words for it, as `plan` prints them (`s.load: done at 12:00:05 UTC (job
+    /// 12_0)`).
+    pub summary: String,
+    /// The latest ended run with the current spec; none before one ended.
+    pub last_run: Option<LastRun>,
+}
+
+/// A job's last run: from its record, Slurm's listing or accounting (`sacct`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastRun {
+    /// Its Slurm job.
+    pub job_id: JobId,
+    /// How it ended (`COMPLETED`, `FAILED`, `TIMEOUT`, `CANCELLED`, `LOST`, …).
+    pub state: String,
+    /// Whether it completed (exit 0).
+    pub succeeded: bool,
+    /// Its exit code, when known.
+    pub exit: Option<i32>,
+    /// When it started (unix seconds), when known.
+    pub start: Option<i64>,
+    /// When it ended (unix seconds).
+    pub end: i64,
+    /// The numbers of its `results.json`, by name; empty when it wrote none or its record is
+    /// not readable here (over SSH, or a record that was removed).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+// Metrics are finite numbers only (`observed::runs::parse_metrics`), so equality is reflexive.
+impl Eq for LastRun {}
 
 /// A replica whose `endpoint_env` address moved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -377,6 +418,51 @@ pub fn add_plan(statuses: &mut [ServiceStatus], plan: &crate::plan::Plan) {
                 why: s.why.clone(),
             })
             .collect();
+    }
+}
+
+/// Each one-shot job's standing and last run, from the plan, with the metrics its record
+/// holds; `with_runs` false (its runs could not be read) leaves the runs out.
+pub fn job_summaries(
+    plan: &crate::plan::Plan,
+    observed: &Observed,
+    with_runs: bool,
+) -> Vec<JobSummary> {
+    let mut out = Vec::new();
+    for line in &plan.jobs {
+        let last_run = line.last_run.as_ref().map(|run| LastRun {
+            job_id: run.job_id,
+            state: run.state.clone(),
+            succeeded: run.succeeded,
+            exit: run.exit,
+            start: run.start,
+            end: run.end,
+            metrics: observed
+                .runs
+                .get(&line.service)
+                .and_then(|records| records.iter().find(|r| r.job_id == run.job_id))
+                .map(|r| r.metrics.clone())
+                .unwrap_or_default(),
+        });
+        out.push(JobSummary {
+            service: line.service.to_string(),
+            plan: line.status.clone(),
+            summary: crate::render::plan_text::job_line(line),
+            last_run: last_run.filter(|_| with_runs),
+        });
+    }
+    out
+}
+
+/// The metrics of a job's last run in one line, `  metrics: n=7 p99_ms=40.3`; empty without.
+pub fn metrics_line(job: &JobSummary) -> String {
+    let words: Vec<String> = (job.last_run.iter().flat_map(|r| &r.metrics))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if words.is_empty() {
+        String::new()
+    } else {
+        format!("  metrics: {}\n", words.join(" "))
     }
 }
 
@@ -705,7 +791,7 @@ fn render_crash_loop(out: &mut String, service: &str, c: &CrashLoop) {
     }
 }
 
-/// Renders the status as JSON: `{"format_version": "1.5", "services": [...]}`.
+/// Renders the status as JSON: `{"format_version": "1.6", "services": [...]}`.
 pub fn render_json(statuses: &[ServiceStatus]) -> String {
     let doc = serde_json::json!({"format_version": FORMAT_VERSION, "services": statuses});
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");
@@ -756,10 +842,15 @@ pub fn render_locks(locks: &[LockStatus]) -> String {
 }
 
 /// [`render_json`] with the owner's apply locks as `locks`.
-pub fn render_json_with_locks(statuses: &[ServiceStatus], locks: &[LockStatus]) -> String {
+pub fn render_json_with_locks(
+    statuses: &[ServiceStatus],
+    jobs: &[JobSummary],
+    locks: &[LockStatus],
+) -> String {
     let doc = serde_json::json!({
         "format_version": FORMAT_VERSION,
         "services": statuses,
+        "jobs": jobs,
         "locks": locks,
     });
     let mut text = serde_json::to_string_pretty(&doc).expect("JSON values serialize");

@@ -33,6 +33,15 @@ use wait_timeout::ChildExt;
 /// failed, how long it ran and how it exited from this one listing, with no extra RPC.
 const SQUEUE_FORMAT: &str = "ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,StartTime:|,EndTime:|,exit_code:|,SubmitTime:|,Comment:|";
 
+/// The sacct output format (`--parsable2`, one line per job or array task, no steps). Times
+/// print as unix seconds like squeue's; `ExitCode` is `<exit>:<signal>`; the comment goes
+/// last, so a stray `|` in it cannot shift the other fields.
+const SACCT_FORMAT: &str = "JobID,State,Start,End,ExitCode,Submit,Comment";
+
+/// How far back sacct looks: every run a job ever had counts (a completed run is never
+/// repeated), and `--name` keeps the query to the repo's jobs.
+const SACCT_SINCE: &str = "--starttime=2000-01-01T00:00:00";
+
 /// Every Slurm command prints times as unix seconds.
 const TIME_FORMAT: (&str, &str) = ("SLURM_TIME_FORMAT", "%s");
 
@@ -351,6 +360,41 @@ impl Backend for CliBackend {
         .map(|_| ())
     }
 
+    fn accounted_jobs(&self, names: &[String]) -> Result<Option<Vec<JobRecord>>, SlurmError> {
+        if names.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        // sacct lists the calling user's jobs unless told otherwise (`--allusers`).
+        let names = format!("--name={}", names.join(","));
+        let args = [
+            "--noheader",
+            "--parsable2",
+            "--allocations",
+            SACCT_SINCE,
+            &names,
+            "--format",
+            SACCT_FORMAT,
+        ];
+        let output = match self.run("sacct", &args, None, Effect::ReadOnly) {
+            Ok(output) => output,
+            Err(SlurmError::Failed { message, .. })
+                if message.contains("accounting storage is disabled") =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut last_comment: Arc<str> = Arc::from("");
+        Ok(Some(
+            output
+                .lines()
+                .filter(|line| line.contains(crate::observed::COMMENT_TAG))
+                // A pending array not yet split into tasks (`123_[0-3]`) is no run yet.
+                .filter_map(|line| parse_sacct_line(line, &mut last_comment))
+                .collect(),
+        ))
+    }
+
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError> {
         // Three reads, five slurmctld RPCs: partition info; node info (scontrol fetches the
         // partitions too); build info (the config) plus a ping that `show config` always sends.
@@ -515,6 +559,40 @@ fn parse_squeue_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecor
             start,
             end,
             exit: status.and_then(JobTimes::exit_from_wait_status),
+            submit,
+        },
+    })
+}
+
+/// Parses one line of [`SACCT_FORMAT`]; `None` for a job id that names no single job or task.
+fn parse_sacct_line(line: &str, last_comment: &mut Arc<str>) -> Option<JobRecord> {
+    let mut fields = line.splitn(7, '|');
+    let mut next = || fields.next().map(str::trim);
+    let id = JobId::parse(next()?)?;
+    // `CANCELLED by 0`: the state is the first word.
+    let state = next()?.split_whitespace().next()?.to_owned();
+    let start = next()?.parse().ok().filter(|&t: &i64| t > 0);
+    let end = next()?.parse().ok().filter(|&t: &i64| t > 0);
+    // `<exit>:<signal>`: killed by a signal has no exit code, as with squeue's wait status.
+    let exit = match next()?.split_once(':') {
+        Some((code, "0")) => code.parse().ok(),
+        _ => None,
+    };
+    let submit = next()?.parse().ok().filter(|&t: &i64| t > 0);
+    let comment = next()?;
+    if **last_comment != *comment {
+        *last_comment = Arc::from(comment);
+    }
+    Some(JobRecord {
+        id,
+        comment: last_comment.clone(),
+        state,
+        reason: String::new(),
+        nodes: String::new(),
+        times: JobTimes {
+            start,
+            end,
+            exit,
             submit,
         },
     })
@@ -852,6 +930,43 @@ mod tests {
         assert_eq!(failed.times.end, Some(1_700_000_005));
         assert_eq!(JobTimes::exit_from_wait_status(9), None);
         assert_eq!(JobTimes::exit_from_wait_status(97 << 8), Some(97));
+    }
+
+    #[test]
+    fn sacct_lines_of_the_test_cluster_read_back() {
+        let mut last = Arc::from("");
+        let done = parse_sacct_line(
+            "20097_1|COMPLETED|1796481075|1796481081|0:0|1796481070|stackctl/v1;owner=a;stack=s;svc=b",
+            &mut last,
+        )
+        .unwrap();
+        assert_eq!(done.id.to_string(), "20097_1");
+        assert_eq!(done.state, "COMPLETED");
+        assert_eq!(done.times.start, Some(1796481075));
+        assert_eq!(done.times.end, Some(1796481081));
+        assert_eq!(done.times.exit, Some(0));
+        assert_eq!(done.times.submit, Some(1796481070));
+        assert_eq!(&*done.comment, "stackctl/v1;owner=a;stack=s;svc=b");
+        let cancelled = parse_sacct_line(
+            "20098|CANCELLED by 0|1796481075|1796481081|0:15|1796481075|stackctl/v1;x|y",
+            &mut last,
+        )
+        .unwrap();
+        assert_eq!(cancelled.state, "CANCELLED");
+        assert_eq!(cancelled.id.task, None);
+        assert_eq!(cancelled.times.exit, None, "killed by signal 15");
+        assert_eq!(&*cancelled.comment, "stackctl/v1;x|y");
+        let failed =
+            parse_sacct_line("7_0|FAILED|Unknown|Unknown|3:0|1|stackctl/v1", &mut last).unwrap();
+        assert_eq!(failed.times.exit, Some(3));
+        assert_eq!((failed.times.start, failed.times.end), (None, None));
+        assert_eq!(
+            parse_sacct_line(
+                "7_[0-3]|PENDING|Unknown|Unknown|0:0|1|stackctl/v1",
+                &mut last
+            ),
+            None
+        );
     }
 
     #[test]

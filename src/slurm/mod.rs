@@ -36,6 +36,13 @@ pub trait Backend: Send + Sync {
     /// Returns the batch script of a job.
     /// `None` when this backend cannot read batch scripts at all (slurmrestd v0.0.38).
     fn batch_script(&self, job_id: &JobId) -> Result<Option<String>, SlurmError>;
+    /// The jobs named `names` (`<stack>.<service>`) that accounting (`sacct`, slurmdbd) knows,
+    /// this user's, ended ones included, with one call; callers keep their own owner's by the
+    /// markers in their comments (stored with `AccountingStoreFlags=job_comment`). `Ok(None)`
+    /// where the cluster has no accounting, or this backend cannot ask (the default).
+    fn accounted_jobs(&self, _names: &[String]) -> Result<Option<Vec<JobRecord>>, SlurmError> {
+        Ok(None)
+    }
     /// Reads the cluster's partitions, nodes and limits (a few cheap reads).
     fn cluster_facts(&self) -> Result<ClusterFacts, SlurmError>;
     /// Returns the home directory of the user the jobs run as, where `~` in `log_dir` points:

@@ -1,14 +1,14 @@
 //! End-to-end tests of one-shot jobs (`kind: job`) against the real Slurm test cluster: a
 //! job aimed at a 2-replica HTTP service waits for it to be ready, runs once with its
 //! addresses, records its run and metrics, and is not run again by apply or watch, also once
-//! Slurm has forgotten it (MinJobAge, 300 s on the test cluster: the test waits it out); a
+//! Slurm has forgotten it (MinJobAge, 120 s on the test cluster: the test waits it out); a
 //! change of its spec or of its target's spec and `stackctl run` each run it once more;
 //! `results` lists the runs and compares their metrics. A failing job is retried up to
 //! `retries`, then reported failed with its stderr; a running job removed from the repo is
 //! cancelled.
 //!
-//! The test cluster has no accounting: the runs' own records (under `log_dir/results/`) are
-//! what survives Slurm's memory.
+//! The runs' own records (under `log_dir/results/`) and, since the test cluster has accounting,
+//! `sacct` are what survives Slurm's memory (tests/acct.rs tests each alone).
 //!
 //! Every test has its own owner and cancels only its own job ids (see `common::TestRepo`).
 //! Waits are generous: the cluster is shared, and a job's script starts about a minute after

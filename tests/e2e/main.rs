@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod acct;
 mod backends;
 mod clients;
 mod cluster_facts;

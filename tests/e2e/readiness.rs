@@ -29,7 +29,7 @@ fn write_recipe(repo: &TestRepo, path: &str, text: &str) {
 fn status(repo: &TestRepo, service: &str) -> Value {
     let out = repo.expect(&["status", "--json"], 0);
     let doc: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(doc["format_version"], "1.5");
+    assert_eq!(doc["format_version"], "1.6");
     doc["services"]
         .as_array()
         .unwrap()

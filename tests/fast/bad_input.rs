@@ -627,6 +627,17 @@ fn unknown_backend() {
 }
 
 #[test]
+fn unknown_accounting() {
+    assert_rejected(
+        "unknown_accounting",
+        Expect::file("stackctl.yaml")
+            .at(3, 15)
+            .field("cluster.accounting")
+            .says(&["\"sometimes\"", "\"auto\" or \"off\""]),
+    );
+}
+
+#[test]
 fn missing_stacks_dir() {
     assert_rejected(
         "missing_stacks_dir",

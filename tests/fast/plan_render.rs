@@ -1177,7 +1177,7 @@ fn status_counts_states_and_lists_endpoints_of_running_replicas() {
     let json = status::render_json(&statuses);
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["format_version"], status::FORMAT_VERSION);
-    assert_eq!(status::FORMAT_VERSION, "1.5");
+    assert_eq!(status::FORMAT_VERSION, "1.6");
     insta::assert_snapshot!("status_json", json);
 }
 
@@ -1349,7 +1349,7 @@ fn status_shows_a_stopped_rollout_out_of_date_replicas_and_held_services() {
         "index 2 is up to date: {text}"
     );
     let doc: serde_json::Value = serde_json::from_str(&status::render_json(&statuses)).unwrap();
-    assert_eq!(doc["format_version"], "1.5");
+    assert_eq!(doc["format_version"], "1.6");
     let services = doc["services"].as_array().unwrap();
     let find = |name: &str| services.iter().find(|s| s["service"] == name).unwrap();
     assert_eq!(

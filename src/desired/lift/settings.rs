@@ -77,6 +77,17 @@ pub(super) fn lift_settings(
         .as_ref()
         .map(|ssh| ssh_target(shown, ssh, home))
         .transpose();
+    let accounting = match config.cluster.accounting.as_ref() {
+        None => Ok(true),
+        Some(v) if v.value == "auto" => Ok(true),
+        Some(v) if v.value == "off" => Ok(false),
+        Some(v) => Err(SpecError::at(
+            shown,
+            v.referenced,
+            "cluster.accounting",
+            format!("unknown value {:?}; it is \"auto\" or \"off\"", v.value),
+        )),
+    };
     let log_dir = dir_setting(shown, "log_dir", config.log_dir, "~/.stackctl/logs");
     let image_dir = dir_setting(shown, "image_dir", config.image_dir, "~/.stackctl/images");
     let container_runtime = match &config.container_runtime {
@@ -118,6 +129,7 @@ pub(super) fn lift_settings(
     let backend = take(backend, errors);
     let ssh = take(ssh, errors);
     let rest = take(rest, errors);
+    let accounting = take(accounting, errors);
     let log_dir = take(log_dir, errors);
     let image_dir = take(image_dir, errors);
     let container_runtime = take(container_runtime, errors);
@@ -132,6 +144,7 @@ pub(super) fn lift_settings(
         backend: backend?,
         ssh: ssh?,
         rest: rest?,
+        accounting: accounting?,
         lock_expiry: lock_expiry?,
         lock_partition: lock_partition?,
         secrets,
