@@ -101,9 +101,9 @@ fn scaling_up_adds_indexes_and_scaling_down_removes_the_highest() {
     assert_eq!(repo.alive("s.web")[0].id, ids[0]);
     repo.assert_converged();
     // zero replicas is allowed and means none running; as it cancels every job the owner
-    // runs, it takes --allow-destroy-all
+    // runs, it takes --allow-destroy-all (refused by a safety rule: exit 3)
     repo.write_stack("s", &stack(0));
-    repo.expect(&["apply", "--auto-approve"], 1);
+    repo.expect(&["apply", "--auto-approve"], 3);
     assert_eq!(repo.indexes("s.web"), vec![0]);
     repo.expect(&["apply", "--auto-approve", "--allow-destroy-all"], 0);
     assert!(repo.alive("s.web").is_empty());
