@@ -142,6 +142,41 @@ pub const RECIPES: &[(&str, &str)] = &[
 ];
 
 impl TestRepo {
+    /// The results directory of one-shot job `stack.job` (every spec, every run) under the
+    /// repo's `logs/`.
+    pub fn results_dir(&self, job: &str) -> PathBuf {
+        self.path().join("logs/results").join(&self.owner).join(job)
+    }
+
+    /// The run directories of `stack.job` (every spec), by job id.
+    pub fn run_dirs(&self, job: &str) -> Vec<PathBuf> {
+        let mut dirs = Vec::new();
+        for spec in std::fs::read_dir(self.results_dir(job))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for run in std::fs::read_dir(spec.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                dirs.push(run.path());
+            }
+        }
+        dirs.sort();
+        dirs
+    }
+
+    /// The `run` records of `stack.job` that say how the run ended.
+    pub fn ended_runs(&self, job: &str) -> Vec<String> {
+        self.run_dirs(job)
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("run")).ok())
+            .filter(|text| text.contains("\nexit="))
+            .collect()
+    }
+
     pub fn new(name: &str) -> TestRepo {
         require_cluster();
         let dir = tempfile::tempdir().unwrap();

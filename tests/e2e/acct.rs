@@ -41,14 +41,6 @@ fn listed(repo: &TestRepo) -> Vec<Job> {
         .collect()
 }
 
-/// The job's results directory of this owner (every spec, every run).
-fn results_dir(repo: &TestRepo) -> std::path::PathBuf {
-    repo.path()
-        .join("logs/results")
-        .join(&repo.owner)
-        .join("a.once")
-}
-
 /// What plain `sacct` says of one job (state and comment), with the test's own command line.
 fn sacct(job_id: &str) -> String {
     let out = Command::new("sacct")
@@ -101,14 +93,14 @@ fn with_accounting_a_completed_job_is_not_rerun_after_min_job_age_even_without_i
     );
 
     // The record is deleted: only accounting knows the run now.
-    std::fs::remove_dir_all(results_dir(&repo)).unwrap();
+    std::fs::remove_dir_all(repo.results_dir("a.once")).unwrap();
     let plan = repo.expect(&["plan", "--detailed-exitcode"], 0);
     assert!(plan.contains("a.once: done at"), "{plan}");
     assert!(plan.contains(&format!("(job {id})")), "{plan}");
     let out = repo.apply();
     assert!(out.contains("a.once: done at"), "{out}");
     assert!(listed(&repo).is_empty(), "nothing submitted");
-    assert!(!results_dir(&repo).exists(), "nothing ran");
+    assert!(!repo.results_dir("a.once").exists(), "nothing ran");
 
     // status: the last run, from accounting (no record, so no metrics).
     let json = repo.expect(&["status", "--json"], 0);
@@ -166,7 +158,7 @@ fn without_accounting_the_record_alone_keeps_a_completed_job_done_after_min_job_
     assert!(text.contains("metrics: n=7"), "{text}");
 
     // The record was all that knew the run: without it the job runs again.
-    std::fs::remove_dir_all(results_dir(&repo)).unwrap();
+    std::fs::remove_dir_all(repo.results_dir("a.once")).unwrap();
     let plan = repo.expect(&["plan"], 0);
     assert!(plan.contains("a.once: run"), "{plan}");
 }

@@ -36,32 +36,6 @@ fn ship(repo: &TestRepo, path: &str) {
     write_recipe(repo, path, &std::fs::read_to_string(shipped).unwrap());
 }
 
-/// The run directories of `stack.job` (every spec), by job id.
-fn run_dirs(repo: &TestRepo, job: &str) -> Vec<PathBuf> {
-    let root = repo.path().join("logs/results").join(&repo.owner).join(job);
-    let mut dirs = Vec::new();
-    for spec in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        for run in std::fs::read_dir(spec.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            dirs.push(run.path());
-        }
-    }
-    dirs.sort();
-    dirs
-}
-
-/// The runs of `stack.job` whose record says how they ended.
-fn ended_runs(repo: &TestRepo, job: &str) -> usize {
-    run_dirs(repo, job)
-        .iter()
-        .filter_map(|d| std::fs::read_to_string(d.join("run")).ok())
-        .filter(|text| text.contains("\nexit="))
-        .count()
-}
-
 /// Every log file of the repo's jobs, for a failure message.
 fn job_logs(repo: &TestRepo) -> String {
     let mut text = String::new();
@@ -86,7 +60,7 @@ fn job_logs(repo: &TestRepo) -> String {
 fn run_once(repo: &TestRepo, stack_job: &str) -> (serde_json::Value, PathBuf) {
     let mut watch = Watch::start(repo.path(), &["--local", "--interval", "3s"]);
     wait_for(&format!("{stack_job} to end once"), 900, || {
-        ended_runs(repo, stack_job) >= 1
+        !repo.ended_runs(stack_job).is_empty()
     });
     watch.terminate();
     let json = repo.expect(&["results", &stack_job.replace('.', "/"), "--json"], 0);
@@ -99,7 +73,7 @@ fn run_once(repo: &TestRepo, stack_job: &str) -> (serde_json::Value, PathBuf) {
         watch.log()
     );
     eprintln!("{stack_job} metrics: {}", rows[0]["metrics"]);
-    let dirs = run_dirs(repo, stack_job);
+    let dirs = repo.run_dirs(stack_job);
     assert_eq!(dirs.len(), 1, "one run: {dirs:?}");
     (rows[0]["metrics"].clone(), dirs[0].clone())
 }

@@ -18,7 +18,6 @@
 use crate::common;
 
 use common::*;
-use std::path::PathBuf;
 
 /// A web server on an `auto` port with an HTTP health check: ready once it answers.
 const WEB: &str = "name: web\ncommand: exec python3 -m http.server \"$PORT\"\nresources: {cpu: 1, memory: 256M, time_limit: 20}\nports: [auto]\nhealth:\n  http: {path: /}\n  interval: 1s\n  timeout: 5s\n  start_period: 240s\n";
@@ -59,32 +58,6 @@ fn stack(round: u32, api_mode: &str) -> String {
     )
 }
 
-/// The run directories of `stack.job` (every spec), by job id.
-fn run_dirs(repo: &TestRepo, job: &str) -> Vec<PathBuf> {
-    let root = repo.path().join("logs/results").join(&repo.owner).join(job);
-    let mut dirs = Vec::new();
-    for spec in std::fs::read_dir(root).into_iter().flatten().flatten() {
-        for run in std::fs::read_dir(spec.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            dirs.push(run.path());
-        }
-    }
-    dirs.sort();
-    dirs
-}
-
-/// The `run` records of `stack.job` that say how the run ended.
-fn ended_runs(repo: &TestRepo, job: &str) -> Vec<String> {
-    run_dirs(repo, job)
-        .iter()
-        .filter_map(|d| std::fs::read_to_string(d.join("run")).ok())
-        .filter(|text| text.contains("\nexit="))
-        .collect()
-}
-
 /// The distinct Slurm jobs of `stack.job` that squeue still lists, any state.
 fn listed(repo: &TestRepo, job: &str) -> Vec<Job> {
     let (stack, svc) = job.split_once('.').unwrap();
@@ -97,7 +70,7 @@ fn listed(repo: &TestRepo, job: &str) -> Vec<Job> {
 
 /// The target variables a run of round `round` was given: URL, host, port, endpoints.
 fn target_of(repo: &TestRepo, round: &str) -> Vec<String> {
-    run_dirs(repo, "s.bench")
+    repo.run_dirs("s.bench")
         .iter()
         .filter_map(|d| std::fs::read_to_string(d.join("target")).ok())
         .map(|t| t.split(' ').map(str::to_owned).collect::<Vec<_>>())
@@ -107,9 +80,9 @@ fn target_of(repo: &TestRepo, round: &str) -> Vec<String> {
 
 fn wait_runs(repo: &TestRepo, job: &str, n: usize, seconds: u64) {
     wait_for(&format!("{job} to have {n} ended runs"), seconds, || {
-        ended_runs(repo, job).len() >= n
+        repo.ended_runs(job).len() >= n
     });
-    assert_eq!(ended_runs(repo, job).len(), n, "one run at a time");
+    assert_eq!(repo.ended_runs(job).len(), n, "one run at a time");
 }
 
 #[test]
@@ -129,12 +102,12 @@ fn a_benchmark_runs_once_per_spec_against_its_ready_target_and_keeps_its_results
     // watch submits it once the target is ready, and never again over many intervals.
     let mut watch = Watch::start(repo.path(), &["--local", "--interval", "3s"]);
     wait_runs(&repo, "s.bench", 1, 600);
-    let first = ended_runs(&repo, "s.bench").remove(0);
+    let first = repo.ended_runs("s.bench").remove(0);
     assert!(first.contains("\nexit=0\n"), "{first}");
     std::thread::sleep(std::time::Duration::from_secs(20));
     assert!(watch.is_running());
     watch.terminate();
-    assert_eq!(run_dirs(&repo, "s.bench").len(), 1);
+    assert_eq!(repo.run_dirs("s.bench").len(), 1);
     assert_eq!(listed(&repo, "s.bench").len(), 1, "submitted once");
     // It ran against a ready replica (the command fails when the target does not answer),
     // and the variables name it.
@@ -224,13 +197,13 @@ fn a_benchmark_runs_once_per_spec_against_its_ready_target_and_keeps_its_results
     std::thread::sleep(std::time::Duration::from_secs(15));
     assert!(watch.is_running());
     watch.terminate();
-    assert_eq!(run_dirs(&repo, "s.bench").len(), 4, "never run again");
+    assert_eq!(repo.run_dirs("s.bench").len(), 4, "never run again");
     assert!(listed(&repo, "s.bench").iter().all(|j| !j.alive()));
     let plan = repo.expect(&["plan", "--detailed-exitcode"], 0);
     assert!(plan.contains("s.bench: done at"), "{plan}");
     let out = repo.apply();
     assert!(out.contains("s.bench: done at"), "{out}");
-    assert_eq!(run_dirs(&repo, "s.bench").len(), 4, "never run again");
+    assert_eq!(repo.run_dirs("s.bench").len(), 4, "never run again");
 }
 
 #[test]
@@ -265,9 +238,9 @@ fn a_failing_job_is_retried_then_reported_failed_and_a_removed_running_job_is_ca
     wait_runs(&repo, "f.check", 2, 600);
     std::thread::sleep(std::time::Duration::from_secs(15));
     watch.terminate();
-    assert_eq!(run_dirs(&repo, "f.check").len(), 2);
+    assert_eq!(repo.run_dirs("f.check").len(), 2);
     assert_eq!(listed(&repo, "f.check").len(), 2);
-    for run in ended_runs(&repo, "f.check") {
+    for run in repo.ended_runs("f.check") {
         assert!(run.contains("\nexit=3\n"), "{run}");
     }
     let second = listed(&repo, "f.check")
@@ -313,7 +286,7 @@ fn the_shipped_http_load_client_measures_its_target() {
         metrics["p99_ms"].as_f64().unwrap(),
     );
     assert!(p50 > 0.0 && p99 >= p50, "{json}");
-    let run = &run_dirs(&repo, "h.load")[0];
+    let run = &repo.run_dirs("h.load")[0];
     assert!(
         std::fs::read_to_string(run.join("hey.txt"))
             .unwrap()
