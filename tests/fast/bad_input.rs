@@ -955,7 +955,7 @@ fn gpu_type_without_gpu_in_a_stack() {
         Expect::file("stacks/web.yaml")
             .at(5, 35)
             .field("services.app.resources.gpu_type")
-            .says(&["a GPU type needs GPUs"]),
+            .says(&["a GPU type needs GPUs", "asks for none (recipe"]),
     );
 }
 

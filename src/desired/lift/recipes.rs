@@ -131,16 +131,14 @@ pub(super) fn lift_recipe(
         ),
         ..defaults
     };
-    // An invalid `gpu` is reported already; only a valid count of 0 (or none) is checked.
-    if let Some(gpu_type) = &defaults.gpu_type
-        && (recipe.resources.gpu.is_none() || defaults.gpu.is_some())
-        && defaults.gpu.as_ref().is_none_or(|gpu| gpu.value == 0)
-    {
-        ctx.errors.push(
-            gpu_type.origin.error(
-                "a GPU type needs GPUs: set `resources.gpu` to 1 or more, or drop `gpu_type`",
-            ),
-        );
+    if let Some(gpu_type) = &defaults.gpu_type {
+        let gpu_invalid = recipe.resources.gpu.is_some() && defaults.gpu.is_none();
+        ctx.errors.extend(gpu_type_needs_gpus(
+            gpu_type,
+            defaults.gpu.as_ref(),
+            gpu_invalid,
+            None,
+        ));
     }
     Some(Recipe {
         image,

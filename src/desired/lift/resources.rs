@@ -14,6 +14,28 @@ pub(super) struct ResourcesLayer {
     pub(super) cpu_bind: Option<Set<String>>,
 }
 
+/// The rule "a GPU type needs GPUs": the error for a `gpu_type` whose GPU count in force
+/// (`gpu`, the layer's own or the recipe's) is none or 0. `gpu_invalid` says the layer wrote a
+/// `gpu` that was already reported as invalid, so it is not judged twice; `recipe` names the
+/// recipe when a stack's service sets the type.
+pub(super) fn gpu_type_needs_gpus(
+    gpu_type: &Set<String>,
+    gpu: Option<&Set<u32>>,
+    gpu_invalid: bool,
+    recipe: Option<&str>,
+) -> Option<SpecError> {
+    if gpu_invalid || gpu.is_some_and(|gpu| gpu.value > 0) {
+        return None;
+    }
+    let asks = match recipe {
+        Some(recipe) => format!(", and this service asks for none (recipe {recipe:?})"),
+        None => String::new(),
+    };
+    Some(gpu_type.origin.error(format!(
+        "a GPU type needs GPUs{asks}: set `resources.gpu` to 1 or more, or drop `gpu_type`"
+    )))
+}
+
 /// Validates `resources:`; `prefix` is prepended to field paths in errors.
 pub(super) fn lift_resources(
     ctx: &mut Ctx,

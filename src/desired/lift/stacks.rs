@@ -159,17 +159,15 @@ pub(super) fn lift_service(
         service.update.as_ref(),
         service.renew_before.as_ref(),
     );
-    if let Some(gpu_type) = &overrides.gpu_type
-        && (service.resources.gpu.is_none() || overrides.gpu.is_some())
-    {
+    if let Some(gpu_type) = &overrides.gpu_type {
+        let gpu_invalid = service.resources.gpu.is_some() && overrides.gpu.is_none();
         let gpu = overrides.gpu.as_ref().or(recipe.defaults.gpu.as_ref());
-        if gpu.is_none_or(|gpu| gpu.value == 0) {
-            ctx.errors.push(gpu_type.origin.error(format!(
-                "a GPU type needs GPUs, and this service asks for none (recipe {:?}): set \
-                 `resources.gpu` to 1 or more, or drop `gpu_type`",
-                reference.value
-            )));
-        }
+        ctx.errors.extend(gpu_type_needs_gpus(
+            gpu_type,
+            gpu,
+            gpu_invalid,
+            Some(&reference.value),
+        ));
     }
     if ctx.errors.len() > before {
         return None;
