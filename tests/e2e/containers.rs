@@ -5,9 +5,10 @@
 //! that exist only in the image, with exactly their environment. An unchanged repo builds
 //! nothing; an edited Dockerfile rebuilds once and replaces the replicas; a broken one holds
 //! its services with the build's error and log, and a fixed one converges; `scancel` of a
-//! replica leaves no process of it on the node. The shipped Redis and PostgreSQL recipes and
-//! the repo's example stack (Redis and the echo inference stand-in) build from their
-//! Dockerfiles and answer their own clients (`redis-cli`, `psql`, an OpenAI-style request).
+//! replica leaves no process of it on the node. The shipped Redis and PostgreSQL recipes build
+//! from their Dockerfiles and answer their own clients (`redis-cli`, `psql`), and the repo's
+//! example stack runs: Redis in its container, the inference stand-in on the bare node
+//! answering an OpenAI-style request.
 //!
 //! Each test has its own owner and cancels only its own job ids (see `common::TestRepo`).
 #![cfg(feature = "cluster")]
@@ -325,8 +326,9 @@ fn an_unhealthy_containerised_replica_is_stopped_and_replaced() {
     assert_ne!(new.id, job.id);
 }
 
-/// Copies the shipped recipe `category/name` (its YAML, `.def` and Dockerfile) into `repo`,
-/// adding only this machine's PATH fix for ch-image (see [`RECIPE`]) as a `setup:` line.
+/// Copies the shipped recipe `category/name` (its YAML, and its `.def` and Dockerfile when it
+/// runs in a container) into `repo`, adding only this machine's PATH fix for ch-image (see
+/// [`RECIPE`]) as a `setup:` line.
 fn copy_shipped_recipe(repo: &TestRepo, recipe: &str) {
     let (category, name) = recipe.split_once('/').unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -334,12 +336,14 @@ fn copy_shipped_recipe(repo: &TestRepo, recipe: &str) {
         .join(category);
     let dir = repo.path().join("recipes").join(category);
     std::fs::create_dir_all(&dir).unwrap();
-    for file in [format!("{name}.def"), format!("{name}.Dockerfile")] {
-        std::fs::copy(root.join(&file), dir.join(&file))
-            .unwrap_or_else(|e| panic!("{recipe}: {file}: {e}"));
+    let yaml = std::fs::read_to_string(root.join(format!("{name}.yaml"))).unwrap();
+    if yaml.contains("\ncontainer:") {
+        for file in [format!("{name}.def"), format!("{name}.Dockerfile")] {
+            std::fs::copy(root.join(&file), dir.join(&file))
+                .unwrap_or_else(|e| panic!("{recipe}: {file}: {e}"));
+        }
     }
-    let yaml = std::fs::read_to_string(root.join(format!("{name}.yaml"))).unwrap()
-        + "setup: [\"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]\n";
+    let yaml = yaml + "setup: [\"export PATH=/usr/sbin:/usr/bin:/sbin:/bin\"]\n";
     std::fs::write(dir.join(format!("{name}.yaml")), yaml).unwrap();
 }
 
@@ -494,39 +498,36 @@ fn the_shipped_postgres_recipe_runs_in_charliecloud_and_answers_psql() {
     });
 }
 
-/// The repo's own example stack (stacks/example.yaml, as shipped but for its fixed ports) runs
-/// from the shipped recipes under Charliecloud: Redis answers redis-cli and the echo
-/// inference stand-in answers an OpenAI-style completion.
+/// The repo's own example stack (stacks/example.yaml, as shipped but for Redis's fixed port)
+/// runs from the shipped recipes, Redis under Charliecloud: Redis answers redis-cli and the
+/// inference stand-in (on the bare node) answers an OpenAI-style completion.
 #[test]
 fn the_example_stack_runs_in_charliecloud() {
     let repo = TestRepo::new("ct-example");
     charliecloud_settings(&repo);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let stack = std::fs::read_to_string(root.join("stacks/example.yaml")).unwrap();
-    let (redis, echo) = (test_port(2), test_port(3));
+    let redis = test_port(2);
     let mut recipes = Vec::new();
     for line in stack.lines() {
         if let Some(recipe) = line.trim().strip_prefix("recipe: ") {
             recipes.push(recipe.to_owned());
         }
     }
-    assert_eq!(recipes, ["storage/redis", "inference/echo"], "{stack}");
+    assert_eq!(
+        recipes,
+        ["storage/redis", "inference/openai-stand-in"],
+        "{stack}"
+    );
     for recipe in &recipes {
         copy_shipped_recipe(&repo, recipe);
     }
-    let stack = stack
-        .replace(
-            "recipe: storage/redis\n",
-            &format!(
-                "recipe: storage/redis\n    ports: [{redis}]\n    environment: {{REDIS_PORT: \"{redis}\"}}\n"
-            ),
-        )
-        .replace(
-            "recipe: inference/echo\n",
-            &format!(
-                "recipe: inference/echo\n    ports: [{echo}]\n    environment: {{ECHO_PORT: \"{echo}\"}}\n"
-            ),
-        );
+    let stack = stack.replace(
+        "recipe: storage/redis\n",
+        &format!(
+            "recipe: storage/redis\n    ports: [{redis}]\n    environment: {{REDIS_PORT: \"{redis}\"}}\n"
+        ),
+    );
     let name = stack
         .lines()
         .find_map(|l| l.strip_prefix("name: "))
@@ -534,7 +535,7 @@ fn the_example_stack_runs_in_charliecloud() {
         .to_owned();
     repo.write_stack(&name, &stack);
     let out = repo.apply();
-    assert_eq!(out.matches("submitted build job").count(), 2, "{out}");
+    assert_eq!(out.matches("submitted build job").count(), 1, "{out}");
     wait_ready(&repo, &format!("{name}.cache"), 1);
     let llm = wait_ready(&repo, &format!("{name}.llm"), 1).remove(0);
     let image = built_image(&repo, "redis");
@@ -551,24 +552,24 @@ fn the_example_stack_runs_in_charliecloud() {
         ],
     );
     assert_eq!(pong, "PONG");
-    let address = endpoint(&llm).rsplit_once(':').unwrap().0.to_owned();
-    let body = r#"{"model": "m", "prompt": "hello from the example stack"}"#;
-    let mut stream = std::net::TcpStream::connect(format!("{address}:{echo}")).unwrap();
+    let body = r#"{"model": "m", "prompt": "hello from the example stack", "max_tokens": 3}"#;
+    let mut stream = std::net::TcpStream::connect(endpoint(&llm)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     write!(
         stream,
-        "POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /v1/completions HTTP/1.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     assert!(
-        response.starts_with("HTTP/1.0 200")
-            && response.contains(r#""text": "hello from the example stack""#)
-            && response.contains(r#""object": "text_completion""#),
+        response.starts_with("HTTP/1.1 200")
+            && response.contains(r#""text": "tok0 tok1 tok2 ""#)
+            && response.contains(r#""object": "text_completion""#)
+            && response.contains(r#""prompt_tokens": 5"#),
         "{response}"
     );
     repo.assert_converged();
