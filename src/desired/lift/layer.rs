@@ -6,17 +6,8 @@ use super::*;
 /// Settings that a recipe gives and a stack service may override, validated, all optional.
 #[derive(Default)]
 pub(super) struct Layer {
-    pub(super) nodes: Option<Set<u32>>,
-    pub(super) cpu: Option<Set<u32>>,
-    /// `memory` or `memory_per_cpu`; they exclude each other, so an override replaces both.
-    pub(super) memory: Option<Set<Memory>>,
-    pub(super) gpu: Option<Set<u32>>,
-    pub(super) gpu_type: Option<Set<String>>,
-    pub(super) time_limit: Option<Set<u32>>,
-    pub(super) cpu_bind: Option<Set<String>>,
-    pub(super) partition: Option<Set<String>>,
-    pub(super) qos: Option<Set<String>>,
-    pub(super) account: Option<Set<String>>,
+    pub(super) resources: ResourcesLayer,
+    pub(super) slurm: SlurmLayer,
     pub(super) ports: Option<Set<Vec<PortSpec>>>,
     pub(super) health: Option<Set<HealthDraft>>,
     pub(super) restart: RestartDraft,
@@ -37,39 +28,19 @@ pub(super) fn lift_layer(
     ports: Option<&raw::Ports>,
     health: Option<&Spanned<raw::Health>>,
 ) -> Layer {
-    let ResourcesLayer {
-        nodes,
-        cpu,
-        memory,
-        gpu,
-        gpu_type,
-        time_limit,
-        cpu_bind,
-    } = lift_resources(ctx, prefix, resources);
-    let SlurmLayer {
-        partition,
-        qos,
-        account,
-    } = lift_slurm(ctx, prefix, slurm);
+    let resources = lift_resources(ctx, prefix, resources);
+    let slurm = lift_slurm(ctx, prefix, slurm);
     let ports = ports.and_then(|ports| lift_ports(ctx, &format!("{prefix}ports"), ports));
     let health = health.and_then(|health| lift_health(ctx, &format!("{prefix}health"), health));
-    let (env, secret_env) = lift_environment(ctx, prefix, environment);
+    let (environment, secret_env) = lift_environment(ctx, prefix, environment);
     Layer {
-        nodes,
-        cpu,
-        memory,
-        gpu,
-        gpu_type,
-        time_limit,
-        cpu_bind,
-        partition,
-        qos,
-        account,
+        resources,
+        slurm,
         ports,
         health,
         restart: RestartDraft::default(),
         update: UpdateDraft::default(),
-        environment: env,
+        environment,
         secret_env,
     }
 }
@@ -94,10 +65,11 @@ impl Recipe {
         &self,
         over: Layer,
     ) -> (ReplicaSpec, BTreeMap<String, Origin>, Option<HealthDraft>) {
-        let base = &self.defaults;
+        let (base, base_slurm) = (&self.defaults.resources, &self.defaults.slurm);
+        let (resources, slurm) = (over.resources, over.slurm);
         let mut origins = BTreeMap::new();
         let o = &mut origins;
-        let memory = match over.memory.or_else(|| base.memory.clone()) {
+        let memory = match resources.memory.or_else(|| base.memory.clone()) {
             Some(set) => {
                 let key = match set.value {
                     Memory::PerNode(_) => "resources.memory",
@@ -108,9 +80,9 @@ impl Recipe {
             }
             None => None,
         };
-        let gpu = pick(over.gpu, &base.gpu, "resources.gpu", o).unwrap_or(0);
+        let gpu = pick(resources.gpu, &base.gpu, "resources.gpu", o).unwrap_or(0);
         // A GPU type means nothing without GPUs (a stack may set `gpu: 0` on a GPU recipe).
-        let gpu_type = pick(over.gpu_type, &base.gpu_type, "resources.gpu_type", o);
+        let gpu_type = pick(resources.gpu_type, &base.gpu_type, "resources.gpu_type", o);
         let gpu_type = if gpu > 0 {
             gpu_type
         } else {
@@ -118,8 +90,8 @@ impl Recipe {
             None
         };
         // A variable set in the stack replaces the recipe's, whether text or secret.
-        let mut environment = base.environment.clone();
-        let mut secrets = base.secret_env.clone();
+        let mut environment = self.defaults.environment.clone();
+        let mut secrets = self.defaults.secret_env.clone();
         for key in over.environment.keys() {
             secrets.remove(key);
         }
@@ -145,8 +117,8 @@ impl Recipe {
             container: self.container.clone(),
             setup: self.setup.clone(),
             resources: ResourceSpec {
-                nodes: pick(over.nodes, &base.nodes, "resources.nodes", o).unwrap_or(1),
-                cpu: pick(over.cpu, &base.cpu, "resources.cpu", o).unwrap_or(1),
+                nodes: pick(resources.nodes, &base.nodes, "resources.nodes", o).unwrap_or(1),
+                cpu: pick(resources.cpu, &base.cpu, "resources.cpu", o).unwrap_or(1),
                 memory: match &memory {
                     Some(Memory::PerNode(m)) => Some(m.clone()),
                     _ => None,
@@ -157,21 +129,26 @@ impl Recipe {
                 },
                 gpu,
                 gpu_type,
-                time_limit: pick(over.time_limit, &base.time_limit, "resources.time_limit", o),
-                cpu_bind: pick(over.cpu_bind, &base.cpu_bind, "resources.cpu_bind", o),
+                time_limit: pick(
+                    resources.time_limit,
+                    &base.time_limit,
+                    "resources.time_limit",
+                    o,
+                ),
+                cpu_bind: pick(resources.cpu_bind, &base.cpu_bind, "resources.cpu_bind", o),
             },
             environment,
-            ports: pick(over.ports, &base.ports, "ports", o).unwrap_or_default(),
+            ports: pick(over.ports, &self.defaults.ports, "ports", o).unwrap_or_default(),
             slurm: SlurmSpec {
-                partition: pick(over.partition, &base.partition, "slurm.partition", o),
-                qos: pick(over.qos, &base.qos, "slurm.qos", o),
-                account: pick(over.account, &base.account, "slurm.account", o),
+                partition: pick(slurm.partition, &base_slurm.partition, "slurm.partition", o),
+                qos: pick(slurm.qos, &base_slurm.qos, "slurm.qos", o),
+                account: pick(slurm.account, &base_slurm.account, "slurm.account", o),
             },
             health: None,
             endpoint_env: Default::default(),
             secret_env,
         };
-        let health = pick(over.health, &base.health, "health", o);
+        let health = pick(over.health, &self.defaults.health, "health", o);
         (spec, origins, health)
     }
 }

@@ -131,11 +131,11 @@ pub(super) fn lift_recipe(
         ),
         ..defaults
     };
-    if let Some(gpu_type) = &defaults.gpu_type {
-        let gpu_invalid = recipe.resources.gpu.is_some() && defaults.gpu.is_none();
+    if let Some(gpu_type) = &defaults.resources.gpu_type {
+        let gpu_invalid = recipe.resources.gpu.is_some() && defaults.resources.gpu.is_none();
         ctx.errors.extend(gpu_type_needs_gpus(
             gpu_type,
-            defaults.gpu.as_ref(),
+            defaults.resources.gpu.as_ref(),
             gpu_invalid,
             None,
         ));

@@ -3,6 +3,7 @@
 use super::*;
 
 /// One layer's `resources:`, validated.
+#[derive(Default)]
 pub(super) struct ResourcesLayer {
     pub(super) nodes: Option<Set<u32>>,
     pub(super) cpu: Option<Set<u32>>,

@@ -3,6 +3,7 @@
 use super::*;
 
 /// One layer's `slurm:`, validated.
+#[derive(Default)]
 pub(super) struct SlurmLayer {
     pub(super) partition: Option<Set<String>>,
     pub(super) qos: Option<Set<String>>,

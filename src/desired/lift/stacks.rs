@@ -159,9 +159,13 @@ pub(super) fn lift_service(
         service.update.as_ref(),
         service.renew_before.as_ref(),
     );
-    if let Some(gpu_type) = &overrides.gpu_type {
-        let gpu_invalid = service.resources.gpu.is_some() && overrides.gpu.is_none();
-        let gpu = overrides.gpu.as_ref().or(recipe.defaults.gpu.as_ref());
+    if let Some(gpu_type) = &overrides.resources.gpu_type {
+        let gpu_invalid = service.resources.gpu.is_some() && overrides.resources.gpu.is_none();
+        let gpu = overrides
+            .resources
+            .gpu
+            .as_ref()
+            .or(recipe.defaults.resources.gpu.as_ref());
         ctx.errors.extend(gpu_type_needs_gpus(
             gpu_type,
             gpu,
