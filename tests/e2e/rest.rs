@@ -4,14 +4,21 @@
 //! `plan --json` byte-identical to the local CLI's for the same state; concurrent applies over
 //! REST and the CLI that never exceed the desired replicas; and one clear line for a wrong
 //! token, an unreachable URL and a request Slurm refuses with `errors[]`, with the token in no
-//! output even at debug level.
+//! output even at debug level; and a listing asked with `update_time` that still carries every
+//! job after a change.
 #![cfg(feature = "cluster")]
 
 use crate::common;
 
 use common::rest::{REST_URL, token};
 use common::{TestRepo, sleepers, wait_for};
+use stackctl::desired::marker::MARKER_PREFIX;
+use stackctl::desired::{RestTarget, TokenSource};
+use stackctl::slurm::Backend;
+use stackctl::slurm::rest::{ListingMemo, RestBackend};
+use std::collections::BTreeSet;
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 /// Writes `stackctl.yaml` for slurmrestd at `url` as root, logs in the repo.
 fn configure(repo: &TestRepo, url: &str) {
@@ -511,4 +518,53 @@ fn over_rest_logs_after_a_log_dir_change_read_the_files_the_job_writes() {
     common::rest::configure(repo.path(), &repo.owner, &moved, REST_URL, "root");
     let read = expect(&repo, &jwt, &["logs", "s/app"], 0);
     assert_eq!(read, "logged where it started");
+}
+
+/// This repo's replicas in a REST listing (not its lock placeholders), by id.
+fn listed_ids(backend: &RestBackend, owner: &str) -> BTreeSet<String> {
+    let tag = format!("{MARKER_PREFIX};owner={owner};");
+    backend
+        .list_jobs()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.comment.starts_with(&tag))
+        .map(|r| r.id.to_string())
+        .collect()
+}
+
+#[test]
+fn over_rest_a_listing_asked_with_update_time_still_carries_the_jobs_that_did_not_change() {
+    // watch's listings ask with `update_time` (a ListingMemo): slurmctld answers "no change"
+    // or every job, never only the changed ones, so the answer replaces the remembered
+    // listing whole. Were it only the changed jobs, the unchanged replica would vanish from
+    // the plan and be submitted again.
+    let repo = TestRepo::new("rest-memo");
+    configure(&repo, REST_URL);
+    let jwt = token("root", 900);
+    repo.write_stack("s", &sleepers(1, "a"));
+    expect(&repo, &jwt, &["apply", "--auto-approve"], 0);
+    let token_file = repo.path().join("jwt");
+    std::fs::write(&token_file, &jwt).unwrap();
+    let target = RestTarget {
+        url: REST_URL.into(),
+        user: "root".into(),
+        token: TokenSource::File(token_file),
+        api: None,
+    };
+    let memo = Arc::new(ListingMemo::default());
+    let remembering = RestBackend::new(&target, Some(memo)).unwrap();
+    let first = listed_ids(&remembering, &repo.owner);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // One more replica: a change since the remembered listing.
+    repo.write_stack("s", &sleepers(2, "a"));
+    expect(&repo, &jwt, &["apply", "--auto-approve"], 0);
+    let second = listed_ids(&remembering, &repo.owner);
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert!(second.is_superset(&first), "{first:?} then {second:?}");
+    let fresh = RestBackend::new(&target, None).unwrap();
+    assert_eq!(listed_ids(&fresh, &repo.owner), second);
+    // Asked again at once: "no change" (HTTP 304) or, if any job of the cluster changed
+    // meanwhile, every job again; the same jobs either way.
+    assert_eq!(listed_ids(&remembering, &repo.owner), second);
 }

@@ -714,3 +714,89 @@ fn every_version_gives_the_same_partitions_and_nodes() {
         assert_eq!(node.gpus[0].count, 4, "{api}");
     }
 }
+
+/// The query parameters `GET jobs` declares in `spec`, by name, with their schemas.
+fn listing_parameters(spec: &Spec) -> Vec<(String, Value)> {
+    spec.operation("get", "jobs")["parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["in"] == "query")
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                spec.resolve(&p["schema"]).clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_version_lists_with_parameters_its_document_declares() {
+    for api in Api::ALL {
+        let spec = Spec::load(api);
+        let declared = listing_parameters(&spec);
+        for update_time in [None, Some(1_795_742_000)] {
+            let query = wire::listing_query(api, update_time);
+            for (name, value) in &query {
+                let (_, schema) = declared
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .unwrap_or_else(|| panic!("{api}: GET jobs declares no {name}: {declared:?}"));
+                // A query string is text; each value must read as its schema says.
+                let typed = match schema["type"].as_str() {
+                    Some("integer") => json!(value.parse::<i64>().unwrap()),
+                    _ => json!(value),
+                };
+                let problems = spec.problems(&typed, schema);
+                assert!(problems.is_empty(), "{api}: {name}={value}: {problems:?}");
+            }
+            let sent = |name: &str| query.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+            assert_eq!(
+                sent("update_time").cloned(),
+                update_time.map(|t| t.to_string()),
+                "{api}"
+            );
+            // From v0.0.40 the listing leaves out the detail, and only the detail.
+            let flags = declared.iter().any(|(n, _)| n == "flags");
+            assert_eq!(flags, api >= Api::V0040, "{api}: which versions take flags");
+            assert_eq!(
+                sent("flags").map(String::as_str),
+                flags.then_some("ALL"),
+                "{api}"
+            );
+        }
+    }
+    assert_eq!(
+        wire::with_query(
+            "/slurm/v0.0.42/jobs",
+            &wire::listing_query(Api::V0042, Some(7))
+        ),
+        "/slurm/v0.0.42/jobs?flags=ALL&update_time=7"
+    );
+    assert_eq!(
+        wire::with_query(
+            "/slurm/v0.0.38/jobs",
+            &wire::listing_query(Api::V0038, None)
+        ),
+        "/slurm/v0.0.38/jobs"
+    );
+}
+
+#[test]
+fn a_listing_without_the_detail_decodes_to_the_same_records() {
+    // What `flags=ALL` leaves out: slurmctld packs a job's resources and GRES detail only
+    // with DETAIL. Each version that takes flags has both in its job schema.
+    for api in Api::ALL.into_iter().filter(|&a| a >= Api::V0040) {
+        let spec = Spec::load(api);
+        let mut doc = listing_document(&spec, &cluster());
+        for job in doc["jobs"].as_array_mut().unwrap() {
+            let job = job.as_object_mut().unwrap();
+            for key in ["job_resources", "gres_detail"] {
+                assert!(job.remove(key).is_some(), "{api}: jobs have no {key}");
+            }
+        }
+        let listing = decode(&doc.to_string(), "alice");
+        assert_eq!(listing.jobs, expected(), "{api}");
+    }
+}

@@ -8,8 +8,13 @@
 //! - **Listing** decodes the `jobs` array as a stream and keeps only this user's jobs with a
 //!   stackctl comment, and only the fields a plan reads; a pending array not yet split into
 //!   tasks (`array_task_string`) becomes one record per task, as `squeue --array` prints it.
-//!   With a [`ListingMemo`] (watch keeps one) the next listing sends `update_time`, and an
-//!   unchanged cluster answers with no jobs (HTTP 304 on v0.0.38, a warning from v0.0.39).
+//!   From v0.0.40 it asks with `flags=ALL`, leaving out the per-node detail a plan never
+//!   reads ([`wire::listing_query`]). With a [`ListingMemo`] (watch keeps one) the next
+//!   listing sends `update_time`, and an unchanged cluster answers with no jobs (HTTP 304 on
+//!   v0.0.38, a warning from v0.0.39); a changed one answers every job, never only the changed
+//!   ones, so the answer replaces the memo whole. A plan has no earlier listing to ask from.
+//!   No version filters the listing by user on slurmctld's side: every user's jobs come, and
+//!   are skipped here.
 //! - **Errors**: Slurm answers with `errors[]` even on HTTP 200; each is read. A held submit
 //!   (the lock's placeholder) answers `errors: [2042 …]` *and* a `job_id`: that is a job, not
 //!   a failure. Connection errors and 5xx answers are retried with backoff (never 4xx, and a
@@ -364,13 +369,12 @@ impl RestBackend {
 
 impl Backend for RestBackend {
     fn list_jobs(&self) -> Result<Vec<JobRecord>, SlurmError> {
+        let api = self.api()?;
         let path = self.path("jobs")?;
         let source = format!("{} {} {path}", self.target.url, self.target.user);
         let recalled = self.memo.as_ref().and_then(|m| m.recall(&source));
-        let asked = match &recalled {
-            Some((update_time, _)) => format!("{path}?update_time={update_time}"),
-            None => path.clone(),
-        };
+        let query = wire::listing_query(api, recalled.as_ref().map(|(t, _)| *t));
+        let asked = wire::with_query(&path, &query);
         let command = format!("GET {path}");
         let started = now();
         let taken = std::time::Instant::now();

@@ -149,6 +149,42 @@ pub fn errors_of(value: &Value) -> Vec<RestError> {
     listed.chain(per_job).collect()
 }
 
+/// The `flags` a listing asks with from v0.0.40 on: `ALL` alone. Unasked, slurmrestd lists
+/// with `ALL` and `DETAIL`; `ALL` keeps every job a hidden partition holds (as unasked), and
+/// leaving out `DETAIL` drops each job's `job_resources` (its CPUs and cores on each node)
+/// and `gres_detail`, which a plan never reads (slurmctld packs them only with `DETAIL`).
+pub const LISTING_FLAGS: &str = "ALL";
+
+/// The query parameters of a `GET …/jobs` listing in `api`, in order: `flags=ALL` from v0.0.40
+/// on ([`LISTING_FLAGS`]; v0.0.38 and v0.0.39 take no flags and always send the detail), and
+/// `update_time` when a previous listing is known. Nothing else shrinks a listing in any
+/// version: no version filters by user, state or partition, and `update_time` is all or
+/// nothing (slurmctld answers every job when any job changed since, and none otherwise), so
+/// an answer with jobs is always a whole listing. Pure.
+pub fn listing_query(api: Api, update_time: Option<i64>) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    if api >= Api::V0040 {
+        query.push(("flags", LISTING_FLAGS.to_owned()));
+    }
+    if let Some(t) = update_time {
+        query.push(("update_time", t.to_string()));
+    }
+    query
+}
+
+/// `path` with `query` appended (`?k=v&k=v`); the values of [`listing_query`] need no
+/// escaping. Pure.
+pub fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    let mut url = path.to_owned();
+    for (i, (key, value)) in query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(key);
+        url.push('=');
+        url.push_str(value);
+    }
+    url
+}
+
 /// The text slurmrestd v0.0.39+ puts in `warnings[]` instead of jobs when nothing changed
 /// since the `update_time` asked for (v0.0.38 answers HTTP 304 instead).
 pub const NO_CHANGE_WARNING: &str = "No job changes since";
