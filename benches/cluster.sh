@@ -188,6 +188,7 @@ med() { median < "$work/$1"; }
 # Times one run into FILE; a failed run (e.g. slurmctld timing out under load) is kept, counted
 # and named in the notes, and its row is marked `!`, instead of ending the whole run.
 failures=0
+loop_failed=0
 timed() { # FILE COMMAND...
   local into=$1
   shift
@@ -397,9 +398,14 @@ apply_row() { # N SHAPE
         t0=$EPOCHREALTIME
         for _ in $(seq "$n"); do
           sbatch --parsable --job-name=bench.loop --comment="$run_id-loop" --cpus-per-task=1 --mem=16M \
-            --time=60 --output=/dev/null --wrap "$cmd" >> "$loop_ids"
+            --time=60 --output=/dev/null --wrap "$cmd" >> "$loop_ids" 2>"$work/err" || loop_failed=$((loop_failed + 1))
         done
         t1=$EPOCHREALTIME
+        if [ "$loop_failed" != 0 ]; then
+          failures=$((failures + 1))
+          notes+=("! apply $n ($shape), round $r, loop: $loop_failed sbatch failed, e.g. $(tail -1 "$work/err")")
+          loop_failed=0
+        fi
       else
         dir=$work/apply-$n-$shape-$side-$r
         owner=$run_id-a$n$shape-$side-$r
