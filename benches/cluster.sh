@@ -186,6 +186,7 @@ rpcs_of() { echo $(($(user_rpcs_of "$user" "$@") - rpc_overhead)); }
 rows=()
 notes=()
 base_mark=
+base_changed=0
 # Appends a row: WHAT NEW NEW_RPC BASE BASE_RPC BASELINE BASELINE_RPC RATIO BASE_RATIO GOAL
 row() { local IFS='|'; rows+=("$*"); }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
@@ -208,7 +209,7 @@ plan_clean() { # DIR
   "${binof[new]}" plan -C "$1" --detailed-exitcode >/dev/null 2>&1 || die "plan of $1 is not clean after apply"
   base_mark=
   if [ -n "${binof[base]:-}" ]; then
-    "${binof[base]}" plan -C "$1" --detailed-exitcode >/dev/null 2>&1 || base_mark='*'
+    "${binof[base]}" plan -C "$1" --detailed-exitcode >/dev/null 2>&1 || { base_mark='*'; base_changed=1; }
   fi
 }
 
@@ -471,5 +472,5 @@ fi
 printf '\n'
 for note in "${notes[@]}"; do printf -- '- %s\n' "$note"; done
 [ "$failures" = 0 ] || printf -- '- !: %s run(s) failed (above); their times are in the medians\n' "$failures"
-[ -z "${binof[base]:-}" ] || printf -- '- *: the before binary sees changes in this repo, so its figure is not a no-change one\n'
+[ "$base_changed" = 0 ] || printf -- '- *: the before binary sees changes in this repo, so its figure is not a no-change one\n'
 log "done in $((SECONDS - started)) s"
