@@ -768,8 +768,10 @@ fn plan(
     belt: &BeltArgs,
 ) -> Result<ExitCode> {
     let repo = reconcile::load(dir)?;
-    let options = belt.options(dir);
-    let planned = reconcile::plan(&repo, &options, backend(&repo)?.as_ref())?;
+    let backend = backend(&repo)?;
+    // The listing runs while the checkout's commit and status are read.
+    let (options, planned) =
+        reconcile::plan_overlapping(&repo, backend.as_ref(), || belt.options(dir))?;
     note_locks(&planned);
     if let Some(out) = out {
         let desired = saved::desired_fingerprint(dir, &repo)

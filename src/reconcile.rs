@@ -414,6 +414,34 @@ pub fn plan(repo: &Repo, options: &PlanOptions, backend: &dyn Backend) -> Result
     Ok(planned)
 }
 
+/// [`plan`], with the job listing running on another thread while `options` are worked out on
+/// this one (reading the checkout's commit and status costs about as much as a short listing).
+/// Returns the options with the plan. Still one listing; the plan is the same as [`plan`]'s.
+pub fn plan_overlapping(
+    repo: &Repo,
+    backend: &dyn Backend,
+    options: impl FnOnce() -> PlanOptions,
+) -> Result<(PlanOptions, Planned), Error> {
+    let (options, listing) = std::thread::scope(|scope| {
+        let listing = scope.spawn(|| backend.list_jobs());
+        let options = options();
+        (options, listing.join())
+    });
+    let listing = listing
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        .map_err(|cause| Error::Slurm {
+            context: "reading the live jobs from Slurm",
+            cause,
+        })?;
+    let mut reads = Reads {
+        listing: Some(listing),
+        ..Reads::default()
+    };
+    let mut planned = plan_with(repo, &options, backend, &mut reads)?;
+    estimate_starts(&mut planned.plan, repo, backend);
+    Ok((options, planned))
+}
+
 /// Fills in [`plan::ServicePlan::start_estimate`] of every service the plan submits jobs for.
 /// Slurm is asked about the jobs apply would submit ([`estimate_jobs`]); the service has
 /// started once its last job has, so the latest estimate is kept. A question Slurm cannot
