@@ -251,20 +251,6 @@ impl CliBackend {
     }
 }
 
-/// A Slurm command [`CliBackend::start`] started, for [`CliBackend::finish`].
-struct Running {
-    /// The Slurm program, as errors name it.
-    program: String,
-    /// The program and its arguments, as errors name them.
-    command: String,
-    /// The running process (the program itself, `ssh`, or a wrapper).
-    child: std::process::Child,
-    /// Where its stdout goes.
-    stdout: std::fs::File,
-    /// Where its stderr goes.
-    stderr: std::fs::File,
-}
-
 /// Builds the process for one Slurm command: the program itself, or for a mutating command the
 /// parent-death wrapper around it (see [`Effect::Mutating`]). A program missing from `PATH` is
 /// a spawn error naming it, wrapped or not. The wrapper's shell finds the program on `PATH`
@@ -584,6 +570,20 @@ fn parse_job_output(line: &str) -> Option<JobOutput> {
         name: field(name),
     };
     (!output.stdout.is_empty() || !output.work_dir.is_empty()).then_some(output)
+}
+
+/// A Slurm command [`CliBackend::start`] started, for [`CliBackend::finish`].
+struct Running {
+    /// The Slurm program, as errors name it.
+    program: String,
+    /// The program and its arguments, as errors name them.
+    command: String,
+    /// The running process (the program itself, `ssh`, or a wrapper).
+    child: std::process::Child,
+    /// Where its stdout goes.
+    stdout: std::fs::File,
+    /// Where its stderr goes.
+    stderr: std::fs::File,
 }
 
 /// Parses squeue's listing ([`SQUEUE_FORMAT`]), keeping the lines whose comment carries a
