@@ -767,9 +767,18 @@ fn plan(
     out: Option<&Path>,
     belt: &BeltArgs,
 ) -> Result<ExitCode> {
-    let repo = reconcile::load(dir)?;
+    // libgit2 (with OpenSSL, about as costly as a short listing) starts once the listing runs,
+    // or before reading the git remote for a derived owner, or before a REST backend starts
+    // its threads: it may only start while there is one thread.
+    let repo = reconcile::load_starting_git(dir, crate::git::init_without_ca_bundle)?;
+    if repo.settings.backend == crate::desired::BackendKind::Rest {
+        crate::git::init_without_ca_bundle();
+    }
+    let backend = backend(&repo)?;
+    let listing = backend.start_list_jobs();
+    crate::git::init_without_ca_bundle();
     let options = belt.options(dir);
-    let planned = reconcile::plan(&repo, &options, backend(&repo)?.as_ref())?;
+    let planned = reconcile::plan_listed(&repo, &options, backend.as_ref(), listing)?;
     note_locks(&planned);
     if let Some(out) = out {
         let desired = saved::desired_fingerprint(dir, &repo)

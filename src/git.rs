@@ -4,6 +4,41 @@
 
 use std::path::Path;
 
+/// Initialises libgit2 without parsing the system's CA bundle. libgit2 sets up OpenSSL when
+/// it starts and OpenSSL then reads every certificate of `SSL_CERT_FILE` (about 30 ms), which
+/// plan, apply and validate never use: they read the local checkout only. So libgit2 starts
+/// here with `SSL_CERT_FILE` pointing at an empty file, then the variable is restored (children
+/// such as sbatch and the jobs inherit the caller's environment unchanged). The certificate
+/// directory (hashed, read only when a certificate is checked) stays configured, and `watch`
+/// loads the bundle itself before its first fetch (`watch::git_sync::load_ca_certificates`).
+///
+/// Only the binary calls this, while the process has one thread (the environment changes for
+/// a moment); calls after the first do nothing.
+#[allow(unsafe_code)]
+pub fn init_without_ca_bundle() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        const VARS: [&str; 2] = ["SSL_CERT_FILE", "SSL_CERT_DIR"];
+        let saved = VARS.map(std::env::var_os);
+        // SAFETY: the binary calls this before any other thread exists (from main right after
+        // the arguments are parsed, or from `plan` before anything starts a thread), so no
+        // thread can read the environment while it changes.
+        unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
+        // Any libgit2 call starts it once per process; caching is on by default, so this one
+        // changes nothing else.
+        git2::opts::enable_caching(true);
+        for (name, value) in VARS.iter().zip(saved) {
+            // SAFETY: as above, still before any other thread exists.
+            unsafe {
+                match value {
+                    Some(value) => std::env::set_var(name, value),
+                    None => std::env::remove_var(name),
+                }
+            }
+        }
+    });
+}
+
 /// Returns the checkout's commit and whether it has uncommitted changes under `dir`
 /// (untracked files included); `None` outside a git repo or before the first commit.
 pub fn head(dir: &Path) -> Option<crate::plan::Source> {

@@ -18,18 +18,18 @@ fn main() -> ExitCode {
         }
     };
     // The commands that always read the checkout's commit (or fetch) start libgit2 here, while
-    // there is one thread and the environment may change (see init_git_without_ca_bundle).
-    // The others use libgit2 only to derive a missing owner, and skip OpenSSL's set-up (4 ms)
-    // when stackctl.yaml names the owner.
+    // there is one thread and the environment may change (see git::init_without_ca_bundle).
+    // `plan` starts it itself, once its job listing is running (OpenSSL's set-up costs about as
+    // much as a short listing). The others use libgit2 only to derive a missing owner, and
+    // skip OpenSSL's set-up when stackctl.yaml names the owner.
     if matches!(
         cli.command,
-        stackctl::cli::Commands::Plan { .. }
-            | stackctl::cli::Commands::Apply { .. }
+        stackctl::cli::Commands::Apply { .. }
             | stackctl::cli::Commands::Destroy { .. }
             | stackctl::cli::Commands::Run { .. }
             | stackctl::cli::Commands::Watch(_)
     ) {
-        init_git_without_ca_bundle();
+        stackctl::git::init_without_ca_bundle();
     }
     let ansi = stackctl::cli::colour_wanted(
         cli.no_color,
@@ -59,34 +59,6 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "error: {error}");
             // The kind was decided below; here it only becomes its documented code.
             ExitCode::from(error.kind().exit_code())
-        }
-    }
-}
-
-/// Initialises libgit2 without parsing the system's CA bundle. libgit2 sets up OpenSSL when
-/// it starts and OpenSSL then reads every certificate of `SSL_CERT_FILE` (about 30 ms), which
-/// plan, apply and validate never use: they read the local checkout only. So libgit2 starts
-/// here with `SSL_CERT_FILE` pointing at an empty file, then the variable is restored (children
-/// such as sbatch and the jobs inherit the caller's environment unchanged). The certificate
-/// directory (hashed, read only when a certificate is checked) stays configured, and `watch`
-/// loads the bundle itself before its first fetch (`watch::git_sync::load_ca_certificates`).
-#[allow(unsafe_code)]
-fn init_git_without_ca_bundle() {
-    const VARS: [&str; 2] = ["SSL_CERT_FILE", "SSL_CERT_DIR"];
-    let saved = VARS.map(std::env::var_os);
-    // SAFETY: called from main right after the arguments are parsed, before any other thread
-    // exists, so no thread can read the environment while it changes.
-    unsafe { std::env::set_var("SSL_CERT_FILE", "/dev/null") };
-    // Any libgit2 call starts it once per process; caching is on by default, so this one
-    // changes nothing else.
-    git2::opts::enable_caching(true);
-    for (name, value) in VARS.iter().zip(saved) {
-        // SAFETY: as above, still before any other thread exists.
-        unsafe {
-            match value {
-                Some(value) => std::env::set_var(name, value),
-                None => std::env::remove_var(name),
-            }
         }
     }
 }

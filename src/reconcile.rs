@@ -105,12 +105,31 @@ pub fn load(dir: &Path) -> Result<Repo, Error> {
 /// Loads and validates the files under `files` (e.g. a commit exported by `watch`) as the
 /// repo checked out at `checkout`, whose git remote names the owner.
 pub fn load_files(files: &Path, checkout: &Path) -> Result<Repo, Error> {
+    load_reading_remote(files, || crate::git::remote_url(checkout))
+}
+
+/// [`load`], with `before_git` run first when the owner is derived from the git remote (when
+/// `stackctl.yaml` names none): `plan` starts libgit2 there, otherwise only once its listing
+/// runs (see [`crate::git::init_without_ca_bundle`]).
+pub fn load_starting_git(dir: &Path, before_git: impl FnOnce()) -> Result<Repo, Error> {
+    load_reading_remote(dir, || {
+        before_git();
+        crate::git::remote_url(dir)
+    })
+}
+
+/// [`load_files`], asking `remote_url` for the git remote's URL when the owner is derived.
+fn load_reading_remote(
+    files: &Path,
+    remote_url: impl FnOnce() -> Option<String>,
+) -> Result<Repo, Error> {
     if !files.is_dir() {
         return Err(Error::Config {
             message: format!("{} is not a directory", files.display()),
         });
     }
-    let mut repo = load_unresolved(files, checkout)?;
+    let mut repo = desired::load(files, remote_url)
+        .map_err(|errors| Error::config(&errors, "nothing was planned or submitted"))?;
     resolve_secrets(&mut repo, files)?;
     Ok(repo)
 }
@@ -410,6 +429,27 @@ impl PlanOptions {
 /// asks the same question of the scripts it submits.
 pub fn plan(repo: &Repo, options: &PlanOptions, backend: &dyn Backend) -> Result<Planned, Error> {
     let mut planned = plan_with(repo, options, backend, &mut Reads::default())?;
+    estimate_starts(&mut planned.plan, repo, backend);
+    Ok(planned)
+}
+
+/// [`plan`] from a listing started earlier ([`Backend::start_list_jobs`]), so the caller can
+/// work (start libgit2, read the checkout's commit) while Slurm answers.
+pub fn plan_listed(
+    repo: &Repo,
+    options: &PlanOptions,
+    backend: &dyn Backend,
+    listing: crate::slurm::PendingListing<'_>,
+) -> Result<Planned, Error> {
+    let listing = listing().map_err(|cause| Error::Slurm {
+        context: "reading the live jobs from Slurm",
+        cause,
+    })?;
+    let mut reads = Reads {
+        listing: Some(listing),
+        ..Reads::default()
+    };
+    let mut planned = plan_with(repo, options, backend, &mut reads)?;
     estimate_starts(&mut planned.plan, repo, backend);
     Ok(planned)
 }
@@ -1568,6 +1608,32 @@ mod tests {
         assert_eq!(backend.count(Op::List), lists + 1, "one listing");
         assert_eq!(backend.count(Op::Submit), submits, "no placeholder, no job");
         assert_eq!(backend.count(Op::Facts), 1, "facts only when submitting");
+    }
+
+    #[test]
+    fn a_plan_from_a_listing_started_earlier_is_the_same_plan_with_one_listing() {
+        let (dir, repo) = repo(2, 1);
+        let backend = backend();
+        assert!(matches!(
+            run(dir.path(), &repo, &backend),
+            Ok(Outcome::Applied(..))
+        ));
+        // One more replica than is live: the plan submits one.
+        let repo = rewrite(dir.path(), Some((3, "")));
+        let options = PlanOptions::for_checkout(dir.path());
+        let lists = backend.count(Op::List);
+        let listing = backend.start_list_jobs();
+        let planned = plan_listed(&repo, &options, &backend, listing).unwrap();
+        assert_eq!(backend.count(Op::List), lists + 1, "one listing");
+        assert!(!planned.plan.is_converged());
+        assert_eq!(planned.observed.jobs.len(), 2);
+        let again = plan(&repo, &options, &backend).unwrap();
+        assert_eq!(planned.plan, again.plan);
+        // A listing that fails fails the plan; it is never an empty cluster.
+        backend.fail_next(Op::List, crate::slurm::fake::Fault::Timeout);
+        let listing = backend.start_list_jobs();
+        let error = plan_listed(&repo, &options, &backend, listing).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Transient);
     }
 
     #[test]

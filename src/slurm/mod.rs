@@ -16,11 +16,21 @@ use crate::cluster::ClusterFacts;
 use crate::job::JobRequest;
 use crate::observed::{JobId, JobRecord, StartEstimate};
 
+/// A job listing started by [`Backend::start_list_jobs`]: calling it waits for the records.
+pub type PendingListing<'a> = Box<dyn FnOnce() -> Result<Vec<JobRecord>, SlurmError> + 'a>;
+
 /// A way to reach Slurm.
 pub trait Backend: Send + Sync {
     /// Lists this user's jobs whose comment carries a stackctl marker or lock (any owner),
     /// ended ones included, with one listing RPC. Callers parse every marker themselves.
     fn list_jobs(&self) -> Result<Vec<JobRecord>, SlurmError>;
+    /// Starts [`Backend::list_jobs`] and returns what finishes it, so the caller can work
+    /// while Slurm answers: the CLI backend's listing command (here or over SSH) is running
+    /// when this returns, and no thread is started. By default the listing runs when the
+    /// returned function is called.
+    fn start_list_jobs(&self) -> PendingListing<'_> {
+        Box::new(move || self.list_jobs())
+    }
     /// Submits a job and returns its id.
     fn submit(&self, job: &JobRequest) -> Result<u64, SlurmError>;
     /// Asks Slurm whether it would accept a job, without submitting anything (`sbatch
