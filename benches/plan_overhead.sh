@@ -5,8 +5,8 @@
 # `strace -f --seccomp-bpf -e trace=execve,exit_group -ttt` (which slows each traced process start
 # a little, the same for every binary). Runs are interleaved across the binaries; medians.
 #
-# Usage: benches/plan_overhead.sh RUNS REPO BIN...   (REPO: a repo already applied, e.g. the one
-#        benches/plan.sh builds; BIN: stackctl binaries to compare, e.g. main's and this one)
+# Usage: benches/plan_overhead.sh RUNS REPO BIN...   (REPO: a repo already applied, so its plan
+#        has no changes; BIN: stackctl binaries to compare, e.g. a before and an after build)
 set -euo pipefail
 command -v strace >/dev/null || { echo "needs strace" >&2; exit 1; }
 runs=$1; repo=$2; shift 2
