@@ -427,6 +427,13 @@ impl Backend for CliBackend {
     }
 
     fn max_in_flight(&self) -> usize {
+        // For benches/ only (measuring what slurmctld takes): not a setting.
+        if let Some(n) = std::env::var("STACKCTL_BENCH_MAX_IN_FLIGHT")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            return n.max(1);
+        }
         match &self.remote {
             None => super::MAX_IN_FLIGHT,
             // Every call is one session of the login node's ssh connection, and sshd allows
