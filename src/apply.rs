@@ -259,12 +259,7 @@ pub fn apply(
         &shapes,
         backend.max_in_flight(),
         progress,
-        &|job: &JobRequest| {
-            backend
-                .test_submit(job)
-                .map(drop)
-                .map_err(|e| (e.to_string(), !e.is_definite_rejection()))
-        },
+        &|job: &JobRequest| pre_check(backend, job),
         &mut |_, shape, answer| answers[shape] = Some(answer),
     );
     let mut unanswered = false;
@@ -586,6 +581,25 @@ fn prepare(
         submission.indexes.len(),
     ));
     step
+}
+
+/// Pre-checks one shape: Slurm's answer, or the error and whether a retry may help. One
+/// answer stands for every service of the shape, so a transient failure (slurmctld busy) is
+/// asked again, as a submit is ([`crate::slurm::SUBMIT_ATTEMPTS`]); a pre-check submits
+/// nothing, so asking again is always safe.
+fn pre_check(backend: &dyn Backend, job: &JobRequest) -> Result<(), (String, bool)> {
+    let mut attempt = 1;
+    loop {
+        match backend.test_submit(job) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && attempt < crate::slurm::SUBMIT_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "pre-check failed; asking again");
+                std::thread::sleep(std::time::Duration::from_secs(u64::from(attempt)));
+                attempt += 1;
+            }
+            Err(e) => return Err((e.to_string(), !e.is_definite_rejection())),
+        }
+    }
 }
 
 /// What Slurm's answer to a pre-check (`sbatch --test-only`) depends on: the job with its
@@ -1214,6 +1228,17 @@ mod tests {
         );
         assert_eq!(backend.count(Op::Submit), 1);
         assert_eq!(alive_indexes(&backend, "good"), [0]);
+    }
+
+    #[test]
+    fn a_pre_check_that_timed_out_is_asked_again_before_its_shape_is_given_up() {
+        let backend = FakeBackend::new();
+        backend.fail_next(Op::TestSubmit, Fault::Timeout);
+        let desired = desired(&[("a", service(1, "p")), ("b", service(1, "p"))]);
+        let report = converge(&backend, &desired);
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(backend.count(Op::TestSubmit), 2);
+        assert_eq!(report.added, 2);
     }
 
     #[test]

@@ -427,8 +427,9 @@ impl Backend for CliBackend {
     }
 
     fn max_in_flight(&self) -> usize {
-        // For benches/ only (measuring what slurmctld takes): not a setting.
-        if let Some(n) = std::env::var("STACKCTL_BENCH_MAX_IN_FLIGHT")
+        // For tests and benches (one at a time; measuring what slurmctld takes), and for a
+        // site whose slurmctld wants fewer: not a repo setting.
+        if let Some(n) = std::env::var("STACKCTL_MAX_IN_FLIGHT")
             .ok()
             .and_then(|n| n.parse::<usize>().ok())
         {

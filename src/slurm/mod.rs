@@ -79,9 +79,10 @@ pub trait Backend: Send + Sync {
     }
 }
 
-/// How many Slurm calls an apply keeps in flight at once through the CLI (see
-/// docs/benchmarks.md for what slurmctld took at 1 to 16).
-pub const MAX_IN_FLIGHT: usize = 8;
+/// How many Slurm calls an apply keeps in flight at once through the CLI. Measured at 1 to
+/// 16 against the test cluster's slurmctld: more than 4 paid nothing there and raised its
+/// server threads (docs/benchmarks.md).
+pub const MAX_IN_FLIGHT: usize = 4;
 
 /// The local user's home directory (`HOME`), when set.
 pub fn local_home() -> Option<String> {
