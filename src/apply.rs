@@ -426,11 +426,21 @@ pub fn apply(
                         ));
                         progress.submitted(&step.service, indexes, job_id);
                     }
-                    Err(e) => report.fail(
-                        *jobs,
-                        format!("submitting {}[{indexes}]: {e}", step.service),
-                        !e.is_definite_rejection(),
-                    ),
+                    Err(e) => {
+                        report.fail(
+                            *jobs,
+                            format!("submitting {}[{indexes}]: {e}", step.service),
+                            !e.is_definite_rejection(),
+                        );
+                        // Slurm rejected a job its shape's pre-check let through (a
+                        // job_submit plugin that reads names or scripts): a service that
+                        // lost nothing to a cancel is left as it was, as after a rejected
+                        // pre-check.
+                        let cancelled = predecessor.keys().any(|(s, _)| *s == &step.service);
+                        if e.is_definite_rejection() && !cancelled {
+                            refuse(&mut report, &step.service, RefusalKind::Rejected);
+                        }
+                    }
                 }
             },
         );
@@ -1092,16 +1102,26 @@ mod tests {
             ("e", service(1, "pe")),
             ("f", service(1, "pf")),
         ]);
-        // Two submissions start before the first result is in; that one's interrupt stops
-        // the rest, and the second, already in flight, finishes.
-        let report = converge_interrupted(&backend, &six, 1);
+        // `a` is held until `b` exists, so both are in flight before any job exists; the
+        // interrupt comes with the first job: both finish, nothing more starts.
+        backend.state().hold_submit_until =
+            Some(("--partition=pa".into(), "--partition=pb".into()));
+        let observed = Observed::from_records(backend.list_jobs().unwrap(), &owner());
+        let plan = plan::compute(&owner(), &six, &observed);
+        let mut n = 0;
+        let mut nonce = || {
+            n += 1;
+            format!("nonce{n}")
+        };
+        let mut progress = InterruptOnceAJobExists(backend.clone());
+        let report = apply(&plan, &six, &backend, &ctx(), &mut nonce, &mut progress);
         assert!(report.interrupted, "{report:?}");
         assert_eq!((report.added, report.failed), (2, 4), "{report:?}");
         assert_eq!(
             report.done,
             [
-                "s.a[0]: submitted job array 1",
-                "s.b[0]: submitted job array 2"
+                "s.a[0]: submitted job array 2",
+                "s.b[0]: submitted job array 1"
             ]
         );
         let skipped: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
@@ -1112,6 +1132,17 @@ mod tests {
         );
         assert_eq!(backend.count(Op::Submit), 2);
         assert_eq!(backend.alive().len(), 2);
+    }
+
+    /// Progress that reports an interrupt once the fake holds any job.
+    struct InterruptOnceAJobExists(FakeBackend);
+
+    impl Progress for InterruptOnceAJobExists {
+        fn cancelled(&mut self, _: &[JobId]) {}
+        fn submitted(&mut self, _: &ServiceAddr, _: &str, _: u64) {}
+        fn interrupted(&self) -> bool {
+            !self.0.alive().is_empty()
+        }
     }
 
     /// Progress that records the services submitted, in the order it hears of them.
@@ -1438,6 +1469,9 @@ mod tests {
         assert_eq!(backend.count(Op::Submit), 1);
         assert_eq!(report.failed, 1);
         assert!(!report.retry_may_help());
+        // Nothing of it was cancelled: it is refused as after a rejected pre-check.
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        assert_eq!(report.refused[0].kind, RefusalKind::Rejected);
     }
 
     #[test]
