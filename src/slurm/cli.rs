@@ -46,7 +46,7 @@ const SACCT_SINCE: &str = "--starttime=2000-01-01T00:00:00";
 const TIME_FORMAT: (&str, &str) = ("SLURM_TIME_FORMAT", "%s");
 
 /// The exit status of a mutating command's child that found stackctl gone before it could run
-/// the Slurm command (see [`parent_guard`]).
+/// the Slurm command (see [`guard_with_parent`]).
 const PARENT_GONE_STATUS: i32 = 125;
 
 /// Whether a command changes Slurm.
@@ -56,7 +56,7 @@ enum Effect {
     ReadOnly,
     /// A write (`sbatch`, `scancel`, `scontrol update`): between fork and exec its child sets a
     /// parent-death signal (`prctl(PR_SET_PDEATHSIG, SIGKILL)`) and then checks that stackctl
-    /// is still its parent ([`parent_guard`]), so the kernel kills it when stackctl dies, and
+    /// is still its parent ([`guard_with_parent`]), so the kernel kills it when stackctl dies, and
     /// it never starts if stackctl died while it was being spawned. One process start, no
     /// wrapper.
     ///
