@@ -2,8 +2,10 @@
 //! the plan found it:
 //!
 //! 1. Every new batch script is checked with the backend's `test_submit` (`sbatch
-//!    --test-only`). A service whose script Slurm rejects is left exactly as it is: none of its
-//!    replicas is cancelled and nothing is submitted for it.
+//!    --test-only`), once per shape: scripts that differ only in per-job fields (name, marker,
+//!    output paths, the body below the options) get one check between them. A service whose
+//!    script Slurm rejects is left exactly as it is: none of its replicas is cancelled and
+//!    nothing is submitted for it.
 //! 2. One cancel for every destroy and for the predecessors of the accepted replacements. When
 //!    the cancel fails, the jobs are listed again to learn exactly which ones ended.
 //! 3. One submission per service and index group (an array each), new indexes and the
@@ -13,7 +15,9 @@
 //!    `pred=<old job>` in its marker, and the old job is left to a later pass. Services go in
 //!    the plan's dependency order; a service with `condition: started` dependencies is
 //!    submitted with `--dependency=after:<the job ids just submitted for them>`, and not at
-//!    all when one of them failed to submit.
+//!    all when one of them failed to submit. Submissions go in dependency waves, up to the
+//!    backend's [`Backend::max_in_flight`] at once within a wave (pre-checks of different
+//!    shapes too); the report and the progress events keep plan order.
 //!
 //! 4. The markers of [`Action::Update`] changes are rewritten in place (`protect=`).
 //!
@@ -21,7 +25,7 @@
 //! attempted, and the next apply starts from what Slurm then shows.
 //!
 //! An interrupt (Ctrl-C or SIGTERM, caught by [`crate::interrupt`]) stops the apply at the
-//! next step: the Slurm call in flight finishes (it runs in a process group of its own, so
+//! next step: the Slurm calls in flight finish (it runs in a process group of its own, so
 //! Ctrl-C does not reach it), nothing new is started, and the report lists what was done and
 //! what was not, as after a failure. The caller then releases the lock as on any other path.
 
@@ -162,13 +166,15 @@ pub fn apply(
         progress,
     );
 
-    // 1. Render and pre-check every submission; a rejected service is left alone.
+    // 1. Render every submission and pre-check one job of each shape (see `shape_key`); a
+    //    service with a rejected shape is left alone, and so is every other of that shape.
     let mut submissions: Vec<Submission> = Vec::new();
     let mut blocked: BTreeSet<&ServiceAddr> = BTreeSet::new();
-    for service_plan in &plan.services {
-        if progress.interrupted() {
-            break;
-        }
+    // Every rendered submission with its service's place in the plan and its shape.
+    let mut rendered: Vec<(usize, usize, Submission)> = Vec::new();
+    let mut shapes: Vec<JobRequest> = Vec::new();
+    let mut shape_of: std::collections::HashMap<String, usize> = Default::default();
+    for (at, service_plan) in plan.services.iter().enumerate() {
         let Some(service) = desired.services.get(&service_plan.service) else {
             continue;
         };
@@ -232,39 +238,69 @@ pub fn apply(
                 new_nonce(),
                 ctx,
             );
-            if let Err(e) = backend.test_submit(&job) {
-                let retryable = !e.is_definite_rejection();
-                let jobs = service_plan
-                    .changes
-                    .iter()
-                    .map(|c| if c.action == Action::Replace { 2 } else { 1 })
-                    .sum();
-                report.fail(
-                    jobs,
-                    format!(
-                        "{}: Slurm would not accept the new job, so its replicas were left as they are: {e}",
-                        service_plan.service
-                    ),
-                    retryable,
-                );
-                if !retryable {
-                    refuse(&mut report, &service_plan.service, RefusalKind::Rejected);
-                }
-                blocked.insert(&service_plan.service);
-                break;
-            }
-            submissions.push(Submission {
+            let shape = *shape_of.entry(shape_key(&job)).or_insert_with(|| {
+                shapes.push(job.clone());
+                shapes.len() - 1
+            });
+            let submission = Submission {
                 service: service_plan.service.clone(),
                 indexes: group,
                 marker,
                 job,
                 start_after: &service_plan.start_after,
                 start_after_jobs: &service_plan.start_after_jobs,
-            });
+            };
+            rendered.push((at, shape, submission));
         }
     }
-    submissions.retain(|s| !blocked.contains(&s.service));
-    if progress.interrupted() {
+    // One pre-check per shape, several at once; an interrupt leaves the rest unasked.
+    let mut answers: Vec<Option<Result<(), (String, bool)>>> = vec![None; shapes.len()];
+    run_bounded(
+        &shapes,
+        backend.max_in_flight(),
+        progress,
+        &|job: &JobRequest| pre_check(backend, job),
+        &mut |_, shape, answer| answers[shape] = Some(answer),
+    );
+    let mut unanswered = false;
+    let mut rendered = rendered.into_iter().peekable();
+    for (at, service_plan) in plan.services.iter().enumerate() {
+        let mut mine: Vec<(usize, Submission)> = Vec::new();
+        while let Some((_, shape, submission)) = rendered.next_if(|(a, _, _)| *a == at) {
+            mine.push((shape, submission));
+        }
+        if mine.iter().any(|(shape, _)| answers[*shape].is_none()) {
+            unanswered = true;
+            break;
+        }
+        let rejection = mine
+            .iter()
+            .find_map(|(shape, _)| answers[*shape].as_ref().and_then(|a| a.as_ref().err()));
+        if let Some((e, retryable)) = rejection {
+            let retryable = *retryable;
+            let jobs = service_plan
+                .changes
+                .iter()
+                .map(|c| if c.action == Action::Replace { 2 } else { 1 })
+                .sum();
+            report.fail(
+                jobs,
+                format!(
+                    "{}: Slurm would not accept the new job, so its replicas were left as they are: {e}",
+                    service_plan.service
+                ),
+                retryable,
+            );
+            if !retryable {
+                refuse(&mut report, &service_plan.service, RefusalKind::Rejected);
+            }
+            blocked.insert(&service_plan.service);
+            continue;
+        }
+        submissions.extend(mine.into_iter().map(|(_, submission)| submission));
+    }
+
+    if unanswered || progress.interrupted() {
         // Nothing was changed yet: every change not refused above is left for the next apply.
         for service_plan in plan
             .services
@@ -315,105 +351,107 @@ pub fn apply(
     }
     let still_alive = cancel(backend, &cancels, &mut report, progress);
 
-    // 3. Submit, except replacements whose predecessor may still run, dependencies first.
+    // 3. Submit, except replacements whose predecessor may still run, in dependency waves:
+    //    a wave is the longest run of submissions (in plan order) none of which starts after
+    //    a service of the same wave, so every dependency got its job ids in an earlier wave.
+    //    Within a wave up to `max_in_flight` submissions run at once; the report and the
+    //    progress events follow plan order all the same.
+    let limit = backend.max_in_flight();
     let mut submitted: BTreeMap<ServiceAddr, Vec<u64>> = BTreeMap::new();
-    for mut submission in submissions {
-        if progress.interrupted() {
+    let mut stopped = false;
+    let mut rest = submissions.into_iter().peekable();
+    while rest.peek().is_some() {
+        let mut wave: Vec<Submission> = Vec::new();
+        let mut in_wave: BTreeSet<ServiceAddr> = BTreeSet::new();
+        while let Some(next) =
+            rest.next_if(|next| !next.start_after.iter().any(|d| in_wave.contains(d)))
+        {
+            in_wave.insert(next.service.clone());
+            wave.push(next);
+        }
+        if stopped {
+            for submission in &wave {
+                report.skip(
+                    submission.indexes.len(),
+                    format!(
+                        "submitting {}[{}]",
+                        submission.service, submission.marker.indexes
+                    ),
+                );
+            }
+            continue;
+        }
+        let steps: Vec<Step> = wave
+            .into_iter()
+            .map(|submission| {
+                prepare(
+                    submission,
+                    &submitted,
+                    &predecessor,
+                    &still_alive,
+                    &image_jobs,
+                )
+            })
+            .collect();
+        let started = run_bounded(
+            &steps,
+            limit,
+            progress,
+            &|step: &Step| {
+                step.submit
+                    .as_ref()
+                    .map(|(job, nonce, _, _)| submit_once(backend, job, nonce))
+            },
+            &mut |progress, at, outcome| {
+                let step = &steps[at];
+                if let Some((jobs, message, dependency)) = &step.before {
+                    report.fail(*jobs, message.clone(), true);
+                    if *dependency {
+                        refuse(&mut report, &step.service, RefusalKind::Dependency);
+                    }
+                }
+                let (Some(outcome), Some((_, _, indexes, jobs))) = (outcome, &step.submit) else {
+                    return;
+                };
+                match outcome {
+                    Ok(job_id) => {
+                        submitted
+                            .entry(step.service.clone())
+                            .or_default()
+                            .push(job_id);
+                        report.added += jobs;
+                        report.done.push(format!(
+                            "{}[{indexes}]: submitted job array {job_id}",
+                            step.service
+                        ));
+                        progress.submitted(&step.service, indexes, job_id);
+                    }
+                    Err(e) => {
+                        report.fail(
+                            *jobs,
+                            format!("submitting {}[{indexes}]: {e}", step.service),
+                            !e.is_definite_rejection(),
+                        );
+                        // Slurm rejected a job its shape's pre-check let through (a
+                        // job_submit plugin that reads names or scripts): a service that
+                        // lost nothing to a cancel is left as it was, as after a rejected
+                        // pre-check.
+                        let cancelled = predecessor.keys().any(|(s, _)| *s == &step.service);
+                        if e.is_definite_rejection() && !cancelled {
+                            refuse(&mut report, &step.service, RefusalKind::Rejected);
+                        }
+                    }
+                }
+            },
+        );
+        for step in &steps[started..] {
             report.skip(
-                submission.indexes.len(),
-                format!(
-                    "submitting {}[{}]",
-                    submission.service, submission.marker.indexes
-                ),
+                step.planned.0,
+                format!("submitting {}[{}]", step.service, step.planned.1),
             );
-            continue;
         }
-        let mut after: Vec<String> = submission
-            .start_after_jobs
-            .iter()
-            .map(|id| id.to_string())
-            .collect();
-        let missing: Vec<String> = submission
-            .start_after
-            .iter()
-            .filter(|dependency| !submitted.contains_key(*dependency))
-            .map(|dependency| dependency.reference())
-            .collect();
-        if !missing.is_empty() {
-            report.fail(
-                submission.indexes.len(),
-                format!(
-                    "{}[{}]: not submitted, because {} it starts after (depends_on) was not submitted",
-                    submission.service,
-                    submission.marker.indexes,
-                    missing.join(", ")
-                ),
-                true,
-            );
-            refuse(&mut report, &submission.service, RefusalKind::Dependency);
-            continue;
-        }
-        for dependency in submission.start_after {
-            after.extend(submitted[dependency].iter().map(u64::to_string));
-        }
-        let (ready, waiting): (Vec<u32>, Vec<u32>) =
-            submission.indexes.iter().partition(|&&index| {
-                predecessor
-                    .get(&(&submission.service, index))
-                    .is_none_or(|job| !still_alive.contains(job))
-            });
-        if !waiting.is_empty() {
-            report.fail(
-                waiting.len(),
-                format!(
-                    "{}[{}]: not submitted, because the job it replaces could not be cancelled",
-                    submission.service,
-                    index_ranges(&waiting)
-                ),
-                true,
-            );
-            if ready.is_empty() {
-                continue;
-            }
-            submission.marker.indexes = index_ranges(&ready);
-            submission.job.options.array = Some(submission.marker.indexes.clone());
-            submission.job.options.comment = submission.marker.to_string();
-            submission.indexes = ready;
-        }
-        if !after.is_empty() {
-            submission.job.options.dependency = Some(format!("after:{}", after.join(":")));
-        }
-        if let Some(Ok(build)) = image_jobs.get(&submission.service) {
-            let afterok = format!("afterok:{build}");
-            submission.job.options.dependency = Some(match submission.job.options.dependency {
-                Some(other) => format!("{other},{afterok}"),
-                None => afterok,
-            });
-        }
-        match submit_once(backend, &submission.job, &submission.marker.nonce) {
-            Ok(job_id) => {
-                submitted
-                    .entry(submission.service.clone())
-                    .or_default()
-                    .push(job_id);
-                report.added += submission.indexes.len();
-                report.done.push(format!(
-                    "{}[{}]: submitted job array {job_id}",
-                    submission.service, submission.marker.indexes
-                ));
-                progress.submitted(&submission.service, &submission.marker.indexes, job_id);
-            }
-            Err(e) => report.fail(
-                submission.indexes.len(),
-                format!(
-                    "submitting {}[{}]: {e}",
-                    submission.service, submission.marker.indexes
-                ),
-                !e.is_definite_rejection(),
-            ),
-        }
+        stopped = started < steps.len();
     }
-
     // 4. Rewrite the markers whose `protect=` changed; the jobs keep running.
     for service_plan in &plan.services {
         let Some(service) = desired.services.get(&service_plan.service) else {
@@ -457,6 +495,191 @@ pub fn apply(
         }
     }
     report
+}
+
+/// One submission of a dependency wave, ready to go: what was found before submitting, and
+/// the job to submit.
+struct Step {
+    service: ServiceAddr,
+    /// The jobs and indexes (ranges) as planned: what an interrupt reports as not attempted.
+    planned: (usize, String),
+    /// Jobs not submitted, why, and whether because of a dependency (a refusal).
+    before: Option<(usize, String, bool)>,
+    /// The job, its nonce, the indexes it submits (ranges) and how many.
+    submit: Option<(JobRequest, String, String, usize)>,
+}
+
+/// Makes `submission` ready to submit: its dependencies' job ids (`submitted` by earlier
+/// waves), the indexes whose predecessor is known to be gone, its image's build.
+fn prepare(
+    mut submission: Submission<'_>,
+    submitted: &BTreeMap<ServiceAddr, Vec<u64>>,
+    predecessor: &BTreeMap<(&ServiceAddr, u32), JobId>,
+    still_alive: &BTreeSet<JobId>,
+    image_jobs: &BTreeMap<ServiceAddr, Result<u64, String>>,
+) -> Step {
+    let mut step = Step {
+        service: submission.service.clone(),
+        planned: (submission.indexes.len(), submission.marker.indexes.clone()),
+        before: None,
+        submit: None,
+    };
+    let mut after: Vec<String> = submission
+        .start_after_jobs
+        .iter()
+        .map(|id| id.to_string())
+        .collect();
+    let missing: Vec<String> = submission
+        .start_after
+        .iter()
+        .filter(|dependency| !submitted.contains_key(*dependency))
+        .map(|dependency| dependency.reference())
+        .collect();
+    if !missing.is_empty() {
+        step.before = Some((
+            submission.indexes.len(),
+            format!(
+                "{}[{}]: not submitted, because {} it starts after (depends_on) was not submitted",
+                submission.service,
+                submission.marker.indexes,
+                missing.join(", ")
+            ),
+            true,
+        ));
+        return step;
+    }
+    for dependency in submission.start_after {
+        after.extend(submitted[dependency].iter().map(u64::to_string));
+    }
+    let (ready, waiting): (Vec<u32>, Vec<u32>) = submission.indexes.iter().partition(|&&index| {
+        predecessor
+            .get(&(&submission.service, index))
+            .is_none_or(|job| !still_alive.contains(job))
+    });
+    if !waiting.is_empty() {
+        step.before = Some((
+            waiting.len(),
+            format!(
+                "{}[{}]: not submitted, because the job it replaces could not be cancelled",
+                submission.service,
+                index_ranges(&waiting)
+            ),
+            false,
+        ));
+        if ready.is_empty() {
+            return step;
+        }
+        submission.marker.indexes = index_ranges(&ready);
+        submission.job.options.array = Some(submission.marker.indexes.clone());
+        submission.job.options.comment = submission.marker.to_string();
+        submission.indexes = ready;
+    }
+    if !after.is_empty() {
+        submission.job.options.dependency = Some(format!("after:{}", after.join(":")));
+    }
+    if let Some(Ok(build)) = image_jobs.get(&submission.service) {
+        let afterok = format!("afterok:{build}");
+        submission.job.options.dependency = Some(match submission.job.options.dependency {
+            Some(other) => format!("{other},{afterok}"),
+            None => afterok,
+        });
+    }
+    step.submit = Some((
+        submission.job,
+        submission.marker.nonce,
+        submission.marker.indexes,
+        submission.indexes.len(),
+    ));
+    step
+}
+
+/// Pre-checks one shape: Slurm's answer, or the error and whether a retry may help. One
+/// answer stands for every service of the shape, so a transient failure (slurmctld busy) is
+/// asked again, as a submit is ([`crate::slurm::SUBMIT_ATTEMPTS`]); a pre-check submits
+/// nothing, so asking again is always safe.
+fn pre_check(backend: &dyn Backend, job: &JobRequest) -> Result<(), (String, bool)> {
+    let mut attempt = 1;
+    loop {
+        match backend.test_submit(job) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && attempt < crate::slurm::SUBMIT_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "pre-check failed; asking again");
+                std::thread::sleep(std::time::Duration::from_secs(u64::from(attempt)));
+                attempt += 1;
+            }
+            Err(e) => return Err((e.to_string(), !e.is_definite_rejection())),
+        }
+    }
+}
+
+/// What Slurm's answer to a pre-check (`sbatch --test-only`) depends on: the job with its
+/// per-job fields blanked (name, comment with the marker and nonce, output and error paths,
+/// the script body below the options). Everything that decides whether and where the job
+/// can run stays: array indexes, partition, resources, time, GRES, QOS, account, excluded
+/// nodes, begin time, dependency. Submissions of one shape get one pre-check.
+fn shape_key(job: &JobRequest) -> String {
+    let mut shape = job.clone();
+    shape.options.name.clear();
+    shape.options.comment.clear();
+    shape.options.output = None;
+    shape.options.error = None;
+    shape.body.clear();
+    shape.batch_script()
+}
+
+/// Runs `work` on `items`, up to `limit` at once on threads of their own, and hands each
+/// result to `done` on the calling thread, in the items' order (a result that comes early
+/// waits for those before it). Before starting each item it asks `progress` whether to stop;
+/// once it says so, nothing new starts and the calls in flight finish. Returns how many items
+/// were started: the first ones, each of them handed to `done`.
+///
+/// Each Slurm command's child is spawned by the thread that waits for it, so its parent-death
+/// signal is tied to a thread that lives exactly as long as the command (see
+/// `slurm::cli::Effect::Mutating`).
+fn run_bounded<T: Sync, R: Send>(
+    items: &[T],
+    limit: usize,
+    progress: &mut dyn Progress,
+    work: &(dyn Fn(&T) -> R + Sync),
+    done: &mut dyn FnMut(&mut dyn Progress, usize, R),
+) -> usize {
+    let limit = limit.max(1);
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let mut results: Vec<Option<R>> = items.iter().map(|_| None).collect();
+        let (mut started, mut handed, mut in_flight) = (0, 0, 0);
+        let mut stop = false;
+        loop {
+            while !stop && in_flight < limit && started < items.len() {
+                if progress.interrupted() {
+                    stop = true;
+                    break;
+                }
+                let (sender, item, at) = (sender.clone(), &items[started], started);
+                scope.spawn(move || {
+                    let result =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(item)));
+                    let _ = sender.send((at, result));
+                });
+                started += 1;
+                in_flight += 1;
+            }
+            if in_flight == 0 {
+                break;
+            }
+            let (at, result) = receiver.recv().expect("every worker sends before it ends");
+            in_flight -= 1;
+            results[at] = Some(result.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+            while handed < started {
+                let Some(result) = results[handed].take() else {
+                    break;
+                };
+                done(progress, handed, result);
+                handed += 1;
+            }
+        }
+        started
+    })
 }
 
 /// Submits the plan's image builds (one job per image, however many services share it) and
@@ -835,6 +1058,7 @@ mod tests {
     #[test]
     fn an_interrupt_stops_at_the_next_step_and_reports_what_was_and_was_not_done() {
         let backend = FakeBackend::new();
+        backend.state().max_in_flight = 1;
         let three = desired(&[
             ("a", service(2, "pa")),
             ("b", service(1, "pb")),
@@ -864,6 +1088,241 @@ mod tests {
         );
         assert_eq!(backend.count(Op::Cancel), 0);
         assert_eq!(alive_indexes(&backend, "pa"), [0, 1]);
+    }
+
+    #[test]
+    fn an_interrupt_lets_the_calls_in_flight_finish_and_starts_nothing_more() {
+        let backend = FakeBackend::new();
+        backend.state().max_in_flight = 2;
+        let six = desired(&[
+            ("a", service(1, "pa")),
+            ("b", service(1, "pb")),
+            ("c", service(1, "pc")),
+            ("d", service(1, "pd")),
+            ("e", service(1, "pe")),
+            ("f", service(1, "pf")),
+        ]);
+        // `a` is held until `b` exists, so both are in flight before any job exists; the
+        // interrupt comes with the first job: both finish, nothing more starts.
+        backend.state().hold_submit_until =
+            Some(("--partition=pa".into(), "--partition=pb".into()));
+        let observed = Observed::from_records(backend.list_jobs().unwrap(), &owner());
+        let plan = plan::compute(&owner(), &six, &observed);
+        let mut n = 0;
+        let mut nonce = || {
+            n += 1;
+            format!("nonce{n}")
+        };
+        let mut progress = InterruptOnceAJobExists(backend.clone());
+        let report = apply(&plan, &six, &backend, &ctx(), &mut nonce, &mut progress);
+        assert!(report.interrupted, "{report:?}");
+        assert_eq!((report.added, report.failed), (2, 4), "{report:?}");
+        assert_eq!(
+            report.done,
+            [
+                "s.a[0]: submitted job array 2",
+                "s.b[0]: submitted job array 1"
+            ]
+        );
+        let skipped: Vec<&str> = report.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            skipped,
+            ["c", "d", "e", "f"]
+                .map(|s| format!("submitting s.{s}[0]: not attempted (interrupted)"))
+        );
+        assert_eq!(backend.count(Op::Submit), 2);
+        assert_eq!(backend.alive().len(), 2);
+    }
+
+    /// Progress that reports an interrupt once the fake holds any job.
+    struct InterruptOnceAJobExists(FakeBackend);
+
+    impl Progress for InterruptOnceAJobExists {
+        fn cancelled(&mut self, _: &[JobId]) {}
+        fn submitted(&mut self, _: &ServiceAddr, _: &str, _: u64) {}
+        fn interrupted(&self) -> bool {
+            !self.0.alive().is_empty()
+        }
+    }
+
+    /// Progress that records the services submitted, in the order it hears of them.
+    #[derive(Default)]
+    struct Heard(Vec<String>);
+
+    impl Progress for Heard {
+        fn cancelled(&mut self, _: &[JobId]) {}
+        fn submitted(&mut self, service: &ServiceAddr, _: &str, _: u64) {
+            self.0.push(service.to_string());
+        }
+        fn interrupted(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn submissions_in_flight_at_once_are_reported_in_plan_order() {
+        let backend = FakeBackend::new();
+        // `a` is held until `c` exists: with calls in flight at once, `c` gets the lower id.
+        backend.state().hold_submit_until =
+            Some(("--partition=pa".into(), "--partition=pc".into()));
+        let three = desired(&[
+            ("a", service(1, "pa")),
+            ("b", service(1, "pb")),
+            ("c", service(2, "pc")),
+        ]);
+        let observed = Observed::from_records(backend.list_jobs().unwrap(), &owner());
+        let plan = plan::compute(&owner(), &three, &observed);
+        let mut n = 0;
+        let mut nonce = || {
+            n += 1;
+            format!("nonce{n}")
+        };
+        let mut heard = Heard::default();
+        let report = apply(&plan, &three, &backend, &ctx(), &mut nonce, &mut heard);
+        assert!(report.is_complete(), "{report:?}");
+        let id = |partition: &str| {
+            backend
+                .alive()
+                .iter()
+                .find(|j| j.script.contains(&format!("--partition={partition}")))
+                .unwrap()
+                .id
+                .array
+        };
+        assert!(id("pc") < id("pa"), "c was submitted while a was in flight");
+        assert!(backend.state().submits_in_flight_peak >= 2);
+        assert_eq!(
+            report.done,
+            [
+                format!("s.a[0]: submitted job array {}", id("pa")),
+                format!("s.b[0]: submitted job array {}", id("pb")),
+                format!("s.c[0-1]: submitted job array {}", id("pc")),
+            ]
+        );
+        assert_eq!(heard.0, ["s.a", "s.b", "s.c"]);
+    }
+
+    fn with_cpus(mut service: Service, cpus: u32) -> Service {
+        service.spec.resources.cpu = cpus;
+        service.hash = service.spec.hash();
+        service
+    }
+
+    #[test]
+    fn services_of_one_shape_share_a_pre_check_and_other_shapes_get_their_own() {
+        let backend = FakeBackend::new();
+        let desired = desired(&[
+            ("a", service(1, "p")),
+            ("b", service(1, "p")),
+            ("c", service(1, "p")),
+            ("other-partition", service(1, "q")),
+            ("more-cpus", with_cpus(service(1, "p"), 2)),
+            ("array-of-two", service(2, "p")),
+        ]);
+        let report = converge(&backend, &desired);
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(report.added, 7);
+        assert_eq!(backend.count(Op::TestSubmit), 4, "a, b and c share one");
+        assert_eq!(backend.count(Op::Submit), 6);
+    }
+
+    #[test]
+    fn a_rejected_shape_blocks_every_service_of_that_shape_and_only_them() {
+        let backend = FakeBackend::new();
+        backend.state().reject_scripts_containing = Some("--partition=bad".into());
+        let desired = desired(&[
+            ("a", service(1, "bad")),
+            ("b", service(1, "good")),
+            ("c", service(2, "bad")),
+            ("d", service(1, "bad")),
+        ]);
+        let report = converge(&backend, &desired);
+        assert_eq!((report.added, report.failed), (1, 4), "{report:?}");
+        let refused: Vec<String> = report
+            .refused
+            .iter()
+            .map(|r| r.services[0].to_string())
+            .collect();
+        assert_eq!(refused, ["s.a", "s.c", "s.d"]);
+        assert!(
+            report
+                .errors
+                .iter()
+                .all(|e| e.message.contains("Slurm would not accept the new job")),
+            "{:?}",
+            report.errors
+        );
+        assert_eq!(
+            backend.count(Op::TestSubmit),
+            3,
+            "bad[0], good[0], bad[0-1]"
+        );
+        assert_eq!(backend.count(Op::Submit), 1);
+        assert_eq!(alive_indexes(&backend, "good"), [0]);
+    }
+
+    #[test]
+    fn a_pre_check_that_timed_out_is_asked_again_before_its_shape_is_given_up() {
+        let backend = FakeBackend::new();
+        backend.fail_next(Op::TestSubmit, Fault::Timeout);
+        let desired = desired(&[("a", service(1, "p")), ("b", service(1, "p"))]);
+        let report = converge(&backend, &desired);
+        assert!(report.is_complete(), "{report:?}");
+        assert_eq!(backend.count(Op::TestSubmit), 2);
+        assert_eq!(report.added, 2);
+    }
+
+    #[test]
+    fn the_shape_of_a_job_keeps_what_slurm_decides_on_and_drops_per_job_fields() {
+        let job = |edit: &dyn Fn(&mut JobRequest)| {
+            let mut job = JobRequest {
+                options: crate::job::JobOptions {
+                    name: "s.a".into(),
+                    comment: "stackctl/v1;nonce=1".into(),
+                    array: Some("0".into()),
+                    cpus_per_task: Some(1),
+                    memory: Some("16M".into()),
+                    partition: Some("debug".into()),
+                    output: Some("/logs/a.out".into()),
+                    error: Some("/logs/a.err".into()),
+                    ..Default::default()
+                },
+                body: "exec sleep 600 # a\n".into(),
+            };
+            edit(&mut job);
+            shape_key(&job)
+        };
+        let base = job(&|_| {});
+        let same = job(&|j| {
+            j.options.name = "s.b".into();
+            j.options.comment = "stackctl/v1;nonce=2".into();
+            j.options.output = Some("/logs/b.out".into());
+            j.options.error = None;
+            j.body = "exec sleep 600 # b\n".into();
+        });
+        assert_eq!(base, same);
+        for (what, edit) in [
+            (
+                "array",
+                &(|j: &mut JobRequest| j.options.array = Some("1".into()))
+                    as &dyn Fn(&mut JobRequest),
+            ),
+            ("array size", &|j| j.options.array = Some("0-1".into())),
+            ("cpus", &|j| j.options.cpus_per_task = Some(2)),
+            ("memory", &|j| j.options.memory = Some("32M".into())),
+            ("partition", &|j| j.options.partition = Some("gpu".into())),
+            ("gres", &|j| j.options.gres = Some("gpu:1".into())),
+            ("time", &|j| j.options.time_limit = Some(5)),
+            ("exclude", &|j| j.options.exclude = Some("node1".into())),
+            ("begin", &|j| j.options.begin = Some("now+30".into())),
+            ("dependency", &|j| {
+                j.options.dependency = Some("after:1".into())
+            }),
+            ("qos", &|j| j.options.qos = Some("high".into())),
+            ("account", &|j| j.options.account = Some("x".into())),
+        ] {
+            assert_ne!(base, job(edit), "{what}");
+        }
     }
 
     #[test]
@@ -1010,6 +1469,9 @@ mod tests {
         assert_eq!(backend.count(Op::Submit), 1);
         assert_eq!(report.failed, 1);
         assert!(!report.retry_may_help());
+        // Nothing of it was cancelled: it is refused as after a rejected pre-check.
+        assert_eq!(report.refused.len(), 1, "{report:?}");
+        assert_eq!(report.refused[0].kind, RefusalKind::Rejected);
     }
 
     #[test]

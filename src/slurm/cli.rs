@@ -18,7 +18,7 @@ use crate::utc::unix_now;
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,27 +50,20 @@ const SACCT_SINCE: &str = "--starttime=2000-01-01T00:00:00";
 /// Every Slurm command prints times as unix seconds.
 const TIME_FORMAT: (&str, &str) = ("SLURM_TIME_FORMAT", "%s");
 
-/// util-linux's `setpriv`, which sets a parent-death signal and then runs a program.
-const SETPRIV: &str = "/usr/bin/setpriv";
-
-/// The shell that runs the guard between `setpriv` and the Slurm command.
-const SH: &str = "/bin/sh";
-
-/// Run by `/bin/sh -c` between `setpriv` and the Slurm command, with stackctl's pid as `$0`:
-/// runs the command only if stackctl is still its parent. It closes the window between the
-/// fork and `setpriv`'s `prctl`: a parent that dies in that window sends no signal, but the
-/// child is then already reparented, so `$PPID` (read after the `prctl`) no longer matches.
-const PARENT_GUARD: &str = r#"[ "$PPID" = "$0" ] && exec "$@"; echo "stackctl (pid $0) is gone; not running $1" >&2; exit 125"#;
+/// The exit status of a mutating command's child that found stackctl gone before it could run
+/// the Slurm command (see [`guard_with_parent`]).
+const PARENT_GONE_STATUS: i32 = 125;
 
 /// Whether a command changes Slurm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Effect {
     /// A read: if stackctl dies, letting it finish is harmless.
     ReadOnly,
-    /// A write (`sbatch`, `scancel`, `scontrol update`): it runs as
-    /// `setpriv --pdeathsig KILL -- /bin/sh -c GUARD <stackctl pid> <program> <args>…`, so the
-    /// kernel kills it when stackctl dies, and it never starts if stackctl died while it was
-    /// being spawned (the crate forbids `unsafe`, so no `pre_exec` with `prctl`).
+    /// A write (`sbatch`, `scancel`, `scontrol update`): between fork and exec its child sets a
+    /// parent-death signal (`prctl(PR_SET_PDEATHSIG, SIGKILL)`) and then checks that stackctl
+    /// is still its parent ([`guard_with_parent`]), so the kernel kills it when stackctl dies, and
+    /// it never starts if stackctl died while it was being spawned. One process start, no
+    /// wrapper.
     ///
     /// Why this makes the order of two applies safe: an apply lists the jobs only after it
     /// holds the lock, and a contender breaks a dead holder's lock only once the holder's pid
@@ -86,8 +79,8 @@ enum Effect {
     /// job, the contender would submit the same replica again, and the next plan would see the
     /// two (both carry markers) and destroy the duplicate. The signal goes when the *thread*
     /// that spawned the child exits; `run` blocks that thread until the child ends, so this is
-    /// the same as the process. Without `/usr/bin/setpriv` (a system without util-linux)
-    /// commands run without the signal.
+    /// the same as the process. An apply that submits on several threads at once
+    /// ([`crate::apply`]) keeps each spawning thread blocked in `run` the same way.
     Mutating,
 }
 
@@ -111,7 +104,7 @@ impl Default for CliBackend {
 
 impl CliBackend {
     /// Runs a Slurm command, killing it after the deadline. Errors name `program` and `args`,
-    /// never the `setpriv` wrapper of a [`Effect::Mutating`] command.
+    /// never a wrapper.
     ///
     /// Output goes to unnamed temporary files rather than pipes: squeue writes its listing in
     /// hundreds of small writes, and a pipe turns each into a wake-up of the reader.
@@ -251,11 +244,8 @@ impl CliBackend {
     }
 }
 
-/// Builds the process for one Slurm command: the program itself, or for a mutating command the
-/// parent-death wrapper around it (see [`Effect::Mutating`]). A program missing from `PATH` is
-/// a spawn error naming it, wrapped or not. The wrapper's shell finds the program on `PATH`
-/// itself, so the program sees its plain name as `argv[0]` and its messages keep their
-/// `sbatch: error: ` tag.
+/// Builds the process for one Slurm command: the program itself, under a parent-death signal
+/// for a mutating command (see [`Effect::Mutating`]).
 ///
 /// Every command runs in a process group of its own, so a Ctrl-C at the terminal (which
 /// signals the whole foreground group) reaches stackctl, which decides, and never cuts a
@@ -263,55 +253,48 @@ impl CliBackend {
 fn command_for(program: &str, args: &[OsString], effect: Effect) -> std::io::Result<Command> {
     use std::os::unix::process::CommandExt;
     let (time_key, time_format) = TIME_FORMAT;
-    if effect == Effect::ReadOnly || !pdeathsig_available() {
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .env(time_key, time_format)
-            .process_group(0);
-        return Ok(command);
-    }
-    if find_on_path(program, std::env::var_os("PATH").as_deref()).is_none() {
-        return Err(std::io::Error::from_raw_os_error(2 /* ENOENT */));
-    }
-    let mut command = Command::new(SETPRIV);
+    let mut command = Command::new(program);
     command
-        .args(["--pdeathsig", "KILL", "--", SH, "-c", PARENT_GUARD])
-        .arg(std::process::id().to_string())
-        .arg(program)
         .args(args)
         .env(time_key, time_format)
         .process_group(0);
+    if effect == Effect::Mutating {
+        guard_with_parent(&mut command, std::process::id());
+    }
     Ok(command)
 }
 
-/// Returns whether mutating commands can run under a parent-death signal on this machine.
-fn pdeathsig_available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        let available = Path::new(SETPRIV).is_file() && Path::new(SH).is_file();
-        if !available {
-            tracing::debug!("no {SETPRIV}: Slurm commands run without a parent-death signal");
-        }
-        available
-    })
-}
-
-/// Finds `program` as the shell would: a name with a `/` as is, otherwise the first executable
-/// file of that name in `path`'s directories.
-fn find_on_path(program: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        let p = PathBuf::from(program);
-        return executable(&p).then_some(p);
+/// Makes `command`'s child, between fork and exec, ask the kernel to SIGKILL it when the
+/// thread that spawned it exits (stackctl blocks that thread until the child ends), and then
+/// check that `parent` (stackctl's pid, read before the fork) is still its parent. A parent
+/// that died between the fork and the `prctl` sends no signal, but the child is then already
+/// reparented, so `getppid` (read after the `prctl`) no longer matches: the child exits with
+/// [`PARENT_GONE_STATUS`] and never runs the Slurm command.
+#[allow(unsafe_code)]
+fn guard_with_parent(command: &mut Command, parent: u32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed. It makes only the system calls `prctl`, `getppid` and `_exit` (all
+    // async-signal-safe), with integer arguments; it allocates nothing and takes no lock
+    // (`last_os_error` reads errno into a plain integer); `parent` is a copied integer.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() as u32 != parent {
+                libc::_exit(PARENT_GONE_STATUS);
+            }
+            Ok(())
+        });
     }
-    std::env::split_paths(path?)
-        .map(|dir| dir.join(program))
-        .find(|p| executable(p))
 }
 
 /// Returns what a failed Slurm command printed on stderr, without the noise around the
@@ -453,12 +436,20 @@ impl Backend for CliBackend {
             command: format!("scontrol {}", args.join(" ")),
             message,
         };
-        let partitions = self.run("scontrol", &PARTITIONS, None, Effect::ReadOnly)?;
-        let partitions = parse_partitions(&partitions).map_err(|m| parse_error(&PARTITIONS, m))?;
-        let nodes = self.run("scontrol", &NODES, None, Effect::ReadOnly)?;
-        let nodes = parse_nodes(&nodes).map_err(|m| parse_error(&NODES, m))?;
-        let config = self.run("scontrol", &CONFIG, None, Effect::ReadOnly)?;
-        let max_array_size = parse_max_array_size(&config).map_err(|m| parse_error(&CONFIG, m))?;
+        // The three run at once: each waits mostly on slurmctld, and reads never conflict.
+        let (partitions, nodes, config) = std::thread::scope(|scope| {
+            let partitions =
+                scope.spawn(|| self.run("scontrol", &PARTITIONS, None, Effect::ReadOnly));
+            let nodes = scope.spawn(|| self.run("scontrol", &NODES, None, Effect::ReadOnly));
+            let config = self.run("scontrol", &CONFIG, None, Effect::ReadOnly);
+            let join = |h: std::thread::ScopedJoinHandle<'_, _>| {
+                h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+            };
+            (join(partitions), join(nodes), config)
+        });
+        let partitions = parse_partitions(&partitions?).map_err(|m| parse_error(&PARTITIONS, m))?;
+        let nodes = parse_nodes(&nodes?).map_err(|m| parse_error(&NODES, m))?;
+        let max_array_size = parse_max_array_size(&config?).map_err(|m| parse_error(&CONFIG, m))?;
         Ok(ClusterFacts {
             partitions,
             nodes,
@@ -480,6 +471,23 @@ impl Backend for CliBackend {
 
     fn unchecked(&self) -> Option<String> {
         None
+    }
+
+    fn max_in_flight(&self) -> usize {
+        // For tests and benches (one at a time; measuring what slurmctld takes), and for a
+        // site whose slurmctld wants fewer: not a repo setting.
+        if let Some(n) = std::env::var("STACKCTL_MAX_IN_FLIGHT")
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            return n.max(1);
+        }
+        match &self.remote {
+            None => super::MAX_IN_FLIGHT,
+            // Every call is one session of the login node's ssh connection, and sshd allows
+            // 10 per connection by default (`MaxSessions`).
+            Some(_) => super::MAX_IN_FLIGHT.min(super::ssh::MAX_SESSIONS_IN_FLIGHT),
+        }
     }
 
     fn create_dir(&self, path: &Path) -> Result<(), String> {
@@ -1261,27 +1269,6 @@ mod tests {
     }
 
     #[test]
-    fn programs_are_found_on_path_like_the_shell_does() {
-        let dir = tempfile::tempdir().unwrap();
-        let exe = dir.path().join("fake-slurm-tool");
-        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
-        let not_exe = dir.path().join("not-executable");
-        std::fs::write(&not_exe, "").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let path =
-            std::env::join_paths(["/nonexistent-dir", dir.path().to_str().unwrap()]).unwrap();
-        assert_eq!(find_on_path("fake-slurm-tool", Some(&path)), Some(exe));
-        assert_eq!(find_on_path("not-executable", Some(&path)), None);
-        assert_eq!(find_on_path("missing", Some(&path)), None);
-        assert_eq!(find_on_path("missing", None), None);
-        assert_eq!(
-            find_on_path("/bin/sh", None).as_deref(),
-            Some(Path::new("/bin/sh"))
-        );
-    }
-
-    #[test]
     fn a_missing_program_is_a_spawn_error_naming_it_even_when_wrapped() {
         for effect in [Effect::ReadOnly, Effect::Mutating] {
             let error = CliBackend::default()
@@ -1299,9 +1286,6 @@ mod tests {
 
     #[test]
     fn mutating_commands_run_with_their_args_stdin_and_errors_named_after_the_program() {
-        if !pdeathsig_available() {
-            return;
-        }
         let backend = CliBackend::default();
         let out = backend
             .run("cat", &["-"], Some("script\n"), Effect::Mutating)
@@ -1316,11 +1300,10 @@ mod tests {
                 assert_eq!(command, "ls /nonexistent-stackctl");
                 // The program's own name, as it would print without the wrapper.
                 assert!(message.starts_with("ls: cannot access"), "{message}");
-                assert!(!message.contains("setpriv"), "{message}");
             }
             other => panic!("{other:?}"),
         }
-        // The signal is really set (setpriv -d, run as the wrapped program, reads it back).
+        // The signal is really set (util-linux's setpriv -d, run as the command, reads it back).
         let dump = backend
             .run("setpriv", &["-d"], None, Effect::Mutating)
             .unwrap();
@@ -1333,26 +1316,21 @@ mod tests {
 
     #[test]
     fn the_guard_runs_nothing_once_stackctl_is_no_longer_the_parent() {
-        if !pdeathsig_available() {
-            return;
-        }
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("ran");
-        // Our own pid as `$0` (the parent really is us): the command runs.
-        let run = |pid: &str| {
-            Command::new(SH)
-                .args(["-c", PARENT_GUARD, pid, "touch"])
-                .arg(&marker)
-                .output()
-                .unwrap()
+        let run = |parent: u32| {
+            let mut command = Command::new("touch");
+            command.arg(&marker);
+            guard_with_parent(&mut command, parent);
+            command.output().unwrap()
         };
-        assert!(run(&std::process::id().to_string()).status.success());
+        // Our own pid (the parent really is us): the command runs.
+        assert!(run(std::process::id()).status.success());
         assert!(marker.exists());
         std::fs::remove_file(&marker).unwrap();
         // Any other pid (a parent that died and left the child to a reaper): it does not.
-        let refused = run("1");
-        assert_eq!(refused.status.code(), Some(125));
+        let refused = run(1);
+        assert_eq!(refused.status.code(), Some(PARENT_GONE_STATUS));
         assert!(!marker.exists());
-        assert!(String::from_utf8_lossy(&refused.stderr).contains("not running touch"));
     }
 }

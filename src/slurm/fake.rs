@@ -82,12 +82,23 @@ pub struct FakeState {
     pub faults: VecDeque<(Op, Fault)>,
     /// Scripts containing this text are rejected by `submit` and `test_submit`.
     pub reject_scripts_containing: Option<String>,
+    /// What `max_in_flight` returns; 0 (the default) means 4, so apply's unit tests run
+    /// with calls in flight at once.
+    pub max_in_flight: usize,
+    /// `(a, b)`: a submit whose script contains `a` waits, at most 10 s, until a job whose
+    /// script contains `b` exists; so with calls in flight at once, `b` is created first.
+    pub hold_submit_until: Option<(String, String)>,
+    /// The most submits that were ever running at once.
+    pub submits_in_flight_peak: usize,
+    submits_in_flight: usize,
 }
 
 /// An in-memory [`Backend`]. Clones share one cluster.
 #[derive(Debug, Clone, Default)]
 pub struct FakeBackend {
     state: Arc<Mutex<FakeState>>,
+    /// Signalled whenever a job is created (for [`FakeState::hold_submit_until`]).
+    created: Arc<std::sync::Condvar>,
 }
 
 impl FakeBackend {
@@ -140,6 +151,31 @@ impl FakeBackend {
         s.faults.remove(at).map(|(_, fault)| fault)
     }
 
+    /// Waits as [`FakeState::hold_submit_until`] says, counting the submits in flight.
+    fn hold(&self, script: &str) {
+        let mut s = self.state();
+        s.submits_in_flight += 1;
+        s.submits_in_flight_peak = s.submits_in_flight_peak.max(s.submits_in_flight);
+        let Some((held, until)) = s.hold_submit_until.clone() else {
+            return;
+        };
+        if !script.contains(&held) {
+            return;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !s.jobs.iter().any(|j| j.script.contains(&until)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            s = self
+                .created
+                .wait_timeout(s, left)
+                .expect("fake state lock")
+                .0;
+        }
+    }
+
     fn create(&self, script: &str) -> u64 {
         let mut s = self.state();
         s.last_id += 1;
@@ -172,7 +208,37 @@ impl FakeBackend {
                 script: script.to_owned(),
             });
         }
+        drop(s);
+        self.created.notify_all();
         array
+    }
+
+    /// A submit once any hold is over: faults, rejections, then the job.
+    fn submit_now(&self, script: &str) -> Result<u64, SlurmError> {
+        match self.begin(Op::Submit) {
+            Some(Fault::Reject(message)) => return Err(failed("sbatch", message)),
+            Some(Fault::Timeout) => return Err(timeout("sbatch")),
+            Some(Fault::SubmittedThenTimeout) => {
+                self.create(script);
+                return Err(SlurmError::Unreachable {
+                    command: "sbatch".into(),
+                    message: "Batch job submission failed: Socket timed out on send/recv operation"
+                        .into(),
+                });
+            }
+            Some(Fault::SubmittedUnparseable) => {
+                self.create(script);
+                return Err(SlurmError::Parse {
+                    command: "sbatch --parsable".into(),
+                    message: "no job id in \"garbage\"".into(),
+                });
+            }
+            Some(Fault::PartialCancel(_)) | None => {}
+        }
+        if let Some(message) = self.rejects(script) {
+            return Err(failed("sbatch", message));
+        }
+        Ok(self.create(script))
     }
 
     fn rejects(&self, script: &str) -> Option<String> {
@@ -236,30 +302,10 @@ impl Backend for FakeBackend {
 
     fn submit(&self, job: &JobRequest) -> Result<u64, SlurmError> {
         let script = &job.batch_script();
-        match self.begin(Op::Submit) {
-            Some(Fault::Reject(message)) => return Err(failed("sbatch", message)),
-            Some(Fault::Timeout) => return Err(timeout("sbatch")),
-            Some(Fault::SubmittedThenTimeout) => {
-                self.create(script);
-                return Err(SlurmError::Unreachable {
-                    command: "sbatch".into(),
-                    message: "Batch job submission failed: Socket timed out on send/recv operation"
-                        .into(),
-                });
-            }
-            Some(Fault::SubmittedUnparseable) => {
-                self.create(script);
-                return Err(SlurmError::Parse {
-                    command: "sbatch --parsable".into(),
-                    message: "no job id in \"garbage\"".into(),
-                });
-            }
-            Some(Fault::PartialCancel(_)) | None => {}
-        }
-        if let Some(message) = self.rejects(script) {
-            return Err(failed("sbatch", message));
-        }
-        Ok(self.create(script))
+        self.hold(script);
+        let result = self.submit_now(script);
+        self.state().submits_in_flight -= 1;
+        result
     }
 
     fn test_submit(&self, job: &JobRequest) -> Result<Option<StartEstimate>, SlurmError> {
@@ -272,6 +318,13 @@ impl Backend for FakeBackend {
         match self.rejects(script) {
             Some(message) => Err(failed("sbatch --test-only", message)),
             None => Ok(None),
+        }
+    }
+
+    fn max_in_flight(&self) -> usize {
+        match self.state().max_in_flight {
+            0 => 4,
+            n => n,
         }
     }
 

@@ -82,7 +82,17 @@ pub trait Backend: Send + Sync {
     /// What this backend cannot check or show that the CLI can, said in a plan's warnings;
     /// `None` for a backend that lacks nothing.
     fn unchecked(&self) -> Option<String>;
+    /// How many calls an apply may make at once through this backend (pre-checks of different
+    /// shapes, submissions of one dependency wave); 1 (one after another) by default.
+    fn max_in_flight(&self) -> usize {
+        1
+    }
 }
+
+/// How many Slurm calls an apply keeps in flight at once through the CLI. Measured at 1 to
+/// 16 against the test cluster's slurmctld: more than 4 paid nothing there and raised its
+/// server threads (docs/benchmarks.md).
+pub const MAX_IN_FLIGHT: usize = 4;
 
 /// The local user's home directory (`HOME`), when set.
 pub fn local_home() -> Option<String> {

@@ -24,6 +24,10 @@ pub const CONTROL_PERSIST: u32 = 60;
 /// The exit status ssh uses for its own errors.
 pub const SSH_FAILURE_STATUS: i32 = 255;
 
+/// How many commands may run at once over one login node's connection: sshd's default
+/// `MaxSessions` is 10, and a few are left for anything else sharing the connection.
+pub const MAX_SESSIONS_IN_FLIGHT: usize = 8;
+
 /// A login node and the control master shared by this process's commands to it.
 #[derive(Debug)]
 pub struct SshSession {

@@ -1072,9 +1072,12 @@ fn ctrl_c_during_apply_reports_what_was_and_was_not_done_releases_the_lock_and_e
     );
     let out = tools.path().join("stdout");
     let err = tools.path().join("stderr");
+    // One submission at a time, so exactly one is in flight when the interrupt comes (several
+    // at once: apply's unit tests).
     let mut child = repo
         .command(&["apply", "--auto-approve"])
         .env("PATH", &path)
+        .env("STACKCTL_MAX_IN_FLIGHT", "1")
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap())
         .spawn()
