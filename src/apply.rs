@@ -166,7 +166,7 @@ pub fn apply(
         progress,
     );
 
-    // 1. Render every submission and pre-check one job of each shape (see `shape_key`); a
+    // 1. Render every submission and pre-check one job of each shape (see [`JobRequest::shape`]); a
     //    service with a rejected shape is left alone, and so is every other of that shape.
     let mut submissions: Vec<Submission> = Vec::new();
     let mut blocked: BTreeSet<&ServiceAddr> = BTreeSet::new();
@@ -238,7 +238,7 @@ pub fn apply(
                 new_nonce(),
                 ctx,
             );
-            let shape = *shape_of.entry(shape_key(&job)).or_insert_with(|| {
+            let shape = *shape_of.entry(job.shape()).or_insert_with(|| {
                 shapes.push(job.clone());
                 shapes.len() - 1
             });
@@ -610,21 +610,6 @@ fn pre_check(backend: &dyn Backend, job: &JobRequest) -> Result<(), (String, boo
             Err(e) => return Err((e.to_string(), !e.is_definite_rejection())),
         }
     }
-}
-
-/// What Slurm's answer to a pre-check (`sbatch --test-only`) depends on: the job with its
-/// per-job fields blanked (name, comment with the marker and nonce, output and error paths,
-/// the script body below the options). Everything that decides whether and where the job
-/// can run stays: array indexes, partition, resources, time, GRES, QOS, account, excluded
-/// nodes, begin time, dependency. Submissions of one shape get one pre-check.
-fn shape_key(job: &JobRequest) -> String {
-    let mut shape = job.clone();
-    shape.options.name.clear();
-    shape.options.comment.clear();
-    shape.options.output = None;
-    shape.options.error = None;
-    shape.body.clear();
-    shape.batch_script()
 }
 
 /// Runs `work` on `items`, up to `limit` at once on threads of their own, and hands each
@@ -1290,7 +1275,7 @@ mod tests {
                 body: "exec sleep 600 # a\n".into(),
             };
             edit(&mut job);
-            shape_key(&job)
+            job.shape()
         };
         let base = job(&|_| {});
         let same = job(&|j| {

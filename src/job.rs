@@ -102,6 +102,22 @@ impl JobOptions {
 }
 
 impl JobRequest {
+    /// What Slurm's answer to `sbatch --test-only` depends on: the batch script with the
+    /// per-job fields blanked (name, comment with the marker and nonce, output and error paths,
+    /// the script body below the options). Everything that decides whether, where and when
+    /// the job can run stays: array indexes, partition, resources, time, GRES, QOS, account,
+    /// excluded nodes, begin time, dependency. Jobs of one shape get one pre-check in apply
+    /// and one start estimate in plan.
+    pub fn shape(&self) -> String {
+        let mut shape = self.clone();
+        shape.options.name.clear();
+        shape.options.comment.clear();
+        shape.options.output = None;
+        shape.options.error = None;
+        shape.body.clear();
+        shape.batch_script()
+    }
+
     /// The batch script `sbatch` reads: `#!/bin/bash`, one `#SBATCH` line per option, the body.
     pub fn batch_script(&self) -> String {
         let mut script = String::from("#!/bin/bash\n");

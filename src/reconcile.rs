@@ -459,19 +459,25 @@ pub fn plan_listed(
 /// started once its last job has, so the latest estimate is kept. A question Slurm cannot
 /// answer leaves the estimate out (apply's pre-check reports a rejection); it never fails the
 /// plan. An estimate more than a year away is kept and rendered as unknown
-/// ([`crate::observed::StartEstimate::PLAUSIBLE_SECONDS`]).
+/// ([`crate::observed::StartEstimate::PLAUSIBLE_SECONDS`]). Slurm is asked once per job
+/// shape ([`crate::job::JobRequest::shape`]): jobs of one shape get the same answer.
 fn estimate_starts(plan: &mut Plan, repo: &Repo, backend: &dyn Backend) {
     let Ok(ctx) = script_context(repo, backend) else {
         return;
     };
     let owner = plan.owner.clone();
+    type Answer = Result<Option<crate::observed::StartEstimate>, String>;
+    let mut answers: std::collections::HashMap<String, Answer> = Default::default();
     for service_plan in &mut plan.services {
         let Some(service) = repo.desired.services.get(&service_plan.service) else {
             continue;
         };
         let mut latest: Option<crate::observed::StartEstimate> = None;
         for job in estimate_jobs(service_plan, service, &owner, &ctx) {
-            match backend.test_submit(&job) {
+            let answer = answers
+                .entry(job.shape())
+                .or_insert_with(|| backend.test_submit(&job).map_err(|e| e.to_string()));
+            match answer.clone() {
                 Ok(Some(estimate)) => {
                     if latest.as_ref().is_none_or(|l| estimate.at > l.at) {
                         latest = Some(estimate);
@@ -1608,6 +1614,23 @@ mod tests {
         assert_eq!(backend.count(Op::List), lists + 1, "one listing");
         assert_eq!(backend.count(Op::Submit), submits, "no placeholder, no job");
         assert_eq!(backend.count(Op::Facts), 1, "facts only when submitting");
+    }
+
+    #[test]
+    fn a_plans_start_estimates_ask_slurm_once_per_job_shape() {
+        let (dir, _) = repo(2, 1);
+        write_stack(
+            dir.path(),
+            "s",
+            "services:\n  web: {recipe: test/sleeper, replicas: 2}\n  api: {recipe: test/sleeper, replicas: 2}\n  \
+             db: {recipe: test/sleeper, replicas: 2, resources: {cpu: 2}}\n  one: {recipe: test/sleeper}\n",
+        );
+        let repo = load(dir.path()).unwrap();
+        let backend = backend();
+        let planned = plan(&repo, &PlanOptions::for_checkout(dir.path()), &backend).unwrap();
+        assert_eq!(planned.plan.services.len(), 4);
+        // web and api differ only in name and marker; db asks for more CPUs, one for one index.
+        assert_eq!(backend.count(Op::TestSubmit), 3);
     }
 
     #[test]
