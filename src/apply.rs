@@ -166,8 +166,9 @@ pub fn apply(
         progress,
     );
 
-    // 1. Render every submission and pre-check one job of each shape (see [`JobRequest::shape`]); a
-    //    service with a rejected shape is left alone, and so is every other of that shape.
+    // 1. Render every submission and pre-check one job of each shape (see
+    //    [`JobRequest::shape`]); a service with a rejected shape is left alone, and so is
+    //    every other of that shape.
     let mut submissions: Vec<Submission> = Vec::new();
     let mut blocked: BTreeSet<&ServiceAddr> = BTreeSet::new();
     // Every rendered submission with its service's place in the plan and its shape.
