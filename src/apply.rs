@@ -1175,8 +1175,10 @@ mod tests {
                 .id
                 .array
         };
+        // One at a time, `a` would wait for `c` in vain (10 s) and get the lower id; whether
+        // `a` was still in flight when `c` was made depends on the threads' scheduling, so
+        // the peak of calls in flight is not asserted.
         assert!(id("pc") < id("pa"), "c was submitted while a was in flight");
-        assert!(backend.state().submits_in_flight_peak >= 2);
         assert_eq!(
             report.done,
             [

@@ -88,9 +88,6 @@ pub struct FakeState {
     /// `(a, b)`: a submit whose script contains `a` waits, at most 10 s, until a job whose
     /// script contains `b` exists; so with calls in flight at once, `b` is created first.
     pub hold_submit_until: Option<(String, String)>,
-    /// The most submits that were ever running at once.
-    pub submits_in_flight_peak: usize,
-    submits_in_flight: usize,
 }
 
 /// An in-memory [`Backend`]. Clones share one cluster.
@@ -151,11 +148,9 @@ impl FakeBackend {
         s.faults.remove(at).map(|(_, fault)| fault)
     }
 
-    /// Waits as [`FakeState::hold_submit_until`] says, counting the submits in flight.
+    /// Waits as [`FakeState::hold_submit_until`] says.
     fn hold(&self, script: &str) {
         let mut s = self.state();
-        s.submits_in_flight += 1;
-        s.submits_in_flight_peak = s.submits_in_flight_peak.max(s.submits_in_flight);
         let Some((held, until)) = s.hold_submit_until.clone() else {
             return;
         };
@@ -303,9 +298,7 @@ impl Backend for FakeBackend {
     fn submit(&self, job: &JobRequest) -> Result<u64, SlurmError> {
         let script = &job.batch_script();
         self.hold(script);
-        let result = self.submit_now(script);
-        self.state().submits_in_flight -= 1;
-        result
+        self.submit_now(script)
     }
 
     fn test_submit(&self, job: &JobRequest) -> Result<Option<StartEstimate>, SlurmError> {
